@@ -1,0 +1,3 @@
+from vexfs_cockpit.cli import main
+
+raise SystemExit(main())

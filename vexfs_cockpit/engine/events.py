@@ -1,0 +1,160 @@
+"""The one typed event stream. Front ends and the store see only these.
+
+Events are small frozen dataclasses. ``ts`` is wall-clock seconds (time.time()).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from vexfs_cockpit.engine.results import TestResult, TestStatus
+from vexfs_cockpit.klog.model import KernelReport
+
+
+def _now() -> float:
+    return time.time()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunStarted:
+    run_id: str
+    config_path: str
+    profile: str  # e.g. "selftest" or "vexfs"
+    env: str
+    domains: tuple[str, ...]
+    config_json: str = "{}"  # the effective merged config, for the record
+    ts: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunFinished:
+    run_id: str
+    status: str  # passed | failed | errored | aborted
+    counts: dict[str, int]  # TestStatus value -> count
+    reason: str = ""
+    ts: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DomainStarted:
+    run_id: str
+    domain: str
+    vm: str
+    planned_tests: tuple[str, ...]
+    ts: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DomainFinished:
+    run_id: str
+    domain: str
+    status: str  # passed | failed | errored | skipped
+    counts: dict[str, int]
+    reason: str = ""
+    ts: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TestStarted:
+    __test__ = False
+    run_id: str
+    domain: str
+    test: str
+    attempt: int
+    vm: str = ""
+    ts: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TestFinished:
+    __test__ = False
+    run_id: str
+    result: TestResult
+    ts: float = field(default_factory=_now)
+
+    @property
+    def status(self) -> TestStatus:
+        return self.result.status
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetricRecorded:
+    run_id: str
+    domain: str
+    test: str
+    name: str
+    value: float
+    ts: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KernelLogLine:
+    vm: str
+    line_no: int  # absolute line number in that VM's log since it booted
+    text: str
+    source: str = "console"  # console | dmesg
+    ts: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KernelEventRaised:
+    """A classified kernel report, attributed to the test running on that VM (if any)."""
+
+    vm: str
+    report: KernelReport
+    run_id: str = ""
+    domain: str = ""
+    test: str = ""
+    expected: bool = False  # the test declared it expects this kind (fault injection)
+    ts: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VmStateChanged:
+    vm: str
+    state: str  # defined | booting | running | ready | paused | hung | crashed | stopped | undefined
+    reason: str = ""
+    ts: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VmSample:
+    """1 Hz health sample of a VM."""
+
+    vm: str
+    state: str
+    cpu_pct: float
+    mem_kb: int
+    block_rd_bytes: int = 0
+    block_wr_bytes: int = 0
+    net_rx_bytes: int = 0
+    net_tx_bytes: int = 0
+    run_id: str = ""
+    ts: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InfraProblem:
+    """Something outside the code under test broke (libvirt, image, SSH)."""
+
+    message: str
+    vm: str = ""
+    run_id: str = ""
+    ts: float = field(default_factory=_now)
+
+
+Event = (
+    RunStarted
+    | RunFinished
+    | DomainStarted
+    | DomainFinished
+    | TestStarted
+    | TestFinished
+    | MetricRecorded
+    | KernelLogLine
+    | KernelEventRaised
+    | VmStateChanged
+    | VmSample
+    | InfraProblem
+)

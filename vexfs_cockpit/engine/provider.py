@@ -1,0 +1,32 @@
+"""Where domains get their VMs from. The fleet implements it; engine tests use a local one."""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from vexfs_cockpit.engine.plugin import KernelLog, VmControl
+from vexfs_cockpit.engine.target import Target
+
+
+@dataclass(slots=True)
+class Lease:
+    """One ready VM (booted, SSH up, console streaming) lent to one domain."""
+
+    vm_name: str
+    target: Target
+    klog: KernelLog | None = None
+    vm: VmControl | None = None
+    guest_kernel: str = ""  # uname -r of the guest; kbuild builds against its headers
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class TargetProvider(Protocol):
+    def lease(self, domain: str, index: int) -> AbstractAsyncContextManager[Lease]:
+        """Boot (or reuse) VM ``index`` for ``domain``; tear it down on exit."""
+        ...
+
+    async def aclose(self) -> None:
+        """Destroy everything this provider started (also on Ctrl-C)."""
+        ...

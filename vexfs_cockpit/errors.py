@@ -1,0 +1,31 @@
+"""Errors the front ends turn into one line and an exit code (never a traceback)."""
+
+from __future__ import annotations
+
+
+class CockpitError(Exception):
+    """Base: ``str(err)`` is the one line shown to the user, naming what and the fix."""
+
+    exit_code = 1
+
+
+class ConfigError(CockpitError):
+    """Bad config file, key, value, CLI argument or resource caps. Exit 2."""
+
+    exit_code = 2
+
+
+class UsageError(ConfigError):
+    """Bad command-line usage. Exit 2."""
+
+
+class InfraError(CockpitError):
+    """libvirt, VM, image or SSH problem: not the code under test's fault. Exit 3."""
+
+    exit_code = 3
+
+
+class StoreError(CockpitError):
+    """The history DB is corrupt, foreign or unwritable. Never overwritten. Exit 3."""
+
+    exit_code = 3

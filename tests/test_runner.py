@@ -1,0 +1,277 @@
+"""Engine tests: discovery, timeouts, retries, dependencies, critical stop, the event
+stream and evidence. Domains act on a LocalTarget (real subprocesses on the host):
+the unit under test is the runner, not a VM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import textwrap
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from vexfs_cockpit import DomainBase, TestResult, TestStatus, test_options
+from vexfs_cockpit.config.models import CockpitConfig
+from vexfs_cockpit.engine import events as ev
+from vexfs_cockpit.engine.bus import EventBus
+from vexfs_cockpit.engine.discovery import discover_domains
+from vexfs_cockpit.engine.provider import Lease
+from vexfs_cockpit.engine.runner import Runner, RunRequest
+from vexfs_cockpit.errors import InfraError
+from vexfs_cockpit.transport.local import LocalTarget
+
+
+class LocalProvider:
+    """Leases the host itself (engine tests only: never a stand-in for a guest)."""
+
+    def __init__(self, workdir: Path, fail: str | None = None):
+        self.workdir = workdir
+        self.fail = fail
+        self.leased: list[str] = []
+
+    @asynccontextmanager
+    async def lease(self, domain: str, index: int):
+        if self.fail:
+            raise InfraError(self.fail)
+        self.leased.append(domain)
+        yield Lease(vm_name=f"local-{domain}", target=LocalTarget(name="local", cwd=self.workdir))
+
+    async def aclose(self) -> None:
+        pass
+
+
+class Counting(DomainBase):
+    """Counts in a state file on the target, so retries are driven by real state."""
+
+    name = "counting"
+
+    async def test_passes(self) -> TestResult:
+        res = await self.target.run("echo hello", check=True)
+        return TestResult(status=TestStatus.PASSED, message=res.output.strip(), metrics={"answer": 42.0})
+
+    @test_options(retries=2)
+    async def test_flaky_then_passes(self) -> TestResult:
+        # Fails on the first attempt, passes on the second: the counter file is the truth.
+        res = await self.target.run("n=$(cat flaky 2>/dev/null || echo 0); echo $((n+1)) > flaky; [ $n -ge 1 ]")
+        return TestResult(status=TestStatus.PASSED if res.ok else TestStatus.FAILED, message=f"exit {res.exit_code}")
+
+    @test_options(timeout=0.5)
+    async def test_too_slow(self) -> TestResult:
+        await self.target.run("echo $$ > slow.pid; exec sleep 30", timeout=60)
+        return TestResult(status=TestStatus.PASSED)
+
+    async def test_fails(self) -> TestResult:
+        await self.target.run(["sh", "-c", "echo broken >&2; exit 3"], check=True)
+        return TestResult(status=TestStatus.PASSED)
+
+    @test_options(depends_on=["fails"])
+    async def test_needs_fails(self) -> TestResult:
+        return TestResult(status=TestStatus.PASSED)
+
+    @test_options(depends_on=["passes"], priority=200)
+    async def test_needs_passes(self) -> TestResult:
+        return TestResult(status=TestStatus.PASSED)
+
+    async def test_raises(self) -> TestResult:
+        raise RuntimeError("boom")
+
+
+class Critical(DomainBase):
+    name = "critical"
+
+    @test_options(critical=True)
+    async def test_first(self) -> TestResult:
+        res = await self.target.run("false")
+        return TestResult(status=TestStatus.PASSED if res.ok else TestStatus.FAILED, message="false is false")
+
+    async def test_second(self) -> TestResult:
+        return TestResult(status=TestStatus.PASSED)
+
+
+class SetupMissing(DomainBase):
+    name = "setup_missing"
+
+    async def setup_domain(self) -> bool:
+        res = await self.target.run("test -e /nonexistent/module.ko")
+        if not res.ok:
+            self.prerequisite_missing = "module did not build against 9.9.9-test"
+            return False
+        return True
+
+    async def test_uses_module(self) -> TestResult:
+        return TestResult(status=TestStatus.PASSED)
+
+
+def _config(**execution) -> CockpitConfig:
+    cfg = CockpitConfig()
+    for k, v in execution.items():
+        setattr(cfg.execution, k, v)
+    return cfg
+
+
+async def _run(tmp_path, registry, domains, provider=None, **execution):
+    bus = EventBus()
+    sub = bus.subscribe()
+    provider = provider or LocalProvider(tmp_path)
+    runner = Runner(bus, provider, registry)
+    summary = await runner.execute(
+        RunRequest(config=_config(**execution), domains=domains, run_id="r1", artifacts_dir=tmp_path / "art")
+    )
+    bus.close()
+    events = [e async for e in sub]
+    return summary, events
+
+
+def _by_name(summary):
+    return {r.name: r for r in summary.results}
+
+
+async def test_statuses_retries_timeouts_dependencies(tmp_path):
+    summary, events = await _run(tmp_path, {"counting": Counting}, ["counting"])
+    r = _by_name(summary)
+    assert r["passes"].status is TestStatus.PASSED and r["passes"].message == "hello"
+    assert r["passes"].metrics == {"answer": 42.0}
+
+    flaky = r["flaky_then_passes"]
+    assert flaky.status is TestStatus.PASSED
+    assert [a.status for a in flaky.attempts] == [TestStatus.FAILED, TestStatus.PASSED]
+
+    slow = r["too_slow"]
+    assert slow.status is TestStatus.TIMEOUT and "0.5s" in slow.message
+    pid = int((tmp_path / "slow.pid").read_text())
+    with pytest.raises(ProcessLookupError):  # the timeout killed the command, not just the await
+        os.kill(pid, 0)
+
+    fails = r["fails"]
+    assert fails.status is TestStatus.FAILED and "exit 3" in fails.message and "broken" in fails.message
+    assert fails.evidence.commands[-1].exit_code == 3
+
+    assert r["needs_fails"].status is TestStatus.SKIPPED
+    assert r["needs_fails"].message.startswith("dependency fails failed")
+    assert r["needs_passes"].status is TestStatus.PASSED
+    assert r["raises"].status is TestStatus.ERROR and r["raises"].message == "RuntimeError: boom"
+    assert summary.status == "failed" and summary.exit_code == 1
+    # priority 200 runs last
+    finished = [e.result.name for e in events if isinstance(e, ev.TestFinished)]
+    assert finished[-1] == "needs_passes"
+
+
+async def test_event_stream_shape(tmp_path):
+    summary, events = await _run(tmp_path, {"counting": Counting}, ["counting"])
+    kinds = [type(e).__name__ for e in events]
+    assert kinds[0] == "RunStarted" and kinds[1] == "DomainStarted"
+    assert kinds[-2:] == ["DomainFinished", "RunFinished"]
+    started = [e for e in events if isinstance(e, ev.TestStarted)]
+    assert [e.attempt for e in started if e.test == "flaky_then_passes"] == [1, 2]
+    metrics = [e for e in events if isinstance(e, ev.MetricRecorded)]
+    assert [(m.test, m.name, m.value) for m in metrics] == [("passes", "answer", 42.0)]
+    fin = events[-1]
+    assert isinstance(fin, ev.RunFinished) and fin.counts == summary.counts
+    assert fin.counts["PASSED"] == 3 and fin.counts["SKIPPED"] == 1
+
+
+async def test_evidence_records_every_command(tmp_path):
+    summary, _ = await _run(tmp_path, {"counting": Counting}, ["counting"])
+    cmds = _by_name(summary)["fails"].evidence.commands
+    assert [c.cmd for c in cmds] == ["sh -c 'echo broken >&2; exit 3'"]
+    assert "broken" in cmds[0].output_tail
+
+
+async def test_critical_failure_stops_domain(tmp_path):
+    summary, _ = await _run(tmp_path, {"critical": Critical}, ["critical"])
+    r = _by_name(summary)
+    assert r["first"].status is TestStatus.FAILED
+    assert r["second"].status is TestStatus.SKIPPED and "critical test first failed" in r["second"].message
+
+
+async def test_missing_prerequisite_skips_with_reason(tmp_path):
+    summary, _ = await _run(tmp_path, {"setup_missing": SetupMissing}, ["setup_missing"])
+    r = _by_name(summary)["uses_module"]
+    assert r.status is TestStatus.SKIPPED and r.message == "module did not build against 9.9.9-test"
+
+
+async def test_infra_error_marks_run_errored(tmp_path):
+    provider = LocalProvider(tmp_path, fail="cannot reach libvirt at qemu:///nowhere: start libvirtd")
+    summary, events = await _run(tmp_path, {"counting": Counting}, ["counting"], provider=provider)
+    assert summary.status == "errored" and summary.exit_code == 3
+    assert all(r.status is TestStatus.ERROR for r in summary.results)
+    assert any(isinstance(e, ev.InfraProblem) and "qemu:///nowhere" in e.message for e in events)
+
+
+async def test_domains_run_in_parallel_up_to_the_cap(tmp_path):
+    """Two domains each wait on a barrier file the other creates: only parallel runs finish."""
+
+    class A(DomainBase):
+        name = "a"
+
+        async def test_meet(self) -> TestResult:
+            res = await self.target.run("touch a.here; for i in $(seq 40); do [ -e b.here ] && exit 0; sleep 0.05; done; exit 1", timeout=10)
+            return TestResult(status=TestStatus.PASSED if res.ok else TestStatus.FAILED)
+
+    class B(DomainBase):
+        name = "b"
+
+        async def test_meet(self) -> TestResult:
+            res = await self.target.run("touch b.here; for i in $(seq 40); do [ -e a.here ] && exit 0; sleep 0.05; done; exit 1", timeout=10)
+            return TestResult(status=TestStatus.PASSED if res.ok else TestStatus.FAILED)
+
+    summary, _ = await _run(tmp_path, {"a": A, "b": B}, ["a", "b"], parallel_test_execution=True, max_parallel_tests=2)
+    assert summary.status == "passed"
+    (tmp_path / "a.here").unlink()
+    (tmp_path / "b.here").unlink()
+    serial, _ = await _run(tmp_path, {"a": A, "b": B}, ["a", "b"])
+    assert serial.status == "failed"  # one at a time, the first never meets the second
+
+
+def test_discovery_picks_up_a_dropped_in_module(tmp_path, monkeypatch):
+    pkg = tmp_path / "mydomains"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    # The issue's example, with only its import line changed.
+    (pkg / "custom_check.py").write_text(textwrap.dedent('''
+        from vexfs_cockpit import DomainBase, TestResult, TestStatus
+
+        class CustomDomain(DomainBase):
+            def get_domain_description(self) -> str:
+                return "custom checks"
+            async def setup_domain(self) -> bool:
+                return True
+            async def teardown_domain(self) -> bool:
+                return True
+            async def validate_domain_constraints(self) -> bool:
+                return True
+            async def test_custom_functionality(self) -> TestResult:
+                return TestResult(status=TestStatus.PASSED, message="ok")
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = discover_domains("mydomains")
+    assert list(found) == ["custom_check"]
+    assert [t.name for t in found["custom_check"].discover_tests()] == ["custom_functionality"]
+    sys.modules.pop("mydomains.custom_check", None)
+
+
+def test_discovery_reports_a_broken_plugin_in_one_line(tmp_path, monkeypatch):
+    pkg = tmp_path / "brokendomains"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "oops.py").write_text("import does_not_exist_anywhere\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from vexfs_cockpit.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        discover_domains("brokendomains")
+    assert str(err.value) == (
+        "brokendomains.oops: cannot import domain plugin: ModuleNotFoundError: No module named 'does_not_exist_anywhere'"
+    )
+
+
+def test_sync_test_method_is_rejected():
+    class Bad(DomainBase):
+        def test_sync(self):  # not async
+            return None
+
+    with pytest.raises(TypeError, match="must be `async def`"):
+        Bad.discover_tests()

@@ -1,0 +1,465 @@
+"""The runner: runs the selected domains' tests on leased VMs and publishes events.
+
+It knows nothing of how VMs are made (``TargetProvider``) or who listens (the bus).
+Per test it: checks dependencies, brackets the test with kernel-log sync markers so
+the kernel-log window is exact, races the test against a guard that watches for a
+fatal kernel report or an unresponsive guest, retries, and turns any unexpected
+kernel report of warning severity or worse into a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vexfs_cockpit.config.models import CockpitConfig
+from vexfs_cockpit.engine import events as ev
+from vexfs_cockpit.engine.bus import EventBus
+from vexfs_cockpit.engine.plugin import DomainBase, DomainContext, HistoryView, TestSpec
+from vexfs_cockpit.engine.provider import Lease, TargetProvider
+from vexfs_cockpit.engine.results import Attempt, Evidence, TestResult, TestStatus
+from vexfs_cockpit.engine.target import (
+    CommandFailed,
+    RecordingTarget,
+    Target,
+    TargetUnavailable,
+    current_evidence,
+)
+from vexfs_cockpit.errors import CockpitError, InfraError
+from vexfs_cockpit.klog.model import KernelReport, Severity
+
+# Reports that mean the guest is gone: the test ends at once and the VM is reset.
+FATAL_KINDS = frozenset({"panic", "hard_lockup"})
+# Reports that mean the guest is wedged (a task or CPU stuck): also end the test.
+HANG_KINDS = frozenset({"hung_task", "soft_lockup", "rcu_stall"})
+SYNC_TIMEOUT_S = 10.0
+
+
+@dataclass(slots=True)
+class RunRequest:
+    config: CockpitConfig
+    domains: list[str]
+    run_id: str
+    env: str = "dev"
+    timeout_s: float | None = None  # CLI --timeout: per-test default
+    retries: int | None = None  # CLI --retries
+    only_tests: Mapping[str, set[str]] | None = None  # domain -> test names (re-run one test)
+    artifacts_dir: Path = field(default_factory=lambda: Path("."))
+    project_root: Path = field(default_factory=lambda: Path("."))
+
+
+@dataclass(slots=True)
+class RunSummary:
+    run_id: str
+    status: str  # passed | failed | errored | aborted
+    counts: dict[str, int]
+    results: list[TestResult]
+    infra_errors: list[str]
+
+    @property
+    def exit_code(self) -> int:
+        return {"passed": 0, "failed": 1, "errored": 3, "aborted": 1}.get(self.status, 1)
+
+
+class _GuestLost(Exception):
+    """The guard saw the guest die or wedge during a test."""
+
+    def __init__(self, status: TestStatus, message: str, report: KernelReport | None = None):
+        super().__init__(message)
+        self.status = status
+        self.report = report
+
+
+def _count(results: list[TestResult]) -> dict[str, int]:
+    c = Counter(r.status.value for r in results)
+    return {s.value: c.get(s.value, 0) for s in TestStatus if s not in (TestStatus.PENDING, TestStatus.RUNNING)}
+
+
+class Runner:
+    def __init__(
+        self,
+        bus: EventBus,
+        provider: TargetProvider,
+        registry: Mapping[str, type[DomainBase]],
+        *,
+        host: Target | None = None,
+        history: HistoryView | None = None,
+    ):
+        self.bus = bus
+        self.provider = provider
+        self.registry = registry
+        self.host = host
+        self.history = history
+        self._abort = asyncio.Event()
+
+    def abort(self) -> None:
+        """Stop after the running tests (front ends call this; Ctrl-C cancels instead)."""
+        self._abort.set()
+
+    async def execute(self, req: RunRequest) -> RunSummary:
+        cfg = req.config
+        unknown = [d for d in req.domains if d not in self.registry]
+        if unknown:
+            raise CockpitError(f"unknown domain(s) {', '.join(unknown)}; known: {', '.join(sorted(self.registry))}")
+        self.bus.publish(
+            ev.RunStarted(
+                run_id=req.run_id,
+                config_path=str(cfg.source_path or ""),
+                profile=cfg.profile,
+                env=req.env,
+                domains=tuple(req.domains),
+                config_json=cfg.model_dump_json(),
+            )
+        )
+        results: list[TestResult] = []
+        infra: list[str] = []
+        parallel = cfg.execution.max_parallel_tests if cfg.execution.parallel_test_execution else 1
+        gate = asyncio.Semaphore(parallel)
+
+        async def one(domain: str) -> None:
+            async with gate:
+                if self._abort.is_set():
+                    return
+                res, err = await self._run_domain(req, domain)
+                results.extend(res)
+                if err:
+                    infra.append(err)
+
+        status = "aborted"
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for d in req.domains:
+                    tg.create_task(one(d))
+            counts = _count(results)
+            if infra:
+                status = "errored"
+            elif self._abort.is_set():
+                status = "aborted"
+            elif any(r.status.bad for r in results):
+                status = "failed"
+            else:
+                status = "passed"
+        finally:
+            # Also on cancellation (Ctrl-C): what finished is already stored; say how it ended.
+            self.bus.publish(
+                ev.RunFinished(
+                    run_id=req.run_id,
+                    status=status,
+                    counts=_count(results),
+                    reason="; ".join(infra) if infra else ("aborted by user" if status == "aborted" else ""),
+                )
+            )
+        return RunSummary(req.run_id, status, counts, results, infra)
+
+    # -- one domain ---------------------------------------------------------------
+    async def _run_domain(self, req: RunRequest, domain: str) -> tuple[list[TestResult], str | None]:
+        cls = self.registry[domain]
+        specs = cls.discover_tests()
+        if req.only_tests and domain in req.only_tests:
+            wanted = req.only_tests[domain]
+            specs = [s for s in specs if s.name in wanted]
+        settings = req.config.domain(domain).model_dump()
+        try:
+            lease_cm = self.provider.lease(domain, 0)
+            lease = await lease_cm.__aenter__()
+        except CockpitError as err:
+            return self._domain_unavailable(req, domain, specs, str(err)), str(err)
+        except Exception as err:  # libvirt/asyncssh surprises are still infrastructure
+            msg = f"{domain}: could not get a VM: {type(err).__name__}: {err}"
+            return self._domain_unavailable(req, domain, specs, msg), msg
+        exc_info: tuple = (None, None, None)
+        try:
+            return await self._run_domain_on(req, domain, cls, specs, settings, lease), None
+        except BaseException as err:
+            exc_info = (type(err), err, err.__traceback__)
+            raise
+        finally:
+            await lease_cm.__aexit__(*exc_info)
+
+    def _domain_unavailable(self, req: RunRequest, domain: str, specs: list[TestSpec], why: str) -> list[TestResult]:
+        self.bus.publish(ev.InfraProblem(message=why, run_id=req.run_id))
+        self.bus.publish(ev.DomainStarted(run_id=req.run_id, domain=domain, vm="", planned_tests=tuple(s.name for s in specs)))
+        results = [self._finish_unrun(req, domain, s, TestStatus.ERROR, why) for s in specs]
+        self.bus.publish(ev.DomainFinished(run_id=req.run_id, domain=domain, status="errored", counts=_count(results), reason=why))
+        return results
+
+    def _finish_unrun(self, req: RunRequest, domain: str, spec: TestSpec, status: TestStatus, why: str) -> TestResult:
+        r = TestResult(status=status, message=why, name=spec.name, domain=domain, tags=tuple(sorted(spec.options.tags)))
+        self.bus.publish(ev.TestFinished(run_id=req.run_id, result=r))
+        return r
+
+    async def _run_domain_on(
+        self,
+        req: RunRequest,
+        domain: str,
+        cls: type[DomainBase],
+        specs: list[TestSpec],
+        settings: dict,
+        lease: Lease,
+    ) -> list[TestResult]:
+        workdir = req.artifacts_dir / domain
+        workdir.mkdir(parents=True, exist_ok=True)
+        ctx = DomainContext(
+            name=domain,
+            settings=settings,
+            target=RecordingTarget(lease.target),
+            run_id=req.run_id,
+            env=req.env,
+            config=req.config,
+            klog=lease.klog,
+            vm=lease.vm,
+            history=self.history,
+            host=RecordingTarget(self.host) if self.host else None,
+            guest_kernel=lease.guest_kernel,
+            project_root=req.project_root,
+            workdir=workdir,
+        )
+        plugin = cls(ctx)
+        self.bus.publish(
+            ev.DomainStarted(run_id=req.run_id, domain=domain, vm=lease.vm_name, planned_tests=tuple(s.name for s in specs))
+        )
+        results: dict[str, TestResult] = {}
+        # (status, reason) applied to every remaining test once something blocks the domain.
+        blocked: tuple[TestStatus, str] | None = None
+        ok, why = await self._setup(plugin, domain)
+        if not ok:
+            blocked = (TestStatus.SKIPPED if plugin.prerequisite_missing else TestStatus.ERROR, why)
+        for spec in specs:
+            if blocked is None and self._abort.is_set():
+                blocked = (TestStatus.SKIPPED, "run aborted")
+            if blocked is None and plugin.prerequisite_missing:  # e.g. the VM did not come back
+                blocked = (TestStatus.SKIPPED, plugin.prerequisite_missing)
+            if blocked:
+                results[spec.name] = self._finish_unrun(req, domain, spec, *blocked)
+                continue
+            dep_problem = self._dependency_problem(spec, results)
+            if dep_problem:
+                results[spec.name] = self._finish_unrun(req, domain, spec, TestStatus.SKIPPED, dep_problem)
+                continue
+            result = await self._run_test(req, domain, plugin, spec, lease)
+            results[spec.name] = result
+            if result.status.bad and spec.options.critical and settings.get("stop_on_critical_failure", True):
+                blocked = (
+                    TestStatus.SKIPPED,
+                    f"critical test {spec.name} {result.status.value.lower()} (stop_on_critical_failure)",
+                )
+        try:
+            await plugin.teardown_domain()
+        except Exception as err:  # teardown trouble is recorded, it does not rewrite results
+            self.bus.publish(ev.InfraProblem(message=f"{domain}: teardown_domain failed: {err}", vm=lease.vm_name, run_id=req.run_id))
+        res = list(results.values())
+        counts = _count(res)
+        status = "failed" if any(r.status.bad for r in res) else "passed"
+        self.bus.publish(
+            ev.DomainFinished(run_id=req.run_id, domain=domain, status=status, counts=counts, reason=blocked[1] if blocked else "")
+        )
+        return res
+
+    async def _setup(self, plugin: DomainBase, domain: str) -> tuple[bool, str]:
+        try:
+            if not await plugin.validate_domain_constraints():
+                return False, plugin.prerequisite_missing or f"{domain}: domain constraints not met"
+            if not await plugin.setup_domain():
+                return False, plugin.prerequisite_missing or f"{domain}: setup_domain failed"
+        except TargetUnavailable:
+            raise
+        except Exception as err:
+            return False, plugin.prerequisite_missing or f"{domain}: setup_domain raised {type(err).__name__}: {err}"
+        if plugin.prerequisite_missing:
+            return False, plugin.prerequisite_missing
+        return True, ""
+
+    @staticmethod
+    def _dependency_problem(spec: TestSpec, done: Mapping[str, TestResult]) -> str | None:
+        for dep in spec.options.depends_on:
+            r = done.get(dep)
+            if r is None:
+                return f"dependency {dep} did not run"
+            if r.status is not TestStatus.PASSED:
+                return f"dependency {dep} {r.status.value.lower()}: {r.message}"[:500]
+        return None
+
+    # -- one test -----------------------------------------------------------------
+    async def _run_test(
+        self, req: RunRequest, domain: str, plugin: DomainBase, spec: TestSpec, lease: Lease
+    ) -> TestResult:
+        execution = req.config.execution
+        timeout = spec.options.timeout_s or req.timeout_s or execution.test_timeout_minutes * 60
+        retries = spec.options.retries if spec.options.retries is not None else (
+            req.retries if req.retries is not None else execution.retry_count
+        )
+        attempts: list[Attempt] = []
+        started_wall = time.time()
+        t0 = time.monotonic()
+        result: TestResult | None = None
+        for number in range(1, retries + 2):
+            self.bus.publish(ev.TestStarted(run_id=req.run_id, domain=domain, test=spec.name, attempt=number, vm=lease.vm_name))
+            result = await self._attempt(req, domain, plugin, spec, lease, timeout)
+            attempts.append(Attempt(number, result.status, result.message, result.duration_s))
+            if not result.status.bad:
+                break
+        assert result is not None
+        result.name, result.domain = spec.name, domain
+        result.attempts = attempts
+        result.started_at = started_wall
+        result.duration_s = time.monotonic() - t0
+        result.tags = tuple(sorted(spec.options.tags))
+        for name, value in result.metrics.items():
+            self.bus.publish(ev.MetricRecorded(run_id=req.run_id, domain=domain, test=spec.name, name=name, value=float(value)))
+        self.bus.publish(ev.TestFinished(run_id=req.run_id, result=result))
+        return result
+
+    async def _attempt(
+        self, req: RunRequest, domain: str, plugin: DomainBase, spec: TestSpec, lease: Lease, timeout: float
+    ) -> TestResult:
+        evidence = Evidence()
+        token = current_evidence.set(evidence)
+        klog = lease.klog
+        start_line = await self._sync(lease, f"begin {domain}/{spec.name}") if klog else 0
+        t0 = time.monotonic()
+        lost: _GuestLost | None = None
+        try:
+            result = await self._race_guard(plugin, spec, lease, timeout, start_line)
+        except _GuestLost as gl:
+            lost = gl
+            result = TestResult(status=gl.status, message=str(gl))
+        except TimeoutError:
+            result = TestResult(status=TestStatus.TIMEOUT, message=f"timed out after {timeout:g}s")
+        except CommandFailed as err:
+            result = TestResult(status=TestStatus.FAILED, message=str(err))
+        except AssertionError as err:
+            result = TestResult(status=TestStatus.FAILED, message=str(err) or "assertion failed")
+        except TargetUnavailable as err:
+            lost = _GuestLost(TestStatus.ERROR, f"lost the guest: {err}")
+            result = TestResult(status=TestStatus.ERROR, message=str(lost))
+        except Exception as err:
+            result = TestResult(status=TestStatus.ERROR, message=f"{type(err).__name__}: {err}")
+        finally:
+            current_evidence.reset(token)
+        if not isinstance(result, TestResult):
+            result = TestResult(status=TestStatus.ERROR, message=f"test returned {type(result).__name__}, not TestResult")
+        result.duration_s = time.monotonic() - t0
+        result.evidence.commands[:0] = evidence.commands
+        if lost is None and result.status is TestStatus.TIMEOUT and lease.vm is not None:
+            # A timeout can be the guest wedging: ask it before blaming the test.
+            if not await lease.vm.is_responsive(timeout=5.0):
+                lost = _GuestLost(TestStatus.TIMEOUT, "guest hung")
+                result.message = f"{result.message}; guest hung"
+        if klog is not None:
+            end_line = None if lost else await self._sync(lease, f"end {domain}/{spec.name}")
+            self._attach_kernel_window(req, domain, spec, lease, result, start_line, end_line)
+        if lost is not None and lease.vm is not None:
+            await self._recover(req, domain, plugin, lease, lost)
+            result.evidence.notes.append(f"VM {lease.vm_name} was reset: {lost}")
+        return result
+
+    async def _sync(self, lease: Lease, tag: str) -> int:
+        assert lease.klog is not None
+        try:
+            return await lease.klog.sync(lease.target, tag, timeout=SYNC_TIMEOUT_S)
+        except (TimeoutError, TargetUnavailable):
+            # Console or SSH slow/gone: fall back to "everything since now".
+            return lease.klog.cursor()
+
+    async def _race_guard(
+        self, plugin: DomainBase, spec: TestSpec, lease: Lease, timeout: float, start_line: int
+    ) -> TestResult:
+        method = getattr(plugin, spec.method)
+        test_task = asyncio.ensure_future(asyncio.wait_for(method(), timeout))
+        guards = [asyncio.ensure_future(g) for g in self._guards(spec, lease, start_line, plugin)]
+        try:
+            await asyncio.wait([test_task, *guards], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for g in guards:
+                g.cancel()
+            await asyncio.gather(*guards, return_exceptions=True)
+        if test_task.done():
+            return test_task.result()
+        test_task.cancel()
+        await asyncio.gather(test_task, return_exceptions=True)
+        for g in guards:
+            if g.done() and not g.cancelled() and g.exception() is not None:
+                raise g.exception()  # type: ignore[misc]
+        raise _GuestLost(TestStatus.ERROR, "guard ended without a verdict")
+
+    def _guards(self, spec: TestSpec, lease: Lease, start_line: int, plugin: DomainBase) -> list:
+        guards = []
+        expected = spec.options.expects_kernel_events
+        if lease.klog is not None:
+            watch = (FATAL_KINDS | HANG_KINDS) - expected
+            if watch:
+                guards.append(self._watch_kernel(lease, watch, start_line))
+        if lease.vm is not None:
+            hang_after = float(plugin.settings.get("hang_detection_timeout", 30.0))
+            guards.append(self._watch_heartbeat(lease, hang_after))
+        return guards
+
+    @staticmethod
+    async def _watch_kernel(lease: Lease, kinds: frozenset[str], since: int) -> None:
+        assert lease.klog is not None
+        while True:
+            report = await lease.klog.wait_for(set(kinds), since, timeout=3600.0)
+            if report is None:
+                continue
+            status = TestStatus.ERROR if report.kind in FATAL_KINDS else TestStatus.TIMEOUT
+            raise _GuestLost(status, report.title, report)
+
+    @staticmethod
+    async def _watch_heartbeat(lease: Lease, hang_after: float) -> None:
+        """SSH heartbeat: a guest silent for ``hang_after`` seconds is hung."""
+        assert lease.vm is not None
+        interval = max(1.0, min(5.0, hang_after / 3))
+        silent_since: float | None = None
+        loop = asyncio.get_running_loop()
+        while True:
+            tick = loop.time()
+            alive = await lease.vm.is_responsive(timeout=interval)
+            now = loop.time()
+            if alive:
+                silent_since = None
+            else:
+                silent_since = silent_since or tick
+                if now - silent_since >= hang_after:
+                    raise _GuestLost(TestStatus.TIMEOUT, f"guest hung (no answer for {now - silent_since:.0f}s)")
+            # Pace the heartbeat: wait out the rest of the interval (a timer, not a stand-in for work).
+            await asyncio.sleep(max(0.0, interval - (loop.time() - tick)))
+
+    def _attach_kernel_window(
+        self, req: RunRequest, domain: str, spec: TestSpec, lease: Lease,
+        result: TestResult, start: int, end: int | None,
+    ) -> None:
+        assert lease.klog is not None
+        lines, reports = lease.klog.window(start, end)
+        result.evidence.kernel_log = lines
+        expected = spec.options.expects_kernel_events
+        unexpected: list[KernelReport] = []
+        for rep in reports:
+            result.evidence.kernel_events.append(rep)
+            is_expected = rep.kind in expected
+            self.bus.publish(
+                ev.KernelEventRaised(
+                    vm=lease.vm_name, report=rep, run_id=req.run_id, domain=domain, test=spec.name, expected=is_expected
+                )
+            )
+            if not is_expected and rep.severity >= Severity.WARNING:
+                unexpected.append(rep)
+        if unexpected and result.status in (TestStatus.PASSED, TestStatus.SKIPPED):
+            worst = max(unexpected, key=lambda r: r.severity)
+            result.status = TestStatus.FAILED if worst.severity < Severity.CRITICAL else TestStatus.ERROR
+            result.message = f"kernel reported {worst.title}" + (f" (+{len(unexpected) - 1} more)" if len(unexpected) > 1 else "")
+
+    async def _recover(self, req: RunRequest, domain: str, plugin: DomainBase, lease: Lease, lost: _GuestLost) -> None:
+        assert lease.vm is not None
+        self.bus.publish(ev.VmStateChanged(vm=lease.vm_name, state="hung" if lost.status is TestStatus.TIMEOUT else "crashed", reason=str(lost)))
+        try:
+            await lease.vm.reset(str(lost))
+            ok, why = await self._setup(plugin, domain)
+            if not ok:
+                plugin.prerequisite_missing = plugin.prerequisite_missing or f"after reset: {why}"
+        except InfraError as err:
+            plugin.prerequisite_missing = f"VM {lease.vm_name} did not come back after reset: {err}"
+            self.bus.publish(ev.InfraProblem(message=str(err), vm=lease.vm_name, run_id=req.run_id))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, PrivateAttr, field_validator
 
 
 class Strict(BaseModel):
@@ -111,6 +111,14 @@ class CockpitConfig(Strict):
     # Where the YAML came from; relative paths in the config resolve against this.
     source_path: Path | None = Field(None, exclude=True)
     env: str = "dev"
+
+    # Filled by ``load.load_config`` (private: no YAML can set them, never dumped).
+    # Dotted key -> the layer that set it ("configs/env/ci.yaml", "$VEXFS_COCKPIT_DB",
+    # "command line"), so later checks can name the file to fix.
+    _origins: dict[str, str] = PrivateAttr(default_factory=dict)
+    _layers: list[str] = PrivateAttr(default_factory=list)  # layer labels, lowest precedence first
+    # source_env name -> checkout directory, captured from the environment at load time.
+    _checkouts: dict[str, Path] = PrivateAttr(default_factory=dict)
 
     @field_validator("domains", mode="before")
     @classmethod

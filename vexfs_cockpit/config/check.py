@@ -1,0 +1,53 @@
+"""`vexfs-cockpit config check [FILE] [--env ENV] [--set KEY=VALUE]`: validate a config
+(including the fleet's resource caps) and print the effective merged config."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from vexfs_cockpit.config.caps import check_resource_caps, enabled_domains
+from vexfs_cockpit.config.load import load_config, parse_override
+from vexfs_cockpit.config.models import DOMAIN_NAMES
+from vexfs_cockpit.config.render import render_effective
+from vexfs_cockpit.errors import CockpitError
+
+
+def _plugin_domains() -> set[str]:
+    """Domain names the installed plugins add (imported lazily: only this command needs it)."""
+    from vexfs_cockpit.engine.discovery import discover_domains
+
+    return set(discover_domains())
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    config = subparsers.add_parser("config", help="validate and show configuration")
+    sub = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
+    check = sub.add_parser(
+        "check",
+        help="validate a config and print the effective merged result",
+        description="Merge profile <- configs/env/ENV.yaml <- $VEXFS_* <- --set, validate it "
+        "(keys, types, ranges, domains, resource caps) and print the result as YAML. Exit 2 on a bad config.",
+    )
+    check.add_argument("file", nargs="?", type=Path, help="profile YAML or name (default: configs/default.yaml)")
+    check.add_argument("--env", default=None, help="overlay from configs/env (default: dev)")
+    check.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a key, e.g. --set execution.retry_count=2 (repeatable)",
+    )
+    check.set_defaults(handler=cmd_config_check)
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    try:
+        overrides = dict(parse_override(item) for item in getattr(args, "overrides", None) or [])
+        known = set(DOMAIN_NAMES) | _plugin_domains()
+        cfg = load_config(getattr(args, "file", None), getattr(args, "env", None), overrides, known_domains=known)
+        selected = enabled_domains(cfg, [*DOMAIN_NAMES, *sorted(known - set(DOMAIN_NAMES))])
+        check_resource_caps(cfg, selected)
+    except CockpitError as err:
+        print(f"vexfs-cockpit: {err}", file=sys.stderr)
+        return err.exit_code
+    sys.stdout.write(render_effective(cfg, selected))
+    return 0

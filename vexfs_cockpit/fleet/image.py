@@ -1,0 +1,615 @@
+"""The self-test guest: a Debian kernel plus a busybox/dropbear initramfs, built from host packages.
+
+``build_image()`` assembles it in seconds without network and caches it under
+``<image root>/<input hash>/`` with a ``manifest.json``; it is rebuilt only when an
+input changes (any copied host file's size/mtime, the guest scripts, the kernel
+version, ``BUILDER_VERSION``). Each build makes a fresh SSH client key and dropbear
+host key; the host key's public half is what callers verify the guest against.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from vexfs_cockpit.config.models import FleetSettings
+from vexfs_cockpit.errors import InfraError
+from vexfs_cockpit.fleet.image_cpio import Entry, write_initramfs
+
+BUILDER_VERSION = 1
+READY_MARKER = "vexfs-cockpit: guest ready"
+BASE_CMDLINE = "console=ttyS0 loglevel=7 panic=-1 printk.devkmsg=on"
+GUEST_USER = "tester"
+GUEST_UID = 1000
+MANIFEST = "manifest.json"
+# Kernel modules /init loads (with their dependencies, from modules.dep). virtio_rng
+# feeds the guest's CRNG from the host: without it dropbear waits ~4 s for entropy.
+# crc32c_generic is ext4's soft dependency (modules.softdep): without it mount fails.
+GUEST_MODULES = ("e1000", "virtio_pci", "virtio_rng", "loop", "crc32c_generic", "libcrc32c", "ext4")
+_GUEST_FILES = ("init", "inittab", "ready", "udhcpc.script")
+_HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True, slots=True)
+class _Tool:
+    name: str  # looked up on the host PATH (sbin included)
+    guest_path: str
+    package: str  # Debian package to install when missing
+    required: bool = True
+
+
+# Tools busybox lacks or does poorly. mke2fs/e2fsck are the real ones so ext4 on a
+# loop device behaves as on a normal system; flock(1) is not a Debian busybox applet.
+_TOOLS = (
+    # Debian's busybox-static shell prefers its applets over $PATH, so a real
+    # /usr/sbin/losetup would never run from `sh -c`; dash as /bin/sh looks up $PATH.
+    _Tool("dash", "bin/sh", "dash"),
+    _Tool("dropbear", "usr/sbin/dropbear", "dropbear-bin"),
+    _Tool("mke2fs", "usr/sbin/mke2fs", "e2fsprogs"),
+    _Tool("e2fsck", "usr/sbin/e2fsck", "e2fsprogs"),
+    _Tool("tune2fs", "usr/sbin/tune2fs", "e2fsprogs"),
+    _Tool("dumpe2fs", "usr/sbin/dumpe2fs", "e2fsprogs"),
+    _Tool("flock", "usr/bin/flock", "util-linux", required=False),
+    # busybox's losetup lacks --show and its setpriv lacks --reuid.
+    _Tool("losetup", "usr/sbin/losetup", "util-linux", required=False),
+    _Tool("setpriv", "usr/bin/setpriv", "util-linux", required=False),
+)
+_TOOL_LINKS = {
+    "usr/sbin/mkfs.ext2": "mke2fs",
+    "usr/sbin/mkfs.ext3": "mke2fs",
+    "usr/sbin/mkfs.ext4": "mke2fs",
+    "usr/sbin/fsck.ext4": "e2fsck",
+}
+_PACKAGES = ("busybox-static", "dropbear-bin", "e2fsprogs")
+
+
+# ---------------------------------------------------------------------------- the result
+
+
+@dataclass(frozen=True, slots=True)
+class GuestImage:
+    """A built image: what the VM template and the SSH transport need."""
+
+    dir: Path
+    kernel_version: str
+    kernel: Path  # vmlinuz (a copy, so libvirt relabels ours and not /boot's)
+    initrd: Path
+    client_key: Path  # OpenSSH private key (ed25519) authorised for root and tester
+    client_pubkey: Path
+    host_pubkey: str  # "ssh-ed25519 AAAA..." of the guest's dropbear
+    known_hosts: Path  # OpenSSH known_hosts file trusting host_pubkey on 127.0.0.1, any port
+    input_hash: str
+    built_at: float
+    packages: dict[str, str] = field(default_factory=dict)
+    ready_marker: str = READY_MARKER
+    user: str = GUEST_USER
+    user_uid: int = GUEST_UID
+
+    def kernel_cmdline(self, hostname: str | None = None, extra: str = "") -> str:
+        """The guest command line: serial console, full printk level, reboot on panic."""
+        parts = [BASE_CMDLINE]
+        if hostname:
+            parts.append(f"vexfs.hostname={hostname}")
+        if extra.strip():
+            parts.append(extra.strip())
+        return " ".join(parts)
+
+    def host_key_known_hosts(self) -> tuple[list[Any], list[Any], list[Any]]:
+        """``known_hosts=`` for asyncssh.connect: trust exactly this image's host key.
+
+        A (trusted host keys, trusted CA keys, revoked keys) tuple matches whatever
+        host:port the guest is forwarded to, so a per-boot port needs no file rewrite.
+        """
+        import asyncssh  # local: keep `import image` cheap for the CLI
+
+        return ([asyncssh.import_public_key(self.host_pubkey)], [], [])
+
+    def client_keys(self) -> list[Any]:
+        """``client_keys=`` for asyncssh.connect."""
+        import asyncssh
+
+        return [asyncssh.read_private_key(str(self.client_key))]
+
+    def to_manifest(self) -> dict[str, Any]:
+        return {
+            "builder_version": BUILDER_VERSION,
+            "input_hash": self.input_hash,
+            "built_at": self.built_at,
+            "kernel_version": self.kernel_version,
+            "kernel": self.kernel.name,
+            "initrd": self.initrd.name,
+            "client_key": self.client_key.name,
+            "client_pubkey": self.client_pubkey.name,
+            "host_pubkey": self.host_pubkey,
+            "known_hosts": self.known_hosts.name,
+            "packages": self.packages,
+            "ready_marker": self.ready_marker,
+            "user": self.user,
+            "user_uid": self.user_uid,
+        }
+
+    @classmethod
+    def from_dir(cls, image_dir: Path) -> "GuestImage":
+        """Load a built image; InfraError if its manifest or files are missing."""
+        path = image_dir / MANIFEST
+        try:
+            m = json.loads(path.read_text())
+            img = cls(
+                dir=image_dir,
+                kernel_version=m["kernel_version"],
+                kernel=image_dir / m["kernel"],
+                initrd=image_dir / m["initrd"],
+                client_key=image_dir / m["client_key"],
+                client_pubkey=image_dir / m["client_pubkey"],
+                host_pubkey=m["host_pubkey"],
+                known_hosts=image_dir / m["known_hosts"],
+                input_hash=m["input_hash"],
+                built_at=float(m["built_at"]),
+                packages=dict(m.get("packages", {})),
+                ready_marker=m.get("ready_marker", READY_MARKER),
+                user=m.get("user", GUEST_USER),
+                user_uid=int(m.get("user_uid", GUEST_UID)),
+            )
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise InfraError(
+                f"guest image at {image_dir} is unreadable ({err}): rebuild it with `vexfs-cockpit image build --force`"
+            ) from err
+        for p in (img.kernel, img.initrd, img.client_key, img.known_hosts):
+            if not p.is_file():
+                raise InfraError(f"guest image at {image_dir} lacks {p.name}: rebuild it with `vexfs-cockpit image build --force`")
+        return img
+
+
+# ---------------------------------------------------------------------------- host facts
+
+
+def _run(argv: Sequence[str], what: str) -> str:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False, env={**os.environ, "PATH": _HOST_PATH})
+    except FileNotFoundError as err:
+        raise InfraError(f"{what}: {argv[0]} not found") from err
+    if proc.returncode != 0:
+        raise InfraError(f"{what}: `{' '.join(argv)}` failed: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout
+
+
+def package_version(pkg: str) -> str | None:
+    proc = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Status}\t${Version}", pkg], capture_output=True, text=True, check=False
+    )
+    status, _, version = proc.stdout.partition("\t")
+    return version if proc.returncode == 0 and status.endswith(" installed") else None
+
+
+def resolve_kernel_version(override: str | None = None) -> str:
+    """The guest kernel: the override, else the version linux-image-amd64 depends on."""
+    if override and override != "auto":
+        return override
+    proc = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Depends}", "linux-image-amd64"], capture_output=True, text=True, check=False
+    )
+    m = re.search(r"linux-image-(\S+?)(?:\s|,|$|\()", proc.stdout)
+    if proc.returncode != 0 or not m:
+        raise InfraError(
+            "cannot tell the guest kernel: linux-image-amd64 is not installed — "
+            "`apt-get install linux-image-amd64`, or set fleet.guest_kernel"
+        )
+    return m.group(1)
+
+
+def kernel_files(version: str) -> tuple[Path, Path]:
+    """(/boot/vmlinuz-V, /lib/modules/V) for a guest kernel, or a one-line fix."""
+    vmlinuz = Path("/boot") / f"vmlinuz-{version}"
+    moddir = Path("/lib/modules") / version
+    if not vmlinuz.is_file() or not (moddir / "modules.dep").is_file():
+        raise InfraError(
+            f"guest kernel {version} is not installed ({vmlinuz} or {moddir}/modules.dep missing): "
+            f"`apt-get install linux-image-{version}` or fix fleet.guest_kernel"
+        )
+    return vmlinuz, moddir
+
+
+def default_image_root(fleet: FleetSettings | None = None) -> Path:
+    """Where images are cached.
+
+    cfg.fleet.image_dir wins. As root the default is /var/lib/vexfs-cockpit/images,
+    not ~/.local/share: qemu:///system runs QEMU as libvirt-qemu, which cannot
+    traverse /root (0700) to reach the kernel and initrd.
+    """
+    if fleet is not None and fleet.image_dir is not None:
+        return Path(fleet.image_dir).expanduser()
+    if os.geteuid() == 0:
+        return Path("/var/lib/vexfs-cockpit/images")
+    return Path(platformdirs.user_data_dir("vexfs-cockpit")) / "images"
+
+
+def _which(name: str) -> Path | None:
+    found = shutil.which(name, path=_HOST_PATH)
+    return Path(found) if found else None
+
+
+_LDD_RE = re.compile(r"^\s*(?:\S+\s+=>\s+)?(/\S+)\s+\(0x[0-9a-f]+\)", re.M)
+
+
+def shared_libs(binary: Path) -> list[str]:
+    """Absolute paths (as the loader names them) of ``binary``'s libraries and interpreter."""
+    proc = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=False)
+    if "not a dynamic executable" in proc.stdout + proc.stderr:
+        return []
+    if proc.returncode != 0:
+        raise InfraError(f"cannot list the libraries of {binary}: {proc.stderr.strip()}")
+    if "not found" in proc.stdout:
+        raise InfraError(f"{binary} has missing libraries: {proc.stdout.strip()}")
+    return sorted(set(_LDD_RE.findall(proc.stdout)))
+
+
+def module_load_order(moddir: Path, names: Sequence[str]) -> list[str]:
+    """modules.dep paths for ``names`` and their dependencies, dependencies first."""
+    deps: dict[str, list[str]] = {}
+    by_name: dict[str, str] = {}
+    for line in (moddir / "modules.dep").read_text().splitlines():
+        mod, _, rest = line.partition(":")
+        deps[mod] = rest.split()
+        by_name[Path(mod).name.split(".ko")[0].replace("-", "_")] = mod
+    order: list[str] = []
+
+    def visit(mod: str, stack: tuple[str, ...]) -> None:
+        if mod in order or mod in stack:
+            return
+        for dep in deps.get(mod, []):
+            visit(dep, stack + (mod,))
+        order.append(mod)
+
+    for name in names:
+        mod = by_name.get(name.replace("-", "_"))
+        if mod is None:
+            builtin = (moddir / "modules.builtin").read_text() if (moddir / "modules.builtin").exists() else ""
+            if re.search(rf"/{re.escape(name)}\.ko\b", builtin):
+                continue  # built into this kernel: nothing to load
+            raise InfraError(f"kernel module {name} is not in {moddir}/modules.dep: the guest kernel lacks it")
+        visit(mod, ())
+    return order
+
+
+# ---------------------------------------------------------------------------- the plan
+
+
+@dataclass(slots=True)
+class _Plan:
+    kernel_version: str
+    vmlinuz: Path
+    moddir: Path
+    host_files: dict[str, Path]  # guest path (no leading /) -> host file to copy
+    modes: dict[str, int]
+    applets: list[str]  # busybox --list-full
+    modules: list[str]  # modules.dep paths, load order
+    guest_text: dict[str, str]  # our scripts by name
+    packages: dict[str, str]
+
+    def input_hash(self) -> str:
+        h = hashlib.sha256()
+        h.update(f"builder {BUILDER_VERSION}\nkernel {self.kernel_version}\n".encode())
+        files = {"boot/vmlinuz": self.vmlinuz, **self.host_files}
+        for guest, host in sorted(files.items()):
+            st = host.stat()
+            h.update(f"{guest}\t{host}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        h.update("\n".join(self.applets).encode())
+        h.update("\n".join(self.modules).encode())
+        for name, text in sorted(self.guest_text.items()):
+            h.update(f"--- {name}\n{text}".encode())
+        h.update(json.dumps(self.packages, sort_keys=True).encode())
+        return h.hexdigest()
+
+
+def _guest_text() -> dict[str, str]:
+    pkg = resources.files("vexfs_cockpit.fleet") / "guest"
+    return {name: (pkg / name).read_text() for name in _GUEST_FILES}
+
+
+def _plan(kernel_version: str, extra_tools: Sequence[Path] = ()) -> _Plan:
+    vmlinuz, moddir = kernel_files(kernel_version)
+    packages: dict[str, str] = {}
+    for pkg in _PACKAGES:
+        version = package_version(pkg)
+        if version is None:
+            raise InfraError(f"Debian package {pkg} is not installed (the guest image needs it): `apt-get install {pkg}`")
+        packages[pkg] = version
+    packages[f"linux-image-{kernel_version}"] = package_version(f"linux-image-{kernel_version}") or "unpackaged"
+
+    busybox = Path("/bin/busybox")
+    if not busybox.is_file():
+        raise InfraError("/bin/busybox is missing: `apt-get install busybox-static`")
+    if shared_libs(busybox):
+        raise InfraError("/bin/busybox is dynamically linked (busybox, not busybox-static?): `apt-get install busybox-static`")
+    applets = sorted(set(_run([str(busybox), "--list-full"], "listing busybox applets").split()))
+
+    host_files: dict[str, Path] = {"bin/busybox": busybox}
+    modes: dict[str, int] = {"bin/busybox": 0o755}
+    binaries: list[Path] = []
+    for tool in _TOOLS:
+        path = _which(tool.name)
+        if path is None:
+            if tool.required:
+                raise InfraError(f"{tool.name} not found on this host (the guest image needs it): `apt-get install {tool.package}`")
+            continue
+        host_files[tool.guest_path] = path.resolve()
+        modes[tool.guest_path] = 0o755
+        binaries.append(path)
+    for extra in extra_tools:
+        path = Path(extra) if "/" in str(extra) else _which(str(extra))
+        if path is None or not path.is_file():
+            raise InfraError(f"extra guest tool {extra} not found on this host")
+        guest = f"usr/local/bin/{path.name}"
+        host_files[guest] = path.resolve()
+        modes[guest] = 0o755
+        binaries.append(path)
+    for binary in binaries:
+        for lib in shared_libs(binary):
+            host_files.setdefault(lib.lstrip("/"), Path(lib).resolve())
+            modes.setdefault(lib.lstrip("/"), 0o755)
+    if Path("/etc/mke2fs.conf").is_file():
+        host_files["etc/mke2fs.conf"] = Path("/etc/mke2fs.conf")
+        modes["etc/mke2fs.conf"] = 0o644
+
+    modules = module_load_order(moddir, GUEST_MODULES)
+    for mod in modules:
+        guest = f"lib/modules/{kernel_version}/{mod}"
+        host_files[guest] = moddir / mod
+        modes[guest] = 0o644
+    return _Plan(kernel_version, vmlinuz, moddir, host_files, modes, applets, modules, _guest_text(), packages)
+
+
+# ---------------------------------------------------------------------------- keys
+
+
+def _make_keys(workdir: Path) -> tuple[bytes, bytes, bytes, str]:
+    """(client private OpenSSH, client public, dropbear host key, host public line)."""
+    import asyncssh
+
+    client = asyncssh.generate_private_key("ssh-ed25519", comment="vexfs-cockpit")
+    host_key = workdir / "dropbear_ed25519_host_key"
+    _run(["dropbearkey", "-t", "ed25519", "-f", str(host_key)], "generating the guest host key")
+    out = _run(["dropbearkey", "-y", "-f", str(host_key)], "reading the guest host key")
+    pub = next((line.strip() for line in out.splitlines() if line.startswith("ssh-ed25519 ")), None)
+    if pub is None:
+        raise InfraError(f"dropbearkey printed no ssh-ed25519 public key: {out.strip()}")
+    host_pub = " ".join(pub.split()[:2])
+    return (
+        client.export_private_key("openssh"),
+        client.export_public_key("openssh"),
+        host_key.read_bytes(),
+        host_pub,
+    )
+
+
+# ---------------------------------------------------------------------------- assembly
+
+
+def _entries(plan: _Plan, authorized_key: bytes, host_key: bytes) -> list[Entry]:
+    e: list[Entry] = []
+    real_names = {Path(p).name for p in plan.host_files} | {Path(p).name for p in _TOOL_LINKS}
+    # Applet links first, then the binary: a link named "busybox" over the binary
+    # is the ELOOP trap from FIELD-NOTES, so that name is skipped outright.
+    for applet in plan.applets:
+        name = Path(applet).name
+        if name == "busybox" or name in real_names:
+            continue
+        e.append(Entry.symlink(applet, "/bin/busybox"))
+    for guest, target in _TOOL_LINKS.items():
+        e.append(Entry.symlink(guest, target))
+    for guest, host in plan.host_files.items():
+        if guest != "bin/busybox":
+            e.append(Entry.file(guest, host.read_bytes(), plan.modes[guest]))
+    e.append(Entry.file("bin/busybox", plan.host_files["bin/busybox"].read_bytes(), 0o755))
+
+    kv = plan.kernel_version
+    deps = (plan.moddir / "modules.dep").read_text().splitlines()
+    kept = [line for line in deps if line.split(":", 1)[0] in plan.modules]
+    e.append(Entry.file(f"lib/modules/{kv}/modules.dep", ("\n".join(kept) + "\n").encode()))
+
+    text = plan.guest_text
+    e += [
+        Entry.file("init", text["init"].encode(), 0o755),
+        Entry.file("etc/inittab", text["inittab"].encode()),
+        Entry.file("etc/vexfs/ready", text["ready"].encode(), 0o755),
+        Entry.file("etc/vexfs/udhcpc.script", text["udhcpc.script"].encode(), 0o755),
+        Entry.file("etc/vexfs/modules", ("\n".join(plan.modules) + "\n").encode()),
+        Entry.file(
+            "etc/passwd",
+            f"root:x:0:0:root:/root:/bin/sh\n{GUEST_USER}:x:{GUEST_UID}:{GUEST_UID}:{GUEST_USER}:/home/{GUEST_USER}:/bin/sh\n".encode(),
+        ),
+        Entry.file("etc/group", f"root:x:0:\ntty:x:5:\n{GUEST_USER}:x:{GUEST_UID}:\n".encode()),
+        # Locked passwords: only the image's key logs in.
+        Entry.file("etc/shadow", f"root:*:19000:0:99999:7:::\n{GUEST_USER}:*:19000:0:99999:7:::\n".encode(), 0o600),
+        Entry.file("etc/shells", b"/bin/sh\n/bin/ash\n"),
+        Entry.file("etc/nsswitch.conf", b"passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n"),
+        Entry.file("etc/hosts", b"127.0.0.1 localhost\n"),
+        Entry.file("etc/resolv.conf", b""),
+        Entry.file("etc/dropbear/dropbear_ed25519_host_key", host_key, 0o600),
+        Entry.directory("root", 0o700),
+        Entry.directory("root/.ssh", 0o700),
+        Entry.file("root/.ssh/authorized_keys", authorized_key, 0o600),
+        Entry.directory("home/" + GUEST_USER, 0o755, GUEST_UID, GUEST_UID),
+        Entry.directory(f"home/{GUEST_USER}/.ssh", 0o700, GUEST_UID, GUEST_UID),
+        Entry.file(f"home/{GUEST_USER}/.ssh/authorized_keys", authorized_key, 0o600, GUEST_UID, GUEST_UID),
+        Entry.directory("tmp", 0o1777),
+        Entry.directory("var/tmp", 0o1777),
+        Entry.symlink("var/run", "/run"),
+    ]
+    e += [Entry.directory(d) for d in ("proc", "sys", "dev", "run", "mnt", "var/log")]
+    # The kernel opens /dev/console before /init runs; without it /init has no stdout.
+    e += [Entry.chardev("dev/console", 5, 1), Entry.chardev("dev/null", 1, 3, 0o666)]
+    return e
+
+
+@dataclass(frozen=True, slots=True)
+class BuildRequest:
+    kernel_version: str | None = None  # None/"auto": what linux-image-amd64 installed
+    root: Path | None = None  # image cache root; None: default_image_root()
+    extra_tools: tuple[Path, ...] = ()  # more host binaries for /usr/local/bin (libs follow)
+
+    @classmethod
+    def from_fleet(cls, fleet: FleetSettings | None, **kw: Any) -> "BuildRequest":
+        return cls(
+            kernel_version=fleet.guest_kernel if fleet else None,
+            root=default_image_root(fleet),
+            **kw,
+        )
+
+
+def image_dir_for(req: BuildRequest) -> tuple[Path, _Plan]:
+    kv = resolve_kernel_version(req.kernel_version)
+    plan = _plan(kv, req.extra_tools)
+    root = req.root or default_image_root()
+    return root / plan.input_hash()[:16], plan
+
+
+def find_image(fleet: FleetSettings | None = None, req: BuildRequest | None = None) -> GuestImage | None:
+    """The built image for the current inputs, or None if it needs building."""
+    req = req or BuildRequest.from_fleet(fleet)
+    path, plan = image_dir_for(req)
+    try:
+        img = GuestImage.from_dir(path)
+    except InfraError:
+        return None
+    return img if img.input_hash == plan.input_hash() else None
+
+
+def build_image(
+    fleet: FleetSettings | None = None,
+    *,
+    force: bool = False,
+    req: BuildRequest | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> GuestImage:
+    """Return the cached image for the current inputs, building it first if needed."""
+    say = progress or (lambda _msg: None)
+    req = req or BuildRequest.from_fleet(fleet)
+    root = req.root or default_image_root()
+    try:
+        root.mkdir(parents=True, exist_ok=True, mode=0o755)
+    except OSError as err:
+        raise InfraError(f"cannot create the image cache {root} ({err.strerror}): set fleet.image_dir to a writable path") from err
+    with open(root / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two cockpits building at once: the second reuses
+        path, plan = image_dir_for(req)
+        if not force:
+            try:
+                img = GuestImage.from_dir(path)
+                if img.input_hash == plan.input_hash():
+                    say(f"guest image cached: {path} (kernel {img.kernel_version})")
+                    return img
+            except InfraError:
+                pass
+        say(f"building guest image for kernel {plan.kernel_version} in {path}")
+        return _build(plan, path)
+
+
+def _build(plan: _Plan, final: Path) -> GuestImage:
+    started = time.monotonic()
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=final.parent))
+    try:
+        os.chmod(tmp, 0o755)  # libvirt-qemu reads kernel+initrd from here
+        client_priv, client_pub, host_key, host_pub = _make_keys(tmp)
+        (tmp / "dropbear_ed25519_host_key").unlink()  # it lives in the initrd only
+        write_initramfs(str(tmp / "initrd.gz"), _entries(plan, client_pub, host_key))
+        shutil.copyfile(plan.vmlinuz, tmp / "vmlinuz")
+        for name in ("vmlinuz", "initrd.gz"):
+            os.chmod(tmp / name, 0o644)
+        key = tmp / "id_ed25519"
+        key.write_bytes(client_priv)
+        os.chmod(key, 0o600)
+        (tmp / "id_ed25519.pub").write_bytes(client_pub)
+        # OpenSSH form for ssh(1)/`vexfs-cockpit ssh`: any port on loopback.
+        (tmp / "known_hosts").write_text(f"127.0.0.1,[127.0.0.1]:* {host_pub}\n")
+        img = GuestImage(
+            dir=final,
+            kernel_version=plan.kernel_version,
+            kernel=final / "vmlinuz",
+            initrd=final / "initrd.gz",
+            client_key=final / "id_ed25519",
+            client_pubkey=final / "id_ed25519.pub",
+            host_pubkey=host_pub,
+            known_hosts=final / "known_hosts",
+            input_hash=plan.input_hash(),
+            built_at=time.time(),
+            packages=plan.packages,
+        )
+        manifest = img.to_manifest() | {"build_seconds": round(time.monotonic() - started, 3), "modules": plan.modules}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if final.exists():
+            trash = Path(tempfile.mkdtemp(prefix=".old-", dir=final.parent))
+            final.rename(trash / "img")
+            shutil.rmtree(trash, ignore_errors=True)
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return img
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def _fleet_from_args(args: argparse.Namespace) -> FleetSettings:
+    """The fleet section of the config named on the command line (defaults if no loader yet)."""
+    try:
+        from vexfs_cockpit.config import load as config_load  # type: ignore[attr-defined]
+    except ImportError:
+        return FleetSettings()
+    cfg = config_load.load_config(getattr(args, "config", None), getattr(args, "env", None))
+    return cfg.fleet
+
+
+def add_parser(subparsers: Any) -> None:
+    image = subparsers.add_parser("image", help="build or inspect the self-test guest image")
+    sub = image.add_subparsers(dest="image_command", metavar="ACTION")
+    build = sub.add_parser("build", help="build the guest kernel+initramfs (cached; seconds)")
+    build.add_argument("--force", action="store_true", help="rebuild even if the cached image is current")
+    build.add_argument("--config", type=Path, default=None, help="config file (default: configs/default.yaml)")
+    build.add_argument("--env", default=None, help="config environment overlay (dev, test, ci)")
+    build.add_argument("--kernel", default=None, help="guest kernel version (default: fleet.guest_kernel)")
+    build.add_argument(
+        "--extra-tool", action="append", type=Path, default=[], metavar="PATH",
+        help="also copy this host binary (with its libraries) into the guest's /usr/local/bin",
+    )
+    build.set_defaults(handler=cmd_image_build)
+    show = sub.add_parser("show", help="print the current image's manifest (exit 1 if not built)")
+    show.add_argument("--config", type=Path, default=None)
+    show.add_argument("--env", default=None)
+    show.set_defaults(handler=cmd_image_show)
+
+
+def cmd_image_build(args: argparse.Namespace) -> int:
+    fleet = _fleet_from_args(args)
+    req = BuildRequest.from_fleet(fleet, extra_tools=tuple(args.extra_tool))
+    if args.kernel:
+        req = BuildRequest(args.kernel, req.root, req.extra_tools)
+    img = build_image(fleet, force=args.force, req=req, progress=print)
+    size_mb = img.initrd.stat().st_size / 1e6
+    print(f"guest image ready: {img.dir} (kernel {img.kernel_version}, initrd {size_mb:.1f} MB)")
+    return 0
+
+
+def cmd_image_show(args: argparse.Namespace) -> int:
+    img = find_image(_fleet_from_args(args))
+    if img is None:
+        print("no current guest image: run `vexfs-cockpit image build`")
+        return 1
+    print(json.dumps(img.to_manifest() | {"dir": str(img.dir)}, indent=2))
+    return 0

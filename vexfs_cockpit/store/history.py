@@ -1,0 +1,617 @@
+"""Read queries over the history DB: run lists, trends, comparisons, crash signatures.
+
+Plain synchronous functions on a ``History`` object; every call opens its own
+read-only connection, so any thread may call them (the TUI does, from
+``@work(thread=True)`` workers) while the recorder writes (WAL). A DB that does not
+exist yet reads as empty. Times are epoch seconds.
+
+Definitions used below:
+- a *bad* result is FAILED, TIMEOUT or ERROR; SKIPPED counts as neither pass nor fail.
+- a domain's *pass rate* in a run is passed / (passed + bad); None if nothing ran.
+- a test is *flaky* (compare_runs) if in the newer run it passed only after a retry,
+  or if over the last ``window`` runs of that env (up to the newer run) its outcome
+  flipped between pass and bad at least twice. One flip is a regression or a fix,
+  not flakiness. Flaky tests may also appear in new_failures/fixed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vexfs_cockpit.engine.results import TestResult, TestStatus
+from vexfs_cockpit.errors import StoreError, UsageError
+from vexfs_cockpit.klog.model import KernelReport, Severity
+from vexfs_cockpit.store.codec import attempt_from_dict, evidence_from_dict, retried_pass
+from vexfs_cockpit.store.db import open_reader
+from vexfs_cockpit.store.report import (
+    DomainReport,
+    InfraRecord,
+    KernelEventRecord,
+    RunInfo,
+    RunReport,
+    VmStateRecord,
+)
+
+BAD = (str(TestStatus.FAILED), str(TestStatus.TIMEOUT), str(TestStatus.ERROR))
+_BAD_SQL = "('FAILED','TIMEOUT','ERROR')"
+FINISHED_RUN_STATUSES = ("passed", "failed", "errored")
+
+# The trend queries, kept here so a test can EXPLAIN QUERY PLAN them.
+DOMAIN_TREND_SQL = f"""
+SELECT d.run_id, d.started_at, d.finished_at, d.status, r.env,
+       sum(t.status = 'PASSED') AS passed,
+       sum(t.status IN {_BAD_SQL}) AS bad,
+       sum(t.status = 'SKIPPED') AS skipped,
+       count(t.id) AS total
+FROM domain_runs d
+JOIN runs r ON r.id = d.run_id
+LEFT JOIN test_results t ON t.run_id = d.run_id AND t.domain = d.domain
+WHERE d.domain = :domain AND d.started_at >= :since AND (:env IS NULL OR r.env = :env)
+GROUP BY d.id
+ORDER BY d.started_at
+"""
+
+TEST_DURATION_TREND_SQL = """
+SELECT t.run_id, t.started_at, t.status, t.duration_s, t.attempt_count, r.env
+FROM test_results t
+JOIN runs r ON r.id = t.run_id
+WHERE t.domain = :domain AND t.test = :test AND t.started_at >= :since
+  AND (:env IS NULL OR r.env = :env)
+ORDER BY t.started_at
+"""
+
+METRIC_TREND_SQL = """
+SELECT run_id, ts, domain, test, name, value, env
+FROM metrics
+WHERE name = :name AND (:domain IS NULL OR domain = :domain) AND (:test IS NULL OR test = :test)
+  AND ts >= :since AND (:env IS NULL OR env = :env)
+ORDER BY ts
+"""
+
+LIST_RUNS_SQL = """
+SELECT * FROM runs
+WHERE started_at >= :since
+  AND (:env IS NULL OR env = :env)
+  AND (:status IS NULL OR status = :status)
+  AND (:domain IS NULL OR EXISTS (SELECT 1 FROM domain_runs d WHERE d.run_id = runs.id AND d.domain = :domain))
+  AND (:text IS NULL
+       OR id LIKE :text ESCAPE '\\' OR profile LIKE :text ESCAPE '\\' OR env LIKE :text ESCAPE '\\'
+       OR reason LIKE :text ESCAPE '\\' OR config_path LIKE :text ESCAPE '\\'
+       OR EXISTS (SELECT 1 FROM test_results t WHERE t.run_id = runs.id
+                  AND (t.test LIKE :text ESCAPE '\\' OR t.message LIKE :text ESCAPE '\\'))
+       OR EXISTS (SELECT 1 FROM kernel_events k WHERE k.run_id = runs.id
+                  AND k.title LIKE :text ESCAPE '\\'))
+ORDER BY started_at DESC
+LIMIT :limit
+"""
+
+_PERIOD = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_period(text: str) -> float:
+    """'90m', '12h', '7d', '2w' -> seconds. UsageError otherwise."""
+    m = _PERIOD.match(text or "")
+    if not m:
+        raise UsageError(f"bad period {text!r}: use a number and a unit s/m/h/d/w, e.g. 7d")
+    return float(m.group(1)) * _UNIT_S[m.group(2)]
+
+
+def since_period(text: str | None, now: float | None = None) -> float | None:
+    return None if not text else (now if now is not None else time.time()) - parse_period(text)
+
+
+# -- result rows ---------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    run_id: str
+    started_at: float
+    finished_at: float | None
+    status: str
+    env: str
+    profile: str
+    config_path: str
+    reason: str
+    counts: dict[str, int]  # TestStatus value -> stored results
+
+    @property
+    def duration_s(self) -> float | None:
+        return None if self.finished_at is None else self.finished_at - self.started_at
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def bad(self) -> int:
+        return sum(self.counts.get(s, 0) for s in BAD)
+
+
+@dataclass(frozen=True, slots=True)
+class DomainTrendPoint:
+    run_id: str
+    started_at: float
+    finished_at: float | None
+    status: str
+    env: str
+    passed: int
+    bad: int
+    skipped: int
+    total: int
+
+    @property
+    def pass_rate(self) -> float | None:
+        ran = self.passed + self.bad
+        return None if ran == 0 else self.passed / ran
+
+    @property
+    def duration_s(self) -> float | None:
+        return None if self.finished_at is None else self.finished_at - self.started_at
+
+
+@dataclass(frozen=True, slots=True)
+class DurationPoint:
+    run_id: str
+    started_at: float
+    status: str
+    duration_s: float
+    attempts: int
+    env: str
+
+
+@dataclass(frozen=True, slots=True)
+class MetricPoint:
+    run_id: str
+    ts: float
+    domain: str
+    test: str
+    name: str
+    value: float
+    env: str
+
+
+@dataclass(frozen=True, slots=True)
+class TestDelta:
+    __test__ = False
+    domain: str
+    test: str
+    before: str | None  # status in run a (None: not run there)
+    after: str | None  # status in run b
+    message: str = ""  # run b's message (or a's, when b lacks the test)
+
+
+@dataclass(frozen=True, slots=True)
+class RunComparison:
+    a: str
+    b: str
+    new_failures: list[TestDelta]
+    fixed: list[TestDelta]
+    still_failing: list[TestDelta]
+    flaky: list[TestDelta]
+
+
+@dataclass(frozen=True, slots=True)
+class CrashSignature:
+    signature: str
+    kind: str
+    title: str
+    severity: Severity
+    first_seen: float
+    last_seen: float
+    count: int
+    last_run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CrashOccurrence:
+    signature: str
+    run_id: str
+    domain: str
+    test: str
+    vm: str
+    ts: float
+
+
+def _loads(text: str | None, default: Any) -> Any:
+    if not text:
+        return default
+    try:
+        return json.loads(text)
+    except ValueError:
+        return default
+
+
+def _like(text: str | None) -> str | None:
+    if not text:
+        return None
+    esc = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{esc}%"
+
+
+class History:
+    """Read-only view of the history DB; implements engine.plugin.HistoryView.
+
+    ``exclude_run``: the run in progress, which baselines must not compare against.
+    """
+
+    def __init__(self, path: Path, exclude_run: str = "") -> None:
+        self.path = Path(path)
+        self.exclude_run = exclude_run
+
+    def for_run(self, run_id: str) -> History:
+        """The HistoryView a domain of run ``run_id`` gets."""
+        return History(self.path, exclude_run=run_id)
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection | None]:
+        conn = open_reader(self.path)
+        try:
+            yield conn
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"history DB {self.path} is corrupt ({exc}): move it away or pass --db PATH") from None
+        finally:
+            if conn is not None:
+                conn.close()
+
+    # -- runs ------------------------------------------------------------------------
+    def list_runs(
+        self,
+        *,
+        env: str | None = None,
+        domain: str | None = None,
+        status: str | None = None,
+        since: float | None = None,
+        text: str | None = None,
+        limit: int = 50,
+    ) -> list[RunSummary]:
+        """Newest first. ``text`` matches run id, profile, env, reason, config path,
+        test names/messages and kernel event titles (case-insensitive substring)."""
+        with self._read() as conn:
+            if conn is None:
+                return []
+            rows = conn.execute(
+                LIST_RUNS_SQL,
+                {
+                    "since": since if since is not None else float("-inf"),
+                    "env": env or None,
+                    "status": status or None,
+                    "domain": domain or None,
+                    "text": _like(text),
+                    "limit": limit,
+                },
+            ).fetchall()
+            counts = self._counts(conn, [r["id"] for r in rows])
+        return [
+            RunSummary(
+                run_id=r["id"],
+                started_at=r["started_at"],
+                finished_at=r["finished_at"],
+                status=r["status"],
+                env=r["env"],
+                profile=r["profile"],
+                config_path=r["config_path"],
+                reason=r["reason"],
+                counts=counts.get(r["id"], {}),
+            )
+            for r in rows
+        ]
+
+    @staticmethod
+    def _counts(conn: sqlite3.Connection, run_ids: list[str]) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for run_id in run_ids:
+            for status, n in conn.execute(
+                "SELECT status, count(*) FROM test_results WHERE run_id=? GROUP BY status", (run_id,)
+            ):
+                out.setdefault(run_id, {})[status] = n
+        return out
+
+    def resolve_run_id(self, ref: str) -> str | None:
+        """An exact run id, or a unique prefix of one."""
+        with self._read() as conn:
+            if conn is None:
+                return None
+            if conn.execute("SELECT 1 FROM runs WHERE id=?", (ref,)).fetchone():
+                return ref
+            hits = conn.execute(
+                "SELECT id FROM runs WHERE id LIKE ? ESCAPE '\\' LIMIT 2", (_like(ref)[1:],)  # type: ignore[index]
+            ).fetchall()
+        if len(hits) > 1:
+            raise UsageError(f"run id prefix {ref!r} is ambiguous: give more characters")
+        return hits[0][0] if hits else None
+
+    def run_detail(self, run_id: str) -> RunReport | None:
+        """The whole run (domains, tests with evidence and metrics, kernel events)."""
+        with self._read() as conn:
+            if conn is None:
+                return None
+            run = conn.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+            if run is None:
+                return None
+            report = RunReport(
+                run=RunInfo(
+                    run_id=run["id"],
+                    started_at=run["started_at"],
+                    status=run["status"],
+                    finished_at=run["finished_at"],
+                    env=run["env"],
+                    profile=run["profile"],
+                    config_path=run["config_path"],
+                    planned_domains=tuple(_loads(run["domains"], [])),
+                    counts=_loads(run["counts"], {}),
+                    reason=run["reason"],
+                    host=run["hostname"],
+                )
+            )
+            domains: dict[str, DomainReport] = {}
+            for d in conn.execute("SELECT * FROM domain_runs WHERE run_id=? ORDER BY id", (run_id,)):
+                domains[d["domain"]] = DomainReport(
+                    name=d["domain"],
+                    started_at=d["started_at"],
+                    vm=d["vm"],
+                    status=d["status"],
+                    finished_at=d["finished_at"],
+                    reason=d["reason"],
+                    planned_tests=tuple(_loads(d["planned_tests"], [])),
+                    current_test=d["current_test"],
+                )
+            metrics: dict[tuple[str, str], dict[str, float]] = {}
+            for m in conn.execute(
+                "SELECT domain, test, name, value FROM metrics WHERE run_id=? ORDER BY id", (run_id,)
+            ):
+                metrics.setdefault((m["domain"], m["test"]), {})[m["name"]] = m["value"]
+            for t in conn.execute("SELECT * FROM test_results WHERE run_id=? ORDER BY id", (run_id,)):
+                result = _result_from_row(t, metrics.get((t["domain"], t["test"]), {}))
+                dom = domains.get(t["domain"])
+                if dom is None:  # only if rows were written by hand: the writer always adds one
+                    dom = domains[t["domain"]] = DomainReport(name=t["domain"], started_at=t["finished_at"])
+                dom.tests.append(result)
+            for (dname, test), values in metrics.items():
+                if not test and dname in domains:
+                    domains[dname].metrics.update(values)
+            report.domains = list(domains.values())
+            for k in conn.execute("SELECT * FROM kernel_events WHERE run_id=? ORDER BY id", (run_id,)):
+                report.kernel_events.append(
+                    KernelEventRecord(
+                        report=KernelReport(
+                            kind=k["kind"],
+                            title=k["title"],
+                            severity=Severity(k["severity"]),
+                            line=k["line"],
+                            module=k["module"],
+                            text=k["text"],
+                            vm=k["vm"],
+                        ),
+                        ts=k["ts"],
+                        vm=k["vm"],
+                        domain=k["domain"],
+                        test=k["test"],
+                        expected=bool(k["expected"]),
+                    )
+                )
+            for s in conn.execute("SELECT * FROM vm_states WHERE run_id=? ORDER BY id", (run_id,)):
+                report.vm_states.append(VmStateRecord(s["vm"], s["state"], s["ts"], s["reason"]))
+            for p in conn.execute("SELECT * FROM infra_problems WHERE run_id=? ORDER BY id", (run_id,)):
+                report.infra_problems.append(InfraRecord(p["message"], p["ts"], p["vm"]))
+        return report
+
+    # -- trends ----------------------------------------------------------------------
+    def domain_trend(
+        self, domain: str, since: float | None = None, env: str | None = None
+    ) -> list[DomainTrendPoint]:
+        """Per run of ``domain`` (oldest first): pass counts, pass rate, duration."""
+        with self._read() as conn:
+            if conn is None:
+                return []
+            rows = conn.execute(
+                DOMAIN_TREND_SQL, {"domain": domain, "since": _since(since), "env": env}
+            ).fetchall()
+        return [
+            DomainTrendPoint(
+                run_id=r["run_id"],
+                started_at=r["started_at"],
+                finished_at=r["finished_at"],
+                status=r["status"],
+                env=r["env"],
+                passed=r["passed"] or 0,
+                bad=r["bad"] or 0,
+                skipped=r["skipped"] or 0,
+                total=r["total"],
+            )
+            for r in rows
+        ]
+
+    def test_duration_trend(
+        self, domain: str, test: str, since: float | None = None, env: str | None = None
+    ) -> list[DurationPoint]:
+        with self._read() as conn:
+            if conn is None:
+                return []
+            rows = conn.execute(
+                TEST_DURATION_TREND_SQL, {"domain": domain, "test": test, "since": _since(since), "env": env}
+            ).fetchall()
+        return [
+            DurationPoint(r["run_id"], r["started_at"], r["status"], r["duration_s"], r["attempt_count"], r["env"])
+            for r in rows
+        ]
+
+    def metric_trend(
+        self,
+        name: str,
+        domain: str | None = None,
+        test: str | None = None,
+        since: float | None = None,
+        env: str | None = None,
+    ) -> list[MetricPoint]:
+        with self._read() as conn:
+            if conn is None:
+                return []
+            rows = conn.execute(
+                METRIC_TREND_SQL,
+                {"name": name, "domain": domain, "test": test, "since": _since(since), "env": env},
+            ).fetchall()
+        return [MetricPoint(r["run_id"], r["ts"], r["domain"], r["test"], r["name"], r["value"], r["env"]) for r in rows]
+
+    def metric_names(self) -> list[tuple[str, str, str]]:
+        """Every (domain, test, name) with a stored metric, for pickers."""
+        with self._read() as conn:
+            if conn is None:
+                return []
+            return [
+                (r[0], r[1], r[2])
+                for r in conn.execute("SELECT DISTINCT domain, test, name FROM metrics ORDER BY domain, test, name")
+            ]
+
+    # -- comparisons -----------------------------------------------------------------
+    def compare_runs(self, a: str, b: str, window: int = 5) -> RunComparison:
+        """Run ``a`` (older, the baseline) against run ``b`` (newer). See module doc."""
+        with self._read() as conn:
+            if conn is None:
+                raise UsageError("no runs yet: nothing to compare")
+            runs = {r["id"]: r for r in conn.execute("SELECT * FROM runs WHERE id IN (?, ?)", (a, b))}
+            for ref in (a, b):
+                if ref not in runs:
+                    raise UsageError(f"no run {ref!r} in {self.path}: see `vexfs-cockpit history`")
+            before = _last_results(conn, a)
+            after = _last_results(conn, b)
+            window_runs = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT id FROM runs WHERE env=? AND started_at<=? AND (status!='running' OR id=?) "
+                    "ORDER BY started_at DESC LIMIT ?",
+                    (runs[b]["env"], runs[b]["started_at"], b, window),
+                )
+            ]
+            histories = _outcome_histories(conn, window_runs)
+        comp = RunComparison(a=a, b=b, new_failures=[], fixed=[], still_failing=[], flaky=[])
+        for key in sorted(before.keys() | after.keys()):
+            ra, rb = before.get(key), after.get(key)
+            sa = ra.status if ra else None
+            sb = rb.status if rb else None
+            delta = TestDelta(key[0], key[1], sa, sb, (rb or ra).message if (rb or ra) else "")
+            bad_a, bad_b = sa in BAD, sb in BAD
+            if bad_b and not bad_a:
+                comp.new_failures.append(delta)
+            elif bad_a and sb == TestStatus.PASSED:
+                comp.fixed.append(delta)
+            elif bad_a and bad_b:
+                comp.still_failing.append(delta)
+            if (rb is not None and retried_pass(rb)) or _flips(histories.get(key, [])) >= 2:
+                comp.flaky.append(delta)
+        return comp
+
+    # -- crashes ---------------------------------------------------------------------
+    def crash_signatures(self, limit: int = 100, since: float | None = None) -> list[CrashSignature]:
+        """Newest (last seen) first."""
+        with self._read() as conn:
+            if conn is None:
+                return []
+            rows = conn.execute(
+                "SELECT * FROM crash_signatures WHERE last_seen >= ? ORDER BY last_seen DESC LIMIT ?",
+                (_since(since), limit),
+            ).fetchall()
+        return [
+            CrashSignature(
+                r["signature"], r["kind"], r["title"], Severity(r["severity"]),
+                r["first_seen"], r["last_seen"], r["count"], r["last_run_id"],
+            )
+            for r in rows
+        ]
+
+    def crash_occurrences(self, signature: str, limit: int = 100) -> list[CrashOccurrence]:
+        """Where a signature was seen, newest first."""
+        with self._read() as conn:
+            if conn is None:
+                return []
+            rows = conn.execute(
+                "SELECT * FROM crash_occurrences WHERE signature=? ORDER BY ts DESC LIMIT ?", (signature, limit)
+            ).fetchall()
+        return [CrashOccurrence(r["signature"], r["run_id"], r["domain"], r["test"], r["vm"], r["ts"]) for r in rows]
+
+    # -- HistoryView (for domains) ---------------------------------------------------
+    def previous_metric(self, domain: str, test: str, name: str, env: str) -> float | None:
+        """The newest value of that metric in ``env`` from a run other than ours."""
+        with self._read() as conn:
+            if conn is None:
+                return None
+            row = conn.execute(
+                "SELECT value FROM metrics WHERE name=? AND domain=? AND test=? AND env=? AND run_id!=? "
+                "ORDER BY ts DESC LIMIT 1",
+                (name, domain, test, env, self.exclude_run),
+            ).fetchone()
+        return None if row is None else float(row[0])
+
+    def failed_in_previous_run(self, env: str) -> list[tuple[str, str]]:
+        """(domain, test) pairs that were bad in the last finished run of ``env``."""
+        with self._read() as conn:
+            if conn is None:
+                return []
+            marks = ",".join("?" for _ in FINISHED_RUN_STATUSES)
+            run = conn.execute(
+                f"SELECT id FROM runs WHERE env=? AND status IN ({marks}) AND id!=? "
+                "ORDER BY started_at DESC LIMIT 1",
+                (env, *FINISHED_RUN_STATUSES, self.exclude_run),
+            ).fetchone()
+            if run is None:
+                return []
+            rows = conn.execute(
+                f"SELECT DISTINCT domain, test FROM test_results WHERE run_id=? AND status IN {_BAD_SQL} "
+                "ORDER BY domain, test",
+                (run[0],),
+            ).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+
+def _since(since: float | None) -> float:
+    return since if since is not None else float("-inf")
+
+
+def _result_from_row(t: sqlite3.Row, table_metrics: dict[str, float]) -> TestResult:
+    return TestResult(
+        status=TestStatus(t["status"]),
+        message=t["message"],
+        metrics={**_loads(t["metrics"], {}), **table_metrics},
+        artifacts=_loads(t["artifacts"], {}),
+        name=t["test"],
+        domain=t["domain"],
+        duration_s=t["duration_s"],
+        started_at=t["started_at"],
+        attempts=[attempt_from_dict(a) for a in _loads(t["attempts"], [])],
+        evidence=evidence_from_dict(_loads(t["evidence"], {})),
+        tags=tuple(_loads(t["tags"], [])),
+    )
+
+
+def _last_results(conn: sqlite3.Connection, run_id: str) -> dict[tuple[str, str], TestResult]:
+    out: dict[tuple[str, str], TestResult] = {}
+    for t in conn.execute("SELECT * FROM test_results WHERE run_id=? ORDER BY id", (run_id,)):
+        out[(t["domain"], t["test"])] = _result_from_row(t, {})
+    return out
+
+
+def _outcome_histories(conn: sqlite3.Connection, run_ids: list[str]) -> dict[tuple[str, str], list[bool]]:
+    """(domain, test) -> passed? per run, oldest first; skipped results left out."""
+    if not run_ids:
+        return {}
+    marks = ",".join("?" for _ in run_ids)
+    out: dict[tuple[str, str], list[bool]] = {}
+    for domain, test, status in conn.execute(
+        f"SELECT t.domain, t.test, t.status FROM test_results t JOIN runs r ON r.id = t.run_id "
+        f"WHERE t.run_id IN ({marks}) AND t.status IN ('PASSED','FAILED','TIMEOUT','ERROR') "
+        f"ORDER BY r.started_at, t.id",
+        run_ids,
+    ):
+        out.setdefault((domain, test), []).append(status == "PASSED")
+    return out
+
+
+def _flips(outcomes: list[bool]) -> int:
+    return sum(1 for x, y in zip(outcomes, outcomes[1:]) if x != y)

@@ -1,0 +1,244 @@
+"""The history DB's schema as an ordered list of forward migrations.
+
+Version N is "the first N migrations applied"; it lives in ``PRAGMA user_version``
+(cheap to read before touching anything) and, for humans, in the ``schema_version``
+table. ``PRAGMA application_id`` marks the file as ours: a file without it is never
+written to. A plain numbered list rather than ``sqlite_utils.Migrations`` because we
+need the "written by a newer cockpit" check (user_version > ours) before migrating.
+
+Times are wall-clock epoch seconds (REAL); JSON columns are TEXT.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+
+APPLICATION_ID = 0x56584643  # "VXFC"
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+# Tables every valid history DB has (checked before anything is written).
+REQUIRED_TABLES = frozenset(
+    {
+        "schema_version",
+        "runs",
+        "domain_runs",
+        "test_results",
+        "metrics",
+        "kernel_events",
+        "crash_signatures",
+        "crash_occurrences",
+        "vm_samples",
+        "vm_states",
+        "infra_problems",
+    }
+)
+
+_V1 = """
+CREATE TABLE schema_version (
+    version INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at REAL NOT NULL
+);
+
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    status TEXT NOT NULL,              -- running | passed | failed | errored | aborted
+    env TEXT NOT NULL DEFAULT '',
+    profile TEXT NOT NULL DEFAULT '',
+    config_path TEXT NOT NULL DEFAULT '',
+    config_json TEXT NOT NULL DEFAULT '{}',
+    domains TEXT NOT NULL DEFAULT '[]', -- planned domains, JSON list
+    counts TEXT NOT NULL DEFAULT '{}',  -- TestStatus -> count, from RunFinished
+    reason TEXT NOT NULL DEFAULT '',
+    -- who is writing it, to tell a live run from one whose process died
+    pid INTEGER,
+    proc_start INTEGER,                 -- /proc/<pid>/stat starttime: guards against pid reuse
+    hostname TEXT NOT NULL DEFAULT '',
+    boot_id TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX runs_started ON runs(started_at);
+CREATE INDEX runs_env_started ON runs(env, started_at);
+CREATE INDEX runs_status ON runs(status);
+
+CREATE TABLE domain_runs (
+    id INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    domain TEXT NOT NULL,
+    vm TEXT NOT NULL DEFAULT '',
+    planned_tests TEXT NOT NULL DEFAULT '[]',
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    status TEXT NOT NULL,               -- running | passed | failed | errored | skipped | aborted
+    counts TEXT NOT NULL DEFAULT '{}',
+    reason TEXT NOT NULL DEFAULT '',
+    current_test TEXT NOT NULL DEFAULT '' -- last TestStarted: names the culprit of an abort
+);
+CREATE UNIQUE INDEX domain_runs_run_domain ON domain_runs(run_id, domain);
+CREATE INDEX domain_runs_domain_started ON domain_runs(domain, started_at);
+
+CREATE TABLE test_results (
+    id INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    domain TEXT NOT NULL,
+    test TEXT NOT NULL,
+    status TEXT NOT NULL,               -- TestStatus value
+    message TEXT NOT NULL DEFAULT '',
+    started_at REAL NOT NULL,
+    finished_at REAL NOT NULL,
+    duration_s REAL NOT NULL,
+    attempt_count INTEGER NOT NULL DEFAULT 1,
+    attempts TEXT NOT NULL DEFAULT '[]',  -- [{number, status, message, duration_s}]
+    evidence TEXT NOT NULL DEFAULT '{}',  -- {commands, kernel_log, kernel_events, notes}
+    metrics TEXT NOT NULL DEFAULT '{}',
+    artifacts TEXT NOT NULL DEFAULT '{}',
+    tags TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX test_results_trend ON test_results(domain, test, started_at);
+CREATE INDEX test_results_run ON test_results(run_id, domain);
+
+CREATE TABLE metrics (
+    id INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    domain TEXT NOT NULL,
+    test TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value REAL NOT NULL,
+    ts REAL NOT NULL,
+    env TEXT NOT NULL DEFAULT ''
+);
+-- one value per metric per test per run: MetricRecorded and TestResult.metrics both land here
+CREATE UNIQUE INDEX metrics_run_key ON metrics(run_id, domain, test, name);
+CREATE INDEX metrics_trend ON metrics(name, domain, test, ts);
+
+CREATE TABLE kernel_events (
+    id INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL DEFAULT '',
+    domain TEXT NOT NULL DEFAULT '',
+    test TEXT NOT NULL DEFAULT '',
+    vm TEXT NOT NULL DEFAULT '',
+    kind TEXT NOT NULL,
+    title TEXT NOT NULL,
+    signature TEXT NOT NULL,
+    severity INTEGER NOT NULL,
+    line INTEGER NOT NULL,
+    module TEXT,
+    text TEXT NOT NULL,
+    expected INTEGER NOT NULL DEFAULT 0,
+    ts REAL NOT NULL
+);
+CREATE INDEX kernel_events_run ON kernel_events(run_id, ts);
+CREATE INDEX kernel_events_signature ON kernel_events(signature, ts);
+
+CREATE TABLE crash_signatures (
+    signature TEXT PRIMARY KEY,         -- "kind: title"
+    kind TEXT NOT NULL,
+    title TEXT NOT NULL,
+    severity INTEGER NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    count INTEGER NOT NULL,
+    last_run_id TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX crash_signatures_last_seen ON crash_signatures(last_seen);
+
+CREATE TABLE crash_occurrences (
+    id INTEGER PRIMARY KEY,
+    signature TEXT NOT NULL REFERENCES crash_signatures(signature),
+    kernel_event_id INTEGER NOT NULL REFERENCES kernel_events(id),
+    run_id TEXT NOT NULL DEFAULT '',
+    domain TEXT NOT NULL DEFAULT '',
+    test TEXT NOT NULL DEFAULT '',
+    vm TEXT NOT NULL DEFAULT '',
+    ts REAL NOT NULL
+);
+CREATE INDEX crash_occurrences_signature ON crash_occurrences(signature, ts);
+CREATE INDEX crash_occurrences_run ON crash_occurrences(run_id);
+
+CREATE TABLE vm_samples (
+    id INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    vm TEXT NOT NULL,
+    ts REAL NOT NULL,
+    state TEXT NOT NULL,
+    cpu_pct REAL NOT NULL,
+    mem_kb INTEGER NOT NULL,
+    block_rd_bytes INTEGER NOT NULL DEFAULT 0,
+    block_wr_bytes INTEGER NOT NULL DEFAULT 0,
+    net_rx_bytes INTEGER NOT NULL DEFAULT 0,
+    net_tx_bytes INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX vm_samples_run_vm ON vm_samples(run_id, vm, ts);
+
+CREATE TABLE vm_states (
+    id INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL DEFAULT '',
+    vm TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    ts REAL NOT NULL
+);
+CREATE INDEX vm_states_run ON vm_states(run_id, ts);
+
+CREATE TABLE infra_problems (
+    id INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL DEFAULT '',
+    vm TEXT NOT NULL DEFAULT '',
+    message TEXT NOT NULL,
+    ts REAL NOT NULL
+);
+CREATE INDEX infra_problems_run ON infra_problems(run_id, ts);
+"""
+
+
+def _v1_initial(conn: sqlite3.Connection) -> None:
+    for stmt in _statements(_V1):
+        conn.execute(stmt)
+
+
+def _statements(script: str) -> list[str]:
+    # executescript() would COMMIT our transaction; split instead (no ';' inside our DDL).
+    body = "\n".join(line.split("--", 1)[0] for line in script.splitlines())
+    return [s.strip() for s in body.split(";") if s.strip()]
+
+
+Migration = Callable[[sqlite3.Connection], None]
+
+# Append only. Never edit a shipped migration: write a new one.
+MIGRATIONS: tuple[tuple[str, Migration], ...] = (("initial", _v1_initial),)
+
+LATEST_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection) -> list[int]:
+    """Apply pending migrations, each in its own IMMEDIATE transaction.
+
+    IMMEDIATE takes the write lock before reading user_version, so two processes
+    opening a fresh DB at once cannot both apply version 1. Returns versions applied.
+    """
+    applied: list[int] = []
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            current = conn.execute("PRAGMA user_version").fetchone()[0]
+            if current >= LATEST_VERSION:
+                conn.execute("COMMIT")
+                return applied
+            name, fn = MIGRATIONS[current]
+            fn(conn)
+            version = current + 1
+            conn.execute(
+                "INSERT INTO schema_version(version, name, applied_at) VALUES (?, ?, ?)",
+                (version, name, time.time()),
+            )
+            conn.execute(f"PRAGMA user_version = {version}")
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute("COMMIT")
+            applied.append(version)
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise

@@ -1,0 +1,366 @@
+"""Turns events into rows. Lives on the store's one writer thread (see recorder.py).
+
+Every write batch is one IMMEDIATE transaction (takes the write lock up front, so
+WAL never has to upgrade a read snapshot and fail with BUSY_SNAPSHOT).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from vexfs_cockpit.engine.events import (
+    DomainFinished,
+    DomainStarted,
+    Event,
+    InfraProblem,
+    KernelEventRaised,
+    MetricRecorded,
+    RunFinished,
+    RunStarted,
+    TestFinished,
+    TestStarted,
+    VmSample,
+    VmStateChanged,
+)
+from vexfs_cockpit.klog.model import Severity
+from vexfs_cockpit.store.codec import attempt_to_dict, evidence_to_dict
+from vexfs_cockpit.store.db import open_writer
+from vexfs_cockpit.store.liveness import ProcessIdentity
+from vexfs_cockpit.store.report import RUN_ENDED_EARLY, join_vm
+
+log = logging.getLogger(__name__)
+
+# Unexpected kernel reports at or above this severity become crash signatures.
+SIGNATURE_MIN_SEVERITY = Severity.WARNING
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+# An event plus the run it belongs to (for VM-level events that carry no run_id).
+Item = tuple[Event, str]
+
+
+class StoreWriter:
+    """Owns the writer connection. Not thread-safe by design: one thread only."""
+
+    def __init__(self, path: Path, me: ProcessIdentity | None = None) -> None:
+        self.path = path
+        self.me = me or ProcessIdentity.current()
+        self.conn: sqlite3.Connection = open_writer(path)
+        self.db = Database(self.conn)
+        self._env: dict[str, str] = {}
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # -- events ---------------------------------------------------------------------
+    def write_batch(self, items: Sequence[Item]) -> list[str]:
+        """Write ``items`` in one transaction; returns one message per event that failed.
+
+        If the batch fails, each event is retried in its own transaction so a single
+        bad event cannot take its neighbours down with it.
+        """
+        try:
+            with self._tx():
+                for ev, run_ctx in items:
+                    self._write(ev, run_ctx)
+            return []
+        except Exception as exc:
+            if len(items) == 1 or (isinstance(exc, sqlite3.DatabaseError) and _is_fatal(exc)):
+                log.exception("history: cannot store %d events", len(items))
+                return [f"history DB {self.path}: cannot store {len(items)} event(s) ({exc})"]
+        failures: list[str] = []
+        for item in items:
+            try:
+                with self._tx():
+                    self._write(*item)
+            except Exception as exc:  # keep going: one bad event must not lose the rest
+                log.exception("history: cannot store %s", type(item[0]).__name__)
+                failures.append(self._describe(item[0], exc))
+        return failures
+
+    def _describe(self, ev: Event, exc: BaseException) -> str:
+        return f"history DB {self.path}: cannot store {type(ev).__name__} ({exc})"
+
+    def _write(self, ev: Event, run_ctx: str) -> None:
+        match ev:
+            case RunStarted():
+                self._run_started(ev)
+            case RunFinished():
+                self._ensure_run(ev.run_id, ev.ts)
+                self.conn.execute(
+                    "UPDATE runs SET status=?, finished_at=?, counts=?, reason=? WHERE id=?",
+                    (ev.status, ev.ts, _json(ev.counts), ev.reason, ev.run_id),
+                )
+                self.conn.execute(
+                    "UPDATE domain_runs SET status='aborted', reason=? WHERE run_id=? AND status='running'",
+                    (RUN_ENDED_EARLY, ev.run_id),
+                )
+            case DomainStarted():
+                self._domain_started(ev)
+            case DomainFinished():
+                self._ensure_domain(ev.run_id, ev.domain, ev.ts)
+                self.conn.execute(
+                    "UPDATE domain_runs SET status=?, reason=?, finished_at=?, counts=? "
+                    "WHERE run_id=? AND domain=?",
+                    (ev.status, ev.reason, ev.ts, _json(ev.counts), ev.run_id, ev.domain),
+                )
+            case TestStarted():
+                self._ensure_domain(ev.run_id, ev.domain, ev.ts)
+                self.conn.execute(
+                    "UPDATE domain_runs SET current_test=? WHERE run_id=? AND domain=?",
+                    (ev.test, ev.run_id, ev.domain),
+                )
+            case TestFinished():
+                self._test_finished(ev)
+            case MetricRecorded():
+                if ev.test:
+                    self._ensure_run(ev.run_id, ev.ts)
+                else:  # a domain-level metric: the domain shows in the report with it
+                    self._ensure_domain(ev.run_id, ev.domain, ev.ts)
+                self._metric(ev.run_id, ev.domain, ev.test, ev.name, ev.value, ev.ts)
+            case KernelEventRaised():
+                self._kernel_event(ev)
+            case VmSample() if ev.run_id or run_ctx:
+                run_id = ev.run_id or run_ctx
+                self._ensure_run(run_id, ev.ts)
+                self.db["vm_samples"].insert(
+                    {
+                        "run_id": run_id,
+                        "vm": ev.vm,
+                        "ts": ev.ts,
+                        "state": ev.state,
+                        "cpu_pct": ev.cpu_pct,
+                        "mem_kb": ev.mem_kb,
+                        "block_rd_bytes": ev.block_rd_bytes,
+                        "block_wr_bytes": ev.block_wr_bytes,
+                        "net_rx_bytes": ev.net_rx_bytes,
+                        "net_tx_bytes": ev.net_tx_bytes,
+                    }
+                )
+            case VmStateChanged():
+                if run_ctx:
+                    self._ensure_run(run_ctx, ev.ts)
+                self.db["vm_states"].insert(
+                    {"run_id": run_ctx, "vm": ev.vm, "state": ev.state, "reason": ev.reason, "ts": ev.ts}
+                )
+            case InfraProblem():
+                run_id = ev.run_id or run_ctx
+                if run_id:
+                    self._ensure_run(run_id, ev.ts)
+                self.db["infra_problems"].insert(
+                    {"run_id": run_id, "vm": ev.vm, "message": ev.message, "ts": ev.ts}
+                )
+            case _:
+                pass  # KernelLogLine and samples outside a run are not history
+
+    def _identity(self) -> dict[str, Any]:
+        me = self.me
+        return {"pid": me.pid, "proc_start": me.proc_start, "hostname": me.hostname, "boot_id": me.boot_id}
+
+    def _run_started(self, ev: RunStarted) -> None:
+        row = {
+            "id": ev.run_id,
+            "started_at": ev.ts,
+            "status": "running",
+            "env": ev.env,
+            "profile": ev.profile,
+            "config_path": ev.config_path,
+            "config_json": ev.config_json,
+            "domains": _json(list(ev.domains)),
+            **self._identity(),
+        }
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        updates = ", ".join(f"{c}=excluded.{c}" for c in row if c != "id")
+        self.conn.execute(
+            f"INSERT INTO runs({cols}) VALUES ({marks}) ON CONFLICT(id) DO UPDATE SET {updates}",
+            tuple(row.values()),
+        )
+        self._env[ev.run_id] = ev.env
+
+    def _ensure_run(self, run_id: str, ts: float) -> None:
+        """A run we did not see start (recorder attached late) still gets a row."""
+        if run_id in self._env:
+            return
+        ident = self._identity()
+        self.conn.execute(
+            "INSERT OR IGNORE INTO runs(id, started_at, status, pid, proc_start, hostname, boot_id) "
+            "VALUES (?, ?, 'running', ?, ?, ?, ?)",
+            (run_id, ts, ident["pid"], ident["proc_start"], ident["hostname"], ident["boot_id"]),
+        )
+        env = self.conn.execute("SELECT env FROM runs WHERE id=?", (run_id,)).fetchone()[0]
+        self._env[run_id] = env
+
+    def _ensure_domain(self, run_id: str, domain: str, ts: float) -> None:
+        self._ensure_run(run_id, ts)
+        self.conn.execute(
+            "INSERT OR IGNORE INTO domain_runs(run_id, domain, started_at, status) VALUES (?, ?, ?, 'running')",
+            (run_id, domain, ts),
+        )
+
+    def _domain_started(self, ev: DomainStarted) -> None:
+        self._ensure_domain(ev.run_id, ev.domain, ev.ts)
+        (vm,) = self.conn.execute(
+            "SELECT vm FROM domain_runs WHERE run_id=? AND domain=?", (ev.run_id, ev.domain)
+        ).fetchone()
+        self.conn.execute(
+            "UPDATE domain_runs SET vm=?, planned_tests=?, status='running' WHERE run_id=? AND domain=?",
+            (join_vm(vm, ev.vm), _json(list(ev.planned_tests)), ev.run_id, ev.domain),
+        )
+
+    def _test_finished(self, ev: TestFinished) -> None:
+        r = ev.result
+        self._ensure_domain(ev.run_id, r.domain, ev.ts)
+        self.db["test_results"].insert(
+            {
+                "run_id": ev.run_id,
+                "domain": r.domain,
+                "test": r.name,
+                "status": str(r.status),
+                "message": r.message,
+                "started_at": r.started_at,
+                "finished_at": ev.ts,
+                "duration_s": r.duration_s,
+                "attempt_count": max(1, len(r.attempts)),
+                "attempts": _json([attempt_to_dict(a) for a in r.attempts]),
+                "evidence": _json(evidence_to_dict(r.evidence)),
+                "metrics": _json(r.metrics),
+                "artifacts": _json(r.artifacts),
+                "tags": _json(list(r.tags)),
+            }
+        )
+        self.conn.execute(
+            "UPDATE domain_runs SET current_test='' WHERE run_id=? AND domain=? AND current_test=?",
+            (ev.run_id, r.domain, r.name),
+        )
+        for name, value in r.metrics.items():
+            self._metric(ev.run_id, r.domain, r.name, name, value, ev.ts)
+
+    def _metric(self, run_id: str, domain: str, test: str, name: str, value: float, ts: float) -> None:
+        self.conn.execute(
+            "INSERT INTO metrics(run_id, domain, test, name, value, ts, env) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(run_id, domain, test, name) DO UPDATE SET "
+            "value=excluded.value, ts=excluded.ts, env=excluded.env",
+            (run_id, domain, test, name, float(value), ts, self._env.get(run_id, "")),
+        )
+
+    def _kernel_event(self, ev: KernelEventRaised) -> None:
+        r = ev.report
+        if ev.run_id:
+            self._ensure_run(ev.run_id, ev.ts)
+        table = self.db["kernel_events"]
+        table.insert(
+            {
+                "run_id": ev.run_id,
+                "domain": ev.domain,
+                "test": ev.test,
+                "vm": ev.vm or r.vm,
+                "kind": r.kind,
+                "title": r.title,
+                "signature": r.signature,
+                "severity": int(r.severity),
+                "line": r.line,
+                "module": r.module,
+                "text": r.text,
+                "expected": int(ev.expected),
+                "ts": ev.ts,
+            }
+        )
+        if ev.expected or r.severity < SIGNATURE_MIN_SEVERITY:
+            return
+        self.conn.execute(
+            "INSERT INTO crash_signatures(signature, kind, title, severity, first_seen, last_seen, count, last_run_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, 1, ?) ON CONFLICT(signature) DO UPDATE SET "
+            "count=count+1, first_seen=min(first_seen, excluded.first_seen), "
+            "severity=max(severity, excluded.severity), "
+            "last_run_id=CASE WHEN excluded.last_seen >= last_seen THEN excluded.last_run_id ELSE last_run_id END, "
+            "last_seen=max(last_seen, excluded.last_seen)",
+            (r.signature, r.kind, r.title, int(r.severity), ev.ts, ev.ts, ev.run_id),
+        )
+        self.db["crash_occurrences"].insert(
+            {
+                "signature": r.signature,
+                "kernel_event_id": table.last_rowid,
+                "run_id": ev.run_id,
+                "domain": ev.domain,
+                "test": ev.test,
+                "vm": ev.vm or r.vm,
+                "ts": ev.ts,
+            }
+        )
+
+    # -- startup housekeeping --------------------------------------------------------
+    def mark_aborted_runs(self) -> list[str]:
+        """Runs left ``running`` by a process that is gone become ``aborted``.
+
+        Their unfinished domain runs too (naming the test that was running); every
+        stored test result stays. A run of a live process (us included) or of another
+        host (cannot tell) is left alone. Returns the run ids marked.
+        """
+        marked: list[str] = []
+        with self._tx():
+            rows = self.conn.execute(
+                "SELECT id, pid, proc_start, hostname, boot_id FROM runs WHERE status='running'"
+            ).fetchall()
+            for run_id, pid, proc_start, hostname, boot_id in rows:
+                owner = ProcessIdentity(pid or 0, proc_start, hostname, boot_id)
+                if not pid or owner.is_gone(self.me) is not True:
+                    continue
+                last = self._last_activity(run_id)
+                self.conn.execute(
+                    "UPDATE runs SET status='aborted', finished_at=?, reason=? WHERE id=?",
+                    (last, f"cockpit process {pid} on {hostname} died during the run", run_id),
+                )
+                self.conn.execute(
+                    "UPDATE domain_runs SET status='aborted', finished_at=?, reason=CASE "
+                    "WHEN current_test != '' THEN 'cockpit process died during test ' || current_test "
+                    "ELSE 'cockpit process died' END WHERE run_id=? AND status='running'",
+                    (last, run_id),
+                )
+                marked.append(run_id)
+        return marked
+
+    def _last_activity(self, run_id: str) -> float:
+        # The last thing we heard from the run, not "now": a run found days later
+        # must not claim a days-long duration.
+        row = self.conn.execute(
+            "SELECT max(t) FROM ("
+            " SELECT started_at AS t FROM runs WHERE id=:r"
+            " UNION ALL SELECT max(finished_at) FROM test_results WHERE run_id=:r"
+            " UNION ALL SELECT max(started_at) FROM domain_runs WHERE run_id=:r"
+            " UNION ALL SELECT max(finished_at) FROM domain_runs WHERE run_id=:r"
+            " UNION ALL SELECT max(ts) FROM kernel_events WHERE run_id=:r"
+            " UNION ALL SELECT max(ts) FROM vm_samples WHERE run_id=:r)",
+            {"r": run_id},
+        ).fetchone()
+        return float(row[0]) if row and row[0] is not None else time.time()
+
+
+def _is_fatal(exc: sqlite3.DatabaseError) -> bool:
+    """Errors that no per-event retry can fix (the file itself is the problem)."""
+    msg = str(exc).lower()
+    return any(s in msg for s in ("malformed", "not a database", "disk i/o", "readonly", "full"))
+

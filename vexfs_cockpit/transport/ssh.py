@@ -1,0 +1,655 @@
+"""The real Target: commands in a guest over one persistent asyncssh connection.
+
+Why it looks the way it does:
+- Key exchange under TCG costs seconds, so one connection per VM is opened once
+  and reused; it survives VM resets through :meth:`SshTarget.reconnect`.
+- dropbear refuses sessions ("Session request failed") when too many are open on
+  one connection, so channels pass a gate (default 4) and queue. A refusal anyway
+  lowers the gate to what was open and retries once when that much is free.
+- SSH cannot reliably signal a remote process, so each command runs as a tagged
+  session leader (see ``quoting.py``) and a timeout SIGKILLs its process group
+  through a second, short command.
+- Guests built by the image builder have no sftp-server, so files travel through
+  ``cat`` unless the guest offers SFTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shlex
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from vexfs_cockpit.engine.target import (
+    Command,
+    CommandFailed,
+    CommandResult,
+    TargetUnavailable,
+    render_command,
+)
+from vexfs_cockpit.errors import ConfigError
+from vexfs_cockpit.transport.output import (
+    DEFAULT_MAX_OUTPUT,
+    CappedOutput,
+    LineSplitter,
+    signal_exit_code,
+)
+from vexfs_cockpit.transport.quoting import (
+    MAX_EXEC_BYTES,
+    kill_command,
+    new_token,
+    stage_command,
+    wrap_command,
+)
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 65536
+_KEY_PREFIXES = ("ssh-", "ecdsa-", "sk-", "rsa-")
+
+# What a caller may pass as trusted host keys: a known_hosts object or file, one
+# public key (text or .pub file), a list of public keys, or asyncssh's own forms.
+KnownHostsSpec = (
+    asyncssh.SSHKnownHosts
+    | str
+    | bytes
+    | Path
+    | Sequence[asyncssh.SSHKey | str | bytes | Path]
+    | Callable[..., Any]
+    | None
+)
+ClientKeysSpec = str | Path | asyncssh.SSHKey | Sequence[str | Path | asyncssh.SSHKey]
+
+
+class _ChannelGate:
+    """A semaphore whose size can shrink when the server refuses a session."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.in_use = 0
+        self._cond = asyncio.Condition()
+
+    async def acquire(self, timeout: float) -> None:
+        async with self._cond:
+            await asyncio.wait_for(self._cond.wait_for(lambda: self.in_use < self.limit), timeout)
+            self.in_use += 1
+
+    async def release(self) -> None:
+        async with self._cond:
+            self.in_use -= 1
+            self._cond.notify_all()
+
+    async def after_refusal(self, timeout: float) -> int:
+        """Called by a slot holder whose session was refused: cap the gate at what
+        the server accepted, then wait until this holder fits under the cap."""
+        async with self._cond:
+            open_now = self.in_use
+            if open_now > 1:
+                self.limit = max(1, min(self.limit, open_now - 1))
+            await asyncio.wait_for(self._cond.wait_for(lambda: self.in_use <= self.limit), timeout)
+            return open_now
+
+
+class SshTarget:
+    """A Target over SSH. ``await connect()`` once; every call reuses the connection."""
+
+    def __init__(
+        self,
+        name: str,
+        host: str,
+        port: int,
+        username: str,
+        client_keys: ClientKeysSpec,
+        known_hosts: KnownHostsSpec,
+        *,
+        max_channels: int = 4,
+        connect_timeout: float = 20.0,
+        reconnect_deadline_s: float = 30.0,
+        keepalive_interval: float = 10.0,
+        keepalive_count_max: int = 3,
+        queue_timeout_s: float = 600.0,
+        kill_timeout_s: float = 15.0,
+        use_sftp: bool = True,
+        max_output: int = DEFAULT_MAX_OUTPUT,
+        insecure: bool = False,
+    ):
+        if max_channels < 1:
+            raise ConfigError(f"SSH target {name}: max_channels must be >= 1, got {max_channels}")
+        self.name = name
+        self.host = host
+        self.port = port
+        self.username = username
+        self._client_keys = _load_client_keys(name, client_keys)
+        self._known_hosts = _trusted_host_keys(name, known_hosts, insecure)
+        self.connect_timeout = connect_timeout
+        self.reconnect_deadline_s = reconnect_deadline_s
+        self.keepalive_interval = keepalive_interval
+        self.keepalive_count_max = keepalive_count_max
+        self.queue_timeout_s = queue_timeout_s
+        self.kill_timeout_s = kill_timeout_s
+        self.max_output = max_output
+        self._use_sftp = use_sftp
+        self._gate = _ChannelGate(max_channels)
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._conn_lock = asyncio.Lock()
+        self._sftp_ok: bool | None = None  # per connection; None = not probed yet
+        self._closed = False
+
+    # ---- connection -------------------------------------------------------------------
+
+    @property
+    def where(self) -> str:
+        return f"VM {self.name} ({self.username}@{self.host}:{self.port})"
+
+    @property
+    def is_connected(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed()
+
+    @property
+    def channel_limit(self) -> int:
+        """Concurrent channels allowed now (lower than max_channels after a refusal)."""
+        return self._gate.limit
+
+    async def connect(self) -> None:
+        """Connect, retrying with exponential backoff for up to reconnect_deadline_s."""
+        self._closed = False
+        await self._live_conn()
+
+    async def reconnect(self) -> None:
+        """Drop the connection (e.g. the VM was reset) and connect again."""
+        async with self._conn_lock:
+            await self._drop_conn()
+        await self.connect()
+
+    async def close(self) -> None:
+        self._closed = True
+        async with self._conn_lock:
+            await self._drop_conn()
+
+    async def __aenter__(self) -> SshTarget:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _drop_conn(self) -> None:
+        conn, self._conn, self._sftp_ok = self._conn, None, None
+        if conn is not None:
+            conn.close()
+            # A hung guest never answers the close; don't wait for it forever.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.wait_closed(), 5.0)
+
+    async def _live_conn(self) -> asyncssh.SSHClientConnection:
+        if self._closed:
+            raise TargetUnavailable(f"{self.where}: SSH target was closed; call connect() first")
+        conn = self._conn
+        if conn is not None and not conn.is_closed():
+            return conn
+        async with self._conn_lock:
+            if self._conn is not None and not self._conn.is_closed():
+                return self._conn
+            await self._drop_conn()
+            self._conn = await self._connect_with_backoff()
+            return self._conn
+
+    async def _connect_with_backoff(self) -> asyncssh.SSHClientConnection:
+        started = time.monotonic()
+        deadline = started + self.reconnect_deadline_s
+        delay = 0.25
+        attempts = 0
+        while True:
+            attempts += 1
+            budget = max(1.0, min(self.connect_timeout, deadline - time.monotonic()))
+            try:
+                conn = await asyncio.wait_for(self._connect_once(), budget)
+                log.debug("%s: connected after %d attempt(s), %.2fs", self.where, attempts,
+                          time.monotonic() - started)
+                return conn
+            except asyncssh.HostKeyNotVerifiable as err:
+                raise TargetUnavailable(
+                    f"{self.where}: host key not trusted ({_reason(err)}); the guest was not built "
+                    "with the host key passed as known_hosts: rebuild the image or pass its host key"
+                ) from None
+            except asyncssh.PermissionDenied as err:
+                raise TargetUnavailable(
+                    f"{self.where}: SSH login refused ({_reason(err)}); check the client key "
+                    "(fleet.ssh_key_path) matches the guest's authorized_keys"
+                ) from None
+            except (OSError, asyncssh.Error, TimeoutError) as err:
+                last = _reason(err) or type(err).__name__
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TargetUnavailable(
+                    f"{self.where}: no SSH after {attempts} attempts in "
+                    f"{time.monotonic() - started:.0f}s (last: {last}); is the guest up and its sshd running?"
+                )
+            await asyncio.sleep(min(delay, remaining))  # backoff between attempts, nothing to wait on
+            delay = min(delay * 2, 4.0)
+
+    async def _connect_once(self) -> asyncssh.SSHClientConnection:
+        return await asyncssh.connect(
+            self.host,
+            self.port,
+            username=self.username,
+            client_keys=self._client_keys,
+            known_hosts=self._known_hosts,
+            config=[],  # never let ~/.ssh/config rewrite the host, port or keys
+            agent_path=None,
+            password=None,
+            kbdint_auth=False,
+            preferred_auth="publickey",
+            keepalive_interval=self.keepalive_interval,
+            keepalive_count_max=self.keepalive_count_max,
+            connect_timeout=self.connect_timeout,
+        )
+
+    def _lost(self, err: BaseException, what: str) -> TargetUnavailable:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+        return TargetUnavailable(f"{self.where}: SSH connection lost while {what} ({_reason(err)})")
+
+    # ---- channels ---------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        try:
+            await self._gate.acquire(self.queue_timeout_s)
+        except TimeoutError:
+            raise TargetUnavailable(
+                f"{self.where}: all {self._gate.limit} SSH channels stayed busy for "
+                f"{self.queue_timeout_s:g}s; a stream was probably never closed"
+            ) from None
+        try:
+            yield
+        finally:
+            await self._gate.release()
+
+    async def _open(self, remote: str, *, merge: bool, what: str) -> asyncssh.SSHClientProcess[bytes]:
+        """Start ``remote`` on a channel; the caller holds a slot."""
+        conn = await self._live_conn()
+        retried = False
+        while True:
+            try:
+                return await conn.create_process(
+                    remote, encoding=None, stderr=asyncssh.STDOUT if merge else asyncssh.PIPE
+                )
+            except asyncssh.ChannelOpenError as err:
+                if conn.is_closed():
+                    raise self._lost(err, what) from None
+                if retried:
+                    raise TargetUnavailable(
+                        f"{self.where}: SSH session refused twice while {what} "
+                        f"({_reason(err)}, {self._gate.in_use} channel(s) open)"
+                    ) from None
+                retried = True
+                try:
+                    open_now = await self._gate.after_refusal(self.queue_timeout_s)
+                except TimeoutError:
+                    raise TargetUnavailable(
+                        f"{self.where}: SSH session refused ({_reason(err)}) and channels stayed busy"
+                    ) from None
+                log.warning("%s: session refused with %d channel(s) open (%s); channel cap now %d, retrying",
+                            self.where, open_now, _reason(err), self._gate.limit)
+            except (OSError, asyncssh.Error) as err:
+                raise self._lost(err, what) from None
+
+    async def _kill(self, token: str) -> None:
+        """SIGKILL the process group of a command we gave up on; the caller holds a slot."""
+        try:
+            proc = await self._open(kill_command(token), merge=True, what="killing a timed-out command")
+            async with asyncio.timeout(self.kill_timeout_s):
+                await proc.stdout.read()
+                await proc.wait_closed()
+        except (TargetUnavailable, TimeoutError, OSError, asyncssh.Error) as err:
+            log.warning("%s: could not kill remote command %s: %s", self.where, token, err)
+
+    async def _abandon(self, proc: asyncssh.SSHClientProcess[bytes], token: str) -> None:
+        """Close a channel we stopped waiting for and kill what it started."""
+        proc.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(proc.wait_closed(), 5.0)
+        await self._kill(token)
+
+    def _exit_code(self, proc: asyncssh.SSHClientProcess[bytes], what: str) -> int:
+        if proc.exit_signal is not None:
+            return signal_exit_code(proc.exit_signal[0])
+        if proc.exit_status is not None:
+            return proc.exit_status
+        if self._conn is None or self._conn.is_closed():
+            raise self._lost(ConnectionError("channel closed without an exit status"), what)
+        return 255  # ssh's own "no status" code
+
+    async def _remote_text(self, command: str, token: str) -> str:
+        """The exec text for ``command``; long scripts go through a staged file first."""
+        remote = wrap_command(command, token)
+        if len(remote.encode()) <= MAX_EXEC_BYTES:
+            return remote
+        path = f"/tmp/.{token}.sh"
+        proc = await self._open(f"cat > {shlex.quote(path)}", merge=True, what="staging a long command")
+        try:
+            proc.stdin.write(command.encode())
+            proc.stdin.write_eof()
+            async with asyncio.timeout(self.kill_timeout_s + len(command) / 65536):
+                out = await proc.stdout.read()
+                await proc.wait_closed()
+        except (OSError, asyncssh.Error) as err:
+            raise self._lost(err, "staging a long command") from None
+        if proc.exit_status != 0:
+            raise TargetUnavailable(
+                f"{self.where}: could not stage a {len(command)}-byte command in {path}: "
+                f"{out.decode(errors='replace').strip()[:200]}"
+            )
+        return wrap_command(stage_command(path), token)
+
+    # ---- Target API -------------------------------------------------------------------
+
+    async def run(
+        self,
+        cmd: Command,
+        *,
+        timeout: float = 60.0,
+        input: str | bytes | None = None,
+        check: bool = False,
+    ) -> CommandResult:
+        command = render_command(cmd)
+        what = f"running `{_short(command)}`"
+        data = input.encode() if isinstance(input, str) else input
+        out = CappedOutput(self.max_output)
+        token = new_token()
+        timed_out = False
+        exit_code: int | None = None
+        async with self._slot():
+            started = time.monotonic()
+            proc = await self._open(await self._remote_text(command, token), merge=True, what=what)
+
+            async def drive() -> None:
+                feeder = asyncio.create_task(_feed(proc, data))
+                try:
+                    while chunk := await proc.stdout.read(_CHUNK):
+                        out.add(chunk)
+                    await proc.wait_closed()
+                finally:
+                    if not feeder.done():
+                        feeder.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, OSError, asyncssh.Error):
+                        await feeder
+
+            finished = False
+            try:
+                await asyncio.wait_for(drive(), timeout)
+                finished = True
+            except TimeoutError:
+                timed_out = True
+            except (OSError, asyncssh.Error) as err:
+                finished = True  # the link is gone: nothing left to kill with
+                raise self._lost(err, what) from None
+            finally:
+                if not finished:  # timed out, or our caller was cancelled
+                    await asyncio.shield(self._abandon(proc, token))
+            if not timed_out:
+                exit_code = self._exit_code(proc, what)
+            duration = time.monotonic() - started
+        res = CommandResult(command, exit_code, out.text(), duration, timed_out)
+        if check and not res.ok:
+            raise CommandFailed(res)
+        return res
+
+    async def stream(self, cmd: Command, *, timeout: float | None = None) -> AsyncIterator[str]:
+        """Yield output lines as they arrive. Close the generator (``contextlib.aclosing``)
+        when done early: that kills the remote command and frees its channel."""
+        command = render_command(cmd)
+        what = f"streaming `{_short(command)}`"
+        token = new_token()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        split = LineSplitter()
+        async with self._slot():
+            proc = await self._open(await self._remote_text(command, token), merge=True, what=what)
+            proc.stdin.write_eof()
+            finished = False
+            try:
+                while True:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    try:
+                        if remaining is not None and remaining <= 0:
+                            raise TimeoutError
+                        chunk = await asyncio.wait_for(proc.stdout.read(_CHUNK), remaining)
+                    except TimeoutError:
+                        raise TimeoutError(f"`{_short(command)}` on {self.name} still running after {timeout:g}s") from None
+                    except (OSError, asyncssh.Error) as err:
+                        finished = True
+                        raise self._lost(err, what) from None
+                    if not chunk:
+                        break
+                    for line in split.feed(chunk):
+                        yield line
+                for line in split.flush():
+                    yield line
+                with contextlib.suppress(OSError, asyncssh.Error):
+                    await proc.wait_closed()
+                finished = True
+            finally:
+                if not finished:
+                    await asyncio.shield(self._abandon(proc, token))
+
+    async def put(self, local: Path, remote: str, *, mode: int | None = None, timeout: float | None = None) -> None:
+        """Copy a host file into the guest, bit-exact. The exec bits of ``local`` are kept
+        unless ``mode`` is given. Raises CommandFailed if the guest cannot write it."""
+        local = Path(local)
+        st = local.stat()
+        mode = mode if mode is not None else (st.st_mode & 0o777 if st.st_mode & 0o111 else None)
+        timeout = timeout if timeout is not None else _copy_timeout(st.st_size)
+        label = f"put {local} -> {remote}"
+        started = time.monotonic()
+        async with self._slot():
+            if await self._sftp_available():
+                await self._sftp_copy(label, started, lambda s: s.put(str(local), remote), timeout)
+                if mode is not None:
+                    await self._sftp_copy(label, started, lambda s: s.chmod(remote, mode), timeout)
+                return
+            command = f"cat > {shlex.quote(remote)}"
+            if mode is not None:
+                command += f" && chmod {mode:o} {shlex.quote(remote)}"
+            token = new_token()
+            proc = await self._open(wrap_command(command, token), merge=True, what=label)
+            out = CappedOutput(64 * 1024)
+
+            async def drive() -> None:
+                with local.open("rb") as f:
+                    while chunk := f.read(_CHUNK):
+                        proc.stdin.write(chunk)
+                        await proc.stdin.drain()
+                proc.stdin.write_eof()
+                while chunk := await proc.stdout.read(_CHUNK):
+                    out.add(chunk)
+                await proc.wait_closed()
+
+            await self._finish_copy(proc, token, drive(), label, out, started, timeout)
+
+    async def get(self, remote: str, local: Path, *, timeout: float | None = None) -> None:
+        """Copy a guest file to the host, bit-exact (written to a temp name, then renamed)."""
+        local = Path(local)
+        timeout = timeout if timeout is not None else _copy_timeout(0)
+        label = f"get {remote} -> {local}"
+        started = time.monotonic()
+        token = new_token()
+        part = local.with_name(f".{local.name}.{token[-8:]}.part")
+        try:
+            async with self._slot():
+                if await self._sftp_available():
+                    await self._sftp_copy(label, started, lambda s: s.get(remote, str(part)), timeout)
+                else:
+                    proc = await self._open(wrap_command(f"cat {shlex.quote(remote)}", token), merge=False, what=label)
+                    err = CappedOutput(64 * 1024)
+
+                    async def drive() -> None:
+                        proc.stdin.write_eof()
+
+                        async def errors() -> None:
+                            while chunk := await proc.stderr.read(_CHUNK):
+                                err.add(chunk)
+
+                        err_task = asyncio.create_task(errors())
+                        try:
+                            with part.open("wb") as f:
+                                while chunk := await proc.stdout.read(_CHUNK):
+                                    f.write(chunk)
+                        finally:
+                            await err_task
+                        await proc.wait_closed()
+
+                    await self._finish_copy(proc, token, drive(), label, err, started, timeout)
+            os.replace(part, local)
+        finally:
+            part.unlink(missing_ok=True)
+
+    # ---- copies -----------------------------------------------------------------------
+
+    async def _finish_copy(
+        self,
+        proc: asyncssh.SSHClientProcess[bytes],
+        token: str,
+        drive: Any,
+        label: str,
+        out: CappedOutput,
+        started: float,
+        timeout: float,
+    ) -> None:
+        finished = False
+        try:
+            await asyncio.wait_for(drive, timeout)
+            finished = True
+        except TimeoutError:
+            pass
+        except (OSError, asyncssh.Error) as err:
+            finished = True
+            raise self._lost(err, label) from None
+        finally:
+            if not finished:
+                await asyncio.shield(self._abandon(proc, token))
+        if not finished:
+            raise CommandFailed(CommandResult(label, None, out.text(), time.monotonic() - started, True))
+        code = self._exit_code(proc, label)
+        if code != 0:
+            raise CommandFailed(CommandResult(label, code, out.text(), time.monotonic() - started))
+
+    async def _sftp_available(self) -> bool:
+        """Probe once per connection whether the guest runs an SFTP server."""
+        if not self._use_sftp:
+            return False
+        conn = await self._live_conn()
+        if self._sftp_ok is None:
+            try:
+                async with asyncio.timeout(self.kill_timeout_s):
+                    async with conn.start_sftp_client():
+                        pass
+                self._sftp_ok = True
+            except (TimeoutError, OSError, asyncssh.Error) as err:
+                if conn.is_closed():
+                    raise self._lost(err, "probing for SFTP") from None
+                log.debug("%s: no SFTP (%s); copying through cat", self.where, _reason(err))
+                self._sftp_ok = False
+        return self._sftp_ok
+
+    async def _sftp_copy(
+        self, label: str, started: float, op: Callable[[asyncssh.SFTPClient], Any], timeout: float
+    ) -> None:
+        conn = await self._live_conn()
+        try:
+            async with asyncio.timeout(timeout):
+                async with conn.start_sftp_client() as sftp:
+                    await op(sftp)
+        except TimeoutError:
+            raise CommandFailed(CommandResult(label, None, "", time.monotonic() - started, True)) from None
+        except asyncssh.SFTPError as err:
+            raise CommandFailed(CommandResult(label, 1, _reason(err), time.monotonic() - started)) from None
+        except (OSError, asyncssh.Error) as err:
+            raise self._lost(err, label) from None
+
+
+async def _feed(proc: asyncssh.SSHClientProcess[bytes], data: bytes | None) -> None:
+    """Send stdin (if any) then EOF, so commands that read stdin don't wait forever."""
+    with contextlib.suppress(OSError, asyncssh.Error):
+        if data:
+            for i in range(0, len(data), _CHUNK):
+                proc.stdin.write(data[i : i + _CHUNK])
+                await proc.stdin.drain()
+        proc.stdin.write_eof()
+
+
+def _copy_timeout(size: int) -> float:
+    # TCG guests move a few MB/s over SSH; allow 256 KiB/s plus a minute.
+    return 60.0 + size / (256 * 1024)
+
+
+def _short(command: str, limit: int = 80) -> str:
+    line = command.strip().splitlines()[0] if command.strip() else command
+    return line if len(line) <= limit and "\n" not in command.strip() else line[:limit] + "…"
+
+
+def _reason(err: BaseException) -> str:
+    reason = getattr(err, "reason", None) or str(err) or type(err).__name__
+    return " ".join(str(reason).split())
+
+
+def _load_client_keys(name: str, spec: ClientKeysSpec) -> list[asyncssh.SSHKeyPair]:
+    items = [spec] if isinstance(spec, (str, Path, asyncssh.SSHKey)) else list(spec)
+    if not items:
+        raise ConfigError(f"SSH target {name}: no client key given; set fleet.ssh_key_path or build the image")
+    try:
+        return asyncssh.load_keypairs([str(k) if isinstance(k, Path) else k for k in items])
+    except (OSError, asyncssh.KeyImportError) as err:
+        raise ConfigError(
+            f"SSH target {name}: cannot load client key {items!r}: {err}; fix fleet.ssh_key_path or rebuild the image"
+        ) from None
+
+
+def _trusted_host_keys(name: str, spec: KnownHostsSpec, insecure: bool) -> Any:
+    """Normalise ``known_hosts`` to what asyncssh takes. ``None`` only with insecure=True."""
+    if spec is None:
+        if insecure:
+            return None
+        raise ConfigError(
+            f"SSH target {name}: no trusted host key given; pass the image's host public key "
+            "(known_hosts=...) or insecure=True for throwaway tests"
+        )
+    if isinstance(spec, (asyncssh.SSHKnownHosts, tuple)) or callable(spec):
+        return spec
+    try:
+        if isinstance(spec, bytes):
+            spec = spec.decode()
+        if isinstance(spec, str) and spec.lstrip().startswith(_KEY_PREFIXES):
+            return ([asyncssh.import_public_key(spec.strip())], [], [])
+        if isinstance(spec, (str, Path)):
+            text = Path(spec).read_text()
+            lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+            if lines and all(ln.startswith(_KEY_PREFIXES) for ln in lines):
+                return ([asyncssh.import_public_key(ln) for ln in lines], [], [])
+            return asyncssh.import_known_hosts(text)
+        keys = [_one_host_key(k) for k in spec]
+        if not keys:
+            raise ValueError("empty list of host keys")
+        return (keys, [], [])
+    except (OSError, ValueError, asyncssh.KeyImportError) as err:
+        raise ConfigError(
+            f"SSH target {name}: cannot use host key {spec!r}: {err}; pass the image's host public key"
+        ) from None
+
+
+def _one_host_key(key: asyncssh.SSHKey | str | bytes | Path) -> asyncssh.SSHKey:
+    if isinstance(key, asyncssh.SSHKey):
+        return key
+    if isinstance(key, bytes):
+        key = key.decode()
+    if isinstance(key, str) and key.lstrip().startswith(_KEY_PREFIXES):
+        return asyncssh.import_public_key(key.strip())
+    return asyncssh.read_public_key(str(key))

@@ -15,10 +15,16 @@ from vexfs_cockpit.errors import CockpitError
 
 
 def _plugin_domains() -> set[str]:
-    """Domain names the installed plugins add (imported lazily: only this command needs it)."""
+    """Domain names the installed plugins add (imported lazily: only this command needs
+    it). A plugin that fails to import is the run's problem, not the config's: warn and
+    check against the built-in names."""
     from vexfs_cockpit.engine.discovery import discover_domains
 
-    return set(discover_domains())
+    try:
+        return set(discover_domains())
+    except CockpitError as err:
+        print(f"vexfs-cockpit: warning: {err}; checking against the built-in domains only", file=sys.stderr)
+        return set()
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -55,8 +55,9 @@ def resolve_profile_path(path: Path | str | None) -> Path:
     if path is None:
         return find_project_root() / "configs" / "default.yaml"
     path = Path(os.path.expanduser(os.fspath(path)))
-    if path.exists() or path.is_absolute():
+    if path.is_file() or path.is_absolute():
         return Path(os.path.abspath(path))
+    # Not a file here: `vexfs` may well be the VexFS checkout directory beside you.
     try:
         root = find_project_root()
     except ConfigError:

@@ -1,0 +1,215 @@
+"""What every domain does to the module under test: build it on the host against the
+guest's kernel, push it, load/unload it, mount/unmount the filesystem in either shape
+(device-less, or an image on a loop device formatted by ``mkfs``).
+
+Modules starting with ``_`` are not domains (discovery skips them).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vexfs_cockpit.engine.plugin import DomainBase
+from vexfs_cockpit.engine.results import TestResult, TestStatus
+from vexfs_cockpit.engine.target import CommandResult
+from vexfs_cockpit.fleet.kbuild import KbuildResult, kbuild
+
+GUEST_DIR = "/tmp/vexfs-cockpit"
+DEFAULT_MNT = "/mnt/vexfs-test"
+
+
+def passed(message: str, **metrics: float) -> TestResult:
+    return TestResult(status=TestStatus.PASSED, message=message, metrics=dict(metrics))
+
+
+def failed(message: str, **metrics: float) -> TestResult:
+    return TestResult(status=TestStatus.FAILED, message=message, metrics=dict(metrics))
+
+
+def verdict(problems: list[str], ok_message: str, **metrics: float) -> TestResult:
+    """PASSED with ``ok_message`` when no problem was found, else FAILED naming the first ones."""
+    if problems:
+        more = f" (+{len(problems) - 2} more)" if len(problems) > 2 else ""
+        return failed("; ".join(problems[:2]) + more, **metrics)
+    return passed(ok_message, **metrics)
+
+
+def q(word: str | Path) -> str:
+    return shlex.quote(str(word))
+
+
+def percentile(values: list[float], pct: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * pct / 100
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def option(domain: DomainBase, key: str, default: Any) -> Any:
+    """A domain-specific knob from the domain section's ``options:`` mapping."""
+    return (domain.settings.get("options") or {}).get(key, default)
+
+
+@dataclass(slots=True)
+class Mounted:
+    mountpoint: str
+    device: str | None  # /dev/loopN for block-backed shapes
+
+
+class ModuleUnderTest:
+    """The kernel module + filesystem a domain tests, as the config describes it."""
+
+    def __init__(self, domain: DomainBase):
+        self.domain = domain
+        self.ctx = domain.ctx
+        self.target = domain.target
+        s = domain.settings
+        self.name: str = s["module_name"]
+        self.fs_type: str = s["fs_type"]
+        self.ko_name: str = Path(s["module_path"]).name
+        self.params: str = s.get("module_params", "")
+        self.device: Any = s.get("device", "none")
+        self.remote_ko = f"{GUEST_DIR}/{self.ko_name}"
+        self.build: KbuildResult | None = None
+        # module_name "" = the filesystem is already in the guest kernel (e.g. ext4 for
+        # the block-device path in CI): nothing to build, push, load or unload.
+        self.has_module = bool(self.name)
+
+    # -- host side ----------------------------------------------------------------
+    def source_dir(self) -> Path:
+        s = self.domain.settings
+        base = self.ctx.project_root
+        env_name = s.get("source_env")
+        if env_name:
+            checkout = os.environ.get(env_name)
+            if not checkout:
+                raise FileNotFoundError(f"${env_name} is not set: point it at your checkout (export {env_name}=/path/to/vexfs)")
+            base = Path(checkout)
+        return (base / s["build_path"]).resolve()
+
+    async def kbuild(self, make_args: tuple[str, ...] = ()) -> KbuildResult:
+        """Build against the guest kernel's headers, once per run and kernel (cached on disk)."""
+        assert self.ctx.host is not None, "the runner gives domains a host target"
+        out = self.ctx.workdir.parent / "_kbuild" / ("-".join(make_args) or "default")
+        self.build = await kbuild(self.source_dir(), self.ctx.guest_kernel, out, self.ctx.host, make_args=make_args)
+        return self.build
+
+    def built_ko(self) -> Path | None:
+        if self.build is None or not self.build.ok:
+            return None
+        for ko in self.build.kos:
+            if ko.name == self.ko_name:
+                return ko
+        return self.build.ko
+
+    # -- guest side ---------------------------------------------------------------
+    async def push(self) -> str:
+        ko = self.built_ko()
+        if ko is None:
+            raise FileNotFoundError(f"{self.ko_name} was not built")
+        await self.target.run(["mkdir", "-p", GUEST_DIR], check=True)
+        await self.target.put(ko, self.remote_ko)
+        return self.remote_ko
+
+    async def ensure_ready(self) -> str | None:
+        """Build + push; return why not (for ``prerequisite_missing``), or None when ready."""
+        if not self.has_module:
+            return None
+        try:
+            if self.built_ko() is None:
+                await self.kbuild()
+        except (OSError, ValueError) as err:
+            return f"{self.ko_name}: {err}"
+        if self.built_ko() is None:
+            assert self.build is not None
+            return f"{self.ko_name} did not build against {self.ctx.guest_kernel}: {self.build.message}"
+        await self.push()
+        return None
+
+    async def load(self, params: str | None = None, *, timeout: float = 60) -> CommandResult:
+        words = ["insmod", self.remote_ko, *shlex.split(self.params if params is None else params)]
+        return await self.target.run(words, timeout=timeout)
+
+    async def unload(self, *, timeout: float = 60) -> CommandResult:
+        return await self.target.run(["rmmod", self.name], timeout=timeout)
+
+    async def loaded(self) -> bool:
+        if not self.has_module:
+            return False
+        res = await self.target.run(f"grep -q '^{self.name} ' /proc/modules")
+        return res.ok
+
+    async def ensure_loaded(self) -> None:
+        if self.has_module and not await self.loaded():
+            await self.target.run(["insmod", self.remote_ko, *shlex.split(self.params)], check=True)
+
+    async def ensure_unloaded(self) -> None:
+        if await self.loaded():
+            await self.target.run(f"grep -q ' {self.fs_type} ' /proc/mounts && umount -a -t {q(self.fs_type)}; true")
+            await self.unload()
+
+    async def mount(self, mountpoint: str = DEFAULT_MNT, options: str = "", *, fresh_device: bool = True) -> Mounted:
+        """Mount the filesystem under test; block-backed shapes get a fresh loop device."""
+        await self.target.run(["mkdir", "-p", mountpoint], check=True)
+        opts = ["-o", options] if options else []
+        if self.device in (None, "none"):
+            await self.target.run(["mount", "-t", self.fs_type, *opts, self.fs_type, mountpoint], check=True)
+            return Mounted(mountpoint, None)
+        dev = await self.make_loop_device(tag=mountpoint.strip("/").replace("/", "_"))
+        res = await self.target.run(["mount", "-t", self.fs_type, *opts, dev, mountpoint])
+        if not res.ok:
+            await self.target.run(["losetup", "-d", dev])
+            raise AssertionError(f"mount -t {self.fs_type} {dev} {mountpoint} failed: {res.first_line()}")
+        return Mounted(mountpoint, dev)
+
+    async def make_loop_device(self, tag: str) -> str:
+        size = self.device["loop"]
+        img = f"{GUEST_DIR}/{tag}.img"
+        mb = _size_mb(size)
+        await self.target.run(["mkdir", "-p", GUEST_DIR], check=True)
+        await self.target.run(f"rm -f {q(img)} && dd if=/dev/zero of={q(img)} bs=1M count={mb} 2>&1", check=True, timeout=120)
+        dev = (await self.target.run(["losetup", "-f", "--show", img], check=True)).output.strip()
+        mkfs = await self.target.run(f"{self.device['mkfs']} {q(dev)}", timeout=120)
+        if not mkfs.ok:
+            await self.target.run(["losetup", "-d", dev])
+            raise AssertionError(f"mkfs on {dev} failed: {mkfs.first_line()}")
+        return dev
+
+    async def unmount(self, m: Mounted) -> CommandResult:
+        res = await self.target.run(["umount", m.mountpoint], timeout=60)
+        if m.device:
+            # Detach even when umount failed, so a failure never leaks loop devices.
+            await self.target.run(f"umount {q(m.mountpoint)} 2>/dev/null; losetup -d {q(m.device)}")
+        return res
+
+    async def cleanup(self) -> None:
+        """Best effort: unmount everything of ours, detach our loop devices, unload."""
+        await self.target.run(
+            f"for m in $(awk '$3==\"{self.fs_type}\" {{print $2}}' /proc/mounts); do umount -l $m; done; "
+            f"for d in $(losetup -a | grep {q(GUEST_DIR)} | cut -d: -f1); do losetup -d $d; done; true",
+            timeout=60,
+        )
+        if await self.loaded():
+            await self.unload()
+
+
+def _size_mb(size: str) -> int:
+    m = re.fullmatch(r"(\d+)([KMG])", size)
+    if not m:
+        raise ValueError(f"bad loop size {size!r}: use e.g. 64M")
+    n, unit = int(m[1]), m[2]
+    return max(1, {"K": n // 1024, "M": n, "G": n * 1024}[unit])
+
+
+async def timed(coro) -> tuple[Any, float]:
+    t0 = time.monotonic()
+    res = await coro
+    return res, time.monotonic() - t0

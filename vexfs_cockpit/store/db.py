@@ -123,11 +123,15 @@ def ensure_file(path: Path) -> None:
         raise StoreError(f"cannot create history DB {path}: {why}; pass --db PATH to a writable place") from None
 
 
-def open_writer(path: Path) -> sqlite3.Connection:
-    """Validate, create if needed, migrate, switch to WAL. Call from the writer thread."""
+def open_writer(path: Path, deep_check: bool = True) -> sqlite3.Connection:
+    """Validate, create if needed, migrate, switch to WAL. Call from the writer thread.
+
+    ``deep_check`` runs PRAGMA quick_check first (a run's open does; a quick CLI
+    command may skip it).
+    """
     existed = check_file(path)
     if existed:
-        verify_schema(path, deep=True)
+        verify_schema(path, deep=deep_check)
     else:
         ensure_file(path)
     try:

@@ -67,21 +67,22 @@ RECORDED_KINDS: tuple[type, ...] = (
 class HistoryStore:
     """Owns the history DB's one writer connection and the thread it lives on."""
 
-    def __init__(self, path: Path, me: ProcessIdentity | None = None) -> None:
+    def __init__(self, path: Path, me: ProcessIdentity | None = None, deep_check: bool = True) -> None:
         self.path = Path(path)
         self._me = me
+        self._deep_check = deep_check
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vexfs-store")
         self._writer: StoreWriter | None = None
         self.aborted_on_open: list[str] = []
 
     @classmethod
-    def open(cls, path: Path, me: ProcessIdentity | None = None) -> HistoryStore:
+    def open(cls, path: Path, me: ProcessIdentity | None = None, deep_check: bool = True) -> HistoryStore:
         """Blocking open (validate, create 0600, migrate, WAL, mark dead runs aborted).
 
         Raises StoreError (one line, names the file and the fix) and leaves a foreign
-        or corrupt file untouched.
+        or corrupt file untouched. ``me`` stands in for this process (tests).
         """
-        store = cls(path, me)
+        store = cls(path, me, deep_check)
         try:
             store._pool.submit(store._open).result()
             store.aborted_on_open = store.call(lambda w: w.mark_aborted_runs())
@@ -95,7 +96,7 @@ class HistoryStore:
         return await asyncio.to_thread(cls.open, path, me)
 
     def _open(self) -> None:
-        self._writer = StoreWriter(self.path, self._me)
+        self._writer = StoreWriter(self.path, self._me, self._deep_check)
 
     def _run(self, fn: Callable[[StoreWriter], T]) -> T:
         if self._writer is None:

@@ -75,6 +75,14 @@ class DomainReport:
     def tally(self) -> Counter[str]:
         return Counter(str(t.status) for t in self.tests)
 
+    def missing_tests(self) -> list[str]:
+        """Planned tests with no result (the domain or run ended before them)."""
+        have = {t.name for t in self.tests}
+        return [t for t in self.planned_tests if t not in have]
+
+    def is_bad(self) -> bool:
+        return self.status in ("failed", "errored", "aborted", "running")
+
 
 @dataclass(slots=True)
 class KernelEventRecord:

@@ -54,10 +54,10 @@ Item = tuple[Event, str]
 class StoreWriter:
     """Owns the writer connection. Not thread-safe by design: one thread only."""
 
-    def __init__(self, path: Path, me: ProcessIdentity | None = None) -> None:
+    def __init__(self, path: Path, me: ProcessIdentity | None = None, deep_check: bool = True) -> None:
         self.path = path
         self.me = me or ProcessIdentity.current()
-        self.conn: sqlite3.Connection = open_writer(path)
+        self.conn: sqlite3.Connection = open_writer(path, deep_check)
         self.db = Database(self.conn)
         self._env: dict[str, str] = {}
 

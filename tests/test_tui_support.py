@@ -1,0 +1,259 @@
+"""Shared pieces for the TUI tests (no tests here).
+
+``UiBackend`` is the honest unit boundary for UI tests: its ``bus`` is a real
+``EventBus`` and the tests publish real engine event objects onto it; commands the
+TUI sends are recorded so a test can assert the TUI asked for the right thing.
+History queries go to a real SQLite store when ``history`` is given one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from vexfs_cockpit.engine.bus import EventBus
+from vexfs_cockpit.engine.events import (
+    DomainFinished,
+    DomainStarted,
+    Event,
+    KernelEventRaised,
+    KernelLogLine,
+    RunStarted,
+    TestFinished,
+    TestStarted,
+    VmSample,
+    VmStateChanged,
+)
+from vexfs_cockpit.engine.results import CommandRecord, Evidence, TestResult, TestStatus
+from vexfs_cockpit.errors import InfraError
+from vexfs_cockpit.klog.model import KernelReport, Severity
+from vexfs_cockpit.tui.backend import (
+    ActionResult,
+    Comparison,
+    CrashSignature,
+    HistoryCatalog,
+    MetricKey,
+    RunChoices,
+    RunDetail,
+    RunFilter,
+    RunRequest,
+    RunRow,
+    TestRef,
+    TrendPoint,
+    VmInfo,
+)
+
+T0 = 1_764_000_000.0  # fixed wall clock for deterministic screens (2025-11-24)
+DOMAINS = (
+    "kernel_module",
+    "filesystem_operations",
+    "vector_operations",
+    "performance_metrics",
+    "safety_validation",
+    "integration_testing",
+)
+
+
+@dataclass
+class UiBackend:
+    vms: list[VmInfo] = field(default_factory=list)
+    vm_error: str | None = None
+    history: Any = None  # an object with the history half of CockpitBackend
+    kbuild_result: ActionResult = field(default_factory=lambda: ActionResult(True, "built vexfs_selftest.ko"))
+    calls: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+    _bus: EventBus = field(default_factory=EventBus)
+
+    @property
+    def bus(self) -> EventBus:
+        return self._bus
+
+    async def open(self) -> None:
+        import asyncio
+
+        self._bus.bind_loop(asyncio.get_running_loop())
+        self.calls.append(("open", ()))
+
+    async def close(self) -> None:
+        self.calls.append(("close", ()))
+
+    def run_choices(self) -> RunChoices:
+        return RunChoices(domains=DOMAINS, envs=("dev", "test", "ci"), default_env="dev")
+
+    async def start_run(self, request: RunRequest) -> str:
+        self.calls.append(("start_run", (request,)))
+        return "run-2"
+
+    async def abort_run(self) -> None:
+        self.calls.append(("abort_run", ()))
+
+    async def vm_list(self) -> list[VmInfo]:
+        self.calls.append(("vm_list", ()))
+        if self.vm_error is not None:
+            raise InfraError(self.vm_error)
+        return list(self.vms)
+
+    async def vm_start(self, name: str) -> None:
+        self.calls.append(("vm_start", (name,)))
+
+    async def vm_stop(self, name: str) -> None:
+        self.calls.append(("vm_stop", (name,)))
+
+    async def vm_reset(self, name: str) -> None:
+        self.calls.append(("vm_reset", (name,)))
+
+    def console_argv(self, name: str) -> list[str]:
+        return ["true", "console", name]
+
+    def ssh_argv(self, name: str) -> list[str]:
+        return ["true", "ssh", name]
+
+    async def kbuild(self) -> ActionResult:
+        self.calls.append(("kbuild", ()))
+        return self.kbuild_result
+
+    async def kload(self, vm: str) -> ActionResult:
+        self.calls.append(("kload", (vm,)))
+        return ActionResult(True, f"loaded on {vm}")
+
+    async def kunload(self, vm: str) -> ActionResult:
+        self.calls.append(("kunload", (vm,)))
+        return ActionResult(True, f"unloaded on {vm}")
+
+    # history: delegated to a real store adapter when given, else empty
+    def history_catalog(self) -> HistoryCatalog:
+        return self.history.history_catalog() if self.history else HistoryCatalog()
+
+    def list_runs(self, flt: RunFilter) -> list[RunRow]:
+        return self.history.list_runs(flt) if self.history else []
+
+    def run_detail(self, run_id: str) -> RunDetail | None:
+        return self.history.run_detail(run_id) if self.history else None
+
+    def domain_trend(self, domain: str, since: float | None) -> list[TrendPoint]:
+        return self.history.domain_trend(domain, since) if self.history else []
+
+    def test_duration_trend(self, domain: str, test: str, since: float | None) -> list[TrendPoint]:
+        return self.history.test_duration_trend(domain, test, since) if self.history else []
+
+    def metric_trend(self, key: MetricKey, since: float | None) -> list[TrendPoint]:
+        return self.history.metric_trend(key, since) if self.history else []
+
+    def compare_runs(self, a: str, b: str) -> Comparison:
+        return self.history.compare_runs(a, b) if self.history else Comparison(a, b)
+
+    def crash_signatures(self, limit: int = 200) -> list[CrashSignature]:
+        return self.history.crash_signatures(limit) if self.history else []
+
+    def expected_durations(self, env: str, domains: Sequence[str]) -> dict[TestRef, float]:
+        return self.history.expected_durations(env, domains) if self.history else {}
+
+    def called(self, name: str) -> list[tuple[Any, ...]]:
+        return [args for n, args in self.calls if n == name]
+
+
+# -- deterministic event scripts -------------------------------------------------------
+
+VM_A = "vexfs-dev-kernel_module-0"
+VM_B = "vexfs-dev-filesystem_operations-0"
+
+WARN_TEXT = (
+    "------------[ cut here ]------------\n"
+    "WARNING: CPU: 0 PID: 231 at fs/vexfs_selftest/super.c:88 selftest_write+0x4e/0x90 [vexfs_selftest]\n"
+    "Modules linked in: vexfs_selftest(OE) e1000\n"
+    "CPU: 0 PID: 231 Comm: sh Tainted: G           OE      6.1.0-56-amd64 #1  Debian 6.1.158-1\n"
+    "---[ end trace 0000000000000000 ]---"
+)
+
+
+def boot_lines(vm: str, start: int, count: int, t: float) -> list[KernelLogLine]:
+    texts = [
+        "Linux version 6.1.0-56-amd64 (debian-kernel@lists.debian.org) (gcc-12 (Debian 12.2.0-14) 12.2.0)",
+        "Command line: console=ttyS0 loglevel=7 panic=-1",
+        "x86/fpu: Supporting XSAVE feature 0x001: 'x87 floating point registers'",
+        "BIOS-provided physical RAM map:",
+        "e1000: Intel(R) PRO/1000 Network Driver",
+        "Run /init as init process",
+        "vexfs_selftest: loading out-of-tree module taints kernel.",
+        "vexfs_selftest: module verification failed: signature and/or required key missing - tainting kernel",
+    ]
+    return [
+        KernelLogLine(vm=vm, line_no=start + i, text=f"[{(start + i) * 0.013:12.6f}] {texts[(start + i) % len(texts)]}", ts=t + i * 0.01)
+        for i in range(count)
+    ]
+
+
+def warn_event(vm: str, line: int, t: float, expected: bool = False) -> tuple[list[KernelLogLine], KernelEventRaised]:
+    lines = [
+        KernelLogLine(vm=vm, line_no=line + i, text=f"[{100 + i * 0.001:12.6f}] {txt}", ts=t)
+        for i, txt in enumerate(WARN_TEXT.splitlines())
+    ]
+    report = KernelReport(
+        kind="warning",
+        title="WARNING in selftest_write",
+        severity=Severity.WARNING,
+        line=line,
+        module="vexfs_selftest",
+        text=WARN_TEXT,
+        vm=vm,
+    )
+    return lines, KernelEventRaised(vm=vm, report=report, run_id="run-1", domain="kernel_module", test="module_load", expected=expected, ts=t)
+
+
+def result(domain: str, name: str, status: TestStatus, dur: float, t: float, message: str = "", exit_code: int = 0) -> TestResult:
+    return TestResult(
+        status=status,
+        message=message,
+        name=name,
+        domain=domain,
+        duration_s=dur,
+        started_at=t,
+        evidence=Evidence(
+            commands=[
+                CommandRecord(cmd=f"insmod /root/vexfs_selftest.ko # {name}", exit_code=exit_code, duration_s=dur / 2, output_tail="insmod: ERROR: could not insert module" if exit_code else "")
+            ],
+            kernel_log=["[  12.000000] vexfs_selftest: registered filesystem vexfs_selftest"],
+        ),
+    )
+
+
+def mid_run_events(t: float = T0) -> list[Event]:
+    """A run two domains into its life: VMs up, some results, a kernel warning."""
+    evs: list[Event] = [
+        VmStateChanged(vm=VM_A, state="booting", ts=t - 30),
+        VmStateChanged(vm=VM_A, state="ready", ts=t - 22),
+        VmStateChanged(vm=VM_B, state="booting", ts=t - 29),
+        VmStateChanged(vm=VM_B, state="ready", ts=t - 20),
+        RunStarted(run_id="run-1", config_path="configs/default.yaml", profile="selftest", env="dev", domains=DOMAINS[:2], ts=t - 31),
+        DomainStarted(run_id="run-1", domain="kernel_module", vm=VM_A, planned_tests=("module_build", "module_load", "module_unload", "taint_check"), ts=t - 20),
+        DomainStarted(run_id="run-1", domain="filesystem_operations", vm=VM_B, planned_tests=("mount", "create_files", "rename", "unmount"), ts=t - 18),
+        TestStarted(run_id="run-1", domain="kernel_module", test="module_build", attempt=1, vm=VM_A, ts=t - 20),
+        TestFinished(run_id="run-1", result=result("kernel_module", "module_build", TestStatus.PASSED, 1.2, t - 20), ts=t - 18.8),
+        TestStarted(run_id="run-1", domain="kernel_module", test="module_load", attempt=1, vm=VM_A, ts=t - 18),
+        TestFinished(run_id="run-1", result=result("kernel_module", "module_load", TestStatus.FAILED, 2.5, t - 18, "insmod exited 1", exit_code=1), ts=t - 15.5),
+        TestStarted(run_id="run-1", domain="kernel_module", test="module_unload", attempt=1, vm=VM_A, ts=t - 15),
+        TestStarted(run_id="run-1", domain="filesystem_operations", test="mount", attempt=1, vm=VM_B, ts=t - 17),
+        TestFinished(run_id="run-1", result=result("filesystem_operations", "mount", TestStatus.PASSED, 0.8, t - 17), ts=t - 16.2),
+        TestStarted(run_id="run-1", domain="filesystem_operations", test="create_files", attempt=1, vm=VM_B, ts=t - 16),
+    ]
+    for i in range(60):
+        evs.append(VmSample(vm=VM_A, state="ready", cpu_pct=float((i * 7) % 100), mem_kb=180_000 + i * 100, ts=t - 60 + i))
+        evs.append(VmSample(vm=VM_B, state="ready", cpu_pct=float((i * 3) % 40), mem_kb=150_000, ts=t - 60 + i))
+    evs.extend(boot_lines(VM_A, 1, 30, t - 25))
+    evs.extend(boot_lines(VM_B, 1, 20, t - 24))
+    lines, event = warn_event(VM_A, 31, t - 16)
+    evs.extend(lines)
+    evs.append(event)
+    evs.extend(boot_lines(VM_A, 36, 4, t - 14))
+    return evs
+
+
+def finished_run_events(t: float = T0) -> list[Event]:
+    return [
+        DomainFinished(run_id="run-1", domain="kernel_module", status="failed", counts={"PASSED": 1, "FAILED": 1}, ts=t),
+    ]
+
+
+def screen_text(app: Any) -> str:
+    """The screen as plain text, for assertions and debugging."""
+    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())

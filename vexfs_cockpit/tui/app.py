@@ -1,0 +1,370 @@
+"""The cockpit TUI: renders the engine's event stream, sends commands to the engine.
+
+``CockpitApp(backend)`` takes anything satisfying ``backend.CockpitBackend``. One
+subscription to the backend's bus is drained every ``PUMP_INTERVAL_S`` in one batch:
+live state is folded once per tick and the log pane gets one ``write_lines`` per tick,
+which keeps key presses responsive under a kernel-log flood.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from textual.app import App
+from textual.binding import Binding
+from textual.screen import Screen
+
+from vexfs_cockpit.engine.bus import Subscription
+from vexfs_cockpit.engine.events import (
+    Event,
+    InfraProblem,
+    KernelEventRaised,
+    KernelLogLine,
+    RunFinished,
+    RunStarted,
+)
+from vexfs_cockpit.tui.backend import ActionResult, CockpitBackend, RunRequest, TestRef
+from vexfs_cockpit.tui.commands import CockpitCommands
+from vexfs_cockpit.tui.format import error_line
+from vexfs_cockpit.tui.state import LiveState, Part
+
+T = TypeVar("T")
+
+PUMP_INTERVAL_S = 0.08  # engine events are drained and rendered in batches this often
+TICK_INTERVAL_S = 1.0  # elapsed / uptime / ETA columns
+
+
+class CockpitApp(App[int]):
+    TITLE = "vexfs-cockpit"
+    CSS_PATH = "app.tcss"
+    COMMANDS = App.COMMANDS | {CockpitCommands}
+    BINDINGS = [
+        Binding("s", "start_run", "Start run"),
+        Binding("a", "abort_run", "Abort"),
+        Binding("h", "history", "History"),
+        Binding("r", "results", "Results"),
+        Binding("k", "kbuild", "Build module", show=False),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit_cockpit", "Quit"),
+    ]
+
+    def __init__(
+        self,
+        backend: CockpitBackend,
+        *,
+        clock: Callable[[], float] = time.time,
+        log_retain: int = 20_000,
+        pump_interval: float = PUMP_INTERVAL_S,
+    ):
+        super().__init__()
+        self.backend = backend
+        self.clock = clock
+        self.log_retain = log_retain
+        self.pump_interval = pump_interval
+        self.state = LiveState()
+        self._sub: Subscription | None = None
+        self._expected_for: str | None = None  # run id whose ETAs were fetched
+        self.theme = "textual-dark"
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def get_default_screen(self) -> Screen[Any]:
+        from vexfs_cockpit.tui.screens.dashboard import DashboardScreen
+
+        return DashboardScreen()
+
+    async def on_mount(self) -> None:
+        self._sub = self.backend.bus.subscribe()
+        try:
+            await self.backend.open()
+        except Exception as err:  # the history screens still work without a fleet
+            self.notify(error_line(err), title="engine", severity="error", timeout=10)
+        self.set_interval(self.pump_interval, self._pump, name="event-pump")
+        self.set_interval(TICK_INTERVAL_S, self._tick, name="clock-tick")
+        self.refresh_vms()
+
+    async def on_unmount(self) -> None:
+        if self._sub is not None:
+            self._sub.close()
+        try:
+            await self.backend.close()
+        except Exception:  # noqa: BLE001 - the UI is gone; nothing left to show it on
+            pass
+
+    # -- the event pump ------------------------------------------------------------------
+    def _pump(self) -> None:
+        if self._sub is None:
+            return
+        batch = self._sub.drain_nowait()
+        if batch:
+            self.consume(batch)
+
+    def consume(self, batch: Sequence[Event]) -> None:
+        """Fold one batch of engine events into the views (also used by tests/bench)."""
+        log_events: list[KernelLogLine | KernelEventRaised] = []
+        changed: set[Part] = set()
+        for ev in batch:
+            if isinstance(ev, KernelLogLine):
+                log_events.append(ev)
+                continue
+            if isinstance(ev, KernelEventRaised):
+                log_events.append(ev)
+            changed |= self.state.apply(ev)
+            if isinstance(ev, InfraProblem):
+                where = f"{ev.vm}: " if ev.vm else ""
+                self.notify(f"{where}{ev.message}", title="infrastructure", severity="error", timeout=10)
+            elif isinstance(ev, RunStarted):
+                self._fetch_expected(ev.run_id, ev.env, ev.domains)
+            elif isinstance(ev, RunFinished):
+                sev = "information" if ev.status == "passed" else "warning"
+                self.notify(f"run {ev.run_id} {ev.status}" + (f": {ev.reason}" if ev.reason else ""), severity=sev)
+        for screen in self.screen_stack:
+            live = getattr(screen, "on_live", None)
+            if live is not None:
+                live(changed, log_events)
+
+    def _tick(self) -> None:
+        for screen in self.screen_stack:
+            tick = getattr(screen, "on_tick", None)
+            if tick is not None:
+                tick()
+
+    # -- calling the engine (never a traceback on screen) -----------------------------
+    def call_engine(
+        self,
+        what: str,
+        fn: Callable[..., Awaitable[T]],
+        *args: Any,
+        then: Callable[[T], None] | None = None,
+    ) -> None:
+        """Run an async backend command in a worker; failures become one-line notifications."""
+
+        async def job() -> None:
+            try:
+                result = await fn(*args)
+            except Exception as err:
+                self.notify(f"{what}: {error_line(err)}", severity="error", timeout=10)
+                return
+            if then is not None:
+                then(result)
+
+        self.run_worker(job(), group="engine", exit_on_error=False)
+
+    def query_history(
+        self,
+        what: str,
+        fn: Callable[..., T],
+        *args: Any,
+        then: Callable[[T], None],
+        group: str = "history",
+    ) -> None:
+        """Run a blocking (SQLite) backend query in a thread; deliver on the UI thread."""
+
+        def job() -> None:
+            try:
+                result = fn(*args)
+            except Exception as err:
+                self.call_from_thread(self.notify, f"{what}: {error_line(err)}", severity="error", timeout=10)
+                return
+            self.call_from_thread(then, result)
+
+        self.run_worker(job, thread=True, group=group, exclusive=True, exit_on_error=False)
+
+    def refresh_vms(self) -> None:
+        async def job() -> None:
+            try:
+                vms = await self.backend.vm_list()
+            except Exception as err:
+                self.consume_state(self.state.set_fleet_error(error_line(err)))
+                return
+            self.consume_state(self.state.seed_vms(vms))
+
+        self.run_worker(job(), group="vm-list", exclusive=True, exit_on_error=False)
+
+    def consume_state(self, changed: set[Part]) -> None:
+        for screen in self.screen_stack:
+            live = getattr(screen, "on_live", None)
+            if live is not None:
+                live(changed, [])
+
+    def _fetch_expected(self, run_id: str, env: str, domains: Iterable[str]) -> None:
+        if self._expected_for == run_id:
+            return
+        self._expected_for = run_id
+        doms = tuple(domains)
+        self.query_history(
+            "ETA from history",
+            self.backend.expected_durations,
+            env,
+            doms,
+            then=lambda exp: self.consume_state(self.state.set_expected(exp)),
+            group="expected",
+        )
+
+    # -- run control ----------------------------------------------------------------------
+    def action_start_run(self) -> None:
+        from vexfs_cockpit.tui.screens.start_run import StartRunScreen
+
+        try:
+            choices = self.backend.run_choices()
+        except Exception as err:
+            self.notify(f"start run: {error_line(err)}", severity="error")
+            return
+        if self.state.run is not None and self.state.run.active:
+            self.notify("a run is in progress — abort it first (a)", severity="warning")
+            return
+        self.push_screen(StartRunScreen(choices), self._start_requested)
+
+    def _start_requested(self, request: RunRequest | None) -> None:
+        if request is not None:
+            self.start_run(request)
+
+    def start_run(self, request: RunRequest) -> None:
+        what = "re-run" if request.only else "start run"
+        self.call_engine(what, self.backend.start_run, request, then=lambda run_id: self.notify(f"run {run_id} started"))
+
+    def rerun(self, env: str, domain: str, test: str | None = None) -> None:
+        only = (TestRef(domain, test),) if test else ()
+        self.start_run(RunRequest(env=env, domains=(domain,), only=only))
+
+    def current_env(self) -> str:
+        if self.state.run is not None and self.state.run.env:
+            return self.state.run.env
+        try:
+            return self.backend.run_choices().default_env
+        except Exception:  # noqa: BLE001 - fall back to the engine's default name
+            return "dev"
+
+    def action_abort_run(self) -> None:
+        from vexfs_cockpit.tui.screens.confirm import ConfirmScreen
+
+        run = self.state.run
+        if run is None or not run.active:
+            self.notify("no run in progress", severity="warning")
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.call_engine("abort", self.backend.abort_run, then=lambda _: self.notify("abort requested"))
+
+        self.push_screen(ConfirmScreen(f"Abort run {run.run_id}?", "Running tests are stopped; finished results are kept."), confirmed)
+
+    async def action_quit_cockpit(self) -> None:
+        from vexfs_cockpit.tui.screens.confirm import ConfirmScreen
+
+        run = self.state.run
+        if run is None or not run.active:
+            self.exit(0)
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.exit(0)
+
+        self.push_screen(ConfirmScreen("Quit and abort the running run?", f"run {run.run_id} is still in progress."), confirmed)
+
+    # -- VM control -----------------------------------------------------------------------
+    def vm_action(self, action: str, vm: str) -> None:
+        """start | stop | reset | console | ssh | kload | kunload on ``vm``."""
+        from vexfs_cockpit.tui.screens.confirm import ConfirmScreen
+
+        b = self.backend
+        if action == "start":
+            self.call_engine(f"start {vm}", b.vm_start, vm, then=lambda _: self._vm_done(f"{vm} started"))
+        elif action in ("stop", "reset"):
+            verb = "Stop" if action == "stop" else "Reset"
+
+            def confirmed(yes: bool | None) -> None:
+                if yes:
+                    fn = b.vm_stop if action == "stop" else b.vm_reset
+                    self.call_engine(f"{action} {vm}", fn, vm, then=lambda _: self._vm_done(f"{vm}: {action} done"))
+
+            self.push_screen(ConfirmScreen(f"{verb} {vm}?", "A test running on it will fail or error."), confirmed)
+        elif action in ("console", "ssh"):
+            self.run_worker(self._attach(action, vm), group="attach", exclusive=True, exit_on_error=False)
+        elif action in ("kload", "kunload"):
+            fn = b.kload if action == "kload" else b.kunload
+            self.call_engine(f"{action} {vm}", fn, vm, then=lambda res: self._show_action(action, res))
+        else:
+            self.notify(f"unknown VM action {action!r}", severity="error")
+
+    def _vm_done(self, message: str) -> None:
+        self.notify(message)
+        self.refresh_vms()
+
+    async def _attach(self, action: str, vm: str) -> None:
+        """Hand the terminal to `vm console` / `ssh` and come back when it exits.
+
+        The engine keeps running on this loop meanwhile: painting is held off with
+        ``batch_update`` (the driver is stopped) and Ctrl-C is left to the child.
+        """
+        try:
+            argv = self.backend.console_argv(vm) if action == "console" else self.backend.ssh_argv(vm)
+        except Exception as err:
+            self.notify(f"{action} {vm}: {error_line(err)}", severity="error")
+            return
+        previous = signal.getsignal(signal.SIGINT)
+        code: int | None = None
+        try:
+            with self.batch_update(), self.suspend():
+                # A Python handler (unlike SIG_IGN) is reset to default in the child on exec.
+                signal.signal(signal.SIGINT, lambda *_: None)
+                try:
+                    proc = await asyncio.create_subprocess_exec(*argv)
+                    code = await proc.wait()
+                finally:
+                    signal.signal(signal.SIGINT, previous)
+        except Exception as err:
+            self.notify(f"{action} {vm}: {error_line(err)}", severity="error")
+            return
+        if code:
+            self.notify(f"{' '.join(argv[-3:])} exited with {code}", severity="warning")
+
+    # -- kernel-dev actions -------------------------------------------------------------------
+    def action_kbuild(self) -> None:
+        self.notify("building the module…")
+        self.call_engine("kbuild", self.backend.kbuild, then=lambda res: self._show_action("kbuild", res))
+
+    def _show_action(self, what: str, res: ActionResult) -> None:
+        from vexfs_cockpit.tui.screens.output import OutputScreen
+
+        if res.ok:
+            self.notify(f"{what}: {res.summary}")
+        else:
+            self.notify(f"{what}: {res.summary}", severity="error", timeout=10)
+            if res.output:
+                self.push_screen(OutputScreen(f"{what} failed", res.output))
+
+    # -- navigation ------------------------------------------------------------------------
+    def action_history(self) -> None:
+        from vexfs_cockpit.tui.screens.history import HistoryScreen
+
+        if not isinstance(self.screen, HistoryScreen):
+            self.push_screen(HistoryScreen())
+
+    def action_results(self) -> None:
+        from vexfs_cockpit.tui.screens.results import ResultsScreen
+
+        if not isinstance(self.screen, ResultsScreen):
+            self.push_screen(ResultsScreen())
+
+    def action_help(self) -> None:
+        from vexfs_cockpit.tui.screens.help import HelpScreen
+
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.screen))
+
+
+def run_tui(args: argparse.Namespace) -> int:
+    """Entry point for `vexfs-cockpit tui`: open an engine session and run the app."""
+    # TODO(lead): ``open_session`` builds the real backend (config, fleet, runner, store)
+    # satisfying ``vexfs_cockpit.tui.backend.CockpitBackend``.
+    from vexfs_cockpit.engine.session import open_session  # type: ignore[import-not-found]
+
+    backend = open_session(args)
+    result = CockpitApp(backend).run()
+    return int(result or 0)

@@ -1,0 +1,269 @@
+"""What the TUI needs from the engine, and nothing more.
+
+The TUI renders the engine's event stream (``backend.bus``) and sends commands
+through this protocol. It holds no logic the engine lacks: every number it shows
+comes from an event or from a history query below.
+
+Threading contract:
+- ``async`` methods run on the app's event loop (the engine lives on that loop).
+- Plain (sync) methods may block (SQLite): the TUI calls them from thread workers only.
+- Any method may raise ``vexfs_cockpit.errors.CockpitError``; ``str(err)`` is shown as
+  a one-line notification. Other exceptions are shown as one line too, never a traceback.
+
+The view models here are the TUI's vocabulary for history data; the backend adapter
+maps the store's rows onto them (see ``store_adapter.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol, runtime_checkable
+
+from vexfs_cockpit.engine.bus import EventBus
+from vexfs_cockpit.engine.results import TestResult
+from vexfs_cockpit.klog.model import Severity
+
+# -- commands -----------------------------------------------------------------------
+
+
+class TestRef(NamedTuple):
+    __test__ = False
+
+    domain: str
+    test: str  # without the test_ prefix
+
+
+@dataclass(frozen=True, slots=True)
+class RunRequest:
+    env: str
+    domains: tuple[str, ...]
+    # Empty: every test of ``domains``. Otherwise only these (re-run one test).
+    only: tuple[TestRef, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RunChoices:
+    """What the start-run picker offers."""
+
+    domains: tuple[str, ...]
+    envs: tuple[str, ...]
+    default_env: str
+    default_domains: tuple[str, ...] = ()  # empty: all of ``domains``
+    descriptions: dict[str, str] = field(default_factory=dict)  # domain -> one line
+
+
+@dataclass(frozen=True, slots=True)
+class VmInfo:
+    """A VM as the fleet lists it (the TUI keeps it current from events afterwards)."""
+
+    name: str
+    state: str
+    domain: str = ""
+    started_at: float | None = None  # wall clock; None when unknown or not running
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    """Outcome of a kernel-dev action (kbuild / kload / kunload)."""
+
+    ok: bool
+    summary: str  # one line
+    output: str = ""  # compiler / insmod output, shown on demand
+
+
+# -- history view models --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RunFilter:
+    env: str | None = None
+    domain: str | None = None
+    status: str | None = None  # passed | failed | errored | aborted | running
+    since: float | None = None  # wall clock
+    text: str = ""  # free-text search (run id, profile, test names, messages)
+    limit: int = 200
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    run_id: str
+    started_at: float
+    finished_at: float | None
+    env: str
+    profile: str
+    status: str
+    counts: dict[str, int]  # TestStatus value -> count
+    domains: tuple[str, ...] = ()
+    reason: str = ""
+
+    @property
+    def duration_s(self) -> float | None:
+        return None if self.finished_at is None else self.finished_at - self.started_at
+
+
+@dataclass(frozen=True, slots=True)
+class DomainRow:
+    domain: str
+    status: str
+    counts: dict[str, int]
+    vm: str = ""
+    reason: str = ""
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KernelEventRow:
+    ts: float
+    vm: str
+    kind: str
+    title: str
+    severity: Severity
+    text: str = ""
+    domain: str = ""
+    test: str = ""
+    expected: bool = False
+
+
+@dataclass(slots=True)
+class RunDetail:
+    run: RunRow
+    domains: list[DomainRow]
+    tests: list[TestResult]  # name/domain/evidence filled in, as the runner stored them
+    kernel_events: list[KernelEventRow]
+    metrics: dict[TestRef, dict[str, float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TrendPoint:
+    ts: float
+    value: float
+    run_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MetricKey:
+    name: str
+    domain: str = ""
+    test: str = ""
+
+    def label(self) -> str:
+        where = ".".join(p for p in (self.domain, self.test) if p)
+        return f"{self.name} ({where})" if where else self.name
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryCatalog:
+    """Choices for history filters and trend pickers, from what the store holds."""
+
+    envs: tuple[str, ...] = ()
+    domains: tuple[str, ...] = ()
+    tests: dict[str, tuple[str, ...]] = field(default_factory=dict)  # domain -> tests
+    metrics: tuple[MetricKey, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """Run ``a`` (older) against run ``b`` (newer). Entries are TestRefs.
+
+    ``flaky`` follows the store's definition (passed only after a retry, or differing
+    across recent runs).
+    """
+
+    a: str
+    b: str
+    new_failures: tuple[TestRef, ...] = ()
+    fixed: tuple[TestRef, ...] = ()
+    still_failing: tuple[TestRef, ...] = ()
+    flaky: tuple[TestRef, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CrashSignature:
+    signature: str  # "kind: title"
+    kind: str
+    title: str
+    first_seen: float
+    last_seen: float
+    count: int
+    last_run_id: str = ""
+    last_test: str = ""  # "domain.test" where it was last seen
+
+
+# -- the protocol ---------------------------------------------------------------------
+
+
+@runtime_checkable
+class CockpitBackend(Protocol):
+    """One session of the engine as the TUI sees it."""
+
+    @property
+    def bus(self) -> EventBus: ...
+
+    # lifecycle (called from App.on_mount / on_unmount, on the app's loop)
+    async def open(self) -> None:
+        """Bind to the running loop (``bus.bind_loop``), start fleet event forwarding."""
+        ...
+
+    async def close(self) -> None:
+        """Abort a running run and release VMs this session started."""
+        ...
+
+    # run control
+    def run_choices(self) -> RunChoices: ...
+
+    async def start_run(self, request: RunRequest) -> str:
+        """Start a run in the background; return its run id. Progress arrives as events."""
+        ...
+
+    async def abort_run(self) -> None: ...
+
+    # VM control
+    async def vm_list(self) -> list[VmInfo]: ...
+
+    async def vm_start(self, name: str) -> None: ...
+
+    async def vm_stop(self, name: str) -> None: ...
+
+    async def vm_reset(self, name: str) -> None: ...
+
+    def console_argv(self, name: str) -> list[str]:
+        """Command that attaches this terminal to the VM's serial console."""
+        ...
+
+    def ssh_argv(self, name: str) -> list[str]:
+        """Command that opens an interactive shell on the VM."""
+        ...
+
+    # kernel-dev loop
+    async def kbuild(self) -> ActionResult: ...
+
+    async def kload(self, vm: str) -> ActionResult: ...
+
+    async def kunload(self, vm: str) -> ActionResult: ...
+
+    # history (sync: called from thread workers)
+    def history_catalog(self) -> HistoryCatalog: ...
+
+    def list_runs(self, flt: RunFilter) -> list[RunRow]: ...
+
+    def run_detail(self, run_id: str) -> RunDetail | None: ...
+
+    def domain_trend(self, domain: str, since: float | None) -> list[TrendPoint]:
+        """Pass rate (percent) of ``domain`` per run."""
+        ...
+
+    def test_duration_trend(self, domain: str, test: str, since: float | None) -> list[TrendPoint]:
+        """Duration (seconds) of one test per run."""
+        ...
+
+    def metric_trend(self, key: MetricKey, since: float | None) -> list[TrendPoint]: ...
+
+    def compare_runs(self, a: str, b: str) -> Comparison: ...
+
+    def crash_signatures(self, limit: int = 200) -> list[CrashSignature]: ...
+
+    def expected_durations(self, env: str, domains: Sequence[str]) -> dict[TestRef, float]:
+        """Typical duration of each test from history (for ETAs); missing when unknown."""
+        ...

@@ -1,0 +1,126 @@
+"""Small, pure formatting helpers shared by widgets (no Textual imports)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from vexfs_cockpit.errors import CockpitError
+from vexfs_cockpit.klog.model import Severity
+
+_BARS = " ▁▂▃▄▅▆▇█"
+
+# Styles per severity, used by the log pane, event tables and evidence views.
+SEVERITY_STYLE: dict[Severity, str] = {
+    Severity.INFO: "cyan",
+    Severity.WARNING: "yellow",
+    Severity.ERROR: "bold red",
+    Severity.CRITICAL: "bold white on red",
+}
+
+STATUS_STYLE: dict[str, str] = {
+    "PASSED": "green",
+    "passed": "green",
+    "FAILED": "bold red",
+    "failed": "bold red",
+    "ERROR": "bold magenta",
+    "errored": "bold magenta",
+    "TIMEOUT": "bold red",
+    "SKIPPED": "dim",
+    "skipped": "dim",
+    "RUNNING": "cyan",
+    "running": "cyan",
+    "aborted": "yellow",
+    "pending": "dim",
+}
+
+VM_STATE_STYLE: dict[str, str] = {
+    "ready": "green",
+    "running": "green",
+    "booting": "cyan",
+    "paused": "yellow",
+    "hung": "bold red",
+    "crashed": "bold white on red",
+    "stopped": "dim",
+    "defined": "dim",
+    "undefined": "dim",
+}
+
+
+def duration(seconds: float | None) -> str:
+    """Compact human duration: 9.2s, 3m07s, 2h05m; '—' when unknown."""
+    if seconds is None or seconds < 0:
+        return "—"
+    if seconds < 60:
+        return f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
+    minutes, sec = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{sec:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def memory_kb(kb: int | None) -> str:
+    if kb is None:
+        return "—"
+    if kb < 1024:
+        return f"{kb}K"
+    if kb < 1024 * 1024:
+        return f"{kb / 1024:.0f}M"
+    return f"{kb / 1024 / 1024:.1f}G"
+
+
+def timestamp(ts: float | None, now: float | None = None) -> str:
+    """Local date-time, short when it is today."""
+    if ts is None:
+        return "—"
+    lt = time.localtime(ts)
+    today = time.localtime(now if now is not None else time.time())
+    if lt[:3] == today[:3]:
+        return time.strftime("%H:%M:%S", lt)
+    return time.strftime("%Y-%m-%d %H:%M", lt)
+
+
+def sparkline(values: Sequence[float], width: int, top: float = 100.0) -> str:
+    """Unicode bar cells for ``values`` scaled to [0, top], newest on the right.
+
+    When there are more values than cells, each cell shows the max of its bucket so
+    a short spike stays visible.
+    """
+    if width <= 0:
+        return ""
+    vals = list(values)
+    if not vals:
+        return " " * width
+    if len(vals) > width:
+        size = len(vals) / width
+        vals = [max(vals[int(i * size): max(int((i + 1) * size), int(i * size) + 1)]) for i in range(width)]
+    cells = []
+    for v in vals:
+        frac = 0.0 if top <= 0 else min(max(v / top, 0.0), 1.0)
+        idx = round(frac * (len(_BARS) - 1))
+        if v > 0 and idx == 0:
+            idx = 1  # a non-zero value never looks idle
+        cells.append(_BARS[idx])
+    return "".join(cells).rjust(width)
+
+
+def progress_bar(done: int, total: int, width: int) -> str:
+    if total <= 0 or width <= 0:
+        return "░" * max(width, 0)
+    filled = min(width, round(width * done / total))
+    return "█" * filled + "░" * (width - filled)
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """First non-empty line, clipped: user-facing errors are one line."""
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def error_line(err: BaseException) -> str:
+    """A one-line message for any exception; CockpitErrors already are one line."""
+    msg = one_line(str(err))
+    if isinstance(err, CockpitError):
+        return msg or type(err).__name__
+    return f"{type(err).__name__}: {msg}" if msg else type(err).__name__

@@ -1,0 +1,236 @@
+"""The live kernel-log pane's model: a bounded buffer of lines, filters, severities.
+
+Pure Python (no Textual). Kernel lines arrive as ``KernelLogLine`` events; classified
+reports arrive later as ``KernelEventRaised`` (the classifier groups a block first), so
+a line's severity is looked up at render time from ``(vm, line_no)`` and lines already
+on screen get their colour when the report lands. Each report also adds a marker row
+(the target of "jump to next event").
+
+Rows are plain strings ``"<label> <line_no><sep> <text>"`` so the Log widget can keep
+them; ``parse_row`` recovers the key for styling. ``sep`` is ``│`` for a kernel line and
+``▶`` for a marker.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from vexfs_cockpit.engine.events import KernelEventRaised, KernelLogLine
+from vexfs_cockpit.klog.model import KernelReport, Severity
+
+LINE_SEP = "│"
+MARK_SEP = "▶"
+_ROW = re.compile(rf"^(\S+) +(\d+)([{LINE_SEP}{MARK_SEP}]) ")
+_VM_NAME = re.compile(r"^vexfs-[^-]+-(.+)-(\d+)$")  # vexfs-<env>-<domain>-<n>
+# Short tags keep the log's prefix narrow at 80 columns; unknown domains are clipped.
+_DOMAIN_TAGS = {
+    "kernel_module": "kmod",
+    "filesystem_operations": "fsops",
+    "vector_operations": "vecops",
+    "performance_metrics": "perf",
+    "safety_validation": "safety",
+    "integration_testing": "integ",
+}
+
+SEVERITY_CYCLE: tuple[Severity | None, ...] = (
+    None,
+    Severity.INFO,
+    Severity.WARNING,
+    Severity.ERROR,
+    Severity.CRITICAL,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    vm: str
+    line_no: int
+    text: str
+    report: KernelReport | None = None  # set: this is a marker row for that report
+    expected: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LogFilter:
+    vm: str | None = None
+    min_severity: Severity | None = None  # None: every line; else classified rows only
+    text: str = ""
+
+    @property
+    def active(self) -> bool:
+        return self.vm is not None or self.min_severity is not None or bool(self.text)
+
+    def describe(self) -> str:
+        parts = []
+        if self.vm is not None:
+            parts.append(f"vm={self.vm}")
+        if self.min_severity is not None:
+            parts.append(f"≥{self.min_severity.name.lower()}")
+        if self.text:
+            parts.append(f"“{self.text}”")
+        return " ".join(parts) if parts else "all"
+
+
+def vm_label(name: str) -> str:
+    """``vexfs-dev-filesystem_operations-0`` -> ``fsops-0``; other names unchanged."""
+    m = _VM_NAME.match(name)
+    if m is None:
+        return name
+    domain, index = m.groups()
+    return f"{_DOMAIN_TAGS.get(domain, domain[:8])}-{index}"
+
+
+class RowKey(NamedTuple):
+    label: str
+    line_no: int
+    marker: bool
+    text_start: int  # index where the kernel text (or marker text) begins
+
+
+def parse_row(row: str) -> RowKey | None:
+    """The key of a formatted row, or None for foreign text."""
+    m = _ROW.match(row)
+    if m is None:
+        return None
+    return RowKey(m.group(1), int(m.group(2)), m.group(3) == MARK_SEP, m.end())
+
+
+class LogModel:
+    def __init__(self, retain: int = 20_000):
+        self.retain = retain
+        self.records: deque[LogRecord] = deque(maxlen=retain)
+        self.filter = LogFilter()
+        self.vms: list[str] = []  # first-seen order (the VM filter cycles through it)
+        self._labels: dict[str, str] = {}
+        self._vm_by_label: dict[str, str] = {}
+        self._label_width = 8
+        # (vm, line_no) -> severity of the report covering that line. Bounded: oldest out.
+        self._severity: dict[tuple[str, int], Severity] = {}
+        self._severity_cap = retain * 2
+        self.lines_seen = 0
+        self.events_seen = 0
+
+    # -- input -------------------------------------------------------------------
+    def add(self, events: Iterable[KernelLogLine | KernelEventRaised]) -> tuple[list[LogRecord], bool]:
+        """Take a batch; return the new records and whether any report arrived."""
+        new: list[LogRecord] = []
+        reports = False
+        for ev in events:
+            if isinstance(ev, KernelLogLine):
+                rec = LogRecord(vm=ev.vm, line_no=ev.line_no, text=_clean(ev.text))
+                self.lines_seen += 1
+            else:
+                rep = ev.report
+                vm = ev.vm or rep.vm
+                self._mark(vm, rep)
+                rec = LogRecord(vm=vm, line_no=rep.line, text=_marker_text(rep, ev.expected), report=rep, expected=ev.expected)
+                self.events_seen += 1
+                reports = True
+            self._see_vm(rec.vm)
+            self.records.append(rec)
+            new.append(rec)
+        # Only what the deque still holds can be shown.
+        if len(new) > self.retain:
+            new = new[-self.retain:]
+        return new, reports
+
+    # -- filtering and formatting ------------------------------------------------------
+    def severity_of(self, vm: str, line_no: int) -> Severity | None:
+        return self._severity.get((vm, line_no))
+
+    def record_severity(self, rec: LogRecord) -> Severity | None:
+        return rec.report.severity if rec.report is not None else self.severity_of(rec.vm, rec.line_no)
+
+    def matches(self, rec: LogRecord) -> bool:
+        f = self.filter
+        if f.vm is not None and rec.vm != f.vm:
+            return False
+        if f.min_severity is not None:
+            sev = self.record_severity(rec)
+            if sev is None or sev < f.min_severity:
+                return False
+        if f.text and f.text.casefold() not in rec.text.casefold():
+            return False
+        return True
+
+    def format(self, rec: LogRecord) -> str:
+        sep = MARK_SEP if rec.report is not None else LINE_SEP
+        return f"{self.label(rec.vm):<{self._label_width}} {rec.line_no:>6}{sep} {rec.text}"
+
+    def rows(self, records: Iterable[LogRecord]) -> list[str]:
+        if not self.filter.active:
+            return [self.format(r) for r in records]
+        return [self.format(r) for r in records if self.matches(r)]
+
+    def all_rows(self) -> list[str]:
+        return self.rows(self.records)
+
+    def label(self, vm: str) -> str:
+        return self._labels.get(vm) or vm_label(vm)
+
+    def vm_of_label(self, label: str) -> str | None:
+        return self._vm_by_label.get(label)
+
+    # -- filter controls -----------------------------------------------------------
+    def cycle_vm(self) -> LogFilter:
+        order: list[str | None] = [None, *self.vms]
+        i = order.index(self.filter.vm) if self.filter.vm in order else 0
+        self.filter = LogFilter(order[(i + 1) % len(order)], self.filter.min_severity, self.filter.text)
+        return self.filter
+
+    def cycle_severity(self) -> LogFilter:
+        i = SEVERITY_CYCLE.index(self.filter.min_severity)
+        nxt = SEVERITY_CYCLE[(i + 1) % len(SEVERITY_CYCLE)]
+        self.filter = LogFilter(self.filter.vm, nxt, self.filter.text)
+        return self.filter
+
+    def set_text(self, text: str) -> LogFilter:
+        self.filter = LogFilter(self.filter.vm, self.filter.min_severity, text.strip())
+        return self.filter
+
+    def reset_filter(self) -> LogFilter:
+        self.filter = LogFilter()
+        return self.filter
+
+    # -- internals -------------------------------------------------------------------
+    def _see_vm(self, vm: str) -> None:
+        if vm in self._labels:
+            return
+        label = vm_label(vm)
+        if label in self._vm_by_label:  # two envs' VMs with the same tail
+            label = vm
+        self._labels[vm] = label
+        self._vm_by_label[label] = vm
+        self._label_width = max(self._label_width, len(label))
+        self.vms.append(vm)
+
+    def _mark(self, vm: str, rep: KernelReport) -> None:
+        for n in _block_lines(rep):
+            key = (vm, n)
+            old = self._severity.get(key)
+            if old is None or rep.severity > old:
+                self._severity[key] = rep.severity
+        while len(self._severity) > self._severity_cap:
+            del self._severity[next(iter(self._severity))]
+
+
+def _block_lines(rep: KernelReport) -> Iterator[int]:
+    count = max(1, len(rep.text.splitlines()))
+    return iter(range(rep.line, rep.line + count))
+
+
+def _marker_text(rep: KernelReport, expected: bool) -> str:
+    module = f" [{rep.module}]" if rep.module else ""
+    tail = " (expected)" if expected else ""
+    return f"{rep.severity.name} {rep.kind}: {rep.title}{module}{tail}"
+
+
+def _clean(text: str) -> str:
+    # One record is one row: a stray newline would split it and misalign the keys.
+    if "\n" in text or "\r" in text:
+        text = text.replace("\r", "").replace("\n", " ")
+    return text

@@ -1,0 +1,51 @@
+"""Key reference, generated from the bindings of the screen it was opened on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Label, Static
+
+NOTES = (
+    "ctrl+p opens the command palette: every action below, plus per-VM actions.",
+    "tab / shift+tab move between tables; arrows move the cursor; enter opens the row.",
+    "The kernel log shows <vm> <line>│ text; ▶ rows are classified reports (panic, oops, WARN…).",
+    "Errors appear as notifications in the corner; nothing here needs a mouse.",
+)
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,q,question_mark", "close", "Close")]
+
+    def __init__(self, on_screen: Screen[Any]):
+        super().__init__()
+        self.on_screen = on_screen
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog wide"):
+            yield Label(f"Keys — {type(self.on_screen).__name__.removesuffix('Screen')}  (esc: close)", classes="dialog-title")
+            with VerticalScroll():
+                yield Static(self._table(), id="help-keys")
+                yield Static(Text("\n".join(f"• {n}" for n in NOTES), style="dim"), id="help-notes")
+
+    def _table(self) -> Table:
+        table = Table(box=None, show_header=False, padding=(0, 1), expand=True)
+        table.add_column(style="bold cyan", no_wrap=True)
+        table.add_column()
+        seen: set[str] = set()
+        for key, active in self.on_screen.active_bindings.items():
+            b = active.binding
+            if not b.description or b.action in seen:
+                continue
+            seen.add(b.action)
+            table.add_row(self.app.get_key_display(b), b.description)
+        return table
+
+    def action_close(self) -> None:
+        self.dismiss(None)

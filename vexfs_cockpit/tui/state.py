@@ -1,0 +1,311 @@
+"""The dashboard's view of the engine: engine events folded into small view models.
+
+Pure Python (no Textual), so it is tested without a terminal. ``apply`` returns which
+parts changed so widgets repaint only those. Kernel log lines are not folded here:
+the log pane keeps its own bounded buffer (``logmodel.py``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from vexfs_cockpit.engine.events import (
+    DomainFinished,
+    DomainStarted,
+    Event,
+    InfraProblem,
+    KernelEventRaised,
+    KernelLogLine,
+    MetricRecorded,
+    RunFinished,
+    RunStarted,
+    TestFinished,
+    TestStarted,
+    VmSample,
+    VmStateChanged,
+)
+from vexfs_cockpit.engine.results import TestResult, TestStatus
+from vexfs_cockpit.tui.backend import TestRef, VmInfo
+
+SPARK_SECONDS = 60  # VmSample is 1 Hz: the sparkline shows the last minute
+KEEP_KERNEL_EVENTS = 500
+KEEP_INFRA = 50
+
+# A VM in one of these states has an uptime; leaving them resets it.
+ALIVE_STATES = frozenset({"booting", "running", "ready", "paused", "hung"})
+
+
+class Part(StrEnum):
+    VMS = "vms"
+    DOMAINS = "domains"
+    RUN = "run"
+    RESULTS = "results"
+    EVENTS = "events"
+    INFRA = "infra"
+
+
+@dataclass(slots=True)
+class VmView:
+    name: str
+    state: str = "unknown"
+    domain: str = ""
+    up_since: float | None = None
+    cpu_pct: float | None = None
+    mem_kb: int | None = None
+    cpu_history: deque[float] = field(default_factory=lambda: deque(maxlen=SPARK_SECONDS))
+    reason: str = ""
+
+    def uptime(self, now: float) -> float | None:
+        return None if self.up_since is None else max(0.0, now - self.up_since)
+
+
+@dataclass(slots=True)
+class DomainView:
+    domain: str
+    vm: str = ""
+    planned: tuple[str, ...] = ()
+    status: str = "pending"  # pending | running | passed | failed | errored | skipped
+    counts: Counter[str] = field(default_factory=Counter)  # TestStatus value -> n
+    current: str | None = None
+    current_attempt: int = 1
+    current_started: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    reason: str = ""
+    results: dict[str, TestResult] = field(default_factory=dict)
+
+    @property
+    def done(self) -> int:
+        return len(self.results)
+
+    @property
+    def passed(self) -> int:
+        return self.counts[TestStatus.PASSED.value]
+
+    @property
+    def failed(self) -> int:
+        return sum(self.counts[s.value] for s in TestStatus if s.bad)
+
+    @property
+    def skipped(self) -> int:
+        return self.counts[TestStatus.SKIPPED.value]
+
+    def elapsed(self, now: float) -> float | None:
+        if self.started_at is None:
+            return None
+        return (self.finished_at or now) - self.started_at
+
+    def eta(self, now: float, expected: Mapping[TestRef, float]) -> float | None:
+        """Seconds left from historical durations; None if any remaining test has none."""
+        if self.finished_at is not None:
+            return 0.0
+        if self.started_at is None:
+            return None
+        left = 0.0
+        for test in self.planned:
+            if test in self.results:
+                continue
+            typical = expected.get(TestRef(self.domain, test))
+            if typical is None:
+                return None
+            if test == self.current and self.current_started is not None:
+                typical = max(0.0, typical - (now - self.current_started))
+            left += typical
+        return left
+
+
+@dataclass(slots=True)
+class RunView:
+    run_id: str
+    env: str = ""
+    profile: str = ""
+    domains: tuple[str, ...] = ()
+    started_at: float | None = None
+    finished_at: float | None = None
+    status: str = "running"
+    counts: dict[str, int] = field(default_factory=dict)
+    reason: str = ""
+
+    def elapsed(self, now: float) -> float | None:
+        if self.started_at is None:
+            return None
+        return (self.finished_at or now) - self.started_at
+
+    @property
+    def active(self) -> bool:
+        return self.finished_at is None
+
+
+@dataclass(slots=True)
+class LiveState:
+    run: RunView | None = None
+    vms: dict[str, VmView] = field(default_factory=dict)
+    domains: dict[str, DomainView] = field(default_factory=dict)
+    results: list[TestResult] = field(default_factory=list)  # finish order, current run
+    metrics: dict[TestRef, dict[str, float]] = field(default_factory=dict)
+    kernel_events: deque[KernelEventRaised] = field(default_factory=lambda: deque(maxlen=KEEP_KERNEL_EVENTS))
+    infra: deque[InfraProblem] = field(default_factory=lambda: deque(maxlen=KEEP_INFRA))
+    expected: dict[TestRef, float] = field(default_factory=dict)
+    fleet_error: str | None = None  # vm_list failed: shown as the VM table's empty state
+
+    # -- inputs ------------------------------------------------------------------
+    def apply_all(self, events: Iterable[Event]) -> set[Part]:
+        changed: set[Part] = set()
+        for ev in events:
+            changed |= self.apply(ev)
+        return changed
+
+    def apply(self, ev: Event) -> set[Part]:
+        match ev:
+            case KernelLogLine():
+                return set()
+            case VmSample():
+                vm = self._vm(ev.vm)
+                vm.cpu_pct = ev.cpu_pct
+                vm.mem_kb = ev.mem_kb
+                vm.cpu_history.append(ev.cpu_pct)
+                self._set_vm_state(vm, ev.state, ev.ts)
+                return {Part.VMS}
+            case VmStateChanged():
+                vm = self._vm(ev.vm)
+                self._set_vm_state(vm, ev.state, ev.ts)
+                vm.reason = ev.reason
+                return {Part.VMS, Part.RUN}
+            case RunStarted():
+                self.run = RunView(
+                    run_id=ev.run_id, env=ev.env, profile=ev.profile, domains=ev.domains, started_at=ev.ts
+                )
+                self.domains = {d: DomainView(domain=d) for d in ev.domains}
+                self.results = []
+                self.metrics = {}
+                self.kernel_events.clear()
+                return {Part.RUN, Part.DOMAINS, Part.RESULTS, Part.EVENTS}
+            case RunFinished():
+                run = self._run(ev.run_id)
+                run.finished_at = ev.ts
+                run.status = ev.status
+                run.counts = dict(ev.counts)
+                run.reason = ev.reason
+                for dom in self.domains.values():
+                    dom.current = None
+                return {Part.RUN, Part.DOMAINS}
+            case DomainStarted():
+                self._run(ev.run_id)
+                dom = self._domain(ev.domain)
+                dom.vm = ev.vm
+                dom.planned = ev.planned_tests
+                dom.status = "running"
+                dom.started_at = ev.ts
+                if ev.vm:
+                    self._vm(ev.vm).domain = ev.domain
+                return {Part.DOMAINS, Part.VMS, Part.RUN}
+            case DomainFinished():
+                dom = self._domain(ev.domain)
+                dom.status = ev.status
+                dom.finished_at = ev.ts
+                dom.reason = ev.reason
+                dom.current = None
+                return {Part.DOMAINS, Part.RUN}
+            case TestStarted():
+                dom = self._domain(ev.domain)
+                if dom.started_at is None:
+                    dom.started_at = ev.ts
+                    dom.status = "running"
+                dom.current = ev.test
+                dom.current_attempt = ev.attempt
+                dom.current_started = ev.ts
+                if ev.vm and not dom.vm:
+                    dom.vm = ev.vm
+                return {Part.DOMAINS}
+            case TestFinished():
+                res = ev.result
+                dom = self._domain(res.domain)
+                previous = dom.results.get(res.name)
+                if previous is not None:  # a re-run of the same test in this run
+                    dom.counts[previous.status.value] -= 1
+                    self.results.remove(previous)
+                dom.results[res.name] = res
+                dom.counts[res.status.value] += 1
+                if dom.current == res.name:
+                    dom.current = None
+                self.results.append(res)
+                return {Part.DOMAINS, Part.RESULTS, Part.RUN}
+            case MetricRecorded():
+                self.metrics.setdefault(TestRef(ev.domain, ev.test), {})[ev.name] = ev.value
+                return {Part.RESULTS}
+            case KernelEventRaised():
+                self.kernel_events.append(ev)
+                return {Part.EVENTS, Part.RUN}
+            case InfraProblem():
+                self.infra.append(ev)
+                return {Part.INFRA, Part.RUN}
+        return set()
+
+    def seed_vms(self, vms: Iterable[VmInfo]) -> set[Part]:
+        """Merge the fleet's listing (at start, after a VM action)."""
+        self.fleet_error = None
+        for info in vms:
+            vm = self._vm(info.name)
+            vm.state = info.state
+            if info.domain:
+                vm.domain = info.domain
+            if info.state in ALIVE_STATES:
+                if info.started_at is not None:
+                    vm.up_since = info.started_at
+            else:
+                vm.up_since = None
+        return {Part.VMS}
+
+    def set_fleet_error(self, message: str) -> set[Part]:
+        self.fleet_error = message
+        return {Part.VMS}
+
+    def set_expected(self, expected: Mapping[TestRef, float]) -> set[Part]:
+        self.expected.update(expected)
+        return {Part.DOMAINS}
+
+    # -- derived -----------------------------------------------------------------
+    def status_counts(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for dom in self.domains.values():
+            total.update(dom.counts)
+        return total
+
+    def running_tests(self) -> int:
+        return sum(1 for d in self.domains.values() if d.current is not None)
+
+    def planned_total(self) -> int:
+        return sum(len(d.planned) for d in self.domains.values())
+
+    # -- helpers ------------------------------------------------------------------
+    def _vm(self, name: str) -> VmView:
+        vm = self.vms.get(name)
+        if vm is None:
+            vm = self.vms[name] = VmView(name=name)
+        return vm
+
+    def _domain(self, name: str) -> DomainView:
+        dom = self.domains.get(name)
+        if dom is None:
+            dom = self.domains[name] = DomainView(domain=name)
+        return dom
+
+    def _run(self, run_id: str) -> RunView:
+        # The TUI may attach mid-run and miss RunStarted: create the run lazily.
+        if self.run is None or self.run.run_id != run_id:
+            self.run = RunView(run_id=run_id)
+        return self.run
+
+    @staticmethod
+    def _set_vm_state(vm: VmView, state: str, ts: float) -> None:
+        if state not in ALIVE_STATES:
+            vm.up_since = None
+        elif state == "booting" and vm.state != "booting":
+            vm.up_since = ts  # a boot (or reset) we saw begin
+        elif vm.state not in ALIVE_STATES and vm.state != "unknown":
+            vm.up_since = ts  # came back from stopped/crashed while we watched
+        # First seen already running: the start time is unknown, not "now".
+        vm.state = state

@@ -1,0 +1,200 @@
+"""The live kernel-log pane: a status line, a search box and the log view.
+
+The app feeds it one batch per flush tick (``feed``), so a flood costs one
+``write_lines`` per tick, not one per line. Memory is bounded twice: the model's
+deque and the Log's ``max_lines`` hold the same number of rows.
+
+Pause freezes the view (nothing is written, so rows do not shift under the reader)
+while the model keeps absorbing; follow rebuilds from the model and tails again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Input, Static
+
+from vexfs_cockpit.engine.events import KernelEventRaised, KernelLogLine
+from vexfs_cockpit.tui.logmodel import LogFilter, LogModel
+from vexfs_cockpit.tui.widgets.kernel_log_view import KernelLogView
+
+
+class KernelLogPane(Vertical):
+    DEFAULT_CSS = """
+    KernelLogPane {
+        height: 1fr;
+        min-height: 4;
+    }
+    KernelLogPane > #log-status {
+        height: 1;
+        background: $boost;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
+    }
+    KernelLogPane > #log-search {
+        display: none;
+        height: 1;
+        border: none;
+        padding: 0 1;
+    }
+    KernelLogPane > #log-search.-shown {
+        display: block;
+    }
+    """
+
+    def __init__(self, retain: int = 20_000, *, id: str | None = None):
+        super().__init__(id=id)
+        self.model = LogModel(retain=retain)
+        self.paused = False
+        self.unseen = 0
+        self._event_cursor: int | None = None  # marker row of the last jump (paused view)
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="log-status")
+        yield Input(placeholder="filter kernel log text (enter: apply, esc: cancel)", id="log-search")
+        yield KernelLogView(self.model, id="log-view")
+
+    def on_mount(self) -> None:
+        self._show_status()
+
+    @property
+    def view(self) -> KernelLogView:
+        return self.query_one(KernelLogView)
+
+    # -- input --------------------------------------------------------------------
+    def feed(self, events: Sequence[KernelLogLine | KernelEventRaised]) -> None:
+        if not events:
+            return
+        new, reports = self.model.add(events)
+        if self.paused:
+            self.unseen += len(new)
+        elif reports and self.model.filter.min_severity is not None:
+            # Lines that arrived before their report now pass the severity filter.
+            self._rebuild()
+        else:
+            rows = self.model.rows(new)
+            if rows:
+                self.view.write_lines(rows, scroll_end=False)
+                # After layout: the pane may have shrunk since (a VM row appeared).
+                self.view.scroll_end(animate=False, x_axis=False)
+            if reports:
+                self.view.refresh()  # re-colour rows already on screen
+        self._show_status()
+
+    def on_kernel_log_view_scrolled_back(self, event: KernelLogView.ScrolledBack) -> None:
+        event.stop()
+        if not self.paused:
+            self.pause()
+
+    def on_kernel_log_view_end_requested(self, event: KernelLogView.EndRequested) -> None:
+        event.stop()
+        if self.paused:
+            self.follow()
+
+    # -- controls -------------------------------------------------------------------
+    def toggle_pause(self) -> None:
+        if self.paused:
+            self.follow()
+        else:
+            self.pause()
+
+    def pause(self) -> None:
+        self.paused = True
+        self.view.auto_scroll = False
+        self._show_status()
+
+    def follow(self) -> None:
+        self.paused = False
+        self._event_cursor = None
+        self.view.auto_scroll = True
+        if self.unseen:
+            self._rebuild()
+        self.view.scroll_end(animate=False, immediate=True, x_axis=False)
+        self._show_status()
+
+    def jump_event(self, forward: bool = True) -> bool:
+        """Scroll to the next (previous) classified report; False when there is none."""
+        view = self.view
+        markers = view.marker_rows()
+        if self._event_cursor is not None:
+            ref = self._event_cursor
+        elif not self.paused:  # tailing: n goes to the oldest report kept, N to the newest
+            ref = -1 if forward else len(view.lines)
+        else:  # paused after scrolling by hand: relative to what is on screen
+            ref = view.scroll_offset.y - 1 if forward else view.scroll_offset.y + view.size.height
+        candidates = [m for m in markers if m > ref] if forward else [m for m in markers if m < ref]
+        if not candidates:
+            return False
+        marker = candidates[0] if forward else candidates[-1]
+        self.pause()
+        self._event_cursor = marker
+        start = view.block_start(marker)
+        # Show the whole block with its marker when it fits, else start at the block.
+        top = start if marker - start < max(view.size.height - 1, 1) else marker
+        view.scroll_to(y=top, animate=False, immediate=True)
+        return True
+
+    def set_filter_text(self, text: str) -> None:
+        self.model.set_text(text)
+        self._rebuild()
+
+    def cycle_vm(self) -> LogFilter:
+        flt = self.model.cycle_vm()
+        self._rebuild()
+        return flt
+
+    def cycle_severity(self) -> LogFilter:
+        flt = self.model.cycle_severity()
+        self._rebuild()
+        return flt
+
+    def clear_filter(self) -> None:
+        self.model.reset_filter()
+        self._rebuild()
+
+    def open_search(self) -> None:
+        box = self.query_one("#log-search", Input)
+        box.value = self.model.filter.text
+        box.add_class("-shown")
+        box.focus()
+
+    def close_search(self) -> None:
+        box = self.query_one("#log-search", Input)
+        box.remove_class("-shown")
+        self.view.focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.set_filter_text(event.value)
+        self.close_search()
+
+    def on_key(self, event) -> None:  # type: ignore[no-untyped-def]
+        if event.key == "escape" and self.query_one("#log-search", Input).has_focus:
+            event.stop()
+            self.close_search()
+
+    # -- internals ------------------------------------------------------------------
+    def _rebuild(self) -> None:
+        view = self.view
+        view.clear()
+        view.write_lines(self.model.all_rows(), scroll_end=False)
+        if not self.paused:
+            view.scroll_end(animate=False, x_axis=False)
+        self.unseen = 0
+        self._event_cursor = None
+        self._show_status()
+
+    def _show_status(self) -> None:
+        m = self.model
+        mode = Text(" PAUSED ", style="bold black on yellow") if self.paused else Text(" FOLLOW ", style="bold black on green")
+        status = Text.assemble(
+            mode,
+            (f" +{self.unseen:,} new" if self.unseen else "", "yellow"),
+            f" filter: {m.filter.describe()}",
+            f" · {m.lines_seen:,} lines",
+            (f" · {m.events_seen} events" if m.events_seen else "", "bold"),
+        )
+        self.query_one("#log-status", Static).update(status)

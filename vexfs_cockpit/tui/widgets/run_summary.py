@@ -1,0 +1,75 @@
+"""The one-line run summary at the top of the dashboard."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+from vexfs_cockpit.engine.results import TestStatus
+from vexfs_cockpit.klog.model import Severity
+from vexfs_cockpit.tui.format import STATUS_STYLE, duration
+from vexfs_cockpit.tui.state import ALIVE_STATES, LiveState
+
+
+class RunSummary(Static):
+    DEFAULT_CSS = """
+    RunSummary {
+        height: 1;
+        background: $panel;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
+    }
+    """
+
+    def show(self, state: LiveState, now: float) -> None:
+        self.update(summary_text(state, now))
+
+
+def summary_text(state: LiveState, now: float) -> Text:
+    up = sum(1 for vm in state.vms.values() if vm.state in ALIVE_STATES)
+    vms = Text(f" · VMs {up}/{len(state.vms)} up", style="") if state.vms else Text("")
+    run = state.run
+    if run is None:
+        return Text.assemble((" no run yet — press s to start a run", "bold"), vms)
+    counts = state.status_counts()
+    bad = sum(counts[s.value] for s in TestStatus if s.bad)
+    head = (
+        Text(" ▶ RUNNING ", style="bold black on cyan")
+        if run.active
+        else Text(f" ■ {run.status.upper()} ", style="bold reverse " + STATUS_STYLE.get(run.status, ""))
+    )
+    out = Text.assemble(
+        head,
+        f" {run.run_id}",
+        (f" · {run.env}", "") if run.env else "",
+        f" · {duration(run.elapsed(now))}",
+        " · ",
+        (f"{counts[TestStatus.PASSED.value]}✓", "green"),
+        " ",
+        (f"{bad}✗", "bold red" if bad else "dim"),
+    )
+    if counts[TestStatus.SKIPPED.value]:
+        out.append(f" {counts[TestStatus.SKIPPED.value]}⏭", style="dim")
+    planned = state.planned_total()
+    if run.active and planned:
+        done = sum(d.done for d in state.domains.values())
+        out.append(f" · {done}/{planned} done")
+        running = state.running_tests()
+        if running:
+            out.append(f" · {running} running", style="cyan")
+    events = [e for e in state.kernel_events if not e.expected]
+    if events:
+        critical = sum(1 for e in events if e.report.severity >= Severity.CRITICAL)
+        style = "bold red" if critical else "yellow"
+        out.append(f" · ⚠ {len(events)} kernel event{'s' if len(events) != 1 else ''}", style=style)
+        if critical:
+            out.append(f" ({critical} critical)", style=style)
+    expected = len(state.kernel_events) - len(events)
+    if expected:
+        out.append(f" · {expected} expected", style="dim")
+    if state.infra:
+        out.append(f" · {len(state.infra)} infra problem{'s' if len(state.infra) != 1 else ''}", style="magenta")
+    if run.reason and not run.active:
+        out.append(f" · {run.reason}", style="dim")
+    out.append_text(vms)
+    return out

@@ -56,6 +56,7 @@ class Session:
     project_root: Path = field(default_factory=Path.cwd)
     _closers: list = field(default_factory=list)
     runner: Runner | None = None
+    history: object | None = None  # store.history.History; read-only, for domains
 
     async def run(
         self,
@@ -81,6 +82,9 @@ class Session:
             project_root=self.project_root,
         )
         assert self.runner is not None
+        if self.history is not None:
+            # Domains compare with *previous* runs: this one is excluded.
+            self.runner.history = self.history.for_run(run_id)  # type: ignore[attr-defined]
         return await self.runner.execute(req)
 
     async def aclose(self) -> None:
@@ -91,5 +95,60 @@ class Session:
         self._closers.clear()
 
 
-def load_registry() -> dict[str, type[DomainBase]]:
-    return discover_domains()
+    def select(self, wanted: str | None) -> list[str]:
+        from vexfs_cockpit.config.caps import check_resource_caps
+
+        domains = select_domains(self.config, self.registry, wanted)
+        check_resource_caps(self.config, domains)  # before any VM is touched
+        return domains
+
+
+def parse_only_tests(spec: str | None, domains: list[str]) -> dict[str, set[str]] | None:
+    """``--tests kernel_module/module_build,filesystem_operations/metadata``."""
+    if not spec:
+        return None
+    out: dict[str, set[str]] = {}
+    for item in (s.strip() for s in spec.split(",") if s.strip()):
+        domain, sep, test = item.partition("/")
+        if not sep or not test:
+            raise ConfigError(f"--tests: expected DOMAIN/TEST, found {item!r}")
+        if domain not in domains:
+            raise ConfigError(f"--tests: domain {domain!r} is not selected (selected: {', '.join(domains)})")
+        out.setdefault(domain, set()).add(test)
+    return out
+
+
+async def open_session(args) -> Session:
+    """Wire a session from CLI-style arguments (``config``, ``env``, ``set``, ``db``).
+
+    Config errors raise before anything is started; a bad DB raises StoreError
+    without touching the file.
+    """
+    from vexfs_cockpit.config.load import load_config, parse_override
+    from vexfs_cockpit.config.paths import project_root
+    from vexfs_cockpit.fleet.provider import LibvirtProvider
+    from vexfs_cockpit.store.db import resolve_db_path
+    from vexfs_cockpit.store.history import History
+    from vexfs_cockpit.store.recorder import HistoryStore, Recorder
+    from vexfs_cockpit.transport.local import LocalTarget
+
+    registry = discover_domains()
+    overrides = dict(parse_override(s) for s in (getattr(args, "set", None) or []))
+    cfg = load_config(getattr(args, "config", None), getattr(args, "env", None), overrides, known_domains=set(registry))
+    bus = EventBus()
+    bus.bind_loop(asyncio.get_running_loop())
+    db_path = resolve_db_path(getattr(args, "db", None), cfg.store.db_path)
+    store = await HistoryStore.aopen(db_path)
+    recorder = Recorder(store, bus)
+    recorder.start()
+    provider = LibvirtProvider(cfg, bus, data_dir() / "runs")
+    session = Session(config=cfg, bus=bus, registry=registry, provider=provider, db_path=db_path, project_root=project_root(cfg))
+    session.runner = Runner(bus, provider, registry, host=LocalTarget("host"))
+    session.history = History(db_path)
+
+    async def close_store() -> None:
+        await recorder.aclose()
+        await asyncio.to_thread(store.close)
+
+    session._closers += [close_store, provider.aclose]  # closed in reverse: VMs first
+    return session

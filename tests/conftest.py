@@ -1,0 +1,25 @@
+"""Shared pytest set-up. VM fixtures live in tests/conftest_vm.py (a real booted guest)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+if (Path(__file__).parent / "conftest_vm.py").exists():
+    pytest_plugins = ["tests.conftest_vm"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_history_db(tmp_path, monkeypatch):
+    """No test may write into the user's real history DB."""
+    monkeypatch.setenv("VEXFS_COCKPIT_DB", str(tmp_path / "history.db"))
+    monkeypatch.setenv("NO_COLOR", "1")
+    yield
+
+
+def pytest_report_header(config):
+    return f"vexfs-cockpit tests; libvirt socket {'up' if os.path.exists('/run/libvirt/libvirt-sock') else 'DOWN'}"

@@ -1,0 +1,94 @@
+"""`vexfs-cockpit run`: the headless front end (``--batch``) or the TUI with a run started.
+
+Exit codes: 0 all passed, 1 test failures, 2 config/usage error, 3 infrastructure error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import signal
+import sys
+from pathlib import Path
+
+from vexfs_cockpit.batch.json_report import write_json_report
+from vexfs_cockpit.batch.junit import write_junit
+from vexfs_cockpit.batch.progress import ProgressPrinter
+from vexfs_cockpit.engine import events as ev
+from vexfs_cockpit.engine.session import Session, open_session, parse_only_tests
+from vexfs_cockpit.errors import UsageError
+from vexfs_cockpit.store.report import ReportBuilder
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by `run` and the kernel-developer commands."""
+    p.add_argument("--config", metavar="FILE", help="profile YAML or name (default: configs/default.yaml)")
+    p.add_argument("--env", metavar="ENV", help="environment overlay: dev, test or ci (default: dev)")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], help="override a config key, e.g. execution.retry_count=2")
+    p.add_argument("--db", metavar="PATH", help="history DB (default: $VEXFS_COCKPIT_DB or the data dir)")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run test domains in fresh VMs", description=__doc__)
+    add_run_options(p)
+    p.add_argument("--batch", action="store_true", help="headless: plain progress lines, for CI")
+    p.add_argument("--domains", metavar="A,B", help="comma-separated domains (default: all enabled)")
+    p.add_argument("--tests", metavar="DOMAIN/TEST,...", help="run only these tests")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="default per-test timeout")
+    p.add_argument("--retries", type=int, metavar="N", help="retries per failing test")
+    p.add_argument("--junit", metavar="PATH", help="write JUnit XML here")
+    p.add_argument("--json", metavar="PATH", help="write the JSON result here")
+    p.add_argument("--show-klog", action="store_true", help="print every kernel log line (batch)")
+    p.set_defaults(handler=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.timeout is not None and args.timeout <= 0:
+        raise UsageError(f"--timeout: expected a positive number of seconds, found {args.timeout:g}")
+    if args.retries is not None and not 0 <= args.retries <= 10:
+        raise UsageError(f"--retries: expected 0..10, found {args.retries}")
+    if not args.batch:
+        tui = importlib.import_module("vexfs_cockpit.tui.app")  # by name: batch never loads Textual
+        return int(tui.run_tui(args))
+    return asyncio.run(run_batch(args))
+
+
+async def run_batch(args: argparse.Namespace) -> int:
+    main = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    assert main is not None
+    loop.add_signal_handler(signal.SIGTERM, main.cancel)
+    session: Session = await open_session(args)
+    printer = ProgressPrinter(sys.stdout, show_klog=args.show_klog)
+    sub = session.bus.subscribe()
+    report = ReportBuilder()
+    session.bus.listen(report.feed)
+    printing = asyncio.create_task(printer.consume(sub))
+    try:
+        domains = session.select(args.domains)
+        summary = await session.run(
+            domains,
+            timeout_s=args.timeout,
+            retries=args.retries,
+            only_tests=parse_only_tests(args.tests, domains),
+        )
+    except asyncio.CancelledError:
+        print("vexfs-cockpit: interrupted: VMs destroyed, finished results kept", file=sys.stderr)
+        return 130
+    finally:
+        await session.aclose()  # destroys VMs, flushes the store
+        sub.close()
+        await printing
+    rep = report.report
+    if rep is not None:
+        if args.junit:
+            write_junit(rep, Path(args.junit))
+        if args.json:
+            write_json_report(rep, Path(args.json))
+    if summary.infra_errors:
+        print(f"vexfs-cockpit: {summary.infra_errors[0]}", file=sys.stderr)
+    return summary.exit_code
+
+
+__all__ = ["add_parser", "cmd_run", "run_batch", "add_run_options", "ev"]

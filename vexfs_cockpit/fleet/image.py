@@ -28,10 +28,10 @@ from typing import Any
 import platformdirs
 
 from vexfs_cockpit.config.models import FleetSettings
-from vexfs_cockpit.errors import InfraError
+from vexfs_cockpit.errors import ConfigError, InfraError
 from vexfs_cockpit.fleet.image_cpio import Entry, write_initramfs
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 READY_MARKER = "vexfs-cockpit: guest ready"
 BASE_CMDLINE = "console=ttyS0 loglevel=7 panic=-1 printk.devkmsg=on"
 GUEST_USER = "tester"
@@ -99,6 +99,11 @@ class GuestImage:
     ready_marker: str = READY_MARKER
     user: str = GUEST_USER
     user_uid: int = GUEST_UID
+
+    @property
+    def host_key_openssh(self) -> Path:
+        """The guest host private key in OpenSSH form (0600), for cloud-init seeds."""
+        return self.dir / "ssh_host_ed25519_key"
 
     def kernel_cmdline(self, hostname: str | None = None, extra: str = "") -> str:
         """The guest command line: serial console, full printk level, reboot on panic."""
@@ -169,7 +174,7 @@ class GuestImage:
             raise InfraError(
                 f"guest image at {image_dir} is unreadable ({err}): rebuild it with `vexfs-cockpit image build --force`"
             ) from err
-        for p in (img.kernel, img.initrd, img.client_key, img.known_hosts):
+        for p in (img.kernel, img.initrd, img.client_key, img.known_hosts, img.host_key_openssh):
             if not p.is_file():
                 raise InfraError(f"guest image at {image_dir} lacks {p.name}: rebuild it with `vexfs-cockpit image build --force`")
         return img
@@ -378,7 +383,12 @@ def _plan(kernel_version: str, extra_tools: Sequence[Path] = ()) -> _Plan:
 
 
 def _make_keys(workdir: Path) -> tuple[bytes, bytes, bytes, str]:
-    """(client private OpenSSH, client public, dropbear host key, host public line)."""
+    """(client private OpenSSH, client public, dropbear host key, host public line).
+
+    Also leaves ``ssh_host_ed25519_key`` (the same host key in OpenSSH form) in
+    ``workdir``: the disk template hands it to cloud-init, so distro guests present
+    the very key callers already trust.
+    """
     import asyncssh
 
     client = asyncssh.generate_private_key("ssh-ed25519", comment="vexfs-cockpit")
@@ -389,6 +399,9 @@ def _make_keys(workdir: Path) -> tuple[bytes, bytes, bytes, str]:
     if pub is None:
         raise InfraError(f"dropbearkey printed no ssh-ed25519 public key: {out.strip()}")
     host_pub = " ".join(pub.split()[:2])
+    openssh_key = workdir / "ssh_host_ed25519_key"
+    _run(["dropbearconvert", "dropbear", "openssh", str(host_key), str(openssh_key)], "converting the guest host key")
+    os.chmod(openssh_key, 0o600)
     return (
         client.export_private_key("openssh"),
         client.export_public_key("openssh"),
@@ -517,7 +530,35 @@ def build_image(
             except InfraError:
                 pass
         say(f"building guest image for kernel {plan.kernel_version} in {path}")
-        return _build(plan, path)
+        img = _build(plan, path)
+        prune_images(root, keep=img)
+        return img
+
+
+# Superseded images stay this long: a VM booted from one re-reads its kernel and
+# initrd when it is destroyed and started again (a reset).
+PRUNE_AFTER_S = 24 * 3600
+
+
+def prune_images(root: Path, keep: GuestImage, older_than_s: float = PRUNE_AFTER_S) -> list[Path]:
+    """Delete superseded images of ``keep``'s kernel and stale build leftovers; return them."""
+    now = time.time()
+    removed: list[Path] = []
+    for entry in root.iterdir():
+        if not entry.is_dir() or entry == keep.dir:
+            continue
+        if entry.name.startswith((".build-", ".old-")):
+            stale = now - entry.stat().st_mtime > 3600
+        else:
+            try:
+                m = json.loads((entry / MANIFEST).read_text())
+                stale = m.get("kernel_version") == keep.kernel_version and now - float(m["built_at"]) > older_than_s
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # not ours to judge
+        if stale:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
 
 
 def _build(plan: _Plan, final: Path) -> GuestImage:
@@ -566,14 +607,27 @@ def _build(plan: _Plan, final: Path) -> GuestImage:
 # ---------------------------------------------------------------------------- CLI
 
 
-def _fleet_from_args(args: argparse.Namespace) -> FleetSettings:
-    """The fleet section of the config named on the command line (defaults if no loader yet)."""
+def fleet_from_args(args: argparse.Namespace) -> FleetSettings:
+    """The fleet section of the config named by ``--config/--env`` (shared by image and doctor).
+
+    With no --config and no default profile to be found (e.g. an installed copy run
+    outside the repo), the built-in defaults apply; a named file must exist.
+    """
+    from vexfs_cockpit.config.load import load_config
+
+    path = getattr(args, "config", None)
     try:
-        from vexfs_cockpit.config import load as config_load  # type: ignore[attr-defined]
-    except ImportError:
-        return FleetSettings()
-    cfg = config_load.load_config(getattr(args, "config", None), getattr(args, "env", None))
-    return cfg.fleet
+        return load_config(path, getattr(args, "env", None)).fleet
+    except ConfigError:
+        if path is None and getattr(args, "env", None) is None:
+            try:
+                from vexfs_cockpit.config.load import resolve_profile_path
+
+                if not resolve_profile_path(None).exists():
+                    return FleetSettings()
+            except ConfigError:
+                return FleetSettings()
+        raise
 
 
 def add_parser(subparsers: Any) -> None:
@@ -596,7 +650,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def cmd_image_build(args: argparse.Namespace) -> int:
-    fleet = _fleet_from_args(args)
+    fleet = fleet_from_args(args)
     req = BuildRequest.from_fleet(fleet, extra_tools=tuple(args.extra_tool))
     if args.kernel:
         req = BuildRequest(args.kernel, req.root, req.extra_tools)
@@ -607,7 +661,7 @@ def cmd_image_build(args: argparse.Namespace) -> int:
 
 
 def cmd_image_show(args: argparse.Namespace) -> int:
-    img = find_image(_fleet_from_args(args))
+    img = find_image(fleet_from_args(args))
     if img is None:
         print("no current guest image: run `vexfs-cockpit image build`")
         return 1

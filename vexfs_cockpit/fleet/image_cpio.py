@@ -83,6 +83,6 @@ def with_parents(entries: Iterable[Entry]) -> list[Entry]:
 
 
 def write_initramfs(path: str, entries: Iterable[Entry]) -> None:
-    """Write a gzip'd newc archive; mtime=0 keeps equal inputs byte-identical."""
-    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as gz:
+    """Write a gzip-compressed newc archive; mtime=0 and no file name keep equal inputs byte-identical."""
+    with open(path, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=6, mtime=0) as gz:
         write_newc(gz, with_parents(entries))  # type: ignore[arg-type]

@@ -1,0 +1,114 @@
+"""Per-VM files for the ``disk`` template: a qcow2 overlay and a cloud-init seed ISO.
+
+The overlay keeps the distro base image (VEXFS_BASE_IMAGE_PATH) untouched; the
+NoCloud seed installs the self-test image's client key for root and ``tester`` and
+its host key, so a distro guest is verified exactly like the initramfs guest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from vexfs_cockpit.errors import ConfigError, InfraError
+from vexfs_cockpit.fleet.image import GUEST_UID, GUEST_USER, READY_MARKER, GuestImage
+
+
+def _tool(name: str, package: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise InfraError(f"{name} not found (the disk template needs it): `apt-get install {package}`")
+    return path
+
+
+def image_format(path: Path) -> str:
+    """The format qemu-img sees in ``path`` (qcow2, raw, ...)."""
+    proc = subprocess.run([_tool("qemu-img", "qemu-utils"), "info", "--output=json", str(path)],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise InfraError(f"cannot read base image {path}: {proc.stderr.strip()}")
+    return str(json.loads(proc.stdout)["format"])
+
+
+def make_overlay(base: Path, dest: Path) -> Path:
+    """A fresh qcow2 overlay at ``dest`` backed by ``base`` (which is never written)."""
+    if not base.is_file():
+        raise ConfigError(f"fleet.base_image_path {base} does not exist: export VEXFS_BASE_IMAGE_PATH=/path/to/image.qcow2")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.unlink(missing_ok=True)
+    proc = subprocess.run(
+        [_tool("qemu-img", "qemu-utils"), "create", "-q", "-f", "qcow2", "-F", image_format(base),
+         "-b", str(base.resolve()), str(dest)],
+        capture_output=True, text=True, check=False,
+    )
+    if proc.returncode != 0:
+        raise InfraError(f"cannot create the overlay {dest}: {proc.stderr.strip()}")
+    os.chmod(dest, 0o644)
+    return dest
+
+
+@dataclass(frozen=True, slots=True)
+class Seed:
+    user_data: str
+    meta_data: str
+
+
+def seed_contents(img: GuestImage, hostname: str) -> Seed:
+    """cloud-config: keys for root and tester, our host key, and the ready marker on ttyS0."""
+    client = img.client_pubkey.read_text().strip()
+    host_priv = img.host_key_openssh.read_text()
+    indented = "".join(f"      {line}\n" for line in host_priv.splitlines())
+    user_data = f"""#cloud-config
+hostname: {hostname}
+disable_root: false
+ssh_pwauth: false
+ssh_authorized_keys:
+  - {client}
+users:
+  - default
+  - name: {GUEST_USER}
+    uid: {GUEST_UID}
+    shell: /bin/sh
+    lock_passwd: true
+    ssh_authorized_keys:
+      - {client}
+ssh_deletekeys: true
+ssh_genkeytypes: []
+ssh_keys:
+    ed25519_private: |
+{indented}    ed25519_public: {img.host_pubkey}
+runcmd:
+  - [sh, -c, "dmesg -n 8; echo 5 > /proc/sys/kernel/hung_task_timeout_secs; echo on > /proc/sys/kernel/printk_devkmsg || true"]
+  - [sh, -c, "echo '{READY_MARKER}' > /dev/ttyS0"]
+"""
+    meta_data = f"instance-id: {hostname}-{os.urandom(4).hex()}\nlocal-hostname: {hostname}\n"
+    return Seed(user_data, meta_data)
+
+
+def make_seed_iso(img: GuestImage, hostname: str, dest: Path) -> Path:
+    """A NoCloud seed ISO (volume label ``cidata``) at ``dest``."""
+    seed = seed_contents(img, hostname)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="vexfs-seed-") as tmp:
+        (Path(tmp) / "user-data").write_text(seed.user_data)
+        (Path(tmp) / "meta-data").write_text(seed.meta_data)
+        proc = subprocess.run(
+            [_tool("genisoimage", "genisoimage"), "-quiet", "-output", str(dest), "-volid", "cidata",
+             "-joliet", "-rock", "user-data", "meta-data"],
+            cwd=tmp, capture_output=True, text=True, check=False,
+        )
+    if proc.returncode != 0:
+        raise InfraError(f"cannot create the cloud-init seed {dest}: {proc.stderr.strip()}")
+    # Holds the guest host private key: readable by QEMU via libvirt's relabelling only.
+    os.chmod(dest, 0o600)
+    return dest
+
+
+def vm_dir(img: GuestImage, name: str) -> Path:
+    """Where a disk VM's overlay and seed live: beside the image cache (libvirt-qemu can reach it)."""
+    return img.dir.parent.parent / "vms" / name

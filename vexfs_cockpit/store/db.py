@@ -11,7 +11,8 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import platformdirs
@@ -54,7 +55,7 @@ def check_file(path: Path) -> bool:
     try:
         with open(path, "rb") as fh:
             header = fh.read(100)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return False
     except IsADirectoryError:
         raise StoreError(f"history DB {path} is a directory: pass --db PATH to a file") from None
@@ -82,8 +83,30 @@ def verify_schema(path: Path, deep: bool = False) -> int:
     """Read-only check that ``path`` (already past check_file) is a history DB we can use.
 
     Returns its schema version (0: created, never migrated). ``deep`` adds
-    PRAGMA quick_check (O(size); done once when the writer opens).
+    PRAGMA quick_check (O(size); done once when the writer opens). A refused file is
+    left exactly as found: SQLite's read-only open of a WAL database creates empty
+    -wal/-shm side files, which we remove again if we made them.
     """
+    with leave_as_found(path):
+        return _verify_schema(path, deep)
+
+
+@contextmanager
+def leave_as_found(path: Path) -> Iterator[None]:
+    """On StoreError, remove the empty -wal/-shm a read-only open created."""
+    sides = [path.with_name(path.name + s) for s in ("-wal", "-shm")]
+    had = any(p.exists() for p in sides)
+    try:
+        yield
+    except StoreError:
+        wal = sides[0]
+        if not had and (not wal.exists() or wal.stat().st_size == 0):
+            for side in sides:
+                side.unlink(missing_ok=True)
+        raise
+
+
+def _verify_schema(path: Path, deep: bool) -> int:
     try:
         conn = connect_ro(path)
         try:
@@ -102,7 +125,8 @@ def verify_schema(path: Path, deep: bool = False) -> int:
             if deep:
                 problems = [r[0] for r in conn.execute("PRAGMA quick_check(3)")]
                 if problems != ["ok"]:
-                    raise StoreError(f"history DB {path} is corrupt ({problems[0]}): {_FIX}")
+                    lines = [ln for p in problems for ln in p.splitlines() if not ln.startswith("***")]
+                    raise StoreError(f"history DB {path} is corrupt ({(lines or ['quick_check failed'])[0]}): {_FIX}")
             return version
         finally:
             conn.close()
@@ -114,10 +138,10 @@ def ensure_file(path: Path) -> None:
     """Create the directory (0700) and an empty DB file (0600) unless they exist."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.close(fd)
-    except FileExistsError:
-        pass
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass  # another process won the race: check_file/verify will judge it
     except OSError as exc:
         why = exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc))
         raise StoreError(f"cannot create history DB {path}: {why}; pass --db PATH to a writable place") from None

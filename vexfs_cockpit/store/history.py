@@ -30,7 +30,7 @@ from vexfs_cockpit.engine.results import TestResult, TestStatus
 from vexfs_cockpit.errors import StoreError, UsageError
 from vexfs_cockpit.klog.model import KernelReport, Severity
 from vexfs_cockpit.store.codec import attempt_from_dict, evidence_from_dict, retried_pass
-from vexfs_cockpit.store.db import open_reader
+from vexfs_cockpit.store.db import leave_as_found, open_reader
 from vexfs_cockpit.store.report import (
     DomainReport,
     InfraRecord,
@@ -55,8 +55,8 @@ FROM domain_runs d
 JOIN runs r ON r.id = d.run_id
 LEFT JOIN test_results t ON t.run_id = d.run_id AND t.domain = d.domain
 WHERE d.domain = :domain AND d.started_at >= :since AND (:env IS NULL OR r.env = :env)
-GROUP BY d.id
-ORDER BY d.started_at
+GROUP BY d.started_at, d.id
+ORDER BY d.started_at, d.id
 """
 
 TEST_DURATION_TREND_SQL = """
@@ -68,13 +68,24 @@ WHERE t.domain = :domain AND t.test = :test AND t.started_at >= :since
 ORDER BY t.started_at
 """
 
-METRIC_TREND_SQL = """
-SELECT run_id, ts, domain, test, name, value, env
-FROM metrics
-WHERE name = :name AND (:domain IS NULL OR domain = :domain) AND (:test IS NULL OR test = :test)
-  AND ts >= :since AND (:env IS NULL OR env = :env)
-ORDER BY ts
-"""
+
+
+def metric_trend_sql(by_domain: bool, by_test: bool) -> str:
+    """Optional filters are spelled out, not ``(:x IS NULL OR ...)``: a plan is made
+    before the parameters are known, and only plain equalities let metrics_trend
+    serve both the range on ts and the ORDER BY."""
+    keys = ["name = :name"]
+    if by_domain:
+        keys.append("domain = :domain")
+        if by_test:
+            keys.append("test = :test")
+    elif by_test:
+        keys.append("test = :test")
+    return (
+        "SELECT run_id, ts, domain, test, name, value, env FROM metrics "
+        f"WHERE {' AND '.join(keys)} AND ts >= :since AND (:env IS NULL OR env = :env) ORDER BY ts"
+    )
+
 
 LIST_RUNS_SQL = """
 SELECT * FROM runs
@@ -252,14 +263,17 @@ class History:
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection | None]:
-        conn = open_reader(self.path)
-        try:
-            yield conn
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"history DB {self.path} is corrupt ({exc}): move it away or pass --db PATH") from None
-        finally:
-            if conn is not None:
-                conn.close()
+        with leave_as_found(self.path):
+            conn = open_reader(self.path)
+            try:
+                yield conn
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(
+                    f"history DB {self.path} is corrupt ({exc}): move it away or pass --db PATH"
+                ) from None
+            finally:
+                if conn is not None:
+                    conn.close()
 
     # -- runs ------------------------------------------------------------------------
     def list_runs(
@@ -455,7 +469,7 @@ class History:
             if conn is None:
                 return []
             rows = conn.execute(
-                METRIC_TREND_SQL,
+                metric_trend_sql(domain is not None, test is not None),
                 {"name": name, "domain": domain, "test": test, "since": _since(since), "env": env},
             ).fetchall()
         return [MetricPoint(r["run_id"], r["ts"], r["domain"], r["test"], r["name"], r["value"], r["env"]) for r in rows]

@@ -276,7 +276,10 @@ class ReportBuilder:
             case TestFinished():
                 r = ev.result
                 extra = self._pending_metrics.pop((r.domain, r.name), {})
-                self._domain(r.domain, ev.ts).tests.append(merge_metrics(r, extra))
+                d = self._domain(r.domain, ev.ts)
+                d.tests.append(merge_metrics(r, extra))
+                if d.current_test == r.name:
+                    d.current_test = ""
             case MetricRecorded():
                 self._metric(rep, ev)
             case KernelEventRaised():

@@ -54,6 +54,7 @@ CREATE TABLE runs (
     domains TEXT NOT NULL DEFAULT '[]', -- planned domains, JSON list
     counts TEXT NOT NULL DEFAULT '{}',  -- TestStatus -> count, from RunFinished
     reason TEXT NOT NULL DEFAULT '',
+    last_event_at REAL,                 -- newest event of the run: an abandoned run's end
     -- who is writing it, to tell a live run from one whose process died
     pid INTEGER,
     proc_start INTEGER,                 -- /proc/<pid>/stat starttime: guards against pid reuse

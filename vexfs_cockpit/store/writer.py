@@ -84,8 +84,7 @@ class StoreWriter:
         """
         try:
             with self._tx():
-                for ev, run_ctx in items:
-                    self._write(ev, run_ctx)
+                self._write_items(items)
             return []
         except Exception as exc:
             if len(items) == 1 or (isinstance(exc, sqlite3.DatabaseError) and _is_fatal(exc)):
@@ -95,11 +94,24 @@ class StoreWriter:
         for item in items:
             try:
                 with self._tx():
-                    self._write(*item)
+                    self._write_items([item])
             except Exception as exc:  # keep going: one bad event must not lose the rest
                 log.exception("history: cannot store %s", type(item[0]).__name__)
                 failures.append(self._describe(item[0], exc))
         return failures
+
+    def _write_items(self, items: Sequence[Item]) -> None:
+        newest: dict[str, float] = {}
+        for ev, run_ctx in items:
+            self._write(ev, run_ctx)
+            run_id = getattr(ev, "run_id", "") or run_ctx
+            if run_id and run_id in self._env:  # only runs that have a row
+                newest[run_id] = max(newest.get(run_id, ev.ts), ev.ts)
+        for run_id, ts in newest.items():
+            self.conn.execute(
+                "UPDATE runs SET last_event_at = max(coalesce(last_event_at, ?), ?) WHERE id=?",
+                (ts, ts, run_id),
+            )
 
     def _describe(self, ev: Event, exc: BaseException) -> str:
         return f"history DB {self.path}: cannot store {type(ev).__name__} ({exc})"
@@ -347,14 +359,7 @@ class StoreWriter:
         # The last thing we heard from the run, not "now": a run found days later
         # must not claim a days-long duration.
         row = self.conn.execute(
-            "SELECT max(t) FROM ("
-            " SELECT started_at AS t FROM runs WHERE id=:r"
-            " UNION ALL SELECT max(finished_at) FROM test_results WHERE run_id=:r"
-            " UNION ALL SELECT max(started_at) FROM domain_runs WHERE run_id=:r"
-            " UNION ALL SELECT max(finished_at) FROM domain_runs WHERE run_id=:r"
-            " UNION ALL SELECT max(ts) FROM kernel_events WHERE run_id=:r"
-            " UNION ALL SELECT max(ts) FROM vm_samples WHERE run_id=:r)",
-            {"r": run_id},
+            "SELECT max(started_at, coalesce(last_event_at, started_at)) FROM runs WHERE id=?", (run_id,)
         ).fetchone()
         return float(row[0]) if row and row[0] is not None else time.time()
 

@@ -8,7 +8,8 @@ History queries go to a real SQLite store when ``history`` is given one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,21 +29,9 @@ from vexfs_cockpit.engine.events import (
 from vexfs_cockpit.engine.results import CommandRecord, Evidence, TestResult, TestStatus
 from vexfs_cockpit.errors import InfraError
 from vexfs_cockpit.klog.model import KernelReport, Severity
-from vexfs_cockpit.tui.backend import (
-    ActionResult,
-    Comparison,
-    CrashSignature,
-    HistoryCatalog,
-    MetricKey,
-    RunChoices,
-    RunDetail,
-    RunFilter,
-    RunRequest,
-    RunRow,
-    TestRef,
-    TrendPoint,
-    VmInfo,
-)
+from vexfs_cockpit.store.history import History
+from vexfs_cockpit.tui.backend import ActionResult, RunChoices, RunRequest, VmInfo
+from vexfs_cockpit.tui.history_queries import HistoryQueries
 
 T0 = 1_764_000_000.0  # fixed wall clock for deterministic screens (2025-11-24)
 DOMAINS = (
@@ -56,13 +45,18 @@ DOMAINS = (
 
 
 @dataclass
-class UiBackend:
+class UiBackend(HistoryQueries):
+    """History queries go to a real store DB at ``db_path`` (absent file: empty history)."""
+
+    db_path: Path = Path("/nonexistent/vexfs-cockpit-test/history.db")
     vms: list[VmInfo] = field(default_factory=list)
     vm_error: str | None = None
-    history: Any = None  # an object with the history half of CockpitBackend
     kbuild_result: ActionResult = field(default_factory=lambda: ActionResult(True, "built vexfs_selftest.ko"))
     calls: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
     _bus: EventBus = field(default_factory=EventBus)
+
+    def __post_init__(self) -> None:
+        HistoryQueries.__init__(self, History(self.db_path))
 
     @property
     def bus(self) -> EventBus:
@@ -119,34 +113,6 @@ class UiBackend:
     async def kunload(self, vm: str) -> ActionResult:
         self.calls.append(("kunload", (vm,)))
         return ActionResult(True, f"unloaded on {vm}")
-
-    # history: delegated to a real store adapter when given, else empty
-    def history_catalog(self) -> HistoryCatalog:
-        return self.history.history_catalog() if self.history else HistoryCatalog()
-
-    def list_runs(self, flt: RunFilter) -> list[RunRow]:
-        return self.history.list_runs(flt) if self.history else []
-
-    def run_detail(self, run_id: str) -> RunDetail | None:
-        return self.history.run_detail(run_id) if self.history else None
-
-    def domain_trend(self, domain: str, since: float | None) -> list[TrendPoint]:
-        return self.history.domain_trend(domain, since) if self.history else []
-
-    def test_duration_trend(self, domain: str, test: str, since: float | None) -> list[TrendPoint]:
-        return self.history.test_duration_trend(domain, test, since) if self.history else []
-
-    def metric_trend(self, key: MetricKey, since: float | None) -> list[TrendPoint]:
-        return self.history.metric_trend(key, since) if self.history else []
-
-    def compare_runs(self, a: str, b: str) -> Comparison:
-        return self.history.compare_runs(a, b) if self.history else Comparison(a, b)
-
-    def crash_signatures(self, limit: int = 200) -> list[CrashSignature]:
-        return self.history.crash_signatures(limit) if self.history else []
-
-    def expected_durations(self, env: str, domains: Sequence[str]) -> dict[TestRef, float]:
-        return self.history.expected_durations(env, domains) if self.history else {}
 
     def called(self, name: str) -> list[tuple[Any, ...]]:
         return [args for n, args in self.calls if n == name]
@@ -257,3 +223,90 @@ def finished_run_events(t: float = T0) -> list[Event]:
 def screen_text(app: Any) -> str:
     """The screen as plain text, for assertions and debugging."""
     return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+
+
+# -- a real history DB, written through the store's public API --------------------------
+
+DAY = 86400.0
+
+
+def _run_events(run_id: str, env: str, t: float, outcomes: dict[tuple[str, str], tuple[TestStatus, float]],
+                kernel: list[KernelEventRaised] = (), metrics: dict[str, float] | None = None,
+                retried: frozenset[tuple[str, str]] = frozenset()) -> list[Event]:
+    from vexfs_cockpit.engine.events import MetricRecorded, RunFinished
+    from vexfs_cockpit.engine.results import Attempt
+
+    domains = tuple(dict.fromkeys(d for d, _ in outcomes))
+    evs: list[Event] = [RunStarted(run_id=run_id, config_path="configs/default.yaml", profile="selftest", env=env, domains=domains, ts=t)]
+    clock = t
+    counts: dict[str, int] = {}
+    for dom in domains:
+        vm = f"vexfs-{env}-{dom}-0"
+        planned = tuple(test for d, test in outcomes if d == dom)
+        evs.append(DomainStarted(run_id=run_id, domain=dom, vm=vm, planned_tests=planned, ts=clock))
+        dom_bad = False
+        for test in planned:
+            status, dur = outcomes[(dom, test)]
+            evs.append(TestStarted(run_id=run_id, domain=dom, test=test, attempt=1, vm=vm, ts=clock))
+            r = result(dom, test, status, dur, clock, message="" if status is TestStatus.PASSED else f"{test}: exit 1",
+                       exit_code=0 if status is TestStatus.PASSED else 1)
+            if (dom, test) in retried:
+                r.attempts = [Attempt(1, TestStatus.FAILED, "flaked", dur), Attempt(2, status, "", dur)]
+            for k in kernel:
+                if k.domain == dom and k.test == test:
+                    evs.append(dataclasses.replace(k, run_id=run_id, ts=clock + dur / 2))
+            for name, value in (metrics or {}).items():
+                m_dom, m_test, m_name = name.split(".")
+                if (m_dom, m_test) == (dom, test):
+                    evs.append(MetricRecorded(run_id=run_id, domain=dom, test=test, name=m_name, value=value, ts=clock + dur))
+            clock += dur
+            evs.append(TestFinished(run_id=run_id, result=r, ts=clock))
+            counts[status.value] = counts.get(status.value, 0) + 1
+            dom_bad |= status.bad
+        evs.append(DomainFinished(run_id=run_id, domain=dom, status="failed" if dom_bad else "passed", counts={}, ts=clock))
+    bad = any(s.bad for s, _ in outcomes.values())
+    evs.append(RunFinished(run_id=run_id, status="failed" if bad else "passed", counts=counts, ts=clock + 1))
+    return evs
+
+
+def history_runs() -> list[list[Event]]:
+    """Three runs over three days: a pass, a regression with a WARNING, a flaky fix with a panic."""
+    P, F, TO = TestStatus.PASSED, TestStatus.FAILED, TestStatus.TIMEOUT
+    base = {
+        ("kernel_module", "module_build"): (P, 1.0),
+        ("kernel_module", "module_load"): (P, 2.0),
+        ("filesystem_operations", "mount"): (P, 0.5),
+    }
+    _, warn = warn_event("vexfs-dev-kernel_module-0", 40, T0)
+    warn = dataclasses.replace(warn, domain="kernel_module", test="module_load")
+    panic_report = KernelReport(kind="panic", title="Kernel panic - not syncing: Fatal exception", severity=Severity.CRITICAL,
+                                line=90, module=None, text="Kernel panic - not syncing: Fatal exception\n---[ end Kernel panic ]---",
+                                vm="vexfs-ci-filesystem_operations-0")
+    panic = KernelEventRaised(vm="vexfs-ci-filesystem_operations-0", report=panic_report, domain="filesystem_operations", test="mount")
+    return [
+        _run_events("run-a", "dev", T0 - 3 * DAY, base, metrics={"kernel_module.module_load.load_time_ms": 12.0}),
+        _run_events("run-b", "dev", T0 - 2 * DAY, {**base, ("kernel_module", "module_load"): (F, 2.6)}, kernel=[warn],
+                    metrics={"kernel_module.module_load.load_time_ms": 15.5}),
+        _run_events("run-c", "ci", T0 - 1 * DAY, {**base, ("kernel_module", "module_load"): (P, 2.2), ("filesystem_operations", "mount"): (TO, 30.0)},
+                    kernel=[panic], metrics={"kernel_module.module_load.load_time_ms": 11.0},
+                    retried=frozenset({("kernel_module", "module_load")})),
+    ]
+
+
+async def seed_history(path: Path) -> None:
+    """Record ``history_runs()`` into a fresh DB at ``path`` via HistoryStore + Recorder."""
+    from vexfs_cockpit.store.recorder import HistoryStore, Recorder
+
+    store = HistoryStore.open(path)
+    try:
+        bus = EventBus()
+        recorder = Recorder(store, bus)
+        recorder.start()
+        for run in history_runs():
+            for ev in run:
+                bus.publish(ev)
+        await recorder.flush()
+        await recorder.aclose()
+        assert recorder.error is None, recorder.error
+    finally:
+        store.close()

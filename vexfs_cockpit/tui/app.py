@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from textual.app import App
@@ -25,8 +26,8 @@ from vexfs_cockpit.engine.events import (
     InfraProblem,
     KernelEventRaised,
     KernelLogLine,
+    DomainStarted,
     RunFinished,
-    RunStarted,
 )
 from vexfs_cockpit.tui.backend import ActionResult, CockpitBackend, RunRequest, TestRef
 from vexfs_cockpit.tui.commands import CockpitCommands
@@ -68,7 +69,6 @@ class CockpitApp(App[int]):
         self.pump_interval = pump_interval
         self.state = LiveState()
         self._sub: Subscription | None = None
-        self._expected_for: str | None = None  # run id whose ETAs were fetched
         self.theme = "textual-dark"
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -117,8 +117,8 @@ class CockpitApp(App[int]):
             if isinstance(ev, InfraProblem):
                 where = f"{ev.vm}: " if ev.vm else ""
                 self.notify(f"{where}{ev.message}", title="infrastructure", severity="error", timeout=10)
-            elif isinstance(ev, RunStarted):
-                self._fetch_expected(ev.run_id, ev.env, ev.domains)
+            elif isinstance(ev, DomainStarted):
+                self._fetch_expected(ev.domain, ev.planned_tests)
             elif isinstance(ev, RunFinished):
                 sev = "information" if ev.status == "passed" else "warning"
                 self.notify(f"run {ev.run_id} {ev.status}" + (f": {ev.reason}" if ev.reason else ""), severity=sev)
@@ -191,18 +191,16 @@ class CockpitApp(App[int]):
             if live is not None:
                 live(changed, [])
 
-    def _fetch_expected(self, run_id: str, env: str, domains: Iterable[str]) -> None:
-        if self._expected_for == run_id:
-            return
-        self._expected_for = run_id
-        doms = tuple(domains)
+    def _fetch_expected(self, domain: str, tests: Sequence[str]) -> None:
+        env = self.state.run.env if self.state.run is not None else ""
         self.query_history(
             "ETA from history",
             self.backend.expected_durations,
             env,
-            doms,
-            then=lambda exp: self.consume_state(self.state.set_expected(exp)),
-            group="expected",
+            domain,
+            tuple(tests),
+            then=lambda exp: self.consume_state(self.state.set_expected(domain, exp)),
+            group=f"expected-{domain}",
         )
 
     # -- run control ----------------------------------------------------------------------
@@ -360,11 +358,21 @@ class CockpitApp(App[int]):
 
 
 def run_tui(args: argparse.Namespace) -> int:
-    """Entry point for `vexfs-cockpit tui`: open an engine session and run the app."""
-    # TODO(lead): ``open_session`` builds the real backend (config, fleet, runner, store)
-    # satisfying ``vexfs_cockpit.tui.backend.CockpitBackend``.
-    from vexfs_cockpit.engine.session import open_session  # type: ignore[import-not-found]
+    """Entry point for `vexfs-cockpit tui`: open an engine session and run the app.
 
-    backend = open_session(args)
-    result = CockpitApp(backend).run()
-    return int(result or 0)
+    The session is opened inside the loop the app then runs on, so the engine's tasks,
+    the bus and libvirt's event forwarding all live on one loop.
+    """
+
+    async def main() -> int:
+        # TODO(lead): ``open_session(args)`` must return (or be wrapped into) an object
+        # satisfying ``vexfs_cockpit.tui.backend.CockpitBackend``; its history half can
+        # delegate to ``vexfs_cockpit.tui.history_queries.HistoryQueries``.
+        from vexfs_cockpit.engine.session import open_session
+
+        opened = open_session(args)
+        backend = await opened if inspect.isawaitable(opened) else opened
+        result = await CockpitApp(backend).run_async()  # type: ignore[arg-type]
+        return int(result or 0)
+
+    return asyncio.run(main())

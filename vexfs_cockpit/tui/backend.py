@@ -10,8 +10,9 @@ Threading contract:
 - Any method may raise ``vexfs_cockpit.errors.CockpitError``; ``str(err)`` is shown as
   a one-line notification. Other exceptions are shown as one line too, never a traceback.
 
-The view models here are the TUI's vocabulary for history data; the backend adapter
-maps the store's rows onto them (see ``store_adapter.py``).
+History answers are the store's own rows (``vexfs_cockpit.store.history``):
+``history_queries.HistoryQueries`` implements the history half of this protocol over
+a ``History`` object, so a backend can simply delegate to it.
 """
 
 from __future__ import annotations
@@ -21,8 +22,15 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, runtime_checkable
 
 from vexfs_cockpit.engine.bus import EventBus
-from vexfs_cockpit.engine.results import TestResult
-from vexfs_cockpit.klog.model import Severity
+from vexfs_cockpit.store.history import (
+    CrashSignature,
+    DomainTrendPoint,
+    DurationPoint,
+    MetricPoint,
+    RunComparison,
+    RunSummary,
+)
+from vexfs_cockpit.store.report import RunReport
 
 # -- commands -----------------------------------------------------------------------
 
@@ -72,7 +80,7 @@ class ActionResult:
     output: str = ""  # compiler / insmod output, shown on demand
 
 
-# -- history view models --------------------------------------------------------------
+# -- history queries --------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,63 +91,6 @@ class RunFilter:
     since: float | None = None  # wall clock
     text: str = ""  # free-text search (run id, profile, test names, messages)
     limit: int = 200
-
-
-@dataclass(frozen=True, slots=True)
-class RunRow:
-    run_id: str
-    started_at: float
-    finished_at: float | None
-    env: str
-    profile: str
-    status: str
-    counts: dict[str, int]  # TestStatus value -> count
-    domains: tuple[str, ...] = ()
-    reason: str = ""
-
-    @property
-    def duration_s(self) -> float | None:
-        return None if self.finished_at is None else self.finished_at - self.started_at
-
-
-@dataclass(frozen=True, slots=True)
-class DomainRow:
-    domain: str
-    status: str
-    counts: dict[str, int]
-    vm: str = ""
-    reason: str = ""
-    started_at: float | None = None
-    finished_at: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class KernelEventRow:
-    ts: float
-    vm: str
-    kind: str
-    title: str
-    severity: Severity
-    text: str = ""
-    domain: str = ""
-    test: str = ""
-    expected: bool = False
-
-
-@dataclass(slots=True)
-class RunDetail:
-    run: RunRow
-    domains: list[DomainRow]
-    tests: list[TestResult]  # name/domain/evidence filled in, as the runner stored them
-    kernel_events: list[KernelEventRow]
-    metrics: dict[TestRef, dict[str, float]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class TrendPoint:
-    ts: float
-    value: float
-    run_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,34 +112,6 @@ class HistoryCatalog:
     domains: tuple[str, ...] = ()
     tests: dict[str, tuple[str, ...]] = field(default_factory=dict)  # domain -> tests
     metrics: tuple[MetricKey, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Comparison:
-    """Run ``a`` (older) against run ``b`` (newer). Entries are TestRefs.
-
-    ``flaky`` follows the store's definition (passed only after a retry, or differing
-    across recent runs).
-    """
-
-    a: str
-    b: str
-    new_failures: tuple[TestRef, ...] = ()
-    fixed: tuple[TestRef, ...] = ()
-    still_failing: tuple[TestRef, ...] = ()
-    flaky: tuple[TestRef, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class CrashSignature:
-    signature: str  # "kind: title"
-    kind: str
-    title: str
-    first_seen: float
-    last_seen: float
-    count: int
-    last_run_id: str = ""
-    last_test: str = ""  # "domain.test" where it was last seen
 
 
 # -- the protocol ---------------------------------------------------------------------
@@ -246,24 +169,22 @@ class CockpitBackend(Protocol):
     # history (sync: called from thread workers)
     def history_catalog(self) -> HistoryCatalog: ...
 
-    def list_runs(self, flt: RunFilter) -> list[RunRow]: ...
+    def list_runs(self, flt: RunFilter) -> list[RunSummary]: ...
 
-    def run_detail(self, run_id: str) -> RunDetail | None: ...
+    def run_detail(self, run_id: str) -> RunReport | None: ...
 
-    def domain_trend(self, domain: str, since: float | None) -> list[TrendPoint]:
-        """Pass rate (percent) of ``domain`` per run."""
+    def domain_trend(self, domain: str, since: float | None) -> list[DomainTrendPoint]: ...
+
+    def test_duration_trend(self, domain: str, test: str, since: float | None) -> list[DurationPoint]: ...
+
+    def metric_trend(self, key: MetricKey, since: float | None) -> list[MetricPoint]: ...
+
+    def compare_runs(self, a: str, b: str) -> RunComparison:
+        """``a`` is the older run (baseline), ``b`` the newer."""
         ...
-
-    def test_duration_trend(self, domain: str, test: str, since: float | None) -> list[TrendPoint]:
-        """Duration (seconds) of one test per run."""
-        ...
-
-    def metric_trend(self, key: MetricKey, since: float | None) -> list[TrendPoint]: ...
-
-    def compare_runs(self, a: str, b: str) -> Comparison: ...
 
     def crash_signatures(self, limit: int = 200) -> list[CrashSignature]: ...
 
-    def expected_durations(self, env: str, domains: Sequence[str]) -> dict[TestRef, float]:
-        """Typical duration of each test from history (for ETAs); missing when unknown."""
+    def expected_durations(self, env: str, domain: str, tests: Sequence[str]) -> dict[str, float]:
+        """Typical duration of each test from history (for ETAs); absent when unknown."""
         ...

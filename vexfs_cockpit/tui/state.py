@@ -263,8 +263,9 @@ class LiveState:
         self.fleet_error = message
         return {Part.VMS}
 
-    def set_expected(self, expected: Mapping[TestRef, float]) -> set[Part]:
-        self.expected.update(expected)
+    def set_expected(self, domain: str, expected: Mapping[str, float]) -> set[Part]:
+        """Typical test durations from history, for ETAs."""
+        self.expected.update({TestRef(domain, test): secs for test, secs in expected.items()})
         return {Part.DOMAINS}
 
     # -- derived -----------------------------------------------------------------

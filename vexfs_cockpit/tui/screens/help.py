@@ -38,13 +38,27 @@ class HelpScreen(ModalScreen[None]):
         table = Table(box=None, show_header=False, padding=(0, 1), expand=True)
         table.add_column(style="bold cyan", no_wrap=True)
         table.add_column()
+        sections: dict[str, list[tuple[str, str]]] = {"This screen": [], "Everywhere": [], "Focused widget": []}
         seen: set[str] = set()
-        for key, active in self.on_screen.active_bindings.items():
+        for active in self.on_screen.active_bindings.values():
             b = active.binding
             if not b.description or b.action in seen:
                 continue
             seen.add(b.action)
-            table.add_row(self.app.get_key_display(b), b.description)
+            if active.node is self.on_screen:
+                section = "This screen"
+            elif active.node is self.app:
+                section = "Everywhere"
+            else:
+                section = "Focused widget"
+            sections[section].append((self.app.get_key_display(b), b.description))
+        for title, rows in sections.items():
+            if not rows:
+                continue
+            table.add_row(Text(title, style="bold underline"), "")
+            for key, desc in rows:
+                table.add_row(key, desc)
+            table.add_row("", "")
         return table
 
     def action_close(self) -> None:

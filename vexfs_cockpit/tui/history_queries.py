@@ -1,0 +1,86 @@
+"""The history half of ``CockpitBackend`` over the store's read API.
+
+Blocking (SQLite): the TUI calls these from thread workers. A backend delegates its
+history methods here: ``HistoryQueries(History(db_path))``.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+
+from vexfs_cockpit.engine.results import TestStatus
+from vexfs_cockpit.store.history import (
+    CrashSignature,
+    DomainTrendPoint,
+    DurationPoint,
+    History,
+    MetricPoint,
+    RunComparison,
+    RunSummary,
+)
+from vexfs_cockpit.store.report import RunReport
+from vexfs_cockpit.tui.backend import HistoryCatalog, MetricKey, RunFilter
+
+CATALOG_RUNS = 8  # the newest runs whose tests fill the trend pickers
+ETA_SAMPLES = 5  # ETAs use the median of this many latest durations
+
+
+class HistoryQueries:
+    def __init__(self, history: History):
+        self.history = history
+
+    def history_catalog(self) -> HistoryCatalog:
+        runs = self.history.list_runs(limit=1000)
+        envs = sorted({r.env for r in runs if r.env})
+        tests: dict[str, set[str]] = {}
+        for run in runs[:CATALOG_RUNS]:
+            detail = self.history.run_detail(run.run_id)
+            if detail is None:
+                continue
+            for dom in detail.domains:
+                names = tests.setdefault(dom.name, set())
+                names.update(dom.planned_tests)
+                names.update(t.name for t in dom.tests)
+        metrics = tuple(MetricKey(name, domain, test) for domain, test, name in self.history.metric_names())
+        return HistoryCatalog(
+            envs=tuple(envs),
+            domains=tuple(sorted(tests)),
+            tests={d: tuple(sorted(ts)) for d, ts in tests.items()},
+            metrics=metrics,
+        )
+
+    def list_runs(self, flt: RunFilter) -> list[RunSummary]:
+        return self.history.list_runs(
+            env=flt.env, domain=flt.domain, status=flt.status, since=flt.since, text=flt.text or None, limit=flt.limit
+        )
+
+    def run_detail(self, run_id: str) -> RunReport | None:
+        return self.history.run_detail(run_id)
+
+    def domain_trend(self, domain: str, since: float | None) -> list[DomainTrendPoint]:
+        return self.history.domain_trend(domain, since)
+
+    def test_duration_trend(self, domain: str, test: str, since: float | None) -> list[DurationPoint]:
+        return self.history.test_duration_trend(domain, test, since)
+
+    def metric_trend(self, key: MetricKey, since: float | None) -> list[MetricPoint]:
+        return self.history.metric_trend(key.name, key.domain or None, key.test or None, since)
+
+    def compare_runs(self, a: str, b: str) -> RunComparison:
+        return self.history.compare_runs(a, b)
+
+    def crash_signatures(self, limit: int = 200) -> list[CrashSignature]:
+        return self.history.crash_signatures(limit)
+
+    def expected_durations(self, env: str, domain: str, tests: Sequence[str]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for test in tests:
+            points = [
+                p.duration_s
+                for p in self.history.test_duration_trend(domain, test, env=env)
+                if p.status != TestStatus.SKIPPED.value
+            ]
+            if points:
+                out[test] = statistics.median(points[-ETA_SAMPLES:])
+        return out

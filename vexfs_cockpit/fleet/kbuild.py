@@ -1,0 +1,149 @@
+"""Build an out-of-tree kernel module on the host against a guest kernel's headers.
+
+The source is copied into a fresh build dir first, so the repo never collects
+*.o/*.ko and every build is a real build from scratch (no stale objects). All
+commands go through a host ``Target`` so they land in the test's evidence; the
+host target must see this machine's filesystem (``LocalTarget``).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vexfs_cockpit.engine.target import Target
+from vexfs_cockpit.errors import InfraError
+
+# Build outputs never copied from the source dir (a manual build there must not leak in).
+_ARTIFACTS = ("*.o", "*.ko", "*.mod", "*.mod.c", "*.cmd", ".*.cmd", "modules.order", "Module.symvers", ".tmp_versions")
+
+# gcc/clang: "path/file.c:38:16: error: msg" (column optional; "fatal error" too).
+_CC_ERROR = re.compile(r"^(?P<loc>[^\s:][^:]*:\d+(?::\d+)?): (?:fatal )?error: (?P<msg>.+)$")
+# modpost: 'ERROR: modpost: "sym" [/path/x.ko] undefined!'
+_MODPOST_ERROR = re.compile(r"^ERROR: modpost: (?P<msg>.+)$")
+_MAKE_ERROR = re.compile(r"^make(?:\[\d+\])?: \*\*\* (?P<msg>.+)$")
+
+
+class KernelHeadersMissing(InfraError):
+    """No /lib/modules/<kernel>/build: the host cannot build for that kernel."""
+
+
+def headers_dir(kernel: str) -> Path:
+    return Path("/lib/modules") / kernel / "build"
+
+
+@dataclass(frozen=True, slots=True)
+class KbuildResult:
+    kernel: str
+    command: str
+    build_dir: Path
+    exit_code: int | None  # None: killed by the timeout
+    output: str  # everything make and the compiler printed
+    duration_s: float
+    kos: tuple[Path, ...] = ()
+    errors: tuple[str, ...] = field(default=())  # first error lines, paths relative to the build dir
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and bool(self.kos)
+
+    @property
+    def ko(self) -> Path | None:
+        return self.kos[0] if self.kos else None
+
+    @property
+    def message(self) -> str:
+        """One line for a test result or the user."""
+        if self.ok:
+            return f"built {', '.join(k.name for k in self.kos)} for {self.kernel} in {self.duration_s:.1f}s"
+        if self.timed_out:
+            return f"kbuild for {self.kernel} timed out after {self.duration_s:.0f}s"
+        if self.errors:
+            more = f" (+{len(self.errors) - 1} more)" if len(self.errors) > 1 else ""
+            return f"build failed for {self.kernel}: {self.errors[0]}{more}"
+        if self.exit_code == 0:
+            return f"make succeeded for {self.kernel} but produced no .ko in {self.build_dir}"
+        last = next((ln for ln in reversed(self.output.splitlines()) if ln.strip()), "no output")
+        return f"build failed for {self.kernel} (exit {self.exit_code}): {last.strip()}"
+
+
+def parse_errors(output: str, build_dir: Path | None = None, limit: int = 5) -> tuple[str, ...]:
+    """The first compiler/modpost error lines; make's own '***' lines only if there are none."""
+    prefix = f"{build_dir}/" if build_dir else None
+    found: list[str] = []
+    make_lines: list[str] = []
+    for raw in output.splitlines():
+        line = raw.strip()
+        if m := _CC_ERROR.match(line):
+            loc = m["loc"]
+            if prefix and loc.startswith(prefix):
+                loc = loc[len(prefix):]
+            found.append(f"{loc}: error: {m['msg']}")
+        elif m := _MODPOST_ERROR.match(line):
+            msg = m["msg"].replace(prefix, "") if prefix else m["msg"]
+            found.append(f"modpost: {msg}")
+        elif m := _MAKE_ERROR.match(line):
+            make_lines.append(f"make: {m['msg']}")
+        if len(found) >= limit:
+            break
+    return tuple(found or make_lines[:1])
+
+
+async def kbuild(
+    src: Path,
+    kernel: str,
+    out_dir: Path | None,
+    host: Target,
+    *,
+    make_args: Sequence[str] = (),
+    jobs: int = 2,
+    timeout: float = 600.0,
+) -> KbuildResult:
+    """Copy ``src`` to ``out_dir/<src.name>-<kernel>/`` (fresh) and run kbuild there.
+
+    ``out_dir=None`` builds under a new temp dir. ``make_args`` are extra make
+    words, e.g. ``["BREAK_BUILD=1"]``. A failed build is a result, not an
+    exception; missing headers or source raise (the fix is on the host).
+    """
+    if not kernel:
+        raise ValueError("kbuild needs the guest kernel version (uname -r)")
+    src = src.resolve()
+    if not src.is_dir():
+        raise InfraError(f"module source {src} is not a directory: check the kernel_module source path in the config")
+    kdir = headers_dir(kernel)
+    if not (kdir / "Makefile").exists():
+        raise KernelHeadersMissing(
+            f"no kernel headers for {kernel} at {kdir}: install them with `apt-get install linux-headers-{kernel}`"
+        )
+    base = out_dir if out_dir is not None else Path(tempfile.mkdtemp(prefix="vexfs-kbuild-"))
+    build_dir = (base / f"{src.name}-{kernel}").resolve()
+
+    excludes = " ".join(f"--exclude={shlex.quote(p)}" for p in _ARTIFACTS)
+    b, s = shlex.quote(str(build_dir)), shlex.quote(str(src))
+    copy = f"rm -rf {b} && mkdir -p {b} && tar -C {s} {excludes} -cf - . | tar -C {b} -xf -"
+    res = await host.run(copy, timeout=60)
+    if not res.ok:
+        raise InfraError(f"cannot copy {src} to build dir {build_dir}: {res.first_line() or f'exit {res.exit_code}'}")
+
+    cmd = shlex.join(["make", "-C", str(kdir), f"M={build_dir}", f"-j{max(1, jobs)}", "modules", *make_args])
+    started = time.monotonic()
+    res = await host.run(cmd, timeout=timeout)
+    duration = time.monotonic() - started
+    kos = tuple(sorted(build_dir.glob("*.ko"))) if res.exit_code == 0 else ()
+    return KbuildResult(
+        kernel=kernel,
+        command=cmd,
+        build_dir=build_dir,
+        exit_code=res.exit_code,
+        output=res.output,
+        duration_s=duration,
+        kos=kos,
+        errors=() if res.exit_code == 0 else parse_errors(res.output, build_dir),
+        timed_out=res.timed_out,
+    )

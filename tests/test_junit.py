@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 from junitparser import Error, Failure, JUnitXml, Skipped
 
-from tests.test_store_support import FS, KM, T0, E, F, P, RunSpec, S, T, kreport, record_sync, run_events
+from tests.test_store_support import FS, KM, T0, E, F, P, RunSpec, S, T, kreport, record, record_sync, run_events
 from vexfs_cockpit.batch.json_report import FORMAT, report_dict, write_json_report
 from vexfs_cockpit.batch.junit import junit_xml, write_junit, xml_safe
 from vexfs_cockpit.engine.events import DomainStarted, InfraProblem, RunFinished, RunStarted, VmStateChanged
@@ -138,5 +139,23 @@ def test_events_and_store_give_the_same_documents(tmp_path: Path) -> None:
     stored = History(db).run_detail("run-1")
     live = build(run_events(SPEC))
     assert stored is not None
+    assert junit_xml(stored) == junit_xml(live)
+    assert report_dict(stored) == report_dict(live)
+
+
+def test_a_huge_kernel_log_window_is_capped_the_same_way_live_and_stored(tmp_path: Path) -> None:
+    from vexfs_cockpit.store.codec import MAX_KERNEL_LOG_LINES
+
+    events = run_events(RunSpec("big", T0, outcomes={(KM, "load"): F}))
+    fin = next(e for e in events if type(e).__name__ == "TestFinished")
+    fin.result.evidence.kernel_log[:] = [f"line {i}" for i in range(MAX_KERNEL_LOG_LINES + 500)]
+    db = tmp_path / "h.db"
+    asyncio.run(record(db, events))
+    stored = History(db).run_detail("big")
+    assert stored is not None
+    window = stored.tests()[0].evidence.kernel_log
+    assert len(window) == MAX_KERNEL_LOG_LINES and window[-1] == f"line {MAX_KERNEL_LOG_LINES + 499}"
+    assert "501 earlier kernel log lines not stored" in window[0]
+    live = build(events)
     assert junit_xml(stored) == junit_xml(live)
     assert report_dict(stored) == report_dict(live)

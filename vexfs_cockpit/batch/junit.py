@@ -55,13 +55,13 @@ class _Suite:
         if body:
             el.text = xml_safe(body)
 
-    def finish(self, system_out: str = "") -> None:
+    def finish(self, host: str, system_out: str = "") -> None:
         for k, v in self.counts.items():
             self.el.set(k, str(v))
         self.el.set("time", _secs(self.duration))
         if self.started_at is not None:
-            self.el.set("timestamp", fmt_iso(self.started_at) or "")
-        self.el.set("hostname", socket.gethostname())
+            self.el.set("timestamp", fmt_iso(self.started_at, with_offset=False) or "")
+        self.el.set("hostname", xml_safe(host or socket.gethostname()))
         if system_out:
             ET.SubElement(self.el, "system-out").text = xml_safe(system_out)
 
@@ -99,7 +99,7 @@ def _domain_suite(root: ET.Element, report: RunReport, domain: DomainReport) -> 
     lines = [f"domain {domain.name}: {domain.status} on {domain.vm or '?'}" + (f" ({domain.reason})" if domain.reason else "")]
     lines += [f"  {k}={v:g}" for k, v in sorted(domain.metrics.items())]
     lines += [kernel_report_text(k.report, k.expected) for k in unclaimed]
-    suite.finish("\n".join(lines) + "\n")
+    suite.finish(report.run.host, "\n".join(lines) + "\n")
     return suite
 
 
@@ -119,7 +119,7 @@ def _run_suite(root: ET.Element, report: RunReport) -> _Suite | None:
     if run.status in ("errored", "aborted", "running"):
         message = run.reason or ("run did not finish" if run.status == "running" else f"run {run.status}")
         suite.outcome(case, "error", run.status.upper(), message, body)
-    suite.finish(body)
+    suite.finish(report.run.host, body)
     return suite
 
 

@@ -240,11 +240,13 @@ def _loads(text: str | None, default: Any) -> Any:
         return default
 
 
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def _like(text: str | None) -> str | None:
-    if not text:
-        return None
-    esc = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{esc}%"
+    """A case-insensitive substring pattern; the user's % and _ are literal."""
+    return f"%{_escape_like(text)}%" if text else None
 
 
 class History:
@@ -321,11 +323,14 @@ class History:
     @staticmethod
     def _counts(conn: sqlite3.Connection, run_ids: list[str]) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
-        for run_id in run_ids:
-            for status, n in conn.execute(
-                "SELECT status, count(*) FROM test_results WHERE run_id=? GROUP BY status", (run_id,)
-            ):
-                out.setdefault(run_id, {})[status] = n
+        if not run_ids:
+            return out
+        marks = ",".join("?" for _ in run_ids)
+        for run_id, status, n in conn.execute(
+            f"SELECT run_id, status, count(*) FROM test_results WHERE run_id IN ({marks}) GROUP BY run_id, status",
+            run_ids,
+        ):
+            out.setdefault(run_id, {})[status] = n
         return out
 
     def resolve_run_id(self, ref: str) -> str | None:
@@ -336,7 +341,7 @@ class History:
             if conn.execute("SELECT 1 FROM runs WHERE id=?", (ref,)).fetchone():
                 return ref
             hits = conn.execute(
-                "SELECT id FROM runs WHERE id LIKE ? ESCAPE '\\' LIMIT 2", (_like(ref)[1:],)  # type: ignore[index]
+                "SELECT id FROM runs WHERE id LIKE ? ESCAPE '\\' LIMIT 2", (_escape_like(ref) + "%",)
             ).fetchall()
         if len(hits) > 1:
             raise UsageError(f"run id prefix {ref!r} is ambiguous: give more characters")

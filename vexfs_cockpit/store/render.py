@@ -6,6 +6,7 @@ import time
 
 from vexfs_cockpit.engine.results import TestResult
 from vexfs_cockpit.klog.model import KernelReport
+from vexfs_cockpit.store.codec import cap_kernel_log
 from vexfs_cockpit.store.report import KernelEventRecord
 
 
@@ -25,8 +26,10 @@ def fmt_time(ts: float | None) -> str:
     return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
 
 
-def fmt_iso(ts: float | None) -> str | None:
-    return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(ts))
+def fmt_iso(ts: float | None, with_offset: bool = True) -> str | None:
+    """Local time, ISO 8601. JUnit's schema wants it without the UTC offset."""
+    fmt = "%Y-%m-%dT%H:%M:%S%z" if with_offset else "%Y-%m-%dT%H:%M:%S"
+    return None if ts is None else time.strftime(fmt, time.localtime(ts))
 
 
 def _indent(text: str, prefix: str = "    ") -> str:
@@ -73,6 +76,7 @@ def evidence_text(result: TestResult, extra_events: list[KernelEventRecord] | No
         out.append("notes:")
         out += [f"  {n}" for n in ev.notes]
     if ev.kernel_log:
-        out.append(f"kernel log ({len(ev.kernel_log)} lines):")
-        out += [f"  {line}" for line in ev.kernel_log]
+        window = cap_kernel_log(ev.kernel_log)  # as stored: live and stored reports agree
+        out.append(f"kernel log ({len(window)} lines):")
+        out += [f"  {line}" for line in window]
     return "\n".join(out) + "\n"

@@ -47,6 +47,16 @@ EXPECTED: dict[str, list[tuple[int, str, str, Severity, str | None]]] = {
         (1, "kmemleak", "kmemleak: 4096 new suspected memory leaks", E, None),
         (2, "kmemleak", "memory leak in vexfs_selftest_leak_alloc", E, MOD),
     ],
+    # A REAL capture (Debian 6.1 guest under TCG, serial console, CRLF line ends): a static
+    # binary segfaulting, hitting ud2 and allocating until the OOM killer fires; sysrq
+    # w/l/m/q dumps (stack traces that are NOT reports); then sysrq c. With panic=-1 the
+    # guest reset before `---[ end Kernel panic` reached the console: EOF flushes it.
+    "real_guest_userfaults_sysrq.log": [
+        (367, "segfault", "segfault in crashme", W, None),
+        (369, "segfault", "invalid opcode in crashme (user space)", W, None),
+        (370, "oom", "out of memory: killed crashme (oom-killer invoked by crashme)", W, None),
+        (777, "panic", "Kernel panic - not syncing: sysrq triggered crash", C, None),
+    ],
     "mixed_console.log": [
         (1, "taint", "taint: out-of-tree module vexfs_selftest", I, MOD),
         (2, "taint", "taint: unsigned module vexfs_selftest", I, MOD),

@@ -81,14 +81,20 @@ def _clean(func: str) -> str:
 
 
 def _guilty(rep: _Open) -> tuple[str | None, str | None]:
-    """(function, module): first non-skipped frame, RIP first; module falls back to any frame's."""
-    frames: list[tuple[str, str | None]] = []
+    """(function, module): first non-skipped frame, kernel RIPs before stack frames.
+
+    RIPs go first wherever they appear: an RCU stall report may dump an idle
+    kthread's stack before the RIP of the CPU that is actually stuck. The module
+    falls back to the first frame that names one (never `Modules linked in:`).
+    """
+    rips: list[tuple[str, str | None]] = []
+    stack: list[tuple[str, str | None]] = []
     in_stack = False
     for pl in rep.lines[rep.n_prefix + 1:]:
         body = pl.body
         rip = P.RIP_RE.match(body)
-        if rip and not frames:
-            frames.append((rip["func"], rip["mod"]))
+        if rip:
+            rips.append((rip["func"], rip["mod"]))
             continue
         if P.STACK_START_RE.match(body):
             in_stack = True
@@ -96,7 +102,8 @@ def _guilty(rep: _Open) -> tuple[str | None, str | None]:
         if in_stack:
             fm = P.FRAME_RE.match(body)
             if fm and not fm["q"]:
-                frames.append((fm["func"], fm["mod"]))
+                stack.append((fm["func"], fm["mod"]))
+    frames = rips + stack
     func = mod = None
     for f, m in frames:
         if not rep.pattern.skip_re.match(f):

@@ -158,7 +158,10 @@ PATTERNS: tuple[ReportPattern, ...] = (
         r"(?:watchdog: )?BUG: soft lockup - CPU#(?P<cpu>\d+) stuck for (?P<secs>\d+)s! \[(?P<comm>.+?):(?P<pid>\d+)\]",
         ("BUG: soft lockup in {func}", "BUG: soft lockup on cpu {cpu}"), E, end=END_TASK, skip=STALL_SKIP),
     row("rcu_stall", r"(?:rcu: )?INFO: rcu_(?:preempt|sched|bh) (?:self-)?detected(?: expedited)? stalls?",
-        ("INFO: rcu detected stall in {func}", "INFO: rcu detected stall"), E, end=END_TASK, skip=STALL_SKIP),
+        # No end marker: "detected stalls on CPUs/tasks" dumps several stacks (the GP
+        # kthread's, then where it last ran / NMI backtraces); next header or gap ends it.
+        ("INFO: rcu detected stall in {func}", "INFO: rcu detected stall"), E, end=None,
+        skip=STALL_SKIP + HANG_SKIP),
     row("hung_task", r"INFO: task (?P<comm>.+):(?P<pid>\d+) blocked for more than (?P<secs>\d+) seconds",
         ("INFO: task hung in {func}", "INFO: task {comm} hung"), E, end=END_TASK, skip=HANG_SKIP),
     # -- lockdep (before the generic WARNING/BUG rows) -----------------------------------

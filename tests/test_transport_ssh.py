@@ -23,6 +23,7 @@ import pytest
 
 from vexfs_cockpit.engine.target import CommandFailed, Target, TargetUnavailable
 from vexfs_cockpit.errors import ConfigError
+from vexfs_cockpit.transport.quoting import SessionMode
 from vexfs_cockpit.transport.ssh import SshTarget
 
 DROPBEAR_MAX_CMD_LEN = 9000
@@ -56,15 +57,17 @@ class FakeGuest:
     """An SSH server whose commands run on this host. ``restart()`` keeps the port."""
 
     def __init__(self, host_key: asyncssh.SSHKey, client_key: asyncssh.SSHKey, *, max_sessions: int = 100,
-                 sftp: bool = False):
+                 sftp: bool = False, leader: bool = False):
         self.host_key = host_key
         self.client_key = client_key
         self.max_sessions = max_sessions
         self.sftp = sftp
+        self.leader = leader  # session shell leads its own group (dropbear 2022.83, OpenSSH) or not (old dropbear)
         self.stats = ServerStats()
         self.port = 0
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self._conns: list[asyncssh.SSHServerConnection] = []
+        self._procs: set[asyncio.subprocess.Process] = set()
 
     async def start(self) -> None:
         guest = self
@@ -99,6 +102,17 @@ class FakeGuest:
             conn.abort()
         self._conns.clear()
 
+    async def kill_all(self) -> None:
+        """Teardown only: reap what the dropped connections left running."""
+        await self.stop()
+        for proc in list(self._procs):
+            # our wrapper made each command a group leader: take its children too
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 9)
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
     async def restart(self) -> None:
         await self.stop()
         await self.start()
@@ -113,8 +127,10 @@ class FakeGuest:
         proc = await asyncio.create_subprocess_exec(
             "/bin/sh", "-c", process.command or "",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            start_new_session=self.leader,
         )
         assert proc.stdin and proc.stdout and proc.stderr
+        self._procs.add(proc)
 
         async def pump_in() -> None:
             with contextlib.suppress(Exception):
@@ -132,6 +148,7 @@ class FakeGuest:
         feeder = asyncio.create_task(pump_in())
         await asyncio.gather(pump_out(proc.stdout, process.stdout), pump_out(proc.stderr, process.stderr))
         rc = await proc.wait()
+        self._procs.discard(proc)
         feeder.cancel()
         if rc < 0:
             import signal as _signal
@@ -146,12 +163,12 @@ def keys() -> tuple[asyncssh.SSHKey, asyncssh.SSHKey]:
     return asyncssh.generate_private_key("ssh-ed25519"), asyncssh.generate_private_key("ssh-ed25519")
 
 
-@pytest.fixture
-async def guest(keys: tuple[asyncssh.SSHKey, asyncssh.SSHKey]) -> AsyncIterator[FakeGuest]:
-    g = FakeGuest(keys[0], keys[1])
+@pytest.fixture(params=[False, True], ids=["member", "leader"])
+async def guest(keys: tuple[asyncssh.SSHKey, asyncssh.SSHKey], request: pytest.FixtureRequest) -> AsyncIterator[FakeGuest]:
+    g = FakeGuest(keys[0], keys[1], leader=request.param)
     await g.start()
     yield g
-    await g.stop()
+    await g.kill_all()
 
 
 def make_target(g: FakeGuest, **kw: object) -> SshTarget:
@@ -193,9 +210,10 @@ async def _wait_dead(pid: int, within: float = 5.0) -> bool:
 # ---- basics ---------------------------------------------------------------------------
 
 
-async def test_satisfies_protocol(target: SshTarget) -> None:
+async def test_satisfies_protocol(target: SshTarget, guest: FakeGuest) -> None:
     assert isinstance(target, Target)
     assert target.is_connected
+    assert target.session_mode is (SessionMode.LEADER if guest.leader else SessionMode.SETSID)
 
 
 async def test_round_trip_exit_code_and_interleaved_output(target: SshTarget) -> None:
@@ -264,6 +282,14 @@ async def test_timeout_kills_the_remote_process_tree(target: SshTarget, tmp_path
     assert await _wait_dead(pid), f"sleep {pid} survived the timeout"
     # the connection is still usable afterwards
     assert (await target.run("echo ok")).output == "ok\n"
+
+
+async def test_timeout_kills_a_command_that_execs(target: SshTarget, tmp_path: Path) -> None:
+    # `exec` replaces the tagged shell's argv; the token in the environment still finds it
+    pidfile = tmp_path / "pid"
+    res = await target.run(f"echo $$ > {pidfile}; exec sleep 300", timeout=1.0)
+    assert res.timed_out
+    assert await _wait_dead(int(pidfile.read_text()))
 
 
 async def test_cancelling_run_kills_the_remote_process(target: SshTarget, tmp_path: Path) -> None:
@@ -367,7 +393,7 @@ async def test_put_get_binary_round_trip(keys: tuple[asyncssh.SSHKey, asyncssh.S
         assert hashlib.sha256(back.read_bytes()).hexdigest() == hashlib.sha256(blob).hexdigest()
         assert not list(tmp_path.glob(".*.part"))
     finally:
-        await g.stop()
+        await g.kill_all()
 
 
 async def test_put_keeps_exec_bit(target: SshTarget, tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ import logging
 import os
 import shlex
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,11 @@ from vexfs_cockpit.transport.output import (
 )
 from vexfs_cockpit.transport.quoting import (
     MAX_EXEC_BYTES,
+    PROBE,
+    SessionMode,
     kill_command,
     new_token,
+    parse_probe,
     stage_command,
     wrap_command,
 )
@@ -69,11 +73,13 @@ ClientKeysSpec = str | Path | asyncssh.SSHKey | Sequence[str | Path | asyncssh.S
 
 
 class _ChannelGate:
-    """A semaphore whose size can shrink when the server refuses a session."""
+    """A semaphore over one connection's channels whose size shrinks to what the
+    server accepted when it refuses a session."""
 
     def __init__(self, limit: int):
         self.limit = limit
-        self.in_use = 0
+        self.in_use = 0  # slots held: channels open, being opened, or between channels
+        self.opening = 0  # slot holders waiting for the server to accept a channel
         self._cond = asyncio.Condition()
 
     async def acquire(self, timeout: float) -> None:
@@ -86,15 +92,17 @@ class _ChannelGate:
             self.in_use -= 1
             self._cond.notify_all()
 
-    async def after_refusal(self, timeout: float) -> int:
-        """Called by a slot holder whose session was refused: cap the gate at what
-        the server accepted, then wait until this holder fits under the cap."""
+    async def requeue(self, accepted: int, timeout: float) -> None:
+        """A holder's session was refused while ``accepted`` other channels were open:
+        cap the gate there, give the slot back, and queue for one under the new cap."""
         async with self._cond:
-            open_now = self.in_use
-            if open_now > 1:
-                self.limit = max(1, min(self.limit, open_now - 1))
-            await asyncio.wait_for(self._cond.wait_for(lambda: self.in_use <= self.limit), timeout)
-            return open_now
+            self.limit = max(1, min(self.limit, accepted))
+            self.in_use -= 1
+            self._cond.notify_all()
+            try:
+                await asyncio.wait_for(self._cond.wait_for(lambda: self.in_use < self.limit), timeout)
+            finally:
+                self.in_use += 1  # the caller's slot context releases it either way
 
 
 class SshTarget:
@@ -140,6 +148,9 @@ class SshTarget:
         self._conn: asyncssh.SSHClientConnection | None = None
         self._conn_lock = asyncio.Lock()
         self._sftp_ok: bool | None = None  # per connection; None = not probed yet
+        self._mode = SessionMode.SETSID  # per connection, from PROBE
+        # which connection a process runs on (its channel forgets once closed)
+        self._proc_conn: weakref.WeakKeyDictionary[Any, asyncssh.SSHClientConnection] = weakref.WeakKeyDictionary()
         self._closed = False
 
     # ---- connection -------------------------------------------------------------------
@@ -151,6 +162,11 @@ class SshTarget:
     @property
     def is_connected(self) -> bool:
         return self._conn is not None and not self._conn.is_closed()
+
+    @property
+    def session_mode(self) -> SessionMode:
+        """How commands are wrapped on the current connection (see quoting.py)."""
+        return self._mode
 
     @property
     def channel_limit(self) -> int:
@@ -198,10 +214,11 @@ class SshTarget:
             if self._conn is not None and not self._conn.is_closed():
                 return self._conn
             await self._drop_conn()
-            self._conn = await self._connect_with_backoff()
-            return self._conn
+            conn, self._mode = await self._connect_with_backoff()
+            self._conn = conn
+            return conn
 
-    async def _connect_with_backoff(self) -> asyncssh.SSHClientConnection:
+    async def _connect_with_backoff(self) -> tuple[asyncssh.SSHClientConnection, SessionMode]:
         started = time.monotonic()
         deadline = started + self.reconnect_deadline_s
         delay = 0.25
@@ -210,10 +227,10 @@ class SshTarget:
             attempts += 1
             budget = max(1.0, min(self.connect_timeout, deadline - time.monotonic()))
             try:
-                conn = await asyncio.wait_for(self._connect_once(), budget)
-                log.debug("%s: connected after %d attempt(s), %.2fs", self.where, attempts,
-                          time.monotonic() - started)
-                return conn
+                conn, mode = await asyncio.wait_for(self._connect_once(), budget)
+                log.debug("%s: connected after %d attempt(s), %.2fs, session mode %s", self.where,
+                          attempts, time.monotonic() - started, mode.value)
+                return conn, mode
             except asyncssh.HostKeyNotVerifiable as err:
                 raise TargetUnavailable(
                     f"{self.where}: host key not trusted ({_reason(err)}); the guest was not built "
@@ -235,8 +252,8 @@ class SshTarget:
             await asyncio.sleep(min(delay, remaining))  # backoff between attempts, nothing to wait on
             delay = min(delay * 2, 4.0)
 
-    async def _connect_once(self) -> asyncssh.SSHClientConnection:
-        return await asyncssh.connect(
+    async def _connect_once(self) -> tuple[asyncssh.SSHClientConnection, SessionMode]:
+        conn = await asyncssh.connect(
             self.host,
             self.port,
             username=self.username,
@@ -251,11 +268,24 @@ class SshTarget:
             keepalive_count_max=self.keepalive_count_max,
             connect_timeout=self.connect_timeout,
         )
+        try:
+            # Ask once how this server spawns sessions (see quoting.py); it also proves
+            # the guest can run a command, not only complete a key exchange.
+            res = await conn.run(PROBE, check=False)
+        except BaseException:
+            conn.close()
+            raise
+        return conn, parse_probe(str(res.stdout))
 
-    def _lost(self, err: BaseException, what: str) -> TargetUnavailable:
-        conn, self._conn = self._conn, None
+    def _lost(self, err: BaseException, what: str, conn: Any) -> TargetUnavailable:
+        """Forget the connection that failed (the next call reconnects) and say what happened.
+        ``conn`` is the failed one, or a process on it: a newer connection is left alone."""
+        if isinstance(conn, asyncssh.SSHClientProcess):
+            conn = self._proc_conn.get(conn)
         if conn is not None:
             conn.close()
+            if self._conn is conn:
+                self._conn = None
         return TargetUnavailable(f"{self.where}: SSH connection lost while {what} ({_reason(err)})")
 
     # ---- channels ---------------------------------------------------------------------
@@ -277,31 +307,43 @@ class SshTarget:
     async def _open(self, remote: str, *, merge: bool, what: str) -> asyncssh.SSHClientProcess[bytes]:
         """Start ``remote`` on a channel; the caller holds a slot."""
         conn = await self._live_conn()
+        gate = self._gate
         retried = False
         while True:
+            gate.opening += 1
             try:
-                return await conn.create_process(
+                proc = await conn.create_process(
                     remote, encoding=None, stderr=asyncssh.STDOUT if merge else asyncssh.PIPE
                 )
             except asyncssh.ChannelOpenError as err:
+                accepted = gate.in_use - gate.opening  # channels the server did take
+                gate.opening -= 1
                 if conn.is_closed():
-                    raise self._lost(err, what) from None
+                    raise self._lost(err, what, conn) from None
                 if retried:
                     raise TargetUnavailable(
                         f"{self.where}: SSH session refused twice while {what} "
-                        f"({_reason(err)}, {self._gate.in_use} channel(s) open)"
+                        f"({_reason(err)}, {accepted} other channel(s) open)"
                     ) from None
                 retried = True
+                log.warning("%s: session refused with %d other channel(s) open (%s); capping at %d and retrying",
+                            self.where, accepted, _reason(err), max(1, min(gate.limit, accepted)))
                 try:
-                    open_now = await self._gate.after_refusal(self.queue_timeout_s)
+                    await gate.requeue(accepted, self.queue_timeout_s)
                 except TimeoutError:
                     raise TargetUnavailable(
                         f"{self.where}: SSH session refused ({_reason(err)}) and channels stayed busy"
                     ) from None
-                log.warning("%s: session refused with %d channel(s) open (%s); channel cap now %d, retrying",
-                            self.where, open_now, _reason(err), self._gate.limit)
+                continue
             except (OSError, asyncssh.Error) as err:
-                raise self._lost(err, what) from None
+                gate.opening -= 1
+                raise self._lost(err, what, conn) from None
+            except BaseException:
+                gate.opening -= 1
+                raise
+            gate.opening -= 1
+            self._proc_conn[proc] = conn
+            return proc
 
     async def _kill(self, token: str) -> None:
         """SIGKILL the process group of a command we gave up on; the caller holds a slot."""
@@ -325,13 +367,15 @@ class SshTarget:
             return signal_exit_code(proc.exit_signal[0])
         if proc.exit_status is not None:
             return proc.exit_status
-        if self._conn is None or self._conn.is_closed():
-            raise self._lost(ConnectionError("channel closed without an exit status"), what)
+        conn = self._proc_conn.get(proc)
+        if conn is None or conn.is_closed():
+            raise self._lost(ConnectionError("channel closed without an exit status"), what, conn)
         return 255  # ssh's own "no status" code
 
     async def _remote_text(self, command: str, token: str) -> str:
         """The exec text for ``command``; long scripts go through a staged file first."""
-        remote = wrap_command(command, token)
+        await self._live_conn()  # the wrapper depends on the connection's session mode
+        remote = wrap_command(command, token, self._mode)
         if len(remote.encode()) <= MAX_EXEC_BYTES:
             return remote
         path = f"/tmp/.{token}.sh"
@@ -343,13 +387,13 @@ class SshTarget:
                 out = await proc.stdout.read()
                 await proc.wait_closed()
         except (OSError, asyncssh.Error) as err:
-            raise self._lost(err, "staging a long command") from None
+            raise self._lost(err, "staging a long command", proc) from None
         if proc.exit_status != 0:
             raise TargetUnavailable(
                 f"{self.where}: could not stage a {len(command)}-byte command in {path}: "
                 f"{out.decode(errors='replace').strip()[:200]}"
             )
-        return wrap_command(stage_command(path), token)
+        return wrap_command(stage_command(path), token, self._mode)
 
     # ---- Target API -------------------------------------------------------------------
 
@@ -392,7 +436,7 @@ class SshTarget:
                 timed_out = True
             except (OSError, asyncssh.Error) as err:
                 finished = True  # the link is gone: nothing left to kill with
-                raise self._lost(err, what) from None
+                raise self._lost(err, what, proc) from None
             finally:
                 if not finished:  # timed out, or our caller was cancelled
                     await asyncio.shield(self._abandon(proc, token))
@@ -427,7 +471,7 @@ class SshTarget:
                         raise TimeoutError(f"`{_short(command)}` on {self.name} still running after {timeout:g}s") from None
                     except (OSError, asyncssh.Error) as err:
                         finished = True
-                        raise self._lost(err, what) from None
+                        raise self._lost(err, what, proc) from None
                     if not chunk:
                         break
                     for line in split.feed(chunk):
@@ -460,7 +504,7 @@ class SshTarget:
             if mode is not None:
                 command += f" && chmod {mode:o} {shlex.quote(remote)}"
             token = new_token()
-            proc = await self._open(wrap_command(command, token), merge=True, what=label)
+            proc = await self._open(await self._remote_text(command, token), merge=True, what=label)
             out = CappedOutput(64 * 1024)
 
             async def drive() -> None:
@@ -488,7 +532,8 @@ class SshTarget:
                 if await self._sftp_available():
                     await self._sftp_copy(label, started, lambda s: s.get(remote, str(part)), timeout)
                 else:
-                    proc = await self._open(wrap_command(f"cat {shlex.quote(remote)}", token), merge=False, what=label)
+                    remote_cmd = await self._remote_text(f"cat {shlex.quote(remote)}", token)
+                    proc = await self._open(remote_cmd, merge=False, what=label)
                     err = CappedOutput(64 * 1024)
 
                     async def drive() -> None:
@@ -532,7 +577,7 @@ class SshTarget:
             pass
         except (OSError, asyncssh.Error) as err:
             finished = True
-            raise self._lost(err, label) from None
+            raise self._lost(err, label, proc) from None
         finally:
             if not finished:
                 await asyncio.shield(self._abandon(proc, token))
@@ -555,7 +600,7 @@ class SshTarget:
                 self._sftp_ok = True
             except (TimeoutError, OSError, asyncssh.Error) as err:
                 if conn.is_closed():
-                    raise self._lost(err, "probing for SFTP") from None
+                    raise self._lost(err, "probing for SFTP", conn) from None
                 log.debug("%s: no SFTP (%s); copying through cat", self.where, _reason(err))
                 self._sftp_ok = False
         return self._sftp_ok
@@ -573,7 +618,7 @@ class SshTarget:
         except asyncssh.SFTPError as err:
             raise CommandFailed(CommandResult(label, 1, _reason(err), time.monotonic() - started)) from None
         except (OSError, asyncssh.Error) as err:
-            raise self._lost(err, label) from None
+            raise self._lost(err, label, conn) from None
 
 
 async def _feed(proc: asyncssh.SSHClientProcess[bytes], data: bytes | None) -> None:

@@ -83,7 +83,7 @@ class CockpitApp(App[int]):
             await self.backend.open()
         except Exception as err:  # the history screens still work without a fleet
             self.notify(error_line(err), title="engine", severity="error", timeout=10)
-        self.set_interval(self.pump_interval, self._pump, name="event-pump")
+        self.set_interval(self.pump_interval, self.pump_now, name="event-pump")
         self.set_interval(TICK_INTERVAL_S, self._tick, name="clock-tick")
         self.refresh_vms()
 
@@ -96,9 +96,10 @@ class CockpitApp(App[int]):
             pass
 
     # -- the event pump ------------------------------------------------------------------
-    def _pump(self) -> None:
-        if self._sub is None:
-            return
+    def pump_now(self) -> None:
+        """Drain the subscription and render (the pump timer calls this; so can tests)."""
+        if self._sub is None or not self.screen_stack or not self.screen_stack[0].is_mounted:
+            return  # events wait in the subscription until the dashboard can take them
         batch = self._sub.drain_nowait()
         if batch:
             self.consume(batch)

@@ -61,6 +61,8 @@ class DashboardScreen(Screen[None]):
 
     # -- fed by the app's pump ---------------------------------------------------------
     def on_live(self, changed: set[Part], log_events: list[KernelLogLine | KernelEventRaised]) -> None:
+        if not self.is_mounted or not self.children:
+            return
         if log_events:
             self.log_pane.feed(log_events)
         if changed:
@@ -70,6 +72,8 @@ class DashboardScreen(Screen[None]):
         self._render_parts({Part.VMS, Part.DOMAINS, Part.RUN})
 
     def _render_parts(self, changed: set[Part]) -> None:
+        if not self.is_mounted or not self.children:
+            return  # composing or being torn down: nothing to paint yet / any more
         state, now = self.cockpit.state, self.cockpit.clock()
         if changed & {Part.VMS}:
             self.query_one(VmPanel).show(state, now)

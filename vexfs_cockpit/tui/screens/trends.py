@@ -62,7 +62,10 @@ class TrendsScreen(Screen[None]):
         dom.set_options((d, d) for d in catalog.domains)
         if catalog.domains:
             dom.value = catalog.domains[0]
-        self.query_one("#t-metric", Select).set_options((m.label(), i) for i, m in enumerate(catalog.metrics))  # type: ignore[misc]
+        metric = self.query_one("#t-metric", Select)
+        metric.set_options((m.label(), str(i)) for i, m in enumerate(catalog.metrics))
+        if catalog.metrics:
+            metric.value = "0"
         self._fill_tests()
         self.action_reload()
 

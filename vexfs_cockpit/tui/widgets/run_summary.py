@@ -29,8 +29,9 @@ def summary_text(state: LiveState, now: float) -> Text:
     up = sum(1 for vm in state.vms.values() if vm.state in ALIVE_STATES)
     vms = Text(f" · VMs {up}/{len(state.vms)} up", style="") if state.vms else Text("")
     run = state.run
+    infra = Text(f" · {len(state.infra)} infra problem{'s' if len(state.infra) != 1 else ''}", style="magenta") if state.infra else Text("")
     if run is None:
-        return Text.assemble((" no run yet — press s to start a run", "bold"), vms)
+        return Text.assemble((" no run yet — press s to start a run", "bold"), infra, vms)
     counts = state.status_counts()
     bad = sum(counts[s.value] for s in TestStatus if s.bad)
     head = (
@@ -67,8 +68,7 @@ def summary_text(state: LiveState, now: float) -> Text:
     expected = len(state.kernel_events) - len(events)
     if expected:
         out.append(f" · {expected} expected", style="dim")
-    if state.infra:
-        out.append(f" · {len(state.infra)} infra problem{'s' if len(state.infra) != 1 else ''}", style="magenta")
+    out.append_text(infra)
     if run.reason and not run.active:
         out.append(f" · {run.reason}", style="dim")
     out.append_text(vms)

@@ -1,0 +1,236 @@
+"""Pilot tests of the history side against a real SQLite DB written by the store's
+Recorder from real events (three runs over three days)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from textual.widgets import DataTable, Select
+
+from vexfs_cockpit.tui.backend import RunRequest, TestRef
+from vexfs_cockpit.tui.screens.compare import CompareScreen
+from vexfs_cockpit.tui.screens.crashes import CrashesScreen
+from vexfs_cockpit.tui.screens.history import HistoryScreen
+from vexfs_cockpit.tui.screens.run_detail import RunDetailScreen
+from vexfs_cockpit.tui.screens.trends import TrendsScreen
+
+from tests.test_tui_dashboard import cells, cockpit, rendered, settle
+from tests.test_tui_support import UiBackend, screen_text, seed_history
+
+
+@pytest.fixture
+def utc(monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> Path:
+    path = tmp_path / "seeded.db"
+    await seed_history(path)
+    return path
+
+
+def runs_table(app) -> DataTable:
+    return app.screen.query_one("#runs", DataTable)
+
+
+def run_ids(app) -> list[str]:
+    t = runs_table(app)
+    return [cells(t, i)[1] for i in range(t.row_count)]
+
+
+async def test_history_lists_runs_and_filters(db, utc):
+    async with cockpit(UiBackend(db_path=db)) as (app, pilot, _):
+        await pilot.press("h")
+        await settle(app, pilot)
+        assert isinstance(app.screen, HistoryScreen)
+        assert run_ids(app) == ["run-c", "run-b", "run-a"]
+        row = cells(runs_table(app), 0)
+        assert row[2:6] == ["2025-11-23 16:00", "ci", "failed", "2 1 0"]
+        assert "History — 3 runs" in screen_text(app)
+
+        app.screen.query_one("#f-env", Select).value = "dev"
+        await settle(app, pilot)
+        assert run_ids(app) == ["run-b", "run-a"]
+        app.screen.query_one("#f-status", Select).value = "passed"
+        await settle(app, pilot)
+        assert run_ids(app) == ["run-a"]
+        app.screen.query_one("#f-env", Select).clear()
+        app.screen.query_one("#f-status", Select).clear()
+        app.screen.query_one("#f-period", Select).value = "24h"  # clock is T0: run-c began T0-1d
+        await settle(app, pilot)
+        assert run_ids(app) == ["run-c"]
+        app.screen.query_one("#f-period", Select).clear()
+        await settle(app, pilot)
+
+        await pilot.press("slash")
+        await pilot.press(*"selftest_write", "enter")  # a kernel event title
+        await settle(app, pilot)
+        assert run_ids(app) == ["run-b"]
+        assert "“selftest_write”" in screen_text(app)
+
+
+async def test_run_detail_has_tests_evidence_domains_and_events(db, utc):
+    be = UiBackend(db_path=db)
+    async with cockpit(be) as (app, pilot, _):
+        await pilot.press("h")
+        await settle(app, pilot)
+        await pilot.press("enter")  # newest: run-c
+        await settle(app, pilot)
+        assert isinstance(app.screen, RunDetailScreen)
+        text = screen_text(app)
+        assert "run run-c FAILED" in text and "ci" in text
+        results = app.screen.query_one("#detail-results", DataTable)
+        assert [cells(results, i)[1:3] for i in range(3)] == [["module_build", "PASSED"], ["module_load", "PASSED"], ["mount", "TIMEOUT"]]
+        await pilot.press("down")
+        await pilot.pause()
+        body = rendered(app.screen.query_one("#detail-evidence #evidence").content)
+        assert "attempts: #1 FAILED" in body and "load_time_ms=11" in body and "exit 0" in body
+
+        await pilot.press("2")
+        await pilot.pause()
+        domains = app.screen.query_one("#detail-domains", DataTable)
+        assert {cells(domains, i)[0]: cells(domains, i)[1] for i in range(domains.row_count)} == {
+            "kernel_module": "passed",
+            "filesystem_operations": "failed",
+        }
+        await pilot.press("3")
+        await pilot.pause()
+        events = app.screen.query_one("#detail-events", DataTable)
+        assert events.row_count == 1 and cells(events, 0)[1] == "CRITICAL"
+        assert "Kernel panic - not syncing" in screen_text(app)
+
+        await pilot.press("1")
+        results.move_cursor(row=2)
+        await pilot.press("t")
+        await settle(app, pilot)
+        # a re-run from history uses that run's env
+        assert be.called("start_run") == [(RunRequest(env="ci", domains=("filesystem_operations",), only=(TestRef("filesystem_operations", "mount"),)),)]
+        await pilot.press("escape")
+        assert isinstance(app.screen, HistoryScreen)
+
+
+async def test_compare_two_marked_runs(db, utc):
+    async with cockpit(UiBackend(db_path=db)) as (app, pilot, notes):
+        await pilot.press("h")
+        await settle(app, pilot)
+        await pilot.press("c")
+        assert ("mark two runs with space first", "warning") in notes
+        # mark run-b and run-a (cursor on run-c first)
+        await pilot.press("down", "space", "down", "space")
+        assert "mark (2/2)" in screen_text(app)
+        await pilot.press("c")
+        await settle(app, pilot)
+        assert isinstance(app.screen, CompareScreen)
+        assert (app.screen.a, app.screen.b) == ("run-a", "run-b")  # older first, whatever the marking order
+        table = app.screen.query_one("#compare", DataTable)
+        assert [cells(table, i)[:5] for i in range(table.row_count)] == [["new failure", "kernel_module", "module_load", "PASSED", "FAILED"]]
+        assert "1 new failure" in screen_text(app)
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert isinstance(app.screen, RunDetailScreen) and app.screen.run_id == "run-b"
+        results = app.screen.query_one("#detail-results", DataTable)
+        assert cells(results, results.cursor_row)[1] == "module_load"
+
+
+async def test_compare_flaky_and_fixed(db, utc):
+    async with cockpit(UiBackend(db_path=db)) as (app, pilot, _):
+        app.push_screen(CompareScreen("run-b", "run-c"))
+        await settle(app, pilot)
+        table = app.screen.query_one("#compare", DataTable)
+        kinds = sorted((cells(table, i)[0], cells(table, i)[2]) for i in range(table.row_count))
+        assert kinds == [("fixed", "module_load"), ("flaky", "module_load"), ("new failure", "mount")]
+
+
+async def test_crash_signatures_newest_first(db, utc):
+    async with cockpit(UiBackend(db_path=db)) as (app, pilot, _):
+        await pilot.press("h")
+        await settle(app, pilot)
+        await pilot.press("x")
+        await settle(app, pilot)
+        assert isinstance(app.screen, CrashesScreen)
+        table = app.screen.query_one("#crashes", DataTable)
+        assert [cells(table, i)[:3] for i in range(table.row_count)] == [
+            ["CRITICAL", "panic: Kernel panic - not syncing: Fatal exception", "1×"],
+            ["WARNING", "warning: WARNING in selftest_write", "1×"],
+        ]
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert isinstance(app.screen, RunDetailScreen) and app.screen.run_id == "run-c"
+
+
+async def test_trends_pass_rate_duration_and_metric(db, utc):
+    async with cockpit(UiBackend(db_path=db)) as (app, pilot, _):
+        await pilot.press("h")
+        await settle(app, pilot)
+        await pilot.press("g")
+        await settle(app, pilot)
+        scr = app.screen
+        assert isinstance(scr, TrendsScreen)
+        scr.query_one("#t-domain", Select).value = "kernel_module"
+        await settle(app, pilot)
+        assert scr.series is not None and scr.series.values == (100.0, 50.0, 100.0)
+        assert scr.series.run_ids == ("run-a", "run-b", "run-c")
+        assert "3 runs · latest 100% · min 50%" in screen_text(app)
+
+        scr.query_one("#t-kind", Select).value = "duration"
+        await settle(app, pilot)
+        scr.query_one("#t-test", Select).value = "module_load"
+        await settle(app, pilot)
+        assert scr.series is not None and scr.series.values == (2.0, 2.6, 2.2)
+
+        scr.query_one("#t-kind", Select).value = "metric"
+        await settle(app, pilot)
+        scr.query_one("#t-metric", Select).value = "0"
+        await settle(app, pilot)
+        assert scr.series is not None and scr.series.values == (12.0, 15.5, 11.0)
+        assert "load_time_ms" in scr.series.title
+        text = screen_text(app)
+        assert "⠉" in text or "•" in text  # plotext drew something
+
+        scr.query_one("#t-period", Select).value = "24h"
+        await settle(app, pilot)
+        assert scr.series is not None and scr.series.values == (11.0,)
+
+
+async def test_empty_history_says_so():
+    async with cockpit(UiBackend()) as (app, pilot, _):
+        await pilot.press("h")
+        await settle(app, pilot)
+        assert "no runs yet — start one with s" in screen_text(app)
+        await pilot.press("g")
+        await settle(app, pilot)
+        assert "no history yet" in screen_text(app)
+        await pilot.press("escape", "x")
+        await settle(app, pilot)
+        assert "none recorded yet" in screen_text(app)
+
+
+async def test_a_foreign_db_is_a_one_line_notification(tmp_path):
+    bad = tmp_path / "not-ours.db"
+    bad.write_bytes(b"this is not an sqlite file at all" * 100)
+    async with cockpit(UiBackend(db_path=bad)) as (app, pilot, notes):
+        await pilot.press("h")
+        await settle(app, pilot)
+        errors = [m for m, s in notes if s == "error"]
+        assert errors and all("\n" not in m for m in errors)
+        assert any(str(bad) in m for m in errors)
+        assert isinstance(app.screen, HistoryScreen)
+        assert bad.read_bytes().startswith(b"this is not")  # never touched
+
+
+async def test_history_reloads_when_a_run_finishes_and_we_come_back(db, utc):
+    async with cockpit(UiBackend(db_path=db)) as (app, pilot, _):
+        await pilot.press("h")
+        await settle(app, pilot)
+        await pilot.press("enter")
+        await settle(app, pilot)
+        await pilot.press("escape")
+        await settle(app, pilot)
+        assert run_ids(app) == ["run-c", "run-b", "run-a"]

@@ -522,7 +522,8 @@ class FleetManager:
                 fut = self._arm_stopped(name)
                 try:
                     await asyncio.to_thread(dom.shutdown)
-                    await asyncio.wait_for(asyncio.shield(fut), grace)
+                    async with asyncio.timeout(grace):
+                        await fut
                 except libvirt.libvirtError:
                     pass  # already stopping / stopped, or no ACPI: destroy below
                 except TimeoutError:
@@ -615,7 +616,8 @@ class FleetManager:
         try:
             if await self.state(name) in ("stopped", "undefined", "crashed"):
                 return True
-            await asyncio.wait_for(asyncio.shield(fut), timeout)
+            async with asyncio.timeout(timeout):
+                await fut
             return True
         except TimeoutError:
             return False

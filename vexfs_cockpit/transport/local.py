@@ -72,13 +72,18 @@ class LocalTarget:
         async def drive() -> int:
             assert proc.stdout is not None
             feeder = asyncio.create_task(feed()) if input is not None else None
-            while chunk := await proc.stdout.read(_CHUNK):
-                out.add(chunk)
-            if feeder is not None:
-                await feeder
-            return await proc.wait()
+            try:
+                while chunk := await proc.stdout.read(_CHUNK):
+                    out.add(chunk)
+                return await proc.wait()
+            finally:
+                if feeder is not None:
+                    feeder.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await feeder
 
-        timed_out, exit_code, finished = False, None, False
+        timed_out, finished = False, False
+        exit_code: int | None = None
         try:
             exit_code = shell_exit_code(await asyncio.wait_for(drive(), timeout))
             finished = True

@@ -177,11 +177,31 @@ class ModuleUnderTest:
         await self.target.run(["mkdir", "-p", GUEST_DIR], check=True)
         await self.target.run(f"rm -f {q(img)} && dd if=/dev/zero of={q(img)} bs=1M count={mb} 2>&1", check=True, timeout=120)
         dev = (await self.target.run(["losetup", "-f", "--show", img], check=True)).output.strip()
-        mkfs = await self.target.run(f"{self.device['mkfs']} {q(dev)}", timeout=120)
+        mkfs_cmd = await self._guest_mkfs(str(self.device["mkfs"]))
+        mkfs = await self.target.run(f"{mkfs_cmd} {q(dev)}", timeout=120)
         if not mkfs.ok:
             await self.target.run(["losetup", "-d", dev])
             raise AssertionError(f"mkfs on {dev} failed: {mkfs.first_line()}")
         return dev
+
+    async def _guest_mkfs(self, command: str) -> str:
+        """A mkfs whose first word is a host path (e.g. VexFS's tools/mkfs.vexfs) is
+        copied into the guest first; one that exists only as ``.c`` source is compiled
+        statically on the host (the guest has no compiler)."""
+        words = shlex.split(command)
+        tool = Path(words[0])
+        if not tool.is_absolute():
+            return command  # a guest tool such as mkfs.ext4
+        if not tool.exists() and tool.with_suffix(".c").exists() and self.ctx.host is not None:
+            out = self.ctx.workdir / tool.name
+            await self.ctx.host.run(["gcc", "-O2", "-static", "-o", str(out), str(tool.with_suffix(".c"))], check=True, timeout=120)
+            tool = out
+        if not tool.exists():
+            raise FileNotFoundError(f"device.mkfs: {tool} does not exist on the host (nor {tool.with_suffix('.c').name})")
+        remote = f"{GUEST_DIR}/{tool.name}"
+        await self.target.put(tool, remote)
+        await self.target.run(["chmod", "+x", remote], check=True)
+        return shlex.join([remote, *words[1:]])
 
     async def unmount(self, m: Mounted) -> CommandResult:
         res = await self.target.run(["umount", m.mountpoint], timeout=60)

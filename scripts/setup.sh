@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
   linux-image-amd64 busybox-static dropbear-bin e2fsprogs cpio kmod
-  gcc make libc6-dev openssh-client python3-venv python3-dev tmux fio
+  gcc make libc6-dev openssh-client python3-venv python3-dev tmux fio genisoimage
 )
 
 log() { printf 'setup: %s\n' "$*"; }

@@ -65,7 +65,7 @@ _EVENT = {
     libvirt.VIR_DOMAIN_EVENT_SUSPENDED: ("paused", ("paused", "migrated", "I/O error", "watchdog", "restored", "from snapshot", "API error", "postcopy", "postcopy failed")),
     libvirt.VIR_DOMAIN_EVENT_RESUMED: ("running", ("unpaused", "migrated", "from snapshot", "postcopy")),
     libvirt.VIR_DOMAIN_EVENT_STOPPED: ("stopped", ("shutdown", "destroyed", "crashed", "migrated", "saved", "failed", "from snapshot")),
-    libvirt.VIR_DOMAIN_EVENT_SHUTDOWN: ("running", ("guest shutting down", "host shutting down", "shutting down")),
+    libvirt.VIR_DOMAIN_EVENT_SHUTDOWN: ("running", ("shutdown finished", "guest asked to shut down", "host asked to shut down")),
     libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED: ("paused", ("pm suspended to memory", "pm suspended to disk")),
     libvirt.VIR_DOMAIN_EVENT_CRASHED: ("crashed", ("panicked", "crashloaded")),
 }
@@ -485,8 +485,14 @@ class FleetManager:
                     dom.create()
                 dom.suspend()
 
+        call = asyncio.ensure_future(asyncio.to_thread(create))
         try:
-            await asyncio.to_thread(create)
+            await asyncio.shield(call)
+        except asyncio.CancelledError:
+            # createXML cannot be interrupted: let it finish, then undo it (Ctrl-C mid-boot).
+            await asyncio.gather(call, return_exceptions=True)
+            await self.stop(name, grace_s=0)
+            raise
         except libvirt.libvirtError as err:
             with self._started_lock:
                 self._started.pop(name, None)

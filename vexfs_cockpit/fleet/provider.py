@@ -1,0 +1,253 @@
+"""``LibvirtProvider``: real VMs for the runner (implements engine.provider.TargetProvider).
+
+``lease(domain, index)`` boots ``vexfs-<env>-<domain>-<index>`` from the guest
+image (built or taken from the cache), on the accelerator the probe found, with
+SSH forwarded from a free 127.0.0.1 port; it yields once the VM is ready (console
+marker + SSH) with the kernel log streaming into a ``KernelLogBuffer``. Leaving
+the lease powers the VM off and destroys it. ``aclose()`` destroys whatever is
+left — also on Ctrl-C (asyncio.run cancels the main task, the leases' ``finally``
+and the session's closers run) and, as a last resort, from an atexit hook.
+
+Resource caps (``config.caps.check_resource_caps``) are the session's job: it
+checks them in ``Session.select`` before any VM is touched.
+
+Per-run evidence: each VM's raw serial console goes to
+``<artifacts_dir>/<run_id>/console/<vm>.log``. The run id comes from the
+constructor or, when one provider serves several runs (the TUI), from the
+``RunStarted`` event on the bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from vexfs_cockpit.config.models import CockpitConfig
+from vexfs_cockpit.engine.bus import EventBus
+from vexfs_cockpit.engine.events import Event, RunStarted, VmStateChanged
+from vexfs_cockpit.engine.provider import Lease
+from vexfs_cockpit.errors import InfraError
+from vexfs_cockpit.fleet.console import ConsoleStream, klog_sink
+from vexfs_cockpit.fleet.libvirt import FleetManager, vm_name
+from vexfs_cockpit.fleet.sampler import HealthSampler
+from vexfs_cockpit.fleet.vmctl import GuestVm
+
+log = logging.getLogger(__name__)
+
+_PORT_TRIES = 3  # free_port() is racy: QEMU binds it a moment later
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    image: object  # fleet.image.GuestImage
+    accel: str
+
+
+class LibvirtProvider:
+    def __init__(
+        self,
+        cfg: CockpitConfig,
+        bus: EventBus,
+        artifacts_dir: Path,
+        *,
+        env: str | None = None,
+        run_id: str = "",
+        uri: str | None = None,
+        sample_interval_s: float = 1.0,
+    ):
+        self.cfg = cfg
+        self.bus = bus
+        self.env = env or cfg.env
+        self.run_id = run_id
+        self.artifacts_dir = artifacts_dir
+        self.fleet = FleetManager(
+            uri or cfg.fleet.libvirt_uri, bus, self.env,
+            stop_timeout_s=cfg.fleet.stop_timeout_s, run_id=run_id,
+        )
+        self._vms: dict[str, GuestVm] = {}
+        self._prepared: _Prepared | None = None
+        self._prep_lock: asyncio.Lock | None = None
+        self._sampler: HealthSampler | None = None
+        self._closed = False
+        self._sample_interval_s = sample_interval_s
+        bus.listen(self._on_event)
+
+    # -- bus listener (loop thread) ---------------------------------------------------------
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            self.run_id = event.run_id
+            self.fleet.run_id = event.run_id
+            if self._sampler is not None:
+                self._sampler.run_id = event.run_id
+        elif isinstance(event, VmStateChanged) and event.state in ("stopped", "crashed"):
+            vm = self._vms.get(event.vm)
+            klog = vm.klog if vm is not None else None
+            if klog is not None and hasattr(klog, "flush"):
+                # panic=-1 kills the guest before "---[ end Kernel panic" is printed:
+                # close the half-collected report now.
+                klog.flush()
+
+    # -- preparation (once per provider) ------------------------------------------------
+    async def _prepare(self) -> _Prepared:
+        if self._closed:
+            raise InfraError("the VM provider is closed")
+        if self._prep_lock is None:
+            self._prep_lock = asyncio.Lock()
+        async with self._prep_lock:
+            if self._prepared is None:
+                from vexfs_cockpit.fleet.accel import probe_accel
+                from vexfs_cockpit.fleet.image import build_image
+
+                await self.fleet.connect(reap=True)
+                image = await asyncio.to_thread(build_image, self.cfg.fleet)
+                accel = await asyncio.to_thread(probe_accel, fleet=self.cfg.fleet, kernel=image.kernel)
+                self._prepared = _Prepared(image, accel)
+                self._sampler = HealthSampler(
+                    lambda: self.fleet.conn, self.bus, lambda: list(self._vms), run_id=self.run_id,
+                    interval=self._sample_interval_s, state_hint=self._state_hint,
+                )
+                self._sampler.start()
+            return self._prepared
+
+    def _state_hint(self, name: str) -> str | None:
+        vm = self._vms.get(name)
+        return vm.phase if vm is not None and vm.phase in ("booting", "ready") else None
+
+    # -- building one VM ------------------------------------------------------------------
+    def _console_log(self, name: str) -> Path:
+        run = self.run_id or "no-run"
+        return self.artifacts_dir / run / "console" / f"{name}.log"
+
+    def _render(self, prep: _Prepared, name: str, port: int) -> str:
+        from vexfs_cockpit.fleet.templates import DomainSpec, render_domain_xml
+
+        img = prep.image
+        fleet = self.cfg.fleet
+        res = self.cfg.resources
+        common = dict(
+            name=name, ssh_port=port, accel=prep.accel, memory_mb=res.memory_mb, cpus=res.cpus,
+            disk_cache=fleet.disk_cache, disk_io=fleet.disk_io, enable_hugepages=fleet.enable_hugepages,
+        )
+        if fleet.template == "disk":
+            from vexfs_cockpit.fleet.image_disk import make_overlay, make_seed_iso, vm_dir
+
+            if fleet.base_image_path is None:
+                raise InfraError(
+                    "fleet.template is 'disk' but no base image is set: export VEXFS_BASE_IMAGE_PATH=/path/to/image.qcow2"
+                )
+            d = vm_dir(img, name)  # type: ignore[arg-type]
+            overlay = make_overlay(fleet.base_image_path, d / "overlay.qcow2")
+            seed = make_seed_iso(img, name, d / "seed.iso")  # type: ignore[arg-type]
+            return render_domain_xml(DomainSpec(template="disk", overlay=overlay, seed_iso=seed, **common))  # type: ignore[arg-type]
+        return render_domain_xml(DomainSpec(
+            template="direct-kernel", kernel=img.kernel, initrd=img.initrd,  # type: ignore[attr-defined]
+            cmdline=img.kernel_cmdline(hostname=name, extra=fleet.kernel_cmdline_extra),  # type: ignore[attr-defined]
+            **common,  # type: ignore[arg-type]
+        ))
+
+    def _make_target(self, prep: _Prepared, name: str, port: int):  # -> SshTarget
+        from vexfs_cockpit.transport.ssh import SshTarget
+
+        img = prep.image
+        keys = self.cfg.fleet.ssh_key_path or img.client_keys()  # type: ignore[attr-defined]
+        return SshTarget(
+            name, "127.0.0.1", port, "root",
+            client_keys=keys, known_hosts=img.host_key_known_hosts(),  # type: ignore[attr-defined]
+            # The ready marker is printed once dropbear listens; SSH retries only cover
+            # the key exchange under TCG and later resets.
+            reconnect_deadline_s=min(60.0, self.cfg.fleet.boot_timeout_s),
+        )
+
+    async def new_vm(self, name: str, *, keep: bool = False, klog: object | None = None,
+                     console_log: Path | None = None) -> GuestVm:
+        """A GuestVm ready to ``boot()`` (used by ``lease`` and by ``vm start``)."""
+        from vexfs_cockpit.fleet.templates import free_port
+
+        prep = await self._prepare()
+        port = free_port()
+        xml = self._render(prep, name, port)
+        console = ConsoleStream(
+            lambda: self.fleet.conn, name, klog_sink(name, klog, self.bus),  # type: ignore[arg-type]
+            log_path=console_log if console_log is not None else self._console_log(name),
+        )
+        vm = GuestVm(
+            self.fleet, self.bus, name=name, xml=xml, ssh_port=port,
+            target=self._make_target(prep, name, port), console=console,
+            ready_marker=prep.image.ready_marker,  # type: ignore[attr-defined]
+            boot_timeout_s=self.cfg.fleet.boot_timeout_s, keep=keep, klog=klog,
+        )
+        return vm
+
+    async def boot_vm(self, name: str, *, keep: bool = False, klog: object | None = None,
+                      console_log: Path | None = None) -> GuestVm:
+        """Boot ``name`` to ready; retries with a new port when the forward could not bind."""
+        last: InfraError | None = None
+        for _ in range(_PORT_TRIES):
+            vm = await self.new_vm(name, keep=keep, klog=klog, console_log=console_log)
+            self._vms[name] = vm
+            try:
+                await vm.boot()
+                return vm
+            except InfraError as err:
+                self._vms.pop(name, None)
+                await vm.aclose(grace_s=0)
+                if "hostfwd" not in str(err) and "host forwarding" not in str(err):
+                    raise
+                last = err
+            except BaseException:
+                self._vms.pop(name, None)
+                await vm.aclose(grace_s=0)
+                raise
+        assert last is not None
+        raise last
+
+    # -- TargetProvider -----------------------------------------------------------------------
+    @asynccontextmanager
+    async def lease(self, domain: str, index: int) -> AsyncIterator[Lease]:
+        from vexfs_cockpit.klog.buffer import KernelLogBuffer
+
+        name = vm_name(self.env, domain, index)
+        if name in self._vms:
+            raise InfraError(f"VM {name} is already leased: one lease per domain and index")
+        klog = KernelLogBuffer(name)
+        vm = await self.boot_vm(name, klog=klog)
+        try:
+            res = await vm.target.run("uname -r", timeout=30.0)
+            if not res.ok:
+                raise InfraError(f"VM {name}: `uname -r` failed: {res.first_line()}")
+            yield Lease(
+                vm_name=name, target=vm.target, klog=klog, vm=vm, guest_kernel=res.output.strip(),
+                extra={"ssh_port": vm.ssh_port, "console_log": str(vm.console.log_path)},
+            )
+        finally:
+            self._vms.pop(name, None)
+            await vm.aclose(grace_s=self.cfg.fleet.stop_timeout_s)
+
+    async def aclose(self) -> None:
+        """Destroy every VM this provider started (leases still open included)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._sampler is not None:
+            await self._sampler.stop()
+        for vm in list(self._vms.values()):
+            try:
+                await vm.aclose(grace_s=0)
+            except InfraError as err:
+                log.warning("%s", err)
+        self._vms.clear()
+        await self.fleet.aclose()
+
+
+def cancel_on_sigterm(task: asyncio.Task[object]) -> None:
+    """Treat SIGTERM like Ctrl-C: cancel ``task`` so the providers' cleanup runs.
+
+    asyncio.run already turns SIGINT into a cancellation of the main task; SIGTERM
+    (CI timeouts, `kill`) would otherwise end the process with its VMs running.
+    """
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)

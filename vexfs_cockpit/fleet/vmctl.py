@@ -1,0 +1,172 @@
+"""One guest VM, end to end: boot to ready, reset, shut down. Implements ``VmControl``.
+
+Ready means: the guest printed its ready marker on the serial console (dropbear
+listens by then) AND an SSH connection is up. Boot is: create paused, attach the
+console, resume (so no boot line is lost), wait for ready within the boot
+timeout. A boot that fails says which VM and shows its last console lines.
+
+``reset`` is destroy + create from the same XML (same name, same SSH port; see
+FleetManager.reset for why not virDomainReset) followed by the same wait; the
+``SshTarget`` handed to domains is the same object before and after — it only
+reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+from vexfs_cockpit.engine.bus import EventBus
+from vexfs_cockpit.engine.events import VmStateChanged
+from vexfs_cockpit.engine.target import CommandResult, Target
+from vexfs_cockpit.errors import CockpitError, InfraError
+from vexfs_cockpit.fleet.console import ConsoleClosed, ConsoleStream
+from vexfs_cockpit.fleet.libvirt import FleetManager
+
+log = logging.getLogger(__name__)
+
+
+class ReconnectingTarget(Target, Protocol):
+    """What the VM needs from its SSH target beyond ``Target`` (transport.ssh.SshTarget)."""
+
+    async def connect(self) -> None: ...
+    async def reconnect(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+class GuestVm:
+    """A VM this process boots and owns. ``name`` is the libvirt domain name."""
+
+    def __init__(
+        self,
+        fleet: FleetManager,
+        bus: EventBus,
+        *,
+        name: str,
+        xml: str,
+        ssh_port: int,
+        target: ReconnectingTarget,
+        console: ConsoleStream,
+        ready_marker: str,
+        boot_timeout_s: float,
+        keep: bool = False,
+        klog: object | None = None,
+    ):
+        self.fleet = fleet
+        self.bus = bus
+        self.name = name
+        self.xml = xml
+        self.ssh_port = ssh_port
+        self.target = target
+        self.console = console
+        self.ready_marker = ready_marker
+        self.boot_timeout_s = boot_timeout_s
+        self.keep = keep
+        self.klog = klog  # the KernelLogBuffer the console feeds (the provider flushes it on stop)
+        self.phase = "defined"  # defined | booting | ready | stopped (libvirt events add the rest)
+        self.boots = 0
+        self._reset_lock = asyncio.Lock()
+        self._created = False  # only a VM we created is ever stopped by us
+        self._since = 0
+
+    # -- boot / reset -------------------------------------------------------------------
+    async def boot(self) -> None:
+        """Start the VM and wait until it is ready (console marker + SSH)."""
+        self.phase = "booting"
+        await self.fleet.start(self.xml, paused=True, keep=self.keep, ssh_port=self.ssh_port)
+        self._created = True
+        await self._attach_and_run("boot")
+        await self._wait_ready(first=True)
+
+    async def _attach_and_run(self, note: str) -> None:
+        await self.console.attach(note=note)
+        self._since = self.console.lines_seen
+        await self.fleet.resume(self.name)
+        self.boots += 1
+
+    async def _wait_ready(self, *, first: bool) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.boot_timeout_s
+        stage = "the ready marker"
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self.console.wait_for_text(self.ready_marker, timeout=self.boot_timeout_s, since=self._since)
+                stage = "SSH"
+                if first:
+                    await self.target.connect()
+                else:
+                    await self.target.reconnect()
+        except TimeoutError:
+            raise InfraError(
+                f"VM {self.name} was not ready within {self.boot_timeout_s:.0f}s (waiting for {stage}; "
+                f"raise fleet.boot_timeout_s if the host is slow); last console lines: {self._last_lines()}"
+            ) from None
+        except ConsoleClosed:
+            raise InfraError(
+                f"VM {self.name} stopped while booting (waiting for {stage}); "
+                f"last console lines: {self._last_lines()}"
+            ) from None
+        except CockpitError as err:  # TargetUnavailable: marker seen, SSH never came
+            raise InfraError(f"VM {self.name} printed its ready marker but SSH failed: {err}") from None
+        self.phase = "ready"
+        self.bus.publish(VmStateChanged(vm=self.name, state="ready", reason=f"boot #{self.boots}"))
+
+    def _last_lines(self, n: int = 8) -> str:
+        lines = [ln.strip() for ln in self.console.tail(n) if ln.strip()]
+        return " | ".join(lines) if lines else "(none: the console printed nothing)"
+
+    async def reset(self, reason: str) -> None:
+        """Hard reset and wait for ready again. InfraError if it does not come back."""
+        async with self._reset_lock:
+            log.info("resetting %s: %s", self.name, reason)
+            self.phase = "booting"
+            await self.console.detach()
+            await self.fleet.reset(self.name, paused=True)
+            await self._attach_and_run(f"reset: {reason}")
+            await self._wait_ready(first=False)
+
+    # -- VmControl ------------------------------------------------------------------------
+    async def state(self) -> str:
+        """libvirt's state, refined by ours: a running VM is "booting" or "ready"."""
+        st = await self.fleet.state(self.name)
+        if st == "running" and self.phase in ("booting", "ready"):
+            return self.phase
+        return st
+
+    async def is_responsive(self, timeout: float = 5.0) -> bool:
+        """An SSH ``true`` round trip within ``timeout`` (reconnect included)."""
+        try:
+            async with asyncio.timeout(timeout):
+                res: CommandResult = await self.target.run("true", timeout=timeout)
+        except (TimeoutError, CockpitError, OSError):
+            return False
+        return res.ok
+
+    # -- shutdown -------------------------------------------------------------------------
+    async def shutdown(self, grace_s: float) -> None:
+        """Power the guest off from inside (our busybox guest ignores ACPI), then make sure.
+
+        ``poweroff -f`` after ``sync`` is the guest's own clean stop; with
+        on_poweroff=destroy libvirt then reports "stopped". Whatever is still running
+        after ``grace_s`` is destroyed.
+        """
+        if self.phase == "ready":
+            try:
+                async with asyncio.timeout(min(3.0, grace_s)):
+                    await self.target.run("sync; (sleep 0.2; poweroff -f) >/dev/null 2>&1 &", timeout=3.0)
+            except (TimeoutError, CockpitError, OSError):
+                pass  # dead or hung guest: the destroy below handles it
+            if not await self.fleet.wait_stopped(self.name, grace_s):
+                log.info("%s did not power off within %.0fs: destroying it", self.name, grace_s)
+        self.phase = "stopped"
+        if self._created:
+            await self.fleet.stop(self.name, grace_s=0)
+
+    async def aclose(self, grace_s: float = 10.0) -> None:
+        """Stop the VM and release console + SSH. Safe to call twice."""
+        try:
+            await self.shutdown(grace_s)
+        finally:
+            await self.target.close()
+            await self.console.aclose()

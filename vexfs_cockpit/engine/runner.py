@@ -361,8 +361,9 @@ class Runner:
         assert lease.klog is not None
         try:
             return await lease.klog.sync(lease.target, tag, timeout=SYNC_TIMEOUT_S)
-        except (TimeoutError, TargetUnavailable):
-            # Console or SSH slow/gone: fall back to "everything since now".
+        except (TimeoutError, InfraError):
+            # Console or SSH slow/gone (KlogSyncTimeout is an InfraError): fall back to
+            # "everything since now" so the window is never lost.
             return lease.klog.cursor()
 
     async def _race_guard(

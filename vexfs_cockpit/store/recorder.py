@@ -185,14 +185,18 @@ class Recorder:
         async for first in sub:
             batch: list[Item] = []
             markers: list[_Flush] = []
-            for ev in [first, *sub.drain_nowait()]:
-                if isinstance(ev, _Flush):
-                    markers.append(ev)
-                    continue
-                filled = self._attr.fill(ev)
-                batch.append((filled, self._attr.current_run))
-            if batch:
-                await self._write(batch)
+            try:
+                for ev in [first, *sub.drain_nowait()]:
+                    if isinstance(ev, _Flush):
+                        markers.append(ev)
+                        continue
+                    filled = self._attr.fill(ev)
+                    batch.append((filled, self._attr.current_run))
+                if batch:
+                    await self._write(batch)
+            except Exception as exc:  # never die silently with the queue still filling
+                log.exception("history recorder")
+                self._fail([f"history recorder: {type(exc).__name__}: {exc}"])
             for m in markers:
                 if not m.done.done():
                     m.done.set_result(None)
@@ -203,6 +207,9 @@ class Recorder:
         except Exception as exc:  # the writer thread itself failed (store closed...)
             failures = [f"history DB {self.store.path}: {exc}"]
         self.written += len(batch) - len(failures)
+        self._fail(failures)
+
+    def _fail(self, failures: list[str]) -> None:
         if failures and self.error is None:
             self.error = failures[0]
             log.error("%s", self.error)

@@ -33,6 +33,9 @@ from vexfs_cockpit.engine.results import TestResult, TestStatus
 from vexfs_cockpit.klog.model import KernelReport
 
 HANG_KINDS = frozenset({"hung_task", "soft_lockup", "hard_lockup", "rcu_stall"})
+# Reports that mean kernel code crashed (the task or the whole guest died), whatever
+# severity the classifier gave them; any fatal report counts too.
+CRASH_KINDS = frozenset({"panic", "oops", "bug", "gpf", "kasan", "kfence"})
 RUN_ENDED_EARLY = "run finished before this domain did"
 
 
@@ -128,8 +131,11 @@ class RunReport:
         return Counter(str(t.status) for t in self.tests())
 
     def crashes(self) -> list[KernelEventRecord]:
-        """Unexpected fatal kernel reports (panic, fatal oops...)."""
-        return [k for k in self.kernel_events if k.report.fatal and not k.expected]
+        """Unexpected crash reports: panic, oops, BUG, GPF, KASAN/KFENCE, or anything fatal."""
+        return [
+            k for k in self.kernel_events
+            if not k.expected and (k.report.kind in CRASH_KINDS or k.report.fatal)
+        ]
 
     def hangs(self) -> list[KernelEventRecord]:
         return [k for k in self.kernel_events if k.report.kind in HANG_KINDS and not k.expected]

@@ -70,6 +70,7 @@ def test_missing_tests_bad_domains_and_aborted_runs_are_not_hidden() -> None:
     events += [
         DomainStarted(run_id="run-2", domain=FS, vm="vm-1", planned_tests=("mount", "rw"), ts=T0 + 50),
         VmStateChanged(vm="vm-1", state="crashed", reason="qemu exited", ts=T0 + 51),
+        VmStateChanged(vm="vexfs-dev-manual-0", state="crashed", reason="someone else's", ts=T0 + 51),
         InfraProblem(message="vm-1 died: qemu exited", vm="vm-1", ts=T0 + 52),
         RunFinished(run_id="run-2", status="aborted", counts={"PASSED": 1}, reason="VM lost", ts=T0 + 53),
     ]
@@ -83,6 +84,7 @@ def test_missing_tests_bad_domains_and_aborted_runs_are_not_hidden() -> None:
     assert case.result[0].type == "ABORTED" and case.result[0].message == "VM lost"
     run_out = run._elem.findtext("system-out")  # junitparser has no suite-level accessor
     assert "infra: vm-1 died: qemu exited" in run_out and "vm vm-1: crashed" in run_out
+    assert "vexfs-dev-manual-0" not in run_out  # another cockpit VM, not this run's
 
 
 def test_a_domain_that_errored_without_a_bad_test_gets_a_case() -> None:

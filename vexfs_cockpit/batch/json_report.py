@@ -48,6 +48,7 @@ def _domain(d: DomainReport) -> dict[str, Any]:
 
 def report_dict(report: RunReport) -> dict[str, Any]:
     run = report.run
+    run_vms = report.run_vms()
     tally = dict(sorted(report.tally().items()))
     crashes = report.crashes()
     hangs = report.hangs()
@@ -78,7 +79,11 @@ def report_dict(report: RunReport) -> dict[str, Any]:
         },
         "domains": [_domain(d) for d in report.domains],
         "kernel_events": [_kernel_event(k) for k in report.kernel_events],
-        "vm_states": [{"vm": s.vm, "state": s.state, "reason": s.reason, "ts": s.ts} for s in report.vm_states],
+        # every cockpit VM's changes during the run; in_run marks this run's own VMs
+        "vm_states": [
+            {"vm": s.vm, "state": s.state, "reason": s.reason, "ts": s.ts, "in_run": s.vm in run_vms}
+            for s in report.vm_states
+        ],
         "infra_problems": [{"message": p.message, "vm": p.vm, "ts": p.ts} for p in report.infra_problems],
         "summary": {
             "tally": tally,

@@ -38,7 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--period", help="only the last PERIOD, e.g. 12h, 7d, 2w")
     p.add_argument("--search", help="text in run id, profile, reason, test names/messages, kernel titles")
     p.add_argument("--limit", type=int, default=30, help="at most N runs (default 30)")
-    p.set_defaults(func=cmd_history, history_cmd="runs")
+    p.set_defaults(handler=cmd_history, func=cmd_history, history_cmd="runs")  # cli.py calls handler
     sub = p.add_subparsers(dest="history_cmd", metavar="{crashes,show,compare,report}")
 
     c = sub.add_parser("crashes", help="crash signatures, newest first")

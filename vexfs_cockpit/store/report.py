@@ -140,8 +140,14 @@ class RunReport:
     def hangs(self) -> list[KernelEventRecord]:
         return [k for k in self.kernel_events if k.report.kind in HANG_KINDS and not k.expected]
 
+    def run_vms(self) -> set[str]:
+        """The VMs this run's domains ran on (vm_states also holds other cockpit VMs)."""
+        return {vm for d in self.domains for vm in d.vm.split(", ") if vm}
+
     def vm_failures(self) -> list[VmStateRecord]:
-        return [s for s in self.vm_states if s.state in ("hung", "crashed")]
+        """Hangs/crashes of this run's VMs (a dev VM dying meanwhile is not ours)."""
+        mine = self.run_vms()
+        return [s for s in self.vm_states if s.state in ("hung", "crashed") and s.vm in mine]
 
 
 def kernel_record(ev: KernelEventRaised) -> KernelEventRecord:

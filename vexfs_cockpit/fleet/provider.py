@@ -206,6 +206,14 @@ class LibvirtProvider:
         assert last is not None
         raise last
 
+    async def release_vm(self, name: str) -> None:
+        """Let ``name`` outlive this provider: drop console and SSH, keep the VM running."""
+        vm = self._vms.pop(name, None)
+        self.fleet.release(name)
+        if vm is not None:
+            await vm.target.close()
+            await vm.console.aclose()
+
     # -- TargetProvider -----------------------------------------------------------------------
     @asynccontextmanager
     async def lease(self, domain: str, index: int) -> AsyncIterator[Lease]:

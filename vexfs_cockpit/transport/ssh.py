@@ -6,9 +6,9 @@ Why it looks the way it does:
 - dropbear refuses sessions ("Session request failed") when too many are open on
   one connection, so channels pass a gate (default 4) and queue. A refusal anyway
   lowers the gate to what was open and retries once when that much is free.
-- SSH cannot reliably signal a remote process, so each command runs as a tagged
-  session leader (see ``quoting.py``) and a timeout SIGKILLs its process group
-  through a second, short command.
+- SSH cannot reliably signal a remote process, so each command carries a token
+  in its environment (see ``quoting.py``) and a timeout SIGKILLs every tagged
+  process through a second, short command.
 - Guests built by the image builder have no sftp-server, so files travel through
   ``cat`` unless the guest offers SFTP.
 """
@@ -44,11 +44,8 @@ from vexfs_cockpit.transport.output import (
 )
 from vexfs_cockpit.transport.quoting import (
     MAX_EXEC_BYTES,
-    PROBE,
-    SessionMode,
     kill_command,
     new_token,
-    parse_probe,
     stage_command,
     wrap_command,
 )
@@ -148,7 +145,6 @@ class SshTarget:
         self._conn: asyncssh.SSHClientConnection | None = None
         self._conn_lock = asyncio.Lock()
         self._sftp_ok: bool | None = None  # per connection; None = not probed yet
-        self._mode = SessionMode.SETSID  # per connection, from PROBE
         # which connection a process runs on (its channel forgets once closed)
         self._proc_conn: weakref.WeakKeyDictionary[Any, asyncssh.SSHClientConnection] = weakref.WeakKeyDictionary()
         self._closed = False
@@ -162,11 +158,6 @@ class SshTarget:
     @property
     def is_connected(self) -> bool:
         return self._conn is not None and not self._conn.is_closed()
-
-    @property
-    def session_mode(self) -> SessionMode:
-        """How commands are wrapped on the current connection (see quoting.py)."""
-        return self._mode
 
     @property
     def channel_limit(self) -> int:
@@ -214,11 +205,10 @@ class SshTarget:
             if self._conn is not None and not self._conn.is_closed():
                 return self._conn
             await self._drop_conn()
-            conn, self._mode = await self._connect_with_backoff()
-            self._conn = conn
-            return conn
+            self._conn = await self._connect_with_backoff()
+            return self._conn
 
-    async def _connect_with_backoff(self) -> tuple[asyncssh.SSHClientConnection, SessionMode]:
+    async def _connect_with_backoff(self) -> asyncssh.SSHClientConnection:
         started = time.monotonic()
         deadline = started + self.reconnect_deadline_s
         delay = 0.25
@@ -227,10 +217,10 @@ class SshTarget:
             attempts += 1
             budget = max(1.0, min(self.connect_timeout, deadline - time.monotonic()))
             try:
-                conn, mode = await asyncio.wait_for(self._connect_once(), budget)
-                log.debug("%s: connected after %d attempt(s), %.2fs, session mode %s", self.where,
-                          attempts, time.monotonic() - started, mode.value)
-                return conn, mode
+                conn = await asyncio.wait_for(self._connect_once(), budget)
+                log.debug("%s: connected after %d attempt(s), %.2fs", self.where, attempts,
+                          time.monotonic() - started)
+                return conn
             except asyncssh.HostKeyNotVerifiable as err:
                 raise TargetUnavailable(
                     f"{self.where}: host key not trusted ({_reason(err)}); the guest was not built "
@@ -252,8 +242,8 @@ class SshTarget:
             await asyncio.sleep(min(delay, remaining))  # backoff between attempts, nothing to wait on
             delay = min(delay * 2, 4.0)
 
-    async def _connect_once(self) -> tuple[asyncssh.SSHClientConnection, SessionMode]:
-        conn = await asyncssh.connect(
+    async def _connect_once(self) -> asyncssh.SSHClientConnection:
+        return await asyncssh.connect(
             self.host,
             self.port,
             username=self.username,
@@ -268,14 +258,6 @@ class SshTarget:
             keepalive_count_max=self.keepalive_count_max,
             connect_timeout=self.connect_timeout,
         )
-        try:
-            # Ask once how this server spawns sessions (see quoting.py); it also proves
-            # the guest can run a command, not only complete a key exchange.
-            res = await conn.run(PROBE, check=False)
-        except BaseException:
-            conn.close()
-            raise
-        return conn, parse_probe(str(res.stdout))
 
     def _lost(self, err: BaseException, what: str, conn: Any) -> TargetUnavailable:
         """Forget the connection that failed (the next call reconnects) and say what happened.
@@ -374,8 +356,7 @@ class SshTarget:
 
     async def _remote_text(self, command: str, token: str) -> str:
         """The exec text for ``command``; long scripts go through a staged file first."""
-        await self._live_conn()  # the wrapper depends on the connection's session mode
-        remote = wrap_command(command, token, self._mode)
+        remote = wrap_command(command, token)
         if len(remote.encode()) <= MAX_EXEC_BYTES:
             return remote
         path = f"/tmp/.{token}.sh"
@@ -393,7 +374,7 @@ class SshTarget:
                 f"{self.where}: could not stage a {len(command)}-byte command in {path}: "
                 f"{out.decode(errors='replace').strip()[:200]}"
             )
-        return wrap_command(stage_command(path), token, self._mode)
+        return wrap_command(stage_command(path), token)
 
     # ---- Target API -------------------------------------------------------------------
 

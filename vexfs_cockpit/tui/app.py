@@ -32,6 +32,7 @@ from vexfs_cockpit.engine.events import (
 from vexfs_cockpit.tui.backend import ActionResult, CockpitBackend, RunRequest, TestRef
 from vexfs_cockpit.tui.commands import CockpitCommands
 from vexfs_cockpit.tui.format import error_line
+from vexfs_cockpit.tui.logmodel import LOG_RETAIN
 from vexfs_cockpit.tui.state import LiveState, Part
 
 T = TypeVar("T")
@@ -59,7 +60,7 @@ class CockpitApp(App[int]):
         backend: CockpitBackend,
         *,
         clock: Callable[[], float] = time.time,
-        log_retain: int = 20_000,
+        log_retain: int = LOG_RETAIN,
         pump_interval: float = PUMP_INTERVAL_S,
     ):
         super().__init__()

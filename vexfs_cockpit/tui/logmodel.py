@@ -14,8 +14,8 @@ them; ``parse_row`` recovers the key for styling. ``sep`` is ``│`` for a kerne
 from __future__ import annotations
 
 import re
-from collections import deque
-from collections.abc import Iterable, Iterator
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -36,6 +36,10 @@ _DOMAIN_TAGS = {
     "integration_testing": "integ",
 }
 
+# Rows the live pane keeps (model and Log alike): memory stays flat after this many.
+# Whole test windows live in the store as evidence; the pane is for watching.
+LOG_RETAIN = 10_000
+
 SEVERITY_CYCLE: tuple[Severity | None, ...] = (
     None,
     Severity.INFO,
@@ -45,8 +49,7 @@ SEVERITY_CYCLE: tuple[Severity | None, ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class LogRecord:
+class LogRecord(NamedTuple):  # a tuple: cheapest to build at flood rates
     vm: str
     line_no: int
     text: str
@@ -100,7 +103,7 @@ def parse_row(row: str) -> RowKey | None:
 
 
 class LogModel:
-    def __init__(self, retain: int = 20_000):
+    def __init__(self, retain: int = LOG_RETAIN):
         self.retain = retain
         self.records: deque[LogRecord] = deque(maxlen=retain)
         self.filter = LogFilter()
@@ -109,30 +112,45 @@ class LogModel:
         self._vm_by_label: dict[str, str] = {}
         self._label_width = 8
         # (vm, line_no) -> severity of the report covering that line. Bounded: oldest out.
-        self._severity: dict[tuple[str, int], Severity] = {}
+        self._severity: OrderedDict[tuple[str, int], Severity] = OrderedDict()
         self._severity_cap = retain * 2
         self.lines_seen = 0
         self.events_seen = 0
 
     # -- input -------------------------------------------------------------------
-    def add(self, events: Iterable[KernelLogLine | KernelEventRaised]) -> tuple[list[LogRecord], bool]:
-        """Take a batch; return the new records and whether any report arrived."""
+    def add(self, events: Sequence[KernelLogLine | KernelEventRaised]) -> tuple[list[LogRecord], bool]:
+        """Take a batch; return the new records and whether any report arrived.
+
+        Under a flood, records that would fall out of the bounded buffer within this
+        same batch are counted but never built.
+        """
         new: list[LogRecord] = []
         reports = False
-        for ev in events:
-            if isinstance(ev, KernelLogLine):
-                rec = LogRecord(vm=ev.vm, line_no=ev.line_no, text=_clean(ev.text))
+        skip = len(events) - self.retain
+        labels = self._labels
+        for i, ev in enumerate(events):
+            if type(ev) is KernelLogLine:
                 self.lines_seen += 1
-            else:
+                if i < skip:
+                    continue
+                vm, text = ev.vm, ev.text
+                if vm not in labels:
+                    self._see_vm(vm)
+                if "\n" in text or "\r" in text:
+                    text = _clean(text)
+                new.append(LogRecord(vm, ev.line_no, text))
+            elif isinstance(ev, KernelEventRaised):
                 rep = ev.report
                 vm = ev.vm or rep.vm
                 self._mark(vm, rep)
-                rec = LogRecord(vm=vm, line_no=rep.line, text=_marker_text(rep, ev.expected), report=rep, expected=ev.expected)
                 self.events_seen += 1
                 reports = True
-            self._see_vm(rec.vm)
-            self.records.append(rec)
-            new.append(rec)
+                if i < skip:
+                    continue
+                if vm not in labels:
+                    self._see_vm(vm)
+                new.append(LogRecord(vm, rep.line, _marker_text(rep, ev.expected), rep, ev.expected))
+        self.records.extend(new)
         # Only what the deque still holds can be shown.
         if len(new) > self.retain:
             new = new[-self.retain:]
@@ -215,7 +233,7 @@ class LogModel:
             if old is None or rep.severity > old:
                 self._severity[key] = rep.severity
         while len(self._severity) > self._severity_cap:
-            del self._severity[next(iter(self._severity))]
+            self._severity.popitem(last=False)  # O(1), unlike deleting dict's first key
 
 
 def _block_lines(rep: KernelReport) -> Iterator[int]:
@@ -231,6 +249,4 @@ def _marker_text(rep: KernelReport, expected: bool) -> str:
 
 def _clean(text: str) -> str:
     # One record is one row: a stray newline would split it and misalign the keys.
-    if "\n" in text or "\r" in text:
-        text = text.replace("\r", "").replace("\n", " ")
-    return text
+    return text.replace("\r", "").replace("\n", " ")

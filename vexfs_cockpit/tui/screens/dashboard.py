@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, cast
 
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer
 
@@ -61,8 +62,6 @@ class DashboardScreen(Screen[None]):
 
     # -- fed by the app's pump ---------------------------------------------------------
     def on_live(self, changed: set[Part], log_events: list[KernelLogLine | KernelEventRaised]) -> None:
-        if not self.is_mounted or not self.children:
-            return
         if log_events:
             self.log_pane.feed(log_events)
         if changed:
@@ -72,15 +71,16 @@ class DashboardScreen(Screen[None]):
         self._render_parts({Part.VMS, Part.DOMAINS, Part.RUN})
 
     def _render_parts(self, changed: set[Part]) -> None:
-        if not self.is_mounted or not self.children:
-            return  # composing or being torn down: nothing to paint yet / any more
         state, now = self.cockpit.state, self.cockpit.clock()
-        if changed & {Part.VMS}:
-            self.query_one(VmPanel).show(state, now)
-        if changed & {Part.DOMAINS}:
-            self.query_one(DomainProgress).show(state, now)
-        if changed & {Part.RUN, Part.VMS, Part.DOMAINS, Part.EVENTS, Part.INFRA, Part.RESULTS}:
-            self.query_one(RunSummary).show(state, now)
+        try:
+            if changed & {Part.VMS}:
+                self.query_one(VmPanel).show(state, now)
+            if changed & {Part.DOMAINS}:
+                self.query_one(DomainProgress).show(state, now)
+            if changed & {Part.RUN, Part.VMS, Part.DOMAINS, Part.EVENTS, Part.INFRA, Part.RESULTS}:
+                self.query_one(RunSummary).show(state, now)
+        except NoMatches:
+            pass  # being torn down at exit: nothing left to paint
 
     # -- VM actions --------------------------------------------------------------------
     def _selected_vm(self) -> str | None:

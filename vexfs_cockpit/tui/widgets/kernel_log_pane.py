@@ -11,6 +11,7 @@ while the model keeps absorbing; follow rebuilds from the model and tails again.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import islice
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -18,7 +19,7 @@ from textual.containers import Vertical
 from textual.widgets import Input, Static
 
 from vexfs_cockpit.engine.events import KernelEventRaised, KernelLogLine
-from vexfs_cockpit.tui.logmodel import LogFilter, LogModel
+from vexfs_cockpit.tui.logmodel import LOG_RETAIN, LogFilter, LogModel
 from vexfs_cockpit.tui.widgets.kernel_log_view import KernelLogView
 
 
@@ -30,6 +31,7 @@ class KernelLogPane(Vertical):
     }
     KernelLogPane > #log-status {
         height: 1;
+        width: 1fr;
         background: $boost;
         text-wrap: nowrap;
         text-overflow: ellipsis;
@@ -45,7 +47,7 @@ class KernelLogPane(Vertical):
     }
     """
 
-    def __init__(self, retain: int = 20_000, *, id: str | None = None):
+    def __init__(self, retain: int = LOG_RETAIN, *, id: str | None = None):
         super().__init__(id=id)
         self.model = LogModel(retain=retain)
         self.paused = False
@@ -110,8 +112,13 @@ class KernelLogPane(Vertical):
         self.paused = False
         self._event_cursor = None
         self.view.auto_scroll = True
-        if self.unseen:
+        if self.unseen >= self.model.retain:
             self._rebuild()
+        elif self.unseen:
+            # Only what arrived while paused: the Log drops its oldest rows itself.
+            held = len(self.model.records)
+            self.view.write_lines(self.model.rows(islice(self.model.records, held - self.unseen, held)), scroll_end=False)
+            self.unseen = 0
         self.view.scroll_end(animate=False, immediate=True, x_axis=False)
         self._show_status()
 
@@ -197,4 +204,4 @@ class KernelLogPane(Vertical):
             f" · {m.lines_seen:,} lines",
             (f" · {m.events_seen} events" if m.events_seen else "", "bold"),
         )
-        self.query_one("#log-status", Static).update(status)
+        self.query_one("#log-status", Static).update(status, layout=False)  # one fixed row

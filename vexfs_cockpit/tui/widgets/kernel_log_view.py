@@ -67,6 +67,12 @@ class KernelLogView(Log):
         self.model = model
         self.highlighter = SeverityHighlighter(model)
 
+    def _update_size(self, updates: int, lines: list[str]) -> None:  # type: ignore[override]
+        # Log measures new rows' cell widths in a thread per write; under a flood that
+        # thread fights the UI for the GIL. Kernel logs are ASCII: len() is the width.
+        if lines:
+            self._update_maximum_width(updates, max(map(len, lines)))
+
     def on_resize(self, event: events.Resize) -> None:
         # Following means the newest line stays visible when the pane is resized.
         if self.auto_scroll:

@@ -15,6 +15,7 @@ class RunSummary(Static):
     DEFAULT_CSS = """
     RunSummary {
         height: 1;
+        width: 1fr;
         background: $panel;
         text-wrap: nowrap;
         text-overflow: ellipsis;
@@ -22,7 +23,7 @@ class RunSummary(Static):
     """
 
     def show(self, state: LiveState, now: float) -> None:
-        self.update(summary_text(state, now))
+        self.update(summary_text(state, now), layout=False)  # one fixed row: no relayout
 
 
 def summary_text(state: LiveState, now: float) -> Text:

@@ -211,8 +211,7 @@ class LibvirtProvider:
         vm = self._vms.pop(name, None)
         self.fleet.release(name)
         if vm is not None:
-            await vm.target.close()
-            await vm.console.aclose()
+            await vm.detach()
 
     # -- TargetProvider -----------------------------------------------------------------------
     @asynccontextmanager

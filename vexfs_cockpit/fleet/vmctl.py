@@ -112,6 +112,27 @@ class GuestVm:
         self.phase = "ready"
         self.bus.publish(VmStateChanged(vm=self.name, state="ready", reason=f"boot #{self.boots}"))
 
+    async def adopt(self) -> None:
+        """Take over a VM that is already up (booted by another loop or process).
+
+        Attaches the console (from now on: earlier lines are not replayed) and SSH.
+        An adopted VM is never stopped by ``aclose``; ``detach`` lets it go.
+        """
+        await self.console.attach(note="adopt")
+        self._since = self.console.lines_seen
+        try:
+            await self.target.connect()
+        except CockpitError as err:
+            raise InfraError(f"VM {self.name} is running but SSH does not answer: {err}") from None
+        self.phase = "ready"
+
+    async def detach(self) -> None:
+        """Release console and SSH, leave the VM as it is."""
+        try:
+            await self.target.close()
+        finally:
+            await self.console.aclose()
+
     def _last_lines(self, n: int = 8) -> str:
         lines = [ln.strip() for ln in self.console.tail(n) if ln.strip()]
         return " | ".join(lines) if lines else "(none: the console printed nothing)"
@@ -168,5 +189,4 @@ class GuestVm:
         try:
             await self.shutdown(grace_s)
         finally:
-            await self.target.close()
-            await self.console.aclose()
+            await self.detach()

@@ -134,7 +134,7 @@ async def _put_module(lease: Lease, built: tuple[Path, dict[str, Path]]) -> None
     await lease.target.put(kos[kernel], REMOTE_KO)
 
 
-@pytest_asyncio.fixture(loop_scope="session")
+@pytest_asyncio.fixture
 async def loaded_guest(guest: Lease, built_kos: tuple[Path, dict[str, Path]]):  # type: ignore[no-untyped-def]
     """The shared guest with the module copied in; unmounted and unloaded afterwards."""
     await _put_module(guest, built_kos)
@@ -147,7 +147,6 @@ async def _sh(lease: Lease, cmd: str, timeout: float = 60.0) -> str:
 
 
 @pytest.mark.vm
-@pytest.mark.asyncio(loop_scope="session")
 async def test_load_mount_write_read_unload(loaded_guest: Lease, tmp_path: Path) -> None:
     g = loaded_guest
     data = os.urandom(1 << 20)
@@ -188,7 +187,6 @@ async def test_load_mount_write_read_unload(loaded_guest: Lease, tmp_path: Path)
 
 
 @pytest.mark.vm
-@pytest.mark.asyncio(loop_scope="session")
 async def test_bad_module_parameter_fails_the_load(loaded_guest: Lease) -> None:
     g = loaded_guest
     r = await g.target.run(f"insmod {REMOTE_KO} max_files=0")
@@ -198,7 +196,6 @@ async def test_bad_module_parameter_fails_the_load(loaded_guest: Lease) -> None:
 
 
 @pytest.mark.vm
-@pytest.mark.asyncio(loop_scope="session")
 async def test_eio_and_slow_io_knobs(loaded_guest: Lease) -> None:
     g = loaded_guest
     await _sh(g, f"insmod {REMOTE_KO} eio_on_read=1 && mkdir -p {MNT} && mount -t vexfs_selftest none {MNT}")
@@ -218,7 +215,6 @@ async def test_eio_and_slow_io_knobs(loaded_guest: Lease) -> None:
 
 
 @pytest.mark.vm
-@pytest.mark.asyncio(loop_scope="session")
 async def test_warn_knob_reaches_the_kernel_log(fresh_guest: Lease, built_kos: tuple[Path, dict[str, Path]]) -> None:
     g = fresh_guest  # a WARN taints the kernel for good: not on the shared guest
     assert g.klog is not None, "the guest lease has no kernel log"
@@ -237,7 +233,6 @@ async def test_warn_knob_reaches_the_kernel_log(fresh_guest: Lease, built_kos: t
 
 
 @pytest.mark.vm
-@pytest.mark.asyncio(loop_scope="session")
 async def test_leak_on_unload_leaks_real_slab_memory(
     fresh_guest: Lease, built_kos: tuple[Path, dict[str, Path]]
 ) -> None:

@@ -73,7 +73,7 @@ async def test_local_stream_and_early_close_kills(tmp_path: Path) -> None:
     t = LocalTarget()
     assert [ln async for ln in t.stream("printf 'a\\nb\\nc'")] == ["a", "b", "c"]
     pidfile = tmp_path / "pid"
-    gen = t.stream(f"echo first; sleep 300 & echo $! > {pidfile}; wait")
+    gen = t.stream(f"sleep 300 & echo $! > {pidfile}; echo first; wait")
     async with contextlib.aclosing(gen):
         async for line in gen:
             assert line == "first"

@@ -328,10 +328,11 @@ class SshTarget:
             return proc
 
     async def _kill(self, token: str) -> None:
-        """SIGKILL the process group of a command we gave up on; the caller holds a slot."""
+        """SIGKILL every process of a command we gave up on; the caller holds a slot.
+        Bounded: a hung guest must not hang the caller too."""
         try:
-            proc = await self._open(kill_command(token), merge=True, what="killing a timed-out command")
             async with asyncio.timeout(self.kill_timeout_s):
+                proc = await self._open(kill_command(token), merge=True, what="killing a timed-out command")
                 await proc.stdout.read()
                 await proc.wait_closed()
         except (TargetUnavailable, TimeoutError, OSError, asyncssh.Error) as err:
@@ -369,6 +370,9 @@ class SshTarget:
                 await proc.wait_closed()
         except (OSError, asyncssh.Error) as err:
             raise self._lost(err, "staging a long command", proc) from None
+        except TimeoutError:
+            proc.close()
+            raise TargetUnavailable(f"{self.where}: staging a {len(command)}-byte command in {path} timed out") from None
         if proc.exit_status != 0:
             raise TargetUnavailable(
                 f"{self.where}: could not stage a {len(command)}-byte command in {path}: "

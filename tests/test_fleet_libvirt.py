@@ -248,3 +248,27 @@ async def test_atexit_hook_destroys_what_the_loop_could_not(node) -> None:
     fm._atexit_cleanup()  # what atexit runs when asyncio.run died under us
     assert _raw_names(fm.conn) == set()
     await fm.aclose()
+
+
+async def test_cancel_during_create_undoes_the_vm(node) -> None:
+    """Ctrl-C while createXML runs: the call finishes in its thread, then the VM is destroyed."""
+    import threading
+
+    async with FleetManager(node(), EventBus(), "test") as fm:
+        entered, release = threading.Event(), threading.Event()
+        real = fm.conn.createXML
+
+        def slow_create(xml: str, flags: int = 0):
+            entered.set()
+            release.wait(10)  # the libvirt call in flight when the cancel lands
+            return real(xml, flags)
+
+        fm.conn.createXML = slow_create  # type: ignore[method-assign]
+        task = asyncio.create_task(fm.start(_dom("vexfs-test-cancel-0")))
+        assert await asyncio.to_thread(entered.wait, 5)
+        task.cancel()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert "vexfs-test-cancel-0" not in _raw_names(fm.conn)
+        assert fm.started_names() == []

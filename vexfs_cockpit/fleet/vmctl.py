@@ -172,13 +172,14 @@ class GuestVm:
         on_poweroff=destroy libvirt then reports "stopped". Whatever is still running
         after ``grace_s`` is destroyed.
         """
-        if self.phase == "ready":
+        if self.phase == "ready" and grace_s > 0:
             try:
                 async with asyncio.timeout(min(3.0, grace_s)):
-                    await self.target.run("sync; (sleep 0.2; poweroff -f) >/dev/null 2>&1 &", timeout=3.0)
+                    res = await self.target.run("sync; (sleep 0.2; poweroff -f) >/dev/null 2>&1 &", timeout=3.0)
+                asked = res.ok
             except (TimeoutError, CockpitError, OSError):
-                pass  # dead or hung guest: the destroy below handles it
-            if not await self.fleet.wait_stopped(self.name, grace_s):
+                asked = False  # dead or hung guest: no point waiting, destroy below
+            if asked and not await self.fleet.wait_stopped(self.name, grace_s):
                 log.info("%s did not power off within %.0fs: destroying it", self.name, grace_s)
         self.phase = "stopped"
         if self._created:

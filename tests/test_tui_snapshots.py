@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Select
+from textual.widgets import DataTable, Select
 
 from vexfs_cockpit.tui.app import CockpitApp
 from vexfs_cockpit.tui.screens.run_detail import RunDetailScreen
@@ -45,10 +45,15 @@ def make_app(db: Path | None = None) -> CockpitApp:
 
 
 async def settle(pilot: Pilot) -> None:
+    """Workers done, and every DataTable has re-measured its columns (it does so when
+    its message queue goes idle; a screenshot taken before that shows old widths)."""
     app = pilot.app
-    await app.workers.wait_for_complete()
-    await pilot.pause()
-    await app.workers.wait_for_complete()
+    for _ in range(50):  # bounded: a handful of idle rounds is always enough
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        tables = app.screen.query(DataTable)
+        if not any(t._require_update_dimensions or t._updated_cells for t in tables):
+            break
     await pilot.pause()
 
 

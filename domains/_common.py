@@ -229,6 +229,24 @@ def _size_mb(size: str) -> int:
     return max(1, {"K": n // 1024, "M": n, "G": n * 1024}[unit])
 
 
+TOOLS_DIR = Path(__file__).parent / "tools"
+
+
+async def guest_tool(domain: DomainBase, name: str) -> str:
+    """Compile ``domains/tools/<name>.c`` statically on the host (the guest has no
+    compiler) and copy it into the guest; return its guest path."""
+    assert domain.ctx.host is not None, "the runner gives domains a host target"
+    binary = domain.ctx.workdir / name
+    if not binary.exists():
+        src = TOOLS_DIR / f"{name}.c"
+        await domain.ctx.host.run(["gcc", "-O2", "-static", "-o", str(binary), str(src)], check=True, timeout=120)
+    remote = f"{GUEST_DIR}/{name}"
+    await domain.target.run(["mkdir", "-p", GUEST_DIR], check=True)
+    await domain.target.put(binary, remote)
+    await domain.target.run(["chmod", "+x", remote], check=True)
+    return remote
+
+
 async def timed(coro) -> tuple[Any, float]:
     t0 = time.monotonic()
     res = await coro

@@ -32,6 +32,14 @@ class VectorStore(Protocol):
 
     async def search(self, query: np.ndarray, k: int) -> list[int]: ...
 
+    async def update(self, start: int, vectors: np.ndarray) -> None:
+        """Overwrite ids start..start+len-1 in place."""
+        ...
+
+    async def delete_tail(self, n: int) -> None:
+        """Delete the last ``n`` ids."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -87,6 +95,24 @@ class FileShardStore:
         data = self._cache if self._cache is not None else await self.fetch_all()
         return [int(i) for i in exact_topk(data, query[None, :], k)[0]]
 
+    async def update(self, start: int, vectors: np.ndarray) -> None:
+        if start % SHARD or len(vectors) % SHARD:
+            raise ValueError(f"the files adapter updates whole shards of {SHARD} vectors")
+        for off in range(0, len(vectors), SHARD):
+            local = self.workdir / f"shard_{start + off:08d}.f32"
+            local.write_bytes(np.ascontiguousarray(vectors[off:off + SHARD], dtype="<f4").tobytes())
+            await self.target.put(local, f"{self.directory}/{local.name}")
+            local.unlink()
+        self._cache = None
+
+    async def delete_tail(self, n: int) -> None:
+        total = await self._count()
+        if n % SHARD:
+            raise ValueError(f"the files adapter deletes whole shards of {SHARD} vectors")
+        names = [f"{self.directory}/shard_{i:08d}.f32" for i in range(total - n, total, SHARD)]
+        await self.target.run(["rm", *names], check=True)
+        self._cache = None
+
     async def close(self) -> None:
         await self.target.run(["rm", "-rf", self.directory])
 
@@ -113,6 +139,12 @@ class FuseProtocolStore:
             out = (await self.target.run(["cat", f"{self.directory}/{i}.vec"], check=True)).output
             rows.append(np.array([float(x) for x in out.strip().split(",")], dtype="<f4"))
         return np.stack(rows) if rows else np.zeros((0, self.dims), "<f4")
+
+    async def update(self, start: int, vectors: np.ndarray) -> None:
+        raise NotImplementedError("the FUSE protocol has no in-place update")
+
+    async def delete_tail(self, n: int) -> None:
+        raise NotImplementedError("the FUSE protocol adapter has no delete")
 
     async def search(self, query: np.ndarray, k: int) -> list[int]:
         q = ",".join(f"{x:.9g}" for x in query)
@@ -174,6 +206,18 @@ class QdrantStore:
             self.client.query_points, self.collection, query=[float(x) for x in query], limit=k
         )
         return [int(p.id) for p in res.points]
+
+    async def update(self, start: int, vectors: np.ndarray) -> None:
+        m = self._models
+        points = [m.PointStruct(id=start + i, vector=[float(x) for x in v]) for i, v in enumerate(vectors)]
+        await asyncio.to_thread(self.client.upsert, self.collection, points, wait=True)
+
+    async def delete_tail(self, n: int) -> None:
+        ids = list(range(self._n - n, self._n))
+        await asyncio.to_thread(
+            self.client.delete, self.collection, points_selector=self._models.PointIdsList(points=ids), wait=True
+        )
+        self._n -= n
 
     async def close(self) -> None:
         await asyncio.to_thread(self.client.close)

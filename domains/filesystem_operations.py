@@ -203,6 +203,66 @@ class FilesystemOperationsDomain(DomainBase):
         await self.target.run(["rm", "-rf", f, f"{self.mnt}/md"])
         return verdict(problems, "size, mode, owner, links, mtime set and advanced, statfs")
 
+    @test_options(priority=45)
+    async def test_hard_links_and_rename(self) -> TestResult:
+        d = f"{self.mnt}/links"
+        problems = []
+        await self.target.run(f"mkdir -p {q(d)} && printf one > {q(d)}/a && printf two > {q(d)}/b", check=True)
+        ln = await self.target.run(["ln", f"{d}/a", f"{d}/a2"])
+        if not ln.ok:
+            problems.append(f"hard link failed: {ln.first_line()}")
+        else:
+            links = (await self.target.run(["stat", "-c", "%h %i", f"{d}/a"], check=True)).output.split()
+            other = (await self.target.run(["stat", "-c", "%i", f"{d}/a2"], check=True)).output.strip()
+            if links[0] != "2" or links[1] != other:
+                problems.append(f"after ln: links={links[0]} inode {links[1]} vs {other}")
+            await self.target.run(f"printf ' more' >> {q(d)}/a2", check=True)
+            if (await self.target.run(["cat", f"{d}/a"])).output != "one more":
+                problems.append("a write through one link is not visible through the other")
+        mv = await self.target.run(["mv", "-f", f"{d}/b", f"{d}/a"])
+        if not mv.ok or (await self.target.run(["cat", f"{d}/a"])).output != "two":
+            problems.append("rename over an existing file did not replace it")
+        if (await self.target.run(["cat", f"{d}/a2"])).output != "one more":
+            problems.append("the other link lost its data when its name was replaced")
+        gone = await self.target.run(["test", "-e", f"{d}/b"])
+        if gone.ok:
+            problems.append("rename left the source name behind")
+        await self.target.run(["rm", "-rf", d])
+        return verdict(problems, "link count, shared data, rename-over replaces, other link survives")
+
+    @test_options(priority=46)
+    async def test_large_directory(self) -> TestResult:
+        n = int(option(self, "large_dir_entries", 1000))
+        d = f"{self.mnt}/big"
+        await self.target.run(["mkdir", "-p", d], check=True)
+        res = await self.target.run(f"cd {q(d)} && i=0; while [ $i -lt {n} ]; do : > e$i; i=$((i+1)); done", timeout=300)
+        if not res.ok:
+            return failed(f"creating {n} entries failed: {res.first_line()}")
+        count = (await self.target.run(f"ls {q(d)} | wc -l", check=True)).output.strip()
+        seen = (await self.target.run(f"ls {q(d)} | sort -u | wc -l", check=True)).output.strip()
+        await self.target.run(["rm", "-rf", d], timeout=300)
+        problems = []
+        if count != str(n) or seen != str(n):
+            problems.append(f"listing shows {count} entries ({seen} unique), expected {n}")
+        return verdict(problems, f"{n} entries created, listed once each, removed", entries=float(n))
+
+    @test_options(priority=47)
+    async def test_sparse_files(self) -> TestResult:
+        f = f"{self.mnt}/sparse"
+        size = 1024 * 1024
+        await self.target.run(["truncate", "-s", str(size), f], check=True)
+        await self.target.run(f"printf TAIL | dd of={q(f)} bs=1 seek={size} conv=notrunc 2>/dev/null", check=True)
+        want = hashlib.sha256(bytes(size) + b"TAIL").hexdigest()
+        got = await self._sha(f)
+        st = (await self.target.run(["stat", "-c", "%s", f], check=True)).output.strip()
+        await self.target.run(["rm", "-f", f])
+        problems = []
+        if st != str(size + 4):
+            problems.append(f"size {st}, expected {size + 4}")
+        if got != want:
+            problems.append("the hole does not read back as zeros followed by the tail")
+        return verdict(problems, "1 MiB hole reads as zeros, tail written past it, size right")
+
     @test_options(priority=50)
     async def test_error_conditions(self) -> TestResult:
         problems = []

@@ -112,6 +112,35 @@ class IntegrationTestingDomain(DomainBase):
         await self.mod.unmount(m)
         return verdict(problems, "2000 vectors + 100 files concurrently; readable after ro remount" + (", persisted across remount" if m.device else ""))
 
+    @test_options(priority=15, depends_on=["end_to_end_workflow"])
+    async def test_module_reload_cycle(self) -> TestResult:
+        """Unmount, unload, reload, mount again: a block-backed filesystem keeps its data,
+        a device-less one comes back empty; either way the module is reusable."""
+        await self.mod.ensure_loaded()
+        m = await self.mod.mount(DEFAULT_MNT, str(option(self, "mount_options", "")))
+        await self.target.run(f"echo keep > {q(m.mountpoint)}/marker && sync", check=True)
+        await self.target.run(["umount", m.mountpoint], check=True)
+        if self.mod.has_module:
+            r = await self.mod.unload()
+            if not r.ok:
+                return failed(f"unload failed: {r.first_line()}")
+            await self.mod.ensure_loaded()
+        problems = []
+        if m.device:
+            await self.target.run(["mount", "-t", self.mod.fs_type, m.device, m.mountpoint], check=True)
+            got = (await self.target.run(["cat", f"{m.mountpoint}/marker"])).output.strip()
+            if got != "keep":
+                problems.append(f"data lost across unload/reload: marker reads {got!r}")
+            await self.mod.unmount(m)
+        else:
+            m2 = await self.mod.mount(DEFAULT_MNT, str(option(self, "mount_options", "")))
+            left = (await self.target.run(f"ls -A {q(m2.mountpoint)}")).output.split()
+            if left:
+                problems.append(f"a fresh in-memory mount is not empty: {left[:3]}")
+            await self.target.run(f"echo again > {q(m2.mountpoint)}/x && cat {q(m2.mountpoint)}/x", check=True)
+            await self.mod.unmount(m2)
+        return verdict(problems, "reload cycle: " + ("data persisted" if m.device else "fresh empty mount, writable"))
+
     @test_options(priority=20, timeout=1800)
     async def test_regression_pass(self) -> TestResult:
         """Re-run, for real, each test that failed in this environment's previous run."""

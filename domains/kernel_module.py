@@ -45,6 +45,51 @@ class KernelModuleDomain(DomainBase):
         await self.mod.push()
         return passed(build.message, build_time_s=build.duration_s)
 
+    @test_options(depends_on=NEEDS_BUILD, priority=5)
+    async def test_module_info(self) -> TestResult:
+        """The built .ko says what it is: vermagic of the guest kernel, a license, a description."""
+        ko = self.mod.built_ko()
+        assert ko is not None and self.ctx.host is not None
+        info = await self.ctx.host.run(["modinfo", str(ko)], check=True)
+        fields: dict[str, str] = {}
+        for line in info.output.splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+        problems = []
+        vermagic = fields.get("vermagic", "")
+        if not vermagic.startswith(self.ctx.guest_kernel + " "):
+            problems.append(f"vermagic {vermagic!r} does not match the guest kernel {self.ctx.guest_kernel}")
+        if not fields.get("license"):
+            problems.append("no MODULE_LICENSE: the kernel would taint it as proprietary (P)")
+        if fields.get("name", self.mod.name) != self.mod.name:
+            problems.append(f"module name {fields.get('name')!r} != configured module_name {self.mod.name!r}")
+        return verdict(problems, f"vermagic {vermagic.split()[0]}, license {fields.get('license')}")
+
+    @test_options(depends_on=NEEDS_BUILD, priority=6)
+    async def test_module_sysfs_state(self) -> TestResult:
+        """After insmod: /sys/module/<name> is live, refcount 0, and every writable parameter
+        that modinfo lists is readable there."""
+        ko = self.mod.built_ko()
+        assert ko is not None and self.ctx.host is not None
+        params = (await self.ctx.host.run(["modinfo", "-F", "parm", str(ko)])).output.splitlines()
+        names = [p.split(":", 1)[0] for p in params if p.strip()]
+        await self.mod.ensure_unloaded()
+        res = await self.mod.load()
+        if not res.ok:
+            return failed(f"insmod failed: {res.first_line()}")
+        sysdir = f"/sys/module/{self.mod.name}"
+        state = await self.target.run(f"cat {sysdir}/initstate {sysdir}/refcnt")
+        problems = []
+        if state.output.split() != ["live", "0"]:
+            problems.append(f"initstate/refcnt = {' '.join(state.output.split())}, expected live 0")
+        listed = await self.target.run(f"ls {sysdir}/parameters 2>/dev/null")
+        present = set(listed.output.split())
+        missing = [n for n in names if n not in present]
+        if present and missing:
+            problems.append(f"parameters not in sysfs: {', '.join(missing)}")
+        await self.mod.unload()
+        return verdict(problems, f"live, refcnt 0, {len(present)} parameters in sysfs")
+
     @test_options(depends_on=NEEDS_BUILD, priority=10)
     async def test_module_load_basic(self) -> TestResult:
         await self.mod.ensure_unloaded()

@@ -3,11 +3,9 @@ compared with the previous run's value for the same environment."""
 
 from __future__ import annotations
 
-import asyncio
-
 from vexfs_cockpit import DomainBase, TestResult, test_options
 
-from domains._common import DEFAULT_MNT, ModuleUnderTest, failed, option, passed, percentile, q
+from domains._common import DEFAULT_MNT, ModuleUnderTest, failed, guest_tool, option, passed, percentile, q, timed
 
 
 class PerformanceMetricsDomain(DomainBase):
@@ -24,8 +22,6 @@ class PerformanceMetricsDomain(DomainBase):
         self.m = await self.mod.mount(DEFAULT_MNT, str(option(self, "mount_options", "")))
         self.mb = int(option(self, "io_size_mb", 16))
         self.has_fio = (await self.target.run("command -v fio")).ok
-        ns = await self.target.run("date +%s%N")
-        self.has_ns_clock = ns.ok and ns.output.strip().isdigit()
         return True
 
     async def teardown_domain(self) -> bool:
@@ -101,18 +97,13 @@ class PerformanceMetricsDomain(DomainBase):
 
     @test_options(priority=20)
     async def test_metadata_latency(self) -> TestResult:
-        """create/stat/unlink latency percentiles, timed inside the guest per operation."""
-        n = int(option(self, "metadata_ops", 100))
+        """create/stat/unlink latency percentiles: each syscall timed in the guest by a
+        small static helper (domains/tools/oplat.c) built on the host."""
+        n = int(option(self, "metadata_ops", 200))
         d = f"{self.m.mountpoint}/meta"
+        tool = await guest_tool(self, "oplat")
         await self.target.run(["mkdir", "-p", d], check=True)
-        if not self.has_ns_clock:
-            return failed("guest `date +%s%N` has no nanosecond clock; cannot time single operations")
-        script = (
-            f"cd {q(d)}; for op in create stat unlink; do i=0; while [ $i -lt {n} ]; do "
-            "t0=$(date +%s%N); case $op in create) : > f$i;; stat) stat f$i >/dev/null;; unlink) rm f$i;; esac; "
-            "t1=$(date +%s%N); echo $op $((t1-t0)); i=$((i+1)); done; done"
-        )
-        res = await self.target.run(script, timeout=600, check=True)
+        res = await self.target.run([tool, d, str(n)], timeout=600, check=True)
         per: dict[str, list[float]] = {"create": [], "stat": [], "unlink": []}
         for line in res.output.splitlines():
             parts = line.split()
@@ -126,7 +117,25 @@ class PerformanceMetricsDomain(DomainBase):
             metrics[f"{op}_p99_ms"] = percentile(vals, 99)
         await self.target.run(["rm", "-rf", d])
         regressions = self._baseline("metadata_latency", metrics, set())
-        msg = ", ".join(f"{op} p50 {metrics[f'{op}_p50_ms']:.2f} ms p99 {metrics[f'{op}_p99_ms']:.2f} ms" for op in per)
+        msg = ", ".join(f"{op} p50 {metrics[f'{op}_p50_ms']:.3f} ms p99 {metrics[f'{op}_p99_ms']:.3f} ms" for op in per)
+        return failed("; ".join(regressions), **metrics) if regressions else passed(msg, **metrics)
+
+    @test_options(priority=25)
+    async def test_mount_latency(self) -> TestResult:
+        """mount + umount round trips of a second instance (the cost a workload pays per mount)."""
+        cycles = int(option(self, "mount_cycles", 5))
+        mounts, umounts = [], []
+        for _ in range(cycles):
+            t = await self.target.run(["true"])  # the link's own round trip, subtracted below
+            m, took = await timed(self.mod.mount(f"{DEFAULT_MNT}-lat"))
+            mounts.append(max(0.0, took - t.duration_s) * 1000)
+            u = await self.mod.unmount(m)
+            if not u.ok:
+                return failed(f"umount failed: {u.first_line()}")
+            umounts.append(max(0.0, u.duration_s - t.duration_s) * 1000)
+        metrics = {"mount_p50_ms": percentile(mounts, 50), "umount_p50_ms": percentile(umounts, 50)}
+        regressions = self._baseline("mount_latency", metrics, set())
+        msg = f"mount p50 {metrics['mount_p50_ms']:.1f} ms, umount p50 {metrics['umount_p50_ms']:.1f} ms over {cycles} cycles"
         return failed("; ".join(regressions), **metrics) if regressions else passed(msg, **metrics)
 
     async def _cpu_mem(self) -> tuple[int, int, int]:

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from vexfs_cockpit import DomainBase, TestResult, test_options
+from vexfs_cockpit import DomainBase, TestResult, TestStatus, test_options
 
 from domains._common import DEFAULT_MNT, ModuleUnderTest, failed, option, passed, percentile, verdict
 from domains._vectors import FileShardStore, FuseProtocolStore, QdrantStore, VectorStore, exact_topk
@@ -122,6 +122,36 @@ class VectorOperationsDomain(DomainBase):
         if wrong:
             return failed(f"{wrong}/{len(queries)} concurrent queries returned a different top-{self.k}", concurrent_qps=qps)
         return passed(f"{len(queries)} concurrent queries, {qps:.0f} q/s, all exact", concurrent_qps=qps)
+
+    @test_options(priority=25)
+    async def test_update_and_delete(self) -> TestResult:
+        """Overwrite the first 1000 vectors and delete the last 1000: read-back and search
+        see exactly the new state."""
+        data = self._data(3000)
+        store = self._store("upd")
+        await store.insert(data)
+        fresh = self._data(1000)
+        try:
+            await store.update(0, fresh)
+            await store.delete_tail(1000)
+        except NotImplementedError as err:
+            await store.close()
+            return TestResult(status=TestStatus.SKIPPED, message=f"adapter {self.adapter}: {err}")
+        want = np.concatenate([fresh, data[1000:2000]])
+        back = await store.fetch_all()
+        problems = []
+        if back.shape != want.shape:
+            problems.append(f"after update+delete: {back.shape[0]} vectors, expected {want.shape[0]}")
+        elif not np.array_equal(back.view(np.uint32), want.view(np.uint32)):
+            problems.append("after update+delete the stored vectors differ from the expected state")
+        hit = await store.search(fresh[0], 1)
+        if hit != [0]:
+            problems.append(f"search for an updated vector returned {hit}, expected [0]")
+        gone = await store.search(data[2500], 1)
+        if gone and gone[0] >= 2000:
+            problems.append(f"a deleted vector is still found (id {gone[0]})")
+        await store.close()
+        return verdict(problems, "update of 1000 and delete of 1000 reflected in read-back and search")
 
     @test_options(priority=30)
     async def test_insert_throughput(self) -> TestResult:

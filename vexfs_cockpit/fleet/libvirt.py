@@ -237,8 +237,12 @@ class _Waiters:
 class FleetManager:
     """Owns one libvirt connection. Use ``async with FleetManager(...)`` or connect/aclose."""
 
-    def __init__(self, uri: str, bus: EventBus, env: str, *, stop_timeout_s: float = 10.0, run_id: str = ""):
+    def __init__(
+        self, uri: str, bus: EventBus, env: str, *, stop_timeout_s: float = 10.0, run_id: str = "", watch_all: bool = False
+    ):
         self.uri = uri
+        # A run reports only its own VMs; a cockpit UI watches every vexfs-* VM (dev VMs too).
+        self.watch_all = watch_all
         self.bus = bus
         self.env = env
         self.run_id = run_id
@@ -247,6 +251,7 @@ class FleetManager:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._cb_id: int | None = None
         self._started: dict[str, _Started] = {}
+        self._ever_started: set[str] = set()  # outlives _started: the final "stopped" event comes later
         self._started_lock = threading.Lock()  # read by the atexit hook, off the loop
         self._waiters = _Waiters()
         self._closed = False
@@ -348,7 +353,8 @@ class FleetManager:
             pass
 
     def _on_lifecycle(self, name: str, state: str, reason: str) -> None:
-        self.bus.publish(VmStateChanged(vm=name, state=state, reason=reason))
+        if self.watch_all or name in self._ever_started:
+            self.bus.publish(VmStateChanged(vm=name, state=state, reason=reason))
         if state in ("stopped", "undefined", "crashed"):
             for fut in self._waiters.stopped.pop(name, []):
                 if not fut.done():
@@ -468,6 +474,7 @@ class FleetManager:
         full = inject_owner(xml, Owner.current(run_id=self.run_id, keep=keep, ssh_port=ssh_port))
         with self._started_lock:  # before the call: a Ctrl-C inside it still finds the VM
             self._started[name] = _Started(xml, keep, persistent, ssh_port, self.run_id)
+            self._ever_started.add(name)
         flags = libvirt.VIR_DOMAIN_START_PAUSED if paused else 0
 
         def create() -> None:

@@ -65,6 +65,8 @@ class FakeGuest:
         self.sftp = sftp
         self.leader = leader  # session shell leads its own group (dropbear 2022.83, OpenSSH) or not (old dropbear)
         self.stats = ServerStats()
+        self.frozen = asyncio.Event()  # set: channel opens are never answered, like a hung guest
+        self.thaw = asyncio.Event()
         self.port = 0
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self._conns: list[asyncssh.SSHServerConnection] = []
@@ -80,7 +82,12 @@ class FakeGuest:
             def begin_auth(self, username: str) -> bool:
                 return True
 
-            def session_requested(self) -> asyncssh.SSHServerSession:  # type: ignore[type-arg]
+            def session_requested(self) -> object:
+                if guest.frozen.is_set():
+                    async def later() -> asyncssh.SSHServerSession:  # type: ignore[type-arg]
+                        await guest.thaw.wait()
+                        return _DropbearLikeProcess(guest, guest.sftp)
+                    return later()
                 return _DropbearLikeProcess(guest, guest.sftp)
 
         self._acceptor = await asyncssh.create_server(
@@ -94,6 +101,7 @@ class FakeGuest:
         self.port = self._acceptor.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
+        self.thaw.set()
         """Stop listening and drop every connection, like a guest's sshd dying."""
         if self._acceptor is not None:
             self._acceptor.close()
@@ -292,6 +300,22 @@ async def test_timeout_kills_a_command_that_execs(target: SshTarget, tmp_path: P
     res = await target.run(f"echo $$ > {pidfile}; exec sleep 300", timeout=1.0)
     assert res.timed_out
     assert await _wait_dead(int(pidfile.read_text()))
+
+
+async def test_hung_guest_times_out_within_bounds(guest: FakeGuest) -> None:
+    async with make_target(guest, kill_timeout_s=1.0) as t:
+        guest.frozen.set()  # connection up, but no channel open is ever answered
+        started = time.monotonic()
+        res = await t.run("true", timeout=1.0)
+        elapsed = time.monotonic() - started
+        assert res.timed_out and res.exit_code is None
+        assert elapsed < 5, elapsed  # timeout + bounded kill attempt, not a keepalive/TCP timeout
+        with pytest.raises(TimeoutError):
+            async for _ in t.stream("true", timeout=1.0):
+                pass
+        guest.frozen.clear()
+        guest.thaw.set()
+        assert (await t.run("echo thawed")).output == "thawed\n"
 
 
 async def test_cancelling_run_kills_the_remote_process(target: SshTarget, tmp_path: Path) -> None:

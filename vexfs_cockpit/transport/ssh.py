@@ -22,7 +22,8 @@ import os
 import shlex
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,13 @@ KnownHostsSpec = (
     | None
 )
 ClientKeysSpec = str | Path | asyncssh.SSHKey | Sequence[str | Path | asyncssh.SSHKey]
+
+
+@dataclass(slots=True)
+class _Box:
+    """The channel a guarded body opened, so the guard can close and kill it."""
+
+    proc: asyncssh.SSHClientProcess[bytes] | None = None
 
 
 class _ChannelGate:
@@ -120,7 +128,7 @@ class SshTarget:
         keepalive_interval: float = 10.0,
         keepalive_count_max: int = 3,
         queue_timeout_s: float = 600.0,
-        kill_timeout_s: float = 15.0,
+        kill_timeout_s: float = 10.0,
         use_sftp: bool = True,
         max_output: int = DEFAULT_MAX_OUTPUT,
         insecure: bool = False,
@@ -336,13 +344,14 @@ class SshTarget:
                 await proc.stdout.read()
                 await proc.wait_closed()
         except (TargetUnavailable, TimeoutError, OSError, asyncssh.Error) as err:
-            log.warning("%s: could not kill remote command %s: %s", self.where, token, err)
+            log.warning("%s: could not kill remote command %s: %s", self.where, token, _reason(err))
 
-    async def _abandon(self, proc: asyncssh.SSHClientProcess[bytes], token: str) -> None:
+    async def _abandon(self, proc: asyncssh.SSHClientProcess[bytes] | None, token: str) -> None:
         """Close a channel we stopped waiting for and kill what it started."""
-        proc.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(proc.wait_closed(), 5.0)
+        if proc is not None:
+            proc.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(proc.wait_closed(), 2.0)
         await self._kill(token)
 
     def _exit_code(self, proc: asyncssh.SSHClientProcess[bytes], what: str) -> int:
@@ -380,6 +389,38 @@ class SshTarget:
             )
         return wrap_command(stage_command(path), token)
 
+    # ---- one command under a deadline ---------------------------------------------------
+
+    async def _guarded(
+        self, token: str, timeout: float | None, what: str, box: _Box,
+        body: Callable[[_Box], Awaitable[None]],
+    ) -> bool:
+        """Run ``body`` (which opens its channel into ``box``) within ``timeout``.
+
+        The connection is made first, outside the deadline: an unreachable guest is
+        TargetUnavailable after the reconnect budget, not a command timeout. Opening
+        the channel is inside it: on a hung guest the open itself never completes.
+        On timeout or cancellation the channel is closed and the command killed.
+        Returns False on timeout.
+        """
+        await self._live_conn()
+        finished = False
+        try:
+            await asyncio.wait_for(body(box), timeout)
+            finished = True
+        except TimeoutError:
+            pass
+        except TargetUnavailable:
+            finished = True  # nothing reachable to kill
+            raise
+        except (OSError, asyncssh.Error) as err:
+            finished = True
+            raise self._lost(err, what, box.proc) from None
+        finally:
+            if not finished:
+                await asyncio.shield(self._abandon(box.proc, token))
+        return finished
+
     # ---- Target API -------------------------------------------------------------------
 
     async def run(
@@ -395,40 +436,26 @@ class SshTarget:
         data = input.encode() if isinstance(input, str) else input
         out = CappedOutput(self.max_output)
         token = new_token()
-        timed_out = False
-        exit_code: int | None = None
+        box = _Box()
+
+        async def body(box: _Box) -> None:
+            box.proc = proc = await self._open(await self._remote_text(command, token), merge=True, what=what)
+            feeder = asyncio.create_task(_feed(proc, data))
+            try:
+                while chunk := await proc.stdout.read(_CHUNK):
+                    out.add(chunk)
+                await proc.wait_closed()
+            finally:
+                feeder.cancel()
+                with contextlib.suppress(asyncio.CancelledError, OSError, asyncssh.Error):
+                    await feeder
+
         async with self._slot():
             started = time.monotonic()
-            proc = await self._open(await self._remote_text(command, token), merge=True, what=what)
-
-            async def drive() -> None:
-                feeder = asyncio.create_task(_feed(proc, data))
-                try:
-                    while chunk := await proc.stdout.read(_CHUNK):
-                        out.add(chunk)
-                    await proc.wait_closed()
-                finally:
-                    if not feeder.done():
-                        feeder.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, OSError, asyncssh.Error):
-                        await feeder
-
-            finished = False
-            try:
-                await asyncio.wait_for(drive(), timeout)
-                finished = True
-            except TimeoutError:
-                timed_out = True
-            except (OSError, asyncssh.Error) as err:
-                finished = True  # the link is gone: nothing left to kill with
-                raise self._lost(err, what, proc) from None
-            finally:
-                if not finished:  # timed out, or our caller was cancelled
-                    await asyncio.shield(self._abandon(proc, token))
-            if not timed_out:
-                exit_code = self._exit_code(proc, what)
+            finished = await self._guarded(token, timeout, what, box, body)
+            exit_code = self._exit_code(box.proc, what) if finished and box.proc else None
             duration = time.monotonic() - started
-        res = CommandResult(command, exit_code, out.text(), duration, timed_out)
+        res = CommandResult(command, exit_code, out.text(), duration, not finished)
         if check and not res.ok:
             raise CommandFailed(res)
         return res
@@ -441,31 +468,41 @@ class SshTarget:
         token = new_token()
         deadline = None if timeout is None else time.monotonic() + timeout
         split = LineSplitter()
+
+        def left() -> float | None:
+            if deadline is None:
+                return None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            return remaining
+
         async with self._slot():
-            proc = await self._open(await self._remote_text(command, token), merge=True, what=what)
-            proc.stdin.write_eof()
+            await self._live_conn()  # outside the deadline, as in _guarded
+            proc: asyncssh.SSHClientProcess[bytes] | None = None
             finished = False
             try:
-                while True:
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    try:
-                        if remaining is not None and remaining <= 0:
-                            raise TimeoutError
-                        chunk = await asyncio.wait_for(proc.stdout.read(_CHUNK), remaining)
-                    except TimeoutError:
-                        raise TimeoutError(f"`{_short(command)}` on {self.name} still running after {timeout:g}s") from None
-                    except (OSError, asyncssh.Error) as err:
-                        finished = True
-                        raise self._lost(err, what, proc) from None
-                    if not chunk:
-                        break
-                    for line in split.feed(chunk):
-                        yield line
+                try:
+                    proc = await asyncio.wait_for(
+                        self._open(await self._remote_text(command, token), merge=True, what=what), left()
+                    )
+                    proc.stdin.write_eof()
+                    while chunk := await asyncio.wait_for(proc.stdout.read(_CHUNK), left()):
+                        for line in split.feed(chunk):
+                            yield line
+                except TimeoutError:
+                    raise TimeoutError(f"`{_short(command)}` on {self.name} still running after {timeout:g}s") from None
+                except (OSError, asyncssh.Error) as err:
+                    finished = True
+                    raise self._lost(err, what, proc) from None
                 for line in split.flush():
                     yield line
                 with contextlib.suppress(OSError, asyncssh.Error):
                     await proc.wait_closed()
                 finished = True
+            except TargetUnavailable:
+                finished = True
+                raise
             finally:
                 if not finished:
                     await asyncio.shield(self._abandon(proc, token))
@@ -489,10 +526,10 @@ class SshTarget:
             if mode is not None:
                 command += f" && chmod {mode:o} {shlex.quote(remote)}"
             token = new_token()
-            proc = await self._open(await self._remote_text(command, token), merge=True, what=label)
             out = CappedOutput(64 * 1024)
 
-            async def drive() -> None:
+            async def body(box: _Box) -> None:
+                box.proc = proc = await self._open(await self._remote_text(command, token), merge=True, what=label)
                 with local.open("rb") as f:
                     while chunk := f.read(_CHUNK):
                         proc.stdin.write(chunk)
@@ -502,7 +539,7 @@ class SshTarget:
                     out.add(chunk)
                 await proc.wait_closed()
 
-            await self._finish_copy(proc, token, drive(), label, out, started, timeout)
+            await self._copy(token, label, body, out, started, timeout)
 
     async def get(self, remote: str, local: Path, *, timeout: float | None = None) -> None:
         """Copy a guest file to the host, bit-exact (written to a temp name, then renamed)."""
@@ -517,11 +554,11 @@ class SshTarget:
                 if await self._sftp_available():
                     await self._sftp_copy(label, started, lambda s: s.get(remote, str(part)), timeout)
                 else:
-                    remote_cmd = await self._remote_text(f"cat {shlex.quote(remote)}", token)
-                    proc = await self._open(remote_cmd, merge=False, what=label)
                     err = CappedOutput(64 * 1024)
 
-                    async def drive() -> None:
+                    async def body(box: _Box) -> None:
+                        command = await self._remote_text(f"cat {shlex.quote(remote)}", token)
+                        box.proc = proc = await self._open(command, merge=False, what=label)
                         proc.stdin.write_eof()
 
                         async def errors() -> None:
@@ -534,41 +571,25 @@ class SshTarget:
                                 while chunk := await proc.stdout.read(_CHUNK):
                                     f.write(chunk)
                         finally:
-                            await err_task
+                            with contextlib.suppress(asyncio.CancelledError, OSError, asyncssh.Error):
+                                await err_task
                         await proc.wait_closed()
 
-                    await self._finish_copy(proc, token, drive(), label, err, started, timeout)
+                    await self._copy(token, label, body, err, started, timeout)
             os.replace(part, local)
         finally:
             part.unlink(missing_ok=True)
 
     # ---- copies -----------------------------------------------------------------------
 
-    async def _finish_copy(
-        self,
-        proc: asyncssh.SSHClientProcess[bytes],
-        token: str,
-        drive: Any,
-        label: str,
-        out: CappedOutput,
-        started: float,
-        timeout: float,
+    async def _copy(
+        self, token: str, label: str, body: Callable[[_Box], Awaitable[None]],
+        out: CappedOutput, started: float, timeout: float,
     ) -> None:
-        finished = False
-        try:
-            await asyncio.wait_for(drive, timeout)
-            finished = True
-        except TimeoutError:
-            pass
-        except (OSError, asyncssh.Error) as err:
-            finished = True
-            raise self._lost(err, label, proc) from None
-        finally:
-            if not finished:
-                await asyncio.shield(self._abandon(proc, token))
-        if not finished:
+        box = _Box()
+        if not await self._guarded(token, timeout, label, box, body):
             raise CommandFailed(CommandResult(label, None, out.text(), time.monotonic() - started, True))
-        code = self._exit_code(proc, label)
+        code = self._exit_code(box.proc, label) if box.proc else 255
         if code != 0:
             raise CommandFailed(CommandResult(label, code, out.text(), time.monotonic() - started))
 

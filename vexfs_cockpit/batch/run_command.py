@@ -16,7 +16,7 @@ from vexfs_cockpit.batch.json_report import write_json_report
 from vexfs_cockpit.batch.junit import write_junit
 from vexfs_cockpit.batch.progress import ProgressPrinter
 from vexfs_cockpit.engine import events as ev
-from vexfs_cockpit.engine.session import Session, open_session, parse_only_tests
+from vexfs_cockpit.engine.session import ProviderFactory, Session, open_session, parse_only_tests
 from vexfs_cockpit.errors import UsageError
 from vexfs_cockpit.store.report import ReportBuilder
 
@@ -54,12 +54,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(run_batch(args))
 
 
-async def run_batch(args: argparse.Namespace) -> int:
+async def run_batch(args: argparse.Namespace, provider_factory: ProviderFactory | None = None) -> int:
     main = asyncio.current_task()
     loop = asyncio.get_running_loop()
     assert main is not None
     loop.add_signal_handler(signal.SIGTERM, main.cancel)
-    session: Session = await open_session(args)
+    session: Session = await open_session(args, provider_factory)
     printer = ProgressPrinter(sys.stdout, show_klog=args.show_klog)
     sub = session.bus.subscribe()
     report = ReportBuilder()

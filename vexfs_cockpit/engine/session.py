@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,10 @@ from vexfs_cockpit.engine.runner import Runner, RunRequest, RunSummary
 from vexfs_cockpit.errors import ConfigError
 
 APP_NAME = "vexfs-cockpit"
+
+# Builds the session's VM provider from the loaded config and the session's bus
+# (default: LibvirtProvider, fresh VMs; `ktest` attaches to a running dev VM instead).
+ProviderFactory = Callable[[CockpitConfig, EventBus], TargetProvider]
 
 
 def data_dir() -> Path:
@@ -120,7 +125,7 @@ def parse_only_tests(spec: str | None, domains: list[str]) -> dict[str, set[str]
     return out
 
 
-async def open_session(args) -> Session:
+async def open_session(args, provider_factory: ProviderFactory | None = None) -> Session:
     """Wire a session from CLI-style arguments (``config``, ``env``, ``set``, ``db``).
 
     Config errors raise before anything is started; a bad DB raises StoreError
@@ -143,7 +148,7 @@ async def open_session(args) -> Session:
     store = await HistoryStore.aopen(db_path)
     recorder = Recorder(store, bus)
     recorder.start()
-    provider = LibvirtProvider(cfg, bus, data_dir() / "runs")
+    provider = provider_factory(cfg, bus) if provider_factory else LibvirtProvider(cfg, bus, data_dir() / "runs")
     session = Session(config=cfg, bus=bus, registry=registry, provider=provider, db_path=db_path, project_root=project_root(cfg))
     session.runner = Runner(bus, provider, registry, host=LocalTarget("host"))
     session.history = History(db_path)

@@ -22,7 +22,14 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from vexfs_cockpit.engine.target import CommandFailed, Target, TargetUnavailable
+from vexfs_cockpit.engine.results import Evidence
+from vexfs_cockpit.engine.target import (
+    CommandFailed,
+    RecordingTarget,
+    Target,
+    TargetUnavailable,
+    current_evidence,
+)
 from vexfs_cockpit.errors import ConfigError
 from vexfs_cockpit.transport.quoting import kill_command
 from vexfs_cockpit.transport.ssh import SshTarget
@@ -347,6 +354,23 @@ async def test_stream_yields_lines_as_they_come(target: SshTarget, tmp_path: Pat
     assert sorted(g[0] for g in got) == ["first", "second"]  # stdout/stderr order is not guaranteed
     assert got[1][1] < 10  # arrived long before the command could end
     assert await _wait_dead(int(pidfile.read_text())), "closing the stream must kill the command"
+
+
+async def test_recording_target_records_and_early_break_still_kills(target: SshTarget, tmp_path: Path) -> None:
+    ev = Evidence()
+    token = current_evidence.set(ev)
+    try:
+        rec = RecordingTarget(target)
+        assert (await rec.run(["echo", "a b"])).output == "a b\n"
+        pidfile = tmp_path / "pid"
+        async for line in rec.stream(f"sleep 300 & echo $! > {pidfile}; echo first; wait"):
+            assert line == "first"
+            break  # no aclose: the generators are finalized by the event loop's hook
+        assert await _wait_dead(int(pidfile.read_text())), "an abandoned stream must still kill its command"
+    finally:
+        current_evidence.reset(token)
+    assert [c.cmd for c in ev.commands][0] == "echo 'a b'"
+    assert ev.commands[0].exit_code == 0 and ev.commands[0].target == "fake"
 
 
 async def test_stream_to_the_end_and_partial_last_line(target: SshTarget) -> None:

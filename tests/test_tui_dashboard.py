@@ -199,7 +199,7 @@ async def test_lines_of_a_report_take_its_colour():
         await feed(app, pilot, [ev])  # the classifier reports after the block: recoloured
         assert any("yellow" in str(span.style) for span in hl(Text(row)).spans)
         marker = pane(app).view.lines[-1]
-        assert "▶ WARNING warning: WARNING in selftest_write" in marker
+        assert "▶ WARNING in selftest_write [vexfs_selftest]" in marker
         assert model.severity_of(VM_A, 33) == Severity.WARNING
 
 

@@ -188,3 +188,24 @@ def test_format_helpers():
     assert sparkline([0.5], 2, top=100.0)[-1] != " "  # non-zero never looks idle
     assert error_line(ValueError("bad\nsecond line")) == "ValueError: bad"
     assert TestRef("d", "t").domain == "d"
+
+
+def test_vm_labels_stay_unique_across_envs():
+    from vexfs_cockpit.tui.logmodel import unique_labels
+
+    labels = unique_labels(["vexfs-dev-kernel_module-0", "vexfs-ci-kernel_module-0", "vexfs-ci-safety_validation-0"])
+    assert labels == {
+        "vexfs-dev-kernel_module-0": "dev-kernel_module-0",
+        "vexfs-ci-kernel_module-0": "ci-kernel_module-0",
+        "vexfs-ci-safety_validation-0": "safety-0",
+    }
+
+
+def test_marker_text_names_severity_once():
+    from vexfs_cockpit.klog.model import KernelReport
+    from vexfs_cockpit.tui.logmodel import _marker_text
+
+    taint = KernelReport(kind="taint", title="taint: out-of-tree module vexfs_selftest", severity=Severity.INFO, line=1, module="vexfs_selftest", text="x")
+    oops = KernelReport(kind="oops", title="BUG: kernel NULL pointer dereference in selftest_read", severity=Severity.CRITICAL, line=1, module=None, text="x")
+    assert _marker_text(taint, False) == "INFO taint: out-of-tree module vexfs_selftest"
+    assert _marker_text(oops, True) == "CRITICAL BUG: kernel NULL pointer dereference in selftest_read (oops) — expected"

@@ -78,6 +78,17 @@ class LogFilter:
         return " ".join(parts) if parts else "all"
 
 
+def unique_labels(names: Iterable[str]) -> dict[str, str]:
+    """Short labels, falling back to the full name where two VMs would share one
+    (e.g. the same domain's VM of two envs)."""
+    names = list(names)
+    short = {n: vm_label(n) for n in names}
+    counts: dict[str, int] = {}
+    for label in short.values():
+        counts[label] = counts.get(label, 0) + 1
+    return {n: (lbl if counts[lbl] == 1 else n.removeprefix("vexfs-")) for n, lbl in short.items()}
+
+
 def vm_label(name: str) -> str:
     """``vexfs-dev-filesystem_operations-0`` -> ``fsops-0``; other names unchanged."""
     m = _VM_NAME.match(name)
@@ -242,9 +253,14 @@ def _block_lines(rep: KernelReport) -> Iterator[int]:
 
 
 def _marker_text(rep: KernelReport, expected: bool) -> str:
-    module = f" [{rep.module}]" if rep.module else ""
-    tail = " (expected)" if expected else ""
-    return f"{rep.severity.name} {rep.kind}: {rep.title}{module}{tail}"
+    """``SEVERITY title (kind) [module]``; the first word is what the highlighter styles by."""
+    sev = rep.severity.name
+    text = rep.title if rep.title.upper().startswith(sev) else f"{sev} {rep.title}"
+    if rep.kind.replace("_", " ") not in rep.title.lower().replace("_", " "):
+        text += f" ({rep.kind})"
+    if rep.module and rep.module not in rep.title:
+        text += f" [{rep.module}]"
+    return text + (" — expected" if expected else "")
 
 
 def _clean(text: str) -> str:

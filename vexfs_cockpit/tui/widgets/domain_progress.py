@@ -45,7 +45,7 @@ class DomainProgress(DataTable[Text | str]):
             cells = _cells(state.domains[name], state, now)
             if name in existing:
                 for (key, _), value in zip(COLUMNS, cells):
-                    self.update_cell(name, key, value)
+                    self.update_cell(name, key, value, update_width=True)
             else:
                 self.add_row(*cells, key=name)
         self.display = bool(wanted)

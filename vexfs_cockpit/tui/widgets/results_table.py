@@ -43,7 +43,7 @@ class ResultsTable(DataTable[Text | str]):
             cells = _cells(r)
             if key in self.results:
                 for (col, _), value in zip(COLUMNS, cells):
-                    self.update_cell(key, col, value)
+                    self.update_cell(key, col, value, update_width=True)
             else:
                 self.add_row(*cells, key=key)
         self.results = wanted

@@ -59,14 +59,18 @@ def summary_text(state: LiveState, now: float) -> Text:
         running = state.running_tests()
         if running:
             out.append(f" · {running} running", style="cyan")
-    events = [e for e in state.kernel_events if not e.expected]
+    unexpected = [e for e in state.kernel_events if not e.expected]
+    events = [e for e in unexpected if e.report.severity >= Severity.WARNING]
     if events:
         critical = sum(1 for e in events if e.report.severity >= Severity.CRITICAL)
         style = "bold red" if critical else "yellow"
         out.append(f" · ⚠ {len(events)} kernel event{'s' if len(events) != 1 else ''}", style=style)
         if critical:
             out.append(f" ({critical} critical)", style=style)
-    expected = len(state.kernel_events) - len(events)
+    info = len(unexpected) - len(events)  # e.g. the taint notice of an out-of-tree module
+    if info:
+        out.append(f" · {info} info report{'s' if info != 1 else ''}", style="dim")
+    expected = len(state.kernel_events) - len(unexpected)
     if expected:
         out.append(f" · {expected} expected", style="dim")
     out.append_text(infra)

@@ -12,7 +12,7 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
 from vexfs_cockpit.tui.format import VM_STATE_STYLE, duration, memory_kb, sparkline
-from vexfs_cockpit.tui.logmodel import vm_label
+from vexfs_cockpit.tui.logmodel import unique_labels
 from vexfs_cockpit.tui.state import LiveState, VmView
 
 SPARK_CELLS = 12
@@ -68,11 +68,12 @@ class VmPanel(Vertical):
         existing = {str(k.value) for k in table.rows}
         for gone in existing - set(names):
             table.remove_row(gone)
+        labels = unique_labels(names)
         for name in names:
-            cells = _cells(state.vms[name], now)
+            cells = _cells(state.vms[name], labels[name], now)
             if name in existing:
                 for (key, _), value in zip(COLUMNS, cells):
-                    table.update_cell(name, key, value)
+                    table.update_cell(name, key, value, update_width=True)
             else:
                 table.add_row(*cells, key=name)
         empty = self.query_one("#vm-empty", Static)
@@ -85,10 +86,10 @@ class VmPanel(Vertical):
         table.display = bool(names)
 
 
-def _cells(vm: VmView, now: float) -> tuple[Text | str, ...]:
+def _cells(vm: VmView, label: str, now: float) -> tuple[Text | str, ...]:
     cpu = "—" if vm.cpu_pct is None else f"{vm.cpu_pct:5.1f}"
     return (
-        vm_label(vm.name),
+        label,
         Text(vm.state, style=VM_STATE_STYLE.get(vm.state, "")),
         duration(vm.uptime(now)),
         cpu,

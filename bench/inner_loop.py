@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""The kernel developer's warm loop against the cold loop, in one run. Target: warm/cold <= 0.2.
+
+Warm (a dev VM that stays up, `vm start` once):
+    vexfs-cockpit kbuild --vm NAME; kunload NAME; kload NAME; ktest NAME --tests TEST
+Cold (a fresh VM per iteration, what `run` does):
+    vexfs-cockpit run --batch --domains D --tests D/module_build,TEST
+    (boot, build, push, the test, power off)
+
+Every step is the real CLI in its own process, as a developer types it, and must
+exit 0 (a failing step aborts the bench: a fast wrong loop proves nothing). Warm
+and cold iterations alternate, so a change in host load hits both alike; the load
+average is printed alongside because TCG guests slow down with it. Runs go to a
+temporary history DB unless --db is given. The bench starts its own dev VM and
+stops it at the end (also on failure or Ctrl-C).
+
+Usage:
+  python bench/inner_loop.py [--iterations 3] [--env test] [--config FILE]
+                             [--test kernel_module/module_load_basic]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TARGET_RATIO = 0.2
+
+
+@dataclass
+class Step:
+    label: str
+    argv: list[str]
+
+
+@dataclass
+class Loop:
+    name: str
+    totals: list[float] = field(default_factory=list)
+    steps: dict[str, list[float]] = field(default_factory=dict)
+
+
+class StepFailed(Exception):
+    pass
+
+
+def cli(*argv: str) -> list[str]:
+    return [sys.executable, "-m", "vexfs_cockpit", *argv]
+
+
+def run_step(step: Step, env: dict[str, str], timeout: float) -> float:
+    t0 = time.monotonic()
+    proc = subprocess.run(step.argv, capture_output=True, text=True, env=env, timeout=timeout)
+    took = time.monotonic() - t0
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-12:])
+        raise StepFailed(f"{step.label} exited {proc.returncode} after {took:.1f}s:\n{tail}")
+    return took
+
+
+def run_loop(loop: Loop, steps: list[Step], env: dict[str, str], timeout: float) -> float:
+    total = 0.0
+    parts = []
+    for step in steps:
+        took = run_step(step, env, timeout)
+        loop.steps.setdefault(step.label, []).append(took)
+        total += took
+        parts.append(f"{step.label} {took:.1f}s")
+    loop.totals.append(total)
+    print(f"  {loop.name:<4} {total:6.1f}s  ({', '.join(parts)})  load {os.getloadavg()[0]:.1f}", flush=True)
+    return total
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--iterations", type=int, default=3, help="iterations of each loop (default 3)")
+    ap.add_argument("--env", default="test", help="config environment overlay (default: test)")
+    ap.add_argument("--config", default=None, help="profile YAML or name (default: configs/default.yaml)")
+    ap.add_argument("--test", default="kernel_module/module_load_basic", help="the one test of each loop (DOMAIN/TEST)")
+    ap.add_argument("--db", default=None, help="history DB (default: a temporary one)")
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds any one step may take")
+    args = ap.parse_args()
+    if args.iterations < 1:
+        ap.error("--iterations must be >= 1")
+    domain = args.test.split("/", 1)[0]
+    common = ["--env", args.env] + (["--config", args.config] if args.config else [])
+    name = f"vexfs-{args.env}-bench{os.getpid()}-0"
+    tmp = tempfile.TemporaryDirectory(prefix="vexfs-bench-loop-")
+    env = dict(os.environ, VEXFS_COCKPIT_DB=args.db or str(Path(tmp.name) / "history.db"), NO_COLOR="1")
+
+    warm_steps = [
+        Step("kbuild", cli("kbuild", *common, "--vm", name)),
+        Step("kunload", cli("kunload", *common, name)),
+        Step("kload", cli("kload", *common, name)),
+        Step("ktest", cli("ktest", *common, name, "--tests", args.test)),
+    ]
+    cold_steps = [
+        Step("run", cli("run", "--batch", *common, "--domains", domain, "--tests", f"{domain}/module_build,{args.test}")),
+    ]
+    warm, cold = Loop("warm"), Loop("cold")
+    print(f"load average before: {os.getloadavg()[0]:.2f}")
+    try:
+        boot = run_step(Step("vm start", cli("vm", "start", *common, name)), env, args.timeout)
+        print(f"dev VM {name} up in {boot:.1f}s (once, not counted)")
+        run_step(Step("kload", cli("kload", *common, name)), env, args.timeout)  # iteration 1 has a module to unload
+        for i in range(args.iterations):
+            print(f"iteration {i + 1}/{args.iterations}")
+            run_loop(warm, warm_steps, env, args.timeout)
+            run_loop(cold, cold_steps, env, args.timeout)
+    except StepFailed as err:
+        print(f"bench aborted: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench interrupted", file=sys.stderr)
+        return 130
+    finally:
+        subprocess.run(cli("vm", "stop", "--force", *common, name), capture_output=True, env=env, timeout=120)
+        tmp.cleanup()
+    print(f"load average after:  {os.getloadavg()[0]:.2f}")
+    w, c = statistics.median(warm.totals), statistics.median(cold.totals)
+    print(f"\nmedian of {args.iterations} iterations:")
+    for label, times in warm.steps.items():
+        print(f"  warm {label:<8} {statistics.median(times):6.2f}s")
+    print(f"  warm loop     {w:6.2f}s")
+    print(f"  cold loop     {c:6.2f}s  (fresh VM: boot + build + {args.test} + power-off)")
+    ratio = w / c
+    verdict = "meets" if ratio <= TARGET_RATIO else "MISSES"
+    print(f"warm/cold = {ratio:.2f}  ({verdict} the target <= {TARGET_RATIO})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

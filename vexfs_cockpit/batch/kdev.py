@@ -1,0 +1,511 @@
+"""`kbuild`, `kload NAME`, `kunload NAME`, `ktest NAME`: the kernel developer's warm loop.
+
+Edit, rebuild, reload and re-test the module under test (the config's ``module``
+section) on a dev VM from ``vm start`` that stays up — no boot in between:
+
+- ``kbuild [--vm NAME]``: build on the host against the guest kernel (the running
+  VM's with ``--vm``, else the image's); prints one result line, the first compiler
+  errors and the .ko path. Builds live in ``<data dir>/kbuild/`` (never the repo).
+- ``kload NAME``: push the last built .ko (rebuilt first when there is none for the
+  VM's kernel or the source is newer) and insmod it; prints the kernel log lines the
+  load produced (from the serial console, bracketed by /dev/kmsg sync markers).
+- ``kunload NAME``: rmmod it; unmounts our filesystem first if mounted (and says so).
+- ``ktest NAME``: the normal runner, store and progress printer (``run --batch``) on
+  the dev VM through ``fleet.attach.AttachProvider``; results land in the history.
+
+Exit codes: 0 ok, 1 build/load/unload/test failure or kernel report, 2 usage/config,
+3 infrastructure (no such VM, VM not running, kernel headers missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import shlex
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
+
+from vexfs_cockpit.errors import ConfigError, InfraError, UsageError
+
+if TYPE_CHECKING:
+    from vexfs_cockpit.config.models import CockpitConfig
+    from vexfs_cockpit.engine.plugin import DomainBase
+    from vexfs_cockpit.engine.provider import Lease
+    from vexfs_cockpit.engine.target import Target
+    from vexfs_cockpit.fleet.kbuild import KbuildResult
+    from vexfs_cockpit.klog.model import KernelReport
+
+T = TypeVar("T")
+GUEST_DIR = "/tmp/vexfs-cockpit"  # == domains._common.GUEST_DIR: the domains push there too
+# Build outputs and VCS dirs: not "source" for the is-the-.ko-stale check.
+_NOT_SOURCE_SUFFIXES = (".o", ".ko", ".mod", ".mod.c", ".cmd", ".log")
+_NOT_SOURCE_NAMES = {"modules.order", "Module.symvers"}
+SYNC_TIMEOUT_S = 10.0
+CRASH_GRACE_S = 5.0  # after SSH died mid-command: how long the console may take to finish the report
+
+
+# ----------------------------------------------------------------------------- the module
+@dataclass(frozen=True, slots=True)
+class KdevModule:
+    """The module under test, from the config's ``module`` section."""
+
+    name: str  # for rmmod and /proc/modules
+    fs_type: str
+    ko_name: str
+    params: str
+    src: Path  # the kbuild directory (M=)
+
+    @classmethod
+    def from_config(cls, cfg: CockpitConfig) -> KdevModule:
+        from vexfs_cockpit.config.paths import build_dir
+
+        m = cfg.module
+        where = cfg._origins.get("module.module_name") or str(cfg.source_path or "the config")
+        if not m.module_name:
+            raise ConfigError(
+                f"{where}: module.module_name is empty (the filesystem is built into the guest kernel): "
+                "there is no module to build or load"
+            )
+        return cls(m.module_name, m.fs_type, Path(m.module_path).name, m.module_params, build_dir(cfg, m))
+
+    def out_dir(self) -> Path:
+        """Where kbuild copies and builds this source (one dir per source path)."""
+        from vexfs_cockpit.engine.session import data_dir
+
+        tag = hashlib.sha256(str(self.src).encode()).hexdigest()[:10]
+        return data_dir() / "kbuild" / tag
+
+    def built_ko(self, kernel: str) -> Path:
+        """Where the last build for ``kernel`` left the .ko (it may not exist)."""
+        return self.out_dir() / f"{self.src.name}-{kernel}" / self.ko_name
+
+    def newest_source_mtime(self) -> float:
+        newest = 0.0
+        for root, dirs, files in os.walk(self.src):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for f in files:
+                if f.startswith(".") or f in _NOT_SOURCE_NAMES or f.endswith(_NOT_SOURCE_SUFFIXES):
+                    continue
+                try:
+                    newest = max(newest, os.stat(os.path.join(root, f)).st_mtime)
+                except OSError:
+                    continue
+        return newest
+
+    def fresh_ko(self, kernel: str) -> Path | None:
+        """The last built .ko for ``kernel`` if it is newer than every source file."""
+        ko = self.built_ko(kernel)
+        try:
+            built = ko.stat().st_mtime
+        except OSError:
+            return None
+        return ko if built >= self.newest_source_mtime() else None
+
+
+async def build(mod: KdevModule, kernel: str, host: Target | None = None) -> KbuildResult:
+    """Build ``mod`` for ``kernel`` on the host; the make output goes to kbuild.log beside it."""
+    from vexfs_cockpit.fleet.kbuild import kbuild
+    from vexfs_cockpit.transport.local import LocalTarget
+
+    if not mod.src.is_dir():
+        raise ConfigError(f"module.build_path: {mod.src} is not a directory; point it at the module's kbuild directory")
+    res = await kbuild(mod.src, kernel, mod.out_dir(), host or LocalTarget("host"), jobs=os.cpu_count() or 2)
+    try:
+        (res.build_dir / "kbuild.log").write_text(f"$ {res.command}\n{res.output}")
+    except OSError:
+        pass
+    return res
+
+
+def report_build(res: KbuildResult, mod: KdevModule, out: TextIO) -> bool:
+    """Print the one-line result, the first errors and the .ko (or the log) path."""
+    print(res.message, file=out)
+    if res.ok:
+        ko = next((k for k in res.kos if k.name == mod.ko_name), res.ko)
+        if ko is not None and ko.name != mod.ko_name:
+            print(f"note: the build made {ko.name}, not module.module_path {mod.ko_name}", file=out)
+        print(ko, file=out)
+        return ko is not None and ko.name == mod.ko_name
+    for err in res.errors:
+        print(f"  {err}", file=out)
+    print(f"full log: {res.build_dir / 'kbuild.log'}", file=out)
+    return False
+
+
+async def ensure_built(mod: KdevModule, kernel: str, out: TextIO) -> Path | None:
+    """The .ko for ``kernel``: the last build if fresh, else a new build (None if it failed)."""
+    ko = mod.fresh_ko(kernel)
+    if ko is not None:
+        return ko
+    why = "source changed since the last build" if mod.built_ko(kernel).exists() else f"no build for {kernel} yet"
+    print(f"building {mod.ko_name} ({why})", file=out)
+    res = await build(mod, kernel)
+    return mod.built_ko(kernel) if report_build(res, mod, out) else None
+
+
+# ----------------------------------------------------------------------------- kernel log around a command
+@dataclass(slots=True)
+class KlogWindow:
+    lines: list[str]
+    reports: list[KernelReport]
+    source: str  # "console" | "dmesg" | "console (guest lost)"
+
+    def bad_reports(self) -> list[KernelReport]:
+        from vexfs_cockpit.klog.model import Severity
+
+        return [r for r in self.reports if r.severity >= Severity.WARNING]
+
+
+async def with_klog(lease: Lease, tag: str, action: Callable[[], Awaitable[T]]) -> tuple[T | BaseException, KlogWindow]:
+    """Run ``action`` between two /dev/kmsg sync markers; return its result (or the
+    infrastructure error it raised: the guest died) and the kernel log in between.
+
+    The console is the source (it still talks when SSH is gone); when the console
+    does not echo the marker (a console loglevel too low), ``dmesg`` is.
+    """
+    from vexfs_cockpit.errors import CockpitError
+
+    klog, target = lease.klog, lease.target
+    assert klog is not None
+    start: int | None
+    try:
+        start = await klog.sync(target, f"{tag} begin", timeout=SYNC_TIMEOUT_S)
+    except InfraError:
+        start = None
+    try:
+        result: T | BaseException = await action()
+    except CockpitError as err:  # TargetUnavailable: the command took the guest down
+        result = err
+    if isinstance(result, BaseException):
+        since = start + 1 if start is not None else klog.cursor()
+        await klog.wait_for(set(), since, timeout=CRASH_GRACE_S)  # the report's tail is still arriving
+        lines, reports = klog.window(since)
+        return result, KlogWindow(lines, reports, "console (guest lost)")
+    if start is not None:
+        try:
+            end = await klog.sync(target, f"{tag} end", timeout=SYNC_TIMEOUT_S)
+            lines, reports = klog.window(start + 1, end)
+            return result, KlogWindow(lines, reports, "console")
+        except InfraError:
+            pass
+    return result, await _dmesg_window(target, tag)
+
+
+async def _dmesg_window(target: Target, tag: str) -> KlogWindow:
+    from vexfs_cockpit.klog.classify import Classifier
+    from vexfs_cockpit.klog.patterns import SYNC_MARKER
+
+    begin = f"{SYNC_MARKER}{tag} begin"
+    res = await target.run(["dmesg"], timeout=30)
+    all_lines = res.output.splitlines()
+    idx = max((i for i, ln in enumerate(all_lines) if ln.rstrip().endswith(begin)), default=-1)
+    lines = [ln for ln in all_lines[idx + 1:] if SYNC_MARKER + tag not in ln]
+    clf = Classifier(target.name)
+    reports = [r for n, ln in enumerate(lines) for r in clf.feed(n, ln)] + clf.flush()
+    return KlogWindow(lines, reports, "dmesg")
+
+
+def print_window(w: KlogWindow, out: TextIO) -> None:
+    for ln in w.lines:
+        print(f"  klog| {ln}", file=out)
+    if not w.lines:
+        print(f"  klog| (no kernel log lines; source: {w.source})", file=out)
+    for rep in w.bad_reports():
+        print(f"KERNEL {rep.kind}: {rep.title}", file=out)
+
+
+# ----------------------------------------------------------------------------- attach helper
+async def attached(cfg: CockpitConfig, name: str, uri: str | None) -> tuple[Any, Lease]:
+    """(provider, lease) on the running dev VM ``name``; close the provider after use."""
+    from vexfs_cockpit.engine.bus import EventBus
+    from vexfs_cockpit.fleet.attach import AttachProvider
+
+    bus = EventBus()
+    bus.bind_loop(asyncio.get_running_loop())
+    provider = AttachProvider(cfg, bus, name, uri=uri)
+    try:
+        lease = await provider.attach()
+    except BaseException:
+        await provider.aclose()
+        raise
+    return provider, lease
+
+
+async def is_loaded(target: Target, module: str) -> bool:
+    res = await target.run(f"grep -q '^{module} ' /proc/modules")
+    return res.ok
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
+
+
+# ----------------------------------------------------------------------------- kload / kunload
+async def kload(cfg: CockpitConfig, name: str, *, params: str | None = None, uri: str | None = None,
+                out: TextIO = sys.stdout) -> int:
+    mod = KdevModule.from_config(cfg)
+    provider, lease = await attached(cfg, name, uri)
+    try:
+        target = lease.target
+        ko = await ensure_built(mod, lease.guest_kernel, out)
+        if ko is None:
+            return 1
+        if await is_loaded(target, mod.name):
+            print(f"{mod.name} is already loaded in {name} — `vexfs-cockpit kunload {name}` first", file=out)
+            return 1
+        remote = f"{GUEST_DIR}/{ko.name}"
+        await target.run(["mkdir", "-p", GUEST_DIR], check=True)
+        await target.put(ko, remote)
+        words = ["insmod", remote, *shlex.split(mod.params if params is None else params)]
+        res, window = await with_klog(lease, f"kload {mod.name}", lambda: target.run(words, timeout=60))
+        print_window(window, out)
+        if isinstance(res, BaseException):
+            print(f"insmod {mod.name}: lost {name}: {res}", file=out)
+            return 1
+        if not res.ok:
+            why = "timed out" if res.timed_out else res.first_line() or f"exit {res.exit_code}"
+            print(f"insmod {mod.name} failed: {why}", file=out)
+            return 1
+        print(f"loaded {mod.name} into {name} ({lease.guest_kernel}) in {_ms(res.duration_s)}", file=out)
+        return 1 if window.bad_reports() else 0
+    finally:
+        await provider.aclose()
+
+
+async def our_mounts(target: Target, fs_type: str) -> list[tuple[str, str]]:
+    """(device, mountpoint) of every mount of ``fs_type``, innermost last."""
+    res = await target.run(["cat", "/proc/mounts"], check=True)
+    out = []
+    for ln in res.output.splitlines():
+        f = ln.split()
+        if len(f) >= 3 and f[2] == fs_type:
+            out.append((f[0], f[1].replace("\\040", " ")))
+    return out
+
+
+async def kunload(cfg: CockpitConfig, name: str, *, uri: str | None = None, out: TextIO = sys.stdout) -> int:
+    mod = KdevModule.from_config(cfg)
+    provider, lease = await attached(cfg, name, uri)
+    try:
+        target = lease.target
+        if not await is_loaded(target, mod.name):
+            print(f"{mod.name} is not loaded in {name}: nothing to unload", file=out)
+            return 0
+        for dev, mp in reversed(await our_mounts(target, mod.fs_type)):
+            r = await target.run(["umount", mp], timeout=60)
+            if not r.ok:
+                print(f"umount {mp} ({mod.fs_type}) failed: {r.first_line() or f'exit {r.exit_code}'} — "
+                      f"stop what uses it (`vexfs-cockpit ssh {name} fuser -m {mp}`)", file=out)
+                return 1
+            print(f"unmounted {mp} ({mod.fs_type} on {dev}) first", file=out)
+        res, window = await with_klog(lease, f"kunload {mod.name}", lambda: target.run(["rmmod", mod.name], timeout=60))
+        print_window(window, out)
+        if isinstance(res, BaseException):
+            print(f"rmmod {mod.name}: lost {name}: {res}", file=out)
+            return 1
+        if not res.ok:
+            why = "timed out" if res.timed_out else res.first_line() or f"exit {res.exit_code}"
+            print(f"rmmod {mod.name} failed: {why}", file=out)
+            return 1
+        print(f"unloaded {mod.name} from {name} in {_ms(res.duration_s)}", file=out)
+        return 1 if window.bad_reports() else 0
+    finally:
+        await provider.aclose()
+
+
+# ----------------------------------------------------------------------------- kbuild
+async def guest_kernel_of(cfg: CockpitConfig, name: str, uri: str | None) -> str:
+    """``uname -r`` of a running dev VM (SSH only: no console needed for this)."""
+    from vexfs_cockpit.fleet.attach import check_attachable
+    from vexfs_cockpit.fleet.commands import _fleet, _target_for
+
+    uri = uri or cfg.fleet.libvirt_uri
+    fm = await _fleet(uri, cfg.env)
+    try:
+        info = await fm.info(name)
+    finally:
+        await fm.aclose()
+    check_attachable(name, uri, info)
+    target = _target_for(cfg, name, info, reconnect_deadline_s=20.0)
+    try:
+        res = await target.run("uname -r", timeout=30)
+    finally:
+        await target.close()
+    if not res.ok:
+        raise InfraError(f"VM {name}: `uname -r` failed: {res.first_line() or f'exit {res.exit_code}'}")
+    return res.output.strip()
+
+
+async def kbuild_cmd(cfg: CockpitConfig, vm: str | None, *, uri: str | None = None, out: TextIO = sys.stdout) -> int:
+    mod = KdevModule.from_config(cfg)
+    if vm:
+        kernel = await guest_kernel_of(cfg, vm, uri)
+    else:
+        from vexfs_cockpit.fleet.image import resolve_kernel_version
+
+        kernel = await asyncio.to_thread(resolve_kernel_version, cfg.fleet.guest_kernel)
+    res = await build(mod, kernel)
+    return 0 if report_build(res, mod, out) else 1
+
+
+# ----------------------------------------------------------------------------- ktest
+def expand_tests(spec: str, registry: dict[str, type[DomainBase]]) -> tuple[list[str], list[str]]:
+    """``--tests`` items plus the tests they depend on, in domain order, and the added ones.
+
+    The runner skips a test whose dependency did not run, so `ktest --tests
+    kernel_module/module_load_basic` must run module_build too.
+    """
+    wanted: dict[str, set[str]] = {}
+    for item in (s.strip() for s in spec.split(",") if s.strip()):
+        domain, sep, test = item.partition("/")
+        if not sep or not test:
+            raise UsageError(f"--tests: expected DOMAIN/TEST, found {item!r}")
+        cls = registry.get(domain)
+        if cls is None:
+            raise UsageError(f"--tests: unknown domain {domain!r}; known: {', '.join(sorted(registry))}")
+        names = {s.name for s in cls.discover_tests()}
+        if test not in names:
+            raise UsageError(f"--tests: {domain} has no test {test!r}; its tests: {', '.join(sorted(names))}")
+        wanted.setdefault(domain, set()).add(test)
+    items: list[str] = []
+    added: list[str] = []
+    for domain, tests in wanted.items():
+        specs = {s.name: s for s in registry[domain].discover_tests()}
+        todo, closure = list(tests), set(tests)
+        while todo:
+            for dep in specs[todo.pop()].options.depends_on:
+                if dep in specs and dep not in closure:
+                    closure.add(dep)
+                    todo.append(dep)
+        items += [f"{domain}/{n}" for n in specs if n in closure]
+        added += [f"{domain}/{n}" for n in specs if n in closure - tests]
+    return items, added
+
+
+async def preflight(cfg: CockpitConfig, name: str, uri: str | None) -> None:
+    """Fail with one line before a run is recorded when the VM cannot be attached."""
+    from vexfs_cockpit.fleet.attach import check_attachable
+    from vexfs_cockpit.fleet.commands import _fleet
+
+    uri = uri or cfg.fleet.libvirt_uri
+    fm = await _fleet(uri, cfg.env)
+    try:
+        check_attachable(name, uri, await fm.info(name))
+    finally:
+        await fm.aclose()
+
+
+async def ktest(args: argparse.Namespace) -> int:
+    from vexfs_cockpit.batch.run_command import run_batch
+    from vexfs_cockpit.engine.discovery import discover_domains
+    from vexfs_cockpit.fleet.attach import AttachProvider
+    from vexfs_cockpit.fleet.commands import full_name
+
+    cfg = _config(args)
+    name = full_name(args.name, cfg.env)
+    if args.tests:
+        items, added = expand_tests(args.tests, discover_domains())
+        if added:
+            print(f"also running {', '.join(added)} (dependencies of --tests)")
+        args.tests = ",".join(items)
+        if not args.domains:
+            args.domains = ",".join(dict.fromkeys(i.split("/", 1)[0] for i in items))
+    await preflight(cfg, name, args.uri)
+
+    def provider(c: CockpitConfig, bus: Any) -> AttachProvider:
+        return AttachProvider(c, bus, name, uri=args.uri)
+
+    return await run_batch(args, provider)
+
+
+# ----------------------------------------------------------------------------- CLI
+def _config(args: argparse.Namespace) -> CockpitConfig:
+    from vexfs_cockpit.config.load import load_config, parse_override
+
+    overrides = dict(parse_override(s) for s in (getattr(args, "set", None) or []))
+    return load_config(getattr(args, "config", None), getattr(args, "env", None), overrides)
+
+
+def _vm_name(args: argparse.Namespace, cfg: CockpitConfig) -> str:
+    from vexfs_cockpit.fleet.commands import full_name
+
+    return full_name(args.name, cfg.env)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="profile YAML or name (default: configs/default.yaml)")
+    p.add_argument("--env", metavar="ENV", help="environment overlay: dev, test or ci (default: dev)")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], help="override a config key")
+    p.add_argument("--uri", default=None, help="libvirt URI (default: fleet.libvirt_uri)")
+
+
+_NAME_HELP = "dev VM: short name (-> vexfs-<env>-NAME-0) or a full vexfs-* name, as given to `vm start`"
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("kbuild", help="build the module under test on the host against the guest kernel")
+    _common(p)
+    p.add_argument("--vm", metavar="NAME", help="build for this running dev VM's kernel (default: the image's)")
+    p.set_defaults(handler=cmd_kbuild)
+
+    p = subparsers.add_parser("kload", help="push the last built module into a dev VM and insmod it")
+    _common(p)
+    p.add_argument("name", help=_NAME_HELP)
+    p.add_argument("--params", metavar='"K=V ..."', default=None, help="insmod parameters (default: module.module_params)")
+    p.set_defaults(handler=cmd_kload)
+
+    p = subparsers.add_parser("kunload", help="rmmod the module under test in a dev VM (unmounting it first)")
+    _common(p)
+    p.add_argument("name", help=_NAME_HELP)
+    p.set_defaults(handler=cmd_kunload)
+
+    from vexfs_cockpit.batch.run_command import add_run_options
+
+    p = subparsers.add_parser("ktest", help="run domain tests on a running dev VM (results go to the history)")
+    add_run_options(p)
+    p.add_argument("--uri", default=None, help="libvirt URI (default: fleet.libvirt_uri)")
+    p.add_argument("name", help=_NAME_HELP)
+    p.add_argument("--domains", metavar="A,B", help="comma-separated domains (default: those of --tests, else all enabled)")
+    p.add_argument("--tests", metavar="DOMAIN/TEST,...", help="run only these tests (and what they depend on)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="default per-test timeout")
+    p.add_argument("--retries", type=int, metavar="N", help="retries per failing test")
+    p.add_argument("--junit", metavar="PATH", help="write JUnit XML here")
+    p.add_argument("--json", metavar="PATH", help="write the JSON result here")
+    p.add_argument("--show-klog", action="store_true", help="print every kernel log line")
+    p.set_defaults(handler=cmd_ktest)
+
+
+def cmd_kbuild(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    vm = _vm_name(argparse.Namespace(name=args.vm), cfg) if args.vm else None
+    return asyncio.run(kbuild_cmd(cfg, vm, uri=args.uri))
+
+
+def cmd_kload(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    return asyncio.run(kload(cfg, _vm_name(args, cfg), params=args.params, uri=args.uri))
+
+
+def cmd_kunload(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    return asyncio.run(kunload(cfg, _vm_name(args, cfg), uri=args.uri))
+
+
+def cmd_ktest(args: argparse.Namespace) -> int:
+    if args.timeout is not None and args.timeout <= 0:
+        raise UsageError(f"--timeout: expected a positive number of seconds, found {args.timeout:g}")
+    if args.retries is not None and not 0 <= args.retries <= 10:
+        raise UsageError(f"--retries: expected 0..10, found {args.retries}")
+    return asyncio.run(ktest(args))
+
+
+__all__ = [
+    "KdevModule", "add_parser", "build", "cmd_kbuild", "cmd_kload", "cmd_ktest", "cmd_kunload",
+    "expand_tests", "kbuild_cmd", "kload", "kunload", "ktest", "with_klog",
+]

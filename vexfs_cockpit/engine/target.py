@@ -7,6 +7,7 @@ command they run lands in the running test's evidence without them asking.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import shlex
 import time
@@ -124,11 +125,13 @@ class RecordingTarget:
         lines: list[str] = []
         exit_note = None
         try:
-            async for line in self.inner.stream(cmd, timeout=timeout):
-                lines.append(line)
-                if len(lines) > 400:
-                    del lines[:200]
-                yield line
+            # aclosing: leaving early closes the inner stream now, which kills the remote process.
+            async with contextlib.aclosing(self.inner.stream(cmd, timeout=timeout)) as inner:
+                async for line in inner:
+                    lines.append(line)
+                    if len(lines) > 400:
+                        del lines[:200]
+                    yield line
         except TimeoutError:
             exit_note = "timed out"
             raise

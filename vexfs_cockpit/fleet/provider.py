@@ -36,6 +36,7 @@ from vexfs_cockpit.fleet.console import ConsoleStream, klog_sink
 from vexfs_cockpit.fleet.libvirt import FleetManager, vm_name
 from vexfs_cockpit.fleet.sampler import HealthSampler
 from vexfs_cockpit.fleet.vmctl import GuestVm
+from vexfs_cockpit.fleet.watchdog import guest_watchdog
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,11 @@ class LibvirtProvider:
                 )
                 self._sampler.start()
             return self._prepared
+
+    async def prepare(self) -> None:
+        """Connect, build/reuse the image and probe the accelerator now (a UI does this
+        at start so the first run and the VM list do not wait for it)."""
+        await self._prepare()
 
     def _state_hint(self, name: str) -> str | None:
         vm = self._vms.get(name)
@@ -229,7 +235,11 @@ class LibvirtProvider:
                 raise InfraError(f"VM {name}: `uname -r` failed: {res.first_line()}")
             yield Lease(
                 vm_name=name, target=vm.target, klog=klog, vm=vm, guest_kernel=res.output.strip(),
-                extra={"ssh_port": vm.ssh_port, "console_log": str(vm.console.log_path)},
+                extra={
+                    "ssh_port": vm.ssh_port, "console_log": str(vm.console.log_path),
+                    # hang/frozen detection + sysrq evidence for the runner's guards
+                    "watchdog": guest_watchdog(vm, self.fleet, self.bus, klog),
+                },
             )
         finally:
             self._vms.pop(name, None)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -367,14 +366,12 @@ def run_tui(args: argparse.Namespace) -> int:
     """
 
     async def main() -> int:
-        # TODO(lead): ``open_session(args)`` must return (or be wrapped into) an object
-        # satisfying ``vexfs_cockpit.tui.backend.CockpitBackend``; its history half can
-        # delegate to ``vexfs_cockpit.tui.history_queries.HistoryQueries``.
         from vexfs_cockpit.engine.session import open_session
+        from vexfs_cockpit.tui.session_backend import SessionBackend
 
-        opened = open_session(args)
-        backend = await opened if inspect.isawaitable(opened) else opened
-        result = await CockpitApp(backend).run_async()  # type: ignore[arg-type]
+        session = await open_session(args)
+        backend = SessionBackend(session, args)
+        result = await CockpitApp(backend).run_async()
         return int(result or 0)
 
     return asyncio.run(main())

@@ -376,6 +376,7 @@ async def test_vm_menu_from_enter():
 
         options = app.screen.query_one(OptionList)
         assert options.get_option("start").disabled and not options.get_option("ssh").disabled
+        assert "SSH shell on VM  i" in screen_text(app)  # the key hint survives (no markup)
         options.highlighted = options.get_option_index("reset")
         await pilot.press("enter")
         assert isinstance(app.screen, ConfirmScreen)

@@ -16,11 +16,11 @@ from vexfs_cockpit.tui.format import STATUS_STYLE, one_line
 if TYPE_CHECKING:
     from vexfs_cockpit.tui.app import CockpitApp
 
-SECTIONS: tuple[tuple[str, str, str], ...] = (
-    ("new_failures", "new failure", "bold red"),
-    ("fixed", "fixed", "green"),
-    ("still_failing", "still failing", "red"),
-    ("flaky", "flaky", "yellow"),
+SECTIONS: tuple[tuple[str, str, str, str], ...] = (
+    ("new_failures", "new failure", "new failures", "bold red"),
+    ("fixed", "fixed", "fixed", "green"),
+    ("still_failing", "still failing", "still failing", "red"),
+    ("flaky", "flaky", "flaky", "yellow"),
 )
 
 
@@ -56,9 +56,9 @@ class CompareScreen(Screen[None]):
         table.clear()
         self.rows.clear()
         counts = []
-        for attr, label, style in SECTIONS:
+        for attr, label, plural, style in SECTIONS:
             deltas: list[TestDelta] = getattr(comp, attr)
-            counts.append(Text(f"{len(deltas)} {label}", style=style if deltas else "dim"))
+            counts.append(Text(f"{len(deltas)} {label if len(deltas) == 1 else plural}", style=style if deltas else "dim"))
             for i, d in enumerate(deltas):
                 key = f"{attr}:{i}"
                 self.rows[key] = d

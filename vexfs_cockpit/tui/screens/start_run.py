@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -69,5 +70,6 @@ class StartRunScreen(ModalScreen[RunRequest | None]):
         self.dismiss(None)
 
 
-def _domain_label(name: str, description: str) -> str:
-    return f"{name} — {description}" if description else name
+def _domain_label(name: str, description: str) -> Text:
+    # Text, not str: a docstring's "[...]" must not be read as markup.
+    return Text.assemble(name, (f" — {description}", "dim") if description else "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -28,7 +29,7 @@ class VmMenuScreen(ModalScreen[str | None]):
         needs_alive = {"console", "ssh", "kload", "kunload"}
         options = [
             Option(
-                f"{label}  [{KEYS[action]}]",
+                Text.assemble(label, ("  " + KEYS[action], "dim")),  # Text: "[u]" would be markup
                 id=action,
                 disabled=(action == "start" and alive) or (action in needs_alive and not alive),
             )

@@ -31,6 +31,10 @@ class ProgressPrinter:
         self.colour = colour if colour is not None else (out.isatty() and "NO_COLOR" not in os.environ)
         self.t0 = time.monotonic()
         self.crashes: list[str] = []
+        # Lost guests (hung/crashed, then reset) whose cause no kernel report names:
+        # a watchdog verdict such as "guest hung: no SSH answer for 31 s, ...".
+        self.lost_guests: list[tuple[str, str, str]] = []
+        self._titles: set[str] = set()
 
     def _paint(self, text: str, code: str | None) -> str:
         return f"\x1b[{code}m{text}\x1b[0m" if self.colour and code else text
@@ -67,8 +71,11 @@ class ProgressPrinter:
                     self._emit(self._paint(f"{tag} {rep.kind}: {rep.title} on {e.vm} during {where}", None if e.expected else "31"))
                     if rep.severity >= Severity.ERROR and not e.expected:
                         self.crashes.append(f"{rep.title} ({where})")
+                        self._titles.add(rep.title)
             case ev.VmStateChanged():
                 self._emit(f"vm {e.vm}: {e.state}{' — ' + e.reason if e.reason else ''}")
+                if e.state in ("hung", "crashed"):
+                    self.lost_guests.append((e.vm, e.state, e.reason))
             case ev.InfraProblem():
                 self._emit(self._paint(f"INFRA {e.vm + ': ' if e.vm else ''}{e.message}", "31;1"))
             case ev.KernelLogLine() if self.show_klog:
@@ -78,6 +85,9 @@ class ProgressPrinter:
                 self._emit(f"run {e.run_id} {e.status.upper()}: {counts}{' — ' + e.reason if e.reason else ''}")
                 for c in self.crashes:
                     self._emit(f"  kernel report: {c}")
+                for vm, state, reason in self.lost_guests:
+                    if not any(reason.startswith(f"{t} (during ") for t in self._titles):
+                        self._emit(f"  VM {vm} {state}, reset: {reason}")
                 passed, failed = e.counts.get("PASSED", 0), sum(
                     e.counts.get(s, 0) for s in ("FAILED", "ERROR", "TIMEOUT")
                 )

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from vexfs_cockpit.config.models import CockpitConfig
 from vexfs_cockpit.engine import events as ev
@@ -36,7 +37,13 @@ from vexfs_cockpit.klog.model import KernelReport, Severity
 FATAL_KINDS = frozenset({"panic", "hard_lockup"})
 # Reports that mean the guest is wedged (a task or CPU stuck): also end the test.
 HANG_KINDS = frozenset({"hung_task", "soft_lockup", "rcu_stall"})
+# Kernel code crashed but the guest runs on: the test ends at once too (its task may
+# be dead, the kernel is tainted D and may hold the dead task's locks) and the VM is
+# reset so the next test starts on a kernel it can trust.
+CRASH_KINDS = frozenset({"oops", "bug", "gpf", "kasan", "kfence"})
 SYNC_TIMEOUT_S = 10.0
+# Collecting a hung guest's last words (console tail, sysrq dumps) takes ~2-3 s; bound it.
+HANG_EVIDENCE_TIMEOUT_S = 40.0
 
 
 @dataclass(slots=True)
@@ -65,13 +72,37 @@ class RunSummary:
         return {"passed": 0, "failed": 1, "errored": 3, "aborted": 1}.get(self.status, 1)
 
 
+class HangVerdictLike(Protocol):
+    message: str  # "guest hung: no SSH answer for 31 s, console silent 30 s, libvirt state running"
+
+
+class HangWatch(Protocol):
+    """A VM's hang watchdog, offered by the provider as ``Lease.extra["watchdog"]``
+    (``fleet.watchdog.HangWatchdog``); without one the runner uses a plain SSH heartbeat."""
+
+    async def watch(self, hang_after: float) -> HangVerdictLike:
+        """Return once the guest is hung or frozen; cancelled when the test ends."""
+        ...
+
+    async def capture(self) -> list[str]:
+        """Evidence notes from the hung guest (its dumps land in the kernel log)."""
+        ...
+
+
 class _GuestLost(Exception):
     """The guard saw the guest die or wedge during a test."""
 
-    def __init__(self, status: TestStatus, message: str, report: KernelReport | None = None):
+    def __init__(
+        self,
+        status: TestStatus,
+        message: str,
+        report: KernelReport | None = None,
+        capture: Callable[[], Awaitable[list[str]]] | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.report = report
+        self.capture = capture  # collects the hung guest's evidence before the reset
 
 
 def _count(results: list[TestResult]) -> dict[str, int]:
@@ -347,13 +378,17 @@ class Runner:
         if lost is None and result.status is TestStatus.TIMEOUT and lease.vm is not None:
             # A timeout can be the guest wedging: ask it before blaming the test.
             if not await lease.vm.is_responsive(timeout=5.0):
-                lost = _GuestLost(TestStatus.TIMEOUT, "guest hung")
+                wd = _watchdog(lease)
+                lost = _GuestLost(TestStatus.TIMEOUT, "guest hung", capture=wd.capture if wd else None)
                 result.message = f"{result.message}; guest hung"
+        if lost is not None and lost.capture is not None:
+            # Before the kernel window is cut: the sysrq dumps arrive on the console.
+            result.evidence.notes.extend(await self._capture(lost))
         if klog is not None:
             end_line = None if lost else await self._sync(lease, f"end {domain}/{spec.name}")
             self._attach_kernel_window(req, domain, spec, lease, result, start_line, end_line)
         if lost is not None and lease.vm is not None:
-            await self._recover(req, domain, plugin, lease, lost)
+            await self._recover(req, domain, plugin, lease, lost, spec.name)
             result.evidence.notes.append(f"VM {lease.vm_name} was reset: {lost}")
         return result
 
@@ -390,31 +425,55 @@ class Runner:
     def _guards(self, spec: TestSpec, lease: Lease, start_line: int, plugin: DomainBase) -> list:
         guards = []
         expected = spec.options.expects_kernel_events
-        if lease.klog is not None:
-            watch = (FATAL_KINDS | HANG_KINDS) - expected
-            if watch:
-                guards.append(self._watch_kernel(lease, watch, start_line))
+        watch = (FATAL_KINDS | HANG_KINDS | CRASH_KINDS) - expected
+        if lease.klog is not None and watch:
+            guards.append(self._watch_kernel(lease, watch, start_line))
         # A test that provokes a crash or hang on purpose resets the VM itself; the
         # heartbeat would only race its recovery.
-        provokes = expected & (FATAL_KINDS | HANG_KINDS | {"oops", "bug"})
+        provokes = expected & (FATAL_KINDS | HANG_KINDS | CRASH_KINDS)
         if lease.vm is not None and not provokes:
             hang_after = float(plugin.settings.get("hang_detection_timeout", 30.0))
-            guards.append(self._watch_heartbeat(lease, hang_after))
+            wd = _watchdog(lease)
+            if wd is not None:
+                guards.append(self._watch_hang(wd, lease, hang_after, watch, start_line))
+            else:
+                guards.append(self._watch_heartbeat(lease, hang_after))
         return guards
 
     @staticmethod
-    async def _watch_kernel(lease: Lease, kinds: frozenset[str], since: int) -> None:
+    def _lost_to_report(report: KernelReport) -> _GuestLost:
+        if report.kind in FATAL_KINDS:
+            return _GuestLost(TestStatus.ERROR, report.title, report)
+        if report.kind in HANG_KINDS:
+            return _GuestLost(TestStatus.TIMEOUT, report.title, report)
+        return _GuestLost(TestStatus.FAILED, report.title, report)  # crashed kernel code: the code under test failed
+
+    @classmethod
+    async def _watch_kernel(cls, lease: Lease, kinds: frozenset[str], since: int) -> None:
         assert lease.klog is not None
         while True:
             report = await lease.klog.wait_for(set(kinds), since, timeout=3600.0)
-            if report is None:
-                continue
-            status = TestStatus.ERROR if report.kind in FATAL_KINDS else TestStatus.TIMEOUT
-            raise _GuestLost(status, report.title, report)
+            if report is not None:
+                raise cls._lost_to_report(report)
+
+    @classmethod
+    async def _watch_hang(
+        cls, wd: HangWatch, lease: Lease, hang_after: float, kinds: frozenset[str], since: int
+    ) -> None:
+        """The VM's watchdog: SSH heartbeat + console silence + libvirt state (paused = frozen)."""
+        verdict = await wd.watch(hang_after)
+        # A guest that died with a report (a panic flushed when libvirt stopped it) is
+        # better named by the report than by the silence that followed.
+        if lease.klog is not None and kinds:
+            _, reports = lease.klog.window(since)
+            report = next((r for r in reports if r.kind in kinds), None)
+            if report is not None:
+                raise cls._lost_to_report(report)
+        raise _GuestLost(TestStatus.TIMEOUT, verdict.message, capture=wd.capture)
 
     @staticmethod
     async def _watch_heartbeat(lease: Lease, hang_after: float) -> None:
-        """SSH heartbeat: a guest silent for ``hang_after`` seconds is hung."""
+        """SSH heartbeat (leases without a watchdog): a guest silent for ``hang_after`` s is hung."""
         assert lease.vm is not None
         interval = max(1.0, min(5.0, hang_after / 3))
         silent_since: float | None = None
@@ -431,6 +490,16 @@ class Runner:
                     raise _GuestLost(TestStatus.TIMEOUT, f"guest hung (no answer for {now - silent_since:.0f}s)")
             # Pace the heartbeat: wait out the rest of the interval (a timer, not a stand-in for work).
             await asyncio.sleep(max(0.0, interval - (loop.time() - tick)))
+
+    @staticmethod
+    async def _capture(lost: _GuestLost) -> list[str]:
+        assert lost.capture is not None
+        try:
+            return await asyncio.wait_for(lost.capture(), HANG_EVIDENCE_TIMEOUT_S)
+        except TimeoutError:
+            return [f"hang evidence: capture did not finish within {HANG_EVIDENCE_TIMEOUT_S:g}s"]
+        except CockpitError as err:
+            return [f"hang evidence: capture failed: {err}"]
 
     def _attach_kernel_window(
         self, req: RunRequest, domain: str, spec: TestSpec, lease: Lease,
@@ -456,9 +525,14 @@ class Runner:
             result.status = TestStatus.FAILED if worst.severity < Severity.CRITICAL else TestStatus.ERROR
             result.message = f"kernel reported {worst.title}" + (f" (+{len(unexpected) - 1} more)" if len(unexpected) > 1 else "")
 
-    async def _recover(self, req: RunRequest, domain: str, plugin: DomainBase, lease: Lease, lost: _GuestLost) -> None:
+    async def _recover(
+        self, req: RunRequest, domain: str, plugin: DomainBase, lease: Lease, lost: _GuestLost, test: str
+    ) -> None:
+        """Reset the VM, wait for SSH, set the domain up again; later tests run on."""
         assert lease.vm is not None
-        self.bus.publish(ev.VmStateChanged(vm=lease.vm_name, state="hung" if lost.status is TestStatus.TIMEOUT else "crashed", reason=str(lost)))
+        state = "hung" if lost.status is TestStatus.TIMEOUT else "crashed"
+        # The reason names the test: summaries list every hang and crash with its test.
+        self.bus.publish(ev.VmStateChanged(vm=lease.vm_name, state=state, reason=f"{lost} (during {domain}/{test})"))
         try:
             await lease.vm.reset(str(lost))
             ok, why = await self._setup(plugin, domain)
@@ -467,3 +541,8 @@ class Runner:
         except InfraError as err:
             plugin.prerequisite_missing = f"VM {lease.vm_name} did not come back after reset: {err}"
             self.bus.publish(ev.InfraProblem(message=str(err), vm=lease.vm_name, run_id=req.run_id))
+
+
+def _watchdog(lease: Lease) -> HangWatch | None:
+    wd = lease.extra.get("watchdog")
+    return wd if wd is not None and hasattr(wd, "watch") and hasattr(wd, "capture") else None  # type: ignore[return-value]

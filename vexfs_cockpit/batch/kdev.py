@@ -23,13 +23,13 @@ import argparse
 import asyncio
 import hashlib
 import os
+import secrets
 import shlex
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO
 
 from vexfs_cockpit.errors import ConfigError, InfraError, UsageError
 
@@ -37,11 +37,10 @@ if TYPE_CHECKING:
     from vexfs_cockpit.config.models import CockpitConfig
     from vexfs_cockpit.engine.plugin import DomainBase
     from vexfs_cockpit.engine.provider import Lease
-    from vexfs_cockpit.engine.target import Target
+    from vexfs_cockpit.engine.target import CommandResult, Target
     from vexfs_cockpit.fleet.kbuild import KbuildResult
     from vexfs_cockpit.klog.model import KernelReport
 
-T = TypeVar("T")
 GUEST_DIR = "/tmp/vexfs-cockpit"  # == domains._common.GUEST_DIR: the domains push there too
 # Build outputs and VCS dirs: not "source" for the is-the-.ko-stale check.
 _NOT_SOURCE_SUFFIXES = (".o", ".ko", ".mod", ".mod.c", ".cmd", ".log")
@@ -154,7 +153,7 @@ async def ensure_built(mod: KdevModule, kernel: str, out: TextIO) -> Path | None
 class KlogWindow:
     lines: list[str]
     reports: list[KernelReport]
-    source: str  # "console" | "dmesg" | "console (guest lost)"
+    source: str  # console | dmesg | console (guest lost)
 
     def bad_reports(self) -> list[KernelReport]:
         from vexfs_cockpit.klog.model import Severity
@@ -162,50 +161,52 @@ class KlogWindow:
         return [r for r in self.reports if r.severity >= Severity.WARNING]
 
 
-async def with_klog(lease: Lease, tag: str, action: Callable[[], Awaitable[T]]) -> tuple[T | BaseException, KlogWindow]:
-    """Run ``action`` between two /dev/kmsg sync markers; return its result (or the
-    infrastructure error it raised: the guest died) and the kernel log in between.
+async def run_marked(lease: Lease, tag: str, cmd: list[str], timeout: float) -> tuple[CommandResult | Exception, KlogWindow]:
+    """Run ``cmd`` in the guest between two /dev/kmsg markers, in ONE SSH round trip
+    (under TCG each costs tens of ms or more), and return its result — or the
+    infrastructure error it raised when it took the guest down — and the kernel
+    log between the markers.
 
-    The console is the source (it still talks when SSH is gone); when the console
-    does not echo the marker (a console loglevel too low), ``dmesg`` is.
+    The serial console is the source: it still talks when SSH is gone. When the
+    console does not echo the end marker (console loglevel too low), ``dmesg`` is.
     """
     from vexfs_cockpit.errors import CockpitError
+    from vexfs_cockpit.klog.patterns import SYNC_MARKER
 
     klog, target = lease.klog, lease.target
     assert klog is not None
-    start: int | None
+    nonce = secrets.token_hex(3)
+    begin, end = f"{SYNC_MARKER}{tag} begin {nonce}", f"{SYNC_MARKER}{tag} end {nonce}"
+
+    def mark(text: str) -> str:
+        return f"printf '%s\\n' {shlex.quote(text)} > /dev/kmsg 2>/dev/null"
+
+    script = f"{mark(begin)}; {shlex.join(cmd)}; rc=$?; {mark(end)}; exit $rc"
+    since = klog.cursor()
     try:
-        start = await klog.sync(target, f"{tag} begin", timeout=SYNC_TIMEOUT_S)
-    except InfraError:
-        start = None
-    try:
-        result: T | BaseException = await action()
+        res = await target.run(script, timeout=timeout)
     except CockpitError as err:  # TargetUnavailable: the command took the guest down
-        result = err
-    if isinstance(result, BaseException):
-        since = start + 1 if start is not None else klog.cursor()
         await klog.wait_for(set(), since, timeout=CRASH_GRACE_S)  # the report's tail is still arriving
         lines, reports = klog.window(since)
-        return result, KlogWindow(lines, reports, "console (guest lost)")
-    if start is not None:
-        try:
-            end = await klog.sync(target, f"{tag} end", timeout=SYNC_TIMEOUT_S)
-            lines, reports = klog.window(start + 1, end)
-            return result, KlogWindow(lines, reports, "console")
-        except InfraError:
-            pass
-    return result, await _dmesg_window(target, tag)
+        return err, KlogWindow([ln for ln in lines if begin not in ln], reports, "console (guest lost)")
+    res.cmd = shlex.join(cmd)  # errors name the command, not the marker wrapper
+    stop = None if res.timed_out else await klog.wait_for_text(end, since, SYNC_TIMEOUT_S)
+    if stop is not None or res.timed_out:
+        lines, reports = klog.window(since, stop)
+        first = next((i + 1 for i, ln in enumerate(lines) if begin in ln), 0)
+        return res, KlogWindow(lines[first:], [r for r in reports if r.line >= since + first], "console")
+    return res, await _dmesg_window(target, begin, end)
 
 
-async def _dmesg_window(target: Target, tag: str) -> KlogWindow:
+async def _dmesg_window(target: Target, begin: str, end: str) -> KlogWindow:
     from vexfs_cockpit.klog.classify import Classifier
-    from vexfs_cockpit.klog.patterns import SYNC_MARKER
 
-    begin = f"{SYNC_MARKER}{tag} begin"
     res = await target.run(["dmesg"], timeout=30)
     all_lines = res.output.splitlines()
-    idx = max((i for i, ln in enumerate(all_lines) if ln.rstrip().endswith(begin)), default=-1)
-    lines = [ln for ln in all_lines[idx + 1:] if SYNC_MARKER + tag not in ln]
+    idx = next((i for i in range(len(all_lines) - 1, -1, -1) if begin in all_lines[i]), None)
+    if idx is None:
+        return KlogWindow([], [], "dmesg (the marker never reached the kernel log)")
+    lines = [ln for ln in all_lines[idx + 1:] if end not in ln]
     clf = Classifier(target.name)
     reports = [r for n, ln in enumerate(lines) for r in clf.feed(n, ln)] + clf.flush()
     return KlogWindow(lines, reports, "dmesg")
@@ -237,18 +238,39 @@ async def attached(cfg: CockpitConfig, name: str, uri: str | None) -> tuple[Any,
     return provider, lease
 
 
-async def is_loaded(target: Target, module: str) -> bool:
-    res = await target.run(f"grep -q '^{module} ' /proc/modules")
-    return res.ok
+@dataclass(frozen=True, slots=True)
+class GuestModuleState:
+    loaded: bool
+    mounts: list[tuple[str, str]]  # (device, mountpoint) of our filesystem, in mount order
+
+
+async def module_state(target: Target, mod: KdevModule) -> GuestModuleState:
+    """Is the module loaded, where is its filesystem mounted — one round trip (and the
+    push directory made on the way)."""
+    res = await target.run(
+        f"mkdir -p {GUEST_DIR}; grep -q '^{mod.name} ' /proc/modules && echo loaded; cat /proc/mounts", check=True
+    )
+    lines = res.output.splitlines()
+    mounts = []
+    for ln in lines:
+        f = ln.split()
+        if len(f) >= 3 and f[2] == mod.fs_type:
+            mounts.append((f[0], f[1].replace("\\040", " ")))
+    return GuestModuleState("loaded" in lines, mounts)
 
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
 
 
+def _why(res: CommandResult) -> str:
+    return "timed out" if res.timed_out else res.first_line() or f"exit {res.exit_code}"
+
+
 # ----------------------------------------------------------------------------- kload / kunload
 async def kload(cfg: CockpitConfig, name: str, *, params: str | None = None, uri: str | None = None,
-                out: TextIO = sys.stdout) -> int:
+                out: TextIO | None = None) -> int:
+    out = out or sys.stdout  # resolved per call: tests and callers swap sys.stdout
     mod = KdevModule.from_config(cfg)
     provider, lease = await attached(cfg, name, uri)
     try:
@@ -256,21 +278,19 @@ async def kload(cfg: CockpitConfig, name: str, *, params: str | None = None, uri
         ko = await ensure_built(mod, lease.guest_kernel, out)
         if ko is None:
             return 1
-        if await is_loaded(target, mod.name):
+        if (await module_state(target, mod)).loaded:
             print(f"{mod.name} is already loaded in {name} — `vexfs-cockpit kunload {name}` first", file=out)
             return 1
         remote = f"{GUEST_DIR}/{ko.name}"
-        await target.run(["mkdir", "-p", GUEST_DIR], check=True)
         await target.put(ko, remote)
         words = ["insmod", remote, *shlex.split(mod.params if params is None else params)]
-        res, window = await with_klog(lease, f"kload {mod.name}", lambda: target.run(words, timeout=60))
+        res, window = await run_marked(lease, f"kload {mod.name}", words, timeout=60)
         print_window(window, out)
-        if isinstance(res, BaseException):
+        if isinstance(res, Exception):
             print(f"insmod {mod.name}: lost {name}: {res}", file=out)
             return 1
         if not res.ok:
-            why = "timed out" if res.timed_out else res.first_line() or f"exit {res.exit_code}"
-            print(f"insmod {mod.name} failed: {why}", file=out)
+            print(f"insmod {mod.name} failed: {_why(res)}", file=out)
             return 1
         print(f"loaded {mod.name} into {name} ({lease.guest_kernel}) in {_ms(res.duration_s)}", file=out)
         return 1 if window.bad_reports() else 0
@@ -278,40 +298,30 @@ async def kload(cfg: CockpitConfig, name: str, *, params: str | None = None, uri
         await provider.aclose()
 
 
-async def our_mounts(target: Target, fs_type: str) -> list[tuple[str, str]]:
-    """(device, mountpoint) of every mount of ``fs_type``, innermost last."""
-    res = await target.run(["cat", "/proc/mounts"], check=True)
-    out = []
-    for ln in res.output.splitlines():
-        f = ln.split()
-        if len(f) >= 3 and f[2] == fs_type:
-            out.append((f[0], f[1].replace("\\040", " ")))
-    return out
-
-
-async def kunload(cfg: CockpitConfig, name: str, *, uri: str | None = None, out: TextIO = sys.stdout) -> int:
+async def kunload(cfg: CockpitConfig, name: str, *, uri: str | None = None, out: TextIO | None = None) -> int:
+    out = out or sys.stdout  # resolved per call: tests and callers swap sys.stdout
     mod = KdevModule.from_config(cfg)
     provider, lease = await attached(cfg, name, uri)
     try:
         target = lease.target
-        if not await is_loaded(target, mod.name):
+        state = await module_state(target, mod)
+        if not state.loaded:
             print(f"{mod.name} is not loaded in {name}: nothing to unload", file=out)
             return 0
-        for dev, mp in reversed(await our_mounts(target, mod.fs_type)):
+        for dev, mp in reversed(state.mounts):  # innermost first
             r = await target.run(["umount", mp], timeout=60)
             if not r.ok:
-                print(f"umount {mp} ({mod.fs_type}) failed: {r.first_line() or f'exit {r.exit_code}'} — "
-                      f"stop what uses it (`vexfs-cockpit ssh {name} fuser -m {mp}`)", file=out)
+                print(f"umount {mp} ({mod.fs_type}) failed: {_why(r)} — stop what uses it "
+                      f"(`vexfs-cockpit ssh {name} fuser -m {mp}`)", file=out)
                 return 1
             print(f"unmounted {mp} ({mod.fs_type} on {dev}) first", file=out)
-        res, window = await with_klog(lease, f"kunload {mod.name}", lambda: target.run(["rmmod", mod.name], timeout=60))
+        res, window = await run_marked(lease, f"kunload {mod.name}", ["rmmod", mod.name], timeout=60)
         print_window(window, out)
-        if isinstance(res, BaseException):
+        if isinstance(res, Exception):
             print(f"rmmod {mod.name}: lost {name}: {res}", file=out)
             return 1
         if not res.ok:
-            why = "timed out" if res.timed_out else res.first_line() or f"exit {res.exit_code}"
-            print(f"rmmod {mod.name} failed: {why}", file=out)
+            print(f"rmmod {mod.name} failed: {_why(res)}", file=out)
             return 1
         print(f"unloaded {mod.name} from {name} in {_ms(res.duration_s)}", file=out)
         return 1 if window.bad_reports() else 0
@@ -342,7 +352,8 @@ async def guest_kernel_of(cfg: CockpitConfig, name: str, uri: str | None) -> str
     return res.output.strip()
 
 
-async def kbuild_cmd(cfg: CockpitConfig, vm: str | None, *, uri: str | None = None, out: TextIO = sys.stdout) -> int:
+async def kbuild_cmd(cfg: CockpitConfig, vm: str | None, *, uri: str | None = None, out: TextIO | None = None) -> int:
+    out = out or sys.stdout  # resolved per call: tests and callers swap sys.stdout
     mod = KdevModule.from_config(cfg)
     if vm:
         kernel = await guest_kernel_of(cfg, vm, uri)
@@ -507,5 +518,5 @@ def cmd_ktest(args: argparse.Namespace) -> int:
 
 __all__ = [
     "KdevModule", "add_parser", "build", "cmd_kbuild", "cmd_kload", "cmd_ktest", "cmd_kunload",
-    "expand_tests", "kbuild_cmd", "kload", "kunload", "ktest", "with_klog",
+    "expand_tests", "kbuild_cmd", "kload", "kunload", "ktest", "run_marked",
 ]

@@ -1,0 +1,296 @@
+"""kbuild/kload/kunload/ktest: host builds and one-line errors without a VM; the whole
+warm loop on a real dev VM (marked ``vm``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from vexfs_cockpit import cli
+from vexfs_cockpit.batch import kdev
+from vexfs_cockpit.config.load import load_config
+from vexfs_cockpit.engine.discovery import discover_domains
+from vexfs_cockpit.errors import ConfigError, InfraError, UsageError
+from vexfs_cockpit.fleet.attach import check_attachable
+from vexfs_cockpit.fleet.libvirt import Owner, VmInfo
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE = ROOT / "tests" / "fixtures" / "selftest_fs"
+
+
+@pytest.fixture(autouse=True)
+def _private_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Builds and VM state files go to a temp data dir, never the user's."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+
+
+def _src_copy(tmp_path: Path) -> Path:
+    src = tmp_path / "src" / "selftest_fs"
+    shutil.copytree(FIXTURE, src, ignore=shutil.ignore_patterns("*.o", "*.ko", "*.mod*", ".*", "__pycache__", "*.py"))
+    return src
+
+
+def _headers_for(kernel: str) -> bool:
+    return (Path("/lib/modules") / kernel / "build" / "Makefile").exists()
+
+
+def _guest_kernel() -> str:
+    from vexfs_cockpit.fleet.image import resolve_kernel_version
+
+    return resolve_kernel_version(load_config(None, "test").fleet.guest_kernel)
+
+
+# ----------------------------------------------------------------------------- no VM
+def test_expand_tests_adds_dependencies_in_order() -> None:
+    reg = discover_domains()
+    items, added = kdev.expand_tests("kernel_module/module_load_basic", reg)
+    assert items == ["kernel_module/module_build", "kernel_module/module_load_basic"]
+    assert added == ["kernel_module/module_build"]
+    items, added = kdev.expand_tests("kernel_module/module_build", reg)
+    assert items == ["kernel_module/module_build"] and added == []
+    with pytest.raises(UsageError, match="kernel_module has no test 'nope'; its tests: .*module_build"):
+        kdev.expand_tests("kernel_module/nope", reg)
+    with pytest.raises(UsageError, match="unknown domain 'nodomain'"):
+        kdev.expand_tests("nodomain/x", reg)
+    with pytest.raises(UsageError, match="expected DOMAIN/TEST"):
+        kdev.expand_tests("kernel_module", reg)
+
+
+def test_check_attachable_names_the_fix() -> None:
+    uri = "qemu:///system"
+    with pytest.raises(InfraError, match=r"no VM named vexfs-t-x-0 at qemu:///system — start one with `vexfs-cockpit vm start vexfs-t-x-0`"):
+        check_attachable("vexfs-t-x-0", uri, None)
+    dev = Owner.current(keep=True, ssh_port=4000)
+    with pytest.raises(InfraError, match=r"is stopped, not running — `vexfs-cockpit vm reset vexfs-t-x-0`"):
+        check_attachable("vexfs-t-x-0", uri, VmInfo("vexfs-t-x-0", "stopped", True, dev))
+    with pytest.raises(InfraError, match=r"belongs to a cockpit run \(pid \d+, run r7\), not a dev VM"):
+        check_attachable("vexfs-t-x-0", uri, VmInfo("vexfs-t-x-0", "running", False, Owner.current(run_id="r7")))
+    with pytest.raises(InfraError, match="no cockpit metadata"):
+        check_attachable("vexfs-t-x-0", uri, VmInfo("vexfs-t-x-0", "running", False, None))
+    check_attachable("vexfs-t-x-0", uri, VmInfo("vexfs-t-x-0", "running", False, dev))  # a dev VM: fine
+
+
+def _node(tmp_path: Path, *domains: tuple[str, str | None]) -> str:
+    body = "".join(
+        f"<domain type='test'><name>{n}</name><memory>65536</memory><os><type>hvm</type></os>"
+        + (f"<metadata>{meta}</metadata>" if meta else "") + "</domain>"
+        for n, meta in domains
+    )
+    node = tmp_path / "node.xml"
+    node.write_text(f"<node>{body}</node>")
+    return f"test://{node}"
+
+
+@pytest.mark.parametrize("argv", [
+    ["kload", "nope"], ["kunload", "nope"], ["ktest", "nope", "--tests", "kernel_module/module_build"],
+    ["kbuild", "--vm", "nope"],
+])
+def test_unknown_vm_is_one_line_exit_3_and_records_no_run(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uri = _node(tmp_path)
+    cmd, rest = argv[0], argv[1:]
+    rc = cli.main([cmd, "--env", "test", "--uri", uri, *rest])
+    err = capsys.readouterr().err
+    assert rc == 3, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "no VM named vexfs-test-nope-0" in err and "`vexfs-cockpit vm start vexfs-test-nope-0`" in err
+    assert not Path(os.environ["VEXFS_COCKPIT_DB"]).exists()  # ktest stopped before a run was recorded
+
+
+def test_a_run_owned_vm_is_not_attached(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    uri = _node(tmp_path, ("vexfs-test-ci-0", Owner.current(run_id="r1", ssh_port=4100).to_xml()))
+    assert cli.main(["kload", "--env", "test", "--uri", uri, "ci"]) == 3
+    err = capsys.readouterr().err
+    assert "vexfs-test-ci-0 belongs to a cockpit run" in err and err.count("\n") == 1
+
+
+def test_module_name_empty_is_a_config_error() -> None:
+    cfg = load_config(None, "test", {"module.module_name": ""})
+    with pytest.raises(ConfigError, match="module.module_name is empty"):
+        kdev.KdevModule.from_config(cfg)
+
+
+def test_missing_headers_one_line_with_the_fix(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = cli.main(["kbuild", "--env", "test", "--set", "fleet.guest_kernel=9.9.9-nope"])
+    err = capsys.readouterr().err
+    assert rc == 3 and err.count("\n") == 1
+    assert "no kernel headers for 9.9.9-nope" in err and "apt-get install linux-headers-9.9.9-nope" in err
+
+
+@pytest.fixture
+def kernel() -> str:
+    """The guest kernel the image boots; these host builds need its headers."""
+    k = _guest_kernel()
+    if not _headers_for(k):
+        pytest.skip(f"no kernel headers for {k}: apt-get install linux-headers-{k}")
+    return k
+
+
+async def test_build_staleness_and_compiler_errors(tmp_path: Path, kernel: str) -> None:
+    """A real host build: fresh until a source file changes; a broken source prints its errors."""
+    src = _src_copy(tmp_path)
+    cfg = load_config(None, "test", {"module.build_path": str(src)})
+    mod = kdev.KdevModule.from_config(cfg)
+    assert mod.src == src and mod.fresh_ko(kernel) is None
+    out = io.StringIO()
+    ko = await kdev.ensure_built(mod, kernel, out)
+    assert ko is not None and ko == mod.built_ko(kernel) and ko.is_file()
+    assert not ko.is_relative_to(src)  # never builds in the source tree
+    text = out.getvalue()
+    assert f"no build for {kernel} yet" in text and f"built vexfs_selftest.ko for {kernel}" in text
+    assert mod.fresh_ko(kernel) == ko
+    later = ko.stat().st_mtime + 5
+    os.utime(src / "vexfs_selftest.c", (later, later))  # "edit" the source
+    assert mod.fresh_ko(kernel) is None
+
+    c = src / "vexfs_selftest.c"
+    c.write_text(c.read_text() + "\nstatic int broken(void) { return undeclared_thing; }\n")
+    out = io.StringIO()
+    assert await kdev.ensure_built(mod, kernel, out) is None
+    text = out.getvalue()
+    assert f"build failed for {kernel}: vexfs_selftest.c:" in text
+    assert "undeclared_thing" in text and "undeclared (first use" in text  # gcc's own words, first error
+    log_line = next(ln for ln in text.splitlines() if ln.startswith("full log: "))
+    assert "undeclared_thing" in Path(log_line.removeprefix("full log: ")).read_text()
+
+
+def test_kbuild_cli_exit_codes(tmp_path: Path, kernel: str, capsys: pytest.CaptureFixture[str]) -> None:
+    src = _src_copy(tmp_path)
+    base = ["kbuild", "--env", "test", "--set", f"module.build_path={src}", "--set", f"fleet.guest_kernel={kernel}"]
+    assert cli.main(base) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"built vexfs_selftest.ko for {kernel}") and out[1].endswith("vexfs_selftest.ko")
+    (src / "vexfs_selftest.c").write_text("this is not C\n")
+    assert cli.main(base) == 1
+    out = capsys.readouterr().out
+    assert "build failed" in out and "error:" in out
+
+
+# ----------------------------------------------------------------------------- a real dev VM
+@dataclass(frozen=True)
+class DevVm:
+    name: str
+    xdg: Path  # XDG_DATA_HOME holding its state file (vms/<name>.json)
+
+
+@pytest.fixture(scope="module")
+def dev_vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevVm]:
+    """One dev VM from `vm start` (state file in a temp data dir) for this module's tests."""
+    from tests.conftest_vm import _check_host, vm_config
+    from vexfs_cockpit.fleet.commands import start_dev_vm, stop_vm
+
+    cfg = vm_config()
+    _check_host(cfg)
+    if not _headers_for(_guest_kernel()):
+        pytest.fail(f"no kernel headers for the guest kernel {_guest_kernel()}", pytrace=False)
+    vm = DevVm(f"vexfs-test-kdev{os.getpid()}-0", tmp_path_factory.mktemp("kdev-xdg"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_DATA_HOME", str(vm.xdg))
+        asyncio.run(start_dev_vm(cfg, vm.name, cfg.fleet.libvirt_uri, say=lambda _m: None))
+        try:
+            yield vm
+        finally:
+            asyncio.run(stop_vm(cfg, vm.name, cfg.fleet.libvirt_uri, force=True))
+
+
+@pytest.fixture
+def dev_data(dev_vm: DevVm, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The dev VM's name, with this test pointed at the data dir holding its state file."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(dev_vm.xdg))
+    return dev_vm.name
+
+
+async def _guest_sh(cfg, name: str, cmd: str) -> tuple[int | None, str]:
+    from vexfs_cockpit.fleet.commands import _target_for
+
+    t = _target_for(cfg, name, None)
+    try:
+        r = await t.run(cmd, timeout=60)
+    finally:
+        await t.close()
+    return r.exit_code, r.output
+
+
+@pytest.mark.vm
+async def test_kbuild_kload_mount_kunload(dev_data: str) -> None:
+    name = dev_data
+    cfg = load_config(None, "test")
+    out = io.StringIO()
+    assert await kdev.kbuild_cmd(cfg, name, out=out) == 0, out.getvalue()
+    assert out.getvalue().startswith(f"built vexfs_selftest.ko for {_guest_kernel()}")
+
+    out = io.StringIO()
+    assert await kdev.kload(cfg, name, out=out) == 0, out.getvalue()
+    text = out.getvalue()
+    assert "building" not in text  # the kbuild above is fresh: pushed as is
+    assert "klog| " in text and "vexfs_selftest: loaded" in text  # from the serial console
+    assert f"loaded vexfs_selftest into {name}" in text
+
+    rc, got = await _guest_sh(cfg, name, "mkdir -p /mnt/kd && mount -t vexfs_selftest none /mnt/kd && "
+                              "echo warm-loop > /mnt/kd/f && sync && cat /mnt/kd/f")
+    assert rc == 0 and got.strip() == "warm-loop", got
+
+    out = io.StringIO()
+    assert await kdev.kload(cfg, name, out=out) == 1  # already loaded: says how to fix it
+    assert f"`vexfs-cockpit kunload {name}` first" in out.getvalue()
+
+    out = io.StringIO()
+    assert await kdev.kunload(cfg, name, out=out) == 0, out.getvalue()
+    text = out.getvalue()
+    assert "unmounted /mnt/kd (vexfs_selftest on none) first" in text
+    assert "vexfs_selftest: unloaded" in text and f"unloaded vexfs_selftest from {name}" in text
+    rc, got = await _guest_sh(cfg, name, "grep -c '^vexfs_selftest ' /proc/modules; grep -c vexfs_selftest /proc/mounts")
+    assert got.split() == ["0", "0"], got
+
+    out = io.StringIO()
+    assert await kdev.kunload(cfg, name, out=out) == 0 and "not loaded" in out.getvalue()
+
+
+@pytest.mark.vm
+async def test_kload_reports_a_refused_load(dev_data: str) -> None:
+    """The module rejects max_files=0 at init: kload must fail and show why."""
+    name = dev_data
+    cfg = load_config(None, "test")
+    out = io.StringIO()
+    assert await kdev.kload(cfg, name, params="max_files=0", out=out) == 1, out.getvalue()
+    assert "insmod vexfs_selftest failed:" in out.getvalue()
+    rc, got = await _guest_sh(cfg, name, "grep -c '^vexfs_selftest ' /proc/modules")
+    assert got.strip() == "0"
+
+
+@pytest.mark.vm
+async def test_ktest_runs_one_test_into_history(dev_data: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from vexfs_cockpit.store.history import History
+
+    name = dev_data
+    db = tmp_path / "h.db"
+    args = argparse.Namespace(
+        config=None, env="test", set=[], db=str(db), uri=None, name=name, domains=None,
+        tests="kernel_module/module_load_basic", timeout=None, retries=None, junit=None, json=None, show_klog=False,
+    )
+    rc = await kdev.ktest(args)
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "also running kernel_module/module_build" in out and "2 passed, 0 failed, 0 skipped" in out
+    runs = History(db).list_runs()
+    assert len(runs) == 1 and runs[0].status == "passed"
+    rep = History(db).run_detail(runs[0].run_id)
+    assert rep is not None
+    dom = rep.domain("kernel_module")
+    assert dom is not None and dom.vm == name  # ran on the dev VM, no VM was booted
+    assert {t.name: t.status.value for t in dom.tests} == {"module_build": "PASSED", "module_load_basic": "PASSED"}
+    load = next(t for t in dom.tests if t.name == "module_load_basic")
+    assert any("insmod" in c.cmd for c in load.evidence.commands)
+    assert any("vexfs_selftest" in ln for ln in load.evidence.kernel_log)  # the console window was attached
+    # the dev VM is still up afterwards
+    rc2, got = await _guest_sh(load_config(None, "test"), name, "echo up")
+    assert rc2 == 0 and got.strip() == "up"

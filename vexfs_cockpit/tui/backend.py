@@ -6,7 +6,9 @@ comes from an event or from a history query below.
 
 Threading contract:
 - ``async`` methods run on the app's event loop (the engine lives on that loop).
-- Plain (sync) methods may block (SQLite): the TUI calls them from thread workers only.
+- ``run_choices``, ``console_argv`` and ``ssh_argv`` are called on the UI thread: keep
+  them cheap (no libvirt, no SQLite).
+- The history methods may block (SQLite): the TUI calls them from thread workers only.
 - Any method may raise ``vexfs_cockpit.errors.CockpitError``; ``str(err)`` is shown as
   a one-line notification. Other exceptions are shown as one line too, never a traceback.
 

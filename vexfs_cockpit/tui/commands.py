@@ -36,6 +36,8 @@ class CockpitCommands(Provider):
         seen: set[str] = set()
         for key, active in self.screen.active_bindings.items():
             binding = active.binding
+            if active.node is not self.screen and active.node is not app:
+                continue  # a focused widget's cursor keys are not commands
             if not binding.description or binding.action in _SKIP_ACTIONS or binding.action in seen:
                 continue
             seen.add(binding.action)

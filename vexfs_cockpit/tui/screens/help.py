@@ -38,14 +38,17 @@ class HelpScreen(ModalScreen[None]):
         table = Table(box=None, show_header=False, padding=(0, 1), expand=True)
         table.add_column(style="bold cyan", no_wrap=True)
         table.add_column()
-        sections: dict[str, list[tuple[str, str]]] = {"This screen": [], "Everywhere": [], "Focused widget": []}
+        sections: dict[str, list[tuple[str, str]]] = {"This screen": [], "Everywhere": [], "Focused widget": [], "Navigation": []}
+        ours = {b.action for b in (*type(self.on_screen).BINDINGS, *type(self.app).BINDINGS) if isinstance(b, Binding)}
         seen: set[str] = set()
         for active in self.on_screen.active_bindings.values():
             b = active.binding
             if not b.description or b.action in seen:
                 continue
             seen.add(b.action)
-            if active.node is self.on_screen:
+            if b.action not in ours and active.node in (self.on_screen, self.app):
+                section = "Navigation"  # Textual's own: focus, copy, palette, quit
+            elif active.node is self.on_screen:
                 section = "This screen"
             elif active.node is self.app:
                 section = "Everywhere"
@@ -60,6 +63,9 @@ class HelpScreen(ModalScreen[None]):
                 table.add_row(Text(key), Text(desc))  # Text: "[" in a key is not markup
             table.add_row("", "")
         return table
+
+    def on_mount(self) -> None:
+        self.query_one(VerticalScroll).focus()  # arrows / pgdn scroll the list at 80x24
 
     def action_close(self) -> None:
         self.dismiss(None)

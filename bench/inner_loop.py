@@ -3,6 +3,9 @@
 
 Warm (a dev VM that stays up, `vm start` once):
     vexfs-cockpit kbuild --vm NAME; kunload NAME; kload NAME; ktest NAME --tests TEST
+Warm, one command (the same work in one process: ktest's module_build builds and
+pushes, the test itself unloads and reloads):
+    vexfs-cockpit ktest NAME --tests TEST
 Cold (a fresh VM per iteration, what `run` does):
     vexfs-cockpit run --batch --domains D --tests D/module_build,TEST
     (boot, build, push, the test, power off)
@@ -96,15 +99,16 @@ def main() -> int:
     env = dict(os.environ, VEXFS_COCKPIT_DB=args.db or str(Path(tmp.name) / "history.db"), NO_COLOR="1")
 
     warm_steps = [
-        Step("kbuild", cli("kbuild", *common, "--vm", name)),
+        Step("kbuild", cli("kbuild", *common, "--vm", name)),  # the dev VM's kernel
         Step("kunload", cli("kunload", *common, name)),
         Step("kload", cli("kload", *common, name)),
         Step("ktest", cli("ktest", *common, name, "--tests", args.test)),
     ]
+    one_steps = [Step("ktest", cli("ktest", *common, name, "--tests", args.test))]
     cold_steps = [
         Step("run", cli("run", "--batch", *common, "--domains", domain, "--tests", f"{domain}/module_build,{args.test}")),
     ]
-    warm, cold = Loop("warm"), Loop("cold")
+    warm, one, cold = Loop("warm"), Loop("one"), Loop("cold")
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     try:
         boot = run_step(Step("vm start", cli("vm", "start", *common, name)), env, args.timeout)
@@ -113,6 +117,7 @@ def main() -> int:
         for i in range(args.iterations):
             print(f"iteration {i + 1}/{args.iterations}")
             run_loop(warm, warm_steps, env, args.timeout)
+            run_loop(one, one_steps, env, args.timeout)
             run_loop(cold, cold_steps, env, args.timeout)
     except StepFailed as err:
         print(f"bench aborted: {err}", file=sys.stderr)
@@ -129,10 +134,12 @@ def main() -> int:
     for label, times in warm.steps.items():
         print(f"  warm {label:<8} {statistics.median(times):6.2f}s")
     print(f"  warm loop     {w:6.2f}s")
+    o = statistics.median(one.totals)
+    print(f"  warm, one cmd {o:6.2f}s  (ktest alone: build + reload + {args.test})")
     print(f"  cold loop     {c:6.2f}s  (fresh VM: boot + build + {args.test} + power-off)")
-    ratio = w / c
-    verdict = "meets" if ratio <= TARGET_RATIO else "MISSES"
-    print(f"warm/cold = {ratio:.2f}  ({verdict} the target <= {TARGET_RATIO})")
+    for label, value in (("warm/cold", w / c), ("warm one-command/cold", o / c)):
+        verdict = "meets" if value <= TARGET_RATIO else "MISSES"
+        print(f"{label} = {value:.2f}  ({verdict} the target <= {TARGET_RATIO})")
     return 0
 
 

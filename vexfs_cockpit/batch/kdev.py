@@ -331,17 +331,21 @@ async def kunload(cfg: CockpitConfig, name: str, *, uri: str | None = None, out:
 
 # ----------------------------------------------------------------------------- kbuild
 async def guest_kernel_of(cfg: CockpitConfig, name: str, uri: str | None) -> str:
-    """``uname -r`` of a running dev VM (SSH only: no console needed for this)."""
-    from vexfs_cockpit.fleet.attach import check_attachable
+    """The kernel a running dev VM booted: from its domain XML when it boots an image's
+    kernel directly (no SSH), else ``uname -r`` over SSH."""
+    from vexfs_cockpit.fleet.attach import booted_kernel, check_attachable
     from vexfs_cockpit.fleet.commands import _fleet, _target_for
 
     uri = uri or cfg.fleet.libvirt_uri
     fm = await _fleet(uri, cfg.env)
     try:
         info = await fm.info(name)
+        check_attachable(name, uri, info)
+        kernel = await booted_kernel(fm, name)
     finally:
         await fm.aclose()
-    check_attachable(name, uri, info)
+    if kernel:
+        return kernel
     target = _target_for(cfg, name, info, reconnect_deadline_s=20.0)
     try:
         res = await target.run("uname -r", timeout=30)

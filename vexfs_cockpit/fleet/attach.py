@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+
+import libvirt
 
 from vexfs_cockpit.config.models import CockpitConfig
 from vexfs_cockpit.engine.bus import EventBus
@@ -33,12 +36,36 @@ from vexfs_cockpit.fleet.console import ConsoleStream, klog_sink
 from vexfs_cockpit.fleet.image import READY_MARKER
 from vexfs_cockpit.fleet.libvirt import FleetManager, VmInfo
 from vexfs_cockpit.fleet.vmctl import GuestVm
+from vexfs_cockpit.fleet.watchdog import guest_watchdog
 from vexfs_cockpit.klog.buffer import KernelLogBuffer
 
 log = logging.getLogger(__name__)
 
 # SSH must answer within this on attach: a running dev VM answers in well under a second.
 ATTACH_SSH_DEADLINE_S = 20.0
+
+
+async def booted_kernel(fleet: FleetManager, name: str) -> str | None:
+    """The kernel version a direct-kernel VM booted, read from its domain XML's
+    ``<kernel>`` and that image's manifest — no SSH round trip. None for other shapes
+    (the disk template boots the distro image's own kernel: ask the guest)."""
+    from vexfs_cockpit.fleet.image import GuestImage
+
+    def read() -> str | None:
+        dom = fleet.conn.lookupByName(name)
+        kernel = ET.fromstring(dom.XMLDesc(0)).findtext("os/kernel")
+        if not kernel:
+            return None
+        try:
+            img = GuestImage.from_dir(Path(kernel).parent)
+        except InfraError:
+            return None
+        return img.kernel_version if img.kernel == Path(kernel) else None
+
+    try:
+        return await asyncio.to_thread(read)
+    except (libvirt.libvirtError, ET.ParseError):
+        return None
 
 
 def check_attachable(name: str, uri: str, info: VmInfo | None) -> None:
@@ -128,6 +155,9 @@ class AttachProvider:
         if not self._connected:
             await self.fleet.connect(reap=False)  # another cockpit's stale VMs are not ours to reap
             self._connected = True
+            # The fleet publishes lifecycle events only for VMs it started; this one it
+            # adopts (its stop/crash must reach the bus, the klog flush and the store).
+            self.fleet._ever_started.add(self.name)
         info = await self.fleet.info(self.name)
         check_attachable(self.name, self.uri, info)
         target = _target_for(self.cfg, self.name, info, reconnect_deadline_s=ATTACH_SSH_DEADLINE_S)
@@ -157,7 +187,11 @@ class AttachProvider:
         return Lease(
             vm_name=self.name, target=target, klog=klog, vm=DevVmControl(vm, self.fleet),
             guest_kernel=res.output.strip(),
-            extra={"ssh_port": target.port, "console_log": str(log_path or ""), "attached": True},
+            extra={
+                "ssh_port": target.port, "console_log": str(log_path or ""), "attached": True,
+                # the same hang/frozen detection + sysrq evidence as a booted VM's lease
+                "watchdog": guest_watchdog(vm, self.fleet, self.bus, klog),
+            },
         )
 
     # -- TargetProvider -----------------------------------------------------------------------

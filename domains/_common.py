@@ -19,6 +19,7 @@ from vexfs_cockpit.engine.plugin import DomainBase
 from vexfs_cockpit.engine.results import TestResult, TestStatus
 from vexfs_cockpit.engine.target import CommandResult
 from vexfs_cockpit.fleet.kbuild import KbuildResult, kbuild
+from vexfs_cockpit.errors import InfraError
 
 GUEST_DIR = "/tmp/vexfs-cockpit"
 DEFAULT_MNT = "/mnt/vexfs-test"
@@ -126,11 +127,12 @@ class ModuleUnderTest:
         try:
             if self.built_ko() is None:
                 await self.kbuild()
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, InfraError) as err:  # no source/headers: a reason to skip, not a crash
             return f"{self.ko_name}: {err}"
         if self.built_ko() is None:
             assert self.build is not None
-            return f"{self.ko_name} did not build against {self.ctx.guest_kernel}: {self.build.message}"
+            first = self.build.errors[0] if self.build.errors else self.build.message
+            return f"{self.ko_name} did not build against {self.ctx.guest_kernel}: {first}"
         await self.push()
         return None
 
@@ -186,18 +188,22 @@ class ModuleUnderTest:
 
     async def _guest_mkfs(self, command: str) -> str:
         """A mkfs whose first word is a host path (e.g. VexFS's tools/mkfs.vexfs) is
-        copied into the guest first; one that exists only as ``.c`` source is compiled
-        statically on the host (the guest has no compiler)."""
+        copied into the guest first; when ``<path>.c`` exists it is compiled statically
+        on the host instead (the guest has no compiler)."""
         words = shlex.split(command)
         tool = Path(words[0])
         if not tool.is_absolute():
             return command  # a guest tool such as mkfs.ext4
-        if not tool.exists() and tool.with_suffix(".c").exists() and self.ctx.host is not None:
+        src = tool.with_name(tool.name + ".c")  # not with_suffix: mkfs.vexfs -> mkfs.c
+        # Source beats a binary beside it: VexFS commits a tools/mkfs.vexfs that may be
+        # stale or linked against another libc than the guest's.
+        if src.exists() and self.ctx.host is not None:
             out = self.ctx.workdir / tool.name
-            await self.ctx.host.run(["gcc", "-O2", "-static", "-o", str(out), str(tool.with_suffix(".c"))], check=True, timeout=120)
+            if not out.exists():
+                await self.ctx.host.run(["gcc", "-O2", "-static", "-o", str(out), str(src)], check=True, timeout=120)
             tool = out
         if not tool.exists():
-            raise FileNotFoundError(f"device.mkfs: {tool} does not exist on the host (nor {tool.with_suffix('.c').name})")
+            raise FileNotFoundError(f"device.mkfs: {tool} does not exist on the host (nor {src.name})")
         remote = f"{GUEST_DIR}/{tool.name}"
         await self.target.put(tool, remote)
         await self.target.run(["chmod", "+x", remote], check=True)

@@ -23,6 +23,12 @@ class IntegrationTestingDomain(DomainBase):
     async def setup_domain(self) -> bool:
         self.mod = ModuleUnderTest(self)
         await self.mod.cleanup()
+        # Every test here (the regression re-runs too) needs the module: a build that
+        # failed is kernel_module/module_build's failure, here a reason to skip.
+        why = await self.mod.ensure_ready()
+        if why:
+            self.prerequisite_missing = why
+            return False
         return True
 
     async def teardown_domain(self) -> bool:

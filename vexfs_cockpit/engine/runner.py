@@ -285,6 +285,8 @@ class Runner:
         res = list(results.values())
         counts = _count(res)
         status = "failed" if any(r.status.bad for r in res) else "passed"
+        if res and all(r.status is TestStatus.SKIPPED for r in res):
+            status = "skipped"  # nothing ran: "passed" would claim what was never checked
         self.bus.publish(
             ev.DomainFinished(run_id=req.run_id, domain=domain, status=status, counts=counts, reason=blocked[1] if blocked else "")
         )

@@ -217,8 +217,8 @@ class FilesystemOperationsDomain(DomainBase):
             if links[0] != "2" or links[1] != other:
                 problems.append(f"after ln: links={links[0]} inode {links[1]} vs {other}")
             await self.target.run(f"printf ' more' >> {q(d)}/a2", check=True)
-            if (await self.target.run(["cat", f"{d}/a"])).output != "one more":
-                problems.append("a write through one link is not visible through the other")
+            if (seen := await self.target.run(["cat", f"{d}/a"])).output != "one more":
+                problems.append(f"a write through one link is not visible through the other: read {seen.first_line()!r}")
         mv = await self.target.run(["mv", "-f", f"{d}/b", f"{d}/a"])
         if not mv.ok or (await self.target.run(["cat", f"{d}/a"])).output != "two":
             problems.append("rename over an existing file did not replace it")
@@ -278,7 +278,7 @@ class FilesystemOperationsDomain(DomainBase):
         await self.target.run(["rm", "-f", f"{mp}/fill"])
         after = await self.target.run(f"echo ok > {q(mp)}/after && cat {q(mp)}/after")
         if after.output.strip() != "ok":
-            problems.append("writing after freeing space failed")
+            problems.append(f"writing after freeing space failed: {after.first_line() or 'read back empty'}")
         await self.target.run(["mount", "-o", "remount,ro", mp], check=True)
         ro = await self.target.run(f"echo x > {q(mp)}/x")
         if ro.ok or "read-only" not in ro.output.lower():

@@ -119,6 +119,12 @@ def test_module_name_empty_is_a_config_error() -> None:
         kdev.KdevModule.from_config(cfg)
 
 
+def test_kbuild_for_a_disk_template_needs_a_vm(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["kbuild", "--env", "test", "--set", "fleet.template=disk"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "`vexfs-cockpit kbuild --vm NAME`" in err
+
+
 def test_missing_headers_one_line_with_the_fix(capsys: pytest.CaptureFixture[str]) -> None:
     rc = cli.main(["kbuild", "--env", "test", "--set", "fleet.guest_kernel=9.9.9-nope"])
     err = capsys.readouterr().err

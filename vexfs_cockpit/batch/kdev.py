@@ -361,6 +361,11 @@ async def kbuild_cmd(cfg: CockpitConfig, vm: str | None, *, uri: str | None = No
     mod = KdevModule.from_config(cfg)
     if vm:
         kernel = await guest_kernel_of(cfg, vm, uri)
+    elif cfg.fleet.template == "disk":
+        raise UsageError(
+            "kbuild: with fleet.template 'disk' the guest boots its base image's own kernel — "
+            "build for a running VM's kernel with `vexfs-cockpit kbuild --vm NAME`"
+        )
     else:
         from vexfs_cockpit.fleet.image import resolve_kernel_version
 

@@ -60,7 +60,13 @@ async def feed(app: CockpitApp, pilot: Pilot, events: Iterable[Event]) -> None:
 
 
 async def settle(app: CockpitApp, pilot: Pilot) -> None:
-    await app.workers.wait_for_complete()
+    """Until no worker is pending or running: a message processed on the way (a Select's
+    Changed) may start the next one, so check again after each pause."""
+    for _ in range(50):  # bounded; a few rounds is the norm
+        await pilot.pause()
+        if all(w.is_finished for w in app.workers):
+            break
+        await app.workers.wait_for_complete()
     await pilot.pause()
 
 

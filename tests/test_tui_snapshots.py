@@ -52,7 +52,8 @@ async def settle(pilot: Pilot) -> None:
         await app.workers.wait_for_complete()
         await pilot.pause()
         tables = app.screen.query(DataTable)
-        if not any(t._require_update_dimensions or t._updated_cells for t in tables):
+        busy = not all(w.is_finished for w in app.workers)
+        if not busy and not any(t._require_update_dimensions or t._updated_cells for t in tables):
             break
     await pilot.pause()
 

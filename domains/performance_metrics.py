@@ -34,7 +34,7 @@ class PerformanceMetricsDomain(DomainBase):
             return []
         threshold = float(option(self, "regression_threshold_pct", 50.0))
         out = []
-        for name, value in metrics.items():
+        for name, value in list(metrics.items()):  # the loop adds *_vs_prev_pct keys
             prev = self.ctx.history.previous_metric(self.ctx.name, test, name, self.ctx.env)
             if not prev:
                 continue

@@ -66,7 +66,7 @@ class SessionBackend(HistoryQueries):
 
     async def start_run(self, request: RunRequest) -> str:
         if self._run is not None and not self._run.done():
-            raise CockpitError("a run is already in progress: abort it first (x)")
+            raise CockpitError("a run is already in progress: abort it first (a)")
         if request.env != self.session.config.env:
             # Another environment: the same profile with that overlay, validated first.
             cfg = load_config(getattr(self.args, "config", None), request.env)

@@ -7,6 +7,7 @@ Modules starting with ``_`` are not domains (discovery skips them).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -96,12 +97,34 @@ class ModuleUnderTest:
             base = Path(checkout)
         return (base / s["build_path"]).resolve()
 
+    def _build_dir(self, make_args: tuple[str, ...]) -> Path:
+        return self.ctx.workdir.parent / "_kbuild" / ("-".join(make_args) or "default")
+
     async def kbuild(self, make_args: tuple[str, ...] = ()) -> KbuildResult:
-        """Build against the guest kernel's headers, once per run and kernel (cached on disk)."""
+        """Build against the guest kernel's headers from scratch (module_build's job)."""
         assert self.ctx.host is not None, "the runner gives domains a host target"
-        out = self.ctx.workdir.parent / "_kbuild" / ("-".join(make_args) or "default")
+        out = self._build_dir(make_args)
         self.build = await kbuild(self.source_dir(), self.ctx.guest_kernel, out, self.ctx.host, make_args=make_args)
+        stamp = {"kernel": self.build.kernel, "ok": self.build.ok, "kos": [str(k) for k in self.build.kos],
+                 "errors": list(self.build.errors), "message": self.build.message, "duration_s": self.build.duration_s}
+        (out / "build.json").write_text(json.dumps(stamp))
         return self.build
+
+    def _reuse_build(self) -> bool:
+        """Reuse this run's build for the same kernel (other domains need the module, not
+        another identical compile). The run's build dir is fresh per run."""
+        stamp = self._build_dir(()) / "build.json"
+        if not stamp.exists():
+            return False
+        data = json.loads(stamp.read_text())
+        if data["kernel"] != self.ctx.guest_kernel or not all(Path(k).exists() for k in data["kos"]):
+            return False
+        self.build = KbuildResult(
+            kernel=data["kernel"], command="(this run's earlier build)", build_dir=stamp.parent,
+            exit_code=0 if data["ok"] else 1, output="", duration_s=data["duration_s"],
+            kos=tuple(Path(k) for k in data["kos"]), errors=tuple(data["errors"]),
+        )
+        return True
 
     def built_ko(self) -> Path | None:
         if self.build is None or not self.build.ok:
@@ -125,7 +148,7 @@ class ModuleUnderTest:
         if not self.has_module:
             return None
         try:
-            if self.built_ko() is None:
+            if self.built_ko() is None and not self._reuse_build():
                 await self.kbuild()
         except (OSError, ValueError, InfraError) as err:  # no source/headers: a reason to skip, not a crash
             return f"{self.ko_name}: {err}"
@@ -225,6 +248,35 @@ class ModuleUnderTest:
         )
         if await self.loaded():
             await self.unload()
+
+
+class ModuleDomain(DomainBase):
+    """A domain whose tests need the module built, pushed and loaded, and (with
+    ``mount_in_setup``) the filesystem mounted at ``self.m``. A build that failed makes
+    every test SKIP with the compiler's first error as the reason."""
+
+    mount_in_setup: bool = True
+    load_in_setup: bool = True
+
+    async def setup_domain(self) -> bool:
+        self.mod = ModuleUnderTest(self)
+        await self.mod.cleanup()  # a previous domain run on this VM may have left it loaded
+        why = await self.mod.ensure_ready()
+        if why:
+            self.prerequisite_missing = why
+            return False
+        if self.load_in_setup:
+            await self.mod.ensure_loaded()
+        if self.mount_in_setup:
+            self.m: Mounted = await self.mod.mount(DEFAULT_MNT, str(option(self, "mount_options", "")))
+        return await self.after_setup()
+
+    async def after_setup(self) -> bool:
+        return True
+
+    async def teardown_domain(self) -> bool:
+        await self.mod.cleanup()
+        return True
 
 
 def _size_mb(size: str) -> int:

@@ -7,31 +7,19 @@ import asyncio
 import hashlib
 import random
 
-from vexfs_cockpit import DomainBase, TestResult, test_options
+from vexfs_cockpit import TestResult, test_options
 
-from domains._common import DEFAULT_MNT, ModuleUnderTest, Mounted, failed, option, q, verdict
+from domains._common import DEFAULT_MNT, ModuleDomain, failed, option, q, verdict
 
 UNPRIVILEGED = "tester"
 
 
-class FilesystemOperationsDomain(DomainBase):
+class FilesystemOperationsDomain(ModuleDomain):
     """POSIX file, directory, permission and error semantics on the mounted filesystem."""
 
-    async def setup_domain(self) -> bool:
-        self.mod = ModuleUnderTest(self)
-        await self.mod.cleanup()
-        why = await self.mod.ensure_ready()
-        if why:
-            self.prerequisite_missing = why
-            return False
-        await self.mod.ensure_loaded()
-        self.m: Mounted = await self.mod.mount(DEFAULT_MNT, str(option(self, "mount_options", "")))
+    async def after_setup(self) -> bool:
         # Tests as the unprivileged user need a world-writable place of their own.
         await self.target.run(f"mkdir -p {q(self.mnt)}/shared && chmod 1777 {q(self.mnt)}/shared", check=True)
-        return True
-
-    async def teardown_domain(self) -> bool:
-        await self.mod.cleanup()
         return True
 
     @property

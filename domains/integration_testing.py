@@ -8,32 +8,23 @@ import hashlib
 
 import numpy as np
 
-from vexfs_cockpit import DomainBase, TestResult, TestStatus, test_options
+from vexfs_cockpit import TestResult, TestStatus, test_options
 from vexfs_cockpit.engine.discovery import discover_domains
 from vexfs_cockpit.engine.plugin import DomainContext
 from vexfs_cockpit.klog.model import Severity
 
-from domains._common import DEFAULT_MNT, ModuleUnderTest, failed, option, passed, q, verdict
+from domains._common import DEFAULT_MNT, ModuleDomain, failed, option, passed, q, verdict
 from domains._vectors import FileShardStore, exact_topk
 
 
-class IntegrationTestingDomain(DomainBase):
+class IntegrationTestingDomain(ModuleDomain):
     """build → load → mount → files and vectors → search → unmount → unload → clean log."""
 
-    async def setup_domain(self) -> bool:
-        self.mod = ModuleUnderTest(self)
-        await self.mod.cleanup()
-        # Every test here (the regression re-runs too) needs the module: a build that
-        # failed is kernel_module/module_build's failure, here a reason to skip.
-        why = await self.mod.ensure_ready()
-        if why:
-            self.prerequisite_missing = why
-            return False
-        return True
-
-    async def teardown_domain(self) -> bool:
-        await self.mod.cleanup()
-        return True
+    # Every test here (the regression re-runs too) needs the module: a build that failed
+    # is kernel_module/module_build's failure, here a reason to skip. The workflow test
+    # loads and mounts by itself.
+    mount_in_setup = False
+    load_in_setup = False
 
     @test_options(priority=0, critical=True)
     async def test_end_to_end_workflow(self) -> TestResult:

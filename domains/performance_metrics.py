@@ -3,29 +3,17 @@ compared with the previous run's value for the same environment."""
 
 from __future__ import annotations
 
-from vexfs_cockpit import DomainBase, TestResult, test_options
+from vexfs_cockpit import TestResult, test_options
 
-from domains._common import DEFAULT_MNT, ModuleUnderTest, failed, guest_tool, option, passed, percentile, q, timed
+from domains._common import DEFAULT_MNT, ModuleDomain, failed, guest_tool, option, passed, percentile, q, timed
 
 
-class PerformanceMetricsDomain(DomainBase):
+class PerformanceMetricsDomain(ModuleDomain):
     """Sequential/random throughput, per-op latency, CPU/memory and scaling, with baselines."""
 
-    async def setup_domain(self) -> bool:
-        self.mod = ModuleUnderTest(self)
-        await self.mod.cleanup()
-        why = await self.mod.ensure_ready()
-        if why:
-            self.prerequisite_missing = why
-            return False
-        await self.mod.ensure_loaded()
-        self.m = await self.mod.mount(DEFAULT_MNT, str(option(self, "mount_options", "")))
+    async def after_setup(self) -> bool:
         self.mb = int(option(self, "io_size_mb", 16))
         self.has_fio = (await self.target.run("command -v fio")).ok
-        return True
-
-    async def teardown_domain(self) -> bool:
-        await self.mod.cleanup()
         return True
 
     def _baseline(self, test: str, metrics: dict[str, float], higher_is_better: set[str]) -> list[str]:

@@ -7,33 +7,24 @@ from __future__ import annotations
 import asyncio
 import time
 
-from vexfs_cockpit import DomainBase, TestResult, TestStatus, test_options
+from vexfs_cockpit import TestResult, TestStatus, test_options
 from vexfs_cockpit.engine.target import TargetUnavailable
 
-from domains._common import DEFAULT_MNT, ModuleUnderTest, failed, option, passed, q, verdict
+from domains._common import DEFAULT_MNT, ModuleDomain, failed, option, q, verdict
 
 # Taint bits an unsigned out-of-tree module sets on load: expected, not a finding.
 EXPECTED_TAINT = (1 << 12) | (1 << 13)  # O (out-of-tree), E (unsigned)
 
 
-class SafetyValidationDomain(DomainBase):
+class SafetyValidationDomain(ModuleDomain):
     """Hang and crash detection with recovery, leak detection, and a clean stress period."""
 
-    async def setup_domain(self) -> bool:
-        self.mod = ModuleUnderTest(self)
-        await self.mod.cleanup()
-        why = await self.mod.ensure_ready()
-        if why:
-            self.prerequisite_missing = why
-            return False
-        await self.mod.ensure_loaded()
+    mount_in_setup = False
+
+    async def after_setup(self) -> bool:
         self.knobs = str(option(self, "knobs_dir", f"/sys/kernel/debug/{self.mod.name}"))
         self.has_knobs = (await self.target.run(["test", "-e", f"{self.knobs}/warn"])).ok
         self.timeout = float(self.settings["hang_detection_timeout"])
-        return True
-
-    async def teardown_domain(self) -> bool:
-        await self.mod.cleanup()
         return True
 
     def _no_knobs(self) -> TestResult | None:

@@ -35,6 +35,9 @@ class ProgressPrinter:
         # a watchdog verdict such as "guest hung: no SSH answer for 31 s, ...".
         self.lost_guests: list[tuple[str, str, str]] = []
         self._titles: set[str] = set()
+        # What the dashboard's VM table shows live, summarised per domain's VM for CI logs.
+        self._vm_of: dict[str, str] = {}
+        self._health: dict[str, list[float]] = {}  # vm -> [samples, cpu sum, cpu peak, mem peak kB]
 
     def _paint(self, text: str, code: str | None) -> str:
         return f"\x1b[{code}m{text}\x1b[0m" if self.colour and code else text
@@ -52,7 +55,14 @@ class ProgressPrinter:
             case ev.RunStarted():
                 self._emit(f"run {e.run_id} profile={e.profile} env={e.env} domains={','.join(e.domains)}")
             case ev.DomainStarted():
+                self._vm_of[e.domain] = e.vm
                 self._emit(f"{e.domain}: started on {e.vm or '-'} ({len(e.planned_tests)} tests)")
+            case ev.VmSample():
+                h = self._health.setdefault(e.vm, [0, 0.0, 0.0, 0])
+                h[0] += 1
+                h[1] += e.cpu_pct
+                h[2] = max(h[2], e.cpu_pct)
+                h[3] = max(h[3], e.mem_kb)
             case ev.TestStarted() if e.attempt > 1:
                 self._emit(f"{e.domain}/{e.test}: retry, attempt {e.attempt}")
             case ev.TestFinished():
@@ -63,6 +73,12 @@ class ProgressPrinter:
             case ev.DomainFinished():
                 counts = " ".join(f"{k.lower()}={v}" for k, v in e.counts.items() if v)
                 self._emit(f"{e.domain}: {e.status} {counts}{' — ' + e.reason if e.reason else ''}")
+                vm = self._vm_of.get(e.domain, "")
+                if (h := self._health.get(vm)) and h[0]:
+                    self._emit(
+                        f"{e.domain}: vm {vm} cpu avg {h[1] / h[0]:.0f}% peak {h[2]:.0f}%, "
+                        f"mem peak {h[3] / 1024:.0f} MB ({int(h[0])} samples)"
+                    )
             case ev.KernelEventRaised():
                 rep = e.report
                 where = f"{e.domain}/{e.test}" if e.test else "no test running"

@@ -300,3 +300,37 @@ async def test_ktest_runs_one_test_into_history(dev_data: str, tmp_path: Path, c
     # the dev VM is still up afterwards
     rc2, got = await _guest_sh(load_config(None, "test"), name, "echo up")
     assert rc2 == 0 and got.strip() == "up"
+
+
+@pytest.mark.vm
+async def test_attached_reset_keeps_the_dev_vm(dev_data: str) -> None:
+    """A reset through the attached lease (what the runner does after a crash) brings the
+    VM back, and closing the provider leaves it running: it is the developer's VM."""
+    from vexfs_cockpit.engine.bus import EventBus
+    from vexfs_cockpit.fleet.attach import AttachProvider
+    from vexfs_cockpit.fleet.commands import _fleet
+
+    name = dev_data
+    cfg = load_config(None, "test")
+    bus = EventBus()
+    bus.bind_loop(asyncio.get_running_loop())
+    provider = AttachProvider(cfg, bus, name)
+    try:
+        async with provider.lease("kernel_module", 0) as lease:
+            await lease.target.run("touch /tmp/before-reset", check=True)
+            assert lease.vm is not None
+            await lease.vm.reset("test: reset through the attached lease")
+            res = await lease.target.run("test -e /tmp/before-reset && echo kept || echo fresh")
+            assert res.output.strip() == "fresh"  # really rebooted (the initramfs /tmp is new)
+            since = lease.klog.cursor()
+            assert await lease.klog.sync(lease.target, "after reset") >= since  # console re-attached
+    finally:
+        await provider.aclose()
+    fm = await _fleet(cfg.fleet.libvirt_uri, cfg.env)
+    try:
+        info = await fm.info(name)
+    finally:
+        await fm.aclose()
+    assert info is not None and info.state == "running" and info.owner is not None and info.owner.keep
+    rc, got = await _guest_sh(cfg, name, "echo up")
+    assert rc == 0 and got.strip() == "up"

@@ -26,7 +26,7 @@ import os
 import secrets
 import shlex
 import sys
-import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -427,10 +427,11 @@ async def ktest(args: argparse.Namespace) -> int:
     from vexfs_cockpit.fleet.attach import AttachProvider
     from vexfs_cockpit.fleet.commands import full_name
 
-    cfg = _config(args)
+    registry = discover_domains()
+    cfg = _config(args, known_domains=registry)  # plugin domains' sections are valid here, as in `run`
     name = full_name(args.name, cfg.env)
     if args.tests:
-        items, added = expand_tests(args.tests, discover_domains())
+        items, added = expand_tests(args.tests, registry)
         if added:
             print(f"also running {', '.join(added)} (dependencies of --tests)")
         args.tests = ",".join(items)
@@ -445,11 +446,11 @@ async def ktest(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- CLI
-def _config(args: argparse.Namespace) -> CockpitConfig:
+def _config(args: argparse.Namespace, known_domains: Iterable[str] | None = None) -> CockpitConfig:
     from vexfs_cockpit.config.load import load_config, parse_override
 
     overrides = dict(parse_override(s) for s in (getattr(args, "set", None) or []))
-    return load_config(getattr(args, "config", None), getattr(args, "env", None), overrides)
+    return load_config(getattr(args, "config", None), getattr(args, "env", None), overrides, known_domains=known_domains)
 
 
 def _vm_name(args: argparse.Namespace, cfg: CockpitConfig) -> str:

@@ -30,6 +30,7 @@ from vexfs_cockpit.fleet.watchdog import (
     SYSRQ_KEYCODES,
     CaptureTimings,
     HangJudge,
+    HangVerdict,
     HangWatchdog,
     heartbeat_interval,
 )
@@ -105,6 +106,20 @@ def test_paused_for_the_timeout_is_frozen_even_with_ssh_answers():
     v = j.verdict(15.0)
     assert v is not None and v.frozen and v.paused_s == 10.0
     assert v.message.startswith("guest hung: libvirt state paused (frozen) for 10 s, no SSH answer for 1 s")
+
+
+def test_a_guest_that_went_silent_just_before_libvirt_paused_it_is_frozen():
+    j = HangJudge(10.0, start=0.0)
+    j.state("paused", 0.4)  # the last answer and console line came at 0.0
+    v = j.verdict(10.0)  # silence rule due before pause + 10
+    assert v is not None and v.frozen and v.paused_s == pytest.approx(9.6)
+    assert v.message == "guest hung: libvirt state paused (frozen) for 10 s, no SSH answer for 10 s, console silent 10 s"
+
+
+def test_a_paused_state_read_at_the_verdict_makes_it_frozen():
+    v = HangVerdict(12.0, 11.0, "paused")
+    assert v.frozen
+    assert v.message == "guest hung: libvirt state paused (frozen), no SSH answer for 12 s, console silent 11 s"
 
 
 def test_a_resumed_guest_is_not_frozen_and_cockpit_states_do_not_count():
@@ -325,10 +340,12 @@ class Vm:
         self.name = VM
         self.guest = guest
         self.resets: list[str] = []
+        self.reset_done = asyncio.Event()
 
     async def reset(self, reason: str) -> None:
         self.resets.append(reason)
         self.guest.revive()
+        self.reset_done.set()
 
     async def state(self) -> str:
         return "ready"
@@ -340,6 +357,7 @@ class Vm:
 class Wedging(DomainBase):
     name = "wd"
     setups = 0
+    cleanup_saw_reset = False
 
     async def setup_domain(self) -> bool:
         type(self).setups += 1
@@ -347,8 +365,19 @@ class Wedging(DomainBase):
 
     async def test_wedges(self) -> TestResult:
         self.ctx.klog.feed("[   50.000000] vexfs_selftest: knob softlockup=60 by sh[150]")  # type: ignore[union-attr]
-        self.ctx.vm.guest.die()  # type: ignore[union-attr]
-        await self.target.run("sleep 30", timeout=60)  # the watchdog ends this
+        vm = self.ctx.vm
+        vm.guest.die()  # type: ignore[union-attr]
+        try:
+            await self.target.run("sleep 30", timeout=60)  # the watchdog ends this
+        except asyncio.CancelledError:
+            # Like SSH clean-up on a dead guest: it ends only once the VM is reset, so
+            # recovery must not wait for it (bounded, so a runner that does wait fails).
+            try:
+                await asyncio.wait_for(vm.reset_done.wait(), 10)  # type: ignore[union-attr]
+                type(self).cleanup_saw_reset = True
+            except TimeoutError:
+                pass
+            raise
         return TestResult(status=TestStatus.PASSED)
 
     async def test_oopses(self) -> TestResult:
@@ -397,6 +426,7 @@ async def test_runner_ends_a_hung_test_with_evidence_resets_and_runs_on(tmp_path
     cfg = CockpitConfig(domains={"wd": DomainSettings(hang_detection_timeout=1.0)})
     provider = Provider(tmp_path, bus)
     Wedging.setups = 0
+    Wedging.cleanup_saw_reset = False
     t0 = time.monotonic()
     summary = await Runner(bus, provider, {"wd": Wedging}).execute(
         RunRequest(config=cfg, domains=["wd"], run_id="w1", artifacts_dir=tmp_path / "a")
@@ -421,6 +451,7 @@ async def test_runner_ends_a_hung_test_with_evidence_resets_and_runs_on(tmp_path
     assert r["runs_on"].status is TestStatus.PASSED and r["runs_on"].message == "alive"
 
     assert provider.vm is not None and len(provider.vm.resets) == 2
+    assert Wedging.cleanup_saw_reset, "recovery waited for the cancelled test's clean-up"
     assert Wedging.setups == 3  # once, then after each reset
     lost = [(e.state, e.reason) for e in events if isinstance(e, ev.VmStateChanged)]
     assert lost == [

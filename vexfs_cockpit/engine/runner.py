@@ -44,6 +44,8 @@ CRASH_KINDS = frozenset({"oops", "bug", "gpf", "kasan", "kfence"})
 SYNC_TIMEOUT_S = 10.0
 # Collecting a hung guest's last words (console tail, sysrq dumps) takes ~2-3 s; bound it.
 HANG_EVIDENCE_TIMEOUT_S = 40.0
+# How long a test cancelled because its guest is lost gets to finish before recovery starts.
+CANCEL_GRACE_S = 2.0
 
 
 @dataclass(slots=True)
@@ -103,6 +105,7 @@ class _GuestLost(Exception):
         self.status = status
         self.report = report
         self.capture = capture  # collects the hung guest's evidence before the reset
+        self.pending: asyncio.Future[object] | None = None  # the cancelled test, still cleaning up
 
 
 def _count(results: list[TestResult]) -> dict[str, int]:
@@ -367,7 +370,8 @@ class Runner:
         except AssertionError as err:
             result = TestResult(status=TestStatus.FAILED, message=str(err) or "assertion failed")
         except TargetUnavailable as err:
-            lost = _GuestLost(TestStatus.ERROR, f"lost the guest: {err}")
+            wd = _watchdog(lease)  # SSH gave up first: still collect what the guest shows
+            lost = _GuestLost(TestStatus.ERROR, f"lost the guest: {err}", capture=wd.capture if wd else None)
             result = TestResult(status=TestStatus.ERROR, message=str(lost))
         except Exception as err:
             result = TestResult(status=TestStatus.ERROR, message=f"{type(err).__name__}: {err}")
@@ -392,6 +396,8 @@ class Runner:
         if lost is not None and lease.vm is not None:
             await self._recover(req, domain, plugin, lease, lost, spec.name)
             result.evidence.notes.append(f"VM {lease.vm_name} was reset: {lost}")
+        if lost is not None and lost.pending is not None:
+            await asyncio.gather(lost.pending, return_exceptions=True)
         return result
 
     async def _sync(self, lease: Lease, tag: str) -> int:
@@ -418,11 +424,20 @@ class Runner:
         if test_task.done():
             return test_task.result()
         test_task.cancel()
-        await asyncio.gather(test_task, return_exceptions=True)
+        verdict: BaseException = _GuestLost(TestStatus.ERROR, "guard ended without a verdict")
         for g in guards:
             if g.done() and not g.cancelled() and g.exception() is not None:
-                raise g.exception()  # type: ignore[misc]
-        raise _GuestLost(TestStatus.ERROR, "guard ended without a verdict")
+                verdict = g.exception()  # type: ignore[assignment]
+                break
+        if isinstance(verdict, _GuestLost):
+            # On a dead guest the cancelled test's SSH clean-up (close, remote kill) waits
+            # out its own timeouts; collect evidence and reset meanwhile, reap it after.
+            done, _ = await asyncio.wait([test_task], timeout=CANCEL_GRACE_S)
+            if not done:
+                verdict.pending = test_task
+        else:
+            await asyncio.gather(test_task, return_exceptions=True)
+        raise verdict
 
     def _guards(self, spec: TestSpec, lease: Lease, start_line: int, plugin: DomainBase) -> list:
         guards = []

@@ -36,7 +36,7 @@ from vexfs_cockpit.fleet.console import ConsoleStream, klog_sink
 from vexfs_cockpit.fleet.libvirt import FleetManager, vm_name
 from vexfs_cockpit.fleet.sampler import HealthSampler
 from vexfs_cockpit.fleet.vmctl import GuestVm
-from vexfs_cockpit.fleet.watchdog import guest_watchdog
+from vexfs_cockpit.fleet.watchdog import WATCHDOG_CMDLINE, guest_watchdog
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,9 @@ class LibvirtProvider:
             return render_domain_xml(DomainSpec(template="disk", overlay=overlay, seed_iso=seed, **common))  # type: ignore[arg-type]
         return render_domain_xml(DomainSpec(
             template="direct-kernel", kernel=img.kernel, initrd=img.initrd,  # type: ignore[attr-defined]
-            cmdline=img.kernel_cmdline(hostname=name, extra=fleet.kernel_cmdline_extra),  # type: ignore[attr-defined]
+            cmdline=img.kernel_cmdline(  # type: ignore[attr-defined]
+                hostname=name, extra=f"{WATCHDOG_CMDLINE} {fleet.kernel_cmdline_extra}".strip(),
+            ),
             **common,  # type: ignore[arg-type]
         ))
 

@@ -17,8 +17,9 @@ then a sysrq ``w`` (blocked tasks) and ``t`` (every task) dump sent as key press
 through libvirt, which the kernel handles in interrupt context, so they work while
 a CPU spins with preemption off or every task is stuck. A paused guest runs no
 code: no sysrq then. Debian kernels allow only some sysrq functions from the
-keyboard (kernel.sysrq=438 lacks the process dumps), so ``watch`` enables them
-once per boot while the guest still answers.
+keyboard (kernel.sysrq=438 lacks the process dumps): guests we boot directly get
+``sysrq_always_enabled`` on their command line (``WATCHDOG_CMDLINE``), and ``watch``
+also enables them over SSH once per boot (guests booted from a disk image).
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ SYSRQ_KEYCODES = {"w": 17, "t": 20}
 SYSRQ_HEADERS = {"w": "sysrq: Show Blocked State", "t": "sysrq: Show State"}
 SYSRQ_DISABLED = "This sysrq operation is disabled"
 SYSRQ_ENABLE_CMD = "echo 1 > /proc/sys/kernel/sysrq"
+# Kernel command line for guests we boot directly: every sysrq function from the
+# keyboard from the first instant (a test may wedge the guest before the watchdog's
+# SSH enable gets through: measured with the softlockup knob).
+WATCHDOG_CMDLINE = "sysrq_always_enabled"
 
 TAIL_LINES = 30  # console lines before the hang, in the notes
 W_DUMP_NOTE_LINES = 200  # blocked-task dump lines copied into the notes (all are in the kernel log)
@@ -67,11 +72,11 @@ class HangVerdict:
     ssh_silent_s: float
     console_silent_s: float
     libvirt_state: str
-    paused_s: float | None = None  # set when libvirt showed the domain paused that long
+    paused_s: float | None = None  # how long libvirt has shown the domain paused, if it has
 
     @property
     def frozen(self) -> bool:
-        return self.paused_s is not None
+        return self.libvirt_state == "paused"
 
     @property
     def message(self) -> str:
@@ -79,8 +84,9 @@ class HangVerdict:
         ``guest hung: no SSH answer for 31 s, console silent 30 s, libvirt state running``."""
         ssh = f"no SSH answer for {self.ssh_silent_s:.0f} s"
         console = f"console silent {self.console_silent_s:.0f} s"
-        if self.paused_s is not None:
-            return f"guest hung: libvirt state paused (frozen) for {self.paused_s:.0f} s, {ssh}, {console}"
+        if self.frozen:
+            since = f" for {self.paused_s:.0f} s" if self.paused_s is not None else ""
+            return f"guest hung: libvirt state paused (frozen){since}, {ssh}, {console}"
         if self.console_silent_s < self.ssh_silent_s / 2:
             console = f"console still printing (last line {self.console_silent_s:.0f} s ago)"
         return f"guest hung: {ssh}, {console}, libvirt state {self.libvirt_state}"
@@ -124,10 +130,12 @@ class HangJudge:
         t = self.hang_after
         ssh_silent = now - self.last_ssh_ok
         console_silent = now - self.last_console
-        if self.paused_since is not None and now - self.paused_since >= t:
-            return HangVerdict(ssh_silent, console_silent, "paused", paused_s=now - self.paused_since)
+        paused = None if self.paused_since is None else now - self.paused_since
+        if paused is not None and paused >= t:
+            return HangVerdict(ssh_silent, console_silent, "paused", paused_s=paused)
         if ssh_silent >= t and (console_silent >= t or ssh_silent >= 2 * t):
-            return HangVerdict(ssh_silent, console_silent, self.libvirt_state)
+            # Silent because libvirt paused it (the silence began before the pause): frozen.
+            return HangVerdict(ssh_silent, console_silent, self.libvirt_state, paused_s=paused)
         return None
 
     def due(self) -> float:
@@ -253,7 +261,7 @@ class HangWatchdog:
             await asyncio.gather(*workers, return_exceptions=True)
         # Name the state libvirt has now (the event stream may lag by a moment).
         state = await self.libvirt_state()
-        return verdict if verdict.frozen else dataclasses.replace(verdict, libvirt_state=state)
+        return verdict if verdict.frozen or state == "unknown" else dataclasses.replace(verdict, libvirt_state=state)
 
     async def libvirt_state(self) -> str:
         try:

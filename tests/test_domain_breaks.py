@@ -110,14 +110,16 @@ async def test_vector_operations_eio_on_read(guest: Lease, tmp_path: Path) -> No
 # -- performance_metrics ---------------------------------------------------------------------
 async def test_performance_metrics_slow_io_regression(guest: Lease, tmp_path: Path) -> None:
     """A recorded baseline run, then the same tests with every read/write delayed: the
-    throughput tests fail as worse than the previous run; guest_cpu_memory (no baseline
-    comparison) passes."""
+    throughput test fails as worse than the previous run, for writes and for reads;
+    guest_cpu_memory (no baseline comparison) passes."""
     from vexfs_cockpit.store.history import History
     from vexfs_cockpit.store.recorder import HistoryStore, Recorder
 
     db = tmp_path / "history.db"
-    wanted = {"performance_metrics": {"sequential_throughput", "scaling", "guest_cpu_memory"}}
+    # scaling is left out: at a few MiB its time is dd process spawns, not I/O.
+    wanted = {"performance_metrics": {"sequential_throughput", "guest_cpu_memory"}}
     base_id, slow_id = "perf-baseline", "perf-slow-io"
+    small = {"domains.performance_metrics.options.io_size_mb": 2}  # 2 MiB per workload, not 16
 
     store = await HistoryStore.aopen(db)
     bus = EventBus()
@@ -125,7 +127,7 @@ async def test_performance_metrics_slow_io_regression(guest: Lease, tmp_path: Pa
     recorder = Recorder(store, bus)
     recorder.start()
     try:
-        base = await run_domains(guest, cfg_with(), ["performance_metrics"], tmp_path / "base", only_tests=wanted,
+        base = await run_domains(guest, cfg_with(small), ["performance_metrics"], tmp_path / "base", only_tests=wanted,
                                  history=History(db).for_run(base_id), bus=bus, run_id=base_id, env="perf-e2e")
     finally:
         await recorder.aclose()
@@ -136,15 +138,17 @@ async def test_performance_metrics_slow_io_regression(guest: Lease, tmp_path: Pa
     prev_write = hist.previous_metric("performance_metrics", "sequential_throughput", "seq_write_mb_s", "perf-e2e")
     assert prev_write == pytest.approx(base_res["sequential_throughput"].metrics["seq_write_mb_s"])
 
-    # 100 ms before every read and write: a 16 MiB dd in 1 MiB blocks takes >= 1.6 s more.
-    slow = await run_domains(guest, cfg_with({"module.module_params": "slow_io_ms=100"}), ["performance_metrics"],
+    # 400 ms before every read and write: 2 dd blocks each way cost >= 0.8 s more, against a
+    # baseline of 0.05-0.3 s (a loaded host's TCG guest): far beyond the 25% threshold.
+    slow_cfg = cfg_with({**small, "module.module_params": "slow_io_ms=400"})
+    slow = await run_domains(guest, slow_cfg, ["performance_metrics"],
                              tmp_path / "slow", only_tests=wanted, history=hist, run_id=slow_id, env="perf-e2e")
     res = results_by_name(slow, "performance_metrics")
-    assert statuses(res) == {"sequential_throughput": FAILED, "scaling": FAILED, "guest_cpu_memory": PASSED}, explain(res)
+    both = f"baseline:\n{explain(base_res)}\nslowed:\n{explain(res)}"
+    assert statuses(res) == {"sequential_throughput": FAILED, "guest_cpu_memory": PASSED}, both
     seq = res["sequential_throughput"].message
-    assert re.search(r"seq_write_mb_s [\d.]+ vs previous [\d.]+ \(\+\d+% worse > 25%\)", seq), seq
-    assert re.search(r"seq_read_mb_s [\d.]+ vs previous [\d.]+ \(\+\d+% worse > 25%\)", seq), seq
-    assert re.search(r"write_mb_s_1w [\d.]+ vs previous [\d.]+ \(\+\d+% worse > 25%\)", res["scaling"].message), res["scaling"].message
+    assert re.search(r"seq_write_mb_s [\d.]+ vs previous [\d.]+ \(\+\d+% worse > 25%\)", seq), both
+    assert re.search(r"seq_read_mb_s [\d.]+ vs previous [\d.]+ \(\+\d+% worse > 25%\)", seq), both
     assert res["sequential_throughput"].metrics["seq_write_mb_s_vs_prev_pct"] < -25
 
 

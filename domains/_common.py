@@ -7,6 +7,9 @@ Modules starting with ``_`` are not domains (discovery skips them).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -19,7 +22,7 @@ from typing import Any
 from vexfs_cockpit.engine.plugin import DomainBase
 from vexfs_cockpit.engine.results import TestResult, TestStatus
 from vexfs_cockpit.engine.target import CommandResult
-from vexfs_cockpit.fleet.kbuild import KbuildResult, kbuild
+from vexfs_cockpit.fleet.kbuild import KbuildResult, default_cache_dir, kbuild
 from vexfs_cockpit.errors import InfraError
 
 GUEST_DIR = "/tmp/vexfs-cockpit"
@@ -100,11 +103,24 @@ class ModuleUnderTest:
     def _build_dir(self, make_args: tuple[str, ...]) -> Path:
         return self.ctx.workdir.parent / "_kbuild" / ("-".join(make_args) or "default")
 
-    async def kbuild(self, make_args: tuple[str, ...] = ()) -> KbuildResult:
-        """Build against the guest kernel's headers from scratch (module_build's job)."""
+    def _lock(self):
+        # Domains running in parallel share the run's build dirs.
+        return _file_lock(self.ctx.workdir.parent / "_kbuild" / "build.lock")
+
+    async def kbuild(self, make_args: tuple[str, ...] = (), *, reuse_identical: bool = False) -> KbuildResult:
+        """Build against the guest kernel's headers (module_build's job): a real compile,
+        unless ``reuse_identical`` lets a cached build of byte-identical inputs stand in
+        (the warm loop's ktest, right after its own kbuild)."""
+        async with self._lock():
+            return await self._kbuild_unlocked(make_args, reuse_identical)
+
+    async def _kbuild_unlocked(self, make_args: tuple[str, ...], reuse_identical: bool) -> KbuildResult:
         assert self.ctx.host is not None, "the runner gives domains a host target"
         out = self._build_dir(make_args)
-        self.build = await kbuild(self.source_dir(), self.ctx.guest_kernel, out, self.ctx.host, make_args=make_args)
+        self.build = await kbuild(
+            self.source_dir(), self.ctx.guest_kernel, out, self.ctx.host, make_args=make_args,
+            cache_dir=default_cache_dir(), reuse_cache=reuse_identical,
+        )
         stamp = {"kernel": self.build.kernel, "ok": self.build.ok, "kos": [str(k) for k in self.build.kos],
                  "errors": list(self.build.errors), "message": self.build.message, "duration_s": self.build.duration_s}
         (out / "build.json").write_text(json.dumps(stamp))
@@ -148,8 +164,12 @@ class ModuleUnderTest:
         if not self.has_module:
             return None
         try:
-            if self.built_ko() is None and not self._reuse_build():
-                await self.kbuild()
+            if self.built_ko() is None:
+                # One domain builds; the others wait on the lock and reuse its result.
+                async with self._lock():
+                    if not self._reuse_build():
+                        # A prerequisite here, not the test under judgment: identical inputs may reuse.
+                        await self._kbuild_unlocked((), True)
         except (OSError, ValueError, InfraError) as err:  # no source/headers: a reason to skip, not a crash
             return f"{self.ko_name}: {err}"
         if self.built_ko() is None:
@@ -248,6 +268,17 @@ class ModuleUnderTest:
         )
         if await self.loaded():
             await self.unload()
+
+
+@contextlib.asynccontextmanager
+async def _file_lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        await asyncio.to_thread(fcntl.flock, fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 class ModuleDomain(DomainBase):

@@ -35,7 +35,7 @@ class KernelModuleDomain(DomainBase):
     @test_options(priority=0, critical=False, tags=["build"])
     async def test_module_build(self) -> TestResult:
         make_args = tuple(option(self, "make_args", ()))
-        build = await self.mod.kbuild(make_args)
+        build = await self.mod.kbuild(make_args, reuse_identical=bool(option(self, "reuse_identical_build", False)))
         if not build.ok:
             # The compiler's first errors are the evidence a developer needs first.
             res = failed(build.message, build_time_s=build.duration_s)

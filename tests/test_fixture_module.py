@@ -250,3 +250,26 @@ async def test_leak_on_unload_leaks_real_slab_memory(
 
     assert control - base < 500, (base, control)  # freed on a normal unload
     assert leaked - control >= 2000, (control, leaked)  # 2048 objects stay allocated
+
+
+async def test_identical_inputs_reuse_the_cached_build_and_a_change_rebuilds(host_kernel: str, tmp_path: Path) -> None:
+    """The warm loop compiles once: byte-identical sources hit the cache (when allowed);
+    any source change, or reuse_cache=False, is a real compile."""
+    import shutil as _sh
+
+    from vexfs_cockpit.fleet.kbuild import kbuild as _kbuild
+    from vexfs_cockpit.transport.local import LocalTarget as _LT
+
+    src = tmp_path / "src"
+    _sh.copytree(FIXTURE, src)
+    cache = tmp_path / "cache"
+    kernel = host_kernel
+    first = await _kbuild(src, kernel, tmp_path / "o1", _LT("host"), cache_dir=cache)
+    assert first.ok and not first.cached
+    again = await _kbuild(src, kernel, tmp_path / "o2", _LT("host"), cache_dir=cache)
+    assert again.ok and again.cached and "cache" in again.message
+    fresh = await _kbuild(src, kernel, tmp_path / "o3", _LT("host"), cache_dir=cache, reuse_cache=False)
+    assert fresh.ok and not fresh.cached
+    (src / "vexfs_selftest.c").write_text((src / "vexfs_selftest.c").read_text() + "\n/* changed */\n")
+    changed = await _kbuild(src, kernel, tmp_path / "o4", _LT("host"), cache_dir=cache)
+    assert changed.ok and not changed.cached

@@ -109,12 +109,17 @@ class KdevModule:
 
 async def build(mod: KdevModule, kernel: str, host: Target | None = None) -> KbuildResult:
     """Build ``mod`` for ``kernel`` on the host; the make output goes to kbuild.log beside it."""
-    from vexfs_cockpit.fleet.kbuild import kbuild
+    from vexfs_cockpit.fleet.kbuild import default_cache_dir, kbuild
     from vexfs_cockpit.transport.local import LocalTarget
 
     if not mod.src.is_dir():
         raise ConfigError(f"module.build_path: {mod.src} is not a directory; point it at the module's kbuild directory")
-    res = await kbuild(mod.src, kernel, mod.out_dir(), host or LocalTarget("host"), jobs=os.cpu_count() or 2)
+    # A real compile (the developer asked for one); its .ko is cached so the ktest that
+    # follows does not compile byte-identical sources a second time.
+    res = await kbuild(
+        mod.src, kernel, mod.out_dir(), host or LocalTarget("host"), jobs=os.cpu_count() or 2,
+        cache_dir=default_cache_dir(), reuse_cache=False,
+    )
     try:
         (res.build_dir / "kbuild.log").write_text(f"$ {res.command}\n{res.output}")
     except OSError:
@@ -438,6 +443,8 @@ async def ktest(args: argparse.Namespace) -> int:
         if not args.domains:
             args.domains = ",".join(dict.fromkeys(i.split("/", 1)[0] for i in items))
     await preflight(cfg, name, args.uri)
+    # The warm loop just ran kbuild: module_build may take that build of identical sources.
+    args.set = [*(getattr(args, "set", None) or []), "domains.kernel_module.options.reuse_identical_build=true"]
 
     def provider(c: CockpitConfig, bus: Any) -> AttachProvider:
         return AttachProvider(c, bus, name, uri=args.uri)

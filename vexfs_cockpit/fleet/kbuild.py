@@ -8,13 +8,18 @@ host target must see this machine's filesystem (``LocalTarget``).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import shlex
+import shutil
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import platformdirs
 
 from vexfs_cockpit.engine.target import Target
 from vexfs_cockpit.errors import InfraError
@@ -48,6 +53,7 @@ class KbuildResult:
     kos: tuple[Path, ...] = ()
     errors: tuple[str, ...] = field(default=())  # first error lines, paths relative to the build dir
     timed_out: bool = False
+    cached: bool = False  # identical sources, kernel and make args were built before: that .ko
 
     @property
     def ok(self) -> bool:
@@ -60,6 +66,8 @@ class KbuildResult:
     @property
     def message(self) -> str:
         """One line for a test result or the user."""
+        if self.ok and self.cached:
+            return f"{', '.join(k.name for k in self.kos)} for {self.kernel}: identical sources built before (cache)"
         if self.ok:
             return f"built {', '.join(k.name for k in self.kos)} for {self.kernel} in {self.duration_s:.1f}s"
         if self.timed_out:
@@ -95,6 +103,49 @@ def parse_errors(output: str, build_dir: Path | None = None, limit: int = 5) -> 
     return tuple(found or make_lines[:1])
 
 
+def default_cache_dir() -> Path:
+    return platformdirs.user_cache_path("vexfs-cockpit", appauthor=False) / "kbuild"
+
+
+def inputs_key(src: Path, kernel: str, make_args: Sequence[str]) -> str:
+    """Hash of everything a build depends on that can change between iterations: the
+    source tree (build outputs excluded), the kernel (its headers) and the make words."""
+    h = hashlib.sha256()
+    h.update(f"{kernel}\0{' '.join(make_args)}\0".encode())
+    hdr = headers_dir(kernel) / "Makefile"
+    if hdr.exists():
+        h.update(str(hdr.resolve().stat().st_mtime_ns).encode())
+    for path in sorted(p for p in src.rglob("*") if p.is_file()):
+        rel = path.relative_to(src)
+        if any(rel.match(pat) for pat in _ARTIFACTS):
+            continue
+        h.update(str(rel).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:24]
+
+
+def _from_cache(entry: Path, kernel: str) -> KbuildResult | None:
+    meta = entry / "build.json"
+    if not meta.exists():
+        return None
+    data = json.loads(meta.read_text())
+    kos = tuple(entry / name for name in data["kos"])
+    if not kos or not all(k.exists() for k in kos):
+        return None
+    return KbuildResult(
+        kernel=kernel, command=data["command"], build_dir=entry, exit_code=0,
+        output=data["output"], duration_s=0.0, kos=kos, cached=True,
+    )
+
+
+def _to_cache(entry: Path, res: KbuildResult) -> None:
+    entry.mkdir(parents=True, exist_ok=True)
+    for ko in res.kos:
+        shutil.copy2(ko, entry / ko.name)
+    meta = {"command": res.command, "output": res.output, "kos": [k.name for k in res.kos],
+            "built_s": res.duration_s}
+    (entry / "build.json").write_text(json.dumps(meta))
+
+
 async def kbuild(
     src: Path,
     kernel: str,
@@ -104,6 +155,8 @@ async def kbuild(
     make_args: Sequence[str] = (),
     jobs: int = 2,
     timeout: float = 600.0,
+    cache_dir: Path | None = None,
+    reuse_cache: bool = True,
 ) -> KbuildResult:
     """Copy ``src`` to ``out_dir/<src.name>-<kernel>/`` (fresh) and run kbuild there.
 
@@ -121,6 +174,12 @@ async def kbuild(
         raise KernelHeadersMissing(
             f"no kernel headers for {kernel} at {kdir}: install them with `apt-get install linux-headers-{kernel}`"
         )
+    # A successful build of byte-identical inputs is reused (like ccache): the warm
+    # loop's kbuild and the test run's module_build then compile once, not twice.
+    # Failures are never cached: an error is always a fresh compiler run.
+    entry = cache_dir / inputs_key(src, kernel, make_args) if cache_dir is not None else None
+    if entry is not None and reuse_cache and (hit := _from_cache(entry, kernel)) is not None:
+        return hit
     base = out_dir if out_dir is not None else Path(tempfile.mkdtemp(prefix="vexfs-kbuild-"))
     build_dir = (base / f"{src.name}-{kernel}").resolve()
 
@@ -136,7 +195,7 @@ async def kbuild(
     res = await host.run(cmd, timeout=timeout)
     duration = time.monotonic() - started
     kos = tuple(sorted(build_dir.glob("*.ko"))) if res.exit_code == 0 else ()
-    return KbuildResult(
+    result = KbuildResult(
         kernel=kernel,
         command=cmd,
         build_dir=build_dir,
@@ -147,3 +206,6 @@ async def kbuild(
         errors=() if res.exit_code == 0 else parse_errors(res.output, build_dir),
         timed_out=res.timed_out,
     )
+    if entry is not None and result.ok:
+        _to_cache(entry, result)
+    return result

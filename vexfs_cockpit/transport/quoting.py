@@ -32,13 +32,25 @@ def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_hex(8)
 
 
+def started_marker(token: str) -> str:
+    return f"/tmp/.{token}.started"
+
+
 def wrap_command(command: str, token: str) -> str:
     """Shell text that runs ``command`` tagged with ``token``.
 
     A newline, not "; ", separates the tag: the command is parsed as its own
-    lines, exactly as if it had been sent alone.
+    lines, exactly as if it had been sent alone. The empty marker file (a shell
+    redirection: no extra process) tells a refused-then-retried session whether the
+    command had in fact started, so nothing is ever run twice.
     """
-    return f"export {TOKEN_VAR}={token}\n{command}"
+    return f"export {TOKEN_VAR}={token}\n: > {started_marker(token)} 2>/dev/null\n{command}"
+
+
+def started_check_command(token: str) -> str:
+    """Prints ``ran`` if the command tagged ``token`` started; removes the marker."""
+    m = started_marker(token)
+    return f"if [ -e {m} ]; then rm -f {m}; echo ran; else echo fresh; fi"
 
 
 def kill_command(token: str) -> str:

@@ -48,6 +48,7 @@ from vexfs_cockpit.transport.quoting import (
     kill_command,
     new_token,
     stage_command,
+    started_check_command,
     wrap_command,
 )
 
@@ -71,6 +72,11 @@ ClientKeysSpec = str | Path | asyncssh.SSHKey | Sequence[str | Path | asyncssh.S
 
 
 @dataclass(slots=True)
+class CommandOutcomeUnknown(Exception):
+    """The session was refused after the command had started: not retried, not
+    silently lost either (the test that ran it ends in ERROR with this message)."""
+
+
 class _Box:
     """The channel a guarded body opened, so the guard can close and kill it."""
 
@@ -294,8 +300,11 @@ class SshTarget:
         finally:
             await self._gate.release()
 
-    async def _open(self, remote: str, *, merge: bool, what: str) -> asyncssh.SSHClientProcess[bytes]:
-        """Start ``remote`` on a channel; the caller holds a slot."""
+    async def _open(
+        self, remote: str, *, merge: bool, what: str, token: str | None = None
+    ) -> asyncssh.SSHClientProcess[bytes]:
+        """Start ``remote`` on a channel; the caller holds a slot. With ``token`` (a
+        wrapped command), a refused session is retried only if the command did not start."""
         conn = await self._live_conn()
         gate = self._gate
         retried = False
@@ -324,6 +333,13 @@ class SshTarget:
                     raise TargetUnavailable(
                         f"{self.where}: SSH session refused ({_reason(err)}) and channels stayed busy"
                     ) from None
+                if token is not None and await self._started(conn, token):
+                    # dropbear can refuse the session after running the command: its output
+                    # and exit status are lost, and running it again could do it twice.
+                    raise CommandOutcomeUnknown(
+                        f"{self.where}: SSH session refused ({_reason(err)}) after `{what}` had started; "
+                        "its output and exit status are lost and it was not run again"
+                    )
                 continue
             except (OSError, asyncssh.Error) as err:
                 gate.opening -= 1
@@ -334,6 +350,10 @@ class SshTarget:
             gate.opening -= 1
             self._proc_conn[proc] = conn
             return proc
+
+    async def _started(self, conn: asyncssh.SSHClientConnection, token: str) -> bool:
+        res = await conn.run(started_check_command(token), check=False)
+        return str(res.stdout or "").strip() == "ran"
 
     async def _kill(self, token: str) -> None:
         """SIGKILL every process of a command we gave up on; the caller holds a slot.
@@ -439,7 +459,7 @@ class SshTarget:
         box = _Box()
 
         async def body(box: _Box) -> None:
-            box.proc = proc = await self._open(await self._remote_text(command, token), merge=True, what=what)
+            box.proc = proc = await self._open(await self._remote_text(command, token), merge=True, what=what, token=token)
             feeder = asyncio.create_task(_feed(proc, data))
             try:
                 while chunk := await proc.stdout.read(_CHUNK):
@@ -484,7 +504,7 @@ class SshTarget:
             try:
                 try:
                     proc = await asyncio.wait_for(
-                        self._open(await self._remote_text(command, token), merge=True, what=what), left()
+                        self._open(await self._remote_text(command, token), merge=True, what=what, token=token), left()
                     )
                     proc.stdin.write_eof()
                     while chunk := await asyncio.wait_for(proc.stdout.read(_CHUNK), left()):
@@ -529,7 +549,7 @@ class SshTarget:
             out = CappedOutput(64 * 1024)
 
             async def body(box: _Box) -> None:
-                box.proc = proc = await self._open(await self._remote_text(command, token), merge=True, what=label)
+                box.proc = proc = await self._open(await self._remote_text(command, token), merge=True, what=label, token=token)
                 with local.open("rb") as f:
                     while chunk := f.read(_CHUNK):
                         proc.stdin.write(chunk)

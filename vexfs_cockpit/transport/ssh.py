@@ -156,6 +156,9 @@ class SshTarget:
         self.max_output = max_output
         self._use_sftp = use_sftp
         self._gate = _ChannelGate(max_channels)
+        # Session set-ups go one at a time (they take ~one round trip): dropbear was seen
+        # refusing a session opened in the same instant as another, even with few open.
+        self._opening = asyncio.Lock()
         self._conn: asyncssh.SSHClientConnection | None = None
         self._conn_lock = asyncio.Lock()
         self._sftp_ok: bool | None = None  # per connection; None = not probed yet
@@ -311,9 +314,10 @@ class SshTarget:
         while True:
             gate.opening += 1
             try:
-                proc = await conn.create_process(
-                    remote, encoding=None, stderr=asyncssh.STDOUT if merge else asyncssh.PIPE
-                )
+                async with self._opening:
+                    proc = await conn.create_process(
+                        remote, encoding=None, stderr=asyncssh.STDOUT if merge else asyncssh.PIPE
+                    )
             except asyncssh.ChannelOpenError as err:
                 accepted = gate.in_use - gate.opening  # channels the server did take
                 gate.opening -= 1

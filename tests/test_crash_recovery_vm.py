@@ -2,12 +2,13 @@
 with a throwaway domain whose tests break the guest through the self-test module's knobs
 (none of them declared expected), each followed by a test that must pass on the reset VM.
 
-One run (one VM, four resets) feeds every test here:
+One run (one VM, five resets, ~3-4 min under TCG) feeds every test here:
 - (a) an oops mid-test: FAILED with the report's title, VM reset, the next test passes;
 - (b) a hung task: the kernel's hung-task report ends the test (TIMEOUT, its title);
       a soft lockup that stops the 1-vCPU guest answering SSH: the watchdog's heartbeat
       + console-silence verdict ends it, with sysrq w/t dumps as evidence;
 - (c) a guest suspended through libvirt: frozen, detected within hang_detection_timeout;
+- a panic (libvirt stops the guest): ERROR with the panic's title, VM reset, run goes on;
 - the batch lines, JUnit and JSON list every crash and hang with its test, and
   ``history crashes`` lists the signatures from the DB the Recorder wrote.
 """
@@ -22,11 +23,11 @@ import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import libvirt
 import pytest
 
-from domains._common import ModuleUnderTest, q
 from tests.conftest_vm import _check_host, vm_config
 from vexfs_cockpit import DomainBase, TestResult, TestStatus, test_options
 from vexfs_cockpit.batch.json_report import report_dict
@@ -36,9 +37,11 @@ from vexfs_cockpit.config.models import DomainSettings
 from vexfs_cockpit.engine import events as ev
 from vexfs_cockpit.engine.bus import EventBus
 from vexfs_cockpit.engine.runner import Runner, RunRequest, RunSummary
+from vexfs_cockpit.fleet.kbuild import kbuild
 from vexfs_cockpit.fleet.provider import LibvirtProvider
 from vexfs_cockpit.fleet.watchdog import heartbeat_interval
 from vexfs_cockpit.store.cli import cmd_history
+from vexfs_cockpit.store.history import History
 from vexfs_cockpit.store.recorder import HistoryStore, Recorder
 from vexfs_cockpit.store.report import ReportBuilder
 from vexfs_cockpit.transport.local import LocalTarget
@@ -46,11 +49,15 @@ from vexfs_cockpit.transport.local import LocalTarget
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]  # one shared run of ~2-4 min
 
 ROOT = Path(__file__).resolve().parent.parent
+FIXTURE = ROOT / "tests" / "fixtures" / "selftest_fs"
 KNOBS = "/sys/kernel/debug/vexfs_selftest"
+REMOTE_KO = "/tmp/vexfs_selftest.ko"
+MNT = "/mnt/crashrec"
 HANG_AFTER = 10.0  # hang_detection_timeout for this domain: keeps each scenario short
 TAINT_DIE = 1 << 7  # 'D': the kernel oopsed since boot
 OOPS_TITLE = "BUG: kernel NULL pointer dereference in vexfs_selftest_oops_knob"
 HANG_TITLE = "INFO: task hung in vexfs_selftest_hang_knob"
+PANIC_TITLE = "Kernel panic - not syncing: sysrq triggered crash"
 DOMAIN = f"crashrec{os.getpid()}"  # VM vexfs-pytest-crashrec<pid>-0: no clash with other sessions
 
 
@@ -58,33 +65,37 @@ class CrashRecovery(DomainBase):
     """Breaks the guest on purpose; every `after_*` test proves the reset VM is whole."""
 
     name = DOMAIN
-    marks: dict[str, float] = {}  # wall-clock time each fault was injected
+    marks: ClassVar[dict[str, float]] = {}  # wall-clock time each fault was injected
+    ko: ClassVar[Path | None] = None  # built once per run, pushed after every reset
 
     async def setup_domain(self) -> bool:
-        self.mod = ModuleUnderTest(self)
-        await self.mod.cleanup()
-        why = await self.mod.ensure_ready()
-        if why:
-            self.prerequisite_missing = why
-            return False
-        await self.mod.ensure_loaded()
+        assert self.ctx.host is not None
+        if type(self).ko is None:
+            res = await kbuild(FIXTURE, self.ctx.guest_kernel, self.ctx.workdir / "kbuild", self.ctx.host)
+            if res.ko is None:
+                self.prerequisite_missing = f"vexfs_selftest did not build: {res.message}"
+                return False
+            type(self).ko = res.ko
+        await self.target.run(["mkdir", "-p", MNT], check=True)
+        await self.target.put(type(self).ko, REMOTE_KO)
+        await self.target.run(["insmod", REMOTE_KO], check=True)
         return True
 
     async def teardown_domain(self) -> bool:
-        await self.mod.cleanup()
+        await self.target.run(f"umount -l {MNT} 2>/dev/null; rmmod vexfs_selftest; true")
         return True
 
     async def _fresh_and_working(self) -> TestResult:
         """A kernel that never oopsed, the module loaded, the filesystem reading back what it wrote."""
         tainted = int((await self.target.run("cat /proc/sys/kernel/tainted", check=True)).output)
         assert not tainted & TAINT_DIE, f"kernel still tainted D ({tainted}): the VM was not reset"
-        assert await self.mod.loaded(), "module not loaded after the reset"
-        m = await self.mod.mount("/mnt/crashrec")
+        assert (await self.target.run("grep -q '^vexfs_selftest ' /proc/modules")).ok, "module not loaded after the reset"
+        await self.target.run(["mount", "-t", "vexfs_selftest", "none", MNT], check=True)
         try:
-            await self.target.run(f"echo whole > {q(m.mountpoint)}/f", check=True)
-            got = (await self.target.run(f"cat {q(m.mountpoint)}/f", check=True)).output.strip()
+            await self.target.run(f"echo whole > {MNT}/f", check=True)
+            got = (await self.target.run(["cat", f"{MNT}/f"], check=True)).output.strip()
         finally:
-            await self.mod.unmount(m)
+            await self.target.run(["umount", MNT])
         assert got == "whole", f"read back {got!r}"
         return TestResult(status=TestStatus.PASSED, message=f"fresh kernel (taint {tainted}), module and fs work")
 
@@ -147,6 +158,17 @@ class CrashRecovery(DomainBase):
     async def test_after_suspend(self) -> TestResult:
         return await self._fresh_and_working()
 
+    # a panic: libvirt stops the guest (panic=-1 + on_reboot=destroy) -------------------------
+    @test_options(timeout=120)
+    async def test_panic_mid_test(self) -> TestResult:
+        self._mark("panic")
+        await self.target.run("echo c > /proc/sysrq-trigger", timeout=30)  # SSH breaks under it
+        await self.target.run("sleep 100", timeout=110)
+        return TestResult(status=TestStatus.PASSED, message="the panic went unnoticed")
+
+    async def test_after_panic(self) -> TestResult:
+        return await self._fresh_and_working()
+
 
 @dataclass
 class CrashRun:
@@ -156,6 +178,7 @@ class CrashRun:
     junit: ET.Element
     json: dict
     crashes_cli: str
+    stored: dict[str, tuple[TestStatus, str]]  # test -> (status, message) read back from the DB
     marks: dict[str, float]
     results: dict[str, TestResult] = field(default_factory=dict)
 
@@ -184,6 +207,7 @@ async def _run(tmp: Path) -> CrashRun:
     provider = LibvirtProvider(cfg, bus, tmp / "artifacts", env="pytest")
     runner = Runner(bus, provider, {DOMAIN: CrashRecovery}, host=LocalTarget("host"))
     CrashRecovery.marks = {}
+    CrashRecovery.ko = None
     try:
         summary = await runner.execute(RunRequest(
             config=cfg, domains=[DOMAIN], run_id=f"crashrec-{os.getpid()}", env="test",
@@ -197,12 +221,15 @@ async def _run(tmp: Path) -> CrashRun:
     events = [e async for e in sub]
     (tmp / "batch.log").write_text(out.getvalue())  # kept with the console logs for a failed run
     assert builder.report is not None
+    detail = History(db).run_detail(summary.run_id)
+    assert detail is not None
+    stored = {t.name: (t.status, t.message) for t in detail.tests()}
     cli_out = io.StringIO()
     assert cmd_history(argparse.Namespace(db=db, history_cmd="crashes", runs=True), cli_out) == 0
     run = CrashRun(
         summary=summary, events=events, printed=out.getvalue(),
         junit=ET.fromstring(junit_xml(builder.report)), json=report_dict(builder.report),
-        crashes_cli=cli_out.getvalue(), marks=dict(CrashRecovery.marks),
+        crashes_cli=cli_out.getvalue(), stored=stored, marks=dict(CrashRecovery.marks),
     )
     run.results = {r.name: r for r in summary.results}
     return run
@@ -223,12 +250,21 @@ def _detected_after(run: CrashRun, test: str, mark: str) -> float:
     return run.lost(test).ts - run.marks[mark]
 
 
-def test_every_test_after_a_reset_passes(crash_run: CrashRun) -> None:
+def test_every_test_after_a_reset_passes_and_nothing_recorded_is_lost(crash_run: CrashRun) -> None:
     after = {n: r for n, r in crash_run.results.items() if n.startswith("after_")}
-    assert sorted(after) == ["after_hang", "after_oops", "after_softlockup", "after_suspend"]
+    assert sorted(after) == ["after_hang", "after_oops", "after_panic", "after_softlockup", "after_suspend"]
     assert all(r.status is TestStatus.PASSED for r in after.values()), _explain(crash_run)
-    resets = [e for e in crash_run.events if isinstance(e, ev.VmStateChanged) and e.state == "ready"]
-    assert len(resets) == 5, "one boot and four resets"  # boot #1..#5
+    boots = [e for e in crash_run.events if isinstance(e, ev.VmStateChanged) and e.state == "ready"]
+    assert len(boots) == 6, "one boot and five resets"
+    assert crash_run.stored == {n: (r.status, r.message) for n, r in crash_run.results.items()}
+    assert len(crash_run.stored) == 10
+
+
+def test_a_panic_errors_the_test_with_its_title_and_the_run_goes_on(crash_run: CrashRun) -> None:
+    r = crash_run.results["panic_mid_test"]
+    assert (r.status, r.message) == (TestStatus.ERROR, PANIC_TITLE), _explain(crash_run)
+    assert _detected_after(crash_run, "panic_mid_test", "panic") < 30, _explain(crash_run)
+    assert crash_run.lost("panic_mid_test").state == "crashed"
 
 
 def test_an_undeclared_oops_fails_the_test_with_its_title_and_resets_the_vm(crash_run: CrashRun) -> None:
@@ -254,7 +290,6 @@ def test_a_guest_that_stops_answering_is_declared_hung_with_sysrq_evidence(crash
     assert r.status is TestStatus.TIMEOUT, _explain(crash_run)
     assert r.message.startswith("guest hung: no SSH answer for "), r.message
     assert "console silent" in r.message and r.message.endswith("libvirt state running"), r.message
-    lost = crash_run.lost("softlockup_mid_test")
     took = _detected_after(crash_run, "softlockup_mid_test", "softlockup")
     # verdict after HANG_AFTER (+ one heartbeat), then ~2-3 s of sysrq dumps before the reset
     assert HANG_AFTER <= took <= HANG_AFTER + heartbeat_interval(HANG_AFTER) + 15, _explain(crash_run)
@@ -282,8 +317,9 @@ def test_batch_lines_junit_and_json_list_every_crash_and_hang_with_its_test(cras
     assert f"kernel report: {OOPS_TITLE} ({DOMAIN}/oops_mid_test)" in text
     assert f"kernel report: {HANG_TITLE} ({DOMAIN}/hang_mid_test)" in text
     for test in ("softlockup_mid_test", "suspended_mid_test"):
-        assert f"reset: guest hung: " in text and f"(during {DOMAIN}/{test})" in text, text
-    assert "4 passed, 4 failed, 0 skipped" in text
+        assert "reset: guest hung: " in text and f"(during {DOMAIN}/{test})" in text, text
+    assert f"kernel report: {PANIC_TITLE} ({DOMAIN}/panic_mid_test)" in text
+    assert "5 passed, 5 failed, 0 skipped" in text
 
     cases = {c.get("name"): c for c in crash_run.junit.iter("testcase")}
     for test, kind, message in (
@@ -295,13 +331,16 @@ def test_batch_lines_junit_and_json_list_every_crash_and_hang_with_its_test(cras
         failure = cases[test].find("failure")
         assert failure is not None and failure.get("type") == kind
         assert (failure.get("message") or "").startswith(message)
+    error = cases["panic_mid_test"].find("error")
+    assert error is not None and error.get("message") == PANIC_TITLE
 
     summary = crash_run.json["summary"]
     assert summary["ok"] is False
-    assert (OOPS_TITLE, "oops_mid_test") in [(c["title"], c["test"]) for c in summary["crashes"]]
+    crashes = [(c["title"], c["test"]) for c in summary["crashes"]]
+    assert (OOPS_TITLE, "oops_mid_test") in crashes and (PANIC_TITLE, "panic_mid_test") in crashes
     assert (HANG_TITLE, "hang_mid_test") in [(h["title"], h["test"]) for h in summary["hangs"]]
     reasons = [f["reason"] for f in summary["vm_failures"]]
-    for test in ("oops_mid_test", "hang_mid_test", "softlockup_mid_test", "suspended_mid_test"):
+    for test in ("oops_mid_test", "hang_mid_test", "softlockup_mid_test", "suspended_mid_test", "panic_mid_test"):
         assert any(x.endswith(f"(during {DOMAIN}/{test})") for x in reasons), reasons
 
 
@@ -309,4 +348,5 @@ def test_history_crashes_lists_the_signatures(crash_run: CrashRun) -> None:
     text = crash_run.crashes_cli
     assert f"oops: {OOPS_TITLE}" in text, text
     assert f"hung_task: {HANG_TITLE}" in text, text
+    assert f"panic: {PANIC_TITLE}" in text, text
     assert f"{DOMAIN}.oops_mid_test" in text and f"{DOMAIN}.hang_mid_test" in text, text

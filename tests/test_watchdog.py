@@ -24,6 +24,7 @@ from vexfs_cockpit.engine import events as ev
 from vexfs_cockpit.engine.bus import EventBus
 from vexfs_cockpit.engine.provider import Lease
 from vexfs_cockpit.engine.runner import Runner, RunRequest
+from vexfs_cockpit.engine.target import TargetUnavailable
 from vexfs_cockpit.fleet.watchdog import (
     KEY_LEFTALT,
     KEY_SYSRQ,
@@ -88,7 +89,7 @@ def test_an_answer_or_a_console_line_restarts_the_clock():
 
 def test_a_chattering_console_buys_time_but_not_forever():
     j = HangJudge(10.0, start=0.0)
-    for t in range(0, 19):
+    for t in range(19):
         j.console(float(t))  # e.g. a kernel printing stall reports every second
     assert j.verdict(19.0) is None
     assert j.due() == 20.0  # 2 x hang_after of SSH silence
@@ -386,6 +387,16 @@ class Wedging(DomainBase):
         await self.target.run("sleep 30", timeout=60)  # the kernel guard ends this
         return TestResult(status=TestStatus.PASSED)
 
+    async def test_link_breaks_in_a_panic(self) -> TestResult:
+        # The panic is complete a moment after SSH broke: when libvirt reports the guest
+        # stopped, the provider flushes the report its reboot cut short.
+        klog = self.ctx.klog
+        assert isinstance(klog, KernelLogBuffer)
+        for line in (CAPTURES / "sysrq_panic.log").read_text().splitlines():
+            klog.feed(line)
+        asyncio.get_running_loop().call_later(0.3, klog.flush)
+        raise TargetUnavailable("vm0: SSH connection lost while running sleep (connection reset)")
+
     async def test_runs_on(self) -> TestResult:
         res = await self.target.run("echo alive", check=True)
         return TestResult(status=TestStatus.PASSED, message=res.output.strip())
@@ -448,15 +459,18 @@ async def test_runner_ends_a_hung_test_with_evidence_resets_and_runs_on(tmp_path
     oops = r["oopses"]
     assert oops.status is TestStatus.FAILED
     assert oops.message == "BUG: kernel NULL pointer dereference in vexfs_selftest_oops_knob"
+    panic = r["link_breaks_in_a_panic"]
+    assert (panic.status, panic.message) == (TestStatus.ERROR, "Kernel panic - not syncing: sysrq triggered crash")
     assert r["runs_on"].status is TestStatus.PASSED and r["runs_on"].message == "alive"
 
-    assert provider.vm is not None and len(provider.vm.resets) == 2
+    assert provider.vm is not None and len(provider.vm.resets) == 3
     assert Wedging.cleanup_saw_reset, "recovery waited for the cancelled test's clean-up"
-    assert Wedging.setups == 3  # once, then after each reset
+    assert Wedging.setups == 4  # once, then after each reset
     lost = [(e.state, e.reason) for e in events if isinstance(e, ev.VmStateChanged)]
     assert lost == [
         ("hung", f"{hung.message} (during wd/wedges)"),
         ("crashed", "BUG: kernel NULL pointer dereference in vexfs_selftest_oops_knob (during wd/oopses)"),
+        ("crashed", "Kernel panic - not syncing: sysrq triggered crash (during wd/link_breaks_in_a_panic)"),
     ]
 
     # Every summary names each crash and hang with its test.
@@ -471,6 +485,8 @@ async def test_runner_ends_a_hung_test_with_evidence_resets_and_runs_on(tmp_path
     assert cases["wedges"].find("failure").get("message").startswith("guest hung: no SSH answer")  # type: ignore[union-attr]
     assert cases["oopses"].find("failure").get("message") == oops.message  # type: ignore[union-attr]
     doc = json.loads(json.dumps(report_dict(report)))
-    assert [(c["title"], c["test"]) for c in doc["summary"]["crashes"]] == [(oops.message, "oopses")]
+    assert [(c["title"], c["test"]) for c in doc["summary"]["crashes"]] == [
+        (oops.message, "oopses"), (panic.message, "link_breaks_in_a_panic"),
+    ]
     assert [f["reason"] for f in doc["summary"]["vm_failures"] if f["state"] == "hung"] == [f"{hung.message} (during wd/wedges)"]
     assert doc["summary"]["ok"] is False

@@ -46,6 +46,9 @@ SYNC_TIMEOUT_S = 10.0
 HANG_EVIDENCE_TIMEOUT_S = 40.0
 # How long a test cancelled because its guest is lost gets to finish before recovery starts.
 CANCEL_GRACE_S = 2.0
+# When SSH breaks mid-test, how long the console gets to show the kernel report behind it
+# (a report cut short is closed when libvirt reports the stop, or after 3 s of quiet).
+LINK_LOST_REPORT_WAIT_S = 5.0
 
 
 @dataclass(slots=True)
@@ -370,9 +373,8 @@ class Runner:
         except AssertionError as err:
             result = TestResult(status=TestStatus.FAILED, message=str(err) or "assertion failed")
         except TargetUnavailable as err:
-            wd = _watchdog(lease)  # SSH gave up first: still collect what the guest shows
-            lost = _GuestLost(TestStatus.ERROR, f"lost the guest: {err}", capture=wd.capture if wd else None)
-            result = TestResult(status=TestStatus.ERROR, message=str(lost))
+            lost = await self._link_lost(lease, spec, start_line, err)
+            result = TestResult(status=lost.status, message=str(lost))
         except Exception as err:
             result = TestResult(status=TestStatus.ERROR, message=f"{type(err).__name__}: {err}")
         finally:
@@ -507,6 +509,19 @@ class Runner:
                     raise _GuestLost(TestStatus.TIMEOUT, f"guest hung (no answer for {now - silent_since:.0f}s)")
             # Pace the heartbeat: wait out the rest of the interval (a timer, not a stand-in for work).
             await asyncio.sleep(max(0.0, interval - (loop.time() - tick)))
+
+    @classmethod
+    async def _link_lost(cls, lease: Lease, spec: TestSpec, since: int, err: TargetUnavailable) -> _GuestLost:
+        """SSH went away mid-test. A kernel that died names it better than the broken
+        link: its report (a panic, flushed when libvirt stops the guest) arrives on the
+        console within a moment of the link breaking, so give it that moment."""
+        kinds = (FATAL_KINDS | HANG_KINDS | CRASH_KINDS) - spec.options.expects_kernel_events
+        if lease.klog is not None and kinds:
+            report = await lease.klog.wait_for(set(kinds), since, timeout=LINK_LOST_REPORT_WAIT_S)
+            if report is not None:
+                return cls._lost_to_report(report)
+        wd = _watchdog(lease)  # no report: still collect what the guest shows
+        return _GuestLost(TestStatus.ERROR, f"lost the guest: {err}", capture=wd.capture if wd else None)
 
     @staticmethod
     async def _capture(lost: _GuestLost) -> list[str]:

@@ -137,7 +137,7 @@ def cockpit_argv(*args: str) -> list[str]:
 
 
 def cockpit(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cockpit_argv(*args), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cockpit_argv(*args), check=False, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 def vexfs_vms(uri: str = "qemu:///system") -> set[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e_support import explain, results_by_name, run_domains, statuses, cfg_with
+from tests.e2e_support import cfg_with, explain, results_by_name, run_domains, statuses
 from vexfs_cockpit.engine.bus import EventBus
 from vexfs_cockpit.engine.discovery import discover_domains
 from vexfs_cockpit.engine.provider import Lease
@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.vm, pytest.mark.timeout(600)]
 PASSED, FAILED, SKIPPED = TestStatus.PASSED, TestStatus.FAILED, TestStatus.SKIPPED
 EIO = {"module.module_params": "eio_on_read=1"}
 # What busybox/coreutils print for an EIO from read(2).
-READ_ERROR = re.compile(r"I/O error|Input/output error|EIO", re.I)
+READ_ERROR = re.compile(r"I/O error|Input/output error|EIO", re.IGNORECASE)
 
 
 def all_tests(domain: str) -> list[str]:

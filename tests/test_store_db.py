@@ -54,7 +54,8 @@ def test_new_db_is_created_private_marked_and_migrated(tmp_path: Path) -> None:
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert {"test_results_trend", "domain_runs_domain_started", "metrics_trend", "runs_started",
             "runs_env_started"} <= indexes
-    assert conn.execute("SELECT version, name FROM schema_version").fetchall() == [(1, "initial")]
+    assert conn.execute("SELECT version, name FROM schema_version").fetchall() == [
+        (v, name) for v, (name, _) in enumerate(schema.MIGRATIONS, 1)]
     conn.close()
 
 
@@ -63,7 +64,7 @@ def test_reopen_keeps_data_and_does_not_remigrate(tmp_path: Path) -> None:
     record_sync(path, [RunSpec("r1", T0, outcomes={(KM, "load"): P})])
     HistoryStore.open(path).close()
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 1
+    assert conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == schema.LATEST_VERSION
     assert conn.execute("SELECT count(*) FROM test_results").fetchone()[0] == 1
     conn.close()
 
@@ -82,15 +83,17 @@ def test_forward_migration_upgrades_an_old_db_in_place(tmp_path: Path, monkeypat
     def v2_add_note(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE runs ADD COLUMN note TEXT NOT NULL DEFAULT ''")
 
+    names = [name for name, _ in schema.MIGRATIONS]
+    newer = schema.LATEST_VERSION + 1
     monkeypatch.setattr(schema, "MIGRATIONS", (*schema.MIGRATIONS, ("run_note", v2_add_note)))
-    monkeypatch.setattr(schema, "LATEST_VERSION", 2)
-    monkeypatch.setattr(dbmod, "LATEST_VERSION", 2)
+    monkeypatch.setattr(schema, "LATEST_VERSION", newer)
+    monkeypatch.setattr(dbmod, "LATEST_VERSION", newer)
     HistoryStore.open(path).close()
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == newer
     assert conn.execute("SELECT id, note FROM runs").fetchall() == [("r1", "")]
     assert [r[1] for r in conn.execute("SELECT version, name FROM schema_version ORDER BY version")] == [
-        "initial", "run_note"]
+        *names, "run_note"]
     conn.close()
 
 

@@ -119,7 +119,9 @@ def _verify_schema(path: Path, deep: bool) -> int:
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if version == 0 and not tables:
                 return 0  # created but never migrated: ours to initialise
-            missing = REQUIRED_TABLES - tables if version == LATEST_VERSION else set()
+            # v1 created every required table, so any version must have them before a
+            # migration touches the file (a foreign file claiming v1 is refused here).
+            missing = REQUIRED_TABLES - tables
             if version == 0 or missing:
                 raise StoreError(f"{path} lacks the vexfs-cockpit history tables (corrupt or foreign): {_FIX}")
             if deep:

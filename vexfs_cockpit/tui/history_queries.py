@@ -23,6 +23,7 @@ from vexfs_cockpit.store.report import RunReport
 from vexfs_cockpit.tui.backend import HistoryCatalog, MetricKey, RunFilter
 
 CATALOG_RUNS = 8  # the newest runs whose tests fill the trend pickers
+CATALOG_ENV_RUNS = 1000  # the newest runs whose envs fill the env filter
 ETA_SAMPLES = 5  # ETAs use the median of this many latest durations
 
 
@@ -31,20 +32,12 @@ class HistoryQueries:
         self.history = history
 
     def history_catalog(self) -> HistoryCatalog:
-        runs = self.history.list_runs(limit=1000)
-        envs = sorted({r.env for r in runs if r.env})
-        tests: dict[str, set[str]] = {}
-        for run in runs[:CATALOG_RUNS]:
-            detail = self.history.run_detail(run.run_id)
-            if detail is None:
-                continue
-            for dom in detail.domains:
-                names = tests.setdefault(dom.name, set())
-                names.update(dom.planned_tests)
-                names.update(t.name for t in dom.tests)
-        metrics = tuple(MetricKey(name, domain, test) for domain, test, name in self.history.metric_names())
+        # One read of names only: decoding whole runs (run_detail) cost ~1 s at 10k runs.
+        cat = self.history.recent_catalog(env_runs=CATALOG_ENV_RUNS, test_runs=CATALOG_RUNS)
+        tests = cat.tests
+        metrics = tuple(MetricKey(name, domain, test) for domain, test, name in cat.metrics)
         return HistoryCatalog(
-            envs=tuple(envs),
+            envs=tuple(cat.envs),
             domains=tuple(sorted(tests)),
             tests={d: tuple(sorted(ts)) for d, ts in tests.items()},
             metrics=metrics,

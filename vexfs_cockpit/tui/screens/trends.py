@@ -15,6 +15,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer, Select, Static
+from textual.worker import get_current_worker
 
 from vexfs_cockpit.tui.backend import HistoryCatalog, MetricKey
 from vexfs_cockpit.tui.format import duration, error_line
@@ -34,6 +35,7 @@ class TrendsScreen(Screen[None]):
         super().__init__()
         self.catalog = HistoryCatalog()
         self.series: TrendSeries | None = None
+        self._requested: tuple[object, ...] | None = None  # what the last fetch was asked for
 
     def compose(self) -> ComposeResult:
         yield Static(" Trends", id="trends-title", classes="screen-title")
@@ -93,15 +95,26 @@ class TrendsScreen(Screen[None]):
             self._sync_visibility()
         if event.select.id == "t-domain":
             self._fill_tests()
-        self.action_reload()
+        self._reload()
 
     def action_reload(self) -> None:
+        self._reload(force=True)
+
+    def _reload(self, force: bool = False) -> None:
         kind = self._val("#t-kind") or "pass"
         period = self._val("#t-period")
         since = None if period is None else self.cockpit.clock() - dict(PERIODS)[period]
         metric_i = self._val("#t-metric")
         metric = self.catalog.metrics[int(metric_i)] if metric_i is not None and int(metric_i) < len(self.catalog.metrics) else None
-        self.fetch(kind, self._val("#t-domain"), self._val("#t-test"), metric, since)
+        domain, test = self._val("#t-domain"), self._val("#t-test")
+        # Filling the pickers echoes back as several Select.Changed: one query per chart,
+        # not one per echo (at 10k runs each is ~0.1 s of SQLite, and they contend).
+        key = (kind, period, domain if kind in ("pass", "duration") else None,
+               test if kind == "duration" else None, metric if kind == "metric" else None)
+        if key == self._requested and not force:
+            return
+        self._requested = key
+        self.fetch(kind, domain, test, metric, since)
 
     @work(thread=True, exclusive=True, group="trend", exit_on_error=False)
     def fetch(self, kind: str, domain: str | None, test: str | None, metric: MetricKey | None, since: float | None) -> None:
@@ -139,6 +152,8 @@ class TrendsScreen(Screen[None]):
         except Exception as err:
             self.app.call_from_thread(self.notify, f"trends: {error_line(err)}", severity="error", timeout=10)
             return
+        if get_current_worker().is_cancelled:
+            return  # superseded: a late answer must not replace the newer chart
         self.app.call_from_thread(self._show, series)
 
     def _show(self, series: TrendSeries | None) -> None:

@@ -16,7 +16,7 @@ import pytest
 from vexfs_cockpit.engine.target import CommandFailed, Target
 from vexfs_cockpit.transport.local import LocalTarget
 from vexfs_cockpit.transport.output import CappedOutput, LineSplitter, shell_exit_code, signal_exit_code
-from vexfs_cockpit.transport.quoting import TOKEN_VAR, kill_command, new_token, wrap_command
+from vexfs_cockpit.transport.quoting import GO_EXIT, TOKEN_VAR, kill_command, new_token, wrap_command
 
 
 def _dead(pid: int) -> bool:
@@ -136,9 +136,22 @@ def test_wrapper_keeps_exit_status_stdin_and_tags(shell: str) -> None:
         pytest.skip("no busybox")
     token = new_token()
     r = subprocess.run([*shell.split(), "-c", wrap_command(f'echo "${TOKEN_VAR}"; cat; exit 3', token)],
-                       input=b"stdin-data", capture_output=True)
+                       input=b"\nstdin-data", capture_output=True)  # the go line, then the command's stdin
     assert r.returncode == 3, r.stderr
     assert r.stdout.decode() == f"{token}\nstdin-data"
+
+
+@pytest.mark.parametrize("shell", ["sh", "busybox sh"])
+def test_wrapper_without_the_go_line_runs_nothing(shell: str, tmp_path: Path) -> None:
+    """A refused session closes stdin before the go line: the command must not run,
+    so a retry can never run it twice."""
+    if shell.startswith("busybox") and shutil.which("busybox") is None:
+        pytest.skip("no busybox")
+    marker = tmp_path / "ran"
+    r = subprocess.run([*shell.split(), "-c", wrap_command(f"touch {marker}", new_token())],
+                       input=b"", capture_output=True)
+    assert r.returncode == GO_EXIT
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize("leader", [False, True], ids=["member", "leader"])
@@ -149,7 +162,12 @@ async def test_killer_finds_exec_setsid_and_grandchildren(tmp_path: Path, leader
     cmd = (f"sh -c 'sleep 300 & echo $! >> {pidfile}; wait' & "
            f"setsid sh -c 'echo $$ >> {pidfile}; exec sleep 302' & "
            f"echo $$ >> {pidfile}; exec sleep 301")
-    proc = await asyncio.create_subprocess_exec("sh", "-c", wrap_command(cmd, token), start_new_session=leader)
+    proc = await asyncio.create_subprocess_exec(
+        "sh", "-c", wrap_command(cmd, token), start_new_session=leader, stdin=asyncio.subprocess.PIPE
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(b"\n")  # the go line
+    await proc.stdin.drain()
     deadline = time.monotonic() + 5
     while len(pidfile.read_text().split() if pidfile.exists() else []) < 3:
         assert time.monotonic() < deadline

@@ -32,25 +32,20 @@ def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_hex(8)
 
 
-def started_marker(token: str) -> str:
-    return f"/tmp/.{token}.started"
+GO_EXIT = 111  # the wrapper's exit when its session never got the go line
 
 
 def wrap_command(command: str, token: str) -> str:
     """Shell text that runs ``command`` tagged with ``token``.
 
-    A newline, not "; ", separates the tag: the command is parsed as its own
-    lines, exactly as if it had been sent alone. The empty marker file (a shell
-    redirection: no extra process) tells a refused-then-retried session whether the
-    command had in fact started, so nothing is ever run twice.
+    A newline, not "; ", separates the tag: the command is parsed as its own lines,
+    exactly as if it had been sent alone. The command waits for one "go" line on stdin,
+    which the client sends only once the session is confirmed: dropbear was seen
+    answering "Session request failed" for a session whose command it had already
+    run, so a retry ran it twice. Behind the gate a refused session never runs anything
+    (``read`` sees the channel close and exits), and a retry is always safe.
     """
-    return f"export {TOKEN_VAR}={token}\n: > {started_marker(token)} 2>/dev/null\n{command}"
-
-
-def started_check_command(token: str) -> str:
-    """Prints ``ran`` if the command tagged ``token`` started; removes the marker."""
-    m = started_marker(token)
-    return f"if [ -e {m} ]; then rm -f {m}; echo ran; else echo fresh; fi"
+    return f"export {TOKEN_VAR}={token}\nread _vexfs_go || exit {GO_EXIT}\n{command}"
 
 
 def kill_command(token: str) -> str:

@@ -48,7 +48,6 @@ from vexfs_cockpit.transport.quoting import (
     kill_command,
     new_token,
     stage_command,
-    started_check_command,
     wrap_command,
 )
 
@@ -72,11 +71,6 @@ ClientKeysSpec = str | Path | asyncssh.SSHKey | Sequence[str | Path | asyncssh.S
 
 
 @dataclass(slots=True)
-class CommandOutcomeUnknown(Exception):
-    """The session was refused after the command had started: not retried, not
-    silently lost either (the test that ran it ends in ERROR with this message)."""
-
-
 class _Box:
     """The channel a guarded body opened, so the guard can close and kill it."""
 
@@ -156,9 +150,6 @@ class SshTarget:
         self.max_output = max_output
         self._use_sftp = use_sftp
         self._gate = _ChannelGate(max_channels)
-        # Session set-ups go one at a time (they take ~one round trip): dropbear was seen
-        # refusing a session opened in the same instant as another, even with few open.
-        self._opening = asyncio.Lock()
         self._conn: asyncssh.SSHClientConnection | None = None
         self._conn_lock = asyncio.Lock()
         self._sftp_ok: bool | None = None  # per connection; None = not probed yet
@@ -306,18 +297,17 @@ class SshTarget:
     async def _open(
         self, remote: str, *, merge: bool, what: str, token: str | None = None
     ) -> asyncssh.SSHClientProcess[bytes]:
-        """Start ``remote`` on a channel; the caller holds a slot. With ``token`` (a
-        wrapped command), a refused session is retried only if the command did not start."""
+        """Start ``remote`` on a channel; the caller holds a slot. A wrapped command
+        (``token``) is released with its go line once the session is confirmed."""
         conn = await self._live_conn()
         gate = self._gate
         retried = False
         while True:
             gate.opening += 1
             try:
-                async with self._opening:
-                    proc = await conn.create_process(
-                        remote, encoding=None, stderr=asyncssh.STDOUT if merge else asyncssh.PIPE
-                    )
+                proc = await conn.create_process(
+                    remote, encoding=None, stderr=asyncssh.STDOUT if merge else asyncssh.PIPE
+                )
             except asyncssh.ChannelOpenError as err:
                 accepted = gate.in_use - gate.opening  # channels the server did take
                 gate.opening -= 1
@@ -337,13 +327,6 @@ class SshTarget:
                     raise TargetUnavailable(
                         f"{self.where}: SSH session refused ({_reason(err)}) and channels stayed busy"
                     ) from None
-                if token is not None and await self._started(conn, token):
-                    # dropbear can refuse the session after running the command: its output
-                    # and exit status are lost, and running it again could do it twice.
-                    raise CommandOutcomeUnknown(
-                        f"{self.where}: SSH session refused ({_reason(err)}) after `{what}` had started; "
-                        "its output and exit status are lost and it was not run again"
-                    )
                 continue
             except (OSError, asyncssh.Error) as err:
                 gate.opening -= 1
@@ -352,12 +335,10 @@ class SshTarget:
                 gate.opening -= 1
                 raise
             gate.opening -= 1
+            if token is not None:
+                proc.stdin.write(b"\n")  # the go line: the session is confirmed (quoting.wrap_command)
             self._proc_conn[proc] = conn
             return proc
-
-    async def _started(self, conn: asyncssh.SSHClientConnection, token: str) -> bool:
-        res = await conn.run(started_check_command(token), check=False)
-        return str(res.stdout or "").strip() == "ran"
 
     async def _kill(self, token: str) -> None:
         """SIGKILL every process of a command we gave up on; the caller holds a slot.
@@ -582,7 +563,7 @@ class SshTarget:
 
                     async def body(box: _Box) -> None:
                         command = await self._remote_text(f"cat {shlex.quote(remote)}", token)
-                        box.proc = proc = await self._open(command, merge=False, what=label)
+                        box.proc = proc = await self._open(command, merge=False, what=label, token=token)
                         proc.stdin.write_eof()
 
                         async def errors() -> None:

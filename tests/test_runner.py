@@ -275,3 +275,17 @@ def test_sync_test_method_is_rejected():
 
     with pytest.raises(TypeError, match="must be `async def`"):
         Bad.discover_tests()
+
+
+async def test_rerunning_one_test_brings_its_dependencies(tmp_path):
+    bus = EventBus()
+    summary = await Runner(bus, LocalProvider(tmp_path), {"counting": Counting}).execute(
+        RunRequest(
+            config=_config(), domains=["counting"], run_id="r2", artifacts_dir=tmp_path / "a",
+            only_tests={"counting": {"needs_passes"}},
+        )
+    )
+    assert [(r.name, r.status) for r in summary.results] == [
+        ("passes", TestStatus.PASSED),
+        ("needs_passes", TestStatus.PASSED),
+    ]

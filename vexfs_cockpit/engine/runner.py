@@ -197,7 +197,15 @@ class Runner:
         cls = self.registry[domain]
         specs = cls.discover_tests()
         if req.only_tests and domain in req.only_tests:
-            wanted = req.only_tests[domain]
+            # Re-running one test runs what it depends on too (a re-run of module_load_basic
+            # needs module_build), or it would only ever be SKIPPED.
+            by_name = {s.name: s for s in specs}
+            wanted, todo = set(), list(req.only_tests[domain])
+            while todo:
+                name = todo.pop()
+                if name in by_name and name not in wanted:
+                    wanted.add(name)
+                    todo.extend(by_name[name].options.depends_on)
             specs = [s for s in specs if s.name in wanted]
         settings = req.config.domain(domain).model_dump()
         try:

@@ -272,3 +272,25 @@ async def test_cancel_during_create_undoes_the_vm(node) -> None:
             await task
         assert "vexfs-test-cancel-0" not in _raw_names(fm.conn)
         assert fm.started_names() == []
+
+
+async def test_lease_names_skip_vms_that_already_exist(node, tmp_path) -> None:
+    """A dev VM or another cockpit's VM holding vexfs-ci-kernel_module-0 must not make
+    this run fail: it takes the first free index instead."""
+    from vexfs_cockpit.config.models import CockpitConfig
+    from vexfs_cockpit.fleet.provider import LibvirtProvider
+
+    me = Owner.current()  # alive: never reaped
+    uri = node(_dom(vm_name("ci", "kernel_module", 0), me), _dom(vm_name("ci", "kernel_module", 1), me))
+    provider = LibvirtProvider(CockpitConfig(), EventBus(), tmp_path, env="ci", uri=uri)
+
+    async def connected_only() -> None:  # no image build or accel probe: only the names matter
+        if provider.fleet._conn is None:
+            await provider.fleet.connect(reap=False)
+
+    provider._prepare = connected_only  # type: ignore[method-assign]
+    try:
+        assert await provider._free_name("kernel_module", 0) == vm_name("ci", "kernel_module", 2)
+        assert await provider._free_name("filesystem_operations", 0) == vm_name("ci", "filesystem_operations", 0)
+    finally:
+        await provider.fleet.aclose()

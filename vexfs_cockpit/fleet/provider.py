@@ -49,6 +49,9 @@ class _Prepared:
     accel: str
 
 
+MAX_NAME_TRIES = 16
+
+
 class LibvirtProvider:
     def __init__(
         self,
@@ -221,14 +224,25 @@ class LibvirtProvider:
         if vm is not None:
             await vm.detach()
 
+    async def _free_name(self, domain: str, index: int) -> str:
+        """``vexfs-<env>-<domain>-<n>`` with the first n >= index that no VM uses: two
+        cockpits (or a dev VM from `vm start`) on one host must not collide."""
+        await self._prepare()  # connects the fleet
+        for n in range(index, index + MAX_NAME_TRIES):
+            name = vm_name(self.env, domain, n)
+            if name not in self._vms and await self.fleet.state(name) == "undefined":
+                return name
+        raise InfraError(
+            f"no free VM name for {domain}: {vm_name(self.env, domain, index)} .. -{index + MAX_NAME_TRIES - 1} "
+            "all exist — see `vexfs-cockpit vm list` and stop the ones you don't need"
+        )
+
     # -- TargetProvider -----------------------------------------------------------------------
     @asynccontextmanager
     async def lease(self, domain: str, index: int) -> AsyncIterator[Lease]:
         from vexfs_cockpit.klog.buffer import KernelLogBuffer
 
-        name = vm_name(self.env, domain, index)
-        if name in self._vms:
-            raise InfraError(f"VM {name} is already leased: one lease per domain and index")
+        name = await self._free_name(domain, index)
         klog = KernelLogBuffer(name)
         vm = await self.boot_vm(name, klog=klog)
         try:

@@ -123,6 +123,7 @@ class ModuleUnderTest:
         )
         stamp = {"kernel": self.build.kernel, "ok": self.build.ok, "kos": [str(k) for k in self.build.kos],
                  "errors": list(self.build.errors), "message": self.build.message, "duration_s": self.build.duration_s}
+        out.mkdir(parents=True, exist_ok=True)  # a cache hit built nothing here
         (out / "build.json").write_text(json.dumps(stamp))
         return self.build
 

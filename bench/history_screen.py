@@ -404,6 +404,9 @@ async def main(args: argparse.Namespace) -> int:
     bare = bare_sql(stats.path, args.repeat, domain, test)
     api = store_api(backend, args.repeat, domain, test)
     ui, seen = await tui(stats.path, args.repeat + 1, (width, height))
+    floor: dict[str, Sample] = {}
+    if args.floor_runs:  # the same steps on a tiny DB: what the screens cost with next to no data
+        floor, _ = await tui(cached_db(args.floor_runs, Path(args.cache_dir)).path, args.repeat + 1, (width, height))
 
     print()
     print(f"{'layer / step':<46}{'rows':>7}{'best ms':>9}{'median ms':>11}{'CPU ms':>8}{'first ms':>10}"
@@ -431,6 +434,10 @@ async def main(args: argparse.Namespace) -> int:
     line("  h + g: open history, chart a trend", both, bare_both)
     print(f"  (after the chart painted, the screen's remaining trend/catalog workers took "
           f"{seen['g settle extra ms']:.0f} ms more in the last round)")
+    if floor:
+        print(f"TUI floor: the same steps on a {args.floor_runs}-run DB (screens, Footer, layout, plotext; no bulk data)")
+        for key, label in (("h", "h"), ("g", "g"), ("duration", "duration chart"), ("h+g", "h + g")):
+            line(f"  {label}", floor[key], None)
     print(f"charted: “{seen['pass title']}” ({seen['pass points']:,} points), "
           f"“{seen['duration title']}” ({seen['duration points']:,} points)")
     print(f"peak RSS: {peak_rss_mb():.0f} MB")
@@ -456,6 +463,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=10_000, help="runs in the generated DB (×~102 test results each)")
     p.add_argument("--repeat", type=int, default=7, help="timed rounds per measurement (the TUI adds a cold first round)")
     p.add_argument("--size", default="120x40", help="terminal size of the headless app, WxH")
+    p.add_argument("--floor-runs", type=int, default=10, help="also time the TUI on a DB this small (0: skip)")
     p.add_argument("--cache-dir", default=str(CACHE_DIR), help="where generated DBs are kept")
     return p.parse_args(argv)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -43,6 +44,15 @@ def verdict(problems: list[str], ok_message: str, **metrics: float) -> TestResul
         more = f" (+{len(problems) - 2} more)" if len(problems) > 2 else ""
         return failed("; ".join(problems[:2]) + more, **metrics)
     return passed(ok_message, **metrics)
+
+
+def errno_problem(res: CommandResult, name: str, what: str) -> str | None:
+    """None when ``res`` failed with errno ``name``'s message (strerror, as busybox and
+    the shell print it), else one line saying what happened instead."""
+    text = os.strerror(getattr(errno, name))
+    if not res.ok and text.lower() in res.output.lower():
+        return None
+    return f"{what}: expected {name} ({text}), got {res.first_line() or 'success'}"
 
 
 def q(word: str | Path) -> str:

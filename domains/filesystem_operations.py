@@ -9,7 +9,7 @@ import random
 
 from vexfs_cockpit import TestResult, test_options
 
-from domains._common import DEFAULT_MNT, ModuleDomain, failed, option, q, verdict
+from domains._common import DEFAULT_MNT, ModuleDomain, errno_problem, failed, option, q, verdict
 
 UNPRIVILEGED = "tester"
 
@@ -50,8 +50,8 @@ class FilesystemOperationsDomain(ModuleDomain):
             if not flags.startswith("ro"):
                 problems.append(f"after remount,ro the mount flags are {flags.strip()!r}")
             w = await self.target.run(f"echo x > {q(mp)}/nope")
-            if w.ok or "read-only" not in w.output.lower():
-                problems.append(f"write on ro mount: expected EROFS, got {w.first_line() or 'success'}")
+            if p := errno_problem(w, "EROFS", "write on ro mount"):
+                problems.append(p)
             rw = await self.target.run(["mount", "-o", "remount,rw", mp])
             if not rw.ok:
                 problems.append(f"remount rw failed: {rw.first_line()}")
@@ -119,11 +119,11 @@ class FilesystemOperationsDomain(ModuleDomain):
         await self.target.run(["mkdir", d], check=True)
         await self.target.run(["mkdir", "-p", f"{d}/a/b/c/d"], check=True)
         ex = await self.target.run(["mkdir", f"{d}/a"])
-        if ex.ok or "exists" not in ex.output.lower():
-            problems.append(f"mkdir existing: expected EEXIST, got {ex.first_line() or 'success'}")
+        if p := errno_problem(ex, "EEXIST", "mkdir existing"):
+            problems.append(p)
         ne = await self.target.run(["rmdir", f"{d}/a"])
-        if ne.ok or "not empty" not in ne.output.lower():
-            problems.append(f"rmdir non-empty: expected ENOTEMPTY, got {ne.first_line() or 'success'}")
+        if p := errno_problem(ne, "ENOTEMPTY", "rmdir non-empty"):
+            problems.append(p)
         names = [f"f{i:03d}" for i in range(50)]
         await self.target.run(f"cd {q(d)} && touch " + " ".join(names), check=True)
         ls = await self.target.run(["ls", d], check=True)
@@ -144,8 +144,8 @@ class FilesystemOperationsDomain(ModuleDomain):
         secret = f"{self.mnt}/secret"
         await self.target.run(f"echo top > {q(secret)} && chmod 600 {q(secret)}", check=True)
         denied = await self._as_user(f"cat {q(secret)}")
-        if denied.ok or "permission denied" not in denied.output.lower():
-            problems.append(f"{UNPRIVILEGED} read a 0600 root file: expected EACCES, got {denied.first_line() or 'success'}")
+        if p := errno_problem(denied, "EACCES", f"{UNPRIVILEGED} reading a 0600 root file"):
+            problems.append(p)
         await self.target.run(["chmod", "644", secret], check=True)
         allowed = await self._as_user(f"cat {q(secret)}")
         if not allowed.ok or allowed.output.strip() != "top":
@@ -255,22 +255,22 @@ class FilesystemOperationsDomain(ModuleDomain):
     async def test_error_conditions(self) -> TestResult:
         problems = []
         ne = await self.target.run(["cat", f"{self.mnt}/does-not-exist"])
-        if ne.ok or "no such file" not in ne.output.lower():
-            problems.append(f"ENOENT expected, got {ne.first_line() or 'success'}")
+        if p := errno_problem(ne, "ENOENT", "reading a missing file"):
+            problems.append(p)
         # ENOSPC: a small mount of its own (device-less) or the loop image, filled up.
         mp = f"{DEFAULT_MNT}-full"
         m = await self.mod.mount(mp, str(option(self, "enospc_mount_options", "")))
         fill = await self.target.run(f"dd if=/dev/zero of={q(mp)}/fill bs=64k 2>&1", timeout=300)
-        if fill.ok or "no space" not in fill.output.lower():
-            problems.append(f"filling the filesystem: expected ENOSPC, got {fill.first_line() or 'success'}")
+        if p := errno_problem(fill, "ENOSPC", "filling the filesystem"):
+            problems.append(p)
         await self.target.run(["rm", "-f", f"{mp}/fill"])
         after = await self.target.run(f"echo ok > {q(mp)}/after && cat {q(mp)}/after")
         if after.output.strip() != "ok":
             problems.append(f"writing after freeing space failed: {after.first_line() or 'read back empty'}")
         await self.target.run(["mount", "-o", "remount,ro", mp], check=True)
         ro = await self.target.run(f"echo x > {q(mp)}/x")
-        if ro.ok or "read-only" not in ro.output.lower():
-            problems.append(f"EROFS expected on read-only mount, got {ro.first_line() or 'success'}")
+        if p := errno_problem(ro, "EROFS", "write on a read-only mount"):
+            problems.append(p)
         await self.mod.unmount(m)
         return verdict(problems, "ENOENT, ENOSPC (and recovery), EROFS")
 

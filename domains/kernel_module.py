@@ -9,6 +9,7 @@ from vexfs_cockpit import DomainBase, TestResult, test_options
 from domains._common import (
     DEFAULT_MNT,
     ModuleUnderTest,
+    errno_problem,
     failed,
     option,
     passed,
@@ -279,12 +280,13 @@ class KernelModuleDomain(DomainBase):
         if not r.ok:
             return failed(f"insmod failed: {r.first_line()}")
         dbl = await self.mod.load()
-        if dbl.ok or "exists" not in dbl.output.lower():
-            problems.append(f"double insmod: expected 'File exists', got exit {dbl.exit_code}: {dbl.first_line()}")
+        if p := errno_problem(dbl, "EEXIST", "double insmod"):
+            problems.append(p)
         m = await self.mod.mount(DEFAULT_MNT)
         busy = await self.mod.unload()
         if busy.ok:
             problems.append("rmmod while mounted succeeded (expected EBUSY)")
+        # rmmod asks with O_NONBLOCK, so an in-use module answers EAGAIN (EWOULDBLOCK), not EBUSY.
         elif not any(w in busy.output.lower() for w in ("in use", "busy", "resource temporarily unavailable")):
             problems.append(f"rmmod while mounted: expected EBUSY, got: {busy.first_line()}")
         await self.mod.unmount(m)

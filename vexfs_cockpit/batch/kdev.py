@@ -26,7 +26,7 @@ import os
 import secrets
 import shlex
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -290,17 +290,23 @@ async def kload(cfg: CockpitConfig, name: str, *, params: str | None = None, uri
         await target.put(ko, remote)
         words = ["insmod", remote, *shlex.split(mod.params if params is None else params)]
         res, window = await run_marked(lease, f"kload {mod.name}", words, timeout=60)
-        print_window(window, out)
-        if isinstance(res, Exception):
-            print(f"insmod {mod.name}: lost {name}: {res}", file=out)
-            return 1
-        if not res.ok:
-            print(f"insmod {mod.name} failed: {_why(res)}", file=out)
-            return 1
-        print(f"loaded {mod.name} into {name} ({lease.guest_kernel}) in {_ms(res.duration_s)}", file=out)
-        return 1 if window.bad_reports() else 0
+        return _report(res, window, f"insmod {mod.name}", name, out,
+                       lambda r: f"loaded {mod.name} into {name} ({lease.guest_kernel}) in {_ms(r.duration_s)}")
     finally:
         await provider.aclose()
+
+
+def _report(res: Any, window: Any, what: str, vm: str, out: TextIO, done: Callable[[Any], str]) -> int:
+    """Print the kernel lines a load/unload produced and its outcome; the exit code."""
+    print_window(window, out)
+    if isinstance(res, Exception):
+        print(f"{what}: lost {vm}: {res}", file=out)
+        return 1
+    if not res.ok:
+        print(f"{what} failed: {_why(res)}", file=out)
+        return 1
+    print(done(res), file=out)
+    return 1 if window.bad_reports() else 0
 
 
 async def kunload(cfg: CockpitConfig, name: str, *, uri: str | None = None, out: TextIO | None = None) -> int:
@@ -321,15 +327,8 @@ async def kunload(cfg: CockpitConfig, name: str, *, uri: str | None = None, out:
                 return 1
             print(f"unmounted {mp} ({mod.fs_type} on {dev}) first", file=out)
         res, window = await run_marked(lease, f"kunload {mod.name}", ["rmmod", mod.name], timeout=60)
-        print_window(window, out)
-        if isinstance(res, Exception):
-            print(f"rmmod {mod.name}: lost {name}: {res}", file=out)
-            return 1
-        if not res.ok:
-            print(f"rmmod {mod.name} failed: {_why(res)}", file=out)
-            return 1
-        print(f"unloaded {mod.name} from {name} in {_ms(res.duration_s)}", file=out)
-        return 1 if window.bad_reports() else 0
+        return _report(res, window, f"rmmod {mod.name}", name, out,
+                       lambda r: f"unloaded {mod.name} from {name} in {_ms(r.duration_s)}")
     finally:
         await provider.aclose()
 

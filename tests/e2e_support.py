@@ -3,25 +3,20 @@
 - ``LeaseProvider`` + ``run_domains``: the real Runner, in-process, on the session
   guest (no boot per test). Domains' own setup/teardown unload the module, so runs
   can follow each other on the one VM.
-- ``PrivateProfile``: the CI profile and overlay copied under an env name of this
-  test's own. VM names are ``vexfs-<env>-<domain>-<n>``; with ``--env ci`` a run
-  would collide with any other cockpit running CI on the same host.
-- ``cockpit`` / ``vexfs_vms`` / ``stored_run``: the CLI as a subprocess, libvirt's
-  domain list, and what the history DB holds.
+- ``cockpit`` / ``owned_vms`` / ``stored_runs``: the CLI as a subprocess, the libvirt
+  domains a cockpit process left behind, and what the history DB holds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +31,6 @@ from vexfs_cockpit.engine.runner import Runner, RunRequest, RunSummary
 from vexfs_cockpit.transport.local import LocalTarget
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURE_MODULE = ROOT / "tests" / "fixtures" / "selftest_fs"
 
 
 # -- in-process runs on the session guest ------------------------------------------
@@ -106,30 +100,7 @@ def explain(results: Mapping[str, TestResult]) -> str:
 
 
 # -- the CLI as a subprocess ---------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class PrivateProfile:
-    """configs/default.yaml + configs/env/ci.yaml, copied verbatim under env ``env``."""
-
-    config: Path
-    env: str
-
-    @property
-    def vm_prefix(self) -> str:
-        return f"vexfs-{self.env}-"
-
-    def args(self) -> list[str]:
-        # Relative paths in the profile resolve against the copy's directory, so the
-        # module's source is named absolutely.
-        return ["--config", str(self.config), "--env", self.env, "--set", f"module.build_path={FIXTURE_MODULE}"]
-
-
-def private_profile(tmp: Path, tag: str) -> PrivateProfile:
-    env = f"e2e{tag}{os.getpid()}"
-    cfg_dir = tmp / "configs"
-    (cfg_dir / "env").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(ROOT / "configs" / "default.yaml", cfg_dir / "default.yaml")
-    shutil.copyfile(ROOT / "configs" / "env" / "ci.yaml", cfg_dir / "env" / f"{env}.yaml")
-    return PrivateProfile(cfg_dir / "default.yaml", env)
+CI_PROFILE = ["--config", "configs/default.yaml", "--env", "ci"]  # relative to ROOT, the cwd
 
 
 def cockpit_argv(*args: str) -> list[str]:
@@ -138,6 +109,44 @@ def cockpit_argv(*args: str) -> list[str]:
 
 def cockpit(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cockpit_argv(*args), check=False, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def cockpit_run(*args: str, timeout: float) -> tuple[subprocess.CompletedProcess[str], int]:
+    """``cockpit(...)`` that also returns the child's pid (its VMs' libvirt owner)."""
+    with subprocess.Popen(cockpit_argv(*args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+            raise AssertionError(f"cockpit {' '.join(args)} still running after {timeout:g}s:\n{out[-4000:]}\n{err}") from None
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err), p.pid
+
+
+def owned_vms(pid: int, uri: str = "qemu:///system") -> list[str]:
+    """``vexfs-*`` libvirt domains, defined or running, whose owner (the metadata the fleet
+    stamps on every VM it starts) is process ``pid``: what a cockpit left behind, even
+    when another cockpit on the host uses the same names."""
+    import libvirt
+
+    from vexfs_cockpit.fleet.libvirt import OWNER_NS, VM_PREFIX, Owner
+
+    conn = libvirt.open(uri)
+    try:
+        found = []
+        for dom in conn.listAllDomains(0):
+            try:
+                name = dom.name()
+                if not name.startswith(VM_PREFIX):
+                    continue
+                owner = Owner.from_xml(dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, OWNER_NS))
+            except libvirt.libvirtError:
+                continue  # gone meanwhile, or a domain without our metadata
+            if owner is not None and owner.pid == pid:
+                found.append(name)
+        return sorted(found)
+    finally:
+        conn.close()
 
 
 def vexfs_vms(uri: str = "qemu:///system") -> set[str]:

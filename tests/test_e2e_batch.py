@@ -1,9 +1,10 @@
-"""`vexfs-cockpit run --batch` end to end, as CI runs it: real TCG guests, the six
-domains against the self-test module, history, reports, exit codes, Ctrl-C.
+"""`vexfs-cockpit run --batch` end to end, as CI runs it: configs/default.yaml --env ci,
+real TCG guests, the six domains against the self-test module, history, reports, exit
+codes, Ctrl-C.
 
-The profile is configs/default.yaml + configs/env/ci.yaml copied verbatim under an
-env name of this test's own (see e2e_support.PrivateProfile): VM names carry the env,
-and a second cockpit running `--env ci` on the same host must not collide with us.
+"No VM left behind" is judged by libvirt's owner metadata (e2e_support.owned_vms): the
+names are vexfs-ci-<domain>-<n>, and another cockpit on the host may hold the same
+names at the same time.
 """
 
 from __future__ import annotations
@@ -11,21 +12,25 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import pytest
 from junitparser import Error, Failure, JUnitXml, Skipped
 
 from tests.e2e_support import (
+    CI_PROFILE,
     ROOT,
-    PrivateProfile,
     cockpit,
     cockpit_argv,
-    private_profile,
+    cockpit_run,
+    owned_vms,
     stderr_lines,
     stored_results,
     stored_runs,
@@ -45,15 +50,6 @@ DOMAINS = [
 MIN_TESTS = 40
 
 
-@pytest.fixture
-def profile(tmp_path: Path) -> PrivateProfile:
-    return private_profile(tmp_path, "")
-
-
-def our_vms(profile: PrivateProfile) -> set[str]:
-    return {n for n in vexfs_vms() if n.startswith(profile.vm_prefix)}
-
-
 def history_row(db: Path, run_id: str) -> list[str]:
     """The `vexfs-cockpit history` row of ``run_id``, split into columns."""
     h = cockpit("history", "--db", str(db))
@@ -64,18 +60,16 @@ def history_row(db: Path, run_id: str) -> list[str]:
 
 
 @pytest.mark.timeout(1500)
-def test_full_batch_run(tmp_path: Path, profile: PrivateProfile) -> None:
+def test_full_batch_run(tmp_path: Path) -> None:
     """One full CI run: exit 0, JUnit/JSON/DB agree that all 40+ tests passed, no VM left."""
     db, junit, report = tmp_path / "history.db", tmp_path / "out.xml", tmp_path / "out.json"
-    assert not our_vms(profile)
-    proc = subprocess.run(
-        cockpit_argv("run", "--batch", *profile.args(), "--db", str(db), "--junit", str(junit), "--json", str(report)),
-        check=False, cwd=ROOT, capture_output=True, text=True, timeout=1400,
-    )
+    proc, pid = cockpit_run("run", "--batch", *CI_PROFILE, "--db", str(db), "--junit", str(junit), "--json", str(report),
+                            timeout=1400)
     log = f"stdout tail:\n{proc.stdout[-6000:]}\nstderr:\n{proc.stderr}"
     assert proc.returncode == 0, log
     # No error line (logging warnings, e.g. a refused SSH channel being retried, may appear).
     assert "Traceback" not in proc.stderr and "vexfs-cockpit:" not in proc.stderr, log
+    assert owned_vms(pid) == [], log
 
     # JUnit: one suite per domain, 40+ cases, none failed, errored or skipped.
     xml = JUnitXml.fromfile(str(junit))
@@ -91,46 +85,47 @@ def test_full_batch_run(tmp_path: Path, profile: PrivateProfile) -> None:
     # JSON: every domain, all passed, nothing crashed or hung unexpectedly.
     doc = json.loads(report.read_text())
     run_id = doc["run"]["run_id"]
-    assert doc["run"]["status"] == "passed"
+    assert doc["run"]["status"] == "passed" and doc["run"]["env"] == "ci"
     assert [d["name"] for d in doc["domains"]] == DOMAINS
     for d in doc["domains"]:
         assert d["status"] == "passed" and not d["missing_tests"], d["name"]
         assert {t["name"] for t in d["tests"]} == {c.name for s, c in cases if s == d["name"]}
+        assert re.fullmatch(rf"vexfs-ci-{d['name']}-\d+", d["vm"]), d["vm"]
     assert doc["summary"]["ok"] is True, doc["summary"]
 
     # History DB and the history command.
     runs = stored_runs(db)
-    assert [(r["id"], r["status"], r["env"]) for r in runs] == [(run_id, "passed", profile.env)]
+    assert [(r["id"], r["status"], r["env"]) for r in runs] == [(run_id, "passed", "ci")]
     stored = stored_results(db, run_id)
     assert len(stored) == len(cases) and set(stored.values()) == {"PASSED"}
     row = history_row(db, run_id)
-    assert "passed" in row and str(len(cases)) in row, row
+    assert row[5:9] == ["passed", str(len(cases)), "0", "0"], row  # STATUS PASS FAIL SKIP
 
-    # The stdout summary CI logs grep for, and no VM of this run left behind.
-    assert f"{len(cases)} passed, 0 failed, 0 skipped" in proc.stdout.splitlines()[-1]
-    assert not our_vms(profile)
+    # The closing line CI logs grep for.
+    assert proc.stdout.splitlines()[-1] == f"{len(cases)} passed, 0 failed, 0 skipped", log
 
 
 @pytest.mark.timeout(120)
-def test_unreachable_libvirt_is_one_line_exit_3(tmp_path: Path, profile: PrivateProfile) -> None:
+def test_unreachable_libvirt_is_one_line_exit_3(tmp_path: Path) -> None:
     db = tmp_path / "history.db"
     uri = "qemu+unix:///system?socket=/nonexistent"
-    proc = cockpit("run", "--batch", *profile.args(), "--db", str(db), "--set", f"fleet.libvirt_uri={uri}")
+    proc, pid = cockpit_run("run", "--batch", *CI_PROFILE, "--db", str(db), "--set", f"fleet.libvirt_uri={uri}", timeout=100)
     assert proc.returncode == 3, proc.stdout[-3000:] + proc.stderr
     lines = stderr_lines(proc)
     assert len(lines) == 1, proc.stderr
+    # Names the URI and what to do about it.
     assert uri in lines[0] and "libvirtd -d" in lines[0] and "Traceback" not in proc.stderr, lines[0]
     runs = stored_runs(db)
-    assert len(runs) == 1 and runs[0]["status"] == "errored"
+    assert len(runs) == 1 and runs[0]["status"] == "errored", [dict(r) for r in runs]
     assert uri in runs[0]["reason"]
     assert "errored" in history_row(db, runs[0]["id"])
-    assert not our_vms(profile)
+    assert owned_vms(pid) == []
 
 
 @pytest.mark.timeout(60)
-def test_unknown_domain_is_one_line_exit_2(tmp_path: Path, profile: PrivateProfile) -> None:
+def test_unknown_domain_is_one_line_exit_2(tmp_path: Path) -> None:
     db = tmp_path / "history.db"
-    proc = cockpit("run", "--batch", *profile.args(), "--db", str(db), "--domains", "nope")
+    proc = cockpit("run", "--batch", *CI_PROFILE, "--db", str(db), "--domains", "nope")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = stderr_lines(proc)
     assert len(lines) == 1 and "'nope'" in lines[0] and "kernel_module" in lines[0], proc.stderr
@@ -138,21 +133,20 @@ def test_unknown_domain_is_one_line_exit_2(tmp_path: Path, profile: PrivateProfi
 
 
 class LineReader:
-    """The child's stdout as lines, read on a thread, so waits can have deadlines."""
+    """A child's stdout as lines, read on a thread, so each wait has a deadline."""
 
-    def __init__(self, proc: subprocess.Popen[str]):
+    def __init__(self, stream: IO[str]):
         self.lines: list[str] = []
         self._q: queue.Queue[str | None] = queue.Queue()
-        assert proc.stdout is not None
-        self._t = threading.Thread(target=self._pump, args=(proc.stdout,), daemon=True)
+        self._t = threading.Thread(target=self._pump, args=(stream,), daemon=True)
         self._t.start()
 
-    def _pump(self, stream) -> None:  # type: ignore[no-untyped-def]
+    def _pump(self, stream: IO[str]) -> None:
         for line in stream:
             self._q.put(line.rstrip("\n"))
         self._q.put(None)
 
-    def wait_for(self, predicate, timeout: float) -> str:  # type: ignore[no-untyped-def]
+    def wait_for(self, predicate: Callable[[str], object], timeout: float) -> str:
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             try:
@@ -167,29 +161,32 @@ class LineReader:
         raise AssertionError(f"nothing matched within {timeout:g}s:\n" + "\n".join(self.lines[-30:]))
 
     def rest(self) -> list[str]:
+        """Everything, once the child has exited."""
         self._t.join(timeout=30)
-        while (line := self._q.get_nowait() if not self._q.empty() else None) is not None:
-            self.lines.append(line)
+        while not self._q.empty():
+            if (line := self._q.get_nowait()) is not None:
+                self.lines.append(line)
         return self.lines
 
 
 @pytest.mark.timeout(400)
-def test_ctrl_c_destroys_vms_and_keeps_results(tmp_path: Path, profile: PrivateProfile) -> None:
+def test_ctrl_c_destroys_vms_and_keeps_results(tmp_path: Path) -> None:
     """SIGINT mid-domain: exit 130 within 30 s, the VM gone, the run stored as aborted
     with the results that finished before the interrupt."""
     db = tmp_path / "history.db"
     domain = "filesystem_operations"
-    vm = f"{profile.vm_prefix}{domain}-0"
     proc = subprocess.Popen(
-        cockpit_argv("run", "--batch", *profile.args(), "--db", str(db), "--domains", domain),
+        cockpit_argv("run", "--batch", *CI_PROFILE, "--db", str(db), "--domains", domain),
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+    assert proc.stdout is not None and proc.stderr is not None
     try:
-        out = LineReader(proc)
-        out.wait_for(lambda ln: f"vm {vm}: ready" in ln, timeout=240)
+        out = LineReader(proc.stdout)
+        started = out.wait_for(lambda ln: f"{domain}: started on vexfs-ci-" in ln, timeout=240)  # VM ready
+        vm = started.split(" started on ", 1)[1].split()[0]
         first = out.wait_for(lambda ln: f"{domain}/" in ln and ": PASSED" in ln, timeout=120)
         finished_test = first.split(f"{domain}/", 1)[1].split(":", 1)[0]
-        assert vm in vexfs_vms()
+        assert owned_vms(proc.pid) == [vm] and vm in vexfs_vms()  # the leftover checks see a live VM
         proc.send_signal(signal.SIGINT)
         t0 = time.monotonic()
         code = proc.wait(timeout=30)
@@ -199,12 +196,12 @@ def test_ctrl_c_destroys_vms_and_keeps_results(tmp_path: Path, profile: PrivateP
             proc.kill()
             proc.wait()
     lines = out.rest()
-    err = proc.stderr.read() if proc.stderr else ""
+    err = proc.stderr.read()
     assert code == 130, f"exit {code}\n" + "\n".join(lines[-20:]) + err
     assert took < 30
     assert stderr_lines(err)[-1:] == ["vexfs-cockpit: interrupted: VMs destroyed, finished results kept"], err
     assert "Traceback" not in err, err
-    assert vm not in vexfs_vms() and not our_vms(profile)
+    assert owned_vms(proc.pid) == []
 
     runs = stored_runs(db)
     assert len(runs) == 1, [dict(r) for r in runs]

@@ -3,6 +3,7 @@ with a throwaway domain whose tests break the guest through the self-test module
 (none of them declared expected), each followed by a test that must pass on the reset VM.
 
 One run (one VM, five resets, ~3-4 min under TCG) feeds every test here:
+- a guest whose test holds every SSH channel longer than the timeout is busy, not hung;
 - (a) an oops mid-test: FAILED with the report's title, VM reset, the next test passes;
 - (b) a hung task: the kernel's hung-task report ends the test (TIMEOUT, its title);
       a soft lockup that stops the 1-vCPU guest answering SSH: the watchdog's heartbeat
@@ -101,6 +102,16 @@ class CrashRecovery(DomainBase):
 
     def _mark(self, what: str) -> None:
         type(self).marks[what] = time.time()
+
+    # the control: busy is not hung ----------------------------------------------------------
+    @test_options(timeout=120)
+    async def test_busy_but_alive(self) -> TestResult:
+        # Every channel of the test's SSH connection held for longer than HANG_AFTER: a
+        # heartbeat queued behind them would call this guest hung (it did, in an e2e run).
+        t0 = time.monotonic()
+        runs = await asyncio.gather(*(self.target.run("sleep 15", timeout=60) for _ in range(4)))
+        assert all(r.ok for r in runs), [r.first_line() for r in runs]
+        return TestResult(status=TestStatus.PASSED, message=f"4 x sleep 15 took {time.monotonic() - t0:.0f} s")
 
     # (a) an oops nobody declared ---------------------------------------------------------
     @test_options(timeout=120)
@@ -251,13 +262,14 @@ def _detected_after(run: CrashRun, test: str, mark: str) -> float:
 
 
 def test_every_test_after_a_reset_passes_and_nothing_recorded_is_lost(crash_run: CrashRun) -> None:
+    assert crash_run.results["busy_but_alive"].status is TestStatus.PASSED, _explain(crash_run)
     after = {n: r for n, r in crash_run.results.items() if n.startswith("after_")}
     assert sorted(after) == ["after_hang", "after_oops", "after_panic", "after_softlockup", "after_suspend"]
     assert all(r.status is TestStatus.PASSED for r in after.values()), _explain(crash_run)
     boots = [e for e in crash_run.events if isinstance(e, ev.VmStateChanged) and e.state == "ready"]
     assert len(boots) == 6, "one boot and five resets"
     assert crash_run.stored == {n: (r.status, r.message) for n, r in crash_run.results.items()}
-    assert len(crash_run.stored) == 10
+    assert len(crash_run.stored) == 11
 
 
 def test_a_panic_errors_the_test_with_its_title_and_the_run_goes_on(crash_run: CrashRun) -> None:
@@ -319,7 +331,7 @@ def test_batch_lines_junit_and_json_list_every_crash_and_hang_with_its_test(cras
     for test in ("softlockup_mid_test", "suspended_mid_test"):
         assert "reset: guest hung: " in text and f"(during {DOMAIN}/{test})" in text, text
     assert f"kernel report: {PANIC_TITLE} ({DOMAIN}/panic_mid_test)" in text
-    assert "5 passed, 5 failed, 0 skipped" in text
+    assert "6 passed, 5 failed, 0 skipped" in text
 
     cases = {c.get("name"): c for c in crash_run.junit.iter("testcase")}
     for test, kind, message in (

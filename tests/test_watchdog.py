@@ -24,7 +24,7 @@ from vexfs_cockpit.engine import events as ev
 from vexfs_cockpit.engine.bus import EventBus
 from vexfs_cockpit.engine.provider import Lease
 from vexfs_cockpit.engine.runner import Runner, RunRequest
-from vexfs_cockpit.engine.target import TargetUnavailable
+from vexfs_cockpit.engine.target import CommandResult, TargetUnavailable
 from vexfs_cockpit.fleet.watchdog import (
     KEY_LEFTALT,
     KEY_SYSRQ,
@@ -33,6 +33,7 @@ from vexfs_cockpit.fleet.watchdog import (
     HangJudge,
     HangVerdict,
     HangWatchdog,
+    SshHeartbeat,
     heartbeat_interval,
 )
 from vexfs_cockpit.klog.buffer import KernelLogBuffer
@@ -324,6 +325,46 @@ async def test_capture_sends_no_keys_to_a_paused_guest():
     notes = await wd.capture()
     assert keys.pressed == []
     assert notes[-1] == "no sysrq dump: libvirt state paused (the guest's CPUs do not run)"
+
+
+class SlowSsh:
+    """A heartbeat's own SSH target: the key exchange takes ``connect_s`` (TCG is slow)."""
+
+    def __init__(self, connect_s: float):
+        self.connect_s = connect_s
+        self.connects = 0
+        self.connected = False
+        self.hang = asyncio.Event()  # set: commands never answer
+        self.closed = False
+
+    @property
+    def is_connected(self) -> bool:
+        return self.connected
+
+    async def connect(self) -> None:
+        self.connects += 1
+        await asyncio.sleep(self.connect_s)  # stands in for the network round trips of a key exchange
+        self.connected = True
+
+    async def run(self, command: str, *, timeout: float | None = None) -> CommandResult:
+        if self.hang.is_set():
+            await asyncio.Event().wait()
+        return CommandResult(command, 0, "", 0.01)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def test_the_heartbeat_keeps_one_slow_connect_across_probes():
+    ssh = SlowSsh(connect_s=0.5)
+    beat = SshHeartbeat(ssh)
+    assert await beat.is_responsive(timeout=0.3) is False  # still exchanging keys
+    assert await beat.is_responsive(timeout=0.5) is True  # the same connect finished
+    assert ssh.connects == 1
+    ssh.hang.set()
+    assert await beat.is_responsive(timeout=0.3) is False
+    await beat.aclose()
+    assert ssh.closed
 
 
 # ---- the runner with a watchdog: verdict, evidence, reset, next test, summaries --------------

@@ -245,21 +245,25 @@ class LibvirtProvider:
         name = await self._free_name(domain, index)
         klog = KernelLogBuffer(name)
         vm = await self.boot_vm(name, klog=klog)
+        # Hang/frozen detection + sysrq evidence for the runner's guards; its heartbeat
+        # has an SSH connection of its own (never queued behind the test's commands).
+        watchdog = guest_watchdog(
+            vm, self.fleet, self.bus, klog, heartbeat_target=self._make_target(await self._prepare(), name, vm.ssh_port),
+        )
         try:
             res = await vm.target.run("uname -r", timeout=30.0)
             if not res.ok:
                 raise InfraError(f"VM {name}: `uname -r` failed: {res.first_line()}")
             yield Lease(
                 vm_name=name, target=vm.target, klog=klog, vm=vm, guest_kernel=res.output.strip(),
-                extra={
-                    "ssh_port": vm.ssh_port, "console_log": str(vm.console.log_path),
-                    # hang/frozen detection + sysrq evidence for the runner's guards
-                    "watchdog": guest_watchdog(vm, self.fleet, self.bus, klog),
-                },
+                extra={"ssh_port": vm.ssh_port, "console_log": str(vm.console.log_path), "watchdog": watchdog},
             )
         finally:
             self._vms.pop(name, None)
-            await vm.aclose(grace_s=self.cfg.fleet.stop_timeout_s)
+            try:
+                await watchdog.aclose()
+            finally:
+                await vm.aclose(grace_s=self.cfg.fleet.stop_timeout_s)
 
     async def aclose(self) -> None:
         """Destroy every VM this provider started (leases still open included)."""

@@ -35,6 +35,7 @@ import libvirt
 
 from vexfs_cockpit.engine.bus import EventBus
 from vexfs_cockpit.engine.events import VmStateChanged
+from vexfs_cockpit.engine.target import CommandResult
 from vexfs_cockpit.errors import CockpitError, InfraError
 
 if TYPE_CHECKING:
@@ -161,6 +162,53 @@ class Responsive(Protocol):
     async def is_responsive(self, timeout: float = 5.0) -> bool: ...
 
 
+class HeartbeatTarget(Protocol):
+    """An SSH target of the heartbeat's own (``transport.ssh.SshTarget``)."""
+
+    @property
+    def is_connected(self) -> bool: ...
+    async def connect(self) -> None: ...
+    async def run(self, command: str, *, timeout: float | None = None) -> CommandResult: ...
+    async def close(self) -> None: ...
+
+
+class SshHeartbeat:
+    """``is_responsive`` over an SSH connection of its own.
+
+    On the test's connection the probe would queue behind the test's commands: the
+    channels per connection are capped (dropbear refuses sessions, the cap can drop
+    to 1) and a stress test that holds them for 15 s reads as a dead guest. Measured
+    on the e2e run's stability test: "no SSH answer for 30 s" while the guest ran
+    fine. A (re)connect is started once and survives a probe's timeout, so a slow key
+    exchange under TCG is not restarted by every beat.
+    """
+
+    def __init__(self, target: HeartbeatTarget):
+        self.target = target
+        self._connecting: asyncio.Task[None] | None = None
+
+    async def is_responsive(self, timeout: float = 5.0) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            if not self.target.is_connected:
+                if self._connecting is None or self._connecting.done():
+                    self._connecting = asyncio.ensure_future(self.target.connect())
+                await asyncio.wait_for(asyncio.shield(self._connecting), timeout)
+            left = max(0.1, deadline - loop.time())
+            async with asyncio.timeout(left):
+                res = await self.target.run("true", timeout=left)
+        except (TimeoutError, CockpitError, OSError):
+            return False
+        return res.ok
+
+    async def aclose(self) -> None:
+        if self._connecting is not None and not self._connecting.done():
+            self._connecting.cancel()
+            await asyncio.gather(self._connecting, return_exceptions=True)
+        await self.target.close()
+
+
 @dataclass(frozen=True, slots=True)
 class CaptureTimings:
     header_s: float = 3.0  # the sysrq header must show within this
@@ -196,6 +244,12 @@ class HangWatchdog:
         self.timings = timings
         self._sysrq_boot: int | None = None  # boot on which sysrq was enabled
         self.sysrq_problem = ""
+
+    async def aclose(self) -> None:
+        """Release what the heartbeat holds (its own SSH connection, if it has one)."""
+        close = getattr(self.heartbeat, "aclose", None)
+        if close is not None:
+            await close()
 
     # -- watching -------------------------------------------------------------------------
     async def watch(self, hang_after: float) -> HangVerdict:
@@ -362,16 +416,22 @@ def send_keys_via_libvirt(fleet: FleetManager, name: str) -> Callable[[list[int]
     return send
 
 
-def guest_watchdog(vm: GuestVm, fleet: FleetManager, bus: EventBus, klog: ConsoleLines) -> HangWatchdog:
+def guest_watchdog(
+    vm: GuestVm, fleet: FleetManager, bus: EventBus, klog: ConsoleLines,
+    heartbeat_target: HeartbeatTarget | None = None,
+) -> HangWatchdog:
     """The watchdog of a VM this process booted (``LibvirtProvider.lease`` puts it in
-    ``Lease.extra["watchdog"]``)."""
+    ``Lease.extra["watchdog"]``). Give it ``heartbeat_target``, a second SSH target to
+    the same guest, so the heartbeat never waits behind the test's commands; without
+    one it probes over the VM's own target. ``aclose`` closes that target."""
 
     async def enable_sysrq() -> bool:
         res = await vm.target.run(SYSRQ_ENABLE_CMD, timeout=5.0)
         return res.ok
 
+    heartbeat: Responsive = SshHeartbeat(heartbeat_target) if heartbeat_target is not None else vm
     return HangWatchdog(
-        vm.name, bus, vm, klog,
+        vm.name, bus, heartbeat, klog,
         libvirt_state=lambda: fleet.state(vm.name),
         send_keys=send_keys_via_libvirt(fleet, vm.name),
         enable_sysrq=enable_sysrq,

@@ -392,9 +392,11 @@ class Runner:
         result.duration_s = time.monotonic() - t0
         result.evidence.commands[:0] = evidence.commands
         if lost is None and result.status is TestStatus.TIMEOUT and lease.vm is not None:
-            # A timeout can be the guest wedging: ask it before blaming the test.
-            if not await lease.vm.is_responsive(timeout=5.0):
-                wd = _watchdog(lease)
+            # A timeout can be the guest wedging: ask it before blaming the test (through
+            # the watchdog's own connection if it has one: the test's may still be busy).
+            wd = _watchdog(lease)
+            probe = getattr(wd, "is_responsive", None) or lease.vm.is_responsive
+            if not await probe(timeout=5.0):
                 lost = _GuestLost(TestStatus.TIMEOUT, "guest hung", capture=wd.capture if wd else None)
                 result.message = f"{result.message}; guest hung"
         if lost is not None and lost.capture is not None:

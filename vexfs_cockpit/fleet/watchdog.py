@@ -245,6 +245,10 @@ class HangWatchdog:
         self._sysrq_boot: int | None = None  # boot on which sysrq was enabled
         self.sysrq_problem = ""
 
+    async def is_responsive(self, timeout: float = 5.0) -> bool:
+        """One heartbeat probe (the runner asks after a test timed out)."""
+        return await self.heartbeat.is_responsive(timeout=timeout)
+
     async def aclose(self) -> None:
         """Release what the heartbeat holds (its own SSH connection, if it has one)."""
         close = getattr(self.heartbeat, "aclose", None)

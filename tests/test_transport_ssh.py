@@ -399,14 +399,16 @@ async def test_channels_are_capped_and_queued(guest: FakeGuest) -> None:
     assert guest.stats.refused == 0
 
 
-async def test_refused_session_lowers_the_cap_and_retries(guest: FakeGuest) -> None:
+async def test_refused_sessions_are_retried_and_every_command_runs_once(guest: FakeGuest, tmp_path: Path) -> None:
     guest.max_sessions = 2  # the "guest" refuses a third concurrent exec, as dropbear did
+    log = tmp_path / "ran"
     async with make_target(guest, max_channels=4) as t:
-        results = await asyncio.gather(*(t.run(f"sleep 0.3; echo {i}") for i in range(8)))
+        results = await asyncio.gather(*(t.run(f"echo {i} >> {log}; sleep 0.3; echo {i}") for i in range(8)))
         assert all(r.ok for r in results), [r.output for r in results]
-        assert t.channel_limit <= 2
+        assert t.channel_limit == 4  # refusals are retried, not taken as a smaller cap
     assert guest.stats.refused >= 1
     assert guest.stats.peak <= 2
+    assert sorted(log.read_text().split()) == [str(i) for i in range(8)]  # none ran twice
 
 
 async def test_queue_is_bounded(guest: FakeGuest) -> None:

@@ -77,9 +77,11 @@ class _Box:
     proc: asyncssh.SSHClientProcess[bytes] | None = None
 
 
+_REFUSAL_BACKOFF_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0)  # ~4.5 s, then the refusal is reported
+
+
 class _ChannelGate:
-    """A semaphore over one connection's channels whose size shrinks to what the
-    server accepted when it refuses a session."""
+    """A semaphore over one connection's channels (dropbear caps sessions)."""
 
     def __init__(self, limit: int):
         self.limit = limit
@@ -96,18 +98,6 @@ class _ChannelGate:
         async with self._cond:
             self.in_use -= 1
             self._cond.notify_all()
-
-    async def requeue(self, accepted: int, timeout: float) -> None:
-        """A holder's session was refused while ``accepted`` other channels were open:
-        cap the gate there, give the slot back, and queue for one under the new cap."""
-        async with self._cond:
-            self.limit = max(1, min(self.limit, accepted))
-            self.in_use -= 1
-            self._cond.notify_all()
-            try:
-                await asyncio.wait_for(self._cond.wait_for(lambda: self.in_use < self.limit), timeout)
-            finally:
-                self.in_use += 1  # the caller's slot context releases it either way
 
 
 class SshTarget:
@@ -301,7 +291,7 @@ class SshTarget:
         (``token``) is released with its go line once the session is confirmed."""
         conn = await self._live_conn()
         gate = self._gate
-        retried = False
+        refusals = 0
         while True:
             gate.opening += 1
             try:
@@ -313,20 +303,17 @@ class SshTarget:
                 gate.opening -= 1
                 if conn.is_closed():
                     raise self._lost(err, what, conn) from None
-                if retried:
+                refusals += 1
+                if refusals > len(_REFUSAL_BACKOFF_S):
                     raise TargetUnavailable(
-                        f"{self.where}: SSH session refused twice while {what} "
+                        f"{self.where}: SSH session refused {refusals} times while {what} "
                         f"({_reason(err)}, {accepted} other channel(s) open)"
                     ) from None
-                retried = True
-                log.warning("%s: session refused with %d other channel(s) open (%s); capping at %d and retrying",
-                            self.where, accepted, _reason(err), max(1, min(gate.limit, accepted)))
-                try:
-                    await gate.requeue(accepted, self.queue_timeout_s)
-                except TimeoutError:
-                    raise TargetUnavailable(
-                        f"{self.where}: SSH session refused ({_reason(err)}) and channels stayed busy"
-                    ) from None
+                # Refusals here are transient and not about the count (seen with one other
+                # channel open), so the cap stays; the go line makes a retry safe.
+                log.info("%s: session refused with %d other channel(s) open (%s); retrying",
+                         self.where, accepted, _reason(err))
+                await asyncio.sleep(_REFUSAL_BACKOFF_S[refusals - 1])
                 continue
             except (OSError, asyncssh.Error) as err:
                 gate.opening -= 1

@@ -289,3 +289,27 @@ async def test_rerunning_one_test_brings_its_dependencies(tmp_path):
         ("passes", TestStatus.PASSED),
         ("needs_passes", TestStatus.PASSED),
     ]
+
+
+async def test_a_run_where_everything_skipped_is_not_a_pass(tmp_path):
+    summary, events = await _run(tmp_path, {"setup_missing": SetupMissing}, ["setup_missing"])
+    assert summary.status == "failed" and summary.exit_code == 1
+    assert events[-1].reason == "no test passed: every test was skipped"
+
+
+async def test_an_unreachable_host_is_reported_once_and_not_retried_per_domain(tmp_path):
+    from vexfs_cockpit.errors import HostUnavailable
+
+    class DownProvider(LocalProvider):
+        @asynccontextmanager
+        async def lease(self, domain, index):
+            self.leased.append(domain)
+            raise HostUnavailable("cannot reach libvirt at qemu:///nowhere: start libvirtd")
+            yield  # pragma: no cover
+
+    provider = DownProvider(tmp_path)
+    summary, events = await _run(tmp_path, {"counting": Counting, "critical": Critical}, ["counting", "critical"], provider=provider)
+    assert provider.leased == ["counting"]  # the second domain did not try again
+    assert summary.status == "errored" and all(r.status is TestStatus.ERROR for r in summary.results)
+    assert [e.message for e in events if isinstance(e, ev.InfraProblem)] == ["cannot reach libvirt at qemu:///nowhere: start libvirtd"]
+    assert events[-1].reason == "cannot reach libvirt at qemu:///nowhere: start libvirtd"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Callable, Sequence
 
@@ -54,6 +55,8 @@ def _open_tui(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Warnings from the engine (e.g. a transport retry) are one plain line on stderr.
+    logging.basicConfig(level=logging.WARNING, format="vexfs-cockpit: %(name)s: %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)

@@ -25,6 +25,11 @@ class InfraError(CockpitError):
     exit_code = 3
 
 
+class HostUnavailable(InfraError):
+    """This host cannot start any VM (libvirt unreachable): the run stops leasing at once
+    instead of reporting the same failure for every domain."""
+
+
 class StoreError(CockpitError):
     """The history DB is corrupt, foreign or unwritable. Never overwritten. Exit 3."""
 

@@ -35,6 +35,7 @@ class ProgressPrinter:
         # a watchdog verdict such as "guest hung: no SSH answer for 31 s, ...".
         self.lost_guests: list[tuple[str, str, str]] = []
         self._titles: set[str] = set()
+        self._infra: set[str] = set()  # printed once, then referred to
         # What the dashboard's VM table shows live, summarised per domain's VM for CI logs.
         self._vm_of: dict[str, str] = {}
         self._health: dict[str, list[float]] = {}  # vm -> [samples, cpu sum, cpu peak, mem peak kB]
@@ -69,6 +70,8 @@ class ProgressPrinter:
                 r = e.result
                 word = self._paint(r.status.value, _COLOURS.get(r.status))
                 msg = f" — {r.message}" if r.message and r.status is not TestStatus.PASSED else ""
+                if r.message in self._infra:
+                    msg = " — the infrastructure problem above"
                 self._emit(f"{r.domain}/{r.name}: {word} ({r.duration_s:.2f}s){msg}")
             case ev.DomainFinished():
                 counts = " ".join(f"{k.lower()}={v}" for k, v in e.counts.items() if v)
@@ -93,6 +96,7 @@ class ProgressPrinter:
                 if e.state in ("hung", "crashed"):
                     self.lost_guests.append((e.vm, e.state, e.reason))
             case ev.InfraProblem():
+                self._infra.add(e.message)
                 self._emit(self._paint(f"INFRA {e.vm + ': ' if e.vm else ''}{e.message}", "31;1"))
             case ev.KernelLogLine() if self.show_klog:
                 self.out.write(f"  {e.vm}| {e.text}\n")

@@ -30,7 +30,7 @@ from vexfs_cockpit.engine.target import (
     TargetUnavailable,
     current_evidence,
 )
-from vexfs_cockpit.errors import CockpitError, InfraError
+from vexfs_cockpit.errors import CockpitError, HostUnavailable, InfraError
 from vexfs_cockpit.klog.model import KernelReport, Severity
 
 # Reports that mean the guest is gone: the test ends at once and the VM is reset.
@@ -132,6 +132,7 @@ class Runner:
         self.host = host
         self.history = history
         self._abort = asyncio.Event()
+        self._host_down = False
 
     def abort(self) -> None:
         """Stop after the running tests (front ends call this; Ctrl-C cancels instead)."""
@@ -157,16 +158,25 @@ class Runner:
         parallel = cfg.execution.max_parallel_tests if cfg.execution.parallel_test_execution else 1
         gate = asyncio.Semaphore(parallel)
 
+        host_down: list[str] = []  # a HostUnavailable: no later domain can get a VM either
+
         async def one(domain: str) -> None:
             async with gate:
                 if self._abort.is_set():
+                    return
+                if host_down:
+                    specs = self.registry[domain].discover_tests()
+                    results.extend(self._domain_unavailable(req, domain, specs, host_down[0], publish_problem=False))
                     return
                 res, err = await self._run_domain(req, domain)
                 results.extend(res)
                 if err:
                     infra.append(err)
+                    if self._host_down:
+                        host_down.append(err)
 
         status = "aborted"
+        infra_reason = ""
         try:
             async with asyncio.TaskGroup() as tg:
                 for d in req.domains:
@@ -178,6 +188,11 @@ class Runner:
                 status = "aborted"
             elif any(r.status.bad for r in results):
                 status = "failed"
+            elif results and not any(r.status is TestStatus.PASSED for r in results):
+                # A run that verified nothing is not a pass (e.g. every domain skipped
+                # because the module is missing): CI must not go green on it.
+                status = "failed"
+                infra_reason = "no test passed: every test was skipped"
             else:
                 status = "passed"
         finally:
@@ -187,7 +202,7 @@ class Runner:
                     run_id=req.run_id,
                     status=status,
                     counts=_count(results),
-                    reason="; ".join(infra) if infra else ("aborted by user" if status == "aborted" else ""),
+                    reason="; ".join(dict.fromkeys(infra)) if infra else ("aborted by user" if status == "aborted" else infra_reason),
                 )
             )
         return RunSummary(req.run_id, status, counts, results, infra)
@@ -212,6 +227,7 @@ class Runner:
             lease_cm = self.provider.lease(domain, 0)
             lease = await lease_cm.__aenter__()
         except CockpitError as err:
+            self._host_down = isinstance(err, HostUnavailable)
             return self._domain_unavailable(req, domain, specs, str(err)), str(err)
         except Exception as err:  # libvirt/asyncssh surprises are still infrastructure
             msg = f"{domain}: could not get a VM: {type(err).__name__}: {err}"
@@ -225,8 +241,11 @@ class Runner:
         finally:
             await lease_cm.__aexit__(*exc_info)
 
-    def _domain_unavailable(self, req: RunRequest, domain: str, specs: list[TestSpec], why: str) -> list[TestResult]:
-        self.bus.publish(ev.InfraProblem(message=why, run_id=req.run_id))
+    def _domain_unavailable(
+        self, req: RunRequest, domain: str, specs: list[TestSpec], why: str, *, publish_problem: bool = True
+    ) -> list[TestResult]:
+        if publish_problem:
+            self.bus.publish(ev.InfraProblem(message=why, run_id=req.run_id))
         self.bus.publish(ev.DomainStarted(run_id=req.run_id, domain=domain, vm="", planned_tests=tuple(s.name for s in specs)))
         results = [self._finish_unrun(req, domain, s, TestStatus.ERROR, why) for s in specs]
         self.bus.publish(ev.DomainFinished(run_id=req.run_id, domain=domain, status="errored", counts=_count(results), reason=why))

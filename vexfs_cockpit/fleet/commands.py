@@ -296,7 +296,6 @@ def cmd_vm_stop(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- vm reset
 async def reset_vm(cfg: CockpitConfig, name: str, uri: str, say: Any = print) -> None:
     """Destroy + start ``name`` again and wait for its console marker and SSH."""
-    from vexfs_cockpit.engine.bus import EventBus
     from vexfs_cockpit.fleet.console import ConsoleStream
     from vexfs_cockpit.fleet.image import READY_MARKER
     from vexfs_cockpit.fleet.vmctl import GuestVm

@@ -35,7 +35,7 @@ import libvirt
 
 from vexfs_cockpit.engine.bus import EventBus
 from vexfs_cockpit.engine.events import InfraProblem, VmStateChanged
-from vexfs_cockpit.errors import InfraError
+from vexfs_cockpit.errors import HostUnavailable, InfraError
 from vexfs_cockpit.fleet.events_thread import ensure_event_loop
 
 log = logging.getLogger(__name__)
@@ -201,11 +201,11 @@ def _connect_error(uri: str, err: libvirt.libvirtError) -> InfraError:
     msg = libvirt_message(err)
     low = msg.lower()
     if any(s in low for s in ("libvirt-sock", "failed to connect socket", "no such file", "connection refused")):
-        return InfraError(
-            f"cannot reach libvirt at {uri}: libvirtd is not running ({msg}) — "
-            "start it with `virtlogd -d; libvirtd -d`"
+        return HostUnavailable(
+            f"cannot reach libvirt at {uri}: libvirtd is not running or the socket is wrong ({msg}) — "
+            "start it with `virtlogd -d; libvirtd -d`, or fix fleet.libvirt_uri / $VEXFS_LIBVIRT_URI"
         )
-    return InfraError(f"cannot reach libvirt at {uri}: {msg} — check fleet.libvirt_uri or $VEXFS_LIBVIRT_URI")
+    return HostUnavailable(f"cannot reach libvirt at {uri}: {msg} — check fleet.libvirt_uri or $VEXFS_LIBVIRT_URI")
 
 
 @dataclass(frozen=True, slots=True)

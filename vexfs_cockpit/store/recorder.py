@@ -27,7 +27,6 @@ from vexfs_cockpit.engine.bus import EventBus, Subscription
 from vexfs_cockpit.engine.events import (
     DomainFinished,
     DomainStarted,
-    Event,
     InfraProblem,
     KernelEventRaised,
     MetricRecorded,

@@ -22,6 +22,9 @@ class SafetyValidationDomain(ModuleDomain):
     mount_in_setup = False
 
     async def after_setup(self) -> bool:
+        # The kernel's own detectors, tuned so reports arrive within the test's patience.
+        hung = int(option(self, "hung_task_timeout_secs", 5))
+        await self.target.run(f"echo {hung} > /proc/sys/kernel/hung_task_timeout_secs", check=True)
         self.knobs = str(option(self, "knobs_dir", f"/sys/kernel/debug/{self.mod.name}"))
         self.has_knobs = (await self.target.run(["test", "-e", f"{self.knobs}/warn"])).ok
         self.timeout = float(self.settings["hang_detection_timeout"])
@@ -78,7 +81,8 @@ class SafetyValidationDomain(ModuleDomain):
         if skip := self._no_knobs():
             return skip
         assert self.ctx.klog is not None
-        await self.target.run("echo 2 > /proc/sys/kernel/watchdog_thresh", check=True)
+        thresh = int(option(self, "watchdog_thresh", 2))
+        await self.target.run(f"echo {thresh} > /proc/sys/kernel/watchdog_thresh", check=True)
         since = self.ctx.klog.cursor()
         spin = int(option(self, "softlockup_seconds", 10))
         try:

@@ -14,7 +14,7 @@ run: setup
 # The test suite, real guests included, plus the layering contract.
 test: setup
 	.venv/bin/lint-imports
-	.venv/bin/pytest -q
+	.venv/bin/pytest -q --durations=15
 
 bench: setup
 	for b in bench/*.py; do .venv/bin/python $$b || exit 1; done

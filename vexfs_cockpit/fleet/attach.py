@@ -189,8 +189,12 @@ class AttachProvider:
             guest_kernel=res.output.strip(),
             extra={
                 "ssh_port": target.port, "console_log": str(log_path or ""), "attached": True,
-                # the same hang/frozen detection + sysrq evidence as a booted VM's lease
-                "watchdog": guest_watchdog(vm, self.fleet, self.bus, klog),
+                # the same hang/frozen detection + sysrq evidence as a booted VM's lease; the
+                # heartbeat has a connection of its own so it never queues behind the test.
+                "watchdog": guest_watchdog(
+                    vm, self.fleet, self.bus, klog,
+                    heartbeat_target=_target_for(self.cfg, self.name, info, reconnect_deadline_s=ATTACH_SSH_DEADLINE_S),
+                ),
             },
         )
 
@@ -208,8 +212,11 @@ class AttachProvider:
         if self._closed:
             return
         self._closed = True
-        vm, self._vm, self._lease = self._vm, None, None
+        vm, lease, self._vm, self._lease = self._vm, self._lease, None, None
         try:
+            watchdog = lease.extra.get("watchdog") if lease is not None else None
+            if watchdog is not None:
+                await watchdog.aclose()  # closes the heartbeat's own connection
             if vm is not None:
                 await vm.detach()
         finally:

@@ -48,9 +48,12 @@ def select_domains(cfg: CockpitConfig, registry: dict[str, type[DomainBase]], wa
                 f"--domains: unknown domain '{unknown[0]}'; known: {', '.join(sorted(registry))}"
             )
         return names
-    # The config's section order is the run order; plugins the config doesn't name follow.
-    ordered = [d for d in cfg.domains if d in registry] + sorted(d for d in registry if d not in cfg.domains)
-    return [d for d in ordered if cfg.domain(d).enabled and (not cfg.domains or d in cfg.domains)]
+    return [d for d in ordered_domains(cfg, registry) if cfg.domain(d).enabled and (not cfg.domains or d in cfg.domains)]
+
+
+def ordered_domains(cfg: CockpitConfig, registry: dict[str, type[DomainBase]]) -> list[str]:
+    """The config's section order is the run order; plugins the config doesn't name follow."""
+    return [d for d in cfg.domains if d in registry] + sorted(d for d in registry if d not in cfg.domains)
 
 
 @dataclass

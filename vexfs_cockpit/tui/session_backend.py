@@ -13,7 +13,7 @@ from pathlib import Path
 
 from vexfs_cockpit.config.load import load_config
 from vexfs_cockpit.engine.bus import EventBus
-from vexfs_cockpit.engine.session import Session, new_run_id
+from vexfs_cockpit.engine.session import Session, new_run_id, ordered_domains
 from vexfs_cockpit.errors import CockpitError
 from vexfs_cockpit.fleet import commands as vmcmd
 from vexfs_cockpit.store.history import History
@@ -54,9 +54,7 @@ class SessionBackend(HistoryQueries):
     def run_choices(self) -> RunChoices:
         root = self.session.project_root
         envs = tuple(sorted(p.stem for p in (root / "configs" / "env").glob("*.yaml"))) or (self.session.config.env,)
-        names = tuple(d for d in self.session.config.domains if d in self.session.registry) + tuple(
-            sorted(d for d in self.session.registry if d not in self.session.config.domains)
-        )
+        names = tuple(ordered_domains(self.session.config, self.session.registry))
         return RunChoices(
             domains=names,
             envs=envs,

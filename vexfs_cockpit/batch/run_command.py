@@ -12,9 +12,6 @@ import signal
 import sys
 from pathlib import Path
 
-from vexfs_cockpit.batch.json_report import write_json_report
-from vexfs_cockpit.batch.junit import write_junit
-from vexfs_cockpit.batch.progress import ProgressPrinter
 from vexfs_cockpit.engine import events as ev
 from vexfs_cockpit.engine.session import ProviderFactory, Session, open_session, parse_only_tests
 from vexfs_cockpit.errors import UsageError
@@ -55,6 +52,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def run_batch(args: argparse.Namespace, provider_factory: ProviderFactory | None = None) -> int:
+    # Imported here: this module is loaded by every start (the TUI's too), and these
+    # only serve --batch.
+    from vexfs_cockpit.batch.json_report import write_json_report
+    from vexfs_cockpit.batch.junit import write_junit
+    from vexfs_cockpit.batch.progress import ProgressPrinter
+
     main = asyncio.current_task()
     loop = asyncio.get_running_loop()
     assert main is not None

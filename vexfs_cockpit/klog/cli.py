@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import IO, Any
 
 from vexfs_cockpit.errors import ConfigError
-from vexfs_cockpit.klog.classify import classify_lines, split_lines
 from vexfs_cockpit.klog.model import KernelReport
 
 
@@ -46,6 +45,10 @@ def format_report(rep: KernelReport) -> str:
 
 
 def _read_lines(name: str) -> Iterable[str]:
+    # Here, not at the top: the parser module is imported by every start (the TUI's too),
+    # and the classifier's pattern table costs ~50 ms to compile.
+    from vexfs_cockpit.klog.classify import split_lines
+
     if name == "-":
         return split_lines(sys.stdin.read())
     path = Path(name)
@@ -61,6 +64,8 @@ def _read_lines(name: str) -> Iterable[str]:
 
 def cmd_klog(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     """Print the reports in ``args.file``; 0 whether or not any were found."""
+    from vexfs_cockpit.klog.classify import classify_lines
+
     stream = out or sys.stdout
     reports = classify_lines(_read_lines(args.file))
     for rep in reports:

@@ -1,5 +1,5 @@
 # The two set-up commands of the README. Both install what they need first.
-.PHONY: run test setup lint bench
+.PHONY: run test setup lint bench screenshots
 
 setup:
 	./scripts/setup.sh
@@ -18,3 +18,9 @@ test: setup
 
 bench: setup
 	for b in bench/*.py; do .venv/bin/python $$b || exit 1; done
+
+# The README's pictures (docs/img/*.svg), taken by Textual from real runs on the
+# self-test guest into a temporary history DB; a few minutes.
+screenshots: setup
+	.venv/bin/vexfs-cockpit image build
+	.venv/bin/python scripts/screenshots.py

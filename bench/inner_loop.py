@@ -1,8 +1,15 @@
 #!/usr/bin/env python3
 """The kernel developer's warm loop against the cold loop, in one run. Target: warm/cold <= 0.2.
 
-Warm (a dev VM that stays up, `vm start` once):
+Each iteration first EDITS the module source (a copy of the self-test module; the
+edit changes the .ko's bytes), as a developer does before rebuilding, so every
+loop compiles for real and pushes a new module. Then:
+
+Warm (a dev VM that stays up, `vm start` once), the four commands as typed:
     vexfs-cockpit kbuild --vm NAME; kunload NAME; kload NAME; ktest NAME --tests TEST
+    - served by the kdev agent (the default: a warm interpreter started by the first
+      command, see vexfs_cockpit/agent/), and
+    - again with VEXFS_KDEV_AGENT=0 (every command imports the engine itself).
 Warm, one command (the same work in one process: ktest's module_build builds and
 pushes, the test itself unloads and reloads):
     vexfs-cockpit ktest NAME --tests TEST
@@ -11,11 +18,11 @@ Cold (a fresh VM per iteration, what `run` does):
     (boot, build, push, the test, power off)
 
 Every step is the real CLI in its own process, as a developer types it, and must
-exit 0 (a failing step aborts the bench: a fast wrong loop proves nothing). Warm
-and cold iterations alternate, so a change in host load hits both alike; the load
-average is printed alongside because TCG guests slow down with it. Runs go to a
-temporary history DB unless --db is given. The bench starts its own dev VM and
-stops it at the end (also on failure or Ctrl-C).
+exit 0 (a failing step aborts the bench: a fast wrong loop proves nothing). The
+loops alternate, so a change in host load hits all alike; the load average is
+printed alongside because TCG guests slow down with it. Runs go to a temporary
+history DB unless --db is given. The bench starts its own dev VM and kdev agent
+and stops both at the end (also on failure or Ctrl-C).
 
 Usage:
   python bench/inner_loop.py [--iterations 3] [--env test] [--config FILE]
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -35,12 +43,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 TARGET_RATIO = 0.2
+FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "selftest_fs"
+EDIT_MARK = "/* bench/inner_loop.py edit */"
+
+
+def edit_source(src: Path, tag: str) -> None:
+    """A real edit that changes the module's bytes (a new string in .rodata)."""
+    c = src / "vexfs_selftest.c"
+    text = c.read_text().split(EDIT_MARK)[0]
+    c.write_text(f"{text}{EDIT_MARK}\nstatic const char vexfs_bench_edit[] __used = \"{tag}\";\n")
 
 
 @dataclass
 class Step:
     label: str
     argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)  # on top of the bench's environment
 
 
 @dataclass
@@ -60,7 +78,7 @@ def cli(*argv: str) -> list[str]:
 
 def run_step(step: Step, env: dict[str, str], timeout: float) -> float:
     t0 = time.monotonic()
-    proc = subprocess.run(step.argv, capture_output=True, text=True, env=env, timeout=timeout)
+    proc = subprocess.run(step.argv, capture_output=True, text=True, env={**env, **step.env}, timeout=timeout)
     took = time.monotonic() - t0
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-12:])
@@ -77,7 +95,7 @@ def run_loop(loop: Loop, steps: list[Step], env: dict[str, str], timeout: float)
         total += took
         parts.append(f"{step.label} {took:.1f}s")
     loop.totals.append(total)
-    print(f"  {loop.name:<4} {total:6.1f}s  ({', '.join(parts)})  load {os.getloadavg()[0]:.1f}", flush=True)
+    print(f"  {loop.name:<14} {total:6.1f}s  ({', '.join(parts)})  load {os.getloadavg()[0]:.1f}", flush=True)
     return total
 
 
@@ -93,10 +111,13 @@ def main() -> int:
     if args.iterations < 1:
         ap.error("--iterations must be >= 1")
     domain = args.test.split("/", 1)[0]
-    common = ["--env", args.env] + (["--config", args.config] if args.config else [])
-    name = f"vexfs-{args.env}-bench{os.getpid()}-0"
     tmp = tempfile.TemporaryDirectory(prefix="vexfs-bench-loop-")
-    env = dict(os.environ, VEXFS_COCKPIT_DB=args.db or str(Path(tmp.name) / "history.db"), NO_COLOR="1")
+    src = Path(tmp.name) / "selftest_fs"
+    shutil.copytree(FIXTURE, src, ignore=shutil.ignore_patterns("*.o", "*.ko", "*.mod*", ".*", "__pycache__", "*.py"))
+    common = ["--env", args.env, "--set", f"module.build_path={src}"] + (["--config", args.config] if args.config else [])
+    name = f"vexfs-{args.env}-bench{os.getpid()}-0"
+    env = dict(os.environ, VEXFS_COCKPIT_DB=args.db or str(Path(tmp.name) / "history.db"), NO_COLOR="1",
+               VEXFS_KDEV_AGENT="1", VEXFS_KDEV_AGENT_DIR=str(Path(tmp.name) / "agent"))
 
     warm_steps = [
         Step("kbuild", cli("kbuild", *common, "--vm", name)),  # the dev VM's kernel
@@ -104,11 +125,14 @@ def main() -> int:
         Step("kload", cli("kload", *common, name)),
         Step("ktest", cli("ktest", *common, name, "--tests", args.test)),
     ]
+    off = {"VEXFS_KDEV_AGENT": "0"}  # `run` never goes through the agent; said for the cold loop too
+    noagent_steps = [Step(st.label, st.argv, off) for st in warm_steps]
     one_steps = [Step("ktest", cli("ktest", *common, name, "--tests", args.test))]
     cold_steps = [
-        Step("run", cli("run", "--batch", *common, "--domains", domain, "--tests", f"{domain}/module_build,{args.test}")),
+        Step("run", cli("run", "--batch", *common, "--domains", domain, "--tests", f"{domain}/module_build,{args.test}"),
+             off),
     ]
-    warm, one, cold = Loop("warm"), Loop("one"), Loop("cold")
+    warm, noagent, one, cold = Loop("warm"), Loop("warm, no agent"), Loop("one"), Loop("cold")
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     try:
         boot = run_step(Step("vm start", cli("vm", "start", *common, name)), env, args.timeout)
@@ -116,9 +140,9 @@ def main() -> int:
         run_step(Step("kload", cli("kload", *common, name)), env, args.timeout)  # iteration 1 has a module to unload
         for i in range(args.iterations):
             print(f"iteration {i + 1}/{args.iterations}")
-            run_loop(warm, warm_steps, env, args.timeout)
-            run_loop(one, one_steps, env, args.timeout)
-            run_loop(cold, cold_steps, env, args.timeout)
+            for loop, steps in ((warm, warm_steps), (noagent, noagent_steps), (one, one_steps), (cold, cold_steps)):
+                edit_source(src, f"{i}-{loop.name}")  # what the developer changed before rebuilding
+                run_loop(loop, steps, env, args.timeout)
     except StepFailed as err:
         print(f"bench aborted: {err}", file=sys.stderr)
         return 1
@@ -126,6 +150,7 @@ def main() -> int:
         print("bench interrupted", file=sys.stderr)
         return 130
     finally:
+        subprocess.run(cli("kagent", "stop"), capture_output=True, env=env, timeout=60)
         subprocess.run(cli("vm", "stop", "--force", *common, name), capture_output=True, env=env, timeout=120)
         tmp.cleanup()
     print(f"load average after:  {os.getloadavg()[0]:.2f}")
@@ -133,7 +158,8 @@ def main() -> int:
     print(f"\nmedian of {args.iterations} iterations:")
     for label, times in warm.steps.items():
         print(f"  warm {label:<8} {statistics.median(times):6.2f}s")
-    print(f"  warm loop     {w:6.2f}s")
+    print(f"  warm loop     {w:6.2f}s  (served by the kdev agent)")
+    print(f"  warm loop     {statistics.median(noagent.totals):6.2f}s  (VEXFS_KDEV_AGENT=0: each command imports the engine)")
     o = statistics.median(one.totals)
     print(f"  warm, one cmd {o:6.2f}s  (ktest alone: build + reload + {args.test})")
     print(f"  cold loop     {c:6.2f}s  (fresh VM: boot + build + {args.test} + power-off)")

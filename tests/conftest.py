@@ -18,6 +18,9 @@ def _isolated_history_db(tmp_path, monkeypatch):
     """No test may write into the user's real history DB."""
     monkeypatch.setenv("VEXFS_COCKPIT_DB", str(tmp_path / "history.db"))
     monkeypatch.setenv("NO_COLOR", "1")
+    # CLI subprocesses run in-process unless a test turns the kdev agent on (in its own dir).
+    monkeypatch.setenv("VEXFS_KDEV_AGENT", "0")
+    monkeypatch.setenv("VEXFS_KDEV_AGENT_DIR", str(tmp_path / "kagent"))
     yield
 
 

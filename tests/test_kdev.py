@@ -334,3 +334,45 @@ async def test_attached_reset_keeps_the_dev_vm(dev_data: str) -> None:
     assert info is not None and info.state == "running" and info.owner is not None and info.owner.keep
     rc, got = await _guest_sh(cfg, name, "echo up")
     assert rc == 0 and got.strip() == "up"
+
+
+@pytest.mark.vm
+def test_warm_loop_through_the_kdev_agent(dev_data: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commands as a developer types them: separate processes, served by one warm
+    agent — same output as in-process, and a .ko already in the guest is not sent again."""
+    import subprocess
+    import sys
+
+    from vexfs_cockpit.agent import client
+
+    name = dev_data
+    monkeypatch.setenv("VEXFS_KDEV_AGENT", "1")
+    monkeypatch.setenv("VEXFS_KDEV_AGENT_DIR", str(tmp_path / "agent"))
+
+    def cli_proc(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "vexfs_cockpit", *argv, "--env", "test"], capture_output=True,
+                              text=True, cwd=ROOT, timeout=300)
+
+    try:
+        res = cli_proc("kunload", name)  # whatever an earlier test left
+        assert res.returncode == 0, res.stdout + res.stderr
+        res = cli_proc("kload", name)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "vexfs_selftest: loaded" in res.stdout and f"loaded vexfs_selftest into {name}" in res.stdout
+        res = cli_proc("kunload", name)
+        assert res.returncode == 0 and f"unloaded vexfs_selftest from {name}" in res.stdout, res.stdout + res.stderr
+        res = cli_proc("ktest", name, "--tests", "kernel_module/module_load_basic")
+        assert res.returncode == 0 and "2 passed, 0 failed, 0 skipped" in res.stdout, res.stdout + res.stderr
+        status = client.control("status")
+        assert status is not None and status["requests"] == 4  # all four through one agent
+    finally:
+        client.control("stop")
+    db = Path(os.environ["VEXFS_COCKPIT_DB"])
+    from vexfs_cockpit.store.history import History
+
+    rep = History(db).run_detail(History(db).list_runs()[0].run_id)
+    assert rep is not None
+    build = next(t for t in rep.domain("kernel_module").tests if t.name == "module_build")
+    cmds = [c.cmd for c in build.evidence.commands]
+    # kload pushed this very .ko: module_build checked its digest and did not copy it again
+    assert any("sha256sum" in c for c in cmds) and not any(c.startswith("put ") for c in cmds), cmds

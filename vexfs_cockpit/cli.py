@@ -15,21 +15,34 @@ from collections.abc import Callable, Sequence
 from vexfs_cockpit import __version__
 from vexfs_cockpit.errors import CockpitError
 
-# Modules contributing subcommands through ``add_parser(subparsers)``. Each stays
-# importable without Textual, libvirt or asyncssh being loaded at import time.
-COMMAND_MODULES: tuple[str, ...] = (
-    "vexfs_cockpit.batch.run_command",
-    "vexfs_cockpit.store.cli",
-    "vexfs_cockpit.config.check",
-    "vexfs_cockpit.fleet.doctor",
-    "vexfs_cockpit.fleet.image",
-    "vexfs_cockpit.fleet.commands",
-    "vexfs_cockpit.klog.cli",
-    "vexfs_cockpit.batch.kdev",
-)
+# Which module contributes each subcommand through ``add_parser(subparsers)``.
+# Only the named command's module is imported (the engine's imports cost ~1 s);
+# each stays importable without Textual, libvirt or asyncssh loaded at import time.
+COMMANDS: dict[str, str] = {
+    "run": "vexfs_cockpit.batch.run_command",
+    "history": "vexfs_cockpit.store.cli",
+    "config": "vexfs_cockpit.config.check",
+    "doctor": "vexfs_cockpit.fleet.doctor",
+    "image": "vexfs_cockpit.fleet.image",
+    "vm": "vexfs_cockpit.fleet.commands",
+    "ssh": "vexfs_cockpit.fleet.commands",
+    "klog": "vexfs_cockpit.klog.cli",
+    "kbuild": "vexfs_cockpit.batch.kdev",
+    "kload": "vexfs_cockpit.batch.kdev",
+    "kunload": "vexfs_cockpit.batch.kdev",
+    "ktest": "vexfs_cockpit.batch.kdev",
+    "kagent": "vexfs_cockpit.agent.command",
+}
+COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(COMMANDS.values()))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand ``argv`` names (its first word), if it is one of ours."""
+    return argv[0] if argv and argv[0] in COMMANDS else None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every subcommand, or only ``command``'s module's when it is named."""
     parser = argparse.ArgumentParser(
         prog="vexfs-cockpit",
         description="Boot test VMs, run the VexFS test domains in them, watch the kernel log, keep the history.",
@@ -37,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"vexfs-cockpit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in (COMMANDS[command],) if command else COMMAND_MODULES:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as err:
@@ -55,9 +68,18 @@ def _open_tui(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The console script (``argv`` None: this process's arguments) and in-process callers."""
+    if argv is None:
+        argv = sys.argv[1:]
+        # A real command line: the warm-loop commands run in the warm kdev agent.
+        from vexfs_cockpit.agent.client import forward
+
+        rc = forward(argv)
+        if rc is not None:
+            return rc
     # Warnings from the engine (e.g. a transport retry) are one plain line on stderr.
     logging.basicConfig(level=logging.WARNING, format="vexfs-cockpit: %(name)s: %(message)s")
-    parser = build_parser()
+    parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     try:

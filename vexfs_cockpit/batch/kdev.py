@@ -247,21 +247,27 @@ async def attached(cfg: CockpitConfig, name: str, uri: str | None) -> tuple[Any,
 class GuestModuleState:
     loaded: bool
     mounts: list[tuple[str, str]]  # (device, mountpoint) of our filesystem, in mount order
+    pushed_sha256: str = ""  # of the .ko already at GUEST_DIR (empty: none there)
 
 
 async def module_state(target: Target, mod: KdevModule) -> GuestModuleState:
-    """Is the module loaded, where is its filesystem mounted — one round trip (and the
-    push directory made on the way)."""
+    """Is the module loaded, where is its filesystem mounted, which .ko was pushed
+    last — one round trip (and the push directory made on the way)."""
+    remote = shlex.quote(f"{GUEST_DIR}/{mod.ko_name}")
     res = await target.run(
-        f"mkdir -p {GUEST_DIR}; grep -q '^{mod.name} ' /proc/modules && echo loaded; cat /proc/mounts", check=True
+        f"mkdir -p {GUEST_DIR}; grep -q '^{mod.name} ' /proc/modules && echo loaded; "
+        f"sha256sum {remote} 2>/dev/null | sed 's/^/sha256 /'; cat /proc/mounts", check=True
     )
     lines = res.output.splitlines()
     mounts = []
+    digest = ""
     for ln in lines:
         f = ln.split()
-        if len(f) >= 3 and f[2] == mod.fs_type:
+        if len(f) >= 2 and f[0] == "sha256":
+            digest = f[1]
+        elif len(f) >= 3 and f[2] == mod.fs_type:
             mounts.append((f[0], f[1].replace("\\040", " ")))
-    return GuestModuleState("loaded" in lines, mounts)
+    return GuestModuleState("loaded" in lines, mounts, digest)
 
 
 def _ms(seconds: float) -> str:
@@ -283,11 +289,13 @@ async def kload(cfg: CockpitConfig, name: str, *, params: str | None = None, uri
         ko = await ensure_built(mod, lease.guest_kernel, out)
         if ko is None:
             return 1
-        if (await module_state(target, mod)).loaded:
+        state = await module_state(target, mod)
+        if state.loaded:
             print(f"{mod.name} is already loaded in {name} — `vexfs-cockpit kunload {name}` first", file=out)
             return 1
         remote = f"{GUEST_DIR}/{ko.name}"
-        await target.put(ko, remote)
+        if state.pushed_sha256 != hashlib.sha256(ko.read_bytes()).hexdigest():  # rsync-like: same bytes stay
+            await target.put(ko, remote)
         words = ["insmod", remote, *shlex.split(mod.params if params is None else params)]
         res, window = await run_marked(lease, f"kload {mod.name}", words, timeout=60)
         return _report(res, window, f"insmod {mod.name}", name, out,

@@ -23,6 +23,14 @@ class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that rejects duplicate keys in a mapping (YAML merge keys ``<<`` allowed)."""
 
 
+# The same rules over libyaml's parser: ~10x faster (every CLI command reads the
+# profile and an overlay). Its error messages are vaguer ("found character that
+# cannot start any token"), so a file it rejects is parsed again by _StrictLoader
+# for the message the user sees.
+class _FastStrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    pass
+
+
 def _construct_mapping(loader: _StrictLoader, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
     first_line: dict[Any, int] = {}
     for key_node, _ in node.value:
@@ -44,6 +52,7 @@ def _construct_mapping(loader: _StrictLoader, node: MappingNode, deep: bool = Fa
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_FastStrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 def _yaml_error_line(label: str, err: yaml.YAMLError) -> str:
@@ -70,9 +79,13 @@ def read_mapping(path: Path, label: str) -> dict[str, Any]:
     except OSError as err:
         raise ConfigError(f"{label}: cannot read: {err.strerror or err}") from None
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as err:
-        raise ConfigError(_yaml_error_line(label, err)) from None
+        data = yaml.load(text, Loader=_FastStrictLoader)  # noqa: S506 - a (C)SafeLoader subclass
+    except yaml.YAMLError as fast_err:
+        try:
+            yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - the pure-Python parser's precise message
+        except yaml.YAMLError as err:
+            raise ConfigError(_yaml_error_line(label, err)) from None
+        raise ConfigError(_yaml_error_line(label, fast_err)) from None
     if data is None:
         return {}
     if not isinstance(data, dict):

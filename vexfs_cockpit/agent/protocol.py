@@ -1,0 +1,110 @@
+"""Where the kdev agent listens, how a client recognises a stale one, and the wire format.
+
+Standard library only: the client imports this on every ``kload``/``kunload``/
+``kbuild``/``ktest``, and the point of the agent is that those start in tens of
+milliseconds instead of paying the engine's imports (~1 s) each time.
+
+Wire format: newline-delimited JSON over a Unix socket.
+  client -> agent: one request line ``{"argv", "cwd", "env", "fingerprint", "tty"}``
+                   (or ``{"control": "status"|"stop"}``), then ``{"signal": "int"}``
+                   lines when the user presses Ctrl-C;
+  agent -> client: ``{"out": text}`` / ``{"err": text}`` as the command prints,
+                   then ``{"exit": code}``; or ``{"stale": true}`` when the agent
+                   runs other code than the client (it exits; the client starts a
+                   fresh one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import sys
+import sysconfig
+import tempfile
+from pathlib import Path
+from typing import Any
+
+# The warm-loop commands: short, run many times an hour against one dev VM.
+AGENT_COMMANDS = frozenset({"kbuild", "kload", "kunload", "ktest"})
+
+ENV_SWITCH = "VEXFS_KDEV_AGENT"  # 0/off/no/false: every command runs in its own process
+ENV_DIR = "VEXFS_KDEV_AGENT_DIR"  # where the socket and the log live
+ENV_IDLE = "VEXFS_KDEV_AGENT_IDLE_S"  # the agent exits after this long without a request
+DEFAULT_IDLE_S = 900.0
+SPAWN_TIMEOUT_S = 60.0  # the agent imports the engine before it says "ready"
+
+READY_LINE = b"ready\n"
+
+
+def enabled(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
+    return environ.get(ENV_SWITCH, "1").strip().lower() not in {"0", "off", "no", "false"}
+
+
+def idle_seconds(environ: dict[str, str] | os._Environ[str] = os.environ) -> float:
+    raw = environ.get(ENV_IDLE, "")
+    try:
+        value = float(raw) if raw else DEFAULT_IDLE_S
+    except ValueError:
+        return DEFAULT_IDLE_S
+    return value if value > 0 else DEFAULT_IDLE_S
+
+
+def agent_dir(environ: dict[str, str] | os._Environ[str] = os.environ) -> Path:
+    """Per-user directory (0700): the socket is the agent's whole authentication."""
+    explicit = environ.get(ENV_DIR)
+    if explicit:
+        return Path(explicit)
+    base = environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    return Path(base) / f"vexfs-cockpit-{os.getuid()}"
+
+
+def socket_path(directory: Path) -> Path:
+    return directory / "kdev-agent.sock"
+
+
+def log_path(directory: Path) -> Path:
+    return directory / "kdev-agent.log"
+
+
+def _py_files(root: Path) -> list[tuple[str, int, int]]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith((".", "__pycache__"))]
+        for name in filenames:
+            if name.endswith((".py", ".yaml", ".tcss")):
+                st = os.stat(os.path.join(dirpath, name))
+                found.append((os.path.join(dirpath, name), st.st_mtime_ns, st.st_size))
+    return sorted(found)
+
+
+def code_fingerprint() -> str:
+    """Which code a process runs: the cockpit's and the domains' source files (path,
+    mtime, size), the interpreter, and the installed packages (site-packages' mtime
+    moves on every install). A developer who edits a domain or pulls a new cockpit
+    gets a fresh agent on the next command, never the old code."""
+    h = hashlib.sha256(f"{sys.executable}\0{sys.version}\0".encode())
+    roots = [Path(__file__).resolve().parent.parent]
+    spec = importlib.util.find_spec("domains")
+    if spec is not None and spec.submodule_search_locations:
+        roots += [Path(p) for p in spec.submodule_search_locations]
+    for root in roots:
+        for item in _py_files(root):
+            h.update(repr(item).encode())
+    try:
+        h.update(str(os.stat(sysconfig.get_paths()["purelib"]).st_mtime_ns).encode())
+    except OSError:
+        pass
+    return h.hexdigest()[:16]
+
+
+def encode(msg: dict[str, Any]) -> bytes:
+    return json.dumps(msg, separators=(",", ":")).encode() + b"\n"
+
+
+def decode(line: bytes) -> dict[str, Any]:
+    msg = json.loads(line)
+    if not isinstance(msg, dict):
+        raise ValueError(f"expected a JSON object, got {type(msg).__name__}")
+    return msg

@@ -114,7 +114,8 @@ def main() -> int:
     tmp = tempfile.TemporaryDirectory(prefix="vexfs-bench-loop-")
     src = Path(tmp.name) / "selftest_fs"
     shutil.copytree(FIXTURE, src, ignore=shutil.ignore_patterns("*.o", "*.ko", "*.mod*", ".*", "__pycache__", "*.py"))
-    common = ["--env", args.env, "--set", f"module.build_path={src}"] + (["--config", args.config] if args.config else [])
+    vm_common = ["--env", args.env] + (["--config", args.config] if args.config else [])
+    common = [*vm_common, "--set", f"module.build_path={src}"]  # the edited copy
     name = f"vexfs-{args.env}-bench{os.getpid()}-0"
     env = dict(os.environ, VEXFS_COCKPIT_DB=args.db or str(Path(tmp.name) / "history.db"), NO_COLOR="1",
                VEXFS_KDEV_AGENT="1", VEXFS_KDEV_AGENT_DIR=str(Path(tmp.name) / "agent"))
@@ -135,7 +136,7 @@ def main() -> int:
     warm, noagent, one, cold = Loop("warm"), Loop("warm, no agent"), Loop("one"), Loop("cold")
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     try:
-        boot = run_step(Step("vm start", cli("vm", "start", *common, name)), env, args.timeout)
+        boot = run_step(Step("vm start", cli("vm", "start", *vm_common, name)), env, args.timeout)
         print(f"dev VM {name} up in {boot:.1f}s (once, not counted)")
         run_step(Step("kload", cli("kload", *common, name)), env, args.timeout)  # iteration 1 has a module to unload
         for i in range(args.iterations):
@@ -151,7 +152,7 @@ def main() -> int:
         return 130
     finally:
         subprocess.run(cli("kagent", "stop"), capture_output=True, env=env, timeout=60)
-        subprocess.run(cli("vm", "stop", "--force", *common, name), capture_output=True, env=env, timeout=120)
+        subprocess.run(cli("vm", "stop", "--force", *vm_common, name), capture_output=True, env=env, timeout=120)
         tmp.cleanup()
     print(f"load average after:  {os.getloadavg()[0]:.2f}")
     w, c = statistics.median(warm.totals), statistics.median(cold.totals)

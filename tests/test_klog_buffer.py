@@ -131,7 +131,7 @@ async def test_sync_round_trip_through_a_real_shell(tmp_path: Path, tag: str) ->
     want = "vexfs-cockpit: " + tag.replace("\n", " ")
     assert (tmp_path / "kmsg").read_text() == want + "\n"  # quoting survived the shell
     assert buf.window(n, n + 1)[0] == [f"[   42.000001] {want}"]
-    assert target.commands[0].startswith("sh -c ")
+    assert target.commands[0].startswith("printf '%s\\n' ")  # one command line for the transport's shell
 
 
 async def test_sync_closes_the_open_report(tmp_path: Path) -> None:

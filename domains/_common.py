@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vexfs_cockpit.config.paths import build_dir
 from vexfs_cockpit.engine.plugin import DomainBase
 from vexfs_cockpit.engine.results import TestResult, TestStatus
 from vexfs_cockpit.engine.target import CommandResult
 from vexfs_cockpit.fleet.kbuild import KbuildResult, default_cache_dir, kbuild
-from vexfs_cockpit.errors import InfraError
+from vexfs_cockpit.errors import ConfigError, InfraError
 
 GUEST_DIR = "/tmp/vexfs-cockpit"
 DEFAULT_MNT = "/mnt/vexfs-test"
@@ -101,15 +102,15 @@ class ModuleUnderTest:
 
     # -- host side ----------------------------------------------------------------
     def source_dir(self) -> Path:
+        """The kbuild directory (M=), by config/paths' rule (a ``source_env`` checkout or
+        the project root), the same one kdev's kbuild uses."""
         s = self.domain.settings
-        base = self.ctx.project_root
-        env_name = s.get("source_env")
-        if env_name:
-            checkout = os.environ.get(env_name)
-            if not checkout:
-                raise FileNotFoundError(f"${env_name} is not set: point it at your checkout (export {env_name}=/path/to/vexfs)")
-            base = Path(checkout)
-        return (base / s["build_path"]).resolve()
+        if self.ctx.config is None:  # a bare context (tests): relative to the project root
+            return (self.ctx.project_root / s["build_path"]).resolve()
+        try:
+            return build_dir(self.ctx.config, s)
+        except ConfigError as err:  # no checkout: a reason to skip the domain, not a crash
+            raise FileNotFoundError(str(err)) from None
 
     def _build_dir(self, make_args: tuple[str, ...]) -> Path:
         return self.ctx.workdir.parent / "_kbuild" / ("-".join(make_args) or "default")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from platformdirs import user_data_path
 
+from vexfs_cockpit.config.caps import enabled_domains
 from vexfs_cockpit.config.models import CockpitConfig
 from vexfs_cockpit.engine.bus import EventBus
 from vexfs_cockpit.engine.discovery import discover_domains
@@ -48,7 +49,8 @@ def select_domains(cfg: CockpitConfig, registry: dict[str, type[DomainBase]], wa
                 f"--domains: unknown domain '{unknown[0]}'; known: {', '.join(sorted(registry))}"
             )
         return names
-    return [d for d in ordered_domains(cfg, registry) if cfg.domain(d).enabled and (not cfg.domains or d in cfg.domains)]
+    # The caps check's rule (config/caps.py), over the domains that are installed.
+    return [d for d in enabled_domains(cfg, known=sorted(registry)) if d in registry]
 
 
 def ordered_domains(cfg: CockpitConfig, registry: dict[str, type[DomainBase]]) -> list[str]:

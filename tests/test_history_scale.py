@@ -1,6 +1,6 @@
-"""The history reads at scale: schema v2's covering indexes, the catalog and metric-key
-reads, the chart envelope, one query per chart, and the benchmark's DB generator
-(rows shaped as the real writer writes them)."""
+"""The history reads at scale: schema v2's covering indexes, v3's per-domain-run result
+counts, the catalog and metric-key reads, the chart envelope, one query per chart, and
+the benchmark's DB generator (rows shaped as the real writer writes them)."""
 
 from __future__ import annotations
 
@@ -67,23 +67,52 @@ def plan(path: Path, sql: str, params: dict[str, object]) -> str:
         conn.close()
 
 
-# -- schema v2 -----------------------------------------------------------------------------
+# -- schema v2 and v3 -------------------------------------------------------------------
+def old_db(path: Path, version: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DB as the cockpit of schema ``version`` left it, with specs() recorded."""
+    with monkeypatch.context() as m:
+        m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:version])
+        m.setattr(schema, "LATEST_VERSION", version)
+        m.setattr(dbmod, "LATEST_VERSION", version)
+        record_sync(path, specs())
+
+
+def index_columns(path: Path, *names: str) -> dict[str, list[str]]:
+    conn = sqlite3.connect(path)
+    try:
+        return {name: [r[2] for r in conn.execute(f"PRAGMA index_info({name})")] for name in names}
+    finally:
+        conn.close()
+
+
+def stored_counts(path: Path) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """The counts domain_runs keeps, and the same folded from test_results."""
+    conn = sqlite3.connect(path)
+    try:
+        kept = conn.execute("SELECT run_id, domain, n_passed, n_bad, n_skipped, n_results FROM domain_runs "
+                            "ORDER BY run_id, domain").fetchall()
+        folded = conn.execute(
+            "SELECT d.run_id, d.domain, count(t.id) FILTER (WHERE t.status = 'PASSED'), "
+            "count(t.id) FILTER (WHERE t.status IN ('FAILED','TIMEOUT','ERROR')), "
+            "count(t.id) FILTER (WHERE t.status = 'SKIPPED'), count(t.id) FROM domain_runs d "
+            "LEFT JOIN test_results t ON t.run_id = d.run_id AND t.domain = d.domain "
+            "GROUP BY d.run_id, d.domain ORDER BY d.run_id, d.domain").fetchall()
+    finally:
+        conn.close()
+    return kept, folded
+
+
 def test_v1_db_upgrades_to_covering_indexes_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "old.db"
-    with monkeypatch.context() as m:  # a DB as the v1 cockpit left it
-        m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
-        m.setattr(schema, "LATEST_VERSION", 1)
-        m.setattr(dbmod, "LATEST_VERSION", 1)
-        record_sync(path, specs())
-    before = History(path).domain_trend(KM)
+    old_db(path, 1, monkeypatch)
+    before = History(path).domain_trend(KM)  # read before any writer migrated it
     HistoryStore.open(path).close()
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST_VERSION == 2
-        cols = {name: [r[2] for r in conn.execute(f"PRAGMA index_info({name})")]
-                for name in ("test_results_run", "test_results_trend")}
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST_VERSION == 3
     finally:
         conn.close()
+    cols = index_columns(path, "test_results_run", "test_results_trend")
     assert cols["test_results_run"] == ["run_id", "domain", "status"]
     assert cols["test_results_trend"][:3] == ["domain", "test", "started_at"]
     assert History(path).domain_trend(KM) == before
@@ -91,9 +120,43 @@ def test_v1_db_upgrades_to_covering_indexes_in_place(tmp_path: Path, monkeypatch
         ("r1", 2, 0, 0, 2), ("r2", 0, 2, 0, 2), ("r3", 1, 0, 0, 1)]
 
 
+def test_v2_db_gains_counts_that_match_its_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "v2.db"
+    old_db(path, 2, monkeypatch)
+    h = History(path)
+    before = {d: h.domain_trend(d) for d in (KM, FS)}  # v2: folded from the results
+    HistoryStore.open(path).close()
+    kept, folded = stored_counts(path)
+    assert kept == folded and sum(r[5] for r in kept) == 7  # type: ignore[misc]
+    assert {d: h.domain_trend(d) for d in (KM, FS)} == before  # v3: read from the counts
+    assert index_columns(path, "domain_runs_domain_started")["domain_runs_domain_started"][:2] == ["domain", "started_at"]
+    record_sync(path, [RunSpec("r4", T0 + 3 * DAY, outcomes={(KM, "load"): F, (KM, "unload"): S, (FS, "mount"): P})])
+    kept, folded = stored_counts(path)
+    assert kept == folded and [(p.run_id, p.passed, p.bad, p.skipped) for p in h.domain_trend(KM)][-1] == ("r4", 0, 1, 1)
+
+
+def test_counts_stay_exact_however_results_change(db: Path) -> None:
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute("UPDATE test_results SET status = 'ERROR' WHERE run_id = 'r1' AND test = 'load'")
+        conn.execute("DELETE FROM test_results WHERE run_id = 'r2' AND test = 'unload'")
+        conn.execute("INSERT INTO test_results(run_id, domain, test, status, started_at, finished_at, duration_s) "
+                     "VALUES ('r9', 'vector_operations', 'topk', 'PASSED', 0, 1, 1)")  # before its domain row
+        conn.execute("INSERT INTO domain_runs(run_id, domain, started_at, status) VALUES ('r9', 'vector_operations', 0, 'passed')")
+        conn.commit()
+    finally:
+        conn.close()
+    kept, folded = stored_counts(db)
+    assert kept == folded
+    assert ("r1", KM, 1, 1, 0, 2) in kept and ("r2", KM, 0, 1, 0, 1) in kept and ("r9", "vector_operations", 1, 0, 0, 1) in kept
+
+
 def test_trend_reads_never_touch_result_rows(db: Path) -> None:
     inf = float("-inf")
     p = plan(db, hist_mod.DOMAIN_TREND_SQL, {"domain": KM, "since": inf, "env": None})
+    assert "COVERING INDEX domain_runs_domain_started" in p and "COVERING INDEX runs_id_env" in p, p
+    assert "test_results" not in p and "TEMP B-TREE" not in p, p
+    p = plan(db, hist_mod.DOMAIN_TREND_FOLD_SQL, {"domain": KM, "since": inf, "env": None})
     assert "COVERING INDEX test_results_run (run_id=? AND domain=?)" in p, p
     p = plan(db, hist_mod.TEST_DURATION_TREND_SQL, {"domain": KM, "test": "load", "since": inf, "env": None})
     assert "COVERING INDEX test_results_trend" in p, p

@@ -72,6 +72,23 @@ def test_list_runs_filters(db: Path, filters: dict, expected: list[str]) -> None
     assert [r.run_id for r in History(db).list_runs(**filters)] == expected
 
 
+def test_list_runs_pages_never_repeat_or_skip_a_run(tmp_path: Path) -> None:
+    path = tmp_path / "ties.db"
+    # Runs sharing a start time, with ids that do not sort as they were recorded.
+    record_sync(path, [RunSpec(rid, T0 + (i // 3) * DAY, outcomes={(KM, "load"): P})
+                       for i, rid in enumerate(["b", "c", "a", "e", "d", "f", "g"])])
+    h = History(path)
+    whole = [r.run_id for r in h.list_runs(limit=100)]
+    assert whole == ["g", "f", "e", "d", "c", "b", "a"]  # newest first, ties by id descending
+    paged: list[str] = []
+    before = None
+    while page := h.list_runs(limit=2, before=before):
+        paged += [r.run_id for r in page]
+        before = (page[-1].started_at, page[-1].run_id)
+    assert paged == whole
+    assert [r.run_id for r in h.list_runs(env="dev", limit=2, before=(T0 + DAY, "e"))] == ["d", "c"]
+
+
 def test_run_detail_equals_the_report_built_from_the_same_events(db: Path) -> None:
     for spec in SPECS:
         from_events = ReportBuilder().feed_all(run_events(spec))
@@ -171,7 +188,9 @@ def _plan(db: Path, sql: str, params: dict) -> str:
 def test_trend_queries_use_their_indexes(db: Path) -> None:
     inf = float("-inf")
     plan = _plan(db, hist_mod.DOMAIN_TREND_SQL, {"domain": KM, "since": inf, "env": None})
-    assert "domain_runs_domain_started" in plan and "test_results_run" in plan, plan
+    assert "domain_runs_domain_started" in plan and "test_results" not in plan, plan  # v3: the kept counts
+    plan = _plan(db, hist_mod.DOMAIN_TREND_FOLD_SQL, {"domain": KM, "since": inf, "env": None})
+    assert "domain_runs_domain_started" in plan and "test_results_run" in plan, plan  # a DB not yet at v3
     plan = _plan(db, hist_mod.TEST_DURATION_TREND_SQL, {"domain": KM, "test": "load", "since": inf, "env": None})
     assert "test_results_trend" in plan, plan
     metric_sql = hist_mod.metric_trend_sql(by_domain=True, by_test=True)
@@ -180,7 +199,8 @@ def test_trend_queries_use_their_indexes(db: Path) -> None:
     plan = _plan(db, hist_mod.metric_trend_sql(False, False), {"name": "x", "since": inf, "env": None})
     assert "metrics_trend (name=?)" in plan, plan
     plan = _plan(db, hist_mod.LIST_RUNS_SQL, {"since": inf, "env": None, "status": None, "domain": None,
-                                              "text": None, "limit": 10})
+                                              "text": None, "limit": 10,
+                                              "before_ts": float("inf"), "before_id": ""})
     assert "runs_started" in plan and "SCAN runs" not in plan.replace("USING INDEX", ""), plan
     for sql in (hist_mod.DOMAIN_TREND_SQL, hist_mod.TEST_DURATION_TREND_SQL, metric_sql):
         assert "USE TEMP B-TREE FOR ORDER BY" not in _plan(

@@ -39,16 +39,30 @@ from vexfs_cockpit.store.report import (
     RunReport,
     VmStateRecord,
 )
+from vexfs_cockpit.store.schema import COUNTS_VERSION
 
 BAD = (str(TestStatus.FAILED), str(TestStatus.TIMEOUT), str(TestStatus.ERROR))
 _BAD_SQL = "('FAILED','TIMEOUT','ERROR')"
 FINISHED_RUN_STATUSES = ("passed", "failed", "errored")
 
 # The trend queries, kept here so a test can EXPLAIN QUERY PLAN them.
-# The statuses come from the covering index test_results_run (run_id, domain, status);
-# FILTER counts are cheaper per row than sum(expression) (a domain's all-time trend
-# folds ~170k results at 10k runs).
-DOMAIN_TREND_SQL = f"""
+# A domain's pass rate per run reads the result counts the schema keeps per domain run
+# (v3), from the covering index domain_runs_domain_started: one index entry per run of
+# the domain, never its results. Ties on started_at break on run_id, which that index
+# orders (its rowid comes last). runs_id_env gives the env without reading run rows;
+# named because the planner prefers the primary key's index for the join.
+DOMAIN_TREND_SQL = """
+SELECT d.run_id, d.started_at, d.finished_at, d.status, r.env,
+       d.n_passed AS passed, d.n_bad AS bad, d.n_skipped AS skipped, d.n_results AS total
+FROM domain_runs d
+JOIN runs r INDEXED BY runs_id_env ON r.id = d.run_id
+WHERE d.domain = :domain AND d.started_at >= :since AND (:env IS NULL OR r.env = :env)
+ORDER BY d.started_at, d.run_id
+"""
+
+# The same from a DB no writer has migrated to v3 yet (the TUI only reads): folds the
+# results of each domain run from the covering index test_results_run (v2).
+DOMAIN_TREND_FOLD_SQL = f"""
 SELECT d.run_id, d.started_at, d.finished_at, d.status, r.env,
        count(t.id) FILTER (WHERE t.status = 'PASSED') AS passed,
        count(t.id) FILTER (WHERE t.status IN {_BAD_SQL}) AS bad,
@@ -58,8 +72,8 @@ FROM domain_runs d
 JOIN runs r ON r.id = d.run_id
 LEFT JOIN test_results t ON t.run_id = d.run_id AND t.domain = d.domain
 WHERE d.domain = :domain AND d.started_at >= :since AND (:env IS NULL OR r.env = :env)
-GROUP BY d.started_at, d.id
-ORDER BY d.started_at, d.id
+GROUP BY d.started_at, d.run_id
+ORDER BY d.started_at, d.run_id
 """
 
 TEST_DURATION_TREND_SQL = """
@@ -90,9 +104,13 @@ def metric_trend_sql(by_domain: bool, by_test: bool) -> str:
     )
 
 
+# Newest first, a page at a time: :before_ts/:before_id is the last run of the page
+# before (+inf and '' for the first page), so a page never repeats or skips a run, even
+# when runs start meanwhile or share a start time.
 LIST_RUNS_SQL = """
 SELECT * FROM runs
 WHERE started_at >= :since
+  AND started_at <= :before_ts AND (started_at < :before_ts OR id < :before_id)
   AND (:env IS NULL OR env = :env)
   AND (:status IS NULL OR status = :status)
   AND (:domain IS NULL OR EXISTS (SELECT 1 FROM domain_runs d WHERE d.run_id = runs.id AND d.domain = :domain))
@@ -103,7 +121,7 @@ WHERE started_at >= :since
                   AND (t.test LIKE :text ESCAPE '\\' OR t.message LIKE :text ESCAPE '\\'))
        OR EXISTS (SELECT 1 FROM kernel_events k WHERE k.run_id = runs.id
                   AND k.title LIKE :text ESCAPE '\\'))
-ORDER BY started_at DESC
+ORDER BY started_at DESC, id DESC
 LIMIT :limit
 """
 
@@ -299,9 +317,11 @@ class History:
         since: float | None = None,
         text: str | None = None,
         limit: int = 50,
+        before: tuple[float, str] | None = None,
     ) -> list[RunSummary]:
         """Newest first. ``text`` matches run id, profile, env, reason, config path,
-        test names/messages and kernel event titles (case-insensitive substring)."""
+        test names/messages and kernel event titles (case-insensitive substring).
+        ``before``: (started_at, run_id) of the last run already listed: the next page."""
         with self._read() as conn:
             if conn is None:
                 return []
@@ -314,6 +334,8 @@ class History:
                     "domain": domain or None,
                     "text": _like(text),
                     "limit": limit,
+                    "before_ts": before[0] if before is not None else float("inf"),
+                    "before_id": before[1] if before is not None else "",
                 },
             ).fetchall()
             counts = self._counts(conn, [r["id"] for r in rows])
@@ -442,23 +464,14 @@ class History:
         with self._read() as conn:
             if conn is None:
                 return []
-            rows = conn.execute(
-                DOMAIN_TREND_SQL, {"domain": domain, "since": _since(since), "env": env}
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            cur = conn.cursor()
+            cur.row_factory = None  # plain tuples, in DomainTrendPoint's field order: 10k rows
+            rows = cur.execute(
+                DOMAIN_TREND_SQL if version >= COUNTS_VERSION else DOMAIN_TREND_FOLD_SQL,
+                {"domain": domain, "since": _since(since), "env": env},
             ).fetchall()
-        return [
-            DomainTrendPoint(
-                run_id=r["run_id"],
-                started_at=r["started_at"],
-                finished_at=r["finished_at"],
-                status=r["status"],
-                env=r["env"],
-                passed=r["passed"] or 0,
-                bad=r["bad"] or 0,
-                skipped=r["skipped"] or 0,
-                total=r["total"],
-            )
-            for r in rows
-        ]
+        return [DomainTrendPoint(*r) for r in rows]
 
     def test_duration_trend(
         self, domain: str, test: str, since: float | None = None, env: str | None = None

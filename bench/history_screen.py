@@ -11,11 +11,14 @@ Three layers, in one run and on the same file:
    turned into dataclasses), and the TUI's catalog query;
 3. the TUI: CockpitApp headless (App.run_test) on the real store. A key event is sent
    the way the terminal driver sends it; the clock stops when the compositor paints a
-   frame that holds the data: `h` → the history table with its runs, `g` → the trend
-   chart with the domain's pass rate per run, then the duration chart of one test
-   (the trend-kind list driven by keys). "Painted" = the first screen update after
-   the data reached the widget, and, for the chart, after plotext built the figure.
-   Nothing sleeps: the probe waits on an asyncio.Event set from the paint path.
+   frame that holds the data: `h` → the history table with its first page of runs,
+   `g` → the trend chart with the domain's pass rate per run, then the duration chart
+   of one test (the trend-kind list driven by keys). "Painted" = the first screen
+   update after the data reached the widget, and, for the chart, whose render drew
+   the screen's current series (plotext's figure, built in the fetch worker or on
+   render). Nothing sleeps: the probe waits on an asyncio.Event set from the paint path.
+   The screens hold Python's garbage collector while they fill and run it right after
+   that frame (tui/gc_pause.py): that cost is reported on its own line, not in the step.
 
 The first round is reported apart (cold imports, first plotext build); the rest give
 best and median. Each TUI step is shown with its ratio to the bare SQL it needs, and
@@ -67,8 +70,9 @@ from vexfs_cockpit.tui.backend import (
     RunFilter,
     VmInfo,
 )
+from vexfs_cockpit.tui.gc_pause import GcPause
 from vexfs_cockpit.tui.history_queries import HistoryQueries
-from vexfs_cockpit.tui.screens.history import HistoryScreen
+from vexfs_cockpit.tui.screens.history import PAGE, HistoryScreen
 from vexfs_cockpit.tui.screens.trends import TrendsScreen
 from vexfs_cockpit.tui.widgets.trend_chart import TrendChart
 
@@ -195,7 +199,8 @@ def bare_sql(db: Path, n: int, domain: str, test: str) -> dict[str, Sample]:
 
     def runs_page() -> list[Any]:
         rows = conn.execute(hist.LIST_RUNS_SQL, {"since": inf, "env": None, "status": None, "domain": None,
-                                                 "text": None, "limit": RunFilter().limit}).fetchall()
+                                                 "text": None, "limit": PAGE, "before_ts": float("inf"),
+                                                 "before_id": ""}).fetchall()
         ids = [r[0] for r in rows]
         marks = ",".join("?" for _ in ids)
         conn.execute(f"SELECT run_id, status, count(*) FROM test_results WHERE run_id IN ({marks}) "
@@ -204,7 +209,7 @@ def bare_sql(db: Path, n: int, domain: str, test: str) -> dict[str, Sample]:
 
     try:
         return {
-            "runs": repeat("run list: 200 newest + status counts", n, runs_page),
+            "runs": repeat(f"run list: {PAGE} newest + status counts", n, runs_page),
             "pass": repeat("pass rate per run (DOMAIN_TREND_SQL)", n, lambda: conn.execute(
                 hist.DOMAIN_TREND_SQL, {"domain": domain, "since": inf, "env": None}).fetchall()),
             "duration": repeat("one test's duration (TEST_DURATION_TREND_SQL)", n, lambda: conn.execute(
@@ -217,7 +222,7 @@ def bare_sql(db: Path, n: int, domain: str, test: str) -> dict[str, Sample]:
 def store_api(backend: BenchBackend, n: int, domain: str, test: str) -> dict[str, Sample]:
     h = backend.history
     return {
-        "runs": repeat("History.list_runs(limit=200)", n, lambda: h.list_runs(limit=RunFilter().limit)),
+        "runs": repeat(f"History.list_runs(limit={PAGE})", n, lambda: h.list_runs(limit=PAGE)),
         "catalog": repeat("history_catalog() (trend pickers)", n, lambda: [backend.history_catalog()]),
         "pass": repeat("History.domain_trend", n, lambda: h.domain_trend(domain)),
         "duration": repeat("History.test_duration_trend", n, lambda: h.test_duration_trend(domain, test)),
@@ -291,27 +296,20 @@ class PaintProbe:
                 return
 
 
-class ChartWatch:
-    """Counts plotext builds of the trend chart that carried a non-empty series."""
+class GcWatch:
+    """Times the collections the screens defer to just after their data frame."""
 
     def __init__(self) -> None:
-        self.series_values = 0  # points in the series last handed to show_series
-        self.data_builds = 0
-        real_show, real_render = TrendChart.show_series, TrendChart.render
+        self.ms: list[float] = []
+        real = GcPause._collect
         watch = self
 
-        def show_series(chart: TrendChart, series: Any) -> None:
-            watch.series_values = len(series.values) if series is not None else 0
-            real_show(chart, series)
+        def collect(pause: GcPause) -> None:
+            t0 = time.perf_counter()
+            real(pause)
+            watch.ms.append((time.perf_counter() - t0) * 1000)
 
-        def render(chart: TrendChart) -> Any:
-            out = real_render(chart)
-            if watch.series_values:
-                watch.data_builds += 1
-            return out
-
-        TrendChart.show_series = show_series  # type: ignore[method-assign]
-        TrendChart.render = render  # type: ignore[method-assign]
+        GcPause._collect = collect  # type: ignore[method-assign]
 
 
 def history_ready(app: CockpitApp) -> Callable[[], bool]:
@@ -324,8 +322,9 @@ def history_ready(app: CockpitApp) -> Callable[[], bool]:
     return ready
 
 
-def chart_ready(app: CockpitApp, watch: ChartWatch, kind_title: str) -> Callable[[], bool]:
-    builds_before = watch.data_builds
+def chart_ready(app: CockpitApp, kind_title: str) -> Callable[[], bool]:
+    """The frame holds the chart of the screen's current series, with data: the chart's
+    last render() (made for this frame) drew that series."""
 
     def ready() -> bool:
         scr = app.screen
@@ -334,14 +333,13 @@ def chart_ready(app: CockpitApp, watch: ChartWatch, kind_title: str) -> Callable
             and scr.series is not None
             and scr.series.title.startswith(kind_title)
             and len(scr.series.values) > 0
-            and watch.data_builds > builds_before
+            and scr.query_one(TrendChart).shown is scr.series
         )
 
     return ready
 
 
 async def tui(db: Path, rounds: int, size: tuple[int, int]) -> tuple[dict[str, Sample], dict[str, Any]]:
-    watch = ChartWatch()
     app = CockpitApp(BenchBackend(db))
     out = {k: Sample(k) for k in ("h", "g", "duration", "h+g")}
     seen: dict[str, Any] = {}
@@ -351,7 +349,7 @@ async def tui(db: Path, rounds: int, size: tuple[int, int]) -> tuple[dict[str, S
         for i in range(rounds):
             h_ms = await probe.press(["h"], history_ready(app))
             await probe.idle()  # the catalog worker finishes before we go on
-            g_ms = await probe.press(["g"], chart_ready(app, watch, "pass rate of"))
+            g_ms = await probe.press(["g"], chart_ready(app, "pass rate of"))
             settle_t0 = time.perf_counter()
             await probe.idle()
             seen["g settle extra ms"] = (time.perf_counter() - settle_t0) * 1000
@@ -360,7 +358,7 @@ async def tui(db: Path, rounds: int, size: tuple[int, int]) -> tuple[dict[str, S
             seen["pass points"] = len(scr.series.values)
             seen["pass title"] = scr.series.title
             # The trend-kind list has focus: open it, move to "duration of a test", pick it.
-            d_ms = await probe.press(["enter", "down", "enter"], chart_ready(app, watch, "duration of"))
+            d_ms = await probe.press(["enter", "down", "enter"], chart_ready(app, "duration of"))
             await probe.idle()
             seen["duration points"] = len(scr.series.values) if scr.series else 0
             seen["duration title"] = scr.series.title if scr.series else ""
@@ -403,7 +401,9 @@ async def main(args: argparse.Namespace) -> int:
 
     bare = bare_sql(stats.path, args.repeat, domain, test)
     api = store_api(backend, args.repeat, domain, test)
+    gc_watch = GcWatch()
     ui, seen = await tui(stats.path, args.repeat + 1, (width, height))
+    deferred_gc = list(gc_watch.ms)
     floor: dict[str, Sample] = {}
     if args.floor_runs:  # the same steps on a tiny DB: what the screens cost with next to no data
         floor, _ = await tui(cached_db(args.floor_runs, Path(args.cache_dir)).path, args.repeat + 1, (width, height))
@@ -425,7 +425,7 @@ async def main(args: argparse.Namespace) -> int:
     for key, base in (("runs", "runs"), ("catalog", None), ("pass", "pass"), ("duration", "duration")):
         line("  " + api[key].name, api[key], bare[base] if base else None)
     print(f"TUI, key press → frame painted ({width}x{height}, headless)")
-    ui["h"].rows, ui["g"].rows, ui["duration"].rows = len(backend.list_runs(RunFilter())), seen["pass points"], seen["duration points"]
+    ui["h"].rows, ui["g"].rows, ui["duration"].rows = len(backend.list_runs(RunFilter(limit=PAGE))), seen["pass points"], seen["duration points"]
     line("  h: history screen with its run table", ui["h"], bare["runs"])
     line("  g: trend chart, pass rate per run", ui["g"], bare["pass"])
     line("  duration chart (enter, down, enter)", ui["duration"], bare["duration"])
@@ -434,6 +434,10 @@ async def main(args: argparse.Namespace) -> int:
     line("  h + g: open history, chart a trend", both, bare_both)
     print(f"  (after the chart painted, the screen's remaining trend/catalog workers took "
           f"{seen['g settle extra ms']:.0f} ms more in the last round)")
+    if deferred_gc:
+        print(f"  (garbage collection the screens deferred to just after their data frame: median "
+              f"{statistics.median(deferred_gc):.0f} ms, max {max(deferred_gc):.0f} ms, {len(deferred_gc)} runs; "
+              "on the UI thread, after the measured frame)")
     if floor:
         print(f"TUI floor: the same steps on a {args.floor_runs}-run DB (screens, Footer, layout, plotext; no bulk data)")
         for key, label in (("h", "h"), ("g", "g"), ("duration", "duration chart"), ("h+g", "h + g")):

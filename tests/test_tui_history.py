@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, Select
 
+from vexfs_cockpit.store.history import History
 from vexfs_cockpit.tui.backend import RunRequest, TestRef
 from vexfs_cockpit.tui.screens.compare import CompareScreen
 from vexfs_cockpit.tui.screens.crashes import CrashesScreen
-from vexfs_cockpit.tui.screens.history import HistoryScreen
+from vexfs_cockpit.tui.screens.history import PAGE, HistoryScreen
 from vexfs_cockpit.tui.screens.run_detail import RunDetailScreen
 from vexfs_cockpit.tui.screens.trends import TrendsScreen
 
@@ -234,3 +235,50 @@ async def test_history_reloads_when_a_run_finishes_and_we_come_back(db, utc):
         await pilot.press("escape")
         await settle(app, pilot)
         assert run_ids(app) == ["run-c", "run-b", "run-a"]
+
+
+async def test_runs_columns_are_final_when_filled(db, utc, monkeypatch):
+    """DataTable re-measures auto-width columns when idle, and a frame painted before
+    that kept its header at the old widths for good (the 120x40 snapshot flake, ~1 run
+    in 6): Textual 8.2 keys its line cache by an update count the re-measure does not
+    bump. The runs table's widths must be final the moment it is filled."""
+    real = HistoryScreen._got_runs
+    at_fill: list[list[int]] = []
+
+    def fill(self, flt, runs):  # type: ignore[no-untyped-def]
+        real(self, flt, runs)
+        table = self.query_one("#runs", DataTable)
+        at_fill.append([c.get_render_width(table) for c in table.ordered_columns])
+
+    monkeypatch.setattr(HistoryScreen, "_got_runs", fill)
+    async with cockpit(UiBackend(db_path=db), size=(120, 40)) as (app, pilot, _):
+        await pilot.press("h")
+        await settle(app, pilot)
+        table = runs_table(app)
+        assert at_fill == [[c.get_render_width(table) for c in table.ordered_columns]]
+        header, first = table.render_line(0).text, table.render_line(1).text
+        assert run_ids(app)[0] == "run-c"
+        for label, cell in (("run", "run-c"), ("started", "2025-11-23 16:00"), ("env", "ci"), ("status", "failed"),
+                            ("time", "34s"), ("profile", "selftest")):
+            assert header.index(f" {label} ") == first.index(f" {cell} "), (header, first)
+
+
+async def test_older_runs_load_as_the_end_nears(tmp_path, utc):
+    from tests.test_history_scale import dbgen
+
+    path = dbgen().generate(tmp_path / "many.db", 2 * PAGE + 13).path
+    want = [r.run_id for r in History(path).list_runs(limit=1000)]
+    async with cockpit(UiBackend(db_path=path), size=(120, 40)) as (app, pilot, _):
+        await pilot.press("h")
+        await settle(app, pilot)
+        assert run_ids(app) == want[:PAGE]  # a first page, not all of them
+        assert f"History — {PAGE}+ runs" in screen_text(app)
+        await pilot.press("pagedown", "pagedown")  # the cursor near the last run shown: the next page
+        await settle(app, pilot)
+        assert run_ids(app) == want[: 2 * PAGE]
+        runs_table(app).scroll_end(animate=False, immediate=True)  # scrolling there does too
+        await settle(app, pilot)
+        assert run_ids(app) == want and f"History — {len(want)} runs" in screen_text(app)
+        await pilot.press("ctrl+end")  # nothing older: nothing more asked
+        await settle(app, pilot)
+        assert run_ids(app) == want

@@ -78,26 +78,13 @@ def test_dashboard_mid_run(snap_compare, size):
     assert snap_compare(make_app(), terminal_size=size, run_before=run_before)
 
 
-# 120x40 is skipped: run after the other TUI tests in one process (the full suite) it
-# renders the runs table's header at other widths every time, though it passes alone.
-# Open on the TUI issue; 80x24 still checks the layout.
-HISTORY_SIZES = [
-    pytest.param((80, 24), id="80x24"),
-    pytest.param((120, 40), id="120x40",
-                 marks=pytest.mark.skip(reason="header-width flake in the full suite; see the TUI issue")),
-]
-
-
-@pytest.mark.parametrize("size", HISTORY_SIZES)
+@pytest.mark.parametrize("size", SIZES)
 def test_history(snap_compare, seeded_db, size):
     async def run_before(pilot: Pilot) -> None:
         await pilot.press("h")
         await settle(pilot)
 
-    # Known flake (about 1 in 5 under load): the runs table is filled twice on open (the
-    # filters' options arrive and refill it) and DataTable can paint the header at the
-    # first fill's widths. A second app run settles it; the layout itself is checked.
-    assert any(snap_compare(make_app(seeded_db), terminal_size=size, run_before=run_before) for _ in range(3))
+    assert snap_compare(make_app(seeded_db), terminal_size=size, run_before=run_before)
 
 
 @pytest.mark.parametrize("size", SIZES)

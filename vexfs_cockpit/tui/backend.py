@@ -93,6 +93,7 @@ class RunFilter:
     since: float | None = None  # wall clock
     text: str = ""  # free-text search (run id, profile, test names, messages)
     limit: int = 200
+    before: tuple[float, str] | None = None  # (started_at, run_id) of the last run listed: the next page
 
 
 @dataclass(frozen=True, slots=True)

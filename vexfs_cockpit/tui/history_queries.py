@@ -45,7 +45,8 @@ class HistoryQueries:
 
     def list_runs(self, flt: RunFilter) -> list[RunSummary]:
         return self.history.list_runs(
-            env=flt.env, domain=flt.domain, status=flt.status, since=flt.since, text=flt.text or None, limit=flt.limit
+            env=flt.env, domain=flt.domain, status=flt.status, since=flt.since, text=flt.text or None, limit=flt.limit,
+            before=flt.before,
         )
 
     def run_detail(self, run_id: str) -> RunReport | None:

@@ -3,25 +3,31 @@ run detail, comparison, trends and crash signatures."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, Select, Static
+from textual.widgets import DataTable, Input, Select, Static
 
 from vexfs_cockpit.engine.results import TestStatus
 from vexfs_cockpit.store.history import RunSummary
 from vexfs_cockpit.tui.backend import HistoryCatalog, RunFilter
 from vexfs_cockpit.tui.format import STATUS_STYLE, duration, timestamp
+from vexfs_cockpit.tui.gc_pause import GcPause
+from vexfs_cockpit.tui.widgets.key_bar import KeyBar
 
 if TYPE_CHECKING:
     from vexfs_cockpit.tui.app import CockpitApp
 
 STATUSES = ("passed", "failed", "errored", "aborted", "running")
 PERIODS: tuple[tuple[str, float], ...] = (("24h", 86400.0), ("7d", 7 * 86400.0), ("30d", 30 * 86400.0), ("90d", 90 * 86400.0))
+PAGE = 50  # runs per read: a screenful and more; the next page loads as the end nears
+LOAD_AHEAD = 10  # rows before the last one shown
 COLUMNS = (("mark", " "), ("run", "run"), ("started", "started"), ("env", "env"), ("status", "status"), ("results", "✓ ✗ ⏭"), ("time", "time"), ("profile", "profile"))
 
 
@@ -43,9 +49,14 @@ class HistoryScreen(Screen[None]):
         super().__init__()
         self.runs: list[RunSummary] = []
         self.marked: list[str] = []  # at most two run ids, in marking order
-        self.catalog = HistoryCatalog()
+        self.catalog: HistoryCatalog | None = None  # None until its read answers
+        self._gc = GcPause()
+        self._shown_filter: RunFilter | None = None  # the filter of the runs shown (first page)
+        self._more = False  # the last page was full: older runs may follow
+        self._loading_more = False
 
     def compose(self) -> ComposeResult:
+        self._gc.hold(self)  # until the runs are on screen
         yield Static(" History", id="history-title", classes="screen-title")
         with Horizontal(classes="filters"):
             yield Select[str]((), prompt="any env", id="f-env", compact=True)
@@ -56,7 +67,7 @@ class HistoryScreen(Screen[None]):
         table: DataTable[Text | str] = DataTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield table
         yield Static(id="history-status", classes="status-line")
-        yield Footer()
+        yield KeyBar()
 
     @property
     def cockpit(self) -> CockpitApp:
@@ -64,11 +75,14 @@ class HistoryScreen(Screen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one("#runs", DataTable)
-        for key, label in COLUMNS:
-            table.add_column(label, key=key)
+        self._set_columns(table, [])
         table.focus()
+        self.watch(table, "scroll_y", self._more_if_near_end, init=False)
         self.cockpit.query_history("history", self.cockpit.backend.history_catalog, then=self._got_catalog, group="catalog")
         # No reload here: pushing the screen posts ScreenResume, which loads the runs.
+
+    def on_unmount(self) -> None:
+        self._gc.release()
 
     def on_screen_resume(self) -> None:
         self.action_reload()  # first shown, or back from another screen: a run may have finished meanwhile
@@ -92,28 +106,84 @@ class HistoryScreen(Screen[None]):
         )
 
     def action_reload(self) -> None:
-        flt = self.current_filter()
-        self.cockpit.query_history("history", self.cockpit.backend.list_runs, flt, then=self._got_runs, group="runs")
+        flt = replace(self.current_filter(), limit=PAGE)
+        self.cockpit.query_history("history", self.cockpit.backend.list_runs, flt,
+                                   then=lambda runs: self._got_runs(flt, runs), group="runs")
 
     def _got_catalog(self, catalog: HistoryCatalog) -> None:
         self.catalog = catalog
         self.query_one("#f-env", Select).set_options((e, e) for e in catalog.envs)
         self.query_one("#f-domain", Select).set_options((d, d) for d in catalog.domains)
 
-    def _got_runs(self, runs: list[RunSummary]) -> None:
-        self.runs = runs
+    def _got_runs(self, flt: RunFilter, runs: list[RunSummary]) -> None:
+        self.runs, self._shown_filter, self._more, self._loading_more = runs, flt, len(runs) >= flt.limit, False
         table = self.query_one("#runs", DataTable)
-        table.clear()
         now = self.cockpit.clock()
-        for r in runs:
-            table.add_row(*self._cells(r, now), key=r.run_id)
-        title = self.query_one("#history-title", Static)
+        self._fill(table, [self._cells(r, now) for r in runs])
+        self._show_title()
+        self._show_status()
+        self._gc.release_after_paint(self)
+        self._more_if_near_end()  # a page shorter than the screen is tall
+
+    def _more_if_near_end(self) -> None:
+        """The next page, once the view nears the last run shown (the cursor moving down
+        scrolls the view too)."""
+        table = self.query_one("#runs", DataTable)
+        last_in_view = round(table.scroll_y) + table.size.height - 2  # less the header row
+        near = max(table.cursor_row, last_in_view) >= table.row_count - LOAD_AHEAD
+        if not near or not self._more or self._loading_more or self._shown_filter is None or not self.runs:
+            return
+        last = self.runs[-1]
+        flt = replace(self._shown_filter, before=(last.started_at, last.run_id))
+        self._loading_more = True
+        self.cockpit.query_history("more history", self.cockpit.backend.list_runs, flt,
+                                   then=lambda runs: self._got_more(flt, runs), group="runs-more")
+
+    def _got_more(self, flt: RunFilter, runs: list[RunSummary]) -> None:
+        if self._shown_filter is None or replace(flt, before=None) != self._shown_filter:
+            return  # the table was reloaded meanwhile: this page continues a list no longer shown
+        self._loading_more, self._more = False, len(runs) >= flt.limit
+        table = self.query_one("#runs", DataTable)
+        now = self.cockpit.clock()
+        rows = [self._cells(r, now) for r in runs]
+        self.runs = self.runs + runs
+        if any(w > table.columns[key].width for w, (key, _) in zip(_widths(rows), COLUMNS)):
+            cursor = table.cursor_row  # a wider cell: the columns are set again, from every row
+            self._fill(table, [self._cells(r, now) for r in self.runs])
+            table.move_cursor(row=cursor, animate=False)
+        else:
+            for r, cells in zip(runs, rows):
+                table.add_row(*cells, key=r.run_id)
+        self._show_title()
+        self._more_if_near_end()  # still short of the screen's height
+
+    def _fill(self, table: DataTable[Text | str], rows: list[tuple[Text | str, ...]]) -> None:
+        table.clear(columns=True)
+        self._set_columns(table, rows)
+        for r, cells in zip(self.runs, rows):
+            table.add_row(*cells, key=r.run_id)
+
+    def _show_title(self) -> None:
         flt = self.current_filter()
         active = [f"{k}={v}" for k, v in (("env", flt.env), ("domain", flt.domain), ("status", flt.status)) if v]
         if flt.text:
             active.append(f"“{flt.text}”")
-        title.update(Text(f" History — {len(runs)} run{'s' if len(runs) != 1 else ''}" + (f" ({', '.join(active)})" if active else ""), style="bold"))
-        self._show_status()
+        n = len(self.runs)
+        count = f"{n}{'+' if self._more else ''} run{'s' if n != 1 or self._more else ''}"
+        self.query_one("#history-title", Static).update(
+            Text(f" History — {count}" + (f" ({', '.join(active)})" if active else ""), style="bold"))
+
+    @staticmethod
+    def _set_columns(table: DataTable[Text | str], rows: list[tuple[Text | str, ...]]) -> None:
+        """Columns as wide as their widest cell, fixed before any row is added.
+
+        Auto-width columns are re-measured when the table goes idle, and a frame painted
+        between add_row and that pass keeps its header at the old widths for good: Textual
+        8.2's DataTable keys its line cache by an update count the re-measure does not bump
+        (the 120x40 history snapshot flake).
+        """
+        for (key, label), width in zip(COLUMNS, _widths(rows)):
+            table.add_column(label, key=key, width=width)
 
     def _cells(self, r: RunSummary, now: float) -> tuple[Text | str, ...]:
         mark = "●" if r.run_id in self.marked else " "
@@ -201,7 +271,7 @@ class HistoryScreen(Screen[None]):
     def action_trends(self) -> None:
         from vexfs_cockpit.tui.screens.trends import TrendsScreen
 
-        self.app.push_screen(TrendsScreen())
+        self.app.push_screen(TrendsScreen(self.catalog))  # its pickers' names: read once, here
 
     def action_crashes(self) -> None:
         from vexfs_cockpit.tui.screens.crashes import CrashesScreen
@@ -214,3 +284,9 @@ class HistoryScreen(Screen[None]):
             self.query_one("#runs", DataTable).focus()
         else:
             self.app.pop_screen()
+
+
+def _widths(rows: list[tuple[Text | str, ...]]) -> list[int]:
+    """Per column: its label's width or its widest cell's, whichever is wider."""
+    return [max([cell_len(label), *(c.cell_len if isinstance(c, Text) else cell_len(c) for c in (r[i] for r in rows))])
+            for i, (_, label) in enumerate(COLUMNS)]

@@ -14,13 +14,16 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import Footer, Select, Static
+from textual.widgets import Select, Static
+from textual.widgets.select import NoSelection
 from textual.worker import get_current_worker
 
 from vexfs_cockpit.tui.backend import HistoryCatalog, MetricKey
 from vexfs_cockpit.tui.format import duration, error_line
+from vexfs_cockpit.tui.gc_pause import GcPause
 from vexfs_cockpit.tui.screens.history import PERIODS
-from vexfs_cockpit.tui.widgets.trend_chart import TrendChart, TrendSeries
+from vexfs_cockpit.tui.widgets.key_bar import KeyBar
+from vexfs_cockpit.tui.widgets.trend_chart import Drawing, TrendChart, TrendSeries, draw
 
 if TYPE_CHECKING:
     from vexfs_cockpit.tui.app import CockpitApp
@@ -31,23 +34,34 @@ KINDS = (("pass rate of a domain", "pass"), ("duration of a test", "duration"), 
 class TrendsScreen(Screen[None]):
     BINDINGS = [Binding("escape", "back", "Back"), Binding("ctrl+r", "reload", "Reload")]
 
-    def __init__(self) -> None:
+    def __init__(self, catalog: HistoryCatalog | None = None) -> None:
+        """``catalog``: the pickers' names, when the opener has them (history does):
+        the first chart is then fetched as the screen mounts, not after a catalog read."""
         super().__init__()
-        self.catalog = HistoryCatalog()
+        self._given = catalog is not None
+        self.catalog = catalog or HistoryCatalog()
         self.series: TrendSeries | None = None
         self._requested: tuple[object, ...] | None = None  # what the last fetch was asked for
+        self._tests_of: str | None = None  # the domain whose tests #t-test offers
+        self._gc = GcPause()
 
     def compose(self) -> ComposeResult:
+        cat = self.catalog
+        domain = cat.domains[0] if cat.domains else None
+        tests = cat.tests.get(domain or "", ())
+        self._tests_of = domain
+        self._gc.hold(self)  # from the start of the screen to its first chart
         yield Static(" Trends", id="trends-title", classes="screen-title")
         with Horizontal(classes="filters"):
             yield Select[str](KINDS, value="pass", allow_blank=False, id="t-kind", compact=True)
-            yield Select[str]((), prompt="domain", id="t-domain", compact=True)
-            yield Select[str]((), prompt="test", id="t-test", compact=True)
-            yield Select[str]((), prompt="metric", id="t-metric", compact=True)
+            yield Select[str](((d, d) for d in cat.domains), prompt="domain", value=_first(cat.domains), id="t-domain", compact=True)
+            yield Select[str](((t, t) for t in tests), prompt="test", value=_first(tests), id="t-test", compact=True)
+            yield Select[str](((m.label(), str(i)) for i, m in enumerate(cat.metrics)), prompt="metric",
+                              value=_first(("0",) if cat.metrics else ()), id="t-metric", compact=True)
             yield Select[str](((f"last {p}", p) for p, _ in PERIODS), prompt="all time", id="t-period", compact=True)
         yield TrendChart(id="chart")
         yield Static(id="trend-summary", classes="status-line")
-        yield Footer()
+        yield KeyBar()
 
     @property
     def cockpit(self) -> CockpitApp:
@@ -56,7 +70,13 @@ class TrendsScreen(Screen[None]):
     def on_mount(self) -> None:
         self._sync_visibility()
         self.query_one("#t-kind", Select).focus()
-        self.cockpit.query_history("trends", self.cockpit.backend.history_catalog, then=self._got_catalog, group="catalog")
+        if self._given:
+            # The pickers hold their first values, but a Select shows its value only once
+            # it has mounted itself: ask for the chart they will show.
+            domain = self.catalog.domains[0] if self.catalog.domains else None
+            self._fetch_once(("pass", None, domain, None, None), None)
+        else:
+            self.cockpit.query_history("trends", self.cockpit.backend.history_catalog, then=self._got_catalog, group="catalog")
 
     def _got_catalog(self, catalog: HistoryCatalog) -> None:
         self.catalog = catalog
@@ -68,11 +88,15 @@ class TrendsScreen(Screen[None]):
         metric.set_options((m.label(), str(i)) for i, m in enumerate(catalog.metrics))
         if catalog.metrics:
             metric.value = "0"
+        self._tests_of = None
         self._fill_tests()
         self.action_reload()
 
     def _fill_tests(self) -> None:
         domain = self._val("#t-domain")
+        if domain == self._tests_of:
+            return  # the picker's echo of a value we set: its tests are already there
+        self._tests_of = domain
         tests = self.catalog.tests.get(domain or "", ())
         sel = self.query_one("#t-test", Select)
         sel.set_options((t, t) for t in tests)
@@ -113,11 +137,18 @@ class TrendsScreen(Screen[None]):
                test if kind == "duration" else None, metric if kind == "metric" else None)
         if key == self._requested and not force:
             return
+        self._fetch_once(key, since)
+
+    def _fetch_once(self, key: tuple[str, str | None, str | None, str | None, MetricKey | None], since: float | None) -> None:
         self._requested = key
-        self.fetch(kind, domain, test, metric, since)
+        self._gc.hold(self)  # until this chart is on screen
+        kind, _period, domain, test, metric = key
+        chart = self.query_one(TrendChart)
+        self.fetch(kind, domain, test, metric, since, chart, chart.plot_theme())
 
     @work(thread=True, exclusive=True, group="trend", exit_on_error=False)
-    def fetch(self, kind: str, domain: str | None, test: str | None, metric: MetricKey | None, since: float | None) -> None:
+    def fetch(self, kind: str, domain: str | None, test: str | None, metric: MetricKey | None, since: float | None,
+              chart: TrendChart, theme: str) -> None:
         backend = self.cockpit.backend
         try:
             series: TrendSeries | None
@@ -149,16 +180,24 @@ class TrendsScreen(Screen[None]):
                         metric.label(), metric.name.rsplit("_", 1)[-1] if "_" in metric.name else "",
                         tuple(p.ts for p in mpts), tuple(p.value for p in mpts), run_ids=tuple(p.run_id for p in mpts),
                     )
+            # Drawn here, at the size the chart has by now, while the UI thread lays out
+            # the screen; the chart draws again itself if its size changed meanwhile.
+            size = chart.size
+            drawing = Drawing(series, size, theme, draw(series, size, theme)) if size.area else None
         except Exception as err:
             self.app.call_from_thread(self.notify, f"trends: {error_line(err)}", severity="error", timeout=10)
             return
         if get_current_worker().is_cancelled:
             return  # superseded: a late answer must not replace the newer chart
-        self.app.call_from_thread(self._show, series)
+        self.app.call_from_thread(self._show, series, drawing)
 
-    def _show(self, series: TrendSeries | None) -> None:
+    def on_unmount(self) -> None:
+        self._gc.release()
+
+    def _show(self, series: TrendSeries | None, drawing: Drawing | None = None) -> None:
         self.series = series
-        self.query_one(TrendChart).show_series(series)
+        self.query_one(TrendChart).show_series(series, drawing)
+        self._gc.release_after_paint(self)
         summary = self.query_one("#trend-summary", Static)
         if series is None:
             summary.update("pick what to chart above (tab to move, enter to open a list)" if self.catalog.domains or self.catalog.metrics else "no history yet — finished runs appear here")
@@ -180,3 +219,7 @@ class TrendsScreen(Screen[None]):
         if isinstance(self.focused, Select) and self.focused.expanded:
             return
         self.app.pop_screen()
+
+
+def _first(values: tuple[str, ...]) -> str | NoSelection:
+    return values[0] if values else Select.NULL

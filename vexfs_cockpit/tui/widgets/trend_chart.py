@@ -6,7 +6,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from rich.text import Text
+from textual.app import RenderResult
+from textual.geometry import Size
 from textual_plotext import PlotextPlot
+from textual_plotext.plot import Plot
 
 MAX_TICKS = 6
 DOTS_PER_CELL = 2  # braille: two dot columns per character cell
@@ -47,23 +51,16 @@ class TrendSeries:
     run_ids: tuple[str, ...] = field(default=())
 
 
-class TrendChart(PlotextPlot):
-    DEFAULT_CSS = """
-    TrendChart {
-        height: 1fr;
-        min-height: 8;
-    }
-    """
-
-    def show_series(self, series: TrendSeries | None) -> None:
-        plt = self.plt
-        plt.clear_figure()
-        if series is None or not series.values:
-            plt.title("no data for this selection yet" if series is None else f"{series.title}: no data yet")
-            self.refresh()
-            return
+def draw(series: TrendSeries | None, size: Size, theme: str) -> Text:
+    """The chart of ``series`` at ``size`` in plotext theme ``theme``: a fresh plotext
+    figure each time (no shared state), so a thread worker may draw it while the
+    screen is still being built."""
+    plt = Plot()
+    if series is None or not series.values:
+        plt.title("no data for this selection yet" if series is None else f"{series.title}: no data yet")
+    else:
         xs = list(range(1, len(series.values) + 1))
-        px, py = envelope(xs, list(series.values), DOTS_PER_CELL * max(self.size.width, MIN_WIDTH))
+        px, py = envelope(xs, list(series.values), DOTS_PER_CELL * max(size.width, MIN_WIDTH))
         plt.plot(px, py, marker="braille")
         plt.scatter(px, py, marker="dot")
         step = max(1, -(-len(xs) // MAX_TICKS))
@@ -72,4 +69,58 @@ class TrendChart(PlotextPlot):
         plt.title(series.title)
         if series.ylim is not None:
             plt.ylim(*series.ylim)
+    # As PlotextPlot.render sizes its figure (plotsize alone does not resize it).
+    plt.plotsize(size.width, size.height)
+    plt._set_size(size.width, size.height)
+    plt.theme(theme)
+    return Text.from_ansi(plt.build())
+
+
+@dataclass(frozen=True, slots=True)
+class Drawing:
+    """A chart drawn ahead of time (by the worker that fetched its series)."""
+
+    series: TrendSeries | None
+    size: Size
+    theme: str
+    text: Text
+
+
+class TrendChart(PlotextPlot):
+    """Draws its series only when the series, its size or the theme changed (PlotextPlot
+    rebuilds on every render: ~40 ms of plotext and ANSI parsing for a 10k-run trend,
+    and the screen re-renders the chart on layout changes around it). Blank until the
+    first series is shown."""
+
+    DEFAULT_CSS = """
+    TrendChart {
+        height: 1fr;
+        min-height: 8;
+    }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002 (Textual's name)
+        super().__init__(id=id)
+        self._series: TrendSeries | None = None
+        self._shown_any = False
+        self._drawing: Drawing | None = None
+        self.shown: TrendSeries | None = None  # the series the last render() drew
+
+    def plot_theme(self) -> str:
+        return self._get_plotext_theme_name(self.app.theme)
+
+    def show_series(self, series: TrendSeries | None, drawing: Drawing | None = None) -> None:
+        """Show ``series``; ``drawing``: the same, drawn ahead (used if still the right size)."""
+        self._series, self._shown_any = series, True
+        self._drawing = drawing if drawing is not None and drawing.series is series else None
         self.refresh()
+
+    def render(self) -> RenderResult:
+        size, theme = self.size, self.plot_theme()
+        if not self._shown_any or not size.area:
+            return Text()
+        d = self._drawing
+        if d is None or d.series is not self._series or d.size != size or d.theme != theme:
+            d = self._drawing = Drawing(self._series, size, theme, draw(self._series, size, theme))
+        self.shown = self._series
+        return d.text

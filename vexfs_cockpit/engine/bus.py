@@ -37,10 +37,11 @@ class Subscription:
                 return
             yield item  # type: ignore[misc]
 
-    def drain_nowait(self) -> list[Event]:
-        """Everything queued right now (for batched consumers such as the log pane)."""
+    def drain_nowait(self, limit: int | None = None) -> list[Event]:
+        """Everything queued right now, or its oldest ``limit`` events (for batched
+        consumers such as the log pane, which take a flood in slices)."""
         out: list[Event] = []
-        while not self.queue.empty():
+        while not self.queue.empty() and (limit is None or len(out) < limit):
             item = self.queue.get_nowait()
             if item is _CLOSED:
                 self.queue.put_nowait(_CLOSED)

@@ -6,9 +6,10 @@ a line's severity is looked up at render time from ``(vm, line_no)`` and lines a
 on screen get their colour when the report lands. Each report also adds a marker row
 (the target of "jump to next event").
 
-Rows are plain strings ``"<label> <line_no><sep> <text>"`` so the Log widget can keep
-them; ``parse_row`` recovers the key for styling. ``sep`` is ``│`` for a kernel line and
-``▶`` for a marker.
+The view renders records (only the rows on screen, each frame) as
+``"<label> <line_no><sep> <text>"``; ``sep`` is ``│`` for a kernel line and ``▶`` for a
+marker, and ``parse_row`` recovers the key from such a string. With a filter set, the
+matching records are kept in a second bounded deque, extended as lines arrive.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ _DOMAIN_TAGS = {
     "integration_testing": "integ",
 }
 
-# Rows the live pane keeps (model and Log alike): memory stays flat after this many.
+# Rows the live pane keeps (all, and those matching a filter): memory stays flat after this many.
 # Whole test windows live in the store as evidence; the pane is for watching.
 LOG_RETAIN = 10_000
 
@@ -125,8 +126,20 @@ class LogModel:
         # (vm, line_no) -> severity of the report covering that line. Bounded: oldest out.
         self._severity: OrderedDict[tuple[str, int], Severity] = OrderedDict()
         self._severity_cap = retain * 2
+        self._filtered: deque[LogRecord] | None = None  # records matching an active filter
+        self._max_text = 0
         self.lines_seen = 0
         self.events_seen = 0
+
+    @property
+    def shown(self) -> deque[LogRecord]:
+        """The records the filter lets through (live, bounded)."""
+        return self.records if self._filtered is None else self._filtered
+
+    @property
+    def max_width(self) -> int:
+        """Cells of the widest row built so far (kernel text is ASCII)."""
+        return self._label_width + 9 + self._max_text
 
     # -- input -------------------------------------------------------------------
     def add(self, events: Sequence[KernelLogLine | KernelEventRaised]) -> tuple[list[LogRecord], bool]:
@@ -165,7 +178,18 @@ class LogModel:
         # Only what the deque still holds can be shown.
         if len(new) > self.retain:
             new = new[-self.retain:]
+        if new:
+            self._max_text = max(self._max_text, max(map(len, [r.text for r in new])))
+        if self._filtered is not None:
+            if reports and self.filter.min_severity is not None:
+                self.refilter()  # lines that came before their report now pass
+            else:
+                self._filtered.extend(r for r in new if self.matches(r))
         return new, reports
+
+    def refilter(self) -> None:
+        """Rebuild the filtered records from the buffer (after the filter or severities changed)."""
+        self._filtered = deque(filter(self.matches, self.records), maxlen=self.retain) if self.filter.active else None
 
     # -- filtering and formatting ------------------------------------------------------
     def severity_of(self, vm: str, line_no: int) -> Severity | None:
@@ -208,22 +232,23 @@ class LogModel:
     def cycle_vm(self) -> LogFilter:
         order: list[str | None] = [None, *self.vms]
         i = order.index(self.filter.vm) if self.filter.vm in order else 0
-        self.filter = LogFilter(order[(i + 1) % len(order)], self.filter.min_severity, self.filter.text)
-        return self.filter
+        return self._set_filter(LogFilter(order[(i + 1) % len(order)], self.filter.min_severity, self.filter.text))
 
     def cycle_severity(self) -> LogFilter:
         i = SEVERITY_CYCLE.index(self.filter.min_severity)
         nxt = SEVERITY_CYCLE[(i + 1) % len(SEVERITY_CYCLE)]
-        self.filter = LogFilter(self.filter.vm, nxt, self.filter.text)
-        return self.filter
+        return self._set_filter(LogFilter(self.filter.vm, nxt, self.filter.text))
 
     def set_text(self, text: str) -> LogFilter:
-        self.filter = LogFilter(self.filter.vm, self.filter.min_severity, text.strip())
-        return self.filter
+        return self._set_filter(LogFilter(self.filter.vm, self.filter.min_severity, text.strip()))
 
     def reset_filter(self) -> LogFilter:
-        self.filter = LogFilter()
-        return self.filter
+        return self._set_filter(LogFilter())
+
+    def _set_filter(self, flt: LogFilter) -> LogFilter:
+        self.filter = flt
+        self.refilter()
+        return flt
 
     # -- internals -------------------------------------------------------------------
     def _see_vm(self, vm: str) -> None:

@@ -1,17 +1,16 @@
 """The live kernel-log pane: a status line, a search box and the log view.
 
-The app feeds it one batch per flush tick (``feed``), so a flood costs one
-``write_lines`` per tick, not one per line. Memory is bounded twice: the model's
-deque and the Log's ``max_lines`` hold the same number of rows.
+The app feeds it batches (``feed``); the model absorbs them into its bounded deque and
+the view, which reads that deque, only learns its new length, so a flood costs a
+repaint per frame, not a row per line. Memory is bounded by the model's deques.
 
-Pause freezes the view (nothing is written, so rows do not shift under the reader)
-while the model keeps absorbing; follow rebuilds from the model and tails again.
+Pause freezes the view on a copy of the rows it showed (nothing shifts under the
+reader) while the model keeps absorbing; follow shows the live rows again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import islice
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -73,17 +72,10 @@ class KernelLogPane(Vertical):
         new, reports = self.model.add(events)
         if self.paused:
             self.unseen += len(new)
-        elif reports and self.model.filter.min_severity is not None:
-            # Lines that arrived before their report now pass the severity filter.
-            self._rebuild()
-        else:
-            rows = self.model.rows(new)
-            if rows:
-                self.view.write_lines(rows, scroll_end=False)
-                # After layout: the pane may have shrunk since (a VM row appeared).
-                self.view.scroll_end(animate=False, x_axis=False)
             if reports:
                 self.view.refresh()  # re-colour rows already on screen
+        else:
+            self.view.show(self.model.shown)
         self._show_status()
 
     def on_kernel_log_view_scrolled_back(self, event: KernelLogView.ScrolledBack) -> None:
@@ -105,21 +97,19 @@ class KernelLogPane(Vertical):
 
     def pause(self) -> None:
         self.paused = True
-        self.view.auto_scroll = False
+        view = self.view
+        view.auto_scroll = False
+        view.show(list(view.rows))  # a copy: the live deque would shift under the reader
         self._show_status()
 
     def follow(self) -> None:
         self.paused = False
         self._event_cursor = None
-        self.view.auto_scroll = True
-        if self.unseen >= self.model.retain:
-            self._rebuild()
-        elif self.unseen:
-            # Only what arrived while paused: the Log drops its oldest rows itself.
-            held = len(self.model.records)
-            self.view.write_lines(self.model.rows(islice(self.model.records, held - self.unseen, held)), scroll_end=False)
-            self.unseen = 0
-        self.view.scroll_end(animate=False, immediate=True, x_axis=False)
+        self.unseen = 0
+        view = self.view
+        view.auto_scroll = True
+        view.show(self.model.shown)
+        view.scroll_end(animate=False, immediate=True, x_axis=False)
         self._show_status()
 
     def jump_event(self, forward: bool = True) -> bool:
@@ -129,7 +119,7 @@ class KernelLogPane(Vertical):
         if self._event_cursor is not None:
             ref = self._event_cursor
         elif not self.paused:  # tailing: n goes to the oldest report kept, N to the newest
-            ref = -1 if forward else len(view.lines)
+            ref = -1 if forward else len(view.rows)
         else:  # paused after scrolling by hand: relative to what is on screen
             ref = view.scroll_offset.y - 1 if forward else view.scroll_offset.y + view.size.height
         candidates = [m for m in markers if m > ref] if forward else [m for m in markers if m < ref]
@@ -185,11 +175,9 @@ class KernelLogPane(Vertical):
 
     # -- internals ------------------------------------------------------------------
     def _rebuild(self) -> None:
-        view = self.view
-        view.clear()
-        view.write_lines(self.model.all_rows(), scroll_end=False)
-        if not self.paused:
-            view.scroll_end(animate=False, x_axis=False)
+        """The filter changed: show what it lets through (paused: frozen at that)."""
+        shown = self.model.shown
+        self.view.show(list(shown) if self.paused else shown)
         self.unseen = 0
         self._event_cursor = None
         self._show_status()

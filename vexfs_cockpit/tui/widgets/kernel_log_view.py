@@ -1,17 +1,33 @@
-"""The kernel-log lines themselves: Textual's ``Log`` (renders only visible rows) with a
-highlighter that colours rows by the severity of the report covering them."""
+"""The kernel-log lines themselves: a Line API view over the model's records.
+
+It holds no rows of its own: ``rows`` is the model's bounded deque (or its filtered
+deque) while following, a frozen copy while paused. A flood only changes the length
+and repaints; each frame formats and styles just the rows on screen, reading the
+severity from the model then, so a line already on screen takes its colour when its
+report is classified later.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator, Sequence
+from typing import overload
+
 from rich.highlighter import Highlighter
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
 from textual import events
+from textual.geometry import Offset, Region, Size
 from textual.message import Message
-from textual.widgets import Log
+from textual.reactive import var
+from textual.scroll_view import ScrollView
+from textual.selection import Selection
+from textual.strip import Strip
 
 from vexfs_cockpit.klog.model import Severity
 from vexfs_cockpit.tui.format import SEVERITY_STYLE
-from vexfs_cockpit.tui.logmodel import LogModel, parse_row
+from vexfs_cockpit.tui.logmodel import LogModel, LogRecord, parse_row
 
 _MARKER_STYLE: dict[Severity, str] = {
     Severity.INFO: "bold reverse cyan",
@@ -19,11 +35,22 @@ _MARKER_STYLE: dict[Severity, str] = {
     Severity.ERROR: "bold reverse red",
     Severity.CRITICAL: "bold white on red",
 }
+# Parsed once: rendering runs per visible row per frame.
+_DIM = Style.parse("dim")
+_LINE_STYLES = {sev: Style.parse(style) for sev, style in SEVERITY_STYLE.items()}
+_MARKER_STYLES = {sev: Style.parse(style) for sev, style in _MARKER_STYLE.items()}
+_CONTROL = re.compile("[\u0000-\u0014]").sub  # as Textual's Log: control codes would garble the row
+
+
+def style_row(text: Text, prefix_end: int, severity: Severity | None, marker: bool) -> None:
+    """Dim the ``label line│`` prefix; colour the rest by the covering report's severity."""
+    text.stylize(_DIM, 0, prefix_end)
+    if severity is not None:
+        text.stylize((_MARKER_STYLES if marker else _LINE_STYLES)[severity], prefix_end)
 
 
 class SeverityHighlighter(Highlighter):
-    """Looks the row's (vm, line) up in the model at render time, so a line that is
-    already on screen takes its colour when its report is classified later."""
+    """The same styling for a formatted row string (its key parsed back from the text)."""
 
     def __init__(self, model: LogModel):
         self.model = model
@@ -34,27 +61,55 @@ class SeverityHighlighter(Highlighter):
         if parsed is None:
             return
         label, line_no, marker, prefix_end = parsed
-        text.stylize("dim", 0, prefix_end)
         if marker:
-            word = row[prefix_end:].split(" ", 1)[0]
-            sev = Severity.__members__.get(word)
-            if sev is not None:
-                text.stylize(_MARKER_STYLE[sev], prefix_end)
-            return
-        vm = self.model.vm_of_label(label)
-        sev = self.model.severity_of(vm, line_no) if vm is not None else None
-        if sev is not None:
-            text.stylize(SEVERITY_STYLE[sev], prefix_end)
+            sev = Severity.__members__.get(row[prefix_end:].split(" ", 1)[0])
+        else:
+            vm = self.model.vm_of_label(label)
+            sev = self.model.severity_of(vm, line_no) if vm is not None else None
+        style_row(text, prefix_end, sev, marker)
 
 
-class KernelLogView(Log):
+class RowTexts(Sequence[str]):
+    """The shown rows as text, formatted on access (for searches, selections, tests)."""
+
+    def __init__(self, model: LogModel, records: Sequence[LogRecord]):
+        self._model = model
+        self._records = records
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [self._model.format(r) for r in list(self._records)[i]]
+        return self._model.format(self._records[i])
+
+    def __iter__(self) -> Iterator[str]:
+        return map(self._model.format, self._records)
+
+
+class KernelLogView(ScrollView, can_focus=True):
+    ALLOW_SELECT = True
     DEFAULT_CSS = """
     KernelLogView {
+        background: $surface;
+        color: $text;
+        overflow: scroll;
         height: 1fr;
         border: none;
         scrollbar-size-horizontal: 0;
+        &:focus {
+            background-tint: $foreground 5%;
+        }
     }
     """
+
+    auto_scroll: var[bool] = var(True)
+    """Following: new rows keep the newest one on screen."""
 
     class ScrolledBack(Message):
         """The user scrolled towards older lines: the pane pauses so they stay put."""
@@ -63,20 +118,91 @@ class KernelLogView(Log):
         """The user asked for the newest line (end key): the pane follows again."""
 
     def __init__(self, model: LogModel, *, id: str | None = None):
-        super().__init__(highlight=True, max_lines=model.retain, auto_scroll=True, id=id)
+        super().__init__(id=id)
         self.model = model
-        self.highlighter = SeverityHighlighter(model)
+        self.rows: Sequence[LogRecord] = model.shown
+        self._width = 0  # widest row seen: rows are ASCII kernel text, len() is the width
+        self._frame: tuple[Style, Offset, int, Selection | None] | None = None
 
-    def _update_size(self, updates: int, lines: list[str]) -> None:  # type: ignore[override]
-        # Log measures new rows' cell widths in a thread per write; under a flood that
-        # thread fights the UI for the GIL. Kernel logs are ASCII: len() is the width.
-        if lines:
-            self._update_maximum_width(updates, max(map(len, lines)))
+    @property
+    def allow_select(self) -> bool:
+        return True
+
+    @property
+    def lines(self) -> Sequence[str]:
+        return RowTexts(self.model, self.rows)
+
+    # -- fed by the pane ---------------------------------------------------------------
+    def show(self, rows: Sequence[LogRecord]) -> None:
+        """Show ``rows`` (a live buffer, or a frozen copy while paused)."""
+        self.rows = rows
+        self._width = max(self._width, self.model.max_width)
+        self._resized()
+
+    def grew(self) -> None:
+        """The live buffer took rows (its oldest may have dropped out): one repaint."""
+        self._width = max(self._width, self.model.max_width)
+        self._resized()
+
+    def _resized(self) -> None:
+        self.virtual_size = Size(self._width, len(self.rows))
+        self.refresh()
+        if self.auto_scroll:
+            # Now, not after the next refresh: a flood would queue one callback per batch.
+            # A pane that shrinks later (a VM row appeared) scrolls again in on_resize.
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
+
+    # -- the Line API -------------------------------------------------------------------
+    def render_lines(self, crop: Region) -> list[Strip]:
+        # What every row of this frame shares, looked up once (rich_style walks the DOM).
+        self._frame = (self.rich_style, self.scroll_offset, self.size.width, self.text_selection)
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._frame = None
+
+    def render_line(self, y: int) -> Strip:
+        frame = self._frame
+        rich_style, (scroll_x, scroll_y), width, selection = frame if frame is not None else (
+            self.rich_style, self.scroll_offset, self.size.width, self.text_selection)
+        index = scroll_y + y
+        rows = self.rows
+        if index >= len(rows):
+            return Strip.blank(width, rich_style)
+        rec = rows[index]
+        model = self.model
+        row = model.format(rec)
+        line = _CONTROL("�", row.expandtabs()) if "\t" in row or not row.isprintable() else row
+        prefix_end = len(row) - len(rec.text)
+        severity = model.record_severity(rec)
+        marker = rec.report is not None
+        if selection is None:
+            # Two segments built directly: what Text.render would make of these spans, at a
+            # fraction of its cost (this runs for every visible row of every frame).
+            body = rich_style if severity is None else rich_style + (_MARKER_STYLES if marker else _LINE_STYLES)[severity]
+            segments = [Segment(line[:prefix_end], rich_style + _DIM), Segment(line[prefix_end:], body)]
+            strip = Strip([seg for seg in segments if seg.text], len(line))
+        else:
+            text = Text(line, no_wrap=True)
+            text.stylize(rich_style)
+            style_row(text, prefix_end, severity, marker)
+            if (span := selection.get_span(index)) is not None:
+                start, end = span
+                text.stylize(self.screen.get_component_rich_style("screen--selection"), start, len(text) if end == -1 else end)
+            strip = Strip(text.render(self.app.console), len(line))
+        return strip.crop_extend(scroll_x, scroll_x + width, rich_style).apply_offsets(scroll_x, index)
+
+    def get_selection(self, selection: Selection) -> tuple[str, str] | None:
+        return selection.extract("\n".join(self.lines)), "\n"
+
+    def selection_updated(self, selection: Selection | None) -> None:
+        self.refresh()
 
     def on_resize(self, event: events.Resize) -> None:
-        # Following means the newest line stays visible when the pane is resized.
+        # Following means the newest line stays visible when the pane is resized (the
+        # new size is known here, so no need to wait for a refresh).
         if self.auto_scroll:
-            self.scroll_end(animate=False, x_axis=False)
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
 
     # User scrolling (keys and wheel) is told apart from layout shifts this way.
     def action_scroll_up(self) -> None:
@@ -99,22 +225,21 @@ class KernelLogView(Log):
         super()._on_mouse_scroll_up(event)
         self.post_message(self.ScrolledBack())
 
+    # -- report markers -----------------------------------------------------------------
     def marker_rows(self) -> list[int]:
         """Row indexes of report markers currently in the view."""
-        return [i for i, row in enumerate(self.lines) if (p := parse_row(row)) is not None and p.marker]
+        return [i for i, rec in enumerate(self.rows) if rec.report is not None]
 
     def block_start(self, marker_row: int) -> int:
         """Row of the first line of the report a marker belongs to (or the marker)."""
-        parsed = parse_row(self.lines[marker_row])
-        if parsed is None:
-            return marker_row
-        label, line_no = parsed.label, parsed.line_no
+        rows = self.rows
+        mark = rows[marker_row]
         # The block precedes its marker (the classifier reports once the block ends).
         for i in range(marker_row - 1, max(-1, marker_row - 400), -1):
-            p = parse_row(self.lines[i])
-            if p is not None and p.label == label and not p.marker:
-                if p.line_no == line_no:
+            rec = rows[i]
+            if rec.vm == mark.vm and rec.report is None:
+                if rec.line_no == mark.line_no:
                     return i
-                if p.line_no < line_no:
+                if rec.line_no < mark.line_no:
                     break
         return marker_row

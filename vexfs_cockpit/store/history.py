@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from vexfs_cockpit.engine.results import TestResult, TestStatus
 from vexfs_cockpit.errors import StoreError, UsageError
@@ -167,8 +167,9 @@ class RunSummary:
         return sum(self.counts.get(s, 0) for s in BAD)
 
 
-@dataclass(frozen=True, slots=True)
-class DomainTrendPoint:
+# The trend points are NamedTuples, not frozen dataclasses: a chart reads ~10k of them
+# and a frozen dataclass costs ~1.5 µs to build (15 ms per trend), a NamedTuple ~0.3 µs.
+class DomainTrendPoint(NamedTuple):
     run_id: str
     started_at: float
     finished_at: float | None
@@ -189,8 +190,7 @@ class DomainTrendPoint:
         return None if self.finished_at is None else self.finished_at - self.started_at
 
 
-@dataclass(frozen=True, slots=True)
-class DurationPoint:
+class DurationPoint(NamedTuple):
     run_id: str
     started_at: float
     status: str
@@ -471,7 +471,7 @@ class History:
                 DOMAIN_TREND_SQL if version >= COUNTS_VERSION else DOMAIN_TREND_FOLD_SQL,
                 {"domain": domain, "since": _since(since), "env": env},
             ).fetchall()
-        return [DomainTrendPoint(*r) for r in rows]
+        return list(map(DomainTrendPoint._make, rows))
 
     def test_duration_trend(
         self, domain: str, test: str, since: float | None = None, env: str | None = None
@@ -479,13 +479,12 @@ class History:
         with self._read() as conn:
             if conn is None:
                 return []
-            rows = conn.execute(
+            cur = conn.cursor()
+            cur.row_factory = None  # plain tuples, in DurationPoint's field order
+            rows = cur.execute(
                 TEST_DURATION_TREND_SQL, {"domain": domain, "test": test, "since": _since(since), "env": env}
             ).fetchall()
-        return [
-            DurationPoint(r["run_id"], r["started_at"], r["status"], r["duration_s"], r["attempt_count"], r["env"])
-            for r in rows
-        ]
+        return list(map(DurationPoint._make, rows))
 
     def metric_trend(
         self,

@@ -54,6 +54,7 @@ class HistoryScreen(Screen[None]):
         self._shown_filter: RunFilter | None = None  # the filter of the runs shown (first page)
         self._more = False  # the last page was full: older runs may follow
         self._loading_more = False
+        self._catalog_asked = False
 
     def compose(self) -> ComposeResult:
         self._gc.hold(self)  # until the runs are on screen
@@ -78,8 +79,8 @@ class HistoryScreen(Screen[None]):
         self._set_columns(table, [])
         table.focus()
         self.watch(table, "scroll_y", self._more_if_near_end, init=False)
-        self.cockpit.query_history("history", self.cockpit.backend.history_catalog, then=self._got_catalog, group="catalog")
         # No reload here: pushing the screen posts ScreenResume, which loads the runs.
+        # The filters' names are read once the runs are on screen: not in their way.
 
     def on_unmount(self) -> None:
         self._gc.release()
@@ -124,6 +125,10 @@ class HistoryScreen(Screen[None]):
         self._show_status()
         self._gc.release_after_paint(self)
         self._more_if_near_end()  # a page shorter than the screen is tall
+        if not self._catalog_asked:
+            self._catalog_asked = True
+            self.call_after_refresh(self.cockpit.query_history, "history", self.cockpit.backend.history_catalog,
+                                    then=self._got_catalog, group="catalog")
 
     def _more_if_near_end(self) -> None:
         """The next page, once the view nears the last run shown (the cursor moving down
@@ -171,7 +176,7 @@ class HistoryScreen(Screen[None]):
         n = len(self.runs)
         count = f"{n}{'+' if self._more else ''} run{'s' if n != 1 or self._more else ''}"
         self.query_one("#history-title", Static).update(
-            Text(f" History — {count}" + (f" ({', '.join(active)})" if active else ""), style="bold"))
+            Text(f" History — {count}" + (f" ({', '.join(active)})" if active else ""), style="bold"), layout=False)
 
     @staticmethod
     def _set_columns(table: DataTable[Text | str], rows: list[tuple[Text | str, ...]]) -> None:
@@ -209,7 +214,7 @@ class HistoryScreen(Screen[None]):
             msg = "no runs yet — start one with s" if not self.current_filter_active() else "no run matches these filters"
         else:
             msg = f"enter: open · space: mark ({len(self.marked)}/2) · c: compare marked · g: trends · x: crash signatures"
-        self.query_one("#history-status", Static).update(msg)
+        self.query_one("#history-status", Static).update(msg, layout=False)  # one fixed row: no relayout
 
     def current_filter_active(self) -> bool:
         f = self.current_filter()

@@ -200,20 +200,21 @@ class TrendsScreen(Screen[None]):
         self._gc.release_after_paint(self)
         summary = self.query_one("#trend-summary", Static)
         if series is None:
-            summary.update("pick what to chart above (tab to move, enter to open a list)" if self.catalog.domains or self.catalog.metrics else "no history yet — finished runs appear here")
+            summary.update("pick what to chart above (tab to move, enter to open a list)" if self.catalog.domains or self.catalog.metrics else "no history yet — finished runs appear here", layout=False)
             return
         vals = series.values
         if not vals:
-            summary.update(f"{series.title}: no data in this period")
+            summary.update(f"{series.title}: no data in this period", layout=False)
             return
         fmt = (lambda v: duration(v)) if series.unit == "s" else (lambda v: f"{v:.4g}{series.unit}")
         summary.update(
             Text(
                 f"{len(vals)} run{'s' if len(vals) != 1 else ''} · latest {fmt(vals[-1])} · min {fmt(min(vals))} · "
                 f"median {fmt(statistics.median(vals))} · max {fmt(max(vals))}"
-            )
+            ),
+            layout=False,  # one fixed row: no relayout
         )
-        self.query_one("#trends-title", Static).update(Text(f" Trends — {series.title}", style="bold"))
+        self.query_one("#trends-title", Static).update(Text(f" Trends — {series.title}", style="bold"), layout=False)
 
     def action_back(self) -> None:
         if isinstance(self.focused, Select) and self.focused.expanded:

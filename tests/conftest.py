@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# A shell without job control starts background jobs with SIGINT ignored (`.ci/run &`);
+# children inherit that and the Ctrl-C tests would interrupt nothing. Python's own
+# handler is reset to the default in every child on exec.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 if (Path(__file__).parent / "conftest_vm.py").exists():
     pytest_plugins = ["tests.conftest_vm"]

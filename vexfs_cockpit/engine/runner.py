@@ -116,6 +116,12 @@ def _count(results: list[TestResult]) -> dict[str, int]:
     return {s.value: c.get(s.value, 0) for s in TestStatus if s not in (TestStatus.PENDING, TestStatus.RUNNING)}
 
 
+
+def _retrieve(task: asyncio.Future[object]) -> None:
+    """Mark a finished background task's outcome as seen (it is reported elsewhere)."""
+    if not task.cancelled():
+        task.exception()
+
 class Runner:
     def __init__(
         self,
@@ -448,6 +454,16 @@ class Runner:
         guards = [asyncio.ensure_future(g) for g in self._guards(spec, lease, start_line, plugin)]
         try:
             await asyncio.wait([test_task, *guards], return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            # The run itself is cancelled (Ctrl-C, SIGTERM): stop the test too, and never
+            # leave it running into the VM's destruction ("exception never retrieved").
+            test_task.cancel()
+            done, _ = await asyncio.wait([test_task], timeout=CANCEL_GRACE_S)
+            if not done:
+                test_task.add_done_callback(_retrieve)
+            else:
+                _retrieve(test_task)
+            raise
         finally:
             for g in guards:
                 g.cancel()

@@ -16,7 +16,7 @@ from vexfs_cockpit.engine.results import TestStatus
 from vexfs_cockpit.klog.model import Severity
 from vexfs_cockpit.tui.backend import TestRef, VmInfo
 from vexfs_cockpit.tui.format import duration, error_line, memory_kb, progress_bar, sparkline
-from vexfs_cockpit.tui.logmodel import LINE_SEP, MARK_SEP, LogModel, parse_row, vm_label
+from vexfs_cockpit.tui.logmodel import LINE_SEP, MARK_SEP, LogModel, Marker, parse_row, vm_label
 from vexfs_cockpit.tui.state import LiveState, Part
 
 from tests.test_tui_support import T0, VM_A, VM_B, boot_lines, mid_run_events, result, warn_event
@@ -164,9 +164,31 @@ def test_memory_is_bounded():
     m.add([*lines, ev])
     m.add(boot_lines(VM_A, 5_005, 5_000, T0))
     assert len(m.records) == 1000 and m.lines_seen == 10_005
-    assert len(m._severity) <= 2000
+    assert len(m._marks) + len(m._marks_old) <= 2000
     new, _ = m.add(boot_lines(VM_A, 20_000, 3_000, T0))
     assert len(new) == 1000  # only what the buffer still holds is handed to the view
+
+
+def test_a_batch_keeps_its_order_and_skips_other_events():
+    m = LogModel()
+    lines, ev = warn_event(VM_A, 31, T0)
+    sample = VmSample(vm=VM_A, state="ready", cpu_pct=1.0, mem_kb=1, ts=T0)
+    new, reports = m.add([*boot_lines(VM_A, 1, 30, T0), sample, *lines, ev, *boot_lines(VM_B, 1, 2, T0)])
+    assert reports and m.lines_seen == 37 and m.events_seen == 1 and len(new) == 38
+    assert list(m.records) == list(new) and sample not in new
+    assert type(new[35]) is Marker and new[34] is lines[-1] and new[36].vm == VM_B  # the marker follows its block
+    assert m.vms == [VM_A, VM_B]
+
+
+def test_severities_outlive_the_rows_they_colour():
+    # Marks are dropped a generation at a time: what the buffer still shows keeps its colour.
+    m = LogModel(retain=100)
+    for k in range(50):  # 250 marked lines: both generations turn over
+        lines, ev = warn_event(VM_A, 1_000 + k * 10, T0)
+        m.add([*lines, ev])
+    assert len(m._marks) + len(m._marks_old) <= 200
+    assert all(m.record_severity(r) == Severity.WARNING for r in m.records)
+    assert m.severity_of(VM_A, 1_000) is None  # the first report is long gone
 
 
 def test_newlines_inside_a_line_never_split_a_row():

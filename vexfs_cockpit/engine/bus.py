@@ -37,11 +37,10 @@ class Subscription:
                 return
             yield item  # type: ignore[misc]
 
-    def drain_nowait(self, limit: int | None = None) -> list[Event]:
-        """Everything queued right now, or its oldest ``limit`` events (for batched
-        consumers such as the log pane, which take a flood in slices)."""
+    def drain_nowait(self) -> list[Event]:
+        """Everything queued right now (for batched consumers)."""
         out: list[Event] = []
-        while not self.queue.empty() and (limit is None or len(out) < limit):
+        while not self.queue.empty():
             item = self.queue.get_nowait()
             if item is _CLOSED:
                 self.queue.put_nowait(_CLOSED)
@@ -67,6 +66,10 @@ class EventBus:
     def listen(self, fn: Callable[[Event], None]) -> None:
         """Synchronous listener called inline on the loop thread; must be cheap."""
         self._listeners.append(fn)
+
+    def unlisten(self, fn: Callable[[Event], None]) -> None:
+        if fn in self._listeners:
+            self._listeners.remove(fn)
 
     def publish(self, event: Event) -> None:
         for fn in self._listeners:

@@ -1,26 +1,30 @@
 """The live kernel-log pane's model: a bounded buffer of lines, filters, severities.
 
-Pure Python (no Textual). Kernel lines arrive as ``KernelLogLine`` events; classified
-reports arrive later as ``KernelEventRaised`` (the classifier groups a block first), so
-a line's severity is looked up at render time from ``(vm, line_no)`` and lines already
-on screen get their colour when the report lands. Each report also adds a marker row
-(the target of "jump to next event").
+Pure Python (no Textual). Kernel lines arrive as ``KernelLogLine`` events and are kept
+as they are: a batch goes into the bounded deque with one C-level ``extend``, so a flood
+costs next to nothing per line here. Classified reports arrive later as
+``KernelEventRaised`` (the classifier groups a block first), so a line's severity is
+looked up at render time from ``(vm, line_no)`` and lines already on screen get their
+colour when the report lands. Each report also adds a ``Marker`` row (the target of
+"jump to next event").
 
-The view renders records (only the rows on screen, each frame) as
+The view renders rows (only those on screen, each frame) as
 ``"<label> <line_no><sep> <text>"``; ``sep`` is ``│`` for a kernel line and ``▶`` for a
 marker, and ``parse_row`` recovers the key from such a string. With a filter set, the
-matching records are kept in a second bounded deque, extended as lines arrive.
+matching rows are kept in a second bounded deque, extended as lines arrive.
 """
 
 from __future__ import annotations
 
 import re
-from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections import deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
+from operator import attrgetter
 from typing import NamedTuple
 
-from vexfs_cockpit.engine.events import KernelEventRaised, KernelLogLine
+from vexfs_cockpit.engine.events import Event, KernelEventRaised, KernelLogLine
 from vexfs_cockpit.klog.model import KernelReport, Severity
 
 LINE_SEP = "│"
@@ -50,12 +54,21 @@ SEVERITY_CYCLE: tuple[Severity | None, ...] = (
 )
 
 
-class LogRecord(NamedTuple):  # a tuple: cheapest to build at flood rates
+class Marker(NamedTuple):
+    """The row a classified report adds after its block."""
+
     vm: str
-    line_no: int
+    line_no: int  # the block's first line
     text: str
-    report: KernelReport | None = None  # set: this is a marker row for that report
+    report: KernelReport
     expected: bool = False
+
+
+# A row is a kernel line exactly as the engine published it, or a report's marker.
+Row = KernelLogLine | Marker
+
+_VM = attrgetter("vm")
+_TEXT = attrgetter("text")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,88 +130,98 @@ def parse_row(row: str) -> RowKey | None:
 class LogModel:
     def __init__(self, retain: int = LOG_RETAIN):
         self.retain = retain
-        self.records: deque[LogRecord] = deque(maxlen=retain)
+        self.records: deque[Row] = deque(maxlen=retain)
         self.filter = LogFilter()
         self.vms: list[str] = []  # first-seen order (the VM filter cycles through it)
         self._labels: dict[str, str] = {}
         self._vm_by_label: dict[str, str] = {}
         self._label_width = 8
-        # (vm, line_no) -> severity of the report covering that line. Bounded: oldest out.
-        self._severity: OrderedDict[tuple[str, int], Severity] = OrderedDict()
-        self._severity_cap = retain * 2
-        self._filtered: deque[LogRecord] | None = None  # records matching an active filter
+        # (vm, line_no) -> severity of the report covering that line, in two generations:
+        # when the newest holds ``retain`` keys it becomes the old one and the old one is
+        # dropped whole, so at least the newest ``retain`` keys (all a full buffer can
+        # show) are kept, memory stays bounded and eviction costs no per-key work.
+        self._marks: dict[tuple[str, int], Severity] = {}
+        self._marks_old: dict[tuple[str, int], Severity] = {}
+        self._filtered: deque[Row] | None = None  # rows matching an active filter
         self._max_text = 0
         self.lines_seen = 0
         self.events_seen = 0
 
     @property
-    def shown(self) -> deque[LogRecord]:
-        """The records the filter lets through (live, bounded)."""
+    def shown(self) -> deque[Row]:
+        """The rows the filter lets through (live, bounded)."""
         return self.records if self._filtered is None else self._filtered
 
     @property
     def max_width(self) -> int:
-        """Cells of the widest row built so far (kernel text is ASCII)."""
+        """Cells of the widest row taken so far (kernel text is ASCII)."""
         return self._label_width + 9 + self._max_text
 
     # -- input -------------------------------------------------------------------
-    def add(self, events: Sequence[KernelLogLine | KernelEventRaised]) -> tuple[list[LogRecord], bool]:
-        """Take a batch; return the new records and whether any report arrived.
+    def add(self, events: Sequence[Event]) -> tuple[Sequence[Row], bool]:
+        """Take a batch; return the new rows still held and whether any report arrived.
 
-        Under a flood, records that would fall out of the bounded buffer within this
-        same batch are counted but never built.
+        Events other than kernel lines and reports are skipped. Everything per line is
+        C-level (slices, ``extend``, ``map``): only reports, rare, go through Python.
         """
-        new: list[LogRecord] = []
+        odd = [i for i, ev in enumerate(events) if type(ev) is not KernelLogLine]
+        self.lines_seen += len(events) - len(odd)
         reports = False
-        skip = len(events) - self.retain
-        labels = self._labels
-        for i, ev in enumerate(events):
-            if type(ev) is KernelLogLine:
-                self.lines_seen += 1
-                if i < skip:
-                    continue
-                vm, text = ev.vm, ev.text
-                if vm not in labels:
-                    self._see_vm(vm)
-                if "\n" in text or "\r" in text:
-                    text = _clean(text)
-                new.append(LogRecord(vm, ev.line_no, text))
-            elif isinstance(ev, KernelEventRaised):
-                rep = ev.report
-                vm = ev.vm or rep.vm
-                self._mark(vm, rep)
-                self.events_seen += 1
-                reports = True
-                if i < skip:
-                    continue
-                if vm not in labels:
-                    self._see_vm(vm)
-                new.append(LogRecord(vm, rep.line, _marker_text(rep, ev.expected), rep, ev.expected))
-        self.records.extend(new)
-        # Only what the deque still holds can be shown.
-        if len(new) > self.retain:
-            new = new[-self.retain:]
-        if new:
-            self._max_text = max(self._max_text, max(map(len, [r.text for r in new])))
+        rows: Sequence[Row]
+        if not odd:
+            rows = events  # type: ignore[assignment]  # all KernelLogLine
+        else:
+            built: list[Row] = []
+            start = 0
+            for i in odd:
+                built.extend(events[start:i])  # type: ignore[arg-type]
+                start = i + 1
+                ev = events[i]
+                if isinstance(ev, KernelEventRaised):
+                    built.append(self._report(ev))
+                    reports = True
+            built.extend(events[start:])  # type: ignore[arg-type]
+            rows = built
+        if not rows:
+            return rows, reports
+        if len(rows) > self.retain:
+            rows = rows[-self.retain:]  # only what the deque will still hold
+        self.records.extend(rows)
+        if not set(map(_VM, rows)) <= self._labels.keys():
+            for vm in map(_VM, rows):  # rare: a VM's first lines
+                self._see_vm(vm)
+        self._max_text = max(self._max_text, max(map(len, map(_TEXT, rows))))
         if self._filtered is not None:
             if reports and self.filter.min_severity is not None:
                 self.refilter()  # lines that came before their report now pass
             else:
-                self._filtered.extend(r for r in new if self.matches(r))
-        return new, reports
+                self._filtered.extend(filter(self.matches, rows))
+        return rows, reports
 
     def refilter(self) -> None:
-        """Rebuild the filtered records from the buffer (after the filter or severities changed)."""
+        """Rebuild the filtered rows from the buffer (after the filter or severities changed)."""
         self._filtered = deque(filter(self.matches, self.records), maxlen=self.retain) if self.filter.active else None
+
+    def _report(self, ev: KernelEventRaised) -> Marker:
+        rep = ev.report
+        vm = ev.vm or rep.vm
+        self._mark(vm, rep)
+        self.events_seen += 1
+        return Marker(vm, rep.line, _marker_text(rep, ev.expected), rep, ev.expected)
 
     # -- filtering and formatting ------------------------------------------------------
     def severity_of(self, vm: str, line_no: int) -> Severity | None:
-        return self._severity.get((vm, line_no))
+        key = (vm, line_no)
+        new = self._marks.get(key)
+        old = self._marks_old.get(key)
+        if old is None or (new is not None and new >= old):
+            return new
+        return old
 
-    def record_severity(self, rec: LogRecord) -> Severity | None:
-        return rec.report.severity if rec.report is not None else self.severity_of(rec.vm, rec.line_no)
+    def record_severity(self, rec: Row) -> Severity | None:
+        return rec.report.severity if type(rec) is Marker else self.severity_of(rec.vm, rec.line_no)
 
-    def matches(self, rec: LogRecord) -> bool:
+    def matches(self, rec: Row) -> bool:
         f = self.filter
         if f.vm is not None and rec.vm != f.vm:
             return False
@@ -210,11 +233,19 @@ class LogModel:
             return False
         return True
 
-    def format(self, rec: LogRecord) -> str:
-        sep = MARK_SEP if rec.report is not None else LINE_SEP
-        return f"{self.label(rec.vm):<{self._label_width}} {rec.line_no:>6}{sep} {rec.text}"
+    def split(self, rec: Row) -> tuple[str, str]:
+        """``("<label> <line_no><sep> ", text)``: the prefix is dimmed, the text coloured."""
+        sep = MARK_SEP if type(rec) is Marker else LINE_SEP
+        text = rec.text
+        if "\n" in text or "\r" in text:
+            text = _clean(text)  # one row is one line: a stray newline would split it
+        return f"{self.label(rec.vm):<{self._label_width}} {rec.line_no:>6}{sep} ", text
 
-    def rows(self, records: Iterable[LogRecord]) -> list[str]:
+    def format(self, rec: Row) -> str:
+        prefix, text = self.split(rec)
+        return prefix + text
+
+    def rows(self, records: Iterable[Row]) -> list[str]:
         if not self.filter.active:
             return [self.format(r) for r in records]
         return [self.format(r) for r in records if self.matches(r)]
@@ -263,18 +294,20 @@ class LogModel:
         self.vms.append(vm)
 
     def _mark(self, vm: str, rep: KernelReport) -> None:
-        for n in _block_lines(rep):
-            key = (vm, n)
-            old = self._severity.get(key)
-            if old is None or rep.severity > old:
-                self._severity[key] = rep.severity
-        while len(self._severity) > self._severity_cap:
-            self._severity.popitem(last=False)  # O(1), unlike deleting dict's first key
-
-
-def _block_lines(rep: KernelReport) -> Iterator[int]:
-    count = max(1, len(rep.text.splitlines()))
-    return iter(range(rep.line, rep.line + count))
+        # Reports span ~40 lines on average: keys are built and stored C-level. The
+        # classifier joins a block's lines with "\n".
+        count = rep.text.count("\n") + 1 - rep.text.endswith("\n")
+        keys = list(zip(repeat(vm), range(rep.line, rep.line + max(1, count))))
+        marks = self._marks
+        if marks.keys().isdisjoint(keys):
+            marks.update(dict.fromkeys(keys, rep.severity))
+        else:  # overlaps an earlier report: each line keeps the worse of the two
+            for key in keys:
+                old = marks.get(key)
+                if old is None or rep.severity > old:
+                    marks[key] = rep.severity
+        if len(marks) >= self.retain:
+            self._marks_old, self._marks = marks, {}
 
 
 def _marker_text(rep: KernelReport, expected: bool) -> str:
@@ -289,5 +322,4 @@ def _marker_text(rep: KernelReport, expected: bool) -> str:
 
 
 def _clean(text: str) -> str:
-    # One record is one row: a stray newline would split it and misalign the keys.
     return text.replace("\r", "").replace("\n", " ")

@@ -13,7 +13,6 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import overload
 
-from rich.highlighter import Highlighter
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
@@ -27,7 +26,7 @@ from textual.strip import Strip
 
 from vexfs_cockpit.klog.model import Severity
 from vexfs_cockpit.tui.format import SEVERITY_STYLE
-from vexfs_cockpit.tui.logmodel import LogModel, LogRecord, parse_row
+from vexfs_cockpit.tui.logmodel import LogModel, Marker, Row
 
 _MARKER_STYLE: dict[Severity, str] = {
     Severity.INFO: "bold reverse cyan",
@@ -49,30 +48,10 @@ def style_row(text: Text, prefix_end: int, severity: Severity | None, marker: bo
         text.stylize((_MARKER_STYLES if marker else _LINE_STYLES)[severity], prefix_end)
 
 
-class SeverityHighlighter(Highlighter):
-    """The same styling for a formatted row string (its key parsed back from the text)."""
-
-    def __init__(self, model: LogModel):
-        self.model = model
-
-    def highlight(self, text: Text) -> None:
-        row = text.plain
-        parsed = parse_row(row)
-        if parsed is None:
-            return
-        label, line_no, marker, prefix_end = parsed
-        if marker:
-            sev = Severity.__members__.get(row[prefix_end:].split(" ", 1)[0])
-        else:
-            vm = self.model.vm_of_label(label)
-            sev = self.model.severity_of(vm, line_no) if vm is not None else None
-        style_row(text, prefix_end, sev, marker)
-
-
 class RowTexts(Sequence[str]):
     """The shown rows as text, formatted on access (for searches, selections, tests)."""
 
-    def __init__(self, model: LogModel, records: Sequence[LogRecord]):
+    def __init__(self, model: LogModel, records: Sequence[Row]):
         self._model = model
         self._records = records
 
@@ -120,7 +99,7 @@ class KernelLogView(ScrollView, can_focus=True):
     def __init__(self, model: LogModel, *, id: str | None = None):
         super().__init__(id=id)
         self.model = model
-        self.rows: Sequence[LogRecord] = model.shown
+        self.rows: Sequence[Row] = model.shown
         self._width = 0  # widest row seen: rows are ASCII kernel text, len() is the width
         self._frame: tuple[Style, Offset, int, Selection | None] | None = None
 
@@ -133,7 +112,7 @@ class KernelLogView(ScrollView, can_focus=True):
         return RowTexts(self.model, self.rows)
 
     # -- fed by the pane ---------------------------------------------------------------
-    def show(self, rows: Sequence[LogRecord]) -> None:
+    def show(self, rows: Sequence[Row]) -> None:
         """Show ``rows`` (a live buffer, or a frozen copy while paused)."""
         self.rows = rows
         self._width = max(self._width, self.model.max_width)
@@ -166,31 +145,35 @@ class KernelLogView(ScrollView, can_focus=True):
         rich_style, (scroll_x, scroll_y), width, selection = frame if frame is not None else (
             self.rich_style, self.scroll_offset, self.size.width, self.text_selection)
         index = scroll_y + y
-        rows = self.rows
-        if index >= len(rows):
+        if index >= len(self.rows):
             return Strip.blank(width, rich_style)
-        rec = rows[index]
-        model = self.model
-        row = model.format(rec)
-        line = _CONTROL("�", row.expandtabs()) if "\t" in row or not row.isprintable() else row
-        prefix_end = len(row) - len(rec.text)
-        severity = model.record_severity(rec)
-        marker = rec.report is not None
-        if selection is None:
-            # Two segments built directly: what Text.render would make of these spans, at a
-            # fraction of its cost (this runs for every visible row of every frame).
-            body = rich_style if severity is None else rich_style + (_MARKER_STYLES if marker else _LINE_STYLES)[severity]
-            segments = [Segment(line[:prefix_end], rich_style + _DIM), Segment(line[prefix_end:], body)]
-            strip = Strip([seg for seg in segments if seg.text], len(line))
-        else:
-            text = Text(line, no_wrap=True)
-            text.stylize(rich_style)
-            style_row(text, prefix_end, severity, marker)
-            if (span := selection.get_span(index)) is not None:
-                start, end = span
-                text.stylize(self.screen.get_component_rich_style("screen--selection"), start, len(text) if end == -1 else end)
-            strip = Strip(text.render(self.app.console), len(line))
+        strip = self.row_strip(index, rich_style, selection)
         return strip.crop_extend(scroll_x, scroll_x + width, rich_style).apply_offsets(scroll_x, index)
+
+    def row_strip(self, index: int, rich_style: Style | None = None, selection: Selection | None = None) -> Strip:
+        """Row ``index`` as painted (uncropped), its severity read from the model now."""
+        rich_style = self.rich_style if rich_style is None else rich_style
+        rec = self.rows[index]
+        model = self.model
+        prefix, body = model.split(rec)
+        row = prefix + body
+        line = _CONTROL("�", row.expandtabs()) if "\t" in row or not row.isprintable() else row
+        cut = len(prefix)
+        severity = model.record_severity(rec)
+        marker = type(rec) is Marker
+        if selection is None:
+            # Two segments built directly: what Text.render makes of these spans, at a
+            # fraction of its cost (this runs for every visible row of every frame).
+            style = rich_style if severity is None else rich_style + (_MARKER_STYLES if marker else _LINE_STYLES)[severity]
+            segments = [Segment(line[:cut], rich_style + _DIM), Segment(line[cut:], style)]
+            return Strip([seg for seg in segments if seg.text], len(line))
+        text = Text(line, no_wrap=True)
+        text.stylize(rich_style)
+        style_row(text, cut, severity, marker)
+        if (span := selection.get_span(index)) is not None:
+            start, end = span
+            text.stylize(self.screen.get_component_rich_style("screen--selection"), start, len(text) if end == -1 else end)
+        return Strip(text.render(self.app.console), len(line))
 
     def get_selection(self, selection: Selection) -> tuple[str, str] | None:
         return selection.extract("\n".join(self.lines)), "\n"
@@ -228,7 +211,7 @@ class KernelLogView(ScrollView, can_focus=True):
     # -- report markers -----------------------------------------------------------------
     def marker_rows(self) -> list[int]:
         """Row indexes of report markers currently in the view."""
-        return [i for i, rec in enumerate(self.rows) if rec.report is not None]
+        return [i for i, rec in enumerate(self.rows) if type(rec) is Marker]
 
     def block_start(self, marker_row: int) -> int:
         """Row of the first line of the report a marker belongs to (or the marker)."""
@@ -237,7 +220,7 @@ class KernelLogView(ScrollView, can_focus=True):
         # The block precedes its marker (the classifier reports once the block ends).
         for i in range(marker_row - 1, max(-1, marker_row - 400), -1):
             rec = rows[i]
-            if rec.vm == mark.vm and rec.report is None:
+            if rec.vm == mark.vm and type(rec) is not Marker:
                 if rec.line_no == mark.line_no:
                     return i
                 if rec.line_no < mark.line_no:

@@ -65,7 +65,7 @@ class HistoryScreen(Screen[None]):
             yield Select[str](((s, s) for s in STATUSES), prompt="any status", id="f-status", compact=True)
             yield Select[str](((f"last {p}", p) for p, _ in PERIODS), prompt="all time", id="f-period", compact=True)
             yield Input(placeholder="search (/)", id="f-text", compact=True)
-        table: DataTable[Text | str] = DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        table: DataTable[Text] = DataTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield table
         yield Static(id="history-status", classes="status-line")
         yield KeyBar()
@@ -162,7 +162,7 @@ class HistoryScreen(Screen[None]):
         self._show_title()
         self._more_if_near_end()  # still short of the screen's height
 
-    def _fill(self, table: DataTable[Text | str], rows: list[tuple[Text | str, ...]]) -> None:
+    def _fill(self, table: DataTable[Text], rows: list[tuple[Text, ...]]) -> None:
         table.clear(columns=True)
         self._set_columns(table, rows)
         for r, cells in zip(self.runs, rows):
@@ -179,7 +179,7 @@ class HistoryScreen(Screen[None]):
             Text(f" History — {count}" + (f" ({', '.join(active)})" if active else ""), style="bold"), layout=False)
 
     @staticmethod
-    def _set_columns(table: DataTable[Text | str], rows: list[tuple[Text | str, ...]]) -> None:
+    def _set_columns(table: DataTable[Text], rows: list[tuple[Text, ...]]) -> None:
         """Columns as wide as their widest cell, fixed before any row is added.
 
         Auto-width columns are re-measured when the table goes idle, and a frame painted
@@ -190,7 +190,9 @@ class HistoryScreen(Screen[None]):
         for (key, label), width in zip(COLUMNS, _widths(rows)):
             table.add_column(label, key=key, width=width)
 
-    def _cells(self, r: RunSummary, now: float) -> tuple[Text | str, ...]:
+    def _cells(self, r: RunSummary, now: float) -> tuple[Text, ...]:
+        """All Text: DataTable parses a str cell as markup each time it draws it (slower,
+        and a profile named "[x]" would lose its brackets)."""
         mark = "●" if r.run_id in self.marked else " "
         results = Text()
         results.append(str(r.counts.get(TestStatus.PASSED.value, 0)), style="green")
@@ -200,13 +202,13 @@ class HistoryScreen(Screen[None]):
         results.append(str(r.counts.get(TestStatus.SKIPPED.value, 0)), style="dim")
         return (
             Text(mark, style="bold yellow"),
-            r.run_id,
-            timestamp(r.started_at, now),
-            r.env,
+            Text(r.run_id),
+            Text(timestamp(r.started_at, now)),
+            Text(r.env),
             Text(r.status, style=STATUS_STYLE.get(r.status, "")),
             results,
-            duration(r.duration_s),
-            r.profile,
+            Text(duration(r.duration_s)),
+            Text(r.profile),
         )
 
     def _show_status(self) -> None:
@@ -291,7 +293,7 @@ class HistoryScreen(Screen[None]):
             self.app.pop_screen()
 
 
-def _widths(rows: list[tuple[Text | str, ...]]) -> list[int]:
+def _widths(rows: list[tuple[Text, ...]]) -> list[int]:
     """Per column: its label's width or its widest cell's, whichever is wider."""
-    return [max([cell_len(label), *(c.cell_len if isinstance(c, Text) else cell_len(c) for c in (r[i] for r in rows))])
+    return [max([cell_len(label), *(r[i].cell_len for r in rows)])
             for i, (_, label) in enumerate(COLUMNS)]

@@ -44,6 +44,7 @@ class KeyBar(Widget, can_focus=False):
     def __init__(self) -> None:
         super().__init__()
         self._spans: list[tuple[int, int, str, bool]] = []  # cells [start, end) -> key, enabled
+        self._drawn: object = None  # what the last render showed (see _shown)
 
     def on_mount(self) -> None:
         self.screen.bindings_updated_signal.subscribe(self, self._bindings_changed)
@@ -52,7 +53,8 @@ class KeyBar(Widget, can_focus=False):
         self.screen.bindings_updated_signal.unsubscribe(self)
 
     def _bindings_changed(self, _screen: Screen[object]) -> None:
-        self.refresh()
+        if self._shown() != self._drawn:  # most signals (a focus move, a mount) change no key
+            self.refresh()
 
     def _shown(self) -> tuple[list[tuple[Binding, bool]], tuple[Binding, bool] | None]:
         """As Footer: one key per action in binding order, and the palette key apart."""
@@ -69,7 +71,7 @@ class KeyBar(Widget, can_focus=False):
     def render(self) -> Text:
         key_style = self.get_component_rich_style("key-bar--key", partial=True)
         desc_style = self.get_component_rich_style("key-bar--description", partial=True)
-        keys, palette = self._shown()
+        keys, palette = self._drawn = self._shown()
         right = Text()
         if palette is not None:
             binding, enabled = palette

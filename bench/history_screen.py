@@ -439,7 +439,7 @@ async def main(args: argparse.Namespace) -> int:
               f"{statistics.median(deferred_gc):.0f} ms, max {max(deferred_gc):.0f} ms, {len(deferred_gc)} runs; "
               "on the UI thread, after the measured frame)")
     if floor:
-        print(f"TUI floor: the same steps on a {args.floor_runs}-run DB (screens, Footer, layout, plotext; no bulk data)")
+        print(f"TUI floor: the same steps on a {args.floor_runs}-run DB (screens, key bar, layout, plotext; no bulk data)")
         for key, label in (("h", "h"), ("g", "g"), ("duration", "duration chart"), ("h+g", "h + g")):
             line(f"  {label}", floor[key], None)
     print(f"charted: “{seen['pass title']}” ({seen['pass points']:,} points), "

@@ -38,7 +38,7 @@ from vexfs_cockpit.tui.state import LiveState, Part
 T = TypeVar("T")
 
 PUMP_INTERVAL_S = 0.08  # engine events are drained and rendered in batches this often
-PUMP_SLICE = 2_000  # events folded between two yields to the loop (about a millisecond)
+PUMP_SLICE = 1_000  # events folded between two yields to the loop (under a millisecond)
 TICK_INTERVAL_S = 1.0  # elapsed / uptime / ETA columns
 
 

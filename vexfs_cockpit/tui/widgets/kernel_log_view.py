@@ -113,17 +113,10 @@ class KernelLogView(ScrollView, can_focus=True):
 
     # -- fed by the pane ---------------------------------------------------------------
     def show(self, rows: Sequence[Row]) -> None:
-        """Show ``rows`` (a live buffer, or a frozen copy while paused)."""
+        """Show ``rows`` (a live buffer, or a frozen copy while paused): whatever came
+        in since, this is one repaint at the next frame."""
         self.rows = rows
         self._width = max(self._width, self.model.max_width)
-        self._resized()
-
-    def grew(self) -> None:
-        """The live buffer took rows (its oldest may have dropped out): one repaint."""
-        self._width = max(self._width, self.model.max_width)
-        self._resized()
-
-    def _resized(self) -> None:
         self.virtual_size = Size(self._width, len(self.rows))
         self.refresh()
         if self.auto_scroll:

@@ -3,6 +3,7 @@ Recorder from real events (three runs over three days)."""
 
 from __future__ import annotations
 
+import gc
 import time
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from vexfs_cockpit.tui.screens.crashes import CrashesScreen
 from vexfs_cockpit.tui.screens.history import PAGE, HistoryScreen
 from vexfs_cockpit.tui.screens.run_detail import RunDetailScreen
 from vexfs_cockpit.tui.screens.trends import TrendsScreen
+from vexfs_cockpit.tui.widgets.key_bar import KeyBar
+from vexfs_cockpit.tui.widgets.trend_chart import TrendChart
 
 from tests.test_tui_dashboard import cells, cockpit, rendered, settle
 from tests.test_tui_support import UiBackend, screen_text, seed_history
@@ -282,3 +285,29 @@ async def test_older_runs_load_as_the_end_nears(tmp_path, utc):
         await pilot.press("ctrl+end")  # nothing older: nothing more asked
         await settle(app, pilot)
         assert run_ids(app) == want
+
+
+async def test_closed_trend_charts_are_freed(db, utc):
+    async with cockpit(UiBackend(db_path=db)) as (app, pilot, _):
+        await pilot.press("h")
+        await settle(app, pilot)
+        for _ in range(3):
+            await pilot.press("g")
+            await settle(app, pilot)
+            assert app.screen.query_one(TrendChart).shown is not None
+            await pilot.press("escape")
+            await settle(app, pilot)
+        gc.collect()
+        assert [c for c in gc.get_objects() if isinstance(c, TrendChart)] == []
+
+
+async def test_key_bar_shows_the_screen_keys_and_a_click_presses_one(db, utc):
+    async with cockpit(UiBackend(db_path=db), size=(120, 40)) as (app, pilot, _):
+        await pilot.press("h")
+        await settle(app, pilot)
+        bar = app.screen.query_one(KeyBar)
+        line = bar.render_line(0).text
+        assert line.startswith(" esc Back  / Search ") and line.rstrip().endswith("^p palette")
+        await pilot.click(KeyBar, offset=(line.index(" g Trends") + 2, 0))
+        await settle(app, pilot)
+        assert isinstance(app.screen, TrendsScreen)

@@ -12,6 +12,8 @@ wait between key press and data. Textual does the same while it scrolls
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import gc
 
 from textual.message_pump import MessagePump
@@ -25,14 +27,23 @@ class GcPause:
 
     def __init__(self) -> None:
         self._holding = False
+        self._deadline: asyncio.TimerHandle | None = None
 
-    def hold(self, node: MessagePump) -> None:
+    def hold(self) -> None:
+        """Call on the UI thread (its event loop keeps the deadline)."""
         if gc.isenabled():
             gc.disable()
             self._holding = True
-            node.set_timer(HOLD_AT_MOST_S, self.release)
+            # A bare loop timer in an empty context: a cancelled timer stays in the loop
+            # until it is due, and a Textual timer's context (the active screen) would
+            # keep a closed screen alive that long.
+            self._deadline = asyncio.get_running_loop().call_later(
+                HOLD_AT_MOST_S, self.release, context=contextvars.Context())
 
     def release(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         if self._holding:
             self._holding = False
             gc.enable()

@@ -8,10 +8,11 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from vexfs_cockpit.store.history import RunComparison, TestDelta
 from vexfs_cockpit.tui.format import STATUS_STYLE, one_line
+from vexfs_cockpit.tui.widgets.key_bar import KeyBar
 
 if TYPE_CHECKING:
     from vexfs_cockpit.tui.app import CockpitApp
@@ -38,7 +39,7 @@ class CompareScreen(Screen[None]):
         table: DataTable[Text | str] = DataTable(id="compare", cursor_type="row", zebra_stripes=True)
         yield table
         yield Static("enter: open the newer run at that test", classes="status-line")
-        yield Footer()
+        yield KeyBar()
 
     @property
     def cockpit(self) -> CockpitApp:

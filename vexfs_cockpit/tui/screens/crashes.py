@@ -8,10 +8,11 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from vexfs_cockpit.store.history import CrashSignature
 from vexfs_cockpit.tui.format import SEVERITY_STYLE, one_line, timestamp
+from vexfs_cockpit.tui.widgets.key_bar import KeyBar
 
 if TYPE_CHECKING:
     from vexfs_cockpit.tui.app import CockpitApp
@@ -29,7 +30,7 @@ class CrashesScreen(Screen[None]):
         table: DataTable[Text | str] = DataTable(id="crashes", cursor_type="row", zebra_stripes=True)
         yield table
         yield Static("enter: open the run where it was last seen", classes="status-line")
-        yield Footer()
+        yield KeyBar()
 
     @property
     def cockpit(self) -> CockpitApp:

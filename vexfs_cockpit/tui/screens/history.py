@@ -57,7 +57,7 @@ class HistoryScreen(Screen[None]):
         self._catalog_asked = False
 
     def compose(self) -> ComposeResult:
-        self._gc.hold(self)  # until the runs are on screen
+        self._gc.hold()  # until the runs are on screen
         yield Static(" History", id="history-title", classes="screen-title")
         with Horizontal(classes="filters"):
             yield Select[str]((), prompt="any env", id="f-env", compact=True)

@@ -10,11 +10,12 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Static, TabbedContent, TabPane
 
 from vexfs_cockpit.store.report import RunReport
 from vexfs_cockpit.tui.format import SEVERITY_STYLE, STATUS_STYLE, duration, one_line, timestamp
 from vexfs_cockpit.tui.widgets.evidence_view import EvidenceView
+from vexfs_cockpit.tui.widgets.key_bar import KeyBar
 from vexfs_cockpit.tui.widgets.results_table import ResultsTable
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ class RunDetailScreen(Screen[None]):
                 events: DataTable[Text | str] = DataTable(id="detail-events", cursor_type="row", zebra_stripes=True)
                 yield events
                 yield Static(id="detail-event-text", classes="event-text")
-        yield Footer()
+        yield KeyBar()
 
     @property
     def cockpit(self) -> CockpitApp:

@@ -49,7 +49,7 @@ class TrendsScreen(Screen[None]):
         # The test and metric pickers are built when their kind of chart is first picked:
         # a Select costs ~12 ms to mount, and the screen opens on a pass-rate chart.
         cat = self.catalog
-        self._gc.hold(self)  # from the start of the screen to its first chart
+        self._gc.hold()  # from the start of the screen to its first chart
         yield Static(" Trends", id="trends-title", classes="screen-title")
         with Horizontal(classes="filters"):
             yield Select[str](KINDS, value="pass", allow_blank=False, id="t-kind", compact=True)
@@ -151,7 +151,7 @@ class TrendsScreen(Screen[None]):
 
     def _fetch_once(self, key: tuple[str, str | None, str | None, str | None, MetricKey | None], since: float | None) -> None:
         self._requested = key
-        self._gc.hold(self)  # until this chart is on screen
+        self._gc.hold()  # until this chart is on screen
         kind, _period, domain, test, metric = key
         chart = self.query_one(TrendChart)
         self.fetch(kind, domain, test, metric, since, chart, chart.plot_theme())

@@ -137,6 +137,12 @@ class TrendChart(PlotextPlot):
         self._drawing: Drawing | None = None
         self.shown: TrendSeries | None = None  # the series of the lines last handed out
 
+    def on_unmount(self) -> None:
+        # PlotextPlot subscribes a lambda holding the widget to the app's theme signal and
+        # never unsubscribes; the signal keeps its subscribers' callbacks, so every chart
+        # ever shown (with its drawing) stayed alive.
+        self.app.theme_changed_signal.unsubscribe(self)
+
     def plot_theme(self) -> str:
         return self._get_plotext_theme_name(self.app.theme)
 

@@ -214,6 +214,19 @@ async def test_lines_of_a_report_take_its_colour():
         assert model.severity_of(VM_A, 33) == Severity.WARNING
 
 
+async def test_rows_paint_as_textual_would():
+    # The one-Strip fast path equals row_strip cropped and offset the way Textual's Log does.
+    async with cockpit() as (app, pilot, _):
+        lines, ev = warn_event(VM_A, 31, T0)
+        await feed(app, pilot, [*boot_lines(VM_A, 1, 30, T0), *lines, ev])
+        view = pane(app).view
+        top, width, style = view.scroll_offset.y, view.size.width, view.rich_style
+        assert any(len(row) > width for row in view.lines[top:])  # some rows are cropped
+        for y in range(view.size.height):
+            expected = view.row_strip(top + y).crop_extend(0, width, style).apply_offsets(0, top + y)
+            assert list(view.render_line(y)) == list(expected)
+
+
 async def test_log_filters_from_keys():
     async with cockpit() as (app, pilot, _):
         lines, ev = warn_event(VM_A, 31, T0)

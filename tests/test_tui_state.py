@@ -176,7 +176,7 @@ def test_a_batch_keeps_its_order_and_skips_other_events():
     new, reports = m.add([*boot_lines(VM_A, 1, 30, T0), sample, *lines, ev, *boot_lines(VM_B, 1, 2, T0)])
     assert reports and m.lines_seen == 37 and m.events_seen == 1 and len(new) == 38
     assert list(m.records) == list(new) and sample not in new
-    assert type(new[35]) is Marker and new[34] is lines[-1] and new[36].vm == VM_B  # the marker follows its block
+    assert type(new[35]) is Marker and new[34] == (VM_A, 35, lines[-1].text) and new[36][0] == VM_B  # the marker follows its block
     assert m.vms == [VM_A, VM_B]
 
 

@@ -1,11 +1,12 @@
 """The cockpit TUI: renders the engine's event stream, sends commands to the engine.
 
 ``CockpitApp(backend)`` takes anything satisfying ``backend.CockpitBackend``. A bus
-listener appends every event to an inbox list (one C-level ``append`` on the engine's
-side); every ``PUMP_INTERVAL_S`` the pump takes the inbox and folds it in slices of
-``PUMP_SLICE`` events, yielding to the event loop between slices, so under a kernel-log
-flood a key press waits for one slice (about a millisecond), not for the backlog. The
-screen repaints at most once per frame whatever the rate.
+listener puts every event in an inbox list, kernel lines already as the log model's
+``(vm, line_no, text)`` rows (GC-untracked, so a backlog costs the collector nothing);
+every ``PUMP_INTERVAL_S`` the pump takes the inbox and folds it in slices of
+``PUMP_SLICE``, yielding to the event loop between slices, so under a kernel-log flood
+a key press waits for one slice (under a millisecond), not for the backlog. The screen
+repaints at most once per frame whatever the rate.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from vexfs_cockpit.engine.events import (
 from vexfs_cockpit.tui.backend import ActionResult, CockpitBackend, RunRequest, TestRef
 from vexfs_cockpit.tui.commands import CockpitCommands
 from vexfs_cockpit.tui.format import error_line
-from vexfs_cockpit.tui.logmodel import LOG_RETAIN
+from vexfs_cockpit.tui.logmodel import LOG_RETAIN, LogInput, line_row
 from vexfs_cockpit.tui.state import LiveState, Part
 
 T = TypeVar("T")
@@ -70,8 +71,7 @@ class CockpitApp(App[int]):
         self.log_retain = log_retain
         self.pump_interval = pump_interval
         self.state = LiveState()
-        self._inbox: list[Event] = []  # engine events not yet folded into the views
-        self._listening: Callable[[Event], None] | None = None
+        self._inbox: list[LogInput] = []  # engine events (lines as rows) not yet folded in
         self.theme = "textual-dark"
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -81,8 +81,7 @@ class CockpitApp(App[int]):
         return DashboardScreen()
 
     async def on_mount(self) -> None:
-        self._listening = self._inbox.append
-        self.backend.bus.listen(self._listening)
+        self.backend.bus.listen(self._take)
         try:
             await self.backend.open()
         except Exception as err:  # the history screens still work without a fleet
@@ -92,15 +91,17 @@ class CockpitApp(App[int]):
         self.refresh_vms()
 
     async def on_unmount(self) -> None:
-        if self._listening is not None:
-            self.backend.bus.unlisten(self._listening)
-            self._listening = None
+        self.backend.bus.unlisten(self._take)
         try:
             await self.backend.close()
         except Exception:  # noqa: BLE001 - the UI is gone; nothing left to show it on
             pass
 
     # -- the event pump ------------------------------------------------------------------
+    def _take(self, ev: Event) -> None:
+        """The bus listener, called per published event: one append, nothing more."""
+        self._inbox.append(line_row(ev) if type(ev) is KernelLogLine else ev)
+
     def pump_now(self) -> None:
         """Fold the whole inbox in one batch (for tests and the bench)."""
         if self._inbox and self._can_consume():
@@ -125,11 +126,11 @@ class CockpitApp(App[int]):
         # Events wait in the inbox until the dashboard can take them.
         return bool(self.screen_stack) and self.screen_stack[0].is_mounted
 
-    def consume(self, batch: Sequence[Event]) -> None:
-        """Fold one batch of engine events into the views (also used by tests/bench)."""
-        # Kernel lines are nearly all of a flood: they go to the log pane as they are,
-        # found with one comprehension; only the other events are looked at one by one.
-        others = [ev for ev in batch if type(ev) is not KernelLogLine]
+    def consume(self, batch: Sequence[LogInput]) -> None:
+        """Fold one batch of inbox items into the views."""
+        # Kernel line rows are nearly all of a flood: they go to the log pane as they are,
+        # found with one comprehension; only the events are looked at one by one.
+        others: list[Event] = [ev for ev in batch if type(ev) is not tuple]  # type: ignore[misc]
         changed: set[Part] = set()
         for ev in others:
             changed |= self.state.apply(ev)
@@ -142,7 +143,7 @@ class CockpitApp(App[int]):
                 sev = "information" if ev.status == "passed" else "warning"
                 self.notify(f"run {ev.run_id} {ev.status}" + (f": {ev.reason}" if ev.reason else ""), severity=sev)
         log_events = batch if len(others) == sum(type(ev) is KernelEventRaised for ev in others) else [
-            ev for ev in batch if type(ev) is KernelLogLine or type(ev) is KernelEventRaised
+            ev for ev in batch if type(ev) is tuple or type(ev) is KernelEventRaised
         ]
         for screen in self.screen_stack:
             live = getattr(screen, "on_live", None)

@@ -1,12 +1,16 @@
 """The live kernel-log pane's model: a bounded buffer of lines, filters, severities.
 
-Pure Python (no Textual). Kernel lines arrive as ``KernelLogLine`` events and are kept
-as they are: a batch goes into the bounded deque with one C-level ``extend``, so a flood
-costs next to nothing per line here. Classified reports arrive later as
-``KernelEventRaised`` (the classifier groups a block first), so a line's severity is
-looked up at render time from ``(vm, line_no)`` and lines already on screen get their
-colour when the report lands. Each report also adds a ``Marker`` row (the target of
-"jump to next event").
+Pure Python (no Textual). Kernel lines are kept as plain ``(vm, line_no, text)`` tuples:
+the app's bus listener makes them (C-level, ``line_row``) as lines are published, and a
+batch goes into the bounded deque with one ``extend``, so a flood costs next to nothing
+per line here. Tuples of strings and ints also drop out of the cyclic GC's tracking;
+``KernelLogLine`` objects waiting in a backlog would be promoted to the oldest
+generation and walked by every full collection (20-50 ms pauses under a flood).
+Classified reports arrive later as ``KernelEventRaised`` (the classifier groups a block
+first), so a line's severity is looked up at render time from ``(vm, line_no)`` and
+lines already on screen get their colour when the report lands. Each report also adds
+a ``Marker`` row (the target of "jump to next event"), whose first three fields are a
+line row's.
 
 The view renders rows (only those on screen, each frame) as
 ``"<label> <line_no><sep> <text>"``; ``sep`` is ``│`` for a kernel line and ``▶`` for a
@@ -21,7 +25,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import NamedTuple
 
 from vexfs_cockpit.engine.events import Event, KernelEventRaised, KernelLogLine
@@ -64,11 +68,15 @@ class Marker(NamedTuple):
     expected: bool = False
 
 
-# A row is a kernel line exactly as the engine published it, or a report's marker.
-Row = KernelLogLine | Marker
+# A row is a kernel line's (vm, line_no, text) or a report's marker; index with these.
+VM, LINE_NO, TEXT = 0, 1, 2
+LineRow = tuple[str, int, str]
+Row = LineRow | Marker
+LogInput = LineRow | Event  # what add() takes: line rows, or events (lines, reports, others)
 
-_VM = attrgetter("vm")
-_TEXT = attrgetter("text")
+line_row = attrgetter("vm", "line_no", "text")  # KernelLogLine -> LineRow, in C
+_VM = itemgetter(VM)
+_TEXT = itemgetter(TEXT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,34 +166,39 @@ class LogModel:
         return self._label_width + 9 + self._max_text
 
     # -- input -------------------------------------------------------------------
-    def add(self, events: Sequence[Event]) -> tuple[Sequence[Row], bool]:
+    def add(self, items: Sequence[LogInput]) -> tuple[list[Row], bool]:
         """Take a batch; return the new rows still held and whether any report arrived.
 
-        Events other than kernel lines and reports are skipped. Everything per line is
-        C-level (slices, ``extend``, ``map``): only reports, rare, go through Python.
+        Line rows go in as they are (slices and ``extend``, C-level); events are looked
+        at one by one: ``KernelLogLine`` becomes a row, ``KernelEventRaised`` a marker,
+        others are skipped. A flood is nearly all line rows.
         """
-        odd = [i for i, ev in enumerate(events) if type(ev) is not KernelLogLine]
-        self.lines_seen += len(events) - len(odd)
+        odd = [i for i, it in enumerate(items) if type(it) is not tuple]
         reports = False
-        rows: Sequence[Row]
+        rows: list[Row]
         if not odd:
-            rows = events  # type: ignore[assignment]  # all KernelLogLine
+            self.lines_seen += len(items)
+            rows = list(items[-self.retain:])  # type: ignore[arg-type]  # older ones would drop out
         else:
-            built: list[Row] = []
+            rows = []
+            lines = len(items) - len(odd)
             start = 0
             for i in odd:
-                built.extend(events[start:i])  # type: ignore[arg-type]
+                rows.extend(items[start:i])  # type: ignore[arg-type]
                 start = i + 1
-                ev = events[i]
-                if isinstance(ev, KernelEventRaised):
-                    built.append(self._report(ev))
+                ev = items[i]
+                if type(ev) is KernelLogLine:
+                    rows.append(line_row(ev))
+                    lines += 1
+                elif isinstance(ev, KernelEventRaised):
+                    rows.append(self._report(ev))
                     reports = True
-            built.extend(events[start:])  # type: ignore[arg-type]
-            rows = built
+            rows.extend(items[start:])  # type: ignore[arg-type]
+            self.lines_seen += lines
+            if len(rows) > self.retain:
+                rows = rows[-self.retain:]  # only what the deque will still hold
         if not rows:
             return rows, reports
-        if len(rows) > self.retain:
-            rows = rows[-self.retain:]  # only what the deque will still hold
         self.records.extend(rows)
         if not set(map(_VM, rows)) <= self._labels.keys():
             for vm in map(_VM, rows):  # rare: a VM's first lines
@@ -219,27 +232,27 @@ class LogModel:
         return old
 
     def record_severity(self, rec: Row) -> Severity | None:
-        return rec.report.severity if type(rec) is Marker else self.severity_of(rec.vm, rec.line_no)
+        return rec.report.severity if type(rec) is Marker else self.severity_of(rec[VM], rec[LINE_NO])
 
     def matches(self, rec: Row) -> bool:
         f = self.filter
-        if f.vm is not None and rec.vm != f.vm:
+        if f.vm is not None and rec[VM] != f.vm:
             return False
         if f.min_severity is not None:
             sev = self.record_severity(rec)
             if sev is None or sev < f.min_severity:
                 return False
-        if f.text and f.text.casefold() not in rec.text.casefold():
+        if f.text and f.text.casefold() not in rec[TEXT].casefold():
             return False
         return True
 
     def split(self, rec: Row) -> tuple[str, str]:
         """``("<label> <line_no><sep> ", text)``: the prefix is dimmed, the text coloured."""
         sep = MARK_SEP if type(rec) is Marker else LINE_SEP
-        text = rec.text
+        text = rec[TEXT]
         if "\n" in text or "\r" in text:
             text = _clean(text)  # one row is one line: a stray newline would split it
-        return f"{self.label(rec.vm):<{self._label_width}} {rec.line_no:>6}{sep} ", text
+        return f"{self.label(rec[VM]):<{self._label_width}} {rec[LINE_NO]:>6}{sep} ", text
 
     def format(self, rec: Row) -> str:
         prefix, text = self.split(rec)

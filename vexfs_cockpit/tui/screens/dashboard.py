@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
 from textual.app import ComposeResult
@@ -10,7 +11,7 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer
 
-from vexfs_cockpit.engine.events import KernelEventRaised, KernelLogLine
+from vexfs_cockpit.tui.logmodel import LogInput
 from vexfs_cockpit.tui.state import Part
 from vexfs_cockpit.tui.widgets.domain_progress import DomainProgress
 from vexfs_cockpit.tui.widgets.kernel_log_pane import KernelLogPane
@@ -61,7 +62,7 @@ class DashboardScreen(Screen[None]):
         self.query_one("#log-view").focus()
 
     # -- fed by the app's pump ---------------------------------------------------------
-    def on_live(self, changed: set[Part], log_events: list[KernelLogLine | KernelEventRaised]) -> None:
+    def on_live(self, changed: set[Part], log_events: Sequence[LogInput]) -> None:
         if log_events:
             self.log_pane.feed(log_events)
         if changed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
 from rich.text import Text
@@ -10,7 +11,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from vexfs_cockpit.engine.events import KernelEventRaised, KernelLogLine
+from vexfs_cockpit.tui.logmodel import LogInput
 from vexfs_cockpit.tui.state import Part
 from vexfs_cockpit.tui.widgets.evidence_view import EvidenceView
 from vexfs_cockpit.tui.widgets.results_table import ResultsTable
@@ -41,7 +42,7 @@ class ResultsScreen(Screen[None]):
         self._refresh()
         self.query_one(ResultsTable).focus()
 
-    def on_live(self, changed: set[Part], log_events: list[KernelLogLine | KernelEventRaised]) -> None:
+    def on_live(self, changed: set[Part], log_events: Sequence[LogInput]) -> None:
         if changed & {Part.RESULTS, Part.RUN}:
             self._refresh()
 

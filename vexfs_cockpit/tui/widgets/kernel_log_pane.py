@@ -17,8 +17,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Input, Static
 
-from vexfs_cockpit.engine.events import Event
-from vexfs_cockpit.tui.logmodel import LOG_RETAIN, LogFilter, LogModel
+from vexfs_cockpit.tui.logmodel import LOG_RETAIN, LogFilter, LogInput, LogModel
 from vexfs_cockpit.tui.widgets.kernel_log_view import KernelLogView
 
 
@@ -66,8 +65,8 @@ class KernelLogPane(Vertical):
         return self.query_one(KernelLogView)
 
     # -- input --------------------------------------------------------------------
-    def feed(self, events: Sequence[Event]) -> None:
-        """Kernel lines and reports (other events are skipped)."""
+    def feed(self, events: Sequence[LogInput]) -> None:
+        """Kernel line rows and events (reports become markers, others are skipped)."""
         if not events:
             return
         new, reports = self.model.add(events)

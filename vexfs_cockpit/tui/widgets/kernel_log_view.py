@@ -17,6 +17,7 @@ from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual import events
+from textual.cache import LRUCache
 from textual.geometry import Offset, Region, Size
 from textual.message import Message
 from textual.reactive import var
@@ -26,7 +27,7 @@ from textual.strip import Strip
 
 from vexfs_cockpit.klog.model import Severity
 from vexfs_cockpit.tui.format import SEVERITY_STYLE
-from vexfs_cockpit.tui.logmodel import LogModel, Marker, Row
+from vexfs_cockpit.tui.logmodel import LINE_NO, VM, LogModel, Marker, Row
 
 _MARKER_STYLE: dict[Severity, str] = {
     Severity.INFO: "bold reverse cyan",
@@ -39,13 +40,6 @@ _DIM = Style.parse("dim")
 _LINE_STYLES = {sev: Style.parse(style) for sev, style in SEVERITY_STYLE.items()}
 _MARKER_STYLES = {sev: Style.parse(style) for sev, style in _MARKER_STYLE.items()}
 _CONTROL = re.compile("[\u0000-\u0014]").sub  # as Textual's Log: control codes would garble the row
-
-
-def style_row(text: Text, prefix_end: int, severity: Severity | None, marker: bool) -> None:
-    """Dim the ``label line│`` prefix; colour the rest by the covering report's severity."""
-    text.stylize(_DIM, 0, prefix_end)
-    if severity is not None:
-        text.stylize((_MARKER_STYLES if marker else _LINE_STYLES)[severity], prefix_end)
 
 
 class RowTexts(Sequence[str]):
@@ -102,6 +96,7 @@ class KernelLogView(ScrollView, can_focus=True):
         self.rows: Sequence[Row] = model.shown
         self._width = 0  # widest row seen: rows are ASCII kernel text, len() is the width
         self._frame: tuple[Style, Offset, int, Selection | None] | None = None
+        self._offset_styles: LRUCache[tuple[int, int], Style] = LRUCache(4096)
 
     @property
     def allow_select(self) -> bool:
@@ -140,29 +135,50 @@ class KernelLogView(ScrollView, can_focus=True):
         index = scroll_y + y
         if index >= len(self.rows):
             return Strip.blank(width, rich_style)
-        strip = self.row_strip(index, rich_style, selection)
-        return strip.crop_extend(scroll_x, scroll_x + width, rich_style).apply_offsets(scroll_x, index)
+        if selection is not None or scroll_x:
+            strip = self.row_strip(index, rich_style, selection)
+            return strip.crop_extend(scroll_x, scroll_x + width, rich_style).apply_offsets(scroll_x, index)
+        # The common case, in one Strip: what row_strip + crop_extend + apply_offsets
+        # make (each Strip brings seven caches; this runs per visible row per frame).
+        line, cut, body = self._row(index, rich_style)
+        line = line[:width]
+        segments = []
+        for start, end, style in ((0, cut, rich_style + _DIM), (cut, len(line), body), (len(line), width, rich_style)):
+            if end > start:
+                text = line[start:end] if start < len(line) else " " * (end - start)
+                segments.append(Segment(text, style + self._offset_style(start, index)))
+        return Strip(segments, width)
 
-    def row_strip(self, index: int, rich_style: Style | None = None, selection: Selection | None = None) -> Strip:
-        """Row ``index`` as painted (uncropped), its severity read from the model now."""
-        rich_style = self.rich_style if rich_style is None else rich_style
+    def _offset_style(self, x: int, y: int) -> Style:
+        # The meta text selection reads (as Strip.apply_offsets adds it), made once per cell.
+        style = self._offset_styles.get((x, y))
+        if style is None:
+            style = self._offset_styles[(x, y)] = Style.from_meta({"offset": (x, y)})
+        return style
+
+    def _row(self, index: int, rich_style: Style) -> tuple[str, int, Style]:
+        """Row ``index``: its text, where the prefix ends, and the text's style."""
         rec = self.rows[index]
         model = self.model
         prefix, body = model.split(rec)
         row = prefix + body
         line = _CONTROL("�", row.expandtabs()) if "\t" in row or not row.isprintable() else row
-        cut = len(prefix)
         severity = model.record_severity(rec)
-        marker = type(rec) is Marker
+        if severity is not None:
+            rich_style = rich_style + (_MARKER_STYLES if type(rec) is Marker else _LINE_STYLES)[severity]
+        return line, len(prefix), rich_style
+
+    def row_strip(self, index: int, rich_style: Style | None = None, selection: Selection | None = None) -> Strip:
+        """Row ``index`` as painted (uncropped), its severity read from the model now."""
+        rich_style = self.rich_style if rich_style is None else rich_style
+        line, cut, body = self._row(index, rich_style)
         if selection is None:
-            # Two segments built directly: what Text.render makes of these spans, at a
-            # fraction of its cost (this runs for every visible row of every frame).
-            style = rich_style if severity is None else rich_style + (_MARKER_STYLES if marker else _LINE_STYLES)[severity]
-            segments = [Segment(line[:cut], rich_style + _DIM), Segment(line[cut:], style)]
+            segments = [Segment(line[:cut], rich_style + _DIM), Segment(line[cut:], body)]
             return Strip([seg for seg in segments if seg.text], len(line))
         text = Text(line, no_wrap=True)
         text.stylize(rich_style)
-        style_row(text, cut, severity, marker)
+        text.stylize(_DIM, 0, cut)
+        text.stylize(body, cut)
         if (span := selection.get_span(index)) is not None:
             start, end = span
             text.stylize(self.screen.get_component_rich_style("screen--selection"), start, len(text) if end == -1 else end)
@@ -213,9 +229,9 @@ class KernelLogView(ScrollView, can_focus=True):
         # The block precedes its marker (the classifier reports once the block ends).
         for i in range(marker_row - 1, max(-1, marker_row - 400), -1):
             rec = rows[i]
-            if rec.vm == mark.vm and type(rec) is not Marker:
-                if rec.line_no == mark.line_no:
+            if rec[VM] == mark[VM] and type(rec) is not Marker:
+                if rec[LINE_NO] == mark[LINE_NO]:
                     return i
-                if rec.line_no < mark.line_no:
+                if rec[LINE_NO] < mark[LINE_NO]:
                     break
         return marker_row

@@ -9,12 +9,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer
+from textual.widgets import DataTable
 
 from vexfs_cockpit.tui.logmodel import LogInput
 from vexfs_cockpit.tui.state import Part
 from vexfs_cockpit.tui.widgets.domain_progress import DomainProgress
 from vexfs_cockpit.tui.widgets.kernel_log_pane import KernelLogPane
+from vexfs_cockpit.tui.widgets.key_bar import KeyBar
 from vexfs_cockpit.tui.widgets.run_summary import RunSummary
 from vexfs_cockpit.tui.widgets.vm_panel import VmPanel
 
@@ -47,7 +48,7 @@ class DashboardScreen(Screen[None]):
         yield VmPanel(id="vms")
         yield DomainProgress(id="domains")
         yield KernelLogPane(retain=self.cockpit.log_retain, id="klog")
-        yield Footer()
+        yield KeyBar()
 
     @property
     def cockpit(self) -> CockpitApp:

@@ -9,11 +9,12 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from vexfs_cockpit.tui.logmodel import LogInput
 from vexfs_cockpit.tui.state import Part
 from vexfs_cockpit.tui.widgets.evidence_view import EvidenceView
+from vexfs_cockpit.tui.widgets.key_bar import KeyBar
 from vexfs_cockpit.tui.widgets.results_table import ResultsTable
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ class ResultsScreen(Screen[None]):
         yield Static(id="results-title", classes="screen-title")
         yield ResultsTable(id="results")
         yield EvidenceView(id="evidence-view")
-        yield Footer()
+        yield KeyBar()
 
     @property
     def cockpit(self) -> CockpitApp:

@@ -116,11 +116,11 @@ def _count(results: list[TestResult]) -> dict[str, int]:
     return {s.value: c.get(s.value, 0) for s in TestStatus if s not in (TestStatus.PENDING, TestStatus.RUNNING)}
 
 
-
 def _retrieve(task: asyncio.Future[object]) -> None:
     """Mark a finished background task's outcome as seen (it is reported elsewhere)."""
     if not task.cancelled():
         task.exception()
+
 
 class Runner:
     def __init__(
@@ -138,7 +138,7 @@ class Runner:
         self.host = host
         self.history = history
         self._abort = asyncio.Event()
-        self._host_down = False
+        self._host_down = ""  # this run's HostUnavailable: no later domain can get a VM either
 
     def abort(self) -> None:
         """Stop after the running tests (front ends call this; Ctrl-C cancels instead)."""
@@ -164,22 +164,20 @@ class Runner:
         parallel = cfg.execution.max_parallel_tests if cfg.execution.parallel_test_execution else 1
         gate = asyncio.Semaphore(parallel)
 
-        host_down: list[str] = []  # a HostUnavailable: no later domain can get a VM either
+        self._host_down = ""
 
         async def one(domain: str) -> None:
             async with gate:
                 if self._abort.is_set():
                     return
-                if host_down:
+                if self._host_down:
                     specs = self.registry[domain].discover_tests()
-                    results.extend(self._domain_unavailable(req, domain, specs, host_down[0], publish_problem=False))
+                    results.extend(self._domain_unavailable(req, domain, specs, self._host_down, publish_problem=False))
                     return
                 res, err = await self._run_domain(req, domain)
                 results.extend(res)
                 if err:
                     infra.append(err)
-                    if self._host_down:
-                        host_down.append(err)
 
         status = "aborted"
         infra_reason = ""
@@ -233,7 +231,8 @@ class Runner:
             lease_cm = self.provider.lease(domain, 0)
             lease = await lease_cm.__aenter__()
         except CockpitError as err:
-            self._host_down = isinstance(err, HostUnavailable)
+            if isinstance(err, HostUnavailable) and not self._host_down:
+                self._host_down = str(err)
             return self._domain_unavailable(req, domain, specs, str(err)), str(err)
         except Exception as err:  # libvirt/asyncssh surprises are still infrastructure
             msg = f"{domain}: could not get a VM: {type(err).__name__}: {err}"

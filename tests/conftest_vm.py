@@ -239,3 +239,43 @@ async def fresh_guest(tmp_path: Path) -> AsyncIterator[Lease]:
             yield lease
     finally:
         await provider.aclose()
+
+
+def _await_chain(coro: Any) -> list[str]:
+    """A suspended coroutine's await chain, outermost first (``Task.get_stack`` stops at the top frame)."""
+    chain = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            chain.append(f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno} {frame.f_code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return chain
+
+
+def where_everything_is(frames: int = 6) -> str:
+    """Every asyncio task's innermost awaits and every thread's innermost frames."""
+    import sys
+    import traceback
+
+    out: list[str] = []
+    for task in asyncio.all_tasks():
+        chain = _await_chain(task.get_coro())[-frames:]
+        out.append(f"task {task.get_name()}: {' -> '.join(chain) or '(no frames)'}")
+    for ident, frame in sys._current_frames().items():
+        stack = traceback.extract_stack(frame)[-frames:]
+        out.append(f"thread {ident}: {' -> '.join(f'{Path(f.filename).name}:{f.lineno} {f.name}' for f in stack)}")
+    return "\n".join(out)
+
+
+async def within(coro: Coroutine[Any, Any, T], limit_s: float, what: str, tail: Any = None) -> T:
+    """Await ``coro``; past ``limit_s`` fail with where every task and thread is stuck
+    (pytest-timeout would only show the main thread idling in select)."""
+    task = asyncio.ensure_future(coro)
+    done, _ = await asyncio.wait([task], timeout=limit_s)
+    if not done:
+        dump = where_everything_is()
+        task.cancel()
+        await asyncio.wait([task], timeout=30)
+        extra = f"\nlast lines:\n{tail()}" if tail is not None else ""
+        pytest.fail(f"{what} did not finish within {limit_s:g}s; where it waited:\n{dump}{extra}", pytrace=False)
+    return task.result()

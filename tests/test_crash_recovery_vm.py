@@ -29,7 +29,7 @@ from typing import ClassVar
 import libvirt
 import pytest
 
-from tests.conftest_vm import _check_host, vm_config
+from tests.conftest_vm import _check_host, vm_config, within
 from vexfs_cockpit import DomainBase, TestResult, TestStatus, test_options
 from vexfs_cockpit.batch.json_report import report_dict
 from vexfs_cockpit.batch.junit import junit_xml
@@ -59,6 +59,7 @@ TAINT_DIE = 1 << 7  # 'D': the kernel oopsed since boot
 OOPS_TITLE = "BUG: kernel NULL pointer dereference in vexfs_selftest_oops_knob"
 HANG_TITLE = "INFO: task hung in vexfs_selftest_hang_knob"
 PANIC_TITLE = "Kernel panic - not syncing: sysrq triggered crash"
+RUN_LIMIT_S = 600.0  # ~150 s here; past this it is stuck, and `within` says where
 DOMAIN = f"crashrec{os.getpid()}"  # VM vexfs-pytest-crashrec<pid>-0: no clash with other sessions
 
 
@@ -181,6 +182,19 @@ class CrashRecovery(DomainBase):
         return await self._fresh_and_working()
 
 
+class _LiveLog(io.StringIO):
+    """The batch lines, kept in memory and appended to a file line by line."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self._file = path.open("a", encoding="utf-8")
+
+    def write(self, s: str) -> int:
+        self._file.write(s)
+        self._file.flush()
+        return super().write(s)
+
+
 @dataclass
 class CrashRun:
     summary: RunSummary
@@ -206,7 +220,7 @@ async def _run(tmp: Path) -> CrashRun:
     bus = EventBus()
     bus.bind_loop(asyncio.get_running_loop())
     sub = bus.subscribe()
-    out = io.StringIO()
+    out = _LiveLog(tmp / "batch.log")  # on disk as it happens: a stuck run shows how far it got
     printer = ProgressPrinter(out, colour=False)
     bus.listen(printer.handle)
     builder = ReportBuilder()
@@ -220,17 +234,16 @@ async def _run(tmp: Path) -> CrashRun:
     CrashRecovery.marks = {}
     CrashRecovery.ko = None
     try:
-        summary = await runner.execute(RunRequest(
+        summary = await within(runner.execute(RunRequest(
             config=cfg, domains=[DOMAIN], run_id=f"crashrec-{os.getpid()}", env="test",
             artifacts_dir=tmp / "artifacts", project_root=ROOT,
-        ))
+        )), RUN_LIMIT_S, "the crash-recovery run", tail=lambda: "\n".join(out.getvalue().splitlines()[-40:]))
     finally:
         await provider.aclose()
         await recorder.aclose()
         store.close()
         bus.close()
     events = [e async for e in sub]
-    (tmp / "batch.log").write_text(out.getvalue())  # kept with the console logs for a failed run
     assert builder.report is not None
     detail = History(db).run_detail(summary.run_id)
     assert detail is not None

@@ -6,6 +6,7 @@ real KernelLogBuffer; sync markers are fed directly instead of via a guest's /de
 
 from __future__ import annotations
 
+import asyncio
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -118,3 +119,44 @@ async def test_a_clean_window_stays_passed(tmp_path):
     (res,) = summary.results
     assert res.status is TestStatus.PASSED, res.message
     assert all(k.kind == "taint" for k in res.evidence.kernel_events)
+
+
+class StuckVm:
+    """A VmControl whose reset never returns (a libvirt call stuck in a thread, say)."""
+
+    name = "vm0"
+
+    async def reset(self, reason: str) -> None:
+        await asyncio.Event().wait()
+
+    async def state(self) -> str:
+        return "running"
+
+    async def is_responsive(self, timeout: float = 5.0) -> bool:
+        return True
+
+
+async def test_a_reset_that_never_returns_does_not_stall_the_run(tmp_path, monkeypatch):
+    from vexfs_cockpit.engine import runner as runner_mod
+
+    monkeypatch.setattr(runner_mod, "RECOVER_SETUP_S", 0.5)
+
+    class StuckProvider(Provider):
+        @asynccontextmanager
+        async def lease(self, domain: str, index: int):
+            yield Lease(vm_name="vm0", target=LocalTarget("local", cwd=self.tmp), klog=DirectSyncBuffer("vm0"), vm=StuckVm())
+
+    class Panics(DomainBase):
+        name = "panics"
+        test_panics_mid_test = Faulty.test_panics_mid_test
+        test_next_one_still_runs = Faulty.test_next_one_still_runs
+
+    cfg = CockpitConfig()
+    cfg.fleet.boot_timeout_s = 0.5
+    bus = EventBus()
+    summary = await asyncio.wait_for(Runner(bus, StuckProvider(tmp_path), {"panics": Panics}).execute(
+        RunRequest(config=cfg, domains=["panics"], run_id="k3", artifacts_dir=tmp_path / "a")), 60)
+    r = {x.name: x for x in summary.results}
+    assert r["panics_mid_test"].status is TestStatus.ERROR
+    assert r["next_one_still_runs"].status is TestStatus.SKIPPED
+    assert r["next_one_still_runs"].message == "VM vm0 did not come back within 1s of the reset"

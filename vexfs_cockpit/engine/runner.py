@@ -49,6 +49,11 @@ CANCEL_GRACE_S = 2.0
 # When SSH breaks mid-test, how long the console gets to show the kernel report behind it
 # (a report cut short is closed when libvirt reports the stop, or after 3 s of quiet).
 LINK_LOST_REPORT_WAIT_S = 5.0
+# How long cancelled guards and tests get to unwind before the runner moves on without them
+# (their SSH clean-up is bounded itself; this only keeps a stuck one from stalling the run).
+REAP_TIMEOUT_S = 30.0
+# A reset plus the domain's setup on the fresh guest, beyond the boot timeout.
+RECOVER_SETUP_S = 300.0
 
 
 @dataclass(slots=True)
@@ -120,6 +125,20 @@ def _retrieve(task: asyncio.Future[object]) -> None:
     """Mark a finished background task's outcome as seen (it is reported elsewhere)."""
     if not task.cancelled():
         task.exception()
+
+
+async def _reap(tasks: list[asyncio.Future[object]], timeout: float) -> bool:
+    """Wait for cancelled tasks to unwind, at most ``timeout``; False if one did not
+    (it is left to finish on its own, its outcome marked seen)."""
+    if not tasks:
+        return True
+    _, pending = await asyncio.wait(tasks, timeout=timeout)
+    for t in tasks:
+        if t in pending:
+            t.add_done_callback(_retrieve)
+        else:
+            _retrieve(t)
+    return not pending
 
 
 class Runner:
@@ -432,8 +451,8 @@ class Runner:
         if lost is not None and lease.vm is not None:
             await self._recover(req, domain, plugin, lease, lost, spec.name)
             result.evidence.notes.append(f"VM {lease.vm_name} was reset: {lost}")
-        if lost is not None and lost.pending is not None:
-            await asyncio.gather(lost.pending, return_exceptions=True)
+        if lost is not None and lost.pending is not None and not await _reap([lost.pending], REAP_TIMEOUT_S):
+            result.evidence.notes.append(f"the cancelled test had not unwound {REAP_TIMEOUT_S:g}s after the reset")
         return result
 
     async def _sync(self, lease: Lease, tag: str) -> int:
@@ -466,7 +485,7 @@ class Runner:
         finally:
             for g in guards:
                 g.cancel()
-            await asyncio.gather(*guards, return_exceptions=True)
+            await _reap(guards, REAP_TIMEOUT_S)
         if test_task.done():
             return test_task.result()
         test_task.cancel()
@@ -482,7 +501,7 @@ class Runner:
             if not done:
                 verdict.pending = test_task
         else:
-            await asyncio.gather(test_task, return_exceptions=True)
+            await _reap([test_task], REAP_TIMEOUT_S)
         raise verdict
 
     def _guards(self, spec: TestSpec, lease: Lease, start_line: int, plugin: DomainBase) -> list:
@@ -609,11 +628,16 @@ class Runner:
         state = "hung" if lost.status is TestStatus.TIMEOUT else "crashed"
         # The reason names the test: summaries list every hang and crash with its test.
         self.bus.publish(ev.VmStateChanged(vm=lease.vm_name, state=state, reason=f"{lost} (during {domain}/{test})"))
+        limit = req.config.fleet.boot_timeout_s + RECOVER_SETUP_S
         try:
-            await lease.vm.reset(str(lost))
-            ok, why = await self._setup(plugin, domain)
+            async with asyncio.timeout(limit):  # a stuck libvirt call or setup must not stall the run
+                await lease.vm.reset(str(lost))
+                ok, why = await self._setup(plugin, domain)
             if not ok:
                 plugin.prerequisite_missing = plugin.prerequisite_missing or f"after reset: {why}"
+        except TimeoutError:
+            plugin.prerequisite_missing = f"VM {lease.vm_name} did not come back within {limit:g}s of the reset"
+            self.bus.publish(ev.InfraProblem(message=plugin.prerequisite_missing, vm=lease.vm_name, run_id=req.run_id))
         except InfraError as err:
             plugin.prerequisite_missing = f"VM {lease.vm_name} did not come back after reset: {err}"
             self.bus.publish(ev.InfraProblem(message=str(err), vm=lease.vm_name, run_id=req.run_id))

@@ -194,6 +194,8 @@ class SshHeartbeat:
             if not self.target.is_connected:
                 if self._connecting is None or self._connecting.done():
                     self._connecting = asyncio.ensure_future(self.target.connect())
+                    # It may fail after the probe stopped waiting: its error is the probe's "no".
+                    self._connecting.add_done_callback(lambda t: t.cancelled() or t.exception())
                 await asyncio.wait_for(asyncio.shield(self._connecting), timeout)
             left = max(0.1, deadline - loop.time())
             async with asyncio.timeout(left):

@@ -16,6 +16,7 @@ Why it looks the way it does:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -54,6 +55,7 @@ from vexfs_cockpit.transport.quoting import (
 log = logging.getLogger(__name__)
 
 _CHUNK = 65536
+SFTP_CLOSE_TIMEOUT_S = 5.0  # a session close the guest does not answer within this is abandoned
 _KEY_PREFIXES = ("ssh-", "ecdsa-", "sk-", "rsa-")
 
 # What a caller may pass as trusted host keys: a known_hosts object or file, one
@@ -81,23 +83,45 @@ _REFUSAL_BACKOFF_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0)  # ~4.5 s, then t
 
 
 class _ChannelGate:
-    """A semaphore over one connection's channels (dropbear caps sessions)."""
+    """A semaphore over one connection's channels (dropbear caps sessions).
+
+    ``release`` is synchronous on purpose: an awaiting release (a Condition's lock)
+    is a cancellation point, and a test cancelled right there (its guard fired)
+    leaked the slot for good; four leaks and every later command queued for
+    ``queue_timeout_s``. A slot is handed to the first waiter directly (FIFO).
+    """
 
     def __init__(self, limit: int):
         self.limit = limit
         self.in_use = 0  # slots held: channels open, being opened, or between channels
         self.opening = 0  # slot holders waiting for the server to accept a channel
-        self._cond = asyncio.Condition()
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     async def acquire(self, timeout: float) -> None:
-        async with self._cond:
-            await asyncio.wait_for(self._cond.wait_for(lambda: self.in_use < self.limit), timeout)
+        if self.in_use < self.limit and not self._waiters:
             self.in_use += 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            async with asyncio.timeout(timeout):
+                await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                self.release()  # granted as we gave up: hand it on
+            else:
+                fut.cancel()
+                with contextlib.suppress(ValueError):  # release() may have dropped it already
+                    self._waiters.remove(fut)
+            raise
 
-    async def release(self) -> None:
-        async with self._cond:
-            self.in_use -= 1
-            self._cond.notify_all()
+    def release(self) -> None:
+        self.in_use -= 1
+        while self._waiters and self.in_use < self.limit:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                self.in_use += 1  # the slot is the waiter's from here on
+                fut.set_result(None)
 
 
 class SshTarget:
@@ -282,7 +306,7 @@ class SshTarget:
         try:
             yield
         finally:
-            await self._gate.release()
+            self._gate.release()
 
     async def _open(
         self, remote: str, *, merge: bool, what: str, token: str | None = None
@@ -593,8 +617,7 @@ class SshTarget:
         if self._sftp_ok is None:
             try:
                 async with asyncio.timeout(self.kill_timeout_s):
-                    async with conn.start_sftp_client():
-                        pass
+                    await _close_sftp(await conn.start_sftp_client())
                 self._sftp_ok = True
             except (TimeoutError, OSError, asyncssh.Error) as err:
                 if conn.is_closed():
@@ -609,14 +632,25 @@ class SshTarget:
         conn = await self._live_conn()
         try:
             async with asyncio.timeout(timeout):
-                async with conn.start_sftp_client() as sftp:
+                sftp = await conn.start_sftp_client()
+                try:
                     await op(sftp)
+                finally:
+                    await _close_sftp(sftp)
         except TimeoutError:
             raise CommandFailed(CommandResult(label, None, "", time.monotonic() - started, True)) from None
         except asyncssh.SFTPError as err:
             raise CommandFailed(CommandResult(label, 1, _reason(err), time.monotonic() - started)) from None
         except (OSError, asyncssh.Error) as err:
             raise self._lost(err, label, conn) from None
+
+
+async def _close_sftp(sftp: asyncssh.SFTPClient) -> None:
+    """End an SFTP session without waiting on the guest for ever: ``async with`` waits
+    for the close unbounded, after its timeout already fired (a hung guest never answers)."""
+    sftp.exit()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(asyncio.shield(sftp.wait_closed()), SFTP_CLOSE_TIMEOUT_S)
 
 
 async def _feed(proc: asyncssh.SSHClientProcess[bytes], data: bytes | None) -> None:

@@ -98,10 +98,10 @@ class KernelModuleDomain(DomainBase):
         if not res.ok:
             return failed(f"insmod failed: {res.first_line()}")
         problems = []
-        if not await self.mod.loaded():
+        module, fs = await self.mod.registered()
+        if not module:
             problems.append(f"{self.mod.name} not in /proc/modules after insmod")
-        fs = await self.target.run(f"grep -w {q(self.mod.fs_type)} /proc/filesystems")
-        if not fs.ok:
+        if not fs:
             problems.append(f"filesystem {self.mod.fs_type} not registered in /proc/filesystems")
         limit = float(self.settings["max_load_time"])
         if res.duration_s > limit:
@@ -115,10 +115,10 @@ class KernelModuleDomain(DomainBase):
         if not res.ok:
             return failed(f"rmmod failed: {res.first_line()}")
         problems = []
-        if await self.mod.loaded():
+        module, fs = await self.mod.registered()
+        if module:
             problems.append(f"{self.mod.name} still in /proc/modules after rmmod")
-        fs = await self.target.run(f"grep -w {q(self.mod.fs_type)} /proc/filesystems")
-        if fs.ok:
+        if fs:
             problems.append(f"filesystem {self.mod.fs_type} still registered after rmmod")
         limit = float(self.settings["max_unload_time"])
         if res.duration_s > limit:

@@ -284,9 +284,9 @@ async def test_guest_boots_to_ssh_under_libvirt() -> None:
             assert out[:3] == [img.kernel_version, name, "0"]
             assert {"ext4", "loop", "e1000"} <= set(out[3:])
             fs = await ssh.run(
-                "set -e; cd /tmp; truncate -s 32M f.img; mkfs.ext4 -q f.img; L=$(losetup -f --show f.img);"
+                "set -e; cd /tmp; truncate -s 32M f.img; mkfs.ext4 -q f.img; L=$(/usr/sbin/losetup -f --show f.img);"
                 " mkdir -p /mnt/t; mount -t ext4 $L /mnt/t; echo data > /mnt/t/x; su tester -c 'id -u; touch /mnt/t/y' 2>&1 || true;"
-                " cat /mnt/t/x; umount /mnt/t; losetup -d $L", check=True)
+                " cat /mnt/t/x; umount /mnt/t; /usr/sbin/losetup -d $L", check=True)
             assert str(fs.stdout).split()[0] == "1000"
             assert "Permission denied" in str(fs.stdout)  # tester cannot write root's fs root
             assert str(fs.stdout).split()[-1] == "data"

@@ -365,6 +365,16 @@ def test_warm_loop_through_the_kdev_agent(dev_data: str, tmp_path: Path, monkeyp
         assert res.returncode == 0 and "2 passed, 0 failed, 0 skipped" in res.stdout, res.stdout + res.stderr
         status = client.control("status")
         assert status is not None and status["requests"] == 4  # all four through one agent
+        # One SSH connection for the commands (and one for ktest's heartbeat), kept between them.
+        assert status["ssh"]["made"] <= 2 and status["ssh"]["lent"] >= 4, status
+        # A VM reset (another process) starts a new instance: the agent connects to it anew.
+        res = cli_proc("vm", "reset", name)
+        assert res.returncode == 0, res.stdout + res.stderr
+        res = cli_proc("kunload", name)
+        assert res.returncode == 0 and "is not loaded" in res.stdout, res.stdout + res.stderr
+        after = client.control("status")
+        # both of its kept targets (commands, heartbeat) are made anew for the new instance
+        assert after is not None and after["ssh"]["made"] == status["ssh"]["made"] + 2, after
     finally:
         client.control("stop")
     db = Path(os.environ["VEXFS_COCKPIT_DB"])

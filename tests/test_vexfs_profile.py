@@ -166,4 +166,4 @@ async def test_mkfs_is_built_from_the_checkouts_source_and_formats_a_loop_device
         magic = await guest.target.run(f"head -c 8 {dev}", check=True)
         assert magic.output == "VEXFSFIX"  # written by the binary built from mkfs.vexfs.c
     finally:
-        await guest.target.run(["losetup", "-d", dev])
+        await guest.target.run(["/usr/sbin/losetup", "-d", dev])

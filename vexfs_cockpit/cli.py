@@ -11,9 +11,13 @@ import importlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from vexfs_cockpit import __version__
 from vexfs_cockpit.errors import CockpitError
+
+if TYPE_CHECKING:
+    from vexfs_cockpit.agent.session import KdevSession
 
 # Which module contributes each subcommand through ``add_parser(subparsers)``.
 # Only the named command's module is imported (the engine's imports cost ~1 s);
@@ -67,8 +71,9 @@ def _open_tui(args: argparse.Namespace) -> int:
     return int(tui.run_tui(args))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """The console script (``argv`` None: this process's arguments) and in-process callers."""
+def main(argv: Sequence[str] | None = None, *, kdev_session: KdevSession | None = None) -> int:
+    """The console script (``argv`` None: this process's arguments) and in-process callers
+    (the kdev agent passes its ``agent.session.KdevSession``: one loop, kept connections)."""
     if argv is None:
         argv = sys.argv[1:]
         # A real command line: the warm-loop commands run in the warm kdev agent.
@@ -81,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="vexfs-cockpit: %(name)s: %(message)s")
     parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
+    args.kdev_session = kdev_session
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     try:
         if handler is None:

@@ -13,8 +13,10 @@ process (a ``ktest`` run is stored as aborted).
 It is started by the first forwarded command (``agent.client``), listens on a
 0600 Unix socket in a 0700 per-user directory, exits after ``VEXFS_KDEV_AGENT_IDLE_S``
 without a request, and exits when a client runs other code (see
-``protocol.code_fingerprint``). Nothing of one command outlives it: each runs
-in its own event loop and closes its connections, as a separate process would.
+``protocol.code_fingerprint``). Commands run one after another on one event
+loop (``agent.session``), where each dev VM's SSH connection is kept for the next
+command (a key exchange less each time, as with ControlPersist); a VM that was
+reset or restarted gets a new one. Nothing else of a command outlives it.
 
     python -m vexfs_cockpit.agent.server --socket PATH [--idle SECONDS]
 """
@@ -36,6 +38,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from vexfs_cockpit.agent.protocol import AGENT_COMMANDS, READY_LINE, code_fingerprint, decode, encode
+from vexfs_cockpit.agent.session import KdevSession
 
 
 class _Channel(io.TextIOBase):
@@ -100,6 +103,7 @@ class AgentServer:
         self._active_lock = threading.Lock()  # no SIGINT once that command has ended
         self._stop = False
         self._inode: int | None = None
+        self.session = KdevSession()  # one loop for every command, the dev VMs' SSH kept on it
 
     # ------------------------------------------------------------------ lifecycle
     def serve(self, ready_fd: int | None = None) -> None:
@@ -131,6 +135,7 @@ class AgentServer:
         finally:
             listener.close()
             self._unlink_own_socket()
+            self.session.close()  # the kept SSH connections
 
     def _unlink_own_socket(self) -> None:
         # A fresh agent may already listen at the same path: only remove our own socket.
@@ -174,6 +179,7 @@ class AgentServer:
         c.send({"status": {
             "pid": os.getpid(), "started": self.started, "requests": self.requests,
             "idle_s": self.idle_s, "fingerprint": self.fingerprint, "stopping": self._stop,
+            "ssh": {"kept": len(self.session.targets), "made": self.session.targets.made, "lent": self.session.targets.lent},
         }})
 
     def _watch_client(self, c: _Connection) -> None:
@@ -223,7 +229,7 @@ class AgentServer:
                     signal.signal(signal.SIGINT, signal.default_int_handler)
                     self._active = c
                     watcher.start()
-                    rc = cli.main(argv)
+                    rc = cli.main(argv, kdev_session=self.session)
                 except SystemExit as exit_:  # argparse usage errors
                     rc = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
                 except KeyboardInterrupt:  # also when it lands before cli.main got to catch it

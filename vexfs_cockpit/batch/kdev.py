@@ -26,7 +26,7 @@ import os
 import secrets
 import shlex
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from vexfs_cockpit.engine.target import CommandResult, Target
     from vexfs_cockpit.fleet.kbuild import KbuildResult
     from vexfs_cockpit.klog.model import KernelReport
+    from vexfs_cockpit.transport.pool import TargetPool
 
 GUEST_DIR = "/tmp/vexfs-cockpit"  # == domains._common.GUEST_DIR: the domains push there too
 # Build outputs and VCS dirs: not "source" for the is-the-.ko-stale check.
@@ -227,14 +228,15 @@ def print_window(w: KlogWindow, out: TextIO) -> None:
 
 
 # ----------------------------------------------------------------------------- attach helper
-async def attached(cfg: CockpitConfig, name: str, uri: str | None) -> tuple[Any, Lease]:
-    """(provider, lease) on the running dev VM ``name``; close the provider after use."""
+async def attached(cfg: CockpitConfig, name: str, uri: str | None, targets: TargetPool | None = None) -> tuple[Any, Lease]:
+    """(provider, lease) on the running dev VM ``name``; close the provider after use
+    (with ``targets``, its SSH connections stay in that pool for the next command)."""
     from vexfs_cockpit.engine.bus import EventBus
     from vexfs_cockpit.fleet.attach import AttachProvider
 
     bus = EventBus()
     bus.bind_loop(asyncio.get_running_loop())
-    provider = AttachProvider(cfg, bus, name, uri=uri)
+    provider = AttachProvider(cfg, bus, name, uri=uri, targets=targets)
     try:
         lease = await provider.attach()
     except BaseException:
@@ -280,10 +282,10 @@ def _why(res: CommandResult) -> str:
 
 # ----------------------------------------------------------------------------- kload / kunload
 async def kload(cfg: CockpitConfig, name: str, *, params: str | None = None, uri: str | None = None,
-                out: TextIO | None = None) -> int:
+                out: TextIO | None = None, targets: TargetPool | None = None) -> int:
     out = out or sys.stdout  # resolved per call: tests and callers swap sys.stdout
     mod = KdevModule.from_config(cfg)
-    provider, lease = await attached(cfg, name, uri)
+    provider, lease = await attached(cfg, name, uri, targets)
     try:
         target = lease.target
         ko = await ensure_built(mod, lease.guest_kernel, out)
@@ -317,10 +319,11 @@ def _report(res: Any, window: Any, what: str, vm: str, out: TextIO, done: Callab
     return 1 if window.bad_reports() else 0
 
 
-async def kunload(cfg: CockpitConfig, name: str, *, uri: str | None = None, out: TextIO | None = None) -> int:
+async def kunload(cfg: CockpitConfig, name: str, *, uri: str | None = None, out: TextIO | None = None,
+                  targets: TargetPool | None = None) -> int:
     out = out or sys.stdout  # resolved per call: tests and callers swap sys.stdout
     mod = KdevModule.from_config(cfg)
-    provider, lease = await attached(cfg, name, uri)
+    provider, lease = await attached(cfg, name, uri, targets)
     try:
         target = lease.target
         state = await module_state(target, mod)
@@ -454,7 +457,7 @@ async def ktest(args: argparse.Namespace) -> int:
     args.set = [*(getattr(args, "set", None) or []), "domains.kernel_module.options.reuse_identical_build=true"]
 
     def provider(c: CockpitConfig, bus: Any) -> AttachProvider:
-        return AttachProvider(c, bus, name, uri=args.uri)
+        return AttachProvider(c, bus, name, uri=args.uri, targets=_targets(args))
 
     return await run_batch(args, provider)
 
@@ -516,20 +519,32 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(handler=cmd_ktest)
 
 
+def _arun(args: argparse.Namespace, coro: Coroutine[Any, Any, int]) -> int:
+    """Run a command's coroutine: on the kdev agent's loop when it serves the command
+    (its SSH connections persist there), else on a loop of its own."""
+    session = getattr(args, "kdev_session", None)
+    return session.run(coro) if session is not None else asyncio.run(coro)
+
+
+def _targets(args: argparse.Namespace) -> TargetPool | None:
+    session = getattr(args, "kdev_session", None)
+    return session.targets if session is not None else None
+
+
 def cmd_kbuild(args: argparse.Namespace) -> int:
     cfg = _config(args)
     vm = _vm_name(argparse.Namespace(name=args.vm), cfg) if args.vm else None
-    return asyncio.run(kbuild_cmd(cfg, vm, uri=args.uri))
+    return _arun(args, kbuild_cmd(cfg, vm, uri=args.uri))
 
 
 def cmd_kload(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    return asyncio.run(kload(cfg, _vm_name(args, cfg), params=args.params, uri=args.uri))
+    return _arun(args, kload(cfg, _vm_name(args, cfg), params=args.params, uri=args.uri, targets=_targets(args)))
 
 
 def cmd_kunload(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    return asyncio.run(kunload(cfg, _vm_name(args, cfg), uri=args.uri))
+    return _arun(args, kunload(cfg, _vm_name(args, cfg), uri=args.uri, targets=_targets(args)))
 
 
 def cmd_ktest(args: argparse.Namespace) -> int:
@@ -537,7 +552,7 @@ def cmd_ktest(args: argparse.Namespace) -> int:
         raise UsageError(f"--timeout: expected a positive number of seconds, found {args.timeout:g}")
     if args.retries is not None and not 0 <= args.retries <= 10:
         raise UsageError(f"--retries: expected 0..10, found {args.retries}")
-    return asyncio.run(ktest(args))
+    return _arun(args, ktest(args))
 
 
 __all__ = [

@@ -83,6 +83,7 @@ async def run_batch(args: argparse.Namespace, provider_factory: ProviderFactory 
         await session.aclose()  # destroys VMs, flushes the store
         sub.close()
         await printing
+        loop.remove_signal_handler(signal.SIGTERM)  # the kdev agent's loop outlives this run
     rep = report.report
     if rep is not None:
         if args.junit:

@@ -23,6 +23,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import libvirt
 
@@ -38,6 +39,9 @@ from vexfs_cockpit.fleet.libvirt import FleetManager, VmInfo
 from vexfs_cockpit.fleet.vmctl import GuestVm
 from vexfs_cockpit.fleet.watchdog import guest_watchdog
 from vexfs_cockpit.klog.buffer import KernelLogBuffer
+
+if TYPE_CHECKING:
+    from vexfs_cockpit.transport.pool import TargetPool
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +123,7 @@ class AttachProvider:
         *,
         uri: str | None = None,
         console_log: Path | None = None,
+        targets: TargetPool | None = None,
     ):
         self.cfg = cfg
         self.bus = bus
@@ -126,6 +131,7 @@ class AttachProvider:
         self.uri = uri or cfg.fleet.libvirt_uri
         self.fleet = FleetManager(self.uri, bus, cfg.env, stop_timeout_s=cfg.fleet.stop_timeout_s)
         self._console_log = console_log
+        self._targets = targets  # SSH connections kept between commands (the kdev agent's)
         self._vm: GuestVm | None = None
         self._lease: Lease | None = None
         self._attach_lock: asyncio.Lock | None = None
@@ -160,7 +166,7 @@ class AttachProvider:
             self.fleet._ever_started.add(self.name)
         info = await self.fleet.info(self.name)
         check_attachable(self.name, self.uri, info)
-        target = _target_for(self.cfg, self.name, info, reconnect_deadline_s=ATTACH_SSH_DEADLINE_S)
+        target = await self._ssh_target(info, "commands")
         st = read_state(self.name)
         log_path = self._console_log or (Path(st.console_log) if st is not None else None)
         klog = KernelLogBuffer(self.name)
@@ -198,10 +204,21 @@ class AttachProvider:
                 # heartbeat has a connection of its own so it never queues behind the test.
                 "watchdog": guest_watchdog(
                     vm, self.fleet, self.bus, klog,
-                    heartbeat_target=_target_for(self.cfg, self.name, info, reconnect_deadline_s=ATTACH_SSH_DEADLINE_S),
+                    heartbeat_target=await self._ssh_target(info, "heartbeat"),
                 ),
             },
         )
+
+    async def _ssh_target(self, info: VmInfo, role: str) -> Any:
+        """A new SshTarget, or with a pool the one kept for this VM instance and role."""
+        target = _target_for(self.cfg, self.name, info, reconnect_deadline_s=ATTACH_SSH_DEADLINE_S)
+        if self._targets is None:
+            return target
+        lent = await self._targets.lend(
+            (self.uri, self.name, role), (target.host, target.port, target.username, info.instance), lambda: target
+        )
+        lent.reconnect_deadline_s = ATTACH_SSH_DEADLINE_S  # a kept one may carry the post-reset deadline
+        return lent
 
     # -- TargetProvider -----------------------------------------------------------------------
     @asynccontextmanager

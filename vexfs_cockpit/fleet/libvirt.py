@@ -214,6 +214,7 @@ class VmInfo:
     state: str
     persistent: bool
     owner: Owner | None
+    instance: int = -1  # libvirt's domain ID: new on every start (a reset too); -1 when not running
 
     @property
     def stale(self) -> bool:
@@ -419,7 +420,7 @@ class FleetManager:
                 name = dom.name()
                 if not name.startswith(VM_PREFIX):
                     continue  # never even look at other people's domains
-                out.append(VmInfo(name, self._state_of(dom), bool(dom.isPersistent()), self._owner_of(dom)))
+                out.append(VmInfo(name, self._state_of(dom), bool(dom.isPersistent()), self._owner_of(dom), dom.ID()))
             except libvirt.libvirtError:
                 continue  # vanished while listing (a transient domain stopped)
         return sorted(out, key=lambda v: v.name)

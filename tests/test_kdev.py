@@ -386,3 +386,34 @@ def test_warm_loop_through_the_kdev_agent(dev_data: str, tmp_path: Path, monkeyp
     cmds = [c.cmd for c in build.evidence.commands]
     # kload pushed this very .ko: module_build checked its digest and did not copy it again
     assert any("sha256sum" in c for c in cmds) and not any(c.startswith("put ") for c in cmds), cmds
+
+
+async def test_kbuild_is_incremental_and_forgets_deleted_files(tmp_path: Path, kernel: str) -> None:
+    """The warm loop's kbuild keeps objects like make in one's own tree: an untouched source
+    is not recompiled, an edited one is, and a header deleted from the source is gone from
+    the build too (a recompile fails instead of finding the old copy)."""
+    src = _src_copy(tmp_path)
+    cfg = load_config(None, "test", {"module.build_path": str(src)})
+    mod = kdev.KdevModule.from_config(cfg)
+    (src / "extra.h").write_text("#define VEXFS_BENCH_EXTRA 1\n")
+    c = src / "vexfs_selftest.c"
+    c.write_text('#include "extra.h"\n' + c.read_text())
+    first = await kdev.build(mod, kernel)
+    assert first.ok, first.output
+    obj = first.build_dir / "vexfs_selftest.o"
+    built_at = obj.stat().st_mtime_ns
+
+    again = await kdev.build(mod, kernel)  # nothing changed: make relinks nothing it need not
+    assert again.ok and obj.stat().st_mtime_ns == built_at, again.output
+
+    # An edit a microsecond after the build: whole-second mtimes in the copy would hide it.
+    os.utime(c, ns=(built_at + 1000, built_at + 1000))
+    edited = await kdev.build(mod, kernel)
+    assert edited.ok and obj.stat().st_mtime_ns > built_at, edited.output
+
+    (src / "extra.h").unlink()
+    rebuilt_at = obj.stat().st_mtime_ns
+    os.utime(c, ns=(rebuilt_at + 1000, rebuilt_at + 1000))  # recompiled: the old copy must not be found
+    gone = await kdev.build(mod, kernel)
+    assert not gone.ok and not (gone.build_dir / "extra.h").exists()
+    assert any("extra.h" in e for e in gone.errors), gone.errors

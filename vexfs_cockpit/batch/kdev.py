@@ -115,11 +115,11 @@ async def build(mod: KdevModule, kernel: str, host: Target | None = None) -> Kbu
 
     if not mod.src.is_dir():
         raise ConfigError(f"module.build_path: {mod.src} is not a directory; point it at the module's kbuild directory")
-    # A real compile (the developer asked for one); its .ko is cached so the ktest that
-    # follows does not compile byte-identical sources a second time.
+    # A real compile (the developer asked for one), incremental as make in their own tree;
+    # its .ko is cached so the ktest that follows does not compile identical sources again.
     res = await kbuild(
         mod.src, kernel, mod.out_dir(), host or LocalTarget("host"), jobs=os.cpu_count() or 2,
-        cache_dir=default_cache_dir(), reuse_cache=False,
+        cache_dir=default_cache_dir(), reuse_cache=False, incremental=True,
     )
     try:
         (res.build_dir / "kbuild.log").write_text(f"$ {res.command}\n{res.output}")

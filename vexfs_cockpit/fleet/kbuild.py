@@ -8,6 +8,8 @@ host target must see this machine's filesystem (``LocalTarget``).
 
 from __future__ import annotations
 
+import contextlib
+import fnmatch
 import hashlib
 import json
 import re
@@ -32,6 +34,26 @@ _CC_ERROR = re.compile(r"^(?P<loc>[^\s:][^:]*:\d+(?::\d+)?): (?:fatal )?error: (
 # modpost: 'ERROR: modpost: "sym" [/path/x.ko] undefined!'
 _MODPOST_ERROR = re.compile(r"^ERROR: modpost: (?P<msg>.+)$")
 _MAKE_ERROR = re.compile(r"^make(?:\[\d+\])?: \*\*\* (?P<msg>.+)$")
+
+
+def _is_artifact(name: str) -> bool:
+    return any(fnmatch.fnmatch(name, p) for p in _ARTIFACTS)
+
+
+def _prune(build_dir: Path, src: Path) -> None:
+    """Remove what an incremental build dir holds that ``src`` no longer has (a deleted
+    header must fail the build, not be found in the old copy); build outputs stay."""
+    if not build_dir.is_dir():
+        return
+    for path in sorted(build_dir.rglob("*"), reverse=True):  # files before their dirs
+        rel = path.relative_to(build_dir)
+        if any(_is_artifact(part) for part in rel.parts) or (src / rel).exists():
+            continue
+        if path.is_dir() and not path.is_symlink():
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only once empty: it may hold artifacts
+        else:
+            path.unlink(missing_ok=True)
 
 
 class KernelHeadersMissing(InfraError):
@@ -157,12 +179,17 @@ async def kbuild(
     timeout: float = 600.0,
     cache_dir: Path | None = None,
     reuse_cache: bool = True,
+    incremental: bool = False,
 ) -> KbuildResult:
     """Copy ``src`` to ``out_dir/<src.name>-<kernel>/`` (fresh) and run kbuild there.
 
     ``out_dir=None`` builds under a new temp dir. ``make_args`` are extra make
     words, e.g. ``["BREAK_BUILD=1"]``. A failed build is a result, not an
     exception; missing headers or source raise (the fix is on the host).
+    ``incremental`` keeps the last build's objects, as ``make`` in one's own tree
+    does (the warm loop's ``kbuild``: ~0.4 s less per edit); the copy keeps each
+    file's mtime, so make rebuilds exactly what changed, and files gone from
+    ``src`` are removed from the build dir first.
     """
     if not kernel:
         raise ValueError("kbuild needs the guest kernel version (uname -r)")
@@ -185,7 +212,12 @@ async def kbuild(
 
     excludes = " ".join(f"--exclude={shlex.quote(p)}" for p in _ARTIFACTS)
     b, s = shlex.quote(str(build_dir)), shlex.quote(str(src))
-    copy = f"rm -rf {b} && mkdir -p {b} && tar -C {s} {excludes} -cf - . | tar -C {b} -xf -"
+    if incremental:
+        _prune(build_dir, src)
+    fresh = "" if incremental else f"rm -rf {b} && "
+    # pax keeps sub-second mtimes: with whole seconds, an edit in the second of the last
+    # build would look older than its .o and not be compiled.
+    copy = f"{fresh}mkdir -p {b} && tar -C {s} {excludes} --format=posix -cf - . | tar -C {b} -xf -"
     res = await host.run(copy, timeout=60)
     if not res.ok:
         raise InfraError(f"cannot copy {src} to build dir {build_dir}: {res.first_line() or f'exit {res.exit_code}'}")

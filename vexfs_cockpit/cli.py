@@ -6,9 +6,7 @@ subcommand, the TUI is loaded by name at run time, so `run --batch` cannot load 
 
 from __future__ import annotations
 
-import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -17,6 +15,8 @@ from vexfs_cockpit import __version__
 from vexfs_cockpit.errors import CockpitError
 
 if TYPE_CHECKING:
+    import argparse
+
     from vexfs_cockpit.agent.session import KdevSession
 
 # Which module contributes each subcommand through ``add_parser(subparsers)``.
@@ -47,6 +47,7 @@ def _command_of(argv: Sequence[str]) -> str | None:
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser with every subcommand, or only ``command``'s module's when it is named."""
+    import argparse  # here, not at the top: a forwarded kdev command never needs it
     parser = argparse.ArgumentParser(
         prog="vexfs-cockpit",
         description="Boot test VMs, run the VexFS test domains in them, watch the kernel log, keep the history.",
@@ -82,6 +83,8 @@ def main(argv: Sequence[str] | None = None, *, kdev_session: KdevSession | None 
         rc = forward(argv)
         if rc is not None:
             return rc
+    import logging  # after forwarding: the kdev client must start in tens of ms
+
     # Warnings from the engine (e.g. a transport retry) are one plain line on stderr.
     logging.basicConfig(level=logging.WARNING, format="vexfs-cockpit: %(name)s: %(message)s")
     parser = build_parser(_command_of(argv))

@@ -15,7 +15,6 @@ import os
 import select
 import socket
 import stat
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -93,6 +92,8 @@ def _spawn(directory: Path) -> socket.socket | None:
         path = socket_path(directory)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # a dead agent's socket: nobody answered on it
+        import subprocess  # only to start an agent: not on every command's path
+
         read_fd, write_fd = os.pipe()
         try:
             with open(log_path(directory), "ab") as log:

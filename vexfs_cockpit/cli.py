@@ -45,8 +45,9 @@ def _command_of(argv: Sequence[str]) -> str | None:
     return argv[0] if argv and argv[0] in COMMANDS else None
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The parser with every subcommand, or only ``command``'s module's when it is named."""
+def build_parser(command: str | None = None, *, subcommands: bool = True) -> argparse.ArgumentParser:
+    """The parser with every subcommand, or only ``command``'s module's when it is named
+    (``subcommands=False``: none, for an empty command line, i.e. the TUI)."""
     import argparse  # here, not at the top: a forwarded kdev command never needs it
     parser = argparse.ArgumentParser(
         prog="vexfs-cockpit",
@@ -55,7 +56,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"vexfs-cockpit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in (COMMANDS[command],) if command else COMMAND_MODULES:
+    for name in (COMMANDS[command],) if command else COMMAND_MODULES if subcommands else ():
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as err:
@@ -87,7 +88,9 @@ def main(argv: Sequence[str] | None = None, *, kdev_session: KdevSession | None 
 
     # Warnings from the engine (e.g. a transport retry) are one plain line on stderr.
     logging.basicConfig(level=logging.WARNING, format="vexfs-cockpit: %(name)s: %(message)s")
-    parser = build_parser(_command_of(argv))
+    # An empty command line opens the TUI: it needs no subcommand's module (importing
+    # them all cost ~0.3 s of the TUI's cold start that the engine does not need).
+    parser = build_parser(_command_of(argv), subcommands=bool(argv))
     args = parser.parse_args(argv)
     args.kdev_session = kdev_session
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)

@@ -15,8 +15,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlite_utils import Database
-
 from vexfs_cockpit.engine.events import (
     DomainFinished,
     DomainStarted,
@@ -36,6 +34,7 @@ from vexfs_cockpit.store.codec import attempt_to_dict, evidence_to_dict
 from vexfs_cockpit.store.db import open_writer
 from vexfs_cockpit.store.liveness import ProcessIdentity
 from vexfs_cockpit.store.report import RUN_ENDED_EARLY, join_vm
+from vexfs_cockpit.store.sqlite_lite import Database
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ from vexfs_cockpit.tui.backend import HistoryCatalog, RunFilter
 from vexfs_cockpit.tui.format import STATUS_STYLE, duration, timestamp
 from vexfs_cockpit.tui.gc_pause import GcPause
 from vexfs_cockpit.tui.widgets.key_bar import KeyBar
+from vexfs_cockpit.tui.widgets.text_table import TextTable
 
 if TYPE_CHECKING:
     from vexfs_cockpit.tui.app import CockpitApp
@@ -65,7 +66,7 @@ class HistoryScreen(Screen[None]):
             yield Select[str](((s, s) for s in STATUSES), prompt="any status", id="f-status", compact=True)
             yield Select[str](((f"last {p}", p) for p, _ in PERIODS), prompt="all time", id="f-period", compact=True)
             yield Input(placeholder="search (/)", id="f-text", compact=True)
-        table: DataTable[Text] = DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        table = TextTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield table
         yield Static(id="history-status", classes="status-line")
         yield KeyBar()

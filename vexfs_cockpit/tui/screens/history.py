@@ -56,9 +56,18 @@ class HistoryScreen(Screen[None]):
         self._more = False  # the last page was full: older runs may follow
         self._loading_more = False
         self._catalog_asked = False
+        # The first page is asked for before the widgets are built: its SQL (no GIL) runs
+        # while they compose, and the first frame may already hold the runs.
+        self._first_asked = False
+        self._first: tuple[RunFilter, list[RunSummary]] | None = None  # answered before on_mount
+        self._table_ready = False  # on_mount ran: the table has its columns
 
     def compose(self) -> ComposeResult:
         self._gc.hold()  # until the runs are on screen
+        self._first_asked = True
+        flt = RunFilter(text="", limit=PAGE)  # what current_filter() reads from the fresh filters
+        self.cockpit.query_history("history", self.cockpit.backend.list_runs, flt,
+                                   then=lambda runs: self._got_first(flt, runs), group="runs")
         yield Static(" History", id="history-title", classes="screen-title")
         with Horizontal(classes="filters"):
             yield Select[str]((), prompt="any env", id="f-env", compact=True)
@@ -80,14 +89,26 @@ class HistoryScreen(Screen[None]):
         self._set_columns(table, [])
         table.focus()
         self.watch(table, "scroll_y", self._more_if_near_end, init=False)
-        # No reload here: pushing the screen posts ScreenResume, which loads the runs.
+        self._table_ready = True
+        if self._first is not None:  # answered while the screen was built
+            self._got_runs(*self._first)
+            self._first = None
         # The filters' names are read once the runs are on screen: not in their way.
 
     def on_unmount(self) -> None:
         self._gc.release()
 
     def on_screen_resume(self) -> None:
-        self.action_reload()  # first shown, or back from another screen: a run may have finished meanwhile
+        if self._first_asked:  # first shown: compose asked for the first page
+            self._first_asked = False
+            return
+        self.action_reload()  # back from another screen: a run may have finished meanwhile
+
+    def _got_first(self, flt: RunFilter, runs: list[RunSummary]) -> None:
+        if self._table_ready:
+            self._got_runs(flt, runs)
+        else:
+            self._first = (flt, runs)  # on_mount shows them
 
     # -- data ---------------------------------------------------------------------------
     def current_filter(self) -> RunFilter:
@@ -125,7 +146,9 @@ class HistoryScreen(Screen[None]):
         self._show_title()
         self._show_status()
         self._gc.release_after_paint(self)
-        self._more_if_near_end()  # a page shorter than the screen is tall
+        # A page shorter than the screen is tall; after a refresh, as the table may not be
+        # laid out yet (filled as the screen mounts).
+        self.call_after_refresh(self._more_if_near_end)
         if not self._catalog_asked:
             self._catalog_asked = True
             self.call_after_refresh(self.cockpit.query_history, "history", self.cockpit.backend.history_catalog,

@@ -210,16 +210,21 @@ class ModuleUnderTest:
     async def loaded(self) -> bool:
         if not self.has_module:
             return False
-        res = await self.target.run(f"grep -q '^{self.name} ' /proc/modules")
+        res = await self.target.run(self._is_loaded)
         return res.ok
 
     async def ensure_loaded(self) -> None:
         if self.has_module and not await self.loaded():
             await self.target.run(["insmod", self.remote_ko, *shlex.split(self.params)], check=True)
 
+    @property
+    def _is_loaded(self) -> str:
+        """Shell test: is the module in /proc/modules (for scripts that do more in one round trip)."""
+        return f"grep -q '^{self.name} ' /proc/modules"
+
     async def registered(self) -> tuple[bool, bool]:
         """(module in /proc/modules, filesystem in /proc/filesystems), in one round trip."""
-        module = f"grep -q '^{self.name} ' /proc/modules && echo module; " if self.has_module else ""
+        module = f"{self._is_loaded} && echo module; " if self.has_module else ""
         res = await self.target.run(f"{module}grep -qw {q(self.fs_type)} /proc/filesystems && echo fs; true")
         words = res.output.split()
         return "module" in words, "fs" in words
@@ -228,7 +233,7 @@ class ModuleUnderTest:
         """Unmount our filesystem and rmmod, if loaded (one round trip: ~0.1 s under TCG)."""
         if self.has_module:
             await self.target.run(
-                f"if grep -q '^{self.name} ' /proc/modules; then "
+                f"if {self._is_loaded}; then "
                 f"grep -q ' {self.fs_type} ' /proc/mounts && umount -a -t {q(self.fs_type)}; rmmod {q(self.name)}; fi; true"
             )
 
@@ -293,7 +298,7 @@ class ModuleUnderTest:
     async def cleanup(self) -> None:
         """Best effort: unmount everything of ours, detach our loop devices, unload."""
         # One round trip (each costs ~0.1 s under TCG; every domain's setup and teardown runs this).
-        unload = f"if grep -q '^{self.name} ' /proc/modules; then rmmod {q(self.name)}; fi; " if self.has_module else ""
+        unload = f"if {self._is_loaded}; then rmmod {q(self.name)}; fi; " if self.has_module else ""
         await self.target.run(
             f"for m in $(awk '$3==\"{self.fs_type}\" {{print $2}}' /proc/mounts); do umount -l $m; done; "
             f"for d in $({LOSETUP} -a | grep {q(GUEST_DIR)} | cut -d: -f1); do {LOSETUP} -d $d; done; {unload}true",

@@ -476,11 +476,7 @@ class Runner:
             # The run itself is cancelled (Ctrl-C, SIGTERM): stop the test too, and never
             # leave it running into the VM's destruction ("exception never retrieved").
             test_task.cancel()
-            done, _ = await asyncio.wait([test_task], timeout=CANCEL_GRACE_S)
-            if not done:
-                test_task.add_done_callback(_retrieve)
-            else:
-                _retrieve(test_task)
+            await _reap([test_task], CANCEL_GRACE_S)
             raise
         finally:
             for g in guards:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from rich.cells import cell_len
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -29,6 +30,9 @@ STATUSES = ("passed", "failed", "errored", "aborted", "running")
 PERIODS: tuple[tuple[str, float], ...] = (("24h", 86400.0), ("7d", 7 * 86400.0), ("30d", 30 * 86400.0), ("90d", 90 * 86400.0))
 PAGE = 50  # runs per read: a screenful and more; the next page loads as the end nears
 LOAD_AHEAD = 10  # rows before the last one shown
+# Title, filters, status line and key bar: one row each (app.tcss, KeyBar); the runs
+# table has the rest.
+FIXED_ROWS = 4
 COLUMNS = (("mark", " "), ("run", "run"), ("started", "started"), ("env", "env"), ("status", "status"), ("results", "✓ ✗ ⏭"), ("time", "time"), ("profile", "profile"))
 
 
@@ -76,6 +80,7 @@ class HistoryScreen(Screen[None]):
             yield Select[str](((f"last {p}", p) for p, _ in PERIODS), prompt="all time", id="f-period", compact=True)
             yield Input(placeholder="search (/)", id="f-text", compact=True)
         table = TextTable(id="runs", cursor_type="row", zebra_stripes=True)
+        table.styles.max_height = self._table_rows(self.app.size.height)
         yield table
         yield Static(id="history-status", classes="status-line")
         yield KeyBar()
@@ -97,6 +102,17 @@ class HistoryScreen(Screen[None]):
 
     def on_unmount(self) -> None:
         self._gc.release()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.query_one("#runs").styles.max_height = self._table_rows(event.size.height)
+
+    @staticmethod
+    def _table_rows(height: int) -> int:
+        """The table grows with its rows (DataTable: height auto) up to the rows the screen
+        has left. At DataTable's own max-height (100%) a page of 50 runs made the screen
+        taller than the terminal, and focusing the table scrolled the title and filters
+        out of sight (the status line was below the key bar)."""
+        return max(1, height - FIXED_ROWS)
 
     def on_screen_resume(self) -> None:
         if self._first_asked:  # first shown: compose asked for the first page

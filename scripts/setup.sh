@@ -9,6 +9,8 @@ APT_PACKAGES=(
   qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
   linux-image-amd64 busybox-static dropbear-bin e2fsprogs cpio kmod
   gcc make libc6-dev openssh-client python3-venv python3-dev tmux fio genisoimage
+  # `vexfs-cockpit image base` (the disk template's Debian image): debootstrap, boot loader
+  mmdebstrap extlinux syslinux-common
 )
 
 log() { printf 'setup: %s\n' "$*"; }

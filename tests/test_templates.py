@@ -149,12 +149,49 @@ def test_overlay_and_seed_iso(tmp_path: Path) -> None:
     seed = seed_contents(img, "vexfs-dev-x-0")
     assert img.client_pubkey.read_text().strip() in seed.user_data
     assert img.host_pubkey in seed.user_data and "BEGIN OPENSSH PRIVATE KEY" in seed.user_data
-    assert img.ready_marker in seed.user_data and "uid: 1000" in seed.user_data
+    assert "uid: 1000" in seed.user_data
+    # valid cloud-config whose per-boot script (a reset reruns it; runcmd would not) is ours
+    import yaml
+
+    from vexfs_cockpit.fleet.image_disk import READY_SCRIPT_PATH, ready_script
+
+    doc = yaml.safe_load(seed.user_data)
+    assert seed.user_data.startswith("#cloud-config\n") and "runcmd" not in doc
+    (wf,) = doc["write_files"]
+    assert wf["path"] == READY_SCRIPT_PATH and wf["permissions"] == "0755" and wf["content"] == ready_script()
+    assert doc["ssh_keys"]["ed25519_public"] == img.host_pubkey and doc["disable_root"] is False
     iso = make_seed_iso(img, "vexfs-dev-x-0", tmp_path / "vm" / "seed.iso")
     pvd = subprocess.run(["isoinfo", "-d", "-i", str(iso)], capture_output=True, text=True, check=True).stdout
     assert "Volume id: cidata" in pvd
     names = subprocess.run(["isoinfo", "-J", "-f", "-i", str(iso)], capture_output=True, text=True, check=True).stdout.split()
     assert sorted(names) == ["/meta-data", "/user-data"]
+
+
+def _run_ready_script(tmp_path: Path, tcp_lines: str) -> tuple[int, str]:
+    from vexfs_cockpit.fleet.image_disk import ready_script
+
+    (tmp_path / "tcp").write_text("  sl  local_address rem_address   st\n" + tcp_lines)
+    tty = tmp_path / "ttyS0"
+    script = (ready_script().replace("/proc/net/tcp6", "/nonexistent").replace("/proc/net/tcp", str(tmp_path / "tcp"))
+              .replace("/dev/ttyS0", str(tty)).replace("/run/vexfs-cockpit-ready", str(tmp_path / "announced")).replace("1200", "3").replace("dmesg -n 8", ":")
+              .replace("> /proc/sys/kernel/", "> /dev/null #"))
+    proc = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30)
+    return proc.returncode, tty.read_text() if tty.exists() else ""
+
+
+def test_ready_script_waits_for_sshd_listening(tmp_path: Path) -> None:
+    from vexfs_cockpit.fleet.image import READY_MARKER
+
+    listen = "   0: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 1 1\n"
+    assert _run_ready_script(tmp_path, listen) == (0, READY_MARKER + "\n")
+    (tmp_path / "ttyS0").unlink()
+    assert _run_ready_script(tmp_path, listen) == (0, "")  # announced once per boot
+    (tmp_path / "announced").rmdir()
+    # an established connection to port 22 or another listening port is not sshd listening
+    other = ("   0: 0100007F:0016 0200007F:A000 01 00000000:00000000 00:00000000 00000000 0 0 1 1\n"
+             "   1: 00000000:0017 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 1 1\n")
+    code, out = _run_ready_script(tmp_path, other)
+    assert code == 1 and "sshd is not listening" in out and READY_MARKER not in out
 
 
 def test_free_port_is_bindable_on_loopback() -> None:

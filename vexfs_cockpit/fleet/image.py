@@ -666,6 +666,9 @@ def add_parser(subparsers: Any) -> None:
     show.add_argument("--config", type=Path, default=None)
     show.add_argument("--env", default=None)
     show.set_defaults(handler=cmd_image_show)
+    from vexfs_cockpit.fleet.image_base import add_base_parser  # here: image_base imports this module
+
+    add_base_parser(sub)
 
 
 def cmd_image_build(args: argparse.Namespace) -> int:

@@ -58,11 +58,42 @@ class Seed:
     meta_data: str
 
 
+# cloud-final runs scripts-per-boot on every boot (runcmd only on an instance's first):
+# a reset reuses the overlay and the seed, and must announce readiness again.
+READY_SCRIPT_PATH = "/var/lib/cloud/scripts/per-boot/vexfs-cockpit-ready"
+
+
+def ready_script() -> str:
+    """Per-boot: the settings the self-test guest's /init makes (console loglevel, hung-task
+    timeout, sysrq, /dev/kmsg writes), then the ready marker on ttyS0 once sshd listens
+    (0016 = port 22, state 0A = LISTEN; no ss/netstat needed), once per boot. Bounded: 120 s."""
+    return r"""#!/bin/sh
+dmesg -n 8
+echo 5 > /proc/sys/kernel/hung_task_timeout_secs
+echo 1 > /proc/sys/kernel/sysrq
+echo on > /proc/sys/kernel/printk_devkmsg 2>/dev/null || true
+i=0
+while [ $i -lt 1200 ]; do
+    if grep -q ':0016 0\{8,32\}:0000 0A' /proc/net/tcp /proc/net/tcp6 2>/dev/null; then
+        # once per boot: the base image's ready unit and this seed's copy both run it
+        mkdir /run/vexfs-cockpit-ready 2>/dev/null || exit 0
+        echo '@READY@' > /dev/ttyS0
+        exit 0
+    fi
+    sleep 0.1
+    i=$((i + 1))
+done
+echo 'vexfs-cockpit: sshd is not listening on port 22 (journalctl -u ssh)' > /dev/ttyS0
+exit 1
+""".replace("@READY@", READY_MARKER)
+
+
 def seed_contents(img: GuestImage, hostname: str) -> Seed:
-    """cloud-config: keys for root and tester, our host key, and the ready marker on ttyS0."""
+    """cloud-config: keys for root and tester, our host key, and the per-boot ready script."""
     client = img.client_pubkey.read_text().strip()
     host_priv = img.host_key_openssh.read_text()
     indented = "".join(f"      {line}\n" for line in host_priv.splitlines())
+    script = "".join(f"      {line}\n" for line in ready_script().splitlines())
     user_data = f"""#cloud-config
 hostname: {hostname}
 disable_root: false
@@ -82,10 +113,11 @@ ssh_genkeytypes: []
 ssh_keys:
     ed25519_private: |
 {indented}    ed25519_public: {img.host_pubkey}
-runcmd:
-  - [sh, -c, "dmesg -n 8; echo 5 > /proc/sys/kernel/hung_task_timeout_secs; echo on > /proc/sys/kernel/printk_devkmsg || true"]
-  - [sh, -c, "echo '{READY_MARKER}' > /dev/ttyS0"]
-"""
+write_files:
+  - path: {READY_SCRIPT_PATH}
+    permissions: '0755'
+    content: |
+{script}"""
     meta_data = f"instance-id: {hostname}-{os.urandom(4).hex()}\nlocal-hostname: {hostname}\n"
     return Seed(user_data, meta_data)
 

@@ -11,7 +11,7 @@ import pytest
 from textual.widgets import DataTable, Select
 
 from vexfs_cockpit.store.history import History
-from vexfs_cockpit.tui.backend import RunRequest, TestRef
+from vexfs_cockpit.tui.backend import RunFilter, RunRequest, TestRef
 from vexfs_cockpit.tui.screens.compare import CompareScreen
 from vexfs_cockpit.tui.screens.crashes import CrashesScreen
 from vexfs_cockpit.tui.screens.history import PAGE, HistoryScreen
@@ -42,6 +42,10 @@ async def db(tmp_path: Path) -> Path:
 
 def runs_table(app) -> DataTable:
     return app.screen.query_one("#runs", DataTable)
+
+
+def styled_frame(app) -> list[list[tuple[str, object]]]:
+    return [[(seg.text, seg.style) for seg in strip] for strip in app.screen._compositor.render_strips()]
 
 
 def run_ids(app) -> list[str]:
@@ -311,3 +315,70 @@ async def test_key_bar_shows_the_screen_keys_and_a_click_presses_one(db, utc):
         await pilot.click(KeyBar, offset=(line.index(" g Trends") + 2, 0))
         await settle(app, pilot)
         assert isinstance(app.screen, TrendsScreen)
+
+
+async def test_history_reopens_as_a_fresh_open_shows_it(db, utc):
+    """The app keeps one history screen; closing it resets filters, search, marks and the
+    cursor, so the next open shows what a first open shows (and reads the runs again)."""
+    be = UiBackend(db_path=db)
+    asked: list[RunFilter] = []
+    real_list_runs = be.list_runs
+    be.list_runs = lambda flt: asked.append(flt) or real_list_runs(flt)  # type: ignore[method-assign]
+    async with cockpit(be, size=(120, 40)) as (app, pilot, _):
+        await pilot.press("h")
+        await settle(app, pilot)
+        first = app.screen
+        first_frame = styled_frame(app)
+        assert "History — 3 runs" in screen_text(app)
+        await pilot.press("down", "space")  # mark run-b
+        first.query_one("#f-env", Select).value = "dev"
+        await settle(app, pilot)
+        await pilot.press("slash", *"run", "enter")
+        await settle(app, pilot)
+        assert run_ids(app) == ["run-b", "run-a"] and first.marked == ["run-b"]
+        await pilot.press("escape")
+        await settle(app, pilot)
+        assert not isinstance(app.screen, HistoryScreen)
+        n_asked = len(asked)
+
+        await pilot.press("h")
+        await settle(app, pilot)
+        assert app.screen is first
+        assert asked[n_asked:] == [RunFilter(text="", limit=PAGE)]  # one fresh read per open
+        assert run_ids(app) == ["run-c", "run-b", "run-a"] and first.marked == []
+        assert first.current_filter() == RunFilter(text="")
+        assert runs_table(app).cursor_row == 0 and app.screen.focused is runs_table(app)
+        assert styled_frame(app) == first_frame  # text and styles
+
+        # Restyled on reopen when the CSS changed meanwhile (a theme switch):
+        await pilot.press("escape")
+        await settle(app, pilot)
+        app.theme = "textual-light"
+        await settle(app, pilot)
+        await pilot.press("h")
+        await settle(app, pilot)
+        reopened = styled_frame(app)
+        assert reopened != first_frame
+        app.screen.update_node_styles(animate=False)  # what Textual's resume would have done
+        await settle(app, pilot)
+        app.screen.refresh(repaint=True)
+        await settle(app, pilot)
+        assert styled_frame(app) == reopened
+
+
+async def test_history_asked_for_from_above_itself_opens_another(db, utc):
+    async with cockpit(UiBackend(db_path=db)) as (app, pilot, _):
+        await pilot.press("h")
+        await settle(app, pilot)
+        kept = app.screen
+        await pilot.press("g")
+        await settle(app, pilot)
+        await pilot.press("h")  # the app's key, from the trends screen
+        await settle(app, pilot)
+        assert isinstance(app.screen, HistoryScreen) and app.screen is not kept
+        assert run_ids(app) == ["run-c", "run-b", "run-a"]
+        await pilot.press("escape", "escape", "escape")
+        await settle(app, pilot)
+        await pilot.press("h")
+        await settle(app, pilot)
+        assert app.screen is kept and run_ids(app) == ["run-c", "run-b", "run-a"]

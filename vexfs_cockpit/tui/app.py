@@ -16,7 +16,7 @@ import asyncio
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from textual.app import App
 from textual.binding import Binding
@@ -35,6 +35,9 @@ from vexfs_cockpit.tui.commands import CockpitCommands
 from vexfs_cockpit.tui.format import error_line
 from vexfs_cockpit.tui.logmodel import LOG_RETAIN, LogInput, line_row
 from vexfs_cockpit.tui.state import LiveState, Part
+
+if TYPE_CHECKING:
+    from vexfs_cockpit.tui.screens.history import HistoryScreen
 
 T = TypeVar("T")
 
@@ -72,6 +75,7 @@ class CockpitApp(App[int]):
         self.pump_interval = pump_interval
         self.state = LiveState()
         self._inbox: list[LogInput] = []  # engine events (lines as rows) not yet folded in
+        self._history: HistoryScreen | None = None  # kept once opened: see action_history
         self.theme = "textual-dark"
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -364,8 +368,20 @@ class CockpitApp(App[int]):
     def action_history(self) -> None:
         from vexfs_cockpit.tui.screens.history import HistoryScreen
 
-        if not isinstance(self.screen, HistoryScreen):
+        if isinstance(self.screen, HistoryScreen):
+            return
+        # One history screen is kept and reset as it closes: building its widgets again
+        # was ~90 ms of every open. Asked for from a screen above it (trends, run detail),
+        # a second one opens, as before.
+        if self._history is None:
+            self._history = HistoryScreen()
+            self.install_screen(self._history, "history")
+            self.push_screen(self._history)
+        elif self._history in self.screen_stack:
             self.push_screen(HistoryScreen())
+        else:
+            self._history.reopen()
+            self.push_screen(self._history)
 
     def action_results(self) -> None:
         from vexfs_cockpit.tui.screens.results import ResultsScreen

@@ -20,6 +20,7 @@ from vexfs_cockpit.store.history import RunSummary
 from vexfs_cockpit.tui.backend import HistoryCatalog, RunFilter
 from vexfs_cockpit.tui.format import STATUS_STYLE, duration, timestamp
 from vexfs_cockpit.tui.gc_pause import GcPause
+from vexfs_cockpit.tui.screen_styles import ResumeStyles
 from vexfs_cockpit.tui.widgets.key_bar import KeyBar
 from vexfs_cockpit.tui.widgets.text_table import TextTable
 
@@ -65,13 +66,15 @@ class HistoryScreen(Screen[None]):
         self._first_asked = False
         self._first: tuple[RunFilter, list[RunSummary]] | None = None  # answered before on_mount
         self._table_ready = False  # on_mount ran: the table has its columns
+        # Bumped when the screen is closed (reset for its next open): an answer asked for
+        # before that is for a list no longer wanted.
+        self._opening = 0
+        self._fresh = True  # as a fresh open shows it: nothing to reset
+        self._styles = ResumeStyles()
 
     def compose(self) -> ComposeResult:
-        self._gc.hold()  # until the runs are on screen
-        self._first_asked = True
-        flt = RunFilter(text="", limit=PAGE)  # what current_filter() reads from the fresh filters
-        self.cockpit.query_history("history", self.cockpit.backend.list_runs, flt,
-                                   then=lambda runs: self._got_first(flt, runs), group="runs")
+        self._ask_first_page()
+        self._styles.styled(self.app)
         yield Static(" History", id="history-title", classes="screen-title")
         with Horizontal(classes="filters"):
             yield Select[str]((), prompt="any env", id="f-env", compact=True)
@@ -114,11 +117,59 @@ class HistoryScreen(Screen[None]):
         out of sight (the status line was below the key bar)."""
         return max(1, height - FIXED_ROWS)
 
-    def on_screen_resume(self) -> None:
-        if self._first_asked:  # first shown: compose asked for the first page
+    def _ask_first_page(self) -> None:
+        """Ask for the newest runs under the fresh filters, as the screen opens."""
+        self._gc.hold()  # until the runs are on screen
+        self._first_asked = True
+        flt = RunFilter(text="", limit=PAGE)  # what current_filter() reads from the fresh filters
+        opening = self._opening
+        self.cockpit.query_history("history", self.cockpit.backend.list_runs, flt,
+                                   then=lambda runs: opening == self._opening and self._got_first(flt, runs),
+                                   group="runs")
+
+    def reopen(self) -> None:
+        """Before the app pushes this screen again (it keeps one history screen: building
+        one costs ~90 ms of widgets per open). Closing reset it to a fresh open's state
+        (here if a quick key came first); the first page is asked for now, before the push."""
+        self._reset()
+        self._ask_first_page()
+
+    def on_screen_resume(self, event: events.ScreenResume) -> None:
+        self._styles.resume(self.app, event)
+        self._fresh = False
+        if self._first_asked:  # just opened: compose or reopen asked for the first page
             self._first_asked = False
             return
         self.action_reload()  # back from another screen: a run may have finished meanwhile
+
+    def on_screen_suspend(self) -> None:
+        if self not in self.app.screen_stack:  # closed, not covered by a screen of its own
+            self._reset()
+
+    def _reset(self) -> None:
+        """Back to what a fresh open shows before its runs arrive: no runs, no marks, no
+        filters or search, the table at the top and focused. Done as the screen closes,
+        so the next open pays nothing for it."""
+        if self._fresh:
+            return
+        self._fresh = True
+        self._opening += 1
+        self._gc.release()
+        self.runs, self.marked, self._shown_filter, self._more, self._loading_more = [], [], None, False, False
+        self._first_asked, self._first, self._catalog_asked = False, None, False
+        for sel in self.query(Select).results(Select):
+            if sel.value is not Select.NULL:
+                with self.prevent(Select.Changed):
+                    sel.clear()
+        search = self.query_one("#f-text", Input)
+        if search.value:
+            with self.prevent(Input.Changed):
+                search.value = ""
+        table = self.query_one("#runs", DataTable)
+        self._fill(table, [])
+        self.set_focus(table, scroll_visible=False)
+        self.query_one("#history-title", Static).update(" History", layout=False)
+        self.query_one("#history-status", Static).update("", layout=False)
 
     def _got_first(self, flt: RunFilter, runs: list[RunSummary]) -> None:
         if self._table_ready:
@@ -146,13 +197,18 @@ class HistoryScreen(Screen[None]):
 
     def action_reload(self) -> None:
         flt = replace(self.current_filter(), limit=PAGE)
+        opening = self._opening
         self.cockpit.query_history("history", self.cockpit.backend.list_runs, flt,
-                                   then=lambda runs: self._got_runs(flt, runs), group="runs")
+                                   then=lambda runs: opening == self._opening and self._got_runs(flt, runs),
+                                   group="runs")
 
     def _got_catalog(self, catalog: HistoryCatalog) -> None:
-        self.catalog = catalog
-        self.query_one("#f-env", Select).set_options((e, e) for e in catalog.envs)
-        self.query_one("#f-domain", Select).set_options((d, d) for d in catalog.domains)
+        old, self.catalog = self.catalog, catalog
+        # A reopened screen has the names of its last open: set again only if they changed.
+        if old is None or old.envs != catalog.envs:
+            self.query_one("#f-env", Select).set_options((e, e) for e in catalog.envs)
+        if old is None or old.domains != catalog.domains:
+            self.query_one("#f-domain", Select).set_options((d, d) for d in catalog.domains)
 
     def _got_runs(self, flt: RunFilter, runs: list[RunSummary]) -> None:
         self.runs, self._shown_filter, self._more, self._loading_more = runs, flt, len(runs) >= flt.limit, False

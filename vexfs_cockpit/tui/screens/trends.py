@@ -9,10 +9,11 @@ import statistics
 from typing import TYPE_CHECKING, cast
 
 from rich.text import Text
-from textual import work
+from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.geometry import Size
 from textual.screen import Screen
 from textual.widgets import Select, Static
 from textual.widgets.select import NoSelection
@@ -21,6 +22,7 @@ from textual.worker import get_current_worker
 from vexfs_cockpit.tui.backend import HistoryCatalog, MetricKey
 from vexfs_cockpit.tui.format import duration, error_line
 from vexfs_cockpit.tui.gc_pause import GcPause
+from vexfs_cockpit.tui.screen_styles import ResumeStyles
 from vexfs_cockpit.tui.screens.history import PERIODS
 from vexfs_cockpit.tui.widgets.key_bar import KeyBar
 from vexfs_cockpit.tui.widgets.trend_chart import Drawing, TrendChart, TrendSeries, draw
@@ -44,18 +46,26 @@ class TrendsScreen(Screen[None]):
         self._requested: tuple[object, ...] | None = None  # what the last fetch was asked for
         self._tests_of: str | None = None  # the domain whose tests #t-test offers
         self._gc = GcPause()
+        self._styles = ResumeStyles()
 
     def compose(self) -> ComposeResult:
         # The test and metric pickers are built when their kind of chart is first picked:
         # a Select costs ~12 ms to mount, and the screen opens on a pass-rate chart.
         cat = self.catalog
         self._gc.hold()  # from the start of the screen to its first chart
+        self._styles.styled(self.app)
+        chart = TrendChart(id="chart")
+        if self._given:
+            # The pickers will hold their first values (a Select shows its value only once
+            # mounted): the chart they show is asked for now, so its query and drawing run
+            # while the widgets are built (~0.1 s each at 10k runs).
+            self._fetch_once(("pass", None, cat.domains[0] if cat.domains else None, None, None), None, chart)
         yield Static(" Trends", id="trends-title", classes="screen-title")
         with Horizontal(classes="filters"):
             yield Select[str](KINDS, value="pass", allow_blank=False, id="t-kind", compact=True)
             yield Select[str](((d, d) for d in cat.domains), prompt="domain", value=_first(cat.domains), id="t-domain", compact=True)
             yield Select[str](((f"last {p}", p) for p, _ in PERIODS), prompt="all time", id="t-period", compact=True)
-        yield TrendChart(id="chart")
+        yield chart
         yield Static(id="trend-summary", classes="status-line")
         yield KeyBar()
 
@@ -65,12 +75,7 @@ class TrendsScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#t-kind", Select).focus()
-        if self._given:
-            # The pickers hold their first values, but a Select shows its value only once
-            # it has mounted itself: ask for the chart they will show.
-            domain = self.catalog.domains[0] if self.catalog.domains else None
-            self._fetch_once(("pass", None, domain, None, None), None)
-        else:
+        if not self._given:  # given: compose asked for the first chart
             self.cockpit.query_history("trends", self.cockpit.backend.history_catalog, then=self._got_catalog, group="catalog")
 
     def _got_catalog(self, catalog: HistoryCatalog) -> None:
@@ -149,16 +154,17 @@ class TrendsScreen(Screen[None]):
             return
         self._fetch_once(key, since)
 
-    def _fetch_once(self, key: tuple[str, str | None, str | None, str | None, MetricKey | None], since: float | None) -> None:
+    def _fetch_once(self, key: tuple[str, str | None, str | None, str | None, MetricKey | None], since: float | None,
+                    chart: TrendChart | None = None) -> None:
         self._requested = key
         self._gc.hold()  # until this chart is on screen
         kind, _period, domain, test, metric = key
-        chart = self.query_one(TrendChart)
-        self.fetch(kind, domain, test, metric, since, chart, chart.plot_theme())
+        chart = chart or self.query_one(TrendChart)
+        self.fetch(kind, domain, test, metric, since, chart, chart.plot_theme(), self.app.size)
 
     @work(thread=True, exclusive=True, group="trend", exit_on_error=False)
     def fetch(self, kind: str, domain: str | None, test: str | None, metric: MetricKey | None, since: float | None,
-              chart: TrendChart, theme: str) -> None:
+              chart: TrendChart, theme: str, app_size: Size) -> None:
         backend = self.cockpit.backend
         try:
             series: TrendSeries | None
@@ -190,9 +196,10 @@ class TrendsScreen(Screen[None]):
                         metric.label(), metric.name.rsplit("_", 1)[-1] if "_" in metric.name else "",
                         tuple(p.ts for p in mpts), tuple(p.value for p in mpts), run_ids=tuple(p.run_id for p in mpts),
                     )
-            # Drawn here, at the size the chart has by now, while the UI thread lays out
-            # the screen; the chart draws again itself if its size changed meanwhile.
-            size = chart.size
+            # Drawn here, at the size the chart has by now (or, not laid out yet, the size
+            # it had at this terminal size before), while the UI thread lays out the
+            # screen; the chart draws again itself if its size turns out different.
+            size = chart.size if chart.size.area else TrendChart.size_for(app_size)
             drawing = Drawing(series, size, theme, draw(series, size, theme)) if size.area else None
         except Exception as err:
             self.app.call_from_thread(self.notify, f"trends: {error_line(err)}", severity="error", timeout=10)
@@ -203,6 +210,9 @@ class TrendsScreen(Screen[None]):
 
     def on_unmount(self) -> None:
         self._gc.release()
+
+    def on_screen_resume(self, event: events.ScreenResume) -> None:
+        self._styles.resume(self.app, event)
 
     def _show(self, series: TrendSeries | None, drawing: Drawing | None = None) -> None:
         self.series = series

@@ -218,3 +218,24 @@ def test_cli_has_image_base() -> None:
 
     out = cockpit("image", "base", "--help", timeout=60)
     assert out.returncode == 0 and "--out" in out.stdout and "--force" in out.stdout
+
+
+def test_superseded_base_images_of_the_same_kernel_are_pruned_after_a_day(tmp_path: Path) -> None:
+    import time
+
+    from vexfs_cockpit.fleet.image import PRUNE_AFTER_S, prune_images
+
+    def made(name: str, kernel: str, age_s: float) -> BaseImage:
+        d = tmp_path / name
+        d.mkdir()
+        img = BaseImage(d, d / "base.qcow2", kernel, "1", name, time.time() - age_s)
+        (d / "base.qcow2").write_bytes(b"")
+        (d / "manifest.json").write_text(json.dumps(img.to_manifest()))
+        return img
+
+    keep = made("new", "6.1.0-57-amd64", 0)
+    old = made("old", "6.1.0-57-amd64", PRUNE_AFTER_S + 60)
+    recent = made("recent", "6.1.0-57-amd64", 60)
+    other_kernel = made("other", "6.1.0-58-amd64", PRUNE_AFTER_S + 60)
+    assert prune_images(tmp_path, keep=keep) == [old.dir]  # type: ignore[arg-type]
+    assert recent.dir.exists() and other_kernel.dir.exists() and keep.dir.exists()

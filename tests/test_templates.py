@@ -160,6 +160,10 @@ def test_overlay_and_seed_iso(tmp_path: Path) -> None:
     (wf,) = doc["write_files"]
     assert wf["path"] == READY_SCRIPT_PATH and wf["permissions"] == "0755" and wf["content"] == ready_script()
     assert doc["ssh_keys"]["ed25519_public"] == img.host_pubkey and doc["disable_root"] is False
+    # the one host key comes from the seed (cloud-init's schema wants a non-empty list here:
+    # ed25519 exists by then, so nothing is generated)
+    assert doc["ssh_genkeytypes"] == ["ed25519"]
+    assert yaml.safe_load(seed_contents(img, "vexfs-ci-kernel_module-0").user_data)["hostname"] == "vexfs-ci-kernel-module-0"
     iso = make_seed_iso(img, "vexfs-dev-x-0", tmp_path / "vm" / "seed.iso")
     pvd = subprocess.run(["isoinfo", "-d", "-i", str(iso)], capture_output=True, text=True, check=True).stdout
     assert "Volume id: cidata" in pvd

@@ -64,7 +64,14 @@ class FleetSettings(Strict):
     disk_io: Literal["native", "threads", "io_uring"] = "threads"
     enable_hugepages: bool = False
     boot_timeout_s: PositiveFloat = 120.0
+    # systemd + cloud-init under TCG take minutes where the initramfs guest takes seconds
+    disk_boot_timeout_s: PositiveFloat = 600.0
     stop_timeout_s: PositiveFloat = 10.0
+
+    @property
+    def template_boot_timeout_s(self) -> float:
+        """Seconds from start until the guest must be ready, for the configured template."""
+        return self.disk_boot_timeout_s if self.template == "disk" else self.boot_timeout_s
 
 
 class ResourceSettings(Strict):

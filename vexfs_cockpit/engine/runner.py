@@ -624,7 +624,7 @@ class Runner:
         state = "hung" if lost.status is TestStatus.TIMEOUT else "crashed"
         # The reason names the test: summaries list every hang and crash with its test.
         self.bus.publish(ev.VmStateChanged(vm=lease.vm_name, state=state, reason=f"{lost} (during {domain}/{test})"))
-        limit = req.config.fleet.boot_timeout_s + RECOVER_SETUP_S
+        limit = req.config.fleet.template_boot_timeout_s + RECOVER_SETUP_S
         try:
             async with asyncio.timeout(limit):  # a stuck libvirt call or setup must not stall the run
                 await lease.vm.reset(str(lost))

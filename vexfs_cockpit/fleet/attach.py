@@ -173,7 +173,7 @@ class AttachProvider:
         console = ConsoleStream(lambda: self.fleet.conn, self.name, klog_sink(self.name, klog, self.bus), log_path=log_path)
         vm = GuestVm(
             self.fleet, self.bus, name=self.name, xml="", ssh_port=target.port, target=target, console=console,
-            ready_marker=READY_MARKER, boot_timeout_s=self.cfg.fleet.boot_timeout_s, keep=True, klog=klog,
+            ready_marker=READY_MARKER, boot_timeout_s=self.cfg.fleet.template_boot_timeout_s, keep=True, klog=klog,
         )
         try:
             await vm.adopt()  # SSH answered: connected and authenticated
@@ -188,7 +188,7 @@ class AttachProvider:
             await vm.detach()
             raise
         # Later reconnects follow a reset: the guest's whole boot comes before SSH answers.
-        target.reconnect_deadline_s = min(60.0, self.cfg.fleet.boot_timeout_s)
+        target.reconnect_deadline_s = min(60.0, self.cfg.fleet.template_boot_timeout_s)
         if res is not None:
             if not res.ok:
                 await vm.detach()

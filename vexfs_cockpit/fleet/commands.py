@@ -308,9 +308,9 @@ async def reset_vm(cfg: CockpitConfig, name: str, uri: str, say: Any = print) ->
         st = read_state(name)
         log_path = Path(st.console_log) if st else None
         console = ConsoleStream(lambda: fm.conn, name, lambda lines, ts: None, log_path=log_path)
-        target = _target_for(cfg, name, info, reconnect_deadline_s=min(60.0, cfg.fleet.boot_timeout_s))
+        target = _target_for(cfg, name, info, reconnect_deadline_s=min(60.0, cfg.fleet.template_boot_timeout_s))
         vm = GuestVm(fm, fm.bus, name=name, xml="", ssh_port=target.port, target=target, console=console,
-                     ready_marker=READY_MARKER, boot_timeout_s=cfg.fleet.boot_timeout_s, keep=True)
+                     ready_marker=READY_MARKER, boot_timeout_s=cfg.fleet.template_boot_timeout_s, keep=True)
         t0 = time.monotonic()
         try:
             await vm.reset("vm reset")

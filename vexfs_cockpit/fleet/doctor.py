@@ -165,9 +165,21 @@ def check_disk_template(fleet: FleetSettings) -> list[Check]:
         checks.append(Check(tool, "ok", shutil.which(tool) or "") if shutil.which(tool)
                       else Check(tool, "fail", "not found (the disk template needs it)", f"`apt-get install {pkg}`"))
     base = fleet.base_image_path
-    if base is None or not Path(base).is_file():
-        checks.append(Check("base image", "fail", f"fleet.base_image_path is {base or 'unset'}",
-                            "export VEXFS_BASE_IMAGE_PATH=/path/to/cloud-image.qcow2"))
+    if base is None:
+        from vexfs_cockpit.fleet.image_base import find_base_image
+
+        try:
+            built = find_base_image(fleet)
+        except InfraError as err:
+            checks.append(Check("base image", "fail", f"fleet.base_image_path is unset and none can be built: {err}"))
+        else:
+            checks.append(
+                Check("base image", "ok", f"{built.path} (built; kernel {built.kernel_version})") if built is not None
+                else Check("base image", "fail", "fleet.base_image_path is unset and none is built",
+                           "`vexfs-cockpit image base` (minutes) or export VEXFS_BASE_IMAGE_PATH=/path/to/image.qcow2"))
+    elif not Path(base).is_file():
+        checks.append(Check("base image", "fail", f"fleet.base_image_path {base} does not exist",
+                            "`vexfs-cockpit image base --out PATH` or export VEXFS_BASE_IMAGE_PATH=/path/to/image.qcow2"))
     else:
         checks.append(Check("base image", "ok", str(base)))
     return checks

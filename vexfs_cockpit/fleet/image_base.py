@@ -42,6 +42,7 @@ from vexfs_cockpit.fleet.image import (
     default_image_root,
     fleet_from_args,
     package_version,
+    prune_images,
     resolve_kernel_version,
 )
 from vexfs_cockpit.fleet.image_disk import READY_SCRIPT_PATH, ready_script
@@ -547,7 +548,11 @@ def build_base_image(
                 return cached
         check_tools()
         say(f"building the base image for kernel {plan.kernel_version} in {final}")
-        return _build(plan, final, say)
+        img = _build(plan, final, say)
+        # ~1 GB each: superseded images of the same kernel go after a day, as the initramfs
+        # ones do (an overlay of a running VM may still read the old one until then).
+        prune_images(root, keep=img)  # type: ignore[arg-type]
+        return img
 
 
 def export_image(img: BaseImage, out: Path) -> Path:

@@ -90,6 +90,9 @@ exit 1
 
 def seed_contents(img: GuestImage, hostname: str) -> Seed:
     """cloud-config: keys for root and tester, our host key, and the per-boot ready script."""
+    # VM names carry domain names (kernel_module): '_' is no hostname character, and
+    # cloud-init refuses to set one with it.
+    hostname = hostname.replace("_", "-")
     client = img.client_pubkey.read_text().strip()
     host_priv = img.host_key_openssh.read_text()
     indented = "".join(f"      {line}\n" for line in host_priv.splitlines())
@@ -109,7 +112,7 @@ users:
     ssh_authorized_keys:
       - {client}
 ssh_deletekeys: true
-ssh_genkeytypes: []
+ssh_genkeytypes: [ed25519]
 ssh_keys:
     ed25519_private: |
 {indented}    ed25519_public: {img.host_pubkey}

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -47,6 +48,7 @@ _PORT_TRIES = 3  # free_port() is racy: QEMU binds it a moment later
 class _Prepared:
     image: object  # fleet.image.GuestImage
     accel: str
+    base_image: Path | None = None  # disk template without base_image_path: the built one, if any
 
 
 MAX_NAME_TRIES = 16
@@ -110,7 +112,13 @@ class LibvirtProvider:
                 await self.fleet.connect(reap=True)
                 image = await asyncio.to_thread(build_image, self.cfg.fleet)
                 accel = await asyncio.to_thread(probe_accel, fleet=self.cfg.fleet, kernel=image.kernel)
-                self._prepared = _Prepared(image, accel)
+                base = None
+                if self.cfg.fleet.template == "disk" and self.cfg.fleet.base_image_path is None:
+                    from vexfs_cockpit.fleet.image_base import find_base_image
+
+                    found = await asyncio.to_thread(find_base_image, self.cfg.fleet)
+                    base = found.path if found is not None else None
+                self._prepared = _Prepared(image, accel, base)
                 self._sampler = HealthSampler(
                     lambda: self.fleet.conn, self.bus, lambda: list(self._vms), run_id=self.run_id,
                     interval=self._sample_interval_s, state_hint=self._state_hint,
@@ -145,12 +153,14 @@ class LibvirtProvider:
         if fleet.template == "disk":
             from vexfs_cockpit.fleet.image_disk import make_overlay, make_seed_iso, vm_dir
 
-            if fleet.base_image_path is None:
+            base = fleet.base_image_path or prep.base_image
+            if base is None:
                 raise InfraError(
-                    "fleet.template is 'disk' but no base image is set: export VEXFS_BASE_IMAGE_PATH=/path/to/image.qcow2"
+                    "fleet.template is 'disk' but there is no base image: build one with `vexfs-cockpit image base` "
+                    "or export VEXFS_BASE_IMAGE_PATH=/path/to/image.qcow2"
                 )
             d = vm_dir(img, name)  # type: ignore[arg-type]
-            overlay = make_overlay(fleet.base_image_path, d / "overlay.qcow2")
+            overlay = make_overlay(base, d / "overlay.qcow2")
             seed = make_seed_iso(img, name, d / "seed.iso")  # type: ignore[arg-type]
             return render_domain_xml(DomainSpec(template="disk", overlay=overlay, seed_iso=seed, **common))  # type: ignore[arg-type]
         return render_domain_xml(DomainSpec(
@@ -171,7 +181,7 @@ class LibvirtProvider:
             client_keys=keys, known_hosts=img.host_key_known_hosts(),  # type: ignore[attr-defined]
             # The ready marker is printed once dropbear listens; SSH retries only cover
             # the key exchange under TCG and later resets.
-            reconnect_deadline_s=min(60.0, self.cfg.fleet.boot_timeout_s),
+            reconnect_deadline_s=min(60.0, self.cfg.fleet.template_boot_timeout_s),
         )
 
     async def new_vm(self, name: str, *, keep: bool = False, klog: object | None = None,
@@ -190,7 +200,7 @@ class LibvirtProvider:
             self.fleet, self.bus, name=name, xml=xml, ssh_port=port,
             target=self._make_target(prep, name, port), console=console,
             ready_marker=prep.image.ready_marker,  # type: ignore[attr-defined]
-            boot_timeout_s=self.cfg.fleet.boot_timeout_s, keep=keep, klog=klog,
+            boot_timeout_s=self.cfg.fleet.template_boot_timeout_s, keep=keep, klog=klog,
         )
         return vm
 
@@ -264,6 +274,15 @@ class LibvirtProvider:
                 await watchdog.aclose()
             finally:
                 await vm.aclose(grace_s=self.cfg.fleet.stop_timeout_s)
+                self._discard_disk_files(vm)
+
+    def _discard_disk_files(self, vm: GuestVm) -> None:
+        """A destroyed disk VM's overlay and seed (which holds the guest host key); not a kept one's."""
+        if self.cfg.fleet.template != "disk" or vm.keep or self._prepared is None:
+            return
+        from vexfs_cockpit.fleet.image_disk import vm_dir
+
+        shutil.rmtree(vm_dir(self._prepared.image, vm.name), ignore_errors=True)  # type: ignore[arg-type]
 
     async def aclose(self) -> None:
         """Destroy every VM this provider started (leases still open included)."""
@@ -277,6 +296,8 @@ class LibvirtProvider:
                 await vm.aclose(grace_s=0)
             except InfraError as err:
                 log.warning("%s", err)
+            else:
+                self._discard_disk_files(vm)
         self._vms.clear()
         await self.fleet.aclose()
 

@@ -382,3 +382,33 @@ async def test_history_asked_for_from_above_itself_opens_another(db, utc):
         await pilot.press("h")
         await settle(app, pilot)
         assert app.screen is kept and run_ids(app) == ["run-c", "run-b", "run-a"]
+
+
+async def test_trends_reopen_as_a_fresh_open_shows_them(db, utc):
+    """The kept history screen keeps its trends screen: closing resets the kind, domain,
+    period and pickers, and the chart widget is made anew."""
+    async with cockpit(UiBackend(db_path=db), size=(120, 40)) as (app, pilot, _):
+        await pilot.press("h")
+        await settle(app, pilot)
+        await pilot.press("g")
+        await settle(app, pilot)
+        trends = app.screen
+        assert isinstance(trends, TrendsScreen)
+        first_frame, first_series = styled_frame(app), trends.series
+        assert first_series is not None and first_series.title.startswith("pass rate of")
+        first_chart = trends.query_one(TrendChart)
+        trends.query_one("#t-kind", Select).value = "duration"
+        await settle(app, pilot)
+        trends.query_one("#t-period", Select).value = "24h"
+        await settle(app, pilot)
+        assert trends.series is not None and trends.series.title.startswith("duration of")
+        await pilot.press("escape")
+        await settle(app, pilot)
+        assert isinstance(app.screen, HistoryScreen)
+
+        await pilot.press("g")
+        await settle(app, pilot)
+        assert app.screen is trends
+        assert trends.series is not None and trends.series.values == first_series.values
+        assert trends.query_one(TrendChart) is not first_chart and not trends.query("#t-test")
+        assert styled_frame(app) == first_frame

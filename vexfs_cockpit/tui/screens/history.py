@@ -26,6 +26,7 @@ from vexfs_cockpit.tui.widgets.text_table import TextTable
 
 if TYPE_CHECKING:
     from vexfs_cockpit.tui.app import CockpitApp
+    from vexfs_cockpit.tui.screens.trends import TrendsScreen
 
 STATUSES = ("passed", "failed", "errored", "aborted", "running")
 PERIODS: tuple[tuple[str, float], ...] = (("24h", 86400.0), ("7d", 7 * 86400.0), ("30d", 30 * 86400.0), ("90d", 90 * 86400.0))
@@ -71,6 +72,7 @@ class HistoryScreen(Screen[None]):
         self._opening = 0
         self._fresh = True  # as a fresh open shows it: nothing to reset
         self._styles = ResumeStyles()
+        self._trends: TrendsScreen | None = None  # see action_trends
 
     def compose(self) -> ComposeResult:
         self._ask_first_page()
@@ -374,7 +376,17 @@ class HistoryScreen(Screen[None]):
     def action_trends(self) -> None:
         from vexfs_cockpit.tui.screens.trends import TrendsScreen
 
-        self.app.push_screen(TrendsScreen(self.catalog))  # its pickers' names: read once, here
+        # Its pickers' names: read once, here. The history screen the app keeps keeps its
+        # trends screen too (reset as it closes, like this one).
+        if not self.app.is_screen_installed(self):
+            self.app.push_screen(TrendsScreen(self.catalog))
+        elif self._trends is None:
+            self._trends = TrendsScreen(self.catalog)
+            self.app.install_screen(self._trends, "trends")
+            self.app.push_screen(self._trends)
+        else:
+            self._trends.reopen(self.catalog)
+            self.app.push_screen(self._trends)
 
     def action_crashes(self) -> None:
         from vexfs_cockpit.tui.screens.crashes import CrashesScreen

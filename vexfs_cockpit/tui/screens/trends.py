@@ -12,6 +12,7 @@ from rich.text import Text
 from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.await_remove import AwaitRemove
 from textual.containers import Horizontal
 from textual.geometry import Size
 from textual.screen import Screen
@@ -47,6 +48,9 @@ class TrendsScreen(Screen[None]):
         self._tests_of: str | None = None  # the domain whose tests #t-test offers
         self._gc = GcPause()
         self._styles = ResumeStyles()
+        self._chart: TrendChart | None = TrendChart()  # None while closed: a closed chart is freed
+        self._opening = 0  # bumped as the screen closes: a fetch asked for before is not shown
+        self._fresh = True  # as a fresh open shows it: nothing to reset
 
     def compose(self) -> ComposeResult:
         # The test and metric pickers are built when their kind of chart is first picked:
@@ -54,7 +58,7 @@ class TrendsScreen(Screen[None]):
         cat = self.catalog
         self._gc.hold()  # from the start of the screen to its first chart
         self._styles.styled(self.app)
-        chart = TrendChart(id="chart")
+        chart = self._chart = self._chart or TrendChart()
         if self._given:
             # The pickers will hold their first values (a Select shows its value only once
             # mounted): the chart they show is asked for now, so its query and drawing run
@@ -77,6 +81,64 @@ class TrendsScreen(Screen[None]):
         self.query_one("#t-kind", Select).focus()
         if not self._given:  # given: compose asked for the first chart
             self.cockpit.query_history("trends", self.cockpit.backend.history_catalog, then=self._got_catalog, group="catalog")
+
+    def reopen(self, catalog: HistoryCatalog | None) -> None:
+        """Before the history screen pushes this screen again (it keeps one: building
+        these widgets was ~150 ms of every 'g'). Closing reset it to a fresh open's state
+        (here if a quick key came first); the chart widget is made anew (a closed chart,
+        with its drawing, is freed) and its first chart asked for now."""
+        self._close()
+        self._given = catalog is not None
+        if catalog is not None and catalog != self.catalog:
+            self.catalog = catalog
+            dom = self.query_one("#t-domain", Select)
+            with self.prevent(Select.Changed):
+                dom.set_options((d, d) for d in catalog.domains)
+                dom.value = _first(catalog.domains)
+        self._gc.hold()
+        self._chart = chart = TrendChart()
+        self.mount(chart, before="#trend-summary")
+        if catalog is not None:
+            self._fetch_once(("pass", None, catalog.domains[0] if catalog.domains else None, None, None), None, chart)
+        else:
+            self.cockpit.query_history("trends", self.cockpit.backend.history_catalog, then=self._got_catalog, group="catalog")
+
+    async def on_screen_suspend(self) -> None:
+        if self not in self.app.screen_stack:  # closed, not covered by a screen of its own
+            removed = self._close()
+            if removed is not None:
+                await removed
+                # A screen out of the stack is not laid out: its compositor's map, cached
+                # arrangements, child lists and query_one results kept the removed chart
+                # (and its drawing) alive until the next open.
+                self._arrangement_cache.clear()
+                self._query_one_cache.clear()
+                _ = self._nodes.displayed, self._nodes.displayed_and_visible  # recomputed
+                self._refresh_layout()
+
+    def _close(self) -> AwaitRemove | None:
+        """Back to what a fresh open shows before its chart arrives, as the screen closes:
+        the pass-rate kind, the first domain, all time; the test and metric pickers and
+        the chart itself gone."""
+        if self._fresh:
+            return None
+        self._fresh = True
+        self._opening += 1
+        self._gc.release()
+        self.workers.cancel_group(self, "trend")
+        self.series, self._requested, self._tests_of = None, None, None
+        with self.prevent(Select.Changed):
+            self.query_one("#t-kind", Select).value = "pass"
+            dom = self.query_one("#t-domain", Select)
+            dom.display = True
+            dom.value = _first(self.catalog.domains)
+            self.query_one("#t-period", Select).clear()
+        self.query_one("#t-kind", Select).focus(scroll_visible=False)
+        self.query_one("#trends-title", Static).update(" Trends", layout=False)
+        self.query_one("#trend-summary", Static).update("", layout=False)
+        gone = [*self.query("#t-test, #t-metric"), *([self._chart] if self._chart is not None else [])]
+        self._chart = None
+        return self.remove_children(gone) if gone else None
 
     def _got_catalog(self, catalog: HistoryCatalog) -> None:
         self.catalog = catalog
@@ -159,12 +221,14 @@ class TrendsScreen(Screen[None]):
         self._requested = key
         self._gc.hold()  # until this chart is on screen
         kind, _period, domain, test, metric = key
-        chart = chart or self.query_one(TrendChart)
-        self.fetch(kind, domain, test, metric, since, chart, chart.plot_theme(), self.app.size)
+        chart = chart or self._chart
+        if chart is None:
+            return
+        self.fetch(kind, domain, test, metric, since, chart, chart.plot_theme(), self.app.size, self._opening)
 
     @work(thread=True, exclusive=True, group="trend", exit_on_error=False)
     def fetch(self, kind: str, domain: str | None, test: str | None, metric: MetricKey | None, since: float | None,
-              chart: TrendChart, theme: str, app_size: Size) -> None:
+              chart: TrendChart, theme: str, app_size: Size, opening: int) -> None:
         backend = self.cockpit.backend
         try:
             series: TrendSeries | None
@@ -206,17 +270,21 @@ class TrendsScreen(Screen[None]):
             return
         if get_current_worker().is_cancelled:
             return  # superseded: a late answer must not replace the newer chart
-        self.app.call_from_thread(self._show, series, drawing)
+        self.app.call_from_thread(self._show, series, drawing, opening)
 
     def on_unmount(self) -> None:
         self._gc.release()
 
     def on_screen_resume(self, event: events.ScreenResume) -> None:
         self._styles.resume(self.app, event)
+        self._fresh = False
 
-    def _show(self, series: TrendSeries | None, drawing: Drawing | None = None) -> None:
+    def _show(self, series: TrendSeries | None, drawing: Drawing | None = None, opening: int | None = None) -> None:
+        if opening is not None and opening != self._opening:
+            return  # asked for before the screen closed
         self.series = series
-        self.query_one(TrendChart).show_series(series, drawing)
+        if self._chart is not None:
+            self._chart.show_series(series, drawing)
         self._gc.release_after_paint(self)
         summary = self.query_one("#trend-summary", Static)
         if series is None:

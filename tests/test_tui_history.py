@@ -20,6 +20,7 @@ from vexfs_cockpit.tui.screens.trends import TrendsScreen
 from vexfs_cockpit.tui.widgets.key_bar import KeyBar
 from vexfs_cockpit.tui.widgets.trend_chart import TrendChart
 
+from tests.test_history_scale import dbgen
 from tests.test_tui_dashboard import cells, cockpit, rendered, settle
 from tests.test_tui_support import UiBackend, screen_text, seed_history
 
@@ -412,3 +413,19 @@ async def test_trends_reopen_as_a_fresh_open_shows_them(db, utc):
         assert trends.series is not None and trends.series.values == first_series.values
         assert trends.query_one(TrendChart) is not first_chart and not trends.query("#t-test")
         assert styled_frame(app) == first_frame
+
+
+async def test_history_reopened_after_a_terminal_resize_fits_the_new_size(tmp_path, utc):
+    path = dbgen().generate(tmp_path / "many.db", PAGE + 5).path
+    async with cockpit(UiBackend(db_path=path), size=(80, 24)) as (app, pilot, _):
+        await pilot.press("h")
+        await settle(app, pilot)
+        await pilot.press("escape")
+        await settle(app, pilot)
+        await pilot.resize_terminal(120, 40)
+        await settle(app, pilot)
+        await pilot.press("h")
+        await settle(app, pilot)
+        lines = screen_text(app).splitlines()
+        assert len(lines) == 40 and "History — 50+ runs" in lines[0]
+        assert lines[-2].startswith("enter: open") and runs_table(app).size.height == 40 - 4

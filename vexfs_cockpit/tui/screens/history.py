@@ -205,6 +205,10 @@ class HistoryScreen(Screen[None]):
                                    group="runs")
 
     def _got_catalog(self, catalog: HistoryCatalog) -> None:
+        # The trends screen's module (with plotext: ~60 ms of imports on the UI thread) is
+        # loaded here, after the runs are on screen, instead of on the first 'g'.
+        import vexfs_cockpit.tui.screens.trends  # noqa: F401
+
         old, self.catalog = self.catalog, catalog
         # A reopened screen has the names of its last open: set again only if they changed.
         if old is None or old.envs != catalog.envs:

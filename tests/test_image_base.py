@@ -140,6 +140,16 @@ def test_mmdebstrap_pins_the_hosts_kernel_package_version() -> None:
     assert argv[-3:] == ["bookworm", "/t", "deb http://m.example/debian bookworm main"]
 
 
+def test_initramfs_hook_writes_a_module_list_config(tmp_path: Path) -> None:
+    """The essential hook runs as mmdebstrap runs it (sh -c, $1 = the root), before the kernel's
+    postinst builds the initramfs: only the listed modules go in."""
+    hook = next(a for a in _plan().mmdebstrap_argv(Path("/t")) if a.startswith("--essential-hook="))
+    subprocess.run(["sh", "-c", hook.split("=", 1)[1], "sh", str(tmp_path)], check=True)
+    assert (tmp_path / "etc/initramfs-tools/conf.d/vexfs-cockpit").read_text() == "MODULES=list\n"
+    listed = (tmp_path / "usr/share/initramfs-tools/modules.d/vexfs-cockpit").read_text().split()
+    assert listed == ["virtio_pci", "virtio_blk", "ext4", "crc32c_generic"]
+
+
 def test_cache_key_follows_every_input() -> None:
     base = _plan()
     assert base.input_hash() == _plan().input_hash()

@@ -182,6 +182,14 @@ class ModuleUnderTest:
 
     async def ensure_ready(self) -> str | None:
         """Build + push; return why not (for ``prerequisite_missing``), or None when ready."""
+        why = await self.ensure_built()
+        if why is None and self.has_module:
+            await self.push()
+        return why
+
+    async def ensure_built(self) -> str | None:
+        """This run's build of the module (host only, no guest needed): why it is not
+        there (for ``prerequisite_missing``), or None when it is."""
         if not self.has_module:
             return None
         try:
@@ -197,7 +205,6 @@ class ModuleUnderTest:
             assert self.build is not None
             first = self.build.errors[0] if self.build.errors else self.build.message
             return f"{self.ko_name} did not build against {self.ctx.guest_kernel}: {first}"
-        await self.push()
         return None
 
     async def load(self, params: str | None = None, *, timeout: float = 60) -> CommandResult:
@@ -324,6 +331,12 @@ class ModuleDomain(DomainBase):
 
     mount_in_setup: bool = True
     load_in_setup: bool = True
+
+    async def prepare_host(self) -> bool:
+        """Build before the VM boots: a module that does not compile skips the domain
+        without a boot; one that does is reused by ``setup_domain`` on the guest."""
+        self.prerequisite_missing = await ModuleUnderTest(self).ensure_built()
+        return self.prerequisite_missing is None
 
     async def setup_domain(self) -> bool:
         self.mod = ModuleUnderTest(self)

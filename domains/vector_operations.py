@@ -17,6 +17,12 @@ from domains._vectors import FileShardStore, FuseProtocolStore, QdrantStore, Vec
 class VectorOperationsDomain(DomainBase):
     """128-d float32 vectors: bit-exact storage, top-k recall, latency and throughput."""
 
+    async def prepare_host(self) -> bool:
+        # The files and fuse adapters store through the module: no build, no boot.
+        if str(option(self, "adapter", "files")) in ("files", "fuse"):
+            self.prerequisite_missing = await ModuleUnderTest(self).ensure_built()
+        return self.prerequisite_missing is None
+
     async def setup_domain(self) -> bool:
         self.dims = int(option(self, "dims", 128))
         self.sizes = [int(n) for n in option(self, "sizes", [1000, 10000])]

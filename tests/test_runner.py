@@ -313,3 +313,94 @@ async def test_an_unreachable_host_is_reported_once_and_not_retried_per_domain(t
     assert summary.status == "errored" and all(r.status is TestStatus.ERROR for r in summary.results)
     assert [e.message for e in events if isinstance(e, ev.InfraProblem)] == ["cannot reach libvirt at qemu:///nowhere: start libvirtd"]
     assert events[-1].reason == "cannot reach libvirt at qemu:///nowhere: start libvirtd"
+
+
+class PlanningProvider(LocalProvider):
+    """A LocalProvider that knows its leases' kernel before booting (as LibvirtProvider
+    does for the direct-kernel guest)."""
+
+    kernel = "9.9.9-planned"
+
+    async def planned_guest_kernel(self) -> str:
+        return self.kernel
+
+
+class BuildsOnHost(DomainBase):
+    """Its 'module' builds on the host: ``make.sh`` in the workdir's parent decides."""
+
+    name = "builds_on_host"
+    seen: list[tuple[str, str]] = []
+
+    async def prepare_host(self) -> bool:
+        assert self.ctx.host is not None
+        res = await self.ctx.host.run(["sh", str(self.ctx.workdir.parent.parent / "make.sh"), self.ctx.guest_kernel])
+        BuildsOnHost.seen.append((self.ctx.guest_kernel, res.output.strip()))
+        if not res.ok:
+            self.prerequisite_missing = f"module did not build against {self.ctx.guest_kernel}: {res.first_line()}"
+        return res.ok
+
+    async def test_uses_module(self) -> TestResult:
+        return TestResult(status=TestStatus.PASSED, message=(await self.target.run("echo on-the-vm", check=True)).first_line())
+
+
+class TouchesGuestEarly(DomainBase):
+    name = "touches_guest_early"
+
+    async def prepare_host(self) -> bool:
+        await self.target.run("true")  # a bug: there is no guest yet
+        return True
+
+    async def test_anything(self) -> TestResult:
+        return TestResult(status=TestStatus.PASSED)
+
+
+async def _run_on_host(tmp_path, registry, domains, provider):
+    bus = EventBus()
+    sub = bus.subscribe()
+    runner = Runner(bus, provider, registry, host=LocalTarget(name="host", cwd=tmp_path))
+    summary = await runner.execute(
+        RunRequest(config=_config(), domains=domains, run_id="r1", artifacts_dir=tmp_path / "art")
+    )
+    bus.close()
+    return summary, [e async for e in sub]
+
+
+@pytest.mark.parametrize("compiles", [True, False])
+async def test_prepare_host_runs_before_any_vm_and_a_failure_boots_none(tmp_path, compiles):
+    (tmp_path / "make.sh").write_text(
+        "echo building for $1\n" + ("exit 0\n" if compiles else "echo 'main.c:3: error: no_such_helper' >&2; exit 2\n")
+    )
+    BuildsOnHost.seen = []
+    provider = PlanningProvider(tmp_path)
+    summary, events = await _run_on_host(tmp_path, {"builds_on_host": BuildsOnHost}, ["builds_on_host"], provider)
+    assert BuildsOnHost.seen == [("9.9.9-planned", "building for 9.9.9-planned" + ("" if compiles else "\nmain.c:3: error: no_such_helper"))]
+    r = _by_name(summary)["uses_module"]
+    done = next(e for e in events if isinstance(e, ev.DomainFinished))
+    if compiles:
+        assert provider.leased == ["builds_on_host"]
+        assert r.status is TestStatus.PASSED and r.message == "on-the-vm"
+    else:
+        assert provider.leased == []  # no VM for a module that does not compile
+        assert r.status is TestStatus.SKIPPED
+        assert r.message == "module did not build against 9.9.9-planned: building for 9.9.9-planned"
+        assert done.status == "skipped" and done.reason == r.message
+        assert next(e for e in events if isinstance(e, ev.DomainStarted)).vm == ""
+        assert not [e for e in events if isinstance(e, ev.InfraProblem)]  # a build failure is not infrastructure
+
+
+async def test_prepare_host_waits_for_a_vm_when_the_kernel_is_not_known_before_boot(tmp_path):
+    (tmp_path / "make.sh").write_text("exit 2\n")
+    BuildsOnHost.seen = []
+    provider = LocalProvider(tmp_path)  # no planned_guest_kernel: the domain prepares on its VM
+    summary, _ = await _run_on_host(tmp_path, {"builds_on_host": BuildsOnHost}, ["builds_on_host"], provider)
+    assert BuildsOnHost.seen == [] and provider.leased == ["builds_on_host"]
+    assert _by_name(summary)["uses_module"].status is TestStatus.PASSED
+
+
+async def test_prepare_host_cannot_reach_the_guest(tmp_path):
+    provider = PlanningProvider(tmp_path)
+    summary, _ = await _run_on_host(tmp_path, {"touches_guest_early": TouchesGuestEarly}, ["touches_guest_early"], provider)
+    r = _by_name(summary)["anything"]
+    assert provider.leased == []
+    assert r.status is TestStatus.SKIPPED
+    assert "prepare_host raised RuntimeError" in r.message and "before it booted" in r.message

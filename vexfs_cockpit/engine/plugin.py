@@ -178,6 +178,13 @@ class DomainBase:
     async def validate_domain_constraints(self) -> bool:
         return True
 
+    async def prepare_host(self) -> bool:
+        """Host-side work before the domain's VM boots (building the module under test
+        against ``ctx.guest_kernel``). ``self.target`` is not usable here. Returning False
+        with ``prerequisite_missing`` set skips the domain's tests with that reason and
+        boots no VM: a module that does not compile fails in seconds, not after a boot."""
+        return True
+
     # -- discovery -----------------------------------------------------------------
     @classmethod
     def domain_name(cls) -> str:

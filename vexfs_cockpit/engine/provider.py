@@ -30,3 +30,13 @@ class TargetProvider(Protocol):
     async def aclose(self) -> None:
         """Destroy everything this provider started (also on Ctrl-C)."""
         ...
+
+
+class PlansGuestKernel(Protocol):
+    """A provider that knows, before booting, which kernel its leases will run (what
+    ``Lease.guest_kernel`` will be): the runner then lets domains prepare on the host
+    first (``DomainBase.prepare_host``). Providers without it boot first."""
+
+    async def planned_guest_kernel(self) -> str:
+        """``uname -r`` the next lease will report, or "" when that is not known."""
+        ...

@@ -25,6 +25,7 @@ from vexfs_cockpit.engine.provider import Lease, TargetProvider
 from vexfs_cockpit.engine.results import Attempt, Evidence, TestResult, TestStatus
 from vexfs_cockpit.engine.target import (
     CommandFailed,
+    NoGuestTarget,
     RecordingTarget,
     Target,
     TargetUnavailable,
@@ -246,6 +247,9 @@ class Runner:
                     todo.extend(by_name[name].options.depends_on)
             specs = [s for s in specs if s.name in wanted]
         settings = req.config.domain(domain).model_dump()
+        why_not = await self._prepare_on_host(req, domain, cls, settings)
+        if why_not:
+            return self._domain_unrun(req, domain, specs, TestStatus.SKIPPED, why_not, status="skipped"), None
         try:
             lease_cm = self.provider.lease(domain, 0)
             lease = await lease_cm.__aenter__()
@@ -265,14 +269,49 @@ class Runner:
         finally:
             await lease_cm.__aexit__(*exc_info)
 
+    async def _prepare_on_host(self, req: RunRequest, domain: str, cls: type[DomainBase], settings: dict) -> str:
+        """Run the domain's ``prepare_host`` before any VM boots; why the domain cannot
+        run ("" when it can, or when the provider cannot tell the guest kernel yet: then
+        the domain prepares in ``setup_domain`` on its booted VM, as before)."""
+        planned = getattr(self.provider, "planned_guest_kernel", None)
+        if planned is None or cls.prepare_host is DomainBase.prepare_host:
+            return ""
+        try:
+            kernel = await planned()
+        except CockpitError:
+            return ""  # the lease will say what is wrong with the host, once
+        if not kernel:
+            return ""
+        workdir = req.artifacts_dir / domain
+        workdir.mkdir(parents=True, exist_ok=True)
+        ctx = DomainContext(
+            name=domain, settings=settings, target=NoGuestTarget(domain), run_id=req.run_id, env=req.env,
+            config=req.config, history=self.history, host=self.host, guest_kernel=kernel,
+            project_root=req.project_root, workdir=workdir,
+        )
+        plugin = cls(ctx)
+        try:
+            ok = await plugin.prepare_host()
+        except Exception as err:  # a broken hook is the domain's problem, reported like setup's
+            return plugin.prerequisite_missing or f"{domain}: prepare_host raised {type(err).__name__}: {err}"
+        if not ok or plugin.prerequisite_missing:
+            return plugin.prerequisite_missing or f"{domain}: prepare_host failed"
+        return ""
+
     def _domain_unavailable(
         self, req: RunRequest, domain: str, specs: list[TestSpec], why: str, *, publish_problem: bool = True
     ) -> list[TestResult]:
         if publish_problem:
             self.bus.publish(ev.InfraProblem(message=why, run_id=req.run_id))
+        return self._domain_unrun(req, domain, specs, TestStatus.ERROR, why, status="errored")
+
+    def _domain_unrun(
+        self, req: RunRequest, domain: str, specs: list[TestSpec], test_status: TestStatus, why: str, *, status: str
+    ) -> list[TestResult]:
+        """A domain that got no VM: every test ``test_status`` with ``why``."""
         self.bus.publish(ev.DomainStarted(run_id=req.run_id, domain=domain, vm="", planned_tests=tuple(s.name for s in specs)))
-        results = [self._finish_unrun(req, domain, s, TestStatus.ERROR, why) for s in specs]
-        self.bus.publish(ev.DomainFinished(run_id=req.run_id, domain=domain, status="errored", counts=_count(results), reason=why))
+        results = [self._finish_unrun(req, domain, s, test_status, why) for s in specs]
+        self.bus.publish(ev.DomainFinished(run_id=req.run_id, domain=domain, status=status, counts=_count(results), reason=why))
         return results
 
     def _finish_unrun(self, req: RunRequest, domain: str, spec: TestSpec, status: TestStatus, why: str) -> TestResult:

@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import NoReturn, Protocol, runtime_checkable
 
 from vexfs_cockpit.engine.results import CommandRecord, Evidence, tail
 from vexfs_cockpit.errors import InfraError
@@ -76,6 +76,30 @@ class Target(Protocol):
     async def put(self, local: Path, remote: str) -> None: ...
 
     async def get(self, remote: str, local: Path) -> None: ...
+
+
+class NoGuestTarget:
+    """The target of a domain before its VM exists (``DomainBase.prepare_host``): every
+    guest operation is a programming error that names the domain, not a hang."""
+
+    def __init__(self, domain: str):
+        self.name = f"{domain} (no VM yet)"
+
+    def _refuse(self, what: str) -> NoReturn:
+        raise RuntimeError(f"{self.name}: {what} on the guest before it booted; prepare_host may only use ctx.host")
+
+    async def run(self, cmd: Command, *, timeout: float = 60.0, input: str | bytes | None = None,
+                  check: bool = False) -> CommandResult:
+        self._refuse(f"ran {render_command(cmd)!r}")
+
+    def stream(self, cmd: Command, *, timeout: float | None = None) -> AsyncIterator[str]:
+        self._refuse(f"streamed {render_command(cmd)!r}")
+
+    async def put(self, local: Path, remote: str) -> None:
+        self._refuse(f"put {remote}")
+
+    async def get(self, remote: str, local: Path) -> None:
+        self._refuse(f"get {remote}")
 
 
 # The evidence list of the test attempt running in this asyncio context. The runner

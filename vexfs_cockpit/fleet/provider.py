@@ -126,6 +126,15 @@ class LibvirtProvider:
                 self._sampler.start()
             return self._prepared
 
+    async def planned_guest_kernel(self) -> str:
+        """A direct-kernel guest boots the image's kernel, so domains can build against
+        it before any VM boots; a disk guest runs its base image's own kernel, known once
+        it is up ("" = boot first)."""
+        if self.cfg.fleet.template != "direct-kernel":
+            return ""
+        prep = await self._prepare()
+        return str(prep.image.kernel_version)  # type: ignore[attr-defined]
+
     async def prepare(self) -> None:
         """Connect, build/reuse the image and probe the accelerator now (a UI does this
         at start so the first run and the VM list do not wait for it)."""

@@ -10,6 +10,7 @@ import yaml
 
 from vexfs_cockpit.config import check as check_cmd
 from vexfs_cockpit.config.caps import check_resource_caps, enabled_domains, fleet_need
+from vexfs_cockpit.config.sources import check_module_sources
 from vexfs_cockpit.config.layers import Layer, merge_layers
 from vexfs_cockpit.config.load import config_origin, load_config, parse_override
 from vexfs_cockpit.config.models import DOMAIN_NAMES
@@ -386,6 +387,27 @@ def test_caps_with_nothing_selected(proj: Path) -> None:
     check_resource_caps(cfg, [])
 
 
+def test_a_missing_module_source_is_refused_before_any_vm(proj: Path) -> None:
+    (proj / "mod").mkdir()
+    text = "module:\n  build_path: mod\ndomains:\n  kernel_module: {}\n  vector_operations:\n    build_path: gone\n"
+    write(proj / "p.yaml", text)
+    cfg = load_config(proj / "p.yaml", "dev", environ=NO_ENV)
+    check_module_sources(cfg, ["kernel_module"])  # mod/ is there
+    with pytest.raises(ConfigError) as exc:
+        check_module_sources(cfg, ["kernel_module", "vector_operations"])
+    assert str(exc.value) == (
+        "p.yaml: domains.vector_operations.build_path: gone is not a directory; point "
+        "domains.vector_operations.build_path at the module's kbuild directory (the one holding its Kbuild or Makefile)"
+    )
+    # --set beats the file, and the message blames the command line
+    cfg = load_config(proj / "p.yaml", "dev", {"module.build_path": "nowhere"}, environ=NO_ENV)
+    with pytest.raises(ConfigError, match=r"^command line: module.build_path: nowhere is not a directory"):
+        check_module_sources(cfg, ["kernel_module"])
+    # A filesystem already in the guest kernel needs no source at all.
+    cfg = load_config(proj / "p.yaml", "dev", {"module.build_path": "nowhere", "module.module_name": ""}, environ=NO_ENV)
+    check_module_sources(cfg, ["kernel_module"])
+
+
 # -- the shipped configs ---------------------------------------------------------------------
 @pytest.mark.parametrize("env", sorted(p.stem for p in (REPO / "configs" / "env").glob("*.yaml")))
 def test_default_profile_validates_in_every_env(env: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -395,6 +417,7 @@ def test_default_profile_validates_in_every_env(env: str, monkeypatch: pytest.Mo
     assert cfg.module.fs_type == "vexfs_selftest" and cfg.module.device == "none"
     assert enabled_domains(cfg) == list(DOMAIN_NAMES)
     check_resource_caps(cfg, enabled_domains(cfg))
+    check_module_sources(cfg, enabled_domains(cfg))
     assert cfg.resources.memory_mb == 512
     assert build_dir(cfg, cfg.module) == REPO / "tests" / "fixtures" / "selftest_fs"
     assert cfg.domain("vector_operations").options["dims"] == 128

@@ -37,7 +37,7 @@ def fleet_need(cfg: CockpitConfig, selected_domains: Sequence[str]) -> FleetNeed
     return FleetNeed(vms, parallel, vms * r.memory_mb / 1024, vms * r.cpus, vms * r.disk_gb)
 
 
-def _blame(cfg: CockpitConfig, keys: list[str]) -> tuple[str, str]:
+def blame(cfg: CockpitConfig, keys: list[str]) -> tuple[str, str]:
     """(label, key) of the involved key set by the highest-precedence layer: the most
     recent change is the likeliest culprit. Ties go to the first key (the cap)."""
     layers = cfg._layers
@@ -77,7 +77,7 @@ def check_resource_caps(cfg: CockpitConfig, selected_domains: Sequence[str]) -> 
     for what, total, cap, cap_key, per_key, per_vm, unit in checks:
         if total <= cap:
             continue
-        label, key = _blame(cfg, [f"resources.{cap_key}", f"resources.{per_key}", *demand])
+        label, key = blame(cfg, [f"resources.{cap_key}", f"resources.{per_key}", *demand])
         raise ConfigError(
             f"{label}: {key}: the fleet is over its {what} cap: {need.vms} concurrent VMs ({how})"
             f" x {per_vm} = {num(round(total, 2))} {unit} > {cap_key} {num(cap)};"

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from vexfs_cockpit.config.caps import check_resource_caps, enabled_domains
+from vexfs_cockpit.config.sources import check_module_sources
 from vexfs_cockpit.config.load import load_config, parse_override
 from vexfs_cockpit.config.models import DOMAIN_NAMES
 from vexfs_cockpit.config.render import render_effective
@@ -52,6 +53,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         cfg = load_config(getattr(args, "file", None), getattr(args, "env", None), overrides, known_domains=known)
         selected = enabled_domains(cfg, [*DOMAIN_NAMES, *sorted(known - set(DOMAIN_NAMES))])
         check_resource_caps(cfg, selected)
+        check_module_sources(cfg, selected)
     except CockpitError as err:
         print(f"vexfs-cockpit: {err}", file=sys.stderr)
         return err.exit_code

@@ -109,9 +109,11 @@ class Session:
 
     def select(self, wanted: str | None) -> list[str]:
         from vexfs_cockpit.config.caps import check_resource_caps
+        from vexfs_cockpit.config.sources import check_module_sources
 
         domains = select_domains(self.config, self.registry, wanted)
         check_resource_caps(self.config, domains)  # before any VM is touched
+        check_module_sources(self.config, domains)
         return domains
 
 

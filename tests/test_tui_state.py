@@ -89,6 +89,16 @@ def test_uptime_known_only_when_the_start_was_seen():
     assert st.vms["v"].uptime(T0 + 51) is None
 
 
+def test_a_stopped_vm_shows_no_cpu_or_memory():
+    st = LiveState()
+    st.apply(VmSample(vm="v", state="ready", cpu_pct=41.9, mem_kb=278_000, ts=T0))
+    assert (st.vms["v"].cpu_pct, st.vms["v"].mem_kb) == (41.9, 278_000)
+    st.apply(VmStateChanged(vm="v", state="stopped", ts=T0 + 1))
+    vm = st.vms["v"]
+    assert (vm.cpu_pct, vm.mem_kb) == (None, None)  # not the last sample of a running guest
+    assert list(vm.cpu_history) == [41.9]  # the last minute's sparkline stays
+
+
 def test_samples_keep_one_minute_and_listing_seeds_vms():
     st = LiveState()
     for i in range(90):

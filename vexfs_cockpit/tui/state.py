@@ -304,6 +304,7 @@ class LiveState:
     def _set_vm_state(vm: VmView, state: str, ts: float) -> None:
         if state not in ALIVE_STATES:
             vm.up_since = None
+            vm.cpu_pct = vm.mem_kb = None  # a stopped VM uses nothing: its last sample is history
         elif state == "booting" and vm.state != "booting":
             vm.up_since = ts  # a boot (or reset) we saw begin
         elif vm.state not in ALIVE_STATES and vm.state != "unknown":

@@ -19,6 +19,7 @@ from vexfs_cockpit.fleet.image_base import (
     AptSource,
     BaseImage,
     BasePlan,
+    base_image_kernel,
     extlinux_conf,
     find_base_image,
     guest_files,
@@ -187,6 +188,22 @@ def test_find_base_image_reads_a_current_manifest_only(tmp_path: Path) -> None:
     found = find_base_image(fleet, plan)
     assert found is not None and found.path == d / "base.qcow2" and found.kernel_version == "6.1.0-57-amd64"
     assert find_base_image(fleet, _plan(kernel_package_version="other")) is None
+
+
+def test_a_built_base_image_names_its_kernel_before_it_boots(tmp_path: Path) -> None:
+    """The runner builds the module against it before any disk VM boots; an image from
+    elsewhere has no manifest: "" (boot first, ask the guest)."""
+    plan = _plan()
+    d = tmp_path / "base" / "x"
+    d.mkdir(parents=True)
+    img = BaseImage(d, d / "base.qcow2", plan.kernel_version, plan.kernel_package_version, plan.input_hash(), 1.0)
+    (d / "manifest.json").write_text(json.dumps(img.to_manifest()))
+    (d / "base.qcow2").write_bytes(b"")
+    assert base_image_kernel(d / "base.qcow2") == plan.kernel_version
+    (d / "other.qcow2").write_bytes(b"")  # beside a manifest that is not its own
+    assert base_image_kernel(d / "other.qcow2") == ""
+    (tmp_path / "distro.qcow2").write_bytes(b"")
+    assert base_image_kernel(tmp_path / "distro.qcow2") == ""
 
 
 def test_missing_tools_are_named_with_their_packages(monkeypatch: pytest.MonkeyPatch) -> None:

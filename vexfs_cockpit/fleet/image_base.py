@@ -369,6 +369,16 @@ def find_base_image(fleet: FleetSettings | None = None, plan: BasePlan | None = 
     return img if img.input_hash == plan.input_hash() else None
 
 
+def base_image_kernel(path: Path) -> str:
+    """The kernel a base image boots, when ``image base`` built it (its manifest says);
+    "" for an image from elsewhere (its kernel is known once it is up)."""
+    try:
+        img = BaseImage.from_dir(path.parent)
+    except InfraError:
+        return ""
+    return img.kernel_version if img.path.resolve() == path.resolve() else ""
+
+
 # ---------------------------------------------------------------------------- the build
 
 

@@ -127,13 +127,18 @@ class LibvirtProvider:
             return self._prepared
 
     async def planned_guest_kernel(self) -> str:
-        """A direct-kernel guest boots the image's kernel, so domains can build against
-        it before any VM boots; a disk guest runs its base image's own kernel, known once
-        it is up ("" = boot first)."""
-        if self.cfg.fleet.template != "direct-kernel":
-            return ""
+        """The kernel the next lease boots, so domains can build against it before any
+        VM boots: the direct-kernel image's; a disk guest's base image's own, when
+        ``image base`` built it ("" for another image: boot first, ask the guest)."""
         prep = await self._prepare()
-        return str(prep.image.kernel_version)  # type: ignore[attr-defined]
+        if self.cfg.fleet.template == "direct-kernel":
+            return str(prep.image.kernel_version)  # type: ignore[attr-defined]
+        base = self.cfg.fleet.base_image_path or prep.base_image
+        if base is None:
+            return ""
+        from vexfs_cockpit.fleet.image_base import base_image_kernel
+
+        return await asyncio.to_thread(base_image_kernel, Path(base))
 
     async def prepare(self) -> None:
         """Connect, build/reuse the image and probe the accelerator now (a UI does this

@@ -75,7 +75,9 @@ class CockpitApp(App[int]):
         self.pump_interval = pump_interval
         self.state = LiveState()
         self._inbox: list[LogInput] = []  # engine events (lines as rows) not yet folded in
-        self._history: HistoryScreen | None = None  # kept once opened: see action_history
+        self._history: HistoryScreen | None = None  # kept once built: see action_history
+        # Set once the history and trends screens are built ahead (see _prebuild).
+        self.screens_prebuilt = asyncio.Event()
         self.theme = "textual-dark"
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -93,6 +95,40 @@ class CockpitApp(App[int]):
         self.set_interval(self.pump_interval, self._pump, name="event-pump")
         self.set_interval(TICK_INTERVAL_S, self._tick, name="clock-tick")
         self.refresh_vms()
+        self.call_after_refresh(self._prebuild)
+
+    # -- the history and trends screens, built ahead ---------------------------------------
+    def _prebuild(self) -> None:
+        """Once the dashboard is on screen: the history and trends screens' modules are
+        imported in a thread (textual-plotext and plotext: ~60 ms, the screens' widget
+        modules), then both screens are built and laid out here, off the screen stack,
+        widget by widget as Textual mounts them (each a short step between other
+        messages). A first 'h' then opens a built screen, as every later one does: the
+        build (~90 ms history, ~150 ms trends, plus the imports) was on the first 'h' and
+        'g' of every session. k9s and htop prefetch alike."""
+
+        def imports() -> None:
+            import vexfs_cockpit.tui.screens.history  # noqa: F401
+            import vexfs_cockpit.tui.screens.trends  # noqa: F401
+
+            self.call_from_thread(lambda: self.run_worker(self._build_screens(), group="prebuild", exit_on_error=False))
+
+        self.run_worker(imports, thread=True, group="prebuild", exit_on_error=False)
+
+    async def _build_screens(self) -> None:
+        from vexfs_cockpit.tui.screens.history import HistoryScreen
+
+        try:
+            if self._history is None:  # not opened meanwhile
+                history = self._history = HistoryScreen(ahead=True)
+                self.install_screen(history, "history")
+                await self._get_screen(history)[1]
+                await history.build_trends()
+                for screen in (history, history.trends):
+                    if screen is not None and screen not in self.screen_stack:
+                        screen.lay_out_ahead(self.size)
+        finally:
+            self.screens_prebuilt.set()
 
     async def on_unmount(self) -> None:
         self.backend.bus.unlisten(self._take)
@@ -370,9 +406,9 @@ class CockpitApp(App[int]):
 
         if isinstance(self.screen, HistoryScreen):
             return
-        # One history screen is kept and reset as it closes: building its widgets again
-        # was ~90 ms of every open. Asked for from a screen above it (trends, run detail),
-        # a second one opens, as before.
+        # One history screen is kept (built ahead: see _prebuild) and reset as it closes:
+        # building its widgets was ~90 ms of every open. Asked for from a screen above it
+        # (trends, run detail), a second one opens, as before.
         if self._history is None:
             self._history = HistoryScreen()
             self.install_screen(self._history, "history")

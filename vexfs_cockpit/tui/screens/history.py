@@ -12,6 +12,7 @@ from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.geometry import Size
 from textual.screen import Screen
 from textual.widgets import DataTable, Input, Select, Static
 
@@ -52,8 +53,11 @@ class HistoryScreen(Screen[None]):
         Binding("ctrl+r", "reload", "Reload", show=False),
     ]
 
-    def __init__(self) -> None:
+    def __init__(self, *, ahead: bool = False) -> None:
+        """``ahead``: built before it is opened (the app builds its history screen once
+        the dashboard is up): the first page is asked for by ``reopen``, as it opens."""
         super().__init__()
+        self._ahead = ahead
         self.runs: list[RunSummary] = []
         self.marked: list[str] = []  # at most two run ids, in marking order
         self.catalog: HistoryCatalog | None = None  # None until its read answers
@@ -75,7 +79,8 @@ class HistoryScreen(Screen[None]):
         self._trends: TrendsScreen | None = None  # see action_trends
 
     def compose(self) -> ComposeResult:
-        self._ask_first_page()
+        if not self._ahead:
+            self._ask_first_page()
         self._styles.styled(self.app)
         yield Static(" History", id="history-title", classes="screen-title")
         with Horizontal(classes="filters"):
@@ -130,11 +135,31 @@ class HistoryScreen(Screen[None]):
                                    group="runs")
 
     def reopen(self) -> None:
-        """Before the app pushes this screen again (it keeps one history screen: building
-        one costs ~90 ms of widgets per open). Closing reset it to a fresh open's state
-        (here if a quick key came first); the first page is asked for now, before the push."""
+        """Before the app pushes this screen again, or first if built ahead (it keeps one
+        history screen: building one costs ~90 ms of widgets per open). Closing reset it
+        to a fresh open's state (here if a quick key came first); the first page is asked
+        for now, before the push."""
         self._reset()
         self._ask_first_page()
+
+    @property
+    def trends(self) -> TrendsScreen | None:
+        """The trends screen this screen keeps, once built."""
+        return self._trends
+
+    async def build_trends(self) -> None:
+        """Build the trends screen ahead, off the screen stack (see CockpitApp._prebuild)."""
+        from vexfs_cockpit.tui.screens.trends import TrendsScreen
+
+        if self._trends is None:
+            self._trends = TrendsScreen(ahead=True)
+            self.app.install_screen(self._trends, "trends")
+            await self.app._get_screen(self._trends)[1]
+
+    def lay_out_ahead(self, size: Size) -> None:
+        """Lay the screen out at ``size`` while off the stack (built ahead): its first
+        push then finds its layout done."""
+        self._refresh_layout(size)
 
     def on_screen_resume(self, event: events.ScreenResume) -> None:
         self._styles.resume(self.app, event)

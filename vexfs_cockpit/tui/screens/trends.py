@@ -37,10 +37,13 @@ KINDS = (("pass rate of a domain", "pass"), ("duration of a test", "duration"), 
 class TrendsScreen(Screen[None]):
     BINDINGS = [Binding("escape", "back", "Back"), Binding("ctrl+r", "reload", "Reload")]
 
-    def __init__(self, catalog: HistoryCatalog | None = None) -> None:
+    def __init__(self, catalog: HistoryCatalog | None = None, *, ahead: bool = False) -> None:
         """``catalog``: the pickers' names, when the opener has them (history does):
-        the first chart is then fetched as the screen mounts, not after a catalog read."""
+        the first chart is then fetched as the screen mounts, not after a catalog read.
+        ``ahead``: built before it is opened (see CockpitApp._prebuild): nothing is read
+        until ``reopen``, as it opens."""
         super().__init__()
+        self._ahead = ahead
         self._given = catalog is not None
         self.catalog = catalog or HistoryCatalog()
         self.series: TrendSeries | None = None
@@ -56,7 +59,8 @@ class TrendsScreen(Screen[None]):
         # The test and metric pickers are built when their kind of chart is first picked:
         # a Select costs ~12 ms to mount, and the screen opens on a pass-rate chart.
         cat = self.catalog
-        self._gc.hold()  # from the start of the screen to its first chart
+        if not self._ahead:
+            self._gc.hold()  # from the start of the screen to its first chart
         self._styles.styled(self.app)
         chart = self._chart = self._chart or TrendChart()
         if self._given:
@@ -79,14 +83,15 @@ class TrendsScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#t-kind", Select).focus()
-        if not self._given:  # given: compose asked for the first chart
+        if not self._given and not self._ahead:  # given: compose asked for the first chart
             self.cockpit.query_history("trends", self.cockpit.backend.history_catalog, then=self._got_catalog, group="catalog")
 
     def reopen(self, catalog: HistoryCatalog | None) -> None:
-        """Before the history screen pushes this screen again (it keeps one: building
-        these widgets was ~150 ms of every 'g'). Closing reset it to a fresh open's state
-        (here if a quick key came first); the chart widget is made anew (a closed chart,
-        with its drawing, is freed) and its first chart asked for now."""
+        """Before the history screen pushes this screen again, or first if built ahead (it
+        keeps one: building these widgets was ~150 ms of every 'g'). Closing reset it to a
+        fresh open's state (here if a quick key came first); the chart widget is made anew
+        (a closed chart, with its drawing, is freed; one built ahead is blank and kept)
+        and its first chart asked for now."""
         self._close()
         self._given = catalog is not None
         if catalog is not None and catalog != self.catalog:
@@ -96,8 +101,10 @@ class TrendsScreen(Screen[None]):
                 dom.set_options((d, d) for d in catalog.domains)
                 dom.value = _first(catalog.domains)
         self._gc.hold()
-        self._chart = chart = TrendChart()
-        self.mount(chart, before="#trend-summary")
+        chart = self._chart
+        if chart is None:
+            self._chart = chart = TrendChart()
+            self.mount(chart, before="#trend-summary")
         if catalog is not None:
             self._fetch_once(("pass", None, catalog.domains[0] if catalog.domains else None, None, None), None, chart)
         else:
@@ -115,6 +122,11 @@ class TrendsScreen(Screen[None]):
                 self._query_one_cache.clear()
                 _ = self._nodes.displayed, self._nodes.displayed_and_visible  # recomputed
                 self._refresh_layout()
+
+    def lay_out_ahead(self, size: Size) -> None:
+        """Lay the screen out at ``size`` while off the stack (built ahead): the chart's
+        size is then known to the first chart's worker, which draws it at that size."""
+        self._refresh_layout(size)
 
     def _close(self) -> AwaitRemove | None:
         """Back to what a fresh open shows before its chart arrives, as the screen closes:

@@ -75,6 +75,24 @@ def test_vm_list_against_a_test_driver(tmp_path: Path, capsys: pytest.CaptureFix
     assert len(out) == 2 and out[1].split()[:3] == ["vexfs-test-k-0", "running", "4242"]
 
 
+def test_vm_stop_removes_a_disk_vms_overlay_and_seed(tmp_path: Path) -> None:
+    from vexfs_cockpit.config.load import load_config
+    from vexfs_cockpit.fleet.image_disk import vm_dir
+
+    node = tmp_path / "node.xml"
+    own = Owner.current(ssh_port=4242).to_xml()
+    node.write_text("<node><domain type='test'><name>vexfs-test-k-0</name><memory>65536</memory>"
+                    f"<os><type>hvm</type></os><metadata>{own}</metadata></domain></node>")
+    cfg = load_config(None, "test", {"fleet.image_dir": str(tmp_path / "images")})
+    files = vm_dir(argparse.Namespace(dir=tmp_path / "images" / "0123abcd"), "vexfs-test-k-0")  # type: ignore[arg-type]
+    files.mkdir(parents=True)
+    (files / "seed.iso").write_bytes(b"host key")
+    other = files.parent / "vexfs-test-other-0"
+    other.mkdir()
+    assert asyncio.run(commands.stop_vm(cfg, "vexfs-test-k-0", f"test://{node}", force=True)) == "destroyed"
+    assert not files.exists() and other.exists()
+
+
 def test_errors_are_one_line_with_the_fix(tmp_path: Path) -> None:
     with pytest.raises(InfraError, match=r"no SSH details for vexfs-test-nope-0 .*`vexfs-cockpit vm start nope`"):
         commands.cmd_ssh(_args(name="nope", command=[], user=None))

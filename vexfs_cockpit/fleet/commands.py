@@ -245,6 +245,10 @@ async def stop_vm(cfg: CockpitConfig, name: str, uri: str, *, force: bool = Fals
                 how = "powered off" if await fm.wait_stopped(name, cfg.fleet.stop_timeout_s) else "destroyed"
         await fm.stop(name, grace_s=0 if force or how == "powered off" else cfg.fleet.stop_timeout_s)
         state_path(name).unlink(missing_ok=True)
+        from vexfs_cockpit.fleet.image import default_image_root
+        from vexfs_cockpit.fleet.image_disk import discard_vm_files
+
+        discard_vm_files(default_image_root(cfg.fleet), name)  # a disk VM's overlay and seed
         return how
     finally:
         await fm.aclose()

@@ -144,6 +144,12 @@ def make_seed_iso(img: GuestImage, hostname: str, dest: Path) -> Path:
     return dest
 
 
+def discard_vm_files(image_root: Path, name: str) -> None:
+    """Remove a gone disk VM's overlay and seed (the seed holds the guest host key).
+    ``image_root``: the image cache root (``image.default_image_root``); no-op for others."""
+    shutil.rmtree(image_root.parent / "vms" / name, ignore_errors=True)
+
+
 def vm_dir(img: GuestImage, name: str) -> Path:
     """Where a disk VM's overlay and seed live: beside the image cache (libvirt-qemu can reach it)."""
     return img.dir.parent.parent / "vms" / name

@@ -383,7 +383,7 @@ def base_image_kernel(path: Path) -> str:
 
 
 def _run(argv: Sequence[str], what: str, fix: str, *, timeout: float = 600) -> str:
-    """Run a build step; InfraError ``<what> failed: <its last error line>: <fix>``."""
+    """Run a build step; InfraError ``<what> failed (<its first error line>): <fix>``."""
     try:
         proc = subprocess.run(list(argv), capture_output=True, text=True, check=False, timeout=timeout,
                               env={**os.environ, "PATH": _HOST_PATH, "LC_ALL": "C.UTF-8"})
@@ -441,7 +441,7 @@ def _mounted(dev: str, mnt: Path) -> Iterator[Path]:
     except BaseException:
         _umount(mnt)
         raise
-    # A clean unmount or no image: a lazily detached file system is still being written
+    # A clean unmount, or no image: a lazily detached file system may still be written
     # (its journal would need recovery at the guest's first boot).
     err = _umount(mnt)
     if err is not None:

@@ -71,6 +71,7 @@ from vexfs_cockpit.store.history import (
     DurationPoint,
     History,
     MetricPoint,
+    PassRatePoint,
     RunSummary,
 )
 from vexfs_cockpit.tui.app import CockpitApp
@@ -158,6 +159,9 @@ class BenchBackend(HistoryQueries):
     def domain_trend(self, domain: str, since: float | None) -> list[DomainTrendPoint]:
         return self._tracked(super().domain_trend, domain, since)
 
+    def domain_pass_rate(self, domain: str, since: float | None) -> list[PassRatePoint]:
+        return self._tracked(super().domain_pass_rate, domain, since)
+
     def test_duration_trend(self, domain: str, test: str, since: float | None) -> list[DurationPoint]:
         return self._tracked(super().test_duration_trend, domain, test, since)
 
@@ -225,8 +229,8 @@ def bare_sql(db: Path, n: int, domain: str, test: str) -> dict[str, Sample]:
     try:
         return {
             "runs": repeat(f"run list: {PAGE} newest + status counts", n, runs_page),
-            "pass": repeat("pass rate per run (DOMAIN_TREND_SQL)", n, lambda: conn.execute(
-                hist.DOMAIN_TREND_SQL, {"domain": domain, "since": inf, "env": None}).fetchall()),
+            "pass": repeat("pass rate per run (DOMAIN_PASS_RATE_SQL)", n, lambda: conn.execute(
+                hist.DOMAIN_PASS_RATE_SQL, {"domain": domain, "since": inf}).fetchall()),
             "duration": repeat("one test's duration (TEST_DURATION_TREND_SQL)", n, lambda: conn.execute(
                 hist.TEST_DURATION_TREND_SQL, {"domain": domain, "test": test, "since": inf, "env": None}).fetchall()),
         }
@@ -239,7 +243,7 @@ def store_api(backend: BenchBackend, n: int, domain: str, test: str) -> dict[str
     return {
         "runs": repeat(f"History.list_runs(limit={PAGE})", n, lambda: h.list_runs(limit=PAGE)),
         "catalog": repeat("history_catalog() (trend pickers)", n, lambda: [backend.history_catalog()]),
-        "pass": repeat("History.domain_trend", n, lambda: h.domain_trend(domain)),
+        "pass": repeat("History.domain_pass_rate", n, lambda: h.domain_pass_rate(domain)),
         "duration": repeat("History.test_duration_trend", n, lambda: h.test_duration_trend(domain, test)),
     }
 

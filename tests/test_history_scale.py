@@ -156,6 +156,9 @@ def test_trend_reads_never_touch_result_rows(db: Path) -> None:
     p = plan(db, hist_mod.DOMAIN_TREND_SQL, {"domain": KM, "since": inf, "env": None})
     assert "COVERING INDEX domain_runs_domain_started" in p and "COVERING INDEX runs_id_env" in p, p
     assert "test_results" not in p and "TEMP B-TREE" not in p, p
+    p = plan(db, hist_mod.DOMAIN_PASS_RATE_SQL, {"domain": KM, "since": inf})
+    assert "COVERING INDEX domain_runs_domain_started" in p and "runs" not in p.replace("domain_runs", ""), p
+    assert "TEMP B-TREE" not in p, p
     p = plan(db, hist_mod.DOMAIN_TREND_FOLD_SQL, {"domain": KM, "since": inf, "env": None})
     assert "COVERING INDEX test_results_run (run_id=? AND domain=?)" in p, p
     p = plan(db, hist_mod.TEST_DURATION_TREND_SQL, {"domain": KM, "test": "load", "since": inf, "env": None})
@@ -175,6 +178,39 @@ def test_domain_trend_counts_with_a_domain_run_without_results(db: Path) -> None
     assert (pt.run_id, pt.passed, pt.bad, pt.skipped, pt.total, pt.pass_rate) == ("r3", 0, 0, 0, 0, None)
     assert [(p.run_id, p.passed, p.skipped, p.total) for p in History(db).domain_trend(FS)] == [
         ("r1", 0, 1, 1), ("r2", 1, 0, 1)]
+
+
+def pass_rate_of_trend(h: History, domain: str, since: float | None = None) -> list[tuple[object, ...]]:
+    """What the trends screen charted from domain_trend: the runs with a pass rate."""
+    return [(p.run_id, p.started_at, p.passed, p.bad, p.pass_rate)
+            for p in h.domain_trend(domain, since) if p.pass_rate is not None]
+
+
+def pass_rate(h: History, domain: str, since: float | None = None) -> list[tuple[object, ...]]:
+    return [(p.run_id, p.started_at, p.passed, p.bad, p.pass_rate) for p in h.domain_pass_rate(domain, since)]
+
+
+def test_domain_pass_rate_is_domain_trend_with_a_pass_rate(db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chart's lean read (four columns, no join) gives the points the chart took from
+    domain_trend: on recorded runs (with a domain run that ran no test), on a DB shaped as
+    the bench's, and on a v2 DB (no counts yet: folded from the results)."""
+    conn = sqlite3.connect(db)
+    conn.execute("INSERT INTO domain_runs(run_id, domain, started_at, status) VALUES ('r3', ?, ?, 'aborted')",
+                 (FS, T0 + 2 * DAY))
+    conn.commit()
+    conn.close()
+    h = History(db)
+    for domain in (KM, FS, "no_such_domain"):
+        assert pass_rate(h, domain) == pass_rate_of_trend(h, domain)
+        assert pass_rate(h, domain, T0 + DAY) == pass_rate_of_trend(h, domain, T0 + DAY)
+    assert [p[0] for p in pass_rate(h, FS)] == ["r2"]  # r1 only skipped, r3 ran nothing
+    gen = dbgen().generate(tmp_path / "gen.db", 40)
+    g = History(gen.path)
+    for domain in dbgen().DOMAINS:
+        assert pass_rate(g, domain) == pass_rate_of_trend(g, domain) != []
+    v2 = tmp_path / "v2.db"
+    old_db(v2, 2, monkeypatch)
+    assert pass_rate(History(v2), KM) == pass_rate_of_trend(History(v2), KM) != []
 
 
 # -- catalog and metric keys -------------------------------------------------------------
@@ -243,8 +279,12 @@ class CountingBackend(UiBackend):
         super().__post_init__()
         self.queries: list[str] = []
 
-    def domain_trend(self, domain, since):  # type: ignore[no-untyped-def]
+    def domain_pass_rate(self, domain, since):  # type: ignore[no-untyped-def]
         self.queries.append(f"pass {domain}")
+        return super().domain_pass_rate(domain, since)
+
+    def domain_trend(self, domain, since):  # type: ignore[no-untyped-def]
+        self.queries.append(f"pass (full points) {domain}")
         return super().domain_trend(domain, since)
 
     def test_duration_trend(self, domain, test, since):  # type: ignore[no-untyped-def]

@@ -39,7 +39,7 @@ def styled_frame(app) -> list[list[tuple[str, object]]]:
 
 def counting(be: UiBackend) -> list[str]:
     asked: list[str] = []
-    for name in ("list_runs", "history_catalog", "domain_trend", "test_duration_trend", "metric_trend"):
+    for name in ("list_runs", "history_catalog", "domain_trend", "domain_pass_rate", "test_duration_trend", "metric_trend"):
         real = getattr(be, name)
         setattr(be, name, lambda *a, _n=name, _r=real: asked.append(_n) or _r(*a))
     return asked

@@ -76,6 +76,16 @@ GROUP BY d.started_at, d.run_id
 ORDER BY d.started_at, d.run_id
 """
 
+# What a pass-rate chart needs, per run of a domain that ran a test (passed or bad): four
+# columns of the covering index, no join (runs' env is not asked for). ~11 ms for 10k
+# runs vs ~30 ms for DOMAIN_TREND_SQL (bench/history_screen.py's bare SQL).
+DOMAIN_PASS_RATE_SQL = """
+SELECT run_id, started_at, n_passed, n_bad
+FROM domain_runs
+WHERE domain = :domain AND started_at >= :since AND n_passed + n_bad > 0
+ORDER BY started_at, run_id
+"""
+
 TEST_DURATION_TREND_SQL = """
 SELECT t.run_id, t.started_at, t.status, t.duration_s, t.attempt_count, r.env
 FROM test_results t
@@ -188,6 +198,19 @@ class DomainTrendPoint(NamedTuple):
     @property
     def duration_s(self) -> float | None:
         return None if self.finished_at is None else self.finished_at - self.started_at
+
+
+class PassRatePoint(NamedTuple):
+    """A run of a domain that ran at least one test (passed or bad)."""
+
+    run_id: str
+    started_at: float
+    passed: int
+    bad: int
+
+    @property
+    def pass_rate(self) -> float:
+        return self.passed / (self.passed + self.bad)
 
 
 class DurationPoint(NamedTuple):
@@ -472,6 +495,24 @@ class History:
                 {"domain": domain, "since": _since(since), "env": env},
             ).fetchall()
         return list(map(DomainTrendPoint._make, rows))
+
+    def domain_pass_rate(self, domain: str, since: float | None = None) -> list[PassRatePoint]:
+        """Per run of ``domain`` that ran a test (oldest first): its pass and bad counts.
+        The points of ``domain_trend`` whose ``pass_rate`` is not None, in four columns."""
+        with self._read() as conn:
+            if conn is None:
+                return []
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            if version < COUNTS_VERSION:  # no per-domain-run counts yet: folded (see above)
+                rows = [(p.run_id, p.started_at, p.passed, p.bad)
+                        for p in map(DomainTrendPoint._make, conn.execute(
+                            DOMAIN_TREND_FOLD_SQL, {"domain": domain, "since": _since(since), "env": None}).fetchall())
+                        if p.passed + p.bad]
+            else:
+                cur = conn.cursor()
+                cur.row_factory = None  # plain tuples, in PassRatePoint's field order: 10k rows
+                rows = cur.execute(DOMAIN_PASS_RATE_SQL, {"domain": domain, "since": _since(since)}).fetchall()
+        return list(map(PassRatePoint._make, rows))
 
     def test_duration_trend(
         self, domain: str, test: str, since: float | None = None, env: str | None = None

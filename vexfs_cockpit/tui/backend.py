@@ -29,6 +29,7 @@ from vexfs_cockpit.store.history import (
     DomainTrendPoint,
     DurationPoint,
     MetricPoint,
+    PassRatePoint,
     RunComparison,
     RunSummary,
 )
@@ -177,6 +178,8 @@ class CockpitBackend(Protocol):
     def run_detail(self, run_id: str) -> RunReport | None: ...
 
     def domain_trend(self, domain: str, since: float | None) -> list[DomainTrendPoint]: ...
+
+    def domain_pass_rate(self, domain: str, since: float | None) -> list[PassRatePoint]: ...
 
     def test_duration_trend(self, domain: str, test: str, since: float | None) -> list[DurationPoint]: ...
 

@@ -16,6 +16,7 @@ from vexfs_cockpit.store.history import (
     DurationPoint,
     History,
     MetricPoint,
+    PassRatePoint,
     RunComparison,
     RunSummary,
 )
@@ -54,6 +55,9 @@ class HistoryQueries:
 
     def domain_trend(self, domain: str, since: float | None) -> list[DomainTrendPoint]:
         return self.history.domain_trend(domain, since)
+
+    def domain_pass_rate(self, domain: str, since: float | None) -> list[PassRatePoint]:
+        return self.history.domain_pass_rate(domain, since)
 
     def test_duration_trend(self, domain: str, test: str, since: float | None) -> list[DurationPoint]:
         return self.history.test_duration_trend(domain, test, since)

@@ -248,10 +248,10 @@ class TrendsScreen(Screen[None]):
                 if domain is None:
                     series = None
                 else:
-                    pts = [p for p in backend.domain_trend(domain, since) if p.pass_rate is not None]
+                    pts = backend.domain_pass_rate(domain, since)  # runs that ran a test
                     series = TrendSeries(
                         f"pass rate of {domain} per run (%)", "%",
-                        tuple(p.started_at for p in pts), tuple(100.0 * (p.pass_rate or 0.0) for p in pts),
+                        tuple(p.started_at for p in pts), tuple(100.0 * p.pass_rate for p in pts),
                         ylim=(0.0, 100.0), run_ids=tuple(p.run_id for p in pts),
                     )
             elif kind == "duration":

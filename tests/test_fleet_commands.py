@@ -107,6 +107,18 @@ def test_errors_are_one_line_with_the_fix(tmp_path: Path) -> None:
         commands.cmd_vm_list(_args(uri="qemu+unix:///system?socket=/nonexistent/sock"))
 
 
+def test_vm_commands_take_config_overrides() -> None:
+    """`vm start --set fleet.template=disk`: a disk dev VM without editing a profile."""
+    from vexfs_cockpit.cli import build_parser
+    from vexfs_cockpit.errors import ConfigError
+
+    args = build_parser("vm").parse_args(["vm", "start", "--env", "test", "--set", "fleet.template=disk", "k"])
+    assert commands._config(args).fleet.template == "disk"
+    bad = build_parser("vm").parse_args(["vm", "list", "--set", "fleet.templat=disk"])
+    with pytest.raises(ConfigError, match=r"^command line: fleet.templat: unknown key 'templat' \(did you mean 'template'\?\)$"):
+        commands._config(bad)
+
+
 @pytest.mark.vm
 def test_dev_loop_start_ssh_reset_stop(tmp_path: Path) -> None:
     """The kernel developer's warm loop, through the real CLI entry point."""

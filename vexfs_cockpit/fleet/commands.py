@@ -100,6 +100,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=None, help="config file (default: configs/default.yaml)")
     p.add_argument("--env", default=None, help="config environment overlay (dev, test, ci)")
     p.add_argument("--uri", default=None, help="libvirt URI (default: fleet.libvirt_uri)")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                   help="override a config key, e.g. fleet.template=disk (repeatable)")
 
 
 def add_parser(subparsers: Any) -> None:
@@ -142,9 +144,10 @@ def _usage(p: argparse.ArgumentParser) -> int:
 
 
 def _config(args: argparse.Namespace) -> CockpitConfig:
-    from vexfs_cockpit.config.load import load_config
+    from vexfs_cockpit.config.load import load_config, parse_override
 
-    return load_config(getattr(args, "config", None), getattr(args, "env", None))
+    overrides = dict(parse_override(s) for s in (getattr(args, "set", None) or []))
+    return load_config(getattr(args, "config", None), getattr(args, "env", None), overrides)
 
 
 def _uri(args: argparse.Namespace, cfg: CockpitConfig) -> str:

@@ -279,3 +279,16 @@ async def within(coro: Coroutine[Any, Any, T], limit_s: float, what: str, tail: 
         extra = f"\nlast lines:\n{tail()}" if tail is not None else ""
         pytest.fail(f"{what} did not finish within {limit_s:g}s; where it waited:\n{dump}{extra}", pytrace=False)
     return task.result()
+
+
+async def first_event(bus: EventBus, kind: type, pred: Any, timeout: float) -> Any:
+    """The first ``kind`` event on ``bus`` for which ``pred`` holds, within ``timeout``."""
+    sub = bus.subscribe(kind)
+    try:
+        async with asyncio.timeout(timeout):
+            async for ev in sub:
+                if pred(ev):
+                    return ev
+    finally:
+        sub.close()
+    raise AssertionError("bus closed")

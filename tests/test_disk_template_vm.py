@@ -28,6 +28,8 @@ from vexfs_cockpit.engine.provider import Lease
 from vexfs_cockpit.engine.results import TestStatus
 from vexfs_cockpit.fleet.image import READY_MARKER
 
+from tests.conftest_vm import first_event
+
 pytestmark = pytest.mark.vm
 
 ENV = "pytest"
@@ -51,18 +53,6 @@ def _disk_config() -> CockpitConfig:
     else:
         pytest.skip(SKIP_WHY)
     return load_config(None, "test", {"fleet.template": "disk", "fleet.base_image_path": str(base)})
-
-
-async def _first(bus: EventBus, kind: type, pred, timeout: float):  # type: ignore[no-untyped-def]
-    sub = bus.subscribe(kind)
-    try:
-        async with asyncio.timeout(timeout):
-            async for ev in sub:
-                if pred(ev):
-                    return ev
-    finally:
-        sub.close()
-    raise AssertionError("bus closed")
 
 
 @pytest_asyncio.fixture
@@ -116,7 +106,7 @@ async def test_disk_guest_boots_runs_ssh_streams_console_and_the_fixture_module(
     assert any(ln.strip() == READY_MARKER for ln in lines)
     console_log = Path(str(g.extra["console_log"]))
     # a line written into the guest's kernel log comes back as a KernelLogLine event
-    seen = asyncio.create_task(_first(bus, KernelLogLine, lambda e: "vexfs-cockpit: disk-probe" in e.text, 30))
+    seen = asyncio.create_task(first_event(bus, KernelLogLine, lambda e: "vexfs-cockpit: disk-probe" in e.text, 30))
     await asyncio.sleep(0)
     line_no = await g.klog.sync(g.target, "disk-probe", timeout=30)  # type: ignore[union-attr]
     ev = await seen

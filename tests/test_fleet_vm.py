@@ -19,21 +19,11 @@ from vexfs_cockpit.errors import CockpitError
 from vexfs_cockpit.fleet.image import READY_MARKER
 from vexfs_cockpit.klog.model import Severity
 
+from tests.conftest_vm import first_event
+
 pytestmark = pytest.mark.vm
 
 URI = "qemu:///system"
-
-
-async def _first(bus: EventBus, kind: type, pred, timeout: float):
-    sub = bus.subscribe(kind)
-    try:
-        async with asyncio.timeout(timeout):
-            async for ev in sub:
-                if pred(ev):
-                    return ev
-    finally:
-        sub.close()
-    raise AssertionError("bus closed")
 
 
 def _vexfs_domains(prefix: str) -> list[str]:
@@ -50,7 +40,7 @@ async def test_boot_console_lines_and_ssh(guest: Lease) -> None:
     assert lines[0].startswith("[    0.000000] Linux version " + guest.guest_kernel)
     assert any(ln.strip() == READY_MARKER for ln in lines)
     # a line written into the guest's kernel log arrives as a KernelLogLine with its number
-    seen = asyncio.create_task(_first(bus, KernelLogLine, lambda e: "vexfs-cockpit: fleet-vm-probe" in e.text, 20))
+    seen = asyncio.create_task(first_event(bus, KernelLogLine, lambda e: "vexfs-cockpit: fleet-vm-probe" in e.text, 20))
     await asyncio.sleep(0)
     line_no = await guest.klog.sync(guest.target, "fleet-vm-probe")  # type: ignore[union-attr]
     ev = await seen
@@ -84,7 +74,7 @@ async def test_panic_stops_the_vm_and_reset_recovers(fresh_guest: Lease) -> None
     await g.target.run("touch /tmp/before-panic", check=True)
     start = g.klog.cursor()
     stopped = asyncio.create_task(
-        _first(bus, VmStateChanged, lambda e: e.vm == g.vm_name and e.state == "stopped", 60))
+        first_event(bus, VmStateChanged, lambda e: e.vm == g.vm_name and e.state == "stopped", 60))
     await asyncio.sleep(0)
     try:
         await g.target.run("echo c > /proc/sysrq-trigger", timeout=10)
@@ -97,7 +87,7 @@ async def test_panic_stops_the_vm_and_reset_recovers(fresh_guest: Lease) -> None
     assert await g.vm.state() in ("stopped", "undefined")
 
     ready = asyncio.create_task(
-        _first(bus, VmStateChanged, lambda e: e.vm == g.vm_name and e.state == "ready", 200))
+        first_event(bus, VmStateChanged, lambda e: e.vm == g.vm_name and e.state == "ready", 200))
     await asyncio.sleep(0)
     await g.vm.reset("test: after a panic")
     assert (await ready).reason == "boot #2"

@@ -611,16 +611,22 @@ def _build(plan: _Plan, final: Path) -> GuestImage:
             packages=plan.packages,
         )
         manifest = img.to_manifest() | {"build_seconds": round(time.monotonic() - started, 3), "modules": plan.modules}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if final.exists():
-            trash = Path(tempfile.mkdtemp(prefix=".old-", dir=final.parent))
-            final.rename(trash / "img")
-            shutil.rmtree(trash, ignore_errors=True)
-        tmp.rename(final)
+        publish_build(tmp, final, manifest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return img
+
+
+def publish_build(tmp: Path, final: Path, manifest: dict[str, Any]) -> None:
+    """Write the manifest last, then swap the finished build dir in for ``final`` by
+    renames: a reader sees the old image or the whole new one, never half of one."""
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    if final.exists():
+        trash = Path(tempfile.mkdtemp(prefix=".old-", dir=final.parent))
+        final.rename(trash / "img")
+        shutil.rmtree(trash, ignore_errors=True)
+    tmp.rename(final)
 
 
 # ---------------------------------------------------------------------------- CLI

@@ -43,6 +43,7 @@ from vexfs_cockpit.fleet.image import (
     fleet_from_args,
     package_version,
     prune_images,
+    publish_build,
     resolve_kernel_version,
 )
 from vexfs_cockpit.fleet.image_disk import READY_SCRIPT_PATH, ready_script
@@ -534,12 +535,7 @@ def _build(plan: BasePlan, final: Path, say: Callable[[str], None]) -> BaseImage
             "build_seconds": round(time.monotonic() - started, 1),
             "sources": [s.line() for s in plan.sources],
         }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if final.exists():
-            trash = Path(tempfile.mkdtemp(prefix=".old-", dir=final.parent))
-            final.rename(trash / "img")
-            shutil.rmtree(trash, ignore_errors=True)
-        tmp.rename(final)
+        publish_build(tmp, final, manifest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

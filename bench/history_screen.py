@@ -29,6 +29,9 @@ two ways, alternating:
   background (their modules imported in a thread, the widgets mounted off the screen
   stack); that idle includes it, and how long after the dashboard it was done is printed;
 - "h the moment the dashboard is up": before that build is done (it then competes).
+Between h and g the bench waits until the app is idle: that includes the history screen
+reading and drawing the trends screen's first chart ahead, in a thread, once its runs are
+on screen (g then shows it); a g pressed before that read is done reads as it opens.
 In one process, the app keeps the history and trends screens once built and resets them
 as they close, so its rounds measure reopening them: the first round is reported apart,
 the rest give best and median. Each TUI step is shown with its ratio to the bare SQL it

@@ -301,12 +301,13 @@ async def test_history_and_trends_ask_once_per_view(db: Path) -> None:
     async with cockpit(be) as (app, pilot, _):
         await pilot.press("h")
         await settle(app, pilot)
-        assert isinstance(app.screen, HistoryScreen) and be.queries == ["runs"]
+        # The runs, and the trends screen's first chart, read ahead as history opens.
+        assert isinstance(app.screen, HistoryScreen) and be.queries == ["runs", f"pass {FS}"]
         await pilot.press("g")
         await settle(app, pilot)
         scr = app.screen
         assert isinstance(scr, TrendsScreen) and scr.series is not None
-        assert be.queries == ["runs", f"pass {FS}"]  # the pickers' echoes asked nothing more
+        assert be.queries == ["runs", f"pass {FS}"]  # g and the pickers' echoes asked nothing more
         assert not scr.query("#t-test")  # not part of a pass-rate chart: not even built
         await pilot.press("ctrl+r")
         await settle(app, pilot)

@@ -6,7 +6,9 @@ Data is fetched in a thread worker; plotext draws it when the widget renders.
 from __future__ import annotations
 
 import statistics
-from typing import TYPE_CHECKING, cast
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 from rich.text import Text
 from textual import events, work
@@ -32,6 +34,51 @@ if TYPE_CHECKING:
     from vexfs_cockpit.tui.app import CockpitApp
 
 KINDS = (("pass rate of a domain", "pass"), ("duration of a test", "duration"), ("a stored metric", "metric"))
+ChartKey = tuple[str, str | None, str | None, str | None, MetricKey | None]  # kind, period, domain, test, metric
+
+
+def first_key(catalog: HistoryCatalog) -> ChartKey:
+    """The chart the screen opens on: the first domain's pass rate, all time."""
+    return ("pass", None, catalog.domains[0] if catalog.domains else None, None, None)
+
+
+@dataclass(frozen=True, slots=True)
+class ChartAhead:
+    """A screen's first chart, read and drawn before the screen opened (see
+    HistoryScreen._read_trend_ahead)."""
+
+    key: ChartKey
+    series: TrendSeries | None
+    drawing: Drawing | None
+
+
+def read_series(backend: Any, kind: str, domain: str | None, test: str | None, metric: MetricKey | None,
+                since: float | None) -> TrendSeries | None:
+    """The series of one chart (blocking: SQLite; from a thread worker)."""
+    if kind == "pass":
+        if domain is None:
+            return None
+        pts = backend.domain_pass_rate(domain, since)  # runs that ran a test
+        return TrendSeries(
+            f"pass rate of {domain} per run (%)", "%",
+            tuple(p.started_at for p in pts), tuple(100.0 * p.pass_rate for p in pts),
+            ylim=(0.0, 100.0), run_ids=tuple(p.run_id for p in pts),
+        )
+    if kind == "duration":
+        if domain is None or test is None:
+            return None
+        dpts = backend.test_duration_trend(domain, test, since)
+        return TrendSeries(
+            f"duration of {domain}.{test} per run (s)", "s",
+            tuple(p.started_at for p in dpts), tuple(p.duration_s for p in dpts), run_ids=tuple(p.run_id for p in dpts),
+        )
+    if metric is None:
+        return None
+    mpts = backend.metric_trend(metric, since)
+    return TrendSeries(
+        metric.label(), metric.name.rsplit("_", 1)[-1] if "_" in metric.name else "",
+        tuple(p.ts for p in mpts), tuple(p.value for p in mpts), run_ids=tuple(p.run_id for p in mpts),
+    )
 
 
 class TrendsScreen(Screen[None]):
@@ -52,6 +99,7 @@ class TrendsScreen(Screen[None]):
         self._gc = GcPause()
         self._styles = ResumeStyles()
         self._chart: TrendChart | None = TrendChart()  # None while closed: a closed chart is freed
+        self._pending: ChartAhead | None = None  # a first chart read ahead, shown as the screen opens
         self._opening = 0  # bumped as the screen closes: a fetch asked for before is not shown
         self._fresh = True  # as a fresh open shows it: nothing to reset
 
@@ -86,13 +134,14 @@ class TrendsScreen(Screen[None]):
         if not self._given and not self._ahead:  # given: compose asked for the first chart
             self.cockpit.query_history("trends", self.cockpit.backend.history_catalog, then=self._got_catalog, group="catalog")
 
-    def reopen(self, catalog: HistoryCatalog | None) -> None:
+    def reopen(self, catalog: HistoryCatalog | None, ahead: ChartAhead | None = None) -> None:
         """Before the history screen pushes this screen again, or first if built ahead (it
         keeps one: building these widgets was ~150 ms of every 'g'). Closing reset it to a
         fresh open's state (here if a quick key came first); the chart widget is made anew
         (a closed chart, with its drawing, is freed; one built ahead is blank and kept)
-        and its first chart asked for now."""
+        and its first chart asked for now, or shown as it opens if read ahead (``ahead``)."""
         self._close()
+        self._ahead = False
         self._given = catalog is not None
         if catalog is not None and catalog != self.catalog:
             self.catalog = catalog
@@ -105,8 +154,10 @@ class TrendsScreen(Screen[None]):
         if chart is None:
             self._chart = chart = TrendChart()
             self.mount(chart, before="#trend-summary")
-        if catalog is not None:
-            self._fetch_once(("pass", None, catalog.domains[0] if catalog.domains else None, None, None), None, chart)
+        if catalog is not None and ahead is not None and ahead.key == first_key(catalog):
+            self._requested, self._pending = ahead.key, ahead  # shown on resume (see there)
+        elif catalog is not None:
+            self._fetch_once(first_key(catalog), None, chart)
         else:
             self.cockpit.query_history("trends", self.cockpit.backend.history_catalog, then=self._got_catalog, group="catalog")
 
@@ -137,6 +188,7 @@ class TrendsScreen(Screen[None]):
         self._fresh = True
         self._opening += 1
         self._gc.release()
+        self._pending = None
         self.workers.cancel_group(self, "trend")
         self.series, self._requested, self._tests_of = None, None, None
         with self.prevent(Select.Changed):
@@ -204,6 +256,8 @@ class TrendsScreen(Screen[None]):
 
     async def on_select_changed(self, event: Select.Changed) -> None:
         event.stop()
+        if self._ahead:  # the pickers' first values, echoed as the screen is built ahead
+            return
         if event.select.id == "t-kind":
             await self._sync_pickers()
         if event.select.id == "t-domain":
@@ -228,7 +282,7 @@ class TrendsScreen(Screen[None]):
             return
         self._fetch_once(key, since)
 
-    def _fetch_once(self, key: tuple[str, str | None, str | None, str | None, MetricKey | None], since: float | None,
+    def _fetch_once(self, key: ChartKey, since: float | None,
                     chart: TrendChart | None = None) -> None:
         self._requested = key
         self._gc.hold()  # until this chart is on screen
@@ -236,46 +290,22 @@ class TrendsScreen(Screen[None]):
         chart = chart or self._chart
         if chart is None:
             return
-        self.fetch(kind, domain, test, metric, since, chart, chart.plot_theme(), self.app.size, self._opening)
+        # The chart weakly: a finished thread worker can stay referenced by the executor
+        # thread that ran it (Textual's active_worker context variable) until that thread
+        # runs another worker, and would keep a closed chart alive.
+        self.fetch(kind, domain, test, metric, since, weakref.ref(chart), chart.plot_theme(), self.app.size, self._opening)
 
     @work(thread=True, exclusive=True, group="trend", exit_on_error=False)
     def fetch(self, kind: str, domain: str | None, test: str | None, metric: MetricKey | None, since: float | None,
-              chart: TrendChart, theme: str, app_size: Size, opening: int) -> None:
-        backend = self.cockpit.backend
+              chart_ref: weakref.ref[TrendChart], theme: str, app_size: Size, opening: int) -> None:
         try:
-            series: TrendSeries | None
-            if kind == "pass":
-                if domain is None:
-                    series = None
-                else:
-                    pts = backend.domain_pass_rate(domain, since)  # runs that ran a test
-                    series = TrendSeries(
-                        f"pass rate of {domain} per run (%)", "%",
-                        tuple(p.started_at for p in pts), tuple(100.0 * p.pass_rate for p in pts),
-                        ylim=(0.0, 100.0), run_ids=tuple(p.run_id for p in pts),
-                    )
-            elif kind == "duration":
-                if domain is None or test is None:
-                    series = None
-                else:
-                    dpts = backend.test_duration_trend(domain, test, since)
-                    series = TrendSeries(
-                        f"duration of {domain}.{test} per run (s)", "s",
-                        tuple(p.started_at for p in dpts), tuple(p.duration_s for p in dpts), run_ids=tuple(p.run_id for p in dpts),
-                    )
-            else:
-                if metric is None:
-                    series = None
-                else:
-                    mpts = backend.metric_trend(metric, since)
-                    series = TrendSeries(
-                        metric.label(), metric.name.rsplit("_", 1)[-1] if "_" in metric.name else "",
-                        tuple(p.ts for p in mpts), tuple(p.value for p in mpts), run_ids=tuple(p.run_id for p in mpts),
-                    )
+            series = read_series(self.cockpit.backend, kind, domain, test, metric, since)
             # Drawn here, at the size the chart has by now (or, not laid out yet, the size
             # it had at this terminal size before), while the UI thread lays out the
             # screen; the chart draws again itself if its size turns out different.
-            size = chart.size if chart.size.area else TrendChart.size_for(app_size)
+            chart = chart_ref()
+            size = chart.size if chart is not None and chart.size.area else TrendChart.size_for(app_size)
+            del chart
             drawing = Drawing(series, size, theme, draw(series, size, theme)) if size.area else None
         except Exception as err:
             self.app.call_from_thread(self.notify, f"trends: {error_line(err)}", severity="error", timeout=10)
@@ -290,6 +320,9 @@ class TrendsScreen(Screen[None]):
     def on_screen_resume(self, event: events.ScreenResume) -> None:
         self._styles.resume(self.app, event)
         self._fresh = False
+        if self._pending is not None:  # on screen now: its data frame is the next one
+            ahead, self._pending = self._pending, None
+            self._show(ahead.series, ahead.drawing, self._opening)
 
     def _show(self, series: TrendSeries | None, drawing: Drawing | None = None, opening: int | None = None) -> None:
         if opening is not None and opening != self._opening:

@@ -11,6 +11,7 @@ from typing import Any
 
 import plotext._utility as ut
 from plotext._dict import braille_codes
+from plotext._dict import themes as plotext_themes
 from plotext._utility import colors_to_ansi
 from rich.segment import Segment
 from rich.style import Style
@@ -276,6 +277,13 @@ class TrendChart(PlotextPlot):
 
     def plot_theme(self) -> str:
         return self._get_plotext_theme_name(self.app.theme)
+
+    @staticmethod
+    def theme_for(app_theme: str) -> str | None:
+        """plot_theme() of a chart (theme "auto", as all of ours) under ``app_theme``, if
+        a chart has registered it with plotext yet; else None."""
+        name = f"textual-auto-{app_theme}"
+        return name if name in plotext_themes else None
 
     def show_series(self, series: TrendSeries | None, drawing: Drawing | None = None) -> None:
         """Show ``series``; ``drawing``: the same, drawn ahead (used if still the right size)."""

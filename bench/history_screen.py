@@ -494,7 +494,8 @@ async def main(args: argparse.Namespace) -> int:
         ratio = f"{s.median / base.median:.1f}x" if base is not None and base.median > 0 else ""
         first = f"{s.first_ms:.1f}" if s.first_ms is not None else ""
         rows = f"{s.rows:,}" if s.rows else ""
-        print(f"{label:<46}{rows:>7}{s.best:>9.1f}{s.median:>11.1f}{s.cpu_median:>8.1f}{first:>10}{ratio:>13}")
+        cpu = "" if s.cpu_median != s.cpu_median else f"{s.cpu_median:.1f}"  # NaN: not measured (fresh processes)
+        print(f"{label:<46}{rows:>7}{s.best:>9.1f}{s.median:>11.1f}{cpu:>8}{first:>10}{ratio:>13}")
 
     print("bare SQL (sqlite3, one warm connection)")
     for key in ("runs", "pass", "duration"):
@@ -506,6 +507,8 @@ async def main(args: argparse.Namespace) -> int:
     ui["h"].rows, ui["g"].rows, ui["duration"].rows = len(backend.list_runs(RunFilter(limit=PAGE))), seen["pass points"], seen["duration points"]
     line("  h: history screen with its run table", ui["h"], bare["runs"])
     line("  g: trend chart, pass rate per run", ui["g"], bare["pass"])
+    print("    (g shows the chart the history screen read and drew ahead, in a thread, once its runs were on "
+          "screen: that SQL ran before the key, in the idle after h)")
     line("  duration chart (enter, down, enter)", ui["duration"], bare["duration"])
     both = ui["h+g"]
     bare_both = Sample("bare", [a + b for a, b in zip(bare["runs"].ms, bare["pass"].ms)])

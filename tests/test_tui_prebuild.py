@@ -94,13 +94,32 @@ async def test_h_at_once_opens_history_while_the_screens_are_being_built(db, utc
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("h")
         await settle(app, pilot)
-        assert isinstance(app.screen, HistoryScreen) and "History — 3 runs" in screen_text(app)
+        history = app.screen
+        assert isinstance(history, HistoryScreen) and "History — 3 runs" in screen_text(app)
+        assert history is app._history and isinstance(history.trends, TrendsScreen)  # built by now, either way
         await pilot.press("g")
         await settle(app, pilot)
-        assert isinstance(app.screen, TrendsScreen) and app.screen.series is not None
+        assert app.screen is history.trends and app.screen.series is not None
         await app.screens_prebuilt.wait()
         await pilot.press("escape", "escape")
         await settle(app, pilot)
         await pilot.press("h")
         await settle(app, pilot)
         assert app.screen is app._history and "History — 3 runs" in screen_text(app)
+
+
+async def test_history_opened_before_the_build_builds_its_trends_screen_once_its_runs_are_shown(db, utc, monkeypatch):
+    monkeypatch.setattr(CockpitApp, "_prebuild", lambda self: None)  # as if h came before the build
+    be = UiBackend(db_path=db)
+    asked = counting(be)
+    async with cockpit(be, size=(120, 40)) as (app, pilot, _):
+        await pilot.press("h")
+        await settle(app, pilot)
+        history = app.screen
+        assert isinstance(history, HistoryScreen) and isinstance(history.trends, TrendsScreen)
+        assert history.trends not in app.screen_stack and history._trend_ahead is not None
+        n_asked = len(asked)
+        await pilot.press("g")
+        await settle(app, pilot)
+        assert app.screen is history.trends and app.screen.series is not None
+        assert asked[n_asked:] == []  # the chart read ahead

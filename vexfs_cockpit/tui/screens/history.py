@@ -77,6 +77,7 @@ class HistoryScreen(Screen[None]):
         self._fresh = True  # as a fresh open shows it: nothing to reset
         self._styles = ResumeStyles()
         self._trends: TrendsScreen | None = None  # see action_trends
+        self._building_trends = False  # build_trends under way
         self._trend_ahead: ChartAhead | None = None  # its first chart, read ahead for this open
 
     def compose(self) -> ComposeResult:
@@ -149,13 +150,23 @@ class HistoryScreen(Screen[None]):
         return self._trends
 
     async def build_trends(self) -> None:
-        """Build the trends screen ahead, off the screen stack (see CockpitApp._prebuild)."""
+        """Build the trends screen ahead, off the screen stack (see CockpitApp._prebuild).
+        Kept once mounted; if a 'g' built one meanwhile, that one is kept instead."""
         from vexfs_cockpit.tui.screens.trends import TrendsScreen
 
+        if self._trends is not None or self._building_trends:
+            return
+        self._building_trends = True
+        try:
+            trends = TrendsScreen(ahead=True)
+            await self.app._get_screen(trends)[1]
+        finally:
+            self._building_trends = False
         if self._trends is None:
-            self._trends = TrendsScreen(ahead=True)
-            self.app.install_screen(self._trends, "trends")
-            await self.app._get_screen(self._trends)[1]
+            self._trends = trends
+            self.app.install_screen(trends, "trends")
+        else:
+            await trends.remove()
 
     def lay_out_ahead(self, size: Size) -> None:
         """Lay the screen out at ``size`` while off the stack (built ahead): its first
@@ -243,7 +254,20 @@ class HistoryScreen(Screen[None]):
             self.query_one("#f-env", Select).set_options((e, e) for e in catalog.envs)
         if old is None or old.domains != catalog.domains:
             self.query_one("#f-domain", Select).set_options((d, d) for d in catalog.domains)
-        self._read_trend_ahead(catalog)
+        if self._trends is None and self.app.is_screen_installed(self):
+            # The app had not built the trends screen ahead (this screen was opened
+            # before its build): built now, the runs being on screen.
+            self.run_worker(self._trends_ahead(catalog), group="trends-ahead", exclusive=True, exit_on_error=False)
+        else:
+            self._read_trend_ahead(catalog)
+
+    async def _trends_ahead(self, catalog: HistoryCatalog) -> None:
+        await self.build_trends()
+        trends = self._trends
+        if trends is not None and trends not in self.app.screen_stack and trends._fresh:
+            trends.lay_out_ahead(self.app.size)
+        if self.catalog is catalog and self in self.app.screen_stack:
+            self._read_trend_ahead(catalog)
 
     def _read_trend_ahead(self, catalog: HistoryCatalog) -> None:
         """The kept trends screen's first chart (the first domain's pass rate), read and

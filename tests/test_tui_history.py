@@ -4,7 +4,6 @@ Recorder from real events (three runs over three days)."""
 from __future__ import annotations
 
 import gc
-import time
 from pathlib import Path
 
 import pytest
@@ -22,23 +21,7 @@ from vexfs_cockpit.tui.widgets.trend_chart import TrendChart
 
 from tests.test_history_scale import dbgen
 from tests.test_tui_dashboard import cells, cockpit, rendered, settle
-from tests.test_tui_support import UiBackend, screen_text, seed_history
-
-
-@pytest.fixture
-def utc(monkeypatch):
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> Path:
-    path = tmp_path / "seeded.db"
-    await seed_history(path)
-    return path
+from tests.test_tui_support import UiBackend, db, screen_text, utc  # noqa: F401 (fixtures)
 
 
 def runs_table(app) -> DataTable:

@@ -4,7 +4,6 @@ so does the trends screen's first chart, read ahead as the history screen opens.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -15,23 +14,7 @@ from vexfs_cockpit.tui.screens.trends import TrendsScreen
 from vexfs_cockpit.tui.widgets.trend_chart import TrendChart
 
 from tests.test_tui_dashboard import cockpit, settle
-from tests.test_tui_support import UiBackend, screen_text, seed_history
-
-
-@pytest.fixture
-def utc(monkeypatch):
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> Path:
-    path = tmp_path / "seeded.db"
-    await seed_history(path)
-    return path
+from tests.test_tui_support import UiBackend, db, screen_text, utc  # noqa: F401 (fixtures)
 
 
 def styled_frame(app) -> list[list[tuple[str, object]]]:

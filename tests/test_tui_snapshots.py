@@ -6,7 +6,6 @@ UTC. Update with `pytest tests/test_tui_snapshots.py --snapshot-update` and revi
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
@@ -17,18 +16,14 @@ from vexfs_cockpit.tui.app import CockpitApp
 from vexfs_cockpit.tui.screens.run_detail import RunDetailScreen
 from vexfs_cockpit.tui.screens.trends import TrendsScreen
 
-from tests.test_tui_support import T0, UiBackend, mid_run_events, seed_history
+from tests.test_tui_support import T0, UiBackend, mid_run_events, seed_history, utc  # noqa: F401 (fixture)
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
 
 
 @pytest.fixture(autouse=True)
-def utc(monkeypatch):
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
+def _in_utc(utc):  # snapshots show times: the same in every time zone
     yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,12 @@ History queries go to a real SQLite store when ``history`` is given one.
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
+
+import pytest
 
 from vexfs_cockpit.engine.bus import EventBus
 from vexfs_cockpit.engine.events import (
@@ -310,3 +313,20 @@ async def seed_history(path: Path) -> None:
         assert recorder.error is None, recorder.error
     finally:
         store.close()
+
+
+# Fixtures of the TUI tests (imported by name where used).
+@pytest.fixture
+def utc(monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> Path:
+    path = tmp_path / "seeded.db"
+    await seed_history(path)
+    return path

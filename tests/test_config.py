@@ -509,3 +509,16 @@ def test_render_shows_inherited_module_keys(tmp_path: Path, monkeypatch: pytest.
     assert f"# $VEXFS_SOURCE checkout: {tmp_path}" in out
     km = yaml.safe_load(out)["domains"]["kernel_module"]
     assert km["fs_type"] == "vexfs_fixed" and km["source_env"] == "VEXFS_SOURCE"
+
+
+def test_a_session_keeps_its_overrides_when_the_env_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The TUI's start-run dialog switches environment: --set must still apply."""
+    import argparse
+
+    from vexfs_cockpit.engine.session import session_config
+
+    monkeypatch.chdir(REPO)
+    args = argparse.Namespace(config=None, env="dev", set=["execution.retry_count=3", "resources.memory_mb=640"])
+    for env in ("dev", "ci"):
+        cfg = session_config(args, env, set(DOMAIN_NAMES))
+        assert (cfg.env, cfg.execution.retry_count, cfg.resources.memory_mb) == (env, 3, 640)

@@ -11,9 +11,8 @@ import asyncio
 import sys
 from pathlib import Path
 
-from vexfs_cockpit.config.load import load_config
 from vexfs_cockpit.engine.bus import EventBus
-from vexfs_cockpit.engine.session import Session, new_run_id, ordered_domains
+from vexfs_cockpit.engine.session import Session, new_run_id, ordered_domains, session_config
 from vexfs_cockpit.errors import CockpitError
 from vexfs_cockpit.fleet import commands as vmcmd
 from vexfs_cockpit.store.history import History
@@ -66,8 +65,9 @@ class SessionBackend(HistoryQueries):
         if self._run is not None and not self._run.done():
             raise CockpitError("a run is already in progress: abort it first (a)")
         if request.env != self.session.config.env:
-            # Another environment: the same profile with that overlay, validated first.
-            cfg = load_config(getattr(self.args, "config", None), request.env)
+            # Another environment: the same profile and --set overrides with that overlay,
+            # validated first (the overrides were dropped here before).
+            cfg = session_config(self.args, request.env, set(self.session.registry))
             self.session.config = cfg
             self._provider.cfg = cfg  # type: ignore[attr-defined]
         domains = self.session.select(",".join(request.domains) if request.domains else None)

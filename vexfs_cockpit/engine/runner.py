@@ -282,14 +282,8 @@ class Runner:
             return ""  # the lease will say what is wrong with the host, once
         if not kernel:
             return ""
-        workdir = req.artifacts_dir / domain
-        workdir.mkdir(parents=True, exist_ok=True)
-        ctx = DomainContext(
-            name=domain, settings=settings, target=NoGuestTarget(domain), run_id=req.run_id, env=req.env,
-            config=req.config, history=self.history, host=self.host, guest_kernel=kernel,
-            project_root=req.project_root, workdir=workdir,
-        )
-        plugin = cls(ctx)
+        no_vm = Lease(vm_name="", target=NoGuestTarget(domain), guest_kernel=kernel)
+        plugin = cls(self._context(req, domain, settings, no_vm))
         try:
             ok = await plugin.prepare_host()
         except Exception as err:  # a broken hook is the domain's problem, reported like setup's
@@ -328,24 +322,7 @@ class Runner:
         settings: dict,
         lease: Lease,
     ) -> list[TestResult]:
-        workdir = req.artifacts_dir / domain
-        workdir.mkdir(parents=True, exist_ok=True)
-        ctx = DomainContext(
-            name=domain,
-            settings=settings,
-            target=RecordingTarget(lease.target),
-            run_id=req.run_id,
-            env=req.env,
-            config=req.config,
-            klog=lease.klog,
-            vm=lease.vm,
-            history=self.history,
-            host=RecordingTarget(self.host) if self.host else None,
-            guest_kernel=lease.guest_kernel,
-            project_root=req.project_root,
-            workdir=workdir,
-        )
-        plugin = cls(ctx)
+        plugin = cls(self._context(req, domain, settings, lease))
         self.bus.publish(
             ev.DomainStarted(run_id=req.run_id, domain=domain, vm=lease.vm_name, planned_tests=tuple(s.name for s in specs))
         )
@@ -387,6 +364,26 @@ class Runner:
             ev.DomainFinished(run_id=req.run_id, domain=domain, status=status, counts=counts, reason=blocked[1] if blocked else "")
         )
         return res
+
+    def _context(self, req: RunRequest, domain: str, settings: dict, lease: Lease) -> DomainContext:
+        """What a domain gets, on its VM or (a lease with a ``NoGuestTarget``) before it boots."""
+        workdir = req.artifacts_dir / domain
+        workdir.mkdir(parents=True, exist_ok=True)
+        return DomainContext(
+            name=domain,
+            settings=settings,
+            target=RecordingTarget(lease.target),
+            run_id=req.run_id,
+            env=req.env,
+            config=req.config,
+            klog=lease.klog,
+            vm=lease.vm,
+            history=self.history,
+            host=RecordingTarget(self.host) if self.host else None,
+            guest_kernel=lease.guest_kernel,
+            project_root=req.project_root,
+            workdir=workdir,
+        )
 
     async def _setup(self, plugin: DomainBase, domain: str) -> tuple[bool, str]:
         try:

@@ -12,7 +12,7 @@ from vexfs_cockpit.config import check as check_cmd
 from vexfs_cockpit.config.caps import check_resource_caps, enabled_domains, fleet_need
 from vexfs_cockpit.config.sources import check_module_sources
 from vexfs_cockpit.config.layers import Layer, merge_layers
-from vexfs_cockpit.config.load import config_origin, load_config, parse_override
+from vexfs_cockpit.config.load import config_from_args, config_origin, load_config, parse_override
 from vexfs_cockpit.config.models import DOMAIN_NAMES
 from vexfs_cockpit.config.paths import build_dir, find_project_root, module_file, project_root, resolve_path
 from vexfs_cockpit.config.render import render_effective
@@ -513,12 +513,8 @@ def test_render_shows_inherited_module_keys(tmp_path: Path, monkeypatch: pytest.
 
 def test_a_session_keeps_its_overrides_when_the_env_changes(monkeypatch: pytest.MonkeyPatch) -> None:
     """The TUI's start-run dialog switches environment: --set must still apply."""
-    import argparse
-
-    from vexfs_cockpit.engine.session import session_config
-
     monkeypatch.chdir(REPO)
     args = argparse.Namespace(config=None, env="dev", set=["execution.retry_count=3", "resources.memory_mb=640"])
     for env in ("dev", "ci"):
-        cfg = session_config(args, env, set(DOMAIN_NAMES))
+        cfg = config_from_args(args, env=env, known_domains=DOMAIN_NAMES)
         assert (cfg.env, cfg.execution.retry_count, cfg.resources.memory_mb) == (env, 3, 640)

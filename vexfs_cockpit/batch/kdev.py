@@ -464,10 +464,9 @@ async def ktest(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- CLI
 def _config(args: argparse.Namespace, known_domains: Iterable[str] | None = None) -> CockpitConfig:
-    from vexfs_cockpit.config.load import load_config, parse_override
+    from vexfs_cockpit.config.load import config_from_args
 
-    overrides = dict(parse_override(s) for s in (getattr(args, "set", None) or []))
-    return load_config(getattr(args, "config", None), getattr(args, "env", None), overrides, known_domains=known_domains)
+    return config_from_args(args, known_domains=known_domains)
 
 
 def _vm_name(args: argparse.Namespace, cfg: CockpitConfig) -> str:

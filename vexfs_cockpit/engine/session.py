@@ -132,21 +132,13 @@ def parse_only_tests(spec: str | None, domains: list[str]) -> dict[str, set[str]
     return out
 
 
-def session_config(args, env: str | None, known_domains: set[str]) -> CockpitConfig:
-    """The config a session runs with: ``--config``, the ``env`` overlay, then ``--set``
-    (the same overrides when a front end switches environment)."""
-    from vexfs_cockpit.config.load import load_config, parse_override
-
-    overrides = dict(parse_override(s) for s in (getattr(args, "set", None) or []))
-    return load_config(getattr(args, "config", None), env, overrides, known_domains=known_domains)
-
-
 async def open_session(args, provider_factory: ProviderFactory | None = None) -> Session:
     """Wire a session from CLI-style arguments (``config``, ``env``, ``set``, ``db``).
 
     Config errors raise before anything is started; a bad DB raises StoreError
     without touching the file.
     """
+    from vexfs_cockpit.config.load import config_from_args
     from vexfs_cockpit.config.paths import project_root
     from vexfs_cockpit.fleet.provider import LibvirtProvider
     from vexfs_cockpit.store.db import resolve_db_path
@@ -155,7 +147,7 @@ async def open_session(args, provider_factory: ProviderFactory | None = None) ->
     from vexfs_cockpit.transport.local import LocalTarget
 
     registry = discover_domains()
-    cfg = session_config(args, getattr(args, "env", None), set(registry))
+    cfg = config_from_args(args, known_domains=set(registry))
     bus = EventBus()
     bus.bind_loop(asyncio.get_running_loop())
     db_path = resolve_db_path(getattr(args, "db", None), cfg.store.db_path)

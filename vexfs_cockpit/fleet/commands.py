@@ -144,10 +144,9 @@ def _usage(p: argparse.ArgumentParser) -> int:
 
 
 def _config(args: argparse.Namespace) -> CockpitConfig:
-    from vexfs_cockpit.config.load import load_config, parse_override
+    from vexfs_cockpit.config.load import config_from_args
 
-    overrides = dict(parse_override(s) for s in (getattr(args, "set", None) or []))
-    return load_config(getattr(args, "config", None), getattr(args, "env", None), overrides)
+    return config_from_args(args)
 
 
 def _uri(args: argparse.Namespace, cfg: CockpitConfig) -> str:

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from vexfs_cockpit.engine.bus import EventBus
-from vexfs_cockpit.engine.session import Session, new_run_id, ordered_domains, session_config
+from vexfs_cockpit.config.load import config_from_args
+from vexfs_cockpit.engine.session import Session, new_run_id, ordered_domains
 from vexfs_cockpit.errors import CockpitError
 from vexfs_cockpit.fleet import commands as vmcmd
 from vexfs_cockpit.store.history import History
@@ -67,7 +68,7 @@ class SessionBackend(HistoryQueries):
         if request.env != self.session.config.env:
             # Another environment: the same profile and --set overrides with that overlay,
             # validated first (the overrides were dropped here before).
-            cfg = session_config(self.args, request.env, set(self.session.registry))
+            cfg = config_from_args(self.args, env=request.env, known_domains=set(self.session.registry))
             self.session.config = cfg
             self._provider.cfg = cfg  # type: ignore[attr-defined]
         domains = self.session.select(",".join(request.domains) if request.domains else None)

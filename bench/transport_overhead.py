@@ -50,7 +50,7 @@ def booted_guest() -> Iterator[GuestAddr]:
     """Boot a transient self-test guest on qemu:///system; destroy it on exit."""
     import libvirt
 
-    from vexfs_cockpit.fleet.image import build_image
+    from vexfs_cockpit.images.initramfs import build_image
     from vexfs_cockpit.fleet.templates import DomainSpec, free_port, render_domain_xml
 
     img = build_image()

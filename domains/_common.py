@@ -25,7 +25,7 @@ from vexfs_cockpit.config.paths import build_dir
 from vexfs_cockpit.engine.plugin import DomainBase
 from vexfs_cockpit.engine.results import TestResult, TestStatus
 from vexfs_cockpit.engine.target import CommandResult
-from vexfs_cockpit.fleet.kbuild import KbuildResult, default_cache_dir, kbuild
+from vexfs_cockpit.builds.kbuild import KbuildResult, default_cache_dir, kbuild
 from vexfs_cockpit.errors import ConfigError, InfraError
 
 GUEST_DIR = "/tmp/vexfs-cockpit"

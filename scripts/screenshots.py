@@ -32,7 +32,7 @@ from textual.pilot import Pilot
 from textual.widgets import Select
 
 from vexfs_cockpit.engine.events import DomainStarted, InfraProblem, RunFinished, TestFinished
-from vexfs_cockpit.engine.session import open_session
+from vexfs_cockpit.app.session import open_session
 from vexfs_cockpit.tui.app import CockpitApp
 from vexfs_cockpit.tui.backend import RunRequest, VmInfo
 from vexfs_cockpit.tui.screens.trends import TrendsScreen

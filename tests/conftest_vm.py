@@ -54,7 +54,7 @@ def _check_host(cfg: CockpitConfig) -> None:
     import libvirt
 
     from vexfs_cockpit.fleet.events_thread import ensure_event_loop
-    from vexfs_cockpit.fleet.image import build_image
+    from vexfs_cockpit.images.initramfs import build_image
 
     ensure_event_loop()
     try:
@@ -107,7 +107,7 @@ class SessionGuest:
     async def boot(self) -> None:
         from vexfs_cockpit.fleet.libvirt import vm_name
         from vexfs_cockpit.fleet.provider import LibvirtProvider
-        from vexfs_cockpit.klog.buffer import KernelLogBuffer
+        from vexfs_cockpit.engine.klog_buffer import KernelLogBuffer
 
         self.bus = EventBus()
         self._provider = LibvirtProvider(self.cfg, self.bus, self.artifacts, env=ENV, run_id="pytest-session")
@@ -175,7 +175,7 @@ class SessionVmControl:
 
 
 def _ssh_target(guest_name: str, port: int, cfg: CockpitConfig) -> Any:
-    from vexfs_cockpit.fleet.image import build_image
+    from vexfs_cockpit.images.initramfs import build_image
     from vexfs_cockpit.transport.ssh import SshTarget
 
     img = build_image(cfg.fleet)  # cached: a manifest read

@@ -12,7 +12,7 @@ import pytest
 from vexfs_cockpit.config.models import FleetSettings
 from vexfs_cockpit.fleet import accel as accel_mod
 from vexfs_cockpit.fleet.accel import cached_accel, guest_prints, probe_accel, qemu_version
-from vexfs_cockpit.fleet.image import kernel_files, resolve_kernel_version
+from vexfs_cockpit.images.initramfs import kernel_files, resolve_kernel_version
 
 
 @pytest.fixture(scope="module")

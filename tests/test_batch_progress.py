@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from vexfs_cockpit.batch.progress import ProgressPrinter
+from vexfs_cockpit.commands.progress import ProgressPrinter
 from vexfs_cockpit.engine import events as ev
 from vexfs_cockpit.engine.results import TestResult, TestStatus
 from vexfs_cockpit.klog.model import KernelReport, Severity

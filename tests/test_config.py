@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vexfs_cockpit.config import check as check_cmd
+from vexfs_cockpit.commands import config as check_cmd
 from vexfs_cockpit.config.caps import check_resource_caps, enabled_domains, fleet_need
 from vexfs_cockpit.config.sources import check_module_sources
 from vexfs_cockpit.config.layers import Layer, merge_layers

@@ -31,17 +31,17 @@ import pytest
 
 from tests.conftest_vm import _check_host, vm_config, within
 from vexfs_cockpit import DomainBase, TestResult, TestStatus, test_options
-from vexfs_cockpit.batch.json_report import report_dict
-from vexfs_cockpit.batch.junit import junit_xml
-from vexfs_cockpit.batch.progress import ProgressPrinter
+from vexfs_cockpit.reports.json_report import report_dict
+from vexfs_cockpit.reports.junit import junit_xml
+from vexfs_cockpit.commands.progress import ProgressPrinter
 from vexfs_cockpit.config.models import DomainSettings
 from vexfs_cockpit.engine import events as ev
 from vexfs_cockpit.engine.bus import EventBus
 from vexfs_cockpit.engine.runner import Runner, RunRequest, RunSummary
-from vexfs_cockpit.fleet.kbuild import kbuild
+from vexfs_cockpit.builds.kbuild import kbuild
 from vexfs_cockpit.fleet.provider import LibvirtProvider
 from vexfs_cockpit.fleet.watchdog import heartbeat_interval
-from vexfs_cockpit.store.cli import cmd_history
+from vexfs_cockpit.commands.history import cmd_history
 from vexfs_cockpit.store.history import History
 from vexfs_cockpit.store.recorder import HistoryStore, Recorder
 from vexfs_cockpit.store.report import ReportBuilder

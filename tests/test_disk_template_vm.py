@@ -26,7 +26,7 @@ from vexfs_cockpit.engine.bus import EventBus
 from vexfs_cockpit.engine.events import KernelLogLine
 from vexfs_cockpit.engine.provider import Lease
 from vexfs_cockpit.engine.results import TestStatus
-from vexfs_cockpit.fleet.image import READY_MARKER
+from vexfs_cockpit.images.initramfs import READY_MARKER
 
 from tests.conftest_vm import first_event
 
@@ -47,7 +47,7 @@ def _disk_config() -> CockpitConfig:
     if env_path:
         base = Path(env_path)
     elif os.environ.get("VEXFS_TEST_DISK_TEMPLATE") == "build":
-        from vexfs_cockpit.fleet.image_base import build_base_image
+        from vexfs_cockpit.images.base import build_base_image
 
         base = build_base_image(load_config(None, "test").fleet, progress=print).path
     else:
@@ -70,7 +70,7 @@ async def disk_guest(tmp_path: Path) -> AsyncIterator[tuple[Lease, EventBus, flo
         async with provider.lease(f"disk{os.getpid()}", 0) as lease:
             yield lease, bus, time.monotonic() - started
         # the overlay and the seed (it holds the guest host key) go with the VM
-        from vexfs_cockpit.fleet.image_disk import vm_dir
+        from vexfs_cockpit.images.disk import vm_dir
 
         assert not vm_dir(provider._prepared.image, lease.vm_name).exists()  # type: ignore[union-attr,arg-type]
     finally:
@@ -86,7 +86,7 @@ async def test_disk_guest_boots_runs_ssh_streams_console_and_the_fixture_module(
     disk_guest: tuple[Lease, EventBus, float], tmp_path: Path
 ) -> None:
     from tests.e2e_support import results_by_name, run_domains
-    from vexfs_cockpit.fleet.kbuild import kbuild
+    from vexfs_cockpit.builds.kbuild import kbuild
     from vexfs_cockpit.transport.local import LocalTarget
 
     g, bus, boot_s = disk_guest

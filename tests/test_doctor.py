@@ -9,8 +9,8 @@ import libvirt
 import pytest
 
 from vexfs_cockpit.config.models import FleetSettings
-from vexfs_cockpit.fleet import doctor
-from vexfs_cockpit.fleet.doctor import check_headers, check_image, check_libvirt, cmd_doctor, run_doctor
+from vexfs_cockpit.commands import doctor
+from vexfs_cockpit.commands.doctor import check_headers, check_image, check_libvirt, cmd_doctor, run_doctor
 
 
 def _run(**kw: object) -> tuple[int, list[str]]:

@@ -17,8 +17,8 @@ import pytest
 import pytest_asyncio
 
 from vexfs_cockpit.engine.provider import Lease
-from vexfs_cockpit.fleet.image import resolve_kernel_version
-from vexfs_cockpit.fleet.kbuild import KbuildResult, KernelHeadersMissing, kbuild, parse_errors
+from vexfs_cockpit.images.initramfs import resolve_kernel_version
+from vexfs_cockpit.builds.kbuild import KbuildResult, KernelHeadersMissing, kbuild, parse_errors
 from vexfs_cockpit.transport.local import LocalTarget
 
 FIXTURE = Path(__file__).parent / "fixtures" / "selftest_fs"
@@ -257,7 +257,7 @@ async def test_identical_inputs_reuse_the_cached_build_and_a_change_rebuilds(hos
     any source change, or reuse_cache=False, is a real compile."""
     import shutil as _sh
 
-    from vexfs_cockpit.fleet.kbuild import kbuild as _kbuild
+    from vexfs_cockpit.builds.kbuild import kbuild as _kbuild
     from vexfs_cockpit.transport.local import LocalTarget as _LT
 
     src = tmp_path / "src"

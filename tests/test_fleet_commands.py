@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from vexfs_cockpit.errors import InfraError
-from vexfs_cockpit.fleet import commands
-from vexfs_cockpit.fleet.commands import DevVmState, full_name, read_state, remote_command, write_state
+from vexfs_cockpit.commands import vm as commands
+from vexfs_cockpit.fleet.devvm import DevVmState, full_name, read_state, remote_command, stop_vm, write_state
 from vexfs_cockpit.fleet.libvirt import Owner, VmInfo
 
 
@@ -77,7 +77,7 @@ def test_vm_list_against_a_test_driver(tmp_path: Path, capsys: pytest.CaptureFix
 
 def test_vm_stop_removes_a_disk_vms_overlay_and_seed(tmp_path: Path) -> None:
     from vexfs_cockpit.config.load import load_config
-    from vexfs_cockpit.fleet.image_disk import vm_dir
+    from vexfs_cockpit.images.disk import vm_dir
 
     node = tmp_path / "node.xml"
     own = Owner.current(ssh_port=4242).to_xml()
@@ -89,7 +89,7 @@ def test_vm_stop_removes_a_disk_vms_overlay_and_seed(tmp_path: Path) -> None:
     (files / "seed.iso").write_bytes(b"host key")
     other = files.parent / "vexfs-test-other-0"
     other.mkdir()
-    assert asyncio.run(commands.stop_vm(cfg, "vexfs-test-k-0", f"test://{node}", force=True)) == "destroyed"
+    assert asyncio.run(stop_vm(cfg, "vexfs-test-k-0", f"test://{node}", force=True)) == "destroyed"
     assert not files.exists() and other.exists()
 
 

@@ -16,7 +16,7 @@ from vexfs_cockpit.engine.bus import EventBus
 from vexfs_cockpit.engine.events import KernelLogLine, VmSample, VmStateChanged
 from vexfs_cockpit.engine.provider import Lease
 from vexfs_cockpit.errors import CockpitError
-from vexfs_cockpit.fleet.image import READY_MARKER
+from vexfs_cockpit.images.initramfs import READY_MARKER
 from vexfs_cockpit.klog.model import Severity
 
 from tests.conftest_vm import first_event

@@ -14,8 +14,8 @@ import asyncssh
 import pytest
 
 from vexfs_cockpit.errors import InfraError
-from vexfs_cockpit.fleet import image as image_mod
-from vexfs_cockpit.fleet.image import (
+from vexfs_cockpit.images import initramfs as image_mod
+from vexfs_cockpit.images.initramfs import (
     BuildRequest,
     GuestImage,
     build_image,
@@ -25,7 +25,7 @@ from vexfs_cockpit.fleet.image import (
     resolve_kernel_version,
     shared_libs,
 )
-from vexfs_cockpit.fleet.image_cpio import Entry, write_initramfs
+from vexfs_cockpit.images.cpio import Entry, write_initramfs
 
 
 @pytest.fixture(scope="module")

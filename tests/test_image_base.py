@@ -13,8 +13,8 @@ import pytest
 
 from vexfs_cockpit.config.models import FleetSettings
 from vexfs_cockpit.errors import InfraError
-from vexfs_cockpit.fleet import image_base
-from vexfs_cockpit.fleet.image_base import (
+from vexfs_cockpit.images import base as image_base
+from vexfs_cockpit.images.base import (
     GUEST_CMDLINE,
     AptSource,
     BaseImage,
@@ -122,8 +122,8 @@ def test_guest_files_name_eth0_limit_cloud_init_to_nocloud_and_mount_the_root() 
     assert "datasource_list: [ NoCloud, None ]" in files["etc/cloud/cloud.cfg.d/90_vexfs_cockpit.cfg"]
     assert "kernel.hung_task_timeout_secs = 5" in files["etc/sysctl.d/90-vexfs-cockpit.conf"]
     # the ready marker comes from a unit after sshd (and cloud-init's key install), every boot
-    from vexfs_cockpit.fleet.image_base import GUEST_LINKS, READY_BIN, READY_UNIT
-    from vexfs_cockpit.fleet.image_disk import ready_script
+    from vexfs_cockpit.images.base import GUEST_LINKS, READY_BIN, READY_UNIT
+    from vexfs_cockpit.images.disk import ready_script
 
     assert files[READY_BIN] == ready_script()
     unit = files[f"etc/systemd/system/{READY_UNIT}"]
@@ -167,7 +167,7 @@ def test_cache_key_follows_every_input() -> None:
 
 
 def test_plan_reads_this_hosts_kernel_and_release() -> None:
-    from vexfs_cockpit.fleet.image import resolve_kernel_version
+    from vexfs_cockpit.images.initramfs import resolve_kernel_version
 
     plan = plan_base(FleetSettings())
     assert plan.kernel_version == resolve_kernel_version()
@@ -250,7 +250,7 @@ def test_cli_has_image_base() -> None:
 def test_superseded_base_images_of_the_same_kernel_are_pruned_after_a_day(tmp_path: Path) -> None:
     import time
 
-    from vexfs_cockpit.fleet.image import PRUNE_AFTER_S, prune_images
+    from vexfs_cockpit.images.initramfs import PRUNE_AFTER_S, prune_images
 
     def made(name: str, kernel: str, age_s: float) -> BaseImage:
         d = tmp_path / name

@@ -9,8 +9,8 @@ from pathlib import Path
 from junitparser import Error, Failure, JUnitXml, Skipped
 
 from tests.test_store_support import FS, KM, T0, E, F, P, RunSpec, S, T, kreport, record, record_sync, run_events
-from vexfs_cockpit.batch.json_report import FORMAT, report_dict, write_json_report
-from vexfs_cockpit.batch.junit import junit_xml, write_junit, xml_safe
+from vexfs_cockpit.reports.json_report import FORMAT, report_dict, write_json_report
+from vexfs_cockpit.reports.junit import junit_xml, write_junit, xml_safe
 from vexfs_cockpit.engine.events import DomainStarted, InfraProblem, RunFinished, RunStarted, VmStateChanged
 from vexfs_cockpit.klog.model import Severity
 from vexfs_cockpit.store.history import History

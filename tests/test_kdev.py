@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from vexfs_cockpit import cli
-from vexfs_cockpit.batch import kdev
+from vexfs_cockpit.app import kdev
+from vexfs_cockpit.commands import kdev as kdev_cmd
 from vexfs_cockpit.config.load import load_config
 from vexfs_cockpit.engine.discovery import discover_domains
 from vexfs_cockpit.errors import ConfigError, InfraError, UsageError
@@ -43,7 +44,7 @@ def _headers_for(kernel: str) -> bool:
 
 
 def _guest_kernel() -> str:
-    from vexfs_cockpit.fleet.image import resolve_kernel_version
+    from vexfs_cockpit.images.initramfs import resolve_kernel_version
 
     return resolve_kernel_version(load_config(None, "test").fleet.guest_kernel)
 
@@ -192,7 +193,7 @@ class DevVm:
 def dev_vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevVm]:
     """One dev VM from `vm start` (state file in a temp data dir) for this module's tests."""
     from tests.conftest_vm import _check_host, vm_config
-    from vexfs_cockpit.fleet.commands import start_dev_vm, stop_vm
+    from vexfs_cockpit.fleet.devvm import start_dev_vm, stop_vm
 
     cfg = vm_config()
     _check_host(cfg)
@@ -216,9 +217,9 @@ def dev_data(dev_vm: DevVm, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 async def _guest_sh(cfg, name: str, cmd: str) -> tuple[int | None, str]:
-    from vexfs_cockpit.fleet.commands import _target_for
+    from vexfs_cockpit.fleet.devvm import dev_target
 
-    t = _target_for(cfg, name, None)
+    t = dev_target(cfg, name, None)
     try:
         r = await t.run(cmd, timeout=60)
     finally:
@@ -283,7 +284,7 @@ async def test_ktest_runs_one_test_into_history(dev_data: str, tmp_path: Path, c
         config=None, env="test", set=[], db=str(db), uri=None, name=name, domains=None,
         tests="kernel_module/module_load_basic", timeout=None, retries=None, junit=None, json=None, show_klog=False,
     )
-    rc = await kdev.ktest(args)
+    rc = await kdev_cmd.ktest(args)
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "also running kernel_module/module_build" in out and "2 passed, 0 failed, 0 skipped" in out
@@ -308,7 +309,7 @@ async def test_attached_reset_keeps_the_dev_vm(dev_data: str) -> None:
     VM back, and closing the provider leaves it running: it is the developer's VM."""
     from vexfs_cockpit.engine.bus import EventBus
     from vexfs_cockpit.fleet.attach import AttachProvider
-    from vexfs_cockpit.fleet.commands import _fleet
+    from vexfs_cockpit.fleet.devvm import connect_fleet
 
     name = dev_data
     cfg = load_config(None, "test")
@@ -326,7 +327,7 @@ async def test_attached_reset_keeps_the_dev_vm(dev_data: str) -> None:
             assert await lease.klog.sync(lease.target, "after reset") >= since  # console re-attached
     finally:
         await provider.aclose()
-    fm = await _fleet(cfg.fleet.libvirt_uri, cfg.env)
+    fm = await connect_fleet(cfg.fleet.libvirt_uri, cfg.env)
     try:
         info = await fm.info(name)
     finally:

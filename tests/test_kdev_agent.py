@@ -62,7 +62,7 @@ def _start_agent(directory: Path, idle: float = 60.0) -> subprocess.Popen[bytes]
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     r, w = os.pipe()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vexfs_cockpit.agent.server", "--socket", str(socket_path(directory)),
+        [sys.executable, "-m", "vexfs_cockpit.agent_server", "--socket", str(socket_path(directory)),
          "--idle", str(idle), "--ready-fd", str(w)], pass_fds=(w,),
     )
     os.close(w)
@@ -95,7 +95,7 @@ def test_ctrl_c_interrupts_the_command_not_the_agent(agent_env: Path, tmp_path: 
     """A client's Ctrl-C is SIGINT for the running command (exit 130, "interrupted"); the
     agent serves the next command."""
     from vexfs_cockpit.config.load import load_config
-    from vexfs_cockpit.fleet.image import resolve_kernel_version
+    from vexfs_cockpit.images.initramfs import resolve_kernel_version
 
     kernel = resolve_kernel_version(load_config(None, "test").fleet.guest_kernel)
     if not (Path("/lib/modules") / kernel / "build" / "Makefile").exists():

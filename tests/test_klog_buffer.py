@@ -15,7 +15,7 @@ import pytest
 from vexfs_cockpit.engine.plugin import KernelLog
 from vexfs_cockpit.engine.target import CommandResult, render_command
 from vexfs_cockpit.errors import InfraError
-from vexfs_cockpit.klog.buffer import KernelLogBuffer, KlogSyncTimeout
+from vexfs_cockpit.engine.klog_buffer import KernelLogBuffer, KlogSyncTimeout
 from vexfs_cockpit.klog.model import KernelReport
 
 SYNTH = Path(__file__).parent / "data" / "klog" / "synthetic"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vexfs_cockpit.klog.buffer import KernelLogBuffer
+from vexfs_cockpit.engine.klog_buffer import KernelLogBuffer
 from vexfs_cockpit.klog.classify import classify_text, split_lines
 from vexfs_cockpit.klog.model import Severity
 

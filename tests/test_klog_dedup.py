@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from vexfs_cockpit.klog.buffer import KernelLogBuffer
+from vexfs_cockpit.engine.klog_buffer import KernelLogBuffer
 from vexfs_cockpit.klog.classify import parse_line
 from vexfs_cockpit.klog.dedup import LineDeduper, kmsg_to_console
 

@@ -17,7 +17,7 @@ from vexfs_cockpit.engine import events as ev
 from vexfs_cockpit.engine.bus import EventBus
 from vexfs_cockpit.engine.provider import Lease
 from vexfs_cockpit.engine.runner import Runner, RunRequest
-from vexfs_cockpit.klog.buffer import KernelLogBuffer
+from vexfs_cockpit.engine.klog_buffer import KernelLogBuffer
 from vexfs_cockpit.transport.local import LocalTarget
 
 CAPTURES = Path(__file__).parent / "data" / "klog"

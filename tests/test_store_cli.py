@@ -17,7 +17,7 @@ from junitparser import JUnitXml
 from tests.test_store_support import DAY, FS, KM, T0, F, P, RunSpec, kreport, record, record_sync, run_events
 from vexfs_cockpit.errors import StoreError, UsageError
 from vexfs_cockpit.klog.model import Severity
-from vexfs_cockpit.store.cli import add_parser
+from vexfs_cockpit.commands.history import add_parser
 from vexfs_cockpit.store.db import DB_ENV_VAR
 from vexfs_cockpit.store.liveness import ProcessIdentity
 from vexfs_cockpit.store.recorder import HistoryStore

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_store_support import KM, T0, F, P, RunSpec, record_sync, run_events
-from vexfs_cockpit.batch.json_report import report_dict
+from vexfs_cockpit.reports.json_report import report_dict
 from vexfs_cockpit.klog.classify import classify_text
 from vexfs_cockpit.klog.model import KernelReport
 from vexfs_cockpit.store.history import History

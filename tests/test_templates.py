@@ -12,8 +12,8 @@ import libvirt
 import pytest
 
 from vexfs_cockpit.errors import ConfigError
-from vexfs_cockpit.fleet.image import BASE_CMDLINE, BuildRequest, build_image
-from vexfs_cockpit.fleet.image_disk import make_overlay, make_seed_iso, seed_contents
+from vexfs_cockpit.images.initramfs import BASE_CMDLINE, BuildRequest, build_image
+from vexfs_cockpit.images.disk import make_overlay, make_seed_iso, seed_contents
 from vexfs_cockpit.fleet.templates import (
     METADATA_NS,
     QEMU_NS,
@@ -153,7 +153,7 @@ def test_overlay_and_seed_iso(tmp_path: Path) -> None:
     # valid cloud-config whose per-boot script (a reset reruns it; runcmd would not) is ours
     import yaml
 
-    from vexfs_cockpit.fleet.image_disk import READY_SCRIPT_PATH, ready_script
+    from vexfs_cockpit.images.disk import READY_SCRIPT_PATH, ready_script
 
     doc = yaml.safe_load(seed.user_data)
     assert seed.user_data.startswith("#cloud-config\n") and "runcmd" not in doc
@@ -172,7 +172,7 @@ def test_overlay_and_seed_iso(tmp_path: Path) -> None:
 
 
 def _run_ready_script(tmp_path: Path, tcp_lines: str) -> tuple[int, str]:
-    from vexfs_cockpit.fleet.image_disk import ready_script
+    from vexfs_cockpit.images.disk import ready_script
 
     (tmp_path / "tcp").write_text("  sl  local_address rem_address   st\n" + tcp_lines)
     tty = tmp_path / "ttyS0"
@@ -184,7 +184,7 @@ def _run_ready_script(tmp_path: Path, tcp_lines: str) -> tuple[int, str]:
 
 
 def test_ready_script_waits_for_sshd_listening(tmp_path: Path) -> None:
-    from vexfs_cockpit.fleet.image import READY_MARKER
+    from vexfs_cockpit.images.initramfs import READY_MARKER
 
     listen = "   0: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 1 1\n"
     assert _run_ready_script(tmp_path, listen) == (0, READY_MARKER + "\n")

@@ -37,7 +37,7 @@ class Guest:
 @pytest.fixture(scope="module")
 def guest() -> Iterator[Guest]:
     libvirt = pytest.importorskip("libvirt")
-    from vexfs_cockpit.fleet.image import build_image
+    from vexfs_cockpit.images.initramfs import build_image
     from vexfs_cockpit.fleet.templates import DomainSpec, free_port, render_domain_xml
 
     try:

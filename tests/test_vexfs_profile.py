@@ -91,8 +91,8 @@ def batch_args(tmp_path: Path) -> argparse.Namespace:
 async def test_vexfs_profile_with_a_module_that_does_not_compile(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from vexfs_cockpit.batch.run_command import run_batch
-    from vexfs_cockpit.fleet.image import resolve_kernel_version
+    from vexfs_cockpit.commands.run import run_batch
+    from vexfs_cockpit.images.initramfs import resolve_kernel_version
     from vexfs_cockpit.fleet.provider import LibvirtProvider
 
     cfg = vm_config()

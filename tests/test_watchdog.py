@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from vexfs_cockpit import DomainBase, TestResult, TestStatus
-from vexfs_cockpit.batch.json_report import report_dict
-from vexfs_cockpit.batch.junit import junit_xml
-from vexfs_cockpit.batch.progress import ProgressPrinter
+from vexfs_cockpit.reports.json_report import report_dict
+from vexfs_cockpit.reports.junit import junit_xml
+from vexfs_cockpit.commands.progress import ProgressPrinter
 from vexfs_cockpit.config.models import CockpitConfig, DomainSettings
 from vexfs_cockpit.engine import events as ev
 from vexfs_cockpit.engine.bus import EventBus
@@ -36,7 +36,7 @@ from vexfs_cockpit.fleet.watchdog import (
     SshHeartbeat,
     heartbeat_interval,
 )
-from vexfs_cockpit.klog.buffer import KernelLogBuffer
+from vexfs_cockpit.engine.klog_buffer import KernelLogBuffer
 from vexfs_cockpit.store.report import ReportBuilder
 from vexfs_cockpit.transport.local import LocalTarget
 

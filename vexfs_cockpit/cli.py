@@ -23,19 +23,19 @@ if TYPE_CHECKING:
 # Only the named command's module is imported (the engine's imports cost ~1 s);
 # each stays importable without Textual, libvirt or asyncssh loaded at import time.
 COMMANDS: dict[str, str] = {
-    "run": "vexfs_cockpit.batch.run_command",
-    "history": "vexfs_cockpit.store.cli",
-    "config": "vexfs_cockpit.config.check",
-    "doctor": "vexfs_cockpit.fleet.doctor",
-    "image": "vexfs_cockpit.fleet.image",
-    "vm": "vexfs_cockpit.fleet.commands",
-    "ssh": "vexfs_cockpit.fleet.commands",
-    "klog": "vexfs_cockpit.klog.cli",
-    "kbuild": "vexfs_cockpit.batch.kdev",
-    "kload": "vexfs_cockpit.batch.kdev",
-    "kunload": "vexfs_cockpit.batch.kdev",
-    "ktest": "vexfs_cockpit.batch.kdev",
-    "kagent": "vexfs_cockpit.agent.command",
+    "run": "vexfs_cockpit.commands.run",
+    "history": "vexfs_cockpit.commands.history",
+    "config": "vexfs_cockpit.commands.config",
+    "doctor": "vexfs_cockpit.commands.doctor",
+    "image": "vexfs_cockpit.commands.image",
+    "vm": "vexfs_cockpit.commands.vm",
+    "ssh": "vexfs_cockpit.commands.vm",
+    "klog": "vexfs_cockpit.commands.klog",
+    "kbuild": "vexfs_cockpit.commands.kdev",
+    "kload": "vexfs_cockpit.commands.kdev",
+    "kunload": "vexfs_cockpit.commands.kdev",
+    "ktest": "vexfs_cockpit.commands.kdev",
+    "kagent": "vexfs_cockpit.commands.kagent",
 }
 COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(COMMANDS.values()))
 
@@ -95,9 +95,10 @@ def main(argv: Sequence[str] | None = None, *, kdev_session: KdevSession | None 
     args.kdev_session = kdev_session
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     try:
+        wants_tui = getattr(args, "wants_tui", None)
+        if args.command is None or (wants_tui is not None and wants_tui(args)):
+            return _open_tui(args)
         if handler is None:
-            if args.command is None:
-                return _open_tui(args)
             parser.parse_args([args.command, "--help"])
             return 2
         return int(handler(args))

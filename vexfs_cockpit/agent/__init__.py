@@ -1,1 +1,2 @@
-"""The kdev agent: a warm interpreter that runs the warm-loop commands for thin clients."""
+"""The kdev agent's client side: the socket protocol, the thin client that forwards a
+warm-loop command, and the warm session (kept SSH connections) the server lends it."""

@@ -98,7 +98,7 @@ def _spawn(directory: Path) -> socket.socket | None:
         try:
             with open(log_path(directory), "ab") as log:
                 subprocess.Popen(
-                    [sys.executable, "-m", "vexfs_cockpit.agent.server", "--socket", str(path),
+                    [sys.executable, "-m", "vexfs_cockpit.agent_server", "--socket", str(path),
                      "--idle", str(idle_seconds()), "--ready-fd", str(write_fd)],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(write_fd,),
                     start_new_session=True,  # the terminal's Ctrl-C is for the client, not the agent

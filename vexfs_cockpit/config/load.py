@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from vexfs_cockpit.config.describe import describe_validation_error
 from vexfs_cockpit.config.interpolate import InterpolationError, expand
 from vexfs_cockpit.config.layers import Layer, merge_layers, nest_dotted, origin_of
-from vexfs_cockpit.config.models import DOMAIN_NAMES, CockpitConfig
+from vexfs_cockpit.config.models import DOMAIN_NAMES, CockpitConfig, FleetSettings
 from vexfs_cockpit.config.paths import find_project_root
 from vexfs_cockpit.config.show import display_path, show
 from vexfs_cockpit.config.yamlio import read_mapping
@@ -259,3 +259,22 @@ def config_origin(cfg: CockpitConfig, dotted_key: str) -> str | None:
     """Which layer set a key ("configs/env/ci.yaml", "$VEXFS_COCKPIT_DB", "command line"),
     or None for a built-in default."""
     return cfg._origins.get(dotted_key)
+
+
+def fleet_from_args(args: Any) -> FleetSettings:
+    """The fleet section of the config named by ``--config/--env`` (shared by image and doctor).
+
+    With no --config and no default profile to be found (e.g. an installed copy run
+    outside the repo), the built-in defaults apply; a named file must exist.
+    """
+    path = getattr(args, "config", None)
+    try:
+        return load_config(path, getattr(args, "env", None)).fleet
+    except ConfigError:
+        if path is None and getattr(args, "env", None) is None:
+            try:
+                if not resolve_profile_path(None).exists():
+                    return FleetSettings()
+            except ConfigError:
+                return FleetSettings()
+        raise

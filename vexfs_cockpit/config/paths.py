@@ -21,6 +21,16 @@ from typing import Any
 from vexfs_cockpit.config.models import CockpitConfig, ModuleSettings
 from vexfs_cockpit.errors import ConfigError
 
+APP_NAME = "vexfs-cockpit"
+
+
+def data_dir() -> Path:
+    """The user's data dir for the cockpit (history DB, images, runs, dev VM state, builds)."""
+    from platformdirs import user_data_path  # here: `import paths` stays cheap
+
+    return user_data_path(APP_NAME, appauthor=False, ensure_exists=True)
+
+
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the checkout holding vexfs_cockpit/
 
 

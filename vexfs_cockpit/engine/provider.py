@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from vexfs_cockpit.engine.plugin import KernelLog, VmControl
 from vexfs_cockpit.engine.target import Target
+
+if TYPE_CHECKING:
+    from vexfs_cockpit.config.models import CockpitConfig
 
 
 @dataclass(slots=True)
@@ -31,7 +34,12 @@ class TargetProvider(Protocol):
         """Destroy everything this provider started (also on Ctrl-C)."""
         ...
 
+    def use_config(self, cfg: CockpitConfig) -> None:
+        """Lease from now on by ``cfg`` (the session switched environment)."""
+        ...
 
+
+@runtime_checkable
 class PlansGuestKernel(Protocol):
     """A provider that knows, before booting, which kernel its leases will run (what
     ``Lease.guest_kernel`` will be): the runner then lets domains prepare on the host

@@ -21,7 +21,7 @@ from vexfs_cockpit.config.models import CockpitConfig
 from vexfs_cockpit.engine import events as ev
 from vexfs_cockpit.engine.bus import EventBus
 from vexfs_cockpit.engine.plugin import DomainBase, DomainContext, HistoryView, TestSpec
-from vexfs_cockpit.engine.provider import Lease, TargetProvider
+from vexfs_cockpit.engine.provider import Lease, PlansGuestKernel, TargetProvider
 from vexfs_cockpit.engine.results import Attempt, Evidence, TestResult, TestStatus
 from vexfs_cockpit.engine.target import (
     CommandFailed,
@@ -272,12 +272,11 @@ class Runner:
     async def _prepare_on_host(self, req: RunRequest, domain: str, cls: type[DomainBase], settings: dict) -> str:
         """Run the domain's ``prepare_host`` before any VM boots; why the domain cannot
         run ("" when it can, or when the provider cannot tell the guest kernel yet: then
-        the domain prepares in ``setup_domain`` on its booted VM, as before)."""
-        planned = getattr(self.provider, "planned_guest_kernel", None)
-        if planned is None or cls.prepare_host is DomainBase.prepare_host:
+        the domain prepares in ``setup_domain`` on its booted VM)."""
+        if not isinstance(self.provider, PlansGuestKernel) or cls.prepare_host is DomainBase.prepare_host:
             return ""
         try:
-            kernel = await planned()
+            kernel = await self.provider.planned_guest_kernel()
         except CockpitError:
             return ""  # the lease will say what is wrong with the host, once
         if not kernel:

@@ -95,7 +95,7 @@ def guest_prints(kernel: Path, accel: str, timeout: float, qemu: str = QEMU) -> 
 
 
 def _cache_path(fleet: FleetSettings | None) -> Path:
-    from vexfs_cockpit.fleet.image import default_image_root
+    from vexfs_cockpit.images.initramfs import default_image_root
 
     return default_image_root(fleet).parent / "accel.json"
 
@@ -124,7 +124,7 @@ def probe_accel(
         except (OSError, ValueError, AttributeError):
             pass
     if kernel is None:
-        from vexfs_cockpit.fleet.image import kernel_files, resolve_kernel_version
+        from vexfs_cockpit.images.initramfs import kernel_files, resolve_kernel_version
 
         kernel = kernel_files(resolve_kernel_version(fleet.guest_kernel if fleet else None))[0]
     result: Accel = "kvm" if kvm_boots(kernel, timeout) else "qemu"

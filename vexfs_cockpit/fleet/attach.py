@@ -32,13 +32,13 @@ from vexfs_cockpit.engine.bus import EventBus
 from vexfs_cockpit.engine.events import Event, VmStateChanged
 from vexfs_cockpit.engine.provider import Lease
 from vexfs_cockpit.errors import CockpitError, InfraError
-from vexfs_cockpit.fleet.commands import _target_for, read_state
+from vexfs_cockpit.fleet.devvm import dev_target, read_state
 from vexfs_cockpit.fleet.console import ConsoleStream, klog_sink
-from vexfs_cockpit.fleet.image import READY_MARKER
+from vexfs_cockpit.images.initramfs import READY_MARKER
 from vexfs_cockpit.fleet.libvirt import FleetManager, VmInfo
 from vexfs_cockpit.fleet.vmctl import GuestVm
 from vexfs_cockpit.fleet.watchdog import guest_watchdog
-from vexfs_cockpit.klog.buffer import KernelLogBuffer
+from vexfs_cockpit.engine.klog_buffer import KernelLogBuffer
 
 if TYPE_CHECKING:
     from vexfs_cockpit.transport.pool import TargetPool
@@ -53,7 +53,7 @@ async def booted_kernel(fleet: FleetManager, name: str) -> str | None:
     """The kernel version a direct-kernel VM booted, read from its domain XML's
     ``<kernel>`` and that image's manifest — no SSH round trip. None for other shapes
     (the disk template boots the distro image's own kernel: ask the guest)."""
-    from vexfs_cockpit.fleet.image import GuestImage
+    from vexfs_cockpit.images.initramfs import GuestImage
 
     def read() -> str | None:
         dom = fleet.conn.lookupByName(name)
@@ -96,7 +96,7 @@ class DevVmControl:
 
     def __init__(self, vm: GuestVm, fleet: FleetManager):
         self._vm = vm
-        self._fleet = fleet
+        self.connect_fleet = fleet
         self.name = vm.name
 
     async def reset(self, reason: str) -> None:
@@ -105,7 +105,7 @@ class DevVmControl:
         finally:
             # fleet.reset re-creates the VM and records it as ours; a dev VM must
             # outlive this process even when the reset did not come back ready.
-            self._fleet.release(self.name)
+            self.connect_fleet.release(self.name)
 
     async def state(self) -> str:
         return await self._vm.state()
@@ -211,7 +211,7 @@ class AttachProvider:
 
     async def _ssh_target(self, info: VmInfo, role: str) -> Any:
         """A new SshTarget, or with a pool the one kept for this VM instance and role."""
-        target = _target_for(self.cfg, self.name, info, reconnect_deadline_s=ATTACH_SSH_DEADLINE_S)
+        target = dev_target(self.cfg, self.name, info, reconnect_deadline_s=ATTACH_SSH_DEADLINE_S)
         if self._targets is None:
             return target
         lent = await self._targets.lend(
@@ -228,6 +228,9 @@ class AttachProvider:
             self._lease_lock = asyncio.Lock()
         async with self._lease_lock:
             yield await self.attach()
+
+    def use_config(self, cfg: CockpitConfig) -> None:
+        self.cfg = cfg
 
     async def aclose(self) -> None:
         """Let go of console and SSH; the VM keeps running."""

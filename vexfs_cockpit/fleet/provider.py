@@ -37,7 +37,8 @@ from vexfs_cockpit.fleet.console import ConsoleStream, klog_sink
 from vexfs_cockpit.fleet.libvirt import FleetManager, vm_name
 from vexfs_cockpit.fleet.sampler import HealthSampler
 from vexfs_cockpit.fleet.vmctl import GuestVm
-from vexfs_cockpit.fleet.watchdog import WATCHDOG_CMDLINE, guest_watchdog
+from vexfs_cockpit.fleet.watchdog import guest_watchdog
+from vexfs_cockpit.images.initramfs import WATCHDOG_CMDLINE
 
 log = logging.getLogger(__name__)
 
@@ -107,14 +108,14 @@ class LibvirtProvider:
         async with self._prep_lock:
             if self._prepared is None:
                 from vexfs_cockpit.fleet.accel import probe_accel
-                from vexfs_cockpit.fleet.image import build_image
+                from vexfs_cockpit.images.initramfs import build_image
 
                 await self.fleet.connect(reap=True)
                 image = await asyncio.to_thread(build_image, self.cfg.fleet)
                 accel = await asyncio.to_thread(probe_accel, fleet=self.cfg.fleet, kernel=image.kernel)
                 base = None
                 if self.cfg.fleet.template == "disk" and self.cfg.fleet.base_image_path is None:
-                    from vexfs_cockpit.fleet.image_base import find_base_image
+                    from vexfs_cockpit.images.base import find_base_image
 
                     found = await asyncio.to_thread(find_base_image, self.cfg.fleet)
                     base = found.path if found is not None else None
@@ -136,7 +137,7 @@ class LibvirtProvider:
         base = self.cfg.fleet.base_image_path or prep.base_image
         if base is None:
             return ""
-        from vexfs_cockpit.fleet.image_base import base_image_kernel
+        from vexfs_cockpit.images.base import base_image_kernel
 
         return await asyncio.to_thread(base_image_kernel, Path(base))
 
@@ -165,7 +166,7 @@ class LibvirtProvider:
             disk_cache=fleet.disk_cache, disk_io=fleet.disk_io, enable_hugepages=fleet.enable_hugepages,
         )
         if fleet.template == "disk":
-            from vexfs_cockpit.fleet.image_disk import make_overlay, make_seed_iso, vm_dir
+            from vexfs_cockpit.images.disk import make_overlay, make_seed_iso, vm_dir
 
             base = fleet.base_image_path or prep.base_image
             if base is None:
@@ -264,7 +265,7 @@ class LibvirtProvider:
     # -- TargetProvider -----------------------------------------------------------------------
     @asynccontextmanager
     async def lease(self, domain: str, index: int) -> AsyncIterator[Lease]:
-        from vexfs_cockpit.klog.buffer import KernelLogBuffer
+        from vexfs_cockpit.engine.klog_buffer import KernelLogBuffer
 
         name = await self._free_name(domain, index)
         klog = KernelLogBuffer(name)
@@ -294,9 +295,12 @@ class LibvirtProvider:
         """A destroyed disk VM's overlay and seed (which holds the guest host key); not a kept one's."""
         if self.cfg.fleet.template != "disk" or vm.keep or self._prepared is None:
             return
-        from vexfs_cockpit.fleet.image_disk import vm_dir
+        from vexfs_cockpit.images.disk import vm_dir
 
         shutil.rmtree(vm_dir(self._prepared.image, vm.name), ignore_errors=True)  # type: ignore[arg-type]
+
+    def use_config(self, cfg: CockpitConfig) -> None:
+        self.cfg = cfg
 
     async def aclose(self) -> None:
         """Destroy every VM this provider started (leases still open included)."""

@@ -51,10 +51,6 @@ SYSRQ_KEYCODES = {"w": 17, "t": 20}
 SYSRQ_HEADERS = {"w": "sysrq: Show Blocked State", "t": "sysrq: Show State"}
 SYSRQ_DISABLED = "This sysrq operation is disabled"
 SYSRQ_ENABLE_CMD = "echo 1 > /proc/sys/kernel/sysrq"
-# Kernel command line for guests we boot directly: every sysrq function from the
-# keyboard from the first instant (a test may wedge the guest before the watchdog's
-# SSH enable gets through: measured with the softlockup knob).
-WATCHDOG_CMDLINE = "sysrq_always_enabled"
 
 TAIL_LINES = 30  # console lines before the hang, in the notes
 W_DUMP_NOTE_LINES = 200  # blocked-task dump lines copied into the notes (all are in the kernel log)

@@ -6,5 +6,4 @@
 - ``writer.py``: events -> rows; marks runs of dead processes aborted.
 - ``history.py``: read queries (runs, trends, compare, crashes; the domains' HistoryView).
 - ``report.py``: ``RunReport``, built from events (``ReportBuilder``) or from the DB.
-- ``cli.py``: ``vexfs-cockpit history``.
 """

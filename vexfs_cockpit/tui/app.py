@@ -440,11 +440,11 @@ def run_tui(args: argparse.Namespace) -> int:
     """
 
     async def main() -> int:
-        from vexfs_cockpit.engine.session import open_session
+        from vexfs_cockpit.app.session import open_session
         from vexfs_cockpit.tui.session_backend import SessionBackend
 
         session = await open_session(args)
-        backend = SessionBackend(session, args)
+        backend = SessionBackend(session)
         result = await CockpitApp(backend).run_async()
         return int(result or 0)
 

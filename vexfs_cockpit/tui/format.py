@@ -124,3 +124,7 @@ def error_line(err: BaseException) -> str:
     if isinstance(err, CockpitError):
         return msg or type(err).__name__
     return f"{type(err).__name__}: {msg}" if msg else type(err).__name__
+
+
+# The history and trends screens' period filters: label and length in seconds.
+PERIODS: tuple[tuple[str, float], ...] = (("24h", 86400.0), ("7d", 7 * 86400.0), ("30d", 30 * 86400.0), ("90d", 90 * 86400.0))

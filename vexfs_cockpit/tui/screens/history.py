@@ -19,7 +19,7 @@ from textual.widgets import DataTable, Input, Select, Static
 from vexfs_cockpit.engine.results import TestStatus
 from vexfs_cockpit.store.history import RunSummary
 from vexfs_cockpit.tui.backend import HistoryCatalog, RunFilter
-from vexfs_cockpit.tui.format import STATUS_STYLE, duration, timestamp
+from vexfs_cockpit.tui.format import PERIODS, STATUS_STYLE, duration, timestamp
 from vexfs_cockpit.tui.gc_pause import GcPause
 from vexfs_cockpit.tui.screen_styles import ResumeStyles
 from vexfs_cockpit.tui.widgets.key_bar import KeyBar
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from vexfs_cockpit.tui.screens.trends import ChartAhead, TrendsScreen
 
 STATUSES = ("passed", "failed", "errored", "aborted", "running")
-PERIODS: tuple[tuple[str, float], ...] = (("24h", 86400.0), ("7d", 7 * 86400.0), ("30d", 30 * 86400.0), ("90d", 90 * 86400.0))
 PAGE = 50  # runs per read: a screenful and more; the next page loads as the end nears
 LOAD_AHEAD = 10  # rows before the last one shown
 # Title, filters, status line and key bar: one row each (app.tcss, KeyBar); the runs

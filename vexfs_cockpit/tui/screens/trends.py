@@ -26,7 +26,7 @@ from vexfs_cockpit.tui.backend import HistoryCatalog, MetricKey
 from vexfs_cockpit.tui.format import duration, error_line
 from vexfs_cockpit.tui.gc_pause import GcPause
 from vexfs_cockpit.tui.screen_styles import ResumeStyles
-from vexfs_cockpit.tui.screens.history import PERIODS
+from vexfs_cockpit.tui.format import PERIODS
 from vexfs_cockpit.tui.widgets.key_bar import KeyBar
 from vexfs_cockpit.tui.widgets.trend_chart import Drawing, TrendChart, TrendSeries, draw
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vexfs_cockpit.errors import ConfigError, InfraError
-from vexfs_cockpit.fleet.image import GUEST_UID, GUEST_USER, READY_MARKER, GuestImage
+from vexfs_cockpit.images.initramfs import GUEST_UID, GUEST_USER, READY_MARKER, GuestImage
 
 
 def _tool(name: str, package: str) -> str:

@@ -1,4 +1,4 @@
-"""`kbuild`, `kload NAME`, `kunload NAME`, `ktest NAME`: the kernel developer's warm loop.
+"""The kernel developer's warm loop: build, load, unload and test the module under test.
 
 Edit, rebuild, reload and re-test the module under test (the config's ``module``
 section) on a dev VM from ``vm start`` that stays up — no boot in between:
@@ -13,20 +13,19 @@ section) on a dev VM from ``vm start`` that stays up — no boot in between:
 - ``ktest NAME``: the normal runner, store and progress printer (``run --batch``) on
   the dev VM through ``fleet.attach.AttachProvider``; results land in the history.
 
-Exit codes: 0 ok, 1 build/load/unload/test failure or kernel report, 2 usage/config,
-3 infrastructure (no such VM, VM not running, kernel headers missing).
+The argparse faces are ``commands.kdev``; these operations print to the ``out`` they
+are given and return the command's exit code.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import os
 import secrets
 import shlex
 import sys
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -38,7 +37,7 @@ if TYPE_CHECKING:
     from vexfs_cockpit.engine.plugin import DomainBase
     from vexfs_cockpit.engine.provider import Lease
     from vexfs_cockpit.engine.target import CommandResult, Target
-    from vexfs_cockpit.fleet.kbuild import KbuildResult
+    from vexfs_cockpit.builds.kbuild import KbuildResult
     from vexfs_cockpit.klog.model import KernelReport
     from vexfs_cockpit.transport.pool import TargetPool
 
@@ -76,7 +75,7 @@ class KdevModule:
 
     def out_dir(self) -> Path:
         """Where kbuild copies and builds this source (one dir per source path)."""
-        from vexfs_cockpit.engine.session import data_dir
+        from vexfs_cockpit.config.paths import data_dir
 
         tag = hashlib.sha256(str(self.src).encode()).hexdigest()[:10]
         return data_dir() / "kbuild" / tag
@@ -110,7 +109,7 @@ class KdevModule:
 
 async def build(mod: KdevModule, kernel: str, host: Target | None = None) -> KbuildResult:
     """Build ``mod`` for ``kernel`` on the host; the make output goes to kbuild.log beside it."""
-    from vexfs_cockpit.fleet.kbuild import default_cache_dir, kbuild
+    from vexfs_cockpit.builds.kbuild import default_cache_dir, kbuild
     from vexfs_cockpit.transport.local import LocalTarget
 
     if not mod.src.is_dir():
@@ -349,10 +348,10 @@ async def guest_kernel_of(cfg: CockpitConfig, name: str, uri: str | None) -> str
     """The kernel a running dev VM booted: from its domain XML when it boots an image's
     kernel directly (no SSH), else ``uname -r`` over SSH."""
     from vexfs_cockpit.fleet.attach import booted_kernel, check_attachable
-    from vexfs_cockpit.fleet.commands import _fleet, _target_for
+    from vexfs_cockpit.fleet.devvm import connect_fleet, dev_target
 
     uri = uri or cfg.fleet.libvirt_uri
-    fm = await _fleet(uri, cfg.env)
+    fm = await connect_fleet(uri, cfg.env)
     try:
         info = await fm.info(name)
         check_attachable(name, uri, info)
@@ -361,7 +360,7 @@ async def guest_kernel_of(cfg: CockpitConfig, name: str, uri: str | None) -> str
         await fm.aclose()
     if kernel:
         return kernel
-    target = _target_for(cfg, name, info, reconnect_deadline_s=20.0)
+    target = dev_target(cfg, name, info, reconnect_deadline_s=20.0)
     try:
         res = await target.run("uname -r", timeout=30)
     finally:
@@ -382,7 +381,7 @@ async def kbuild_cmd(cfg: CockpitConfig, vm: str | None, *, uri: str | None = No
             "build for a running VM's kernel with `vexfs-cockpit kbuild --vm NAME`"
         )
     else:
-        from vexfs_cockpit.fleet.image import resolve_kernel_version
+        from vexfs_cockpit.images.initramfs import resolve_kernel_version
 
         kernel = await asyncio.to_thread(resolve_kernel_version, cfg.fleet.guest_kernel)
     res = await build(mod, kernel)
@@ -426,135 +425,11 @@ def expand_tests(spec: str, registry: dict[str, type[DomainBase]]) -> tuple[list
 async def preflight(cfg: CockpitConfig, name: str, uri: str | None) -> None:
     """Fail with one line before a run is recorded when the VM cannot be attached."""
     from vexfs_cockpit.fleet.attach import check_attachable
-    from vexfs_cockpit.fleet.commands import _fleet
+    from vexfs_cockpit.fleet.devvm import connect_fleet
 
     uri = uri or cfg.fleet.libvirt_uri
-    fm = await _fleet(uri, cfg.env)
+    fm = await connect_fleet(uri, cfg.env)
     try:
         check_attachable(name, uri, await fm.info(name))
     finally:
         await fm.aclose()
-
-
-async def ktest(args: argparse.Namespace) -> int:
-    from vexfs_cockpit.batch.run_command import run_batch
-    from vexfs_cockpit.engine.discovery import discover_domains
-    from vexfs_cockpit.fleet.attach import AttachProvider
-    from vexfs_cockpit.fleet.commands import full_name
-
-    registry = discover_domains()
-    cfg = _config(args, known_domains=registry)  # plugin domains' sections are valid here, as in `run`
-    name = full_name(args.name, cfg.env)
-    if args.tests:
-        items, added = expand_tests(args.tests, registry)
-        if added:
-            print(f"also running {', '.join(added)} (dependencies of --tests)")
-        args.tests = ",".join(items)
-        if not args.domains:
-            args.domains = ",".join(dict.fromkeys(i.split("/", 1)[0] for i in items))
-    await preflight(cfg, name, args.uri)
-    # The warm loop just ran kbuild: module_build may take that build of identical sources.
-    args.set = [*(getattr(args, "set", None) or []), "domains.kernel_module.options.reuse_identical_build=true"]
-
-    def provider(c: CockpitConfig, bus: Any) -> AttachProvider:
-        return AttachProvider(c, bus, name, uri=args.uri, targets=_targets(args))
-
-    return await run_batch(args, provider)
-
-
-# ----------------------------------------------------------------------------- CLI
-def _config(args: argparse.Namespace, known_domains: Iterable[str] | None = None) -> CockpitConfig:
-    from vexfs_cockpit.config.load import config_from_args
-
-    return config_from_args(args, known_domains=known_domains)
-
-
-def _vm_name(args: argparse.Namespace, cfg: CockpitConfig) -> str:
-    from vexfs_cockpit.fleet.commands import full_name
-
-    return full_name(args.name, cfg.env)
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="FILE", help="profile YAML or name (default: configs/default.yaml)")
-    p.add_argument("--env", metavar="ENV", help="environment overlay: dev, test or ci (default: dev)")
-    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], help="override a config key")
-    p.add_argument("--uri", default=None, help="libvirt URI (default: fleet.libvirt_uri)")
-
-
-_NAME_HELP = "dev VM: short name (-> vexfs-<env>-NAME-0) or a full vexfs-* name, as given to `vm start`"
-
-
-def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser("kbuild", help="build the module under test on the host against the guest kernel")
-    _common(p)
-    p.add_argument("--vm", metavar="NAME", help="build for this running dev VM's kernel (default: the image's)")
-    p.set_defaults(handler=cmd_kbuild)
-
-    p = subparsers.add_parser("kload", help="push the last built module into a dev VM and insmod it")
-    _common(p)
-    p.add_argument("name", help=_NAME_HELP)
-    p.add_argument("--params", metavar='"K=V ..."', default=None, help="insmod parameters (default: module.module_params)")
-    p.set_defaults(handler=cmd_kload)
-
-    p = subparsers.add_parser("kunload", help="rmmod the module under test in a dev VM (unmounting it first)")
-    _common(p)
-    p.add_argument("name", help=_NAME_HELP)
-    p.set_defaults(handler=cmd_kunload)
-
-    from vexfs_cockpit.batch.run_command import add_run_options
-
-    p = subparsers.add_parser("ktest", help="run domain tests on a running dev VM (results go to the history)")
-    add_run_options(p)
-    p.add_argument("--uri", default=None, help="libvirt URI (default: fleet.libvirt_uri)")
-    p.add_argument("name", help=_NAME_HELP)
-    p.add_argument("--domains", metavar="A,B", help="comma-separated domains (default: those of --tests, else all enabled)")
-    p.add_argument("--tests", metavar="DOMAIN/TEST,...", help="run only these tests (and what they depend on)")
-    p.add_argument("--timeout", type=float, metavar="SECONDS", help="default per-test timeout")
-    p.add_argument("--retries", type=int, metavar="N", help="retries per failing test")
-    p.add_argument("--junit", metavar="PATH", help="write JUnit XML here")
-    p.add_argument("--json", metavar="PATH", help="write the JSON result here")
-    p.add_argument("--show-klog", action="store_true", help="print every kernel log line")
-    p.set_defaults(handler=cmd_ktest)
-
-
-def _arun(args: argparse.Namespace, coro: Coroutine[Any, Any, int]) -> int:
-    """Run a command's coroutine: on the kdev agent's loop when it serves the command
-    (its SSH connections persist there), else on a loop of its own."""
-    session = getattr(args, "kdev_session", None)
-    return session.run(coro) if session is not None else asyncio.run(coro)
-
-
-def _targets(args: argparse.Namespace) -> TargetPool | None:
-    session = getattr(args, "kdev_session", None)
-    return session.targets if session is not None else None
-
-
-def cmd_kbuild(args: argparse.Namespace) -> int:
-    cfg = _config(args)
-    vm = _vm_name(argparse.Namespace(name=args.vm), cfg) if args.vm else None
-    return _arun(args, kbuild_cmd(cfg, vm, uri=args.uri))
-
-
-def cmd_kload(args: argparse.Namespace) -> int:
-    cfg = _config(args)
-    return _arun(args, kload(cfg, _vm_name(args, cfg), params=args.params, uri=args.uri, targets=_targets(args)))
-
-
-def cmd_kunload(args: argparse.Namespace) -> int:
-    cfg = _config(args)
-    return _arun(args, kunload(cfg, _vm_name(args, cfg), uri=args.uri, targets=_targets(args)))
-
-
-def cmd_ktest(args: argparse.Namespace) -> int:
-    if args.timeout is not None and args.timeout <= 0:
-        raise UsageError(f"--timeout: expected a positive number of seconds, found {args.timeout:g}")
-    if args.retries is not None and not 0 <= args.retries <= 10:
-        raise UsageError(f"--retries: expected 0..10, found {args.retries}")
-    return _arun(args, ktest(args))
-
-
-__all__ = [
-    "KdevModule", "add_parser", "build", "cmd_kbuild", "cmd_kload", "cmd_ktest", "cmd_kunload",
-    "expand_tests", "kbuild_cmd", "kload", "kunload", "ktest", "run_marked",
-]

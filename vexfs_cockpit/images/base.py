@@ -16,7 +16,6 @@ Every loop device and mount the build makes is released, on failure too.
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import hashlib
 import json
@@ -36,18 +35,17 @@ from typing import Any
 
 from vexfs_cockpit.config.models import FleetSettings
 from vexfs_cockpit.errors import InfraError
-from vexfs_cockpit.fleet.image import (
+from vexfs_cockpit.images.initramfs import (
     BASE_CMDLINE,
+    WATCHDOG_CMDLINE,
     MANIFEST,
     default_image_root,
-    fleet_from_args,
     package_version,
     prune_images,
     publish_build,
     resolve_kernel_version,
 )
-from vexfs_cockpit.fleet.image_disk import READY_SCRIPT_PATH, ready_script
-from vexfs_cockpit.fleet.watchdog import WATCHDOG_CMDLINE
+from vexfs_cockpit.images.disk import ready_script
 
 BASE_BUILDER_VERSION = 3  # 2: ready unit, static eth0, no cloud-config stage; 3: small initramfs
 BASE_IMAGE = "base.qcow2"
@@ -589,27 +587,3 @@ def export_image(img: BaseImage, out: Path) -> Path:
     os.chmod(tmp, 0o644)
     tmp.replace(out)
     return out
-
-
-# ---------------------------------------------------------------------------- CLI
-
-
-def add_base_parser(sub: Any) -> None:
-    base = sub.add_parser("base", help="build the disk template's Debian base image (cached; minutes)")
-    base.add_argument("--out", type=Path, default=None, metavar="PATH", help="also put the qcow2 at PATH")
-    base.add_argument("--force", action="store_true", help="rebuild even if the cached image is current")
-    base.add_argument("--config", type=Path, default=None, help="config file (default: configs/default.yaml)")
-    base.add_argument("--env", default=None, help="config environment overlay (dev, test, ci)")
-    base.add_argument("--kernel", default=None, help="guest kernel version (default: fleet.guest_kernel)")
-    base.set_defaults(handler=cmd_image_base)
-
-
-def cmd_image_base(args: argparse.Namespace) -> int:
-    fleet = fleet_from_args(args)
-    started = time.monotonic()
-    img = build_base_image(fleet, force=args.force, kernel_version=args.kernel, progress=print)
-    path = export_image(img, args.out) if args.out else img.path
-    size_mb = img.path.stat().st_size / 1e6
-    print(f"base image ready: {path} (kernel {img.kernel_version}, {size_mb:.0f} MB, {time.monotonic() - started:.0f} s)")
-    print(f"use it: export VEXFS_BASE_IMAGE_PATH={path}  (with --set fleet.template=disk)")
-    return 0

@@ -1,7 +1,8 @@
 """One cockpit session: config + bus + store recorder + VM provider + runner, wired once.
 
 Both front ends (``run --batch`` and the TUI) open a Session and then only send it
-commands and read its event stream.
+commands (start or abort a run, switch environment, VM actions) and read its event
+stream; neither reaches into the provider, the fleet or the store's writer.
 """
 
 from __future__ import annotations
@@ -13,26 +14,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from platformdirs import user_data_path
-
 from vexfs_cockpit.config.caps import enabled_domains
+from typing import TYPE_CHECKING, Any
+
 from vexfs_cockpit.config.models import CockpitConfig
+from vexfs_cockpit.config.paths import data_dir
 from vexfs_cockpit.engine.bus import EventBus
 from vexfs_cockpit.engine.discovery import discover_domains
 from vexfs_cockpit.engine.plugin import DomainBase
 from vexfs_cockpit.engine.provider import TargetProvider
 from vexfs_cockpit.engine.runner import Runner, RunRequest, RunSummary
-from vexfs_cockpit.errors import ConfigError
+from vexfs_cockpit.errors import CockpitError, ConfigError
 
-APP_NAME = "vexfs-cockpit"
+if TYPE_CHECKING:
+    from vexfs_cockpit.app.vms import VmControl
+    from vexfs_cockpit.store.history import History
 
 # Builds the session's VM provider from the loaded config and the session's bus
 # (default: LibvirtProvider, fresh VMs; `ktest` attaches to a running dev VM instead).
 ProviderFactory = Callable[[CockpitConfig, EventBus], TargetProvider]
 
-
-def data_dir() -> Path:
-    return user_data_path(APP_NAME, appauthor=False, ensure_exists=True)
 
 
 def new_run_id() -> str:
@@ -66,9 +67,12 @@ class Session:
     provider: TargetProvider
     db_path: Path | None = None
     project_root: Path = field(default_factory=Path.cwd)
-    _closers: list = field(default_factory=list)
+    args: Any = None  # the command line the config came from (an environment switch re-reads it)
+    vms: VmControl | None = None  # VM actions, when the provider is libvirt's
     runner: Runner | None = None
-    history: object | None = None  # store.history.History; read-only, for domains
+    history: History | None = None  # read-only; domains compare with earlier runs through it
+    _closers: list = field(default_factory=list)
+    _run: asyncio.Task | None = None  # the run a front end started in the background
 
     async def run(
         self,
@@ -96,16 +100,8 @@ class Session:
         assert self.runner is not None
         if self.history is not None:
             # Domains compare with *previous* runs: this one is excluded.
-            self.runner.history = self.history.for_run(run_id)  # type: ignore[attr-defined]
+            self.runner.history = self.history.for_run(run_id)
         return await self.runner.execute(req)
-
-    async def aclose(self) -> None:
-        for close in reversed(self._closers):
-            res = close()
-            if asyncio.iscoroutine(res):
-                await res
-        self._closers.clear()
-
 
     def select(self, wanted: str | None) -> list[str]:
         from vexfs_cockpit.config.caps import check_resource_caps
@@ -115,6 +111,57 @@ class Session:
         check_resource_caps(self.config, domains)  # before any VM is touched
         check_module_sources(self.config, domains)
         return domains
+
+    # -- what an interactive front end asks of a session ---------------------------------
+    def environments(self) -> tuple[str, ...]:
+        """The environment overlays next to the profile (``configs/env/*.yaml``)."""
+        found = sorted(p.stem for p in (self.project_root / "configs" / "env").glob("*.yaml"))
+        return tuple(found) or (self.config.env,)
+
+    def domain_names(self) -> tuple[str, ...]:
+        return tuple(ordered_domains(self.config, self.registry))
+
+    def describe_domain(self, name: str) -> str:
+        """The domain's one-line summary (its docstring's first line)."""
+        return (self.registry[name].__doc__ or name).strip().splitlines()[0]
+
+    def switch_env(self, env: str) -> None:
+        """Use ``env``'s overlay from now on: the same profile and ``--set`` overrides,
+        validated before anything changes."""
+        if env == self.config.env:
+            return
+        from vexfs_cockpit.config.load import config_from_args
+
+        cfg = config_from_args(self.args, env=env, known_domains=set(self.registry))
+        self.config = cfg
+        self.provider.use_config(cfg)
+
+    def start_run(self, domains: list[str] | None, only_tests: dict[str, set[str]] | None = None) -> str:
+        """Start a run in the background (its progress is on the bus); its id."""
+        if self.run_in_progress:
+            raise CockpitError("a run is already in progress: abort it first")
+        selected = self.select(",".join(domains) if domains else None)
+        run_id = new_run_id()
+        self._run = asyncio.create_task(self.run(selected, only_tests=only_tests, run_id=run_id))
+        return run_id
+
+    @property
+    def run_in_progress(self) -> bool:
+        return self._run is not None and not self._run.done()
+
+    async def abort_run(self) -> None:
+        if self.run_in_progress:
+            assert self._run is not None
+            self._run.cancel()  # the runner records the run as aborted; leases destroy their VMs
+            await asyncio.gather(self._run, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        await self.abort_run()
+        for close in reversed(self._closers):
+            res = close()
+            if asyncio.iscoroutine(res):
+                await res
+        self._closers.clear()
 
 
 def parse_only_tests(spec: str | None, domains: list[str]) -> dict[str, set[str]] | None:
@@ -155,7 +202,12 @@ async def open_session(args, provider_factory: ProviderFactory | None = None) ->
     recorder = Recorder(store, bus)
     recorder.start()
     provider = provider_factory(cfg, bus) if provider_factory else LibvirtProvider(cfg, bus, data_dir() / "runs")
-    session = Session(config=cfg, bus=bus, registry=registry, provider=provider, db_path=db_path, project_root=project_root(cfg))
+    session = Session(config=cfg, bus=bus, registry=registry, provider=provider, db_path=db_path,
+                      project_root=project_root(cfg), args=args)
+    if isinstance(provider, LibvirtProvider):
+        from vexfs_cockpit.app.vms import VmControl
+
+        session.vms = VmControl(provider, lambda: session.config)
     session.runner = Runner(bus, provider, registry, host=LocalTarget("host"))
     session.history = History(db_path)
 

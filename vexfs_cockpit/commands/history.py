@@ -217,8 +217,8 @@ def _compare(hist: History, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _report(hist: History, args: argparse.Namespace, out: TextIO) -> int:
-    from vexfs_cockpit.batch.json_report import write_json_report
-    from vexfs_cockpit.batch.junit import write_junit
+    from vexfs_cockpit.reports.json_report import write_json_report
+    from vexfs_cockpit.reports.junit import write_junit
 
     if not args.junit and not args.json:
         raise UsageError("history report: give --junit PATH and/or --json PATH")

@@ -9,7 +9,6 @@ host key; the host key's public half is what callers verify the guest against.
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import hashlib
 import json
@@ -29,12 +28,16 @@ from typing import Any
 import platformdirs
 
 from vexfs_cockpit.config.models import FleetSettings
-from vexfs_cockpit.errors import ConfigError, InfraError
-from vexfs_cockpit.fleet.image_cpio import Entry, write_initramfs
+from vexfs_cockpit.errors import InfraError
+from vexfs_cockpit.images.cpio import Entry, write_initramfs
 
 BUILDER_VERSION = 3  # 3: root logs in to busybox ash
 READY_MARKER = "vexfs-cockpit: guest ready"
 BASE_CMDLINE = "console=ttyS0 loglevel=7 panic=-1 printk.devkmsg=on"
+# Kernel command line for guests we boot directly: every sysrq function from the
+# keyboard from the first instant (a test may wedge the guest before the hang
+# watchdog's SSH enable gets through: measured with the softlockup knob).
+WATCHDOG_CMDLINE = "sysrq_always_enabled"
 GUEST_USER = "tester"
 GUEST_UID = 1000
 MANIFEST = "manifest.json"
@@ -323,7 +326,7 @@ class _Plan:
 
 
 def _guest_text() -> dict[str, str]:
-    pkg = resources.files("vexfs_cockpit.fleet") / "guest"
+    pkg = resources.files("vexfs_cockpit.images") / "guest"
     return {name: (pkg / name).read_text() for name in _GUEST_FILES}
 
 
@@ -627,71 +630,3 @@ def publish_build(tmp: Path, final: Path, manifest: dict[str, Any]) -> None:
         final.rename(trash / "img")
         shutil.rmtree(trash, ignore_errors=True)
     tmp.rename(final)
-
-
-# ---------------------------------------------------------------------------- CLI
-
-
-def fleet_from_args(args: argparse.Namespace) -> FleetSettings:
-    """The fleet section of the config named by ``--config/--env`` (shared by image and doctor).
-
-    With no --config and no default profile to be found (e.g. an installed copy run
-    outside the repo), the built-in defaults apply; a named file must exist.
-    """
-    from vexfs_cockpit.config.load import load_config
-
-    path = getattr(args, "config", None)
-    try:
-        return load_config(path, getattr(args, "env", None)).fleet
-    except ConfigError:
-        if path is None and getattr(args, "env", None) is None:
-            try:
-                from vexfs_cockpit.config.load import resolve_profile_path
-
-                if not resolve_profile_path(None).exists():
-                    return FleetSettings()
-            except ConfigError:
-                return FleetSettings()
-        raise
-
-
-def add_parser(subparsers: Any) -> None:
-    image = subparsers.add_parser("image", help="build or inspect the self-test guest image")
-    sub = image.add_subparsers(dest="image_command", metavar="ACTION")
-    build = sub.add_parser("build", help="build the guest kernel+initramfs (cached; seconds)")
-    build.add_argument("--force", action="store_true", help="rebuild even if the cached image is current")
-    build.add_argument("--config", type=Path, default=None, help="config file (default: configs/default.yaml)")
-    build.add_argument("--env", default=None, help="config environment overlay (dev, test, ci)")
-    build.add_argument("--kernel", default=None, help="guest kernel version (default: fleet.guest_kernel)")
-    build.add_argument(
-        "--extra-tool", action="append", type=Path, default=[], metavar="PATH",
-        help="also copy this host binary (with its libraries) into the guest's /usr/local/bin",
-    )
-    build.set_defaults(handler=cmd_image_build)
-    show = sub.add_parser("show", help="print the current image's manifest (exit 1 if not built)")
-    show.add_argument("--config", type=Path, default=None)
-    show.add_argument("--env", default=None)
-    show.set_defaults(handler=cmd_image_show)
-    from vexfs_cockpit.fleet.image_base import add_base_parser  # here: image_base imports this module
-
-    add_base_parser(sub)
-
-
-def cmd_image_build(args: argparse.Namespace) -> int:
-    fleet = fleet_from_args(args)
-    req = BuildRequest.from_fleet(fleet, extra_tools=tuple(args.extra_tool))
-    if args.kernel:
-        req = BuildRequest(args.kernel, req.root, req.extra_tools)
-    img = build_image(fleet, force=args.force, req=req, progress=print)
-    size_mb = img.initrd.stat().st_size / 1e6
-    print(f"guest image ready: {img.dir} (kernel {img.kernel_version}, initrd {size_mb:.1f} MB)")
-    return 0
-
-
-def cmd_image_show(args: argparse.Namespace) -> int:
-    img = find_image(fleet_from_args(args))
-    if img is None:
-        print("no current guest image: run `vexfs-cockpit image build`")
-        return 1
-    print(json.dumps(img.to_manifest() | {"dir": str(img.dir)}, indent=2))
-    return 0

@@ -18,7 +18,7 @@ loop (``agent.session``), where each dev VM's SSH connection is kept for the nex
 command (a key exchange less each time, as with ControlPersist); a VM that was
 reset or restarted gets a new one. Nothing else of a command outlives it.
 
-    python -m vexfs_cockpit.agent.server --socket PATH [--idle SECONDS]
+    python -m vexfs_cockpit.agent_server --socket PATH [--idle SECONDS]
 """
 
 from __future__ import annotations
@@ -253,7 +253,7 @@ class AgentServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m vexfs_cockpit.agent.server", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m vexfs_cockpit.agent_server", description=__doc__)
     ap.add_argument("--socket", required=True, type=Path)
     ap.add_argument("--idle", type=float, default=900.0)
     ap.add_argument("--ready-fd", type=int, default=None, help="write 'ready' here once listening, then close it")
@@ -266,8 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     from vexfs_cockpit import cli
 
     cli.build_parser()
-    import vexfs_cockpit.batch.kdev  # noqa: F401
-    import vexfs_cockpit.batch.run_command  # noqa: F401
+    import vexfs_cockpit.commands.kdev  # noqa: F401
+    import vexfs_cockpit.commands.run  # noqa: F401
     import vexfs_cockpit.fleet.attach  # noqa: F401
     import vexfs_cockpit.transport.ssh  # noqa: F401
     from vexfs_cockpit.engine.discovery import discover_domains

@@ -123,7 +123,7 @@ def _unreachable_by_others(path: Path) -> Path | None:
 
 
 def check_image(fleet: FleetSettings, uri: str) -> list[Check]:
-    from vexfs_cockpit.fleet.image import default_image_root, find_image
+    from vexfs_cockpit.images.initramfs import default_image_root, find_image
 
     root = default_image_root(fleet)
     checks: list[Check] = []
@@ -144,7 +144,7 @@ def check_image(fleet: FleetSettings, uri: str) -> list[Check]:
 
 
 def check_headers(fleet: FleetSettings) -> Check:
-    from vexfs_cockpit.fleet.image import resolve_kernel_version
+    from vexfs_cockpit.images.initramfs import resolve_kernel_version
 
     try:
         version = resolve_kernel_version(fleet.guest_kernel)
@@ -166,7 +166,7 @@ def check_disk_template(fleet: FleetSettings) -> list[Check]:
                       else Check(tool, "fail", "not found (the disk template needs it)", f"`apt-get install {pkg}`"))
     base = fleet.base_image_path
     if base is None:
-        from vexfs_cockpit.fleet.image_base import find_base_image
+        from vexfs_cockpit.images.base import find_base_image
 
         try:
             built = find_base_image(fleet)
@@ -200,7 +200,7 @@ def run_doctor(fleet: FleetSettings, *, uri: str | None = None, probe: bool = Tr
 
 
 def _fleet_from_args(args: argparse.Namespace) -> FleetSettings:
-    from vexfs_cockpit.fleet.image import fleet_from_args
+    from vexfs_cockpit.config.load import fleet_from_args
 
     return fleet_from_args(args)
 

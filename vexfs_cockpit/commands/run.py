@@ -1,4 +1,5 @@
-"""`vexfs-cockpit run`: the headless front end (``--batch``) or the TUI with a run started.
+"""`vexfs-cockpit run`: the headless front end (``--batch``); without it the CLI opens
+the TUI with this command line.
 
 Exit codes: 0 all passed, 1 test failures, 2 config/usage error, 3 infrastructure error.
 """
@@ -7,14 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import signal
 import sys
 from pathlib import Path
 
-from vexfs_cockpit.engine import events as ev
-from vexfs_cockpit.engine.session import ProviderFactory, Session, open_session, parse_only_tests
-from vexfs_cockpit.errors import UsageError
+from vexfs_cockpit.app.session import ProviderFactory, Session, open_session, parse_only_tests
 from vexfs_cockpit.store.report import ReportBuilder
 
 
@@ -32,31 +30,41 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", action="store_true", help="headless: plain progress lines, for CI")
     p.add_argument("--domains", metavar="A,B", help="comma-separated domains (default: all enabled)")
     p.add_argument("--tests", metavar="DOMAIN/TEST,...", help="run only these tests")
-    p.add_argument("--timeout", type=float, metavar="SECONDS", help="default per-test timeout")
-    p.add_argument("--retries", type=int, metavar="N", help="retries per failing test")
+    p.add_argument("--timeout", type=positive_seconds, metavar="SECONDS", help="default per-test timeout")
+    p.add_argument("--retries", type=retry_count, metavar="N", help="retries per failing test")
     p.add_argument("--junit", metavar="PATH", help="write JUnit XML here")
     p.add_argument("--json", metavar="PATH", help="write the JSON result here")
     p.add_argument("--show-klog", action="store_true", help="print every kernel log line (batch)")
-    p.set_defaults(handler=cmd_run)
+    # Without --batch the CLI opens the TUI on this command line (cli.py decides).
+    p.set_defaults(handler=cmd_run, wants_tui=lambda args: not args.batch)
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, found {text!r}")
+    return value
+
+
+def retry_count(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 10:
+        raise argparse.ArgumentTypeError(f"expected 0..10, found {text!r}")
+    return int(text)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    if args.timeout is not None and args.timeout <= 0:
-        raise UsageError(f"--timeout: expected a positive number of seconds, found {args.timeout:g}")
-    if args.retries is not None and not 0 <= args.retries <= 10:
-        raise UsageError(f"--retries: expected 0..10, found {args.retries}")
-    if not args.batch:
-        tui = importlib.import_module("vexfs_cockpit.tui.app")  # by name: batch never loads Textual
-        return int(tui.run_tui(args))
     return asyncio.run(run_batch(args))
 
 
 async def run_batch(args: argparse.Namespace, provider_factory: ProviderFactory | None = None) -> int:
     # Imported here: this module is loaded by every start (the TUI's too), and these
     # only serve --batch.
-    from vexfs_cockpit.batch.json_report import write_json_report
-    from vexfs_cockpit.batch.junit import write_junit
-    from vexfs_cockpit.batch.progress import ProgressPrinter
+    from vexfs_cockpit.reports.json_report import write_json_report
+    from vexfs_cockpit.reports.junit import write_junit
+    from vexfs_cockpit.commands.progress import ProgressPrinter
 
     main = asyncio.current_task()
     loop = asyncio.get_running_loop()
@@ -95,4 +103,4 @@ async def run_batch(args: argparse.Namespace, provider_factory: ProviderFactory 
     return summary.exit_code
 
 
-__all__ = ["add_parser", "cmd_run", "run_batch", "add_run_options", "ev"]
+__all__ = ["add_parser", "add_run_options", "cmd_run", "run_batch"]

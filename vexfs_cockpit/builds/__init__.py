@@ -1,0 +1,1 @@
+"""Host-side builds: the module under test compiled against a guest kernel's headers."""

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -223,5 +222,3 @@ class QdrantStore:
         await asyncio.to_thread(self.client.close)
 
 
-def timed_ms(t0: float) -> float:
-    return (time.perf_counter() - t0) * 1000

@@ -121,9 +121,6 @@ class KernelLogBuffer:
         self._loop = loop
 
     # -- producer side -------------------------------------------------------------
-    def attach_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The loop that runs the idle flush (set automatically when built inside one)."""
-        self._loop = loop
 
     def feed(self, line: str) -> int:
         """Append one console line; returns its absolute line number."""

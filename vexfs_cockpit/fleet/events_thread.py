@@ -53,6 +53,3 @@ def ensure_event_loop() -> None:
         _thread.start()
 
 
-def event_loop_running() -> bool:
-    with _lock:
-        return _thread is not None and _thread.is_alive()

@@ -376,11 +376,6 @@ class FleetManager:
         with self._started_lock:
             return [n for n, s in self._started.items()]
 
-    def started_xml(self, name: str) -> str | None:
-        with self._started_lock:
-            s = self._started.get(name)
-        return s.xml if s else None
-
     def _lookup(self, name: str) -> libvirt.virDomain | None:
         try:
             return self.conn.lookupByName(name)

@@ -29,7 +29,7 @@ from vexfs_cockpit.engine.events import (
     VmSample,
     VmStateChanged,
 )
-from vexfs_cockpit.engine.results import TestResult, TestStatus
+from vexfs_cockpit.engine.results import TestResult
 from vexfs_cockpit.klog.model import KernelReport
 
 HANG_KINDS = frozenset({"hung_task", "soft_lockup", "hard_lockup", "rcu_stall"})
@@ -327,5 +327,3 @@ class ReportBuilder:
         self._pending_metrics.setdefault((ev.domain, ev.test), {})[ev.name] = ev.value
 
 
-def status_is_bad(status: str) -> bool:
-    return status in (TestStatus.FAILED, TestStatus.TIMEOUT, TestStatus.ERROR)

@@ -269,9 +269,6 @@ class LogModel:
     def label(self, vm: str) -> str:
         return self._labels.get(vm) or vm_label(vm)
 
-    def vm_of_label(self, label: str) -> str | None:
-        return self._vm_by_label.get(label)
-
     # -- filter controls -----------------------------------------------------------
     def cycle_vm(self) -> LogFilter:
         order: list[str | None] = [None, *self.vms]

@@ -104,11 +104,15 @@ class Session:
         return await self.runner.execute(req)
 
     def select(self, wanted: str | None) -> list[str]:
-        from vexfs_cockpit.config.caps import check_resource_caps
+        from vexfs_cockpit.config.caps import check_host_fit, check_resource_caps
         from vexfs_cockpit.config.sources import check_module_sources
 
         domains = select_domains(self.config, self.registry, wanted)
         check_resource_caps(self.config, domains)  # before any VM is touched
+        if self.vms is not None:  # this session boots VMs here: they must fit the host too
+            from vexfs_cockpit.fleet.host import measure_host
+
+            check_host_fit(self.config, domains, measure_host(data_dir()))
         check_module_sources(self.config, domains)
         return domains
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from vexfs_cockpit.config.caps import check_host_fit, check_resource_caps
 from vexfs_cockpit.config.models import CockpitConfig
+from vexfs_cockpit.config.paths import data_dir
 from vexfs_cockpit.fleet import devvm
 from vexfs_cockpit.fleet.provider import LibvirtProvider
 
@@ -23,6 +25,15 @@ def domain_of(name: str) -> str:
     """``vexfs-<env>-<domain>-<n>`` -> ``<domain>``."""
     parts = name.split("-")
     return "-".join(parts[2:-1]) if len(parts) >= 4 else ""
+
+
+def check_dev_vm_fits(cfg: CockpitConfig) -> None:
+    """A dev VM is one VM: within the config's caps and this host's room, checked before
+    anything boots (ConfigError, one line with the numbers)."""
+    from vexfs_cockpit.fleet.host import measure_host
+
+    check_resource_caps(cfg, ["dev"])
+    check_host_fit(cfg, ["dev"], measure_host(data_dir()), vms=1)
 
 
 class VmControl:
@@ -47,6 +58,7 @@ class VmControl:
         return out
 
     async def start(self, name: str) -> None:
+        check_dev_vm_fits(self._config())
         await devvm.start_dev_vm(self._config(), name, self._uri, say=lambda *_: None)
 
     async def stop(self, name: str) -> None:

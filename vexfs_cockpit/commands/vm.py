@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vexfs_cockpit.app.vms import check_dev_vm_fits
 from vexfs_cockpit.errors import InfraError
 from vexfs_cockpit.fleet.devvm import (
     DevVmState,
@@ -126,6 +127,7 @@ def cmd_vm_list(args: argparse.Namespace) -> int:
 def cmd_vm_start(args: argparse.Namespace) -> int:
     cfg = _config(args)
     name = full_name(args.name, cfg.env)
+    check_dev_vm_fits(cfg)
     asyncio.run(start_dev_vm(cfg, name, _uri(args, cfg)))
     return 0
 

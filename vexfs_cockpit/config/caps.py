@@ -85,3 +85,48 @@ def check_resource_caps(cfg: CockpitConfig, selected_domains: Sequence[str]) -> 
             f" or raise resources.{cap_key}"
         )
 
+
+
+@dataclass(frozen=True, slots=True)
+class HostCapacity:
+    """What this host has for VMs right now (``fleet.host.measure_host``)."""
+
+    cpus: int
+    memory_available_gb: float  # MemAvailable
+    disk_free_gb: float  # free on the filesystem that holds the VMs' files
+    disk_path: str
+
+
+# Left for the cockpit itself, the store and QEMU's own overhead per VM.
+HOST_MEMORY_RESERVE_GB = 0.5
+
+
+def check_host_fit(cfg: CockpitConfig, selected_domains: Sequence[str], host: HostCapacity, *, vms: int | None = None) -> None:
+    """Raise ConfigError (one line with the numbers) if the VMs cannot fit on this host:
+    the caps are what the config allows, this is what the machine has. ``vms`` overrides
+    the concurrent VM count (a dev VM from `vm start` is one)."""
+    need = fleet_need(cfg, selected_domains)
+    count = need.vms if vms is None else vms
+    if count == 0:
+        return
+    r = cfg.resources
+    origin = blame(cfg, ["resources.memory_mb", "resources.vms_per_domain"])[0]
+    if r.cpus > host.cpus:
+        raise ConfigError(
+            f"{origin}: resources.cpus: each VM asks for {r.cpus} vCPUs but this host has {host.cpus} CPUs;"
+            f" set resources.cpus to at most {host.cpus}"
+        )
+    memory = count * r.memory_mb / 1024
+    room = host.memory_available_gb - HOST_MEMORY_RESERVE_GB
+    if memory > room:
+        raise ConfigError(
+            f"{origin}: resources.memory_mb: {count} VMs x {r.memory_mb} MB = {num(round(memory, 2))} GB"
+            f" does not fit in this host's {num(round(host.memory_available_gb, 2))} GB available"
+            f" ({num(HOST_MEMORY_RESERVE_GB)} GB kept for the cockpit); lower resources.memory_mb or run fewer VMs at once"
+        )
+    disk = count * r.disk_gb
+    if disk > host.disk_free_gb:
+        raise ConfigError(
+            f"{origin}: resources.disk_gb: {count} VMs x {num(r.disk_gb)} GB = {num(round(disk, 2))} GB"
+            f" > {num(round(host.disk_free_gb, 2))} GB free on {host.disk_path}; free space there or lower resources.disk_gb"
+        )

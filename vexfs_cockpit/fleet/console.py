@@ -21,12 +21,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Protocol
+from typing import Protocol
 
 import libvirt
 
 from vexfs_cockpit.engine.bus import EventBus
 from vexfs_cockpit.engine.events import KernelLogLine
+from vexfs_cockpit.fleet.console_log import DEFAULT_MAX_BYTES, ConsoleLog
 from vexfs_cockpit.errors import InfraError
 
 log = logging.getLogger(__name__)
@@ -79,13 +80,15 @@ class ConsoleStream:
         sink: LineSink,
         *,
         log_path: Path | None = None,
+        log_max_bytes: int = DEFAULT_MAX_BYTES,
         tail_lines: int = 200,
     ):
         self._conn = conn
         self.vm = vm
         self._sink = sink
         self.log_path = log_path
-        self._log: IO[bytes] | None = None
+        self._log_max_bytes = log_max_bytes
+        self._log: ConsoleLog | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()  # stream ops from the loop (detach) vs libvirt thread (recv)
         self._stream: _Stream | None = None
@@ -103,11 +106,9 @@ class ConsoleStream:
         await self.detach()
         self._loop = asyncio.get_running_loop()
         if self.log_path is not None and self._log is None:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the console
+            self._log = ConsoleLog(self.log_path, max_bytes=self._log_max_bytes)  # lives as long as the console
         if self._log is not None and note:
             self._log.write(f"\n--- vexfs-cockpit: console attached ({note}) ---\n".encode())
-            self._log.flush()
         self.closed.clear()
         self.close_reason = ""
         try:
@@ -190,7 +191,6 @@ class ConsoleStream:
                 return lines, True, ""
             if self._log is not None:
                 self._log.write(data)
-                self._log.flush()  # evidence must be on disk if we die next
             lines += self._splitter.feed(data)
 
     def _to_loop(self, fn: Callable[..., None], *args: object) -> None:

@@ -11,6 +11,7 @@ from textual.widgets import DataTable, Select
 
 from vexfs_cockpit.store.history import History
 from vexfs_cockpit.tui.backend import RunFilter, RunRequest, TestRef
+from vexfs_cockpit.tui.internals import screen_strips
 from vexfs_cockpit.tui.screens.compare import CompareScreen
 from vexfs_cockpit.tui.screens.crashes import CrashesScreen
 from vexfs_cockpit.tui.screens.history import PAGE, HistoryScreen
@@ -29,7 +30,7 @@ def runs_table(app) -> DataTable:
 
 
 def styled_frame(app) -> list[list[tuple[str, object]]]:
-    return [[(seg.text, seg.style) for seg in strip] for strip in app.screen._compositor.render_strips()]
+    return [[(seg.text, seg.style) for seg in strip] for strip in screen_strips(app.screen)]
 
 
 def run_ids(app) -> list[str]:

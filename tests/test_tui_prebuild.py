@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from vexfs_cockpit.tui.app import CockpitApp
+from vexfs_cockpit.tui.internals import screen_strips
 from vexfs_cockpit.tui.screens.history import HistoryScreen
 from vexfs_cockpit.tui.screens.trends import TrendsScreen
 from vexfs_cockpit.tui.widgets.trend_chart import TrendChart
@@ -18,7 +19,7 @@ from tests.test_tui_support import UiBackend, db, screen_text, utc  # noqa: F401
 
 
 def styled_frame(app) -> list[list[tuple[str, object]]]:
-    return [[(seg.text, seg.style) for seg in strip] for strip in app.screen._compositor.render_strips()]
+    return [[(seg.text, seg.style) for seg in strip] for strip in screen_strips(app.screen)]
 
 
 def counting(be: UiBackend) -> list[str]:

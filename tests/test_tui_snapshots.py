@@ -13,6 +13,7 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, Select
 
 from vexfs_cockpit.tui.app import CockpitApp
+from vexfs_cockpit.tui.internals import table_settling
 from vexfs_cockpit.tui.screens.run_detail import RunDetailScreen
 from vexfs_cockpit.tui.screens.trends import TrendsScreen
 
@@ -49,7 +50,7 @@ async def settle(pilot: Pilot) -> None:
         await pilot.pause()
         tables = app.screen.query(DataTable)
         busy = not all(w.is_finished for w in app.workers)
-        if busy or any(t._require_update_dimensions or t._updated_cells for t in tables):
+        if busy or any(table_settling(t) for t in tables):
             continue
         # Idle is not enough: a header re-measured on the last message paints a frame
         # later. Done when two consecutive frames are the same.

@@ -35,6 +35,7 @@ from vexfs_cockpit.klog.model import KernelReport, Severity
 from vexfs_cockpit.store.history import History
 from vexfs_cockpit.tui.backend import ActionResult, RunChoices, RunRequest, VmInfo
 from vexfs_cockpit.tui.history_queries import HistoryQueries
+from vexfs_cockpit.tui.internals import screen_strips
 
 T0 = 1_764_000_000.0  # fixed wall clock for deterministic screens (2025-11-24)
 DOMAINS = (
@@ -225,7 +226,7 @@ def finished_run_events(t: float = T0) -> list[Event]:
 
 def screen_text(app: Any) -> str:
     """The screen as plain text, for assertions and debugging."""
-    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+    return "\n".join(strip.text for strip in screen_strips(app.screen))
 
 
 # -- a real history DB, written through the store's public API --------------------------

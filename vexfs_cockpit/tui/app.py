@@ -33,6 +33,7 @@ from vexfs_cockpit.engine.events import (
 from vexfs_cockpit.tui.backend import ActionResult, CockpitBackend, RunRequest, TestRef
 from vexfs_cockpit.tui.commands import CockpitCommands
 from vexfs_cockpit.tui.format import error_line
+from vexfs_cockpit.tui.internals import mount_screen
 from vexfs_cockpit.tui.logmodel import LOG_RETAIN, LogInput, line_row
 from vexfs_cockpit.tui.state import LiveState, Part
 
@@ -122,7 +123,7 @@ class CockpitApp(App[int]):
             if self._history is None:  # not opened meanwhile
                 history = self._history = HistoryScreen(ahead=True)
                 self.install_screen(history, "history")
-                await self._get_screen(history)[1]
+                await mount_screen(self, history)
                 await history.build_trends()
                 for screen in (history, history.trends):
                     if screen is not None and screen not in self.screen_stack:
@@ -346,7 +347,7 @@ class CockpitApp(App[int]):
 
             self.push_screen(ConfirmScreen(f"{verb} {vm}?", "A test running on it will fail or error."), confirmed)
         elif action in ("console", "ssh"):
-            self.run_worker(self._attach(action, vm), group="attach", exclusive=True, exit_on_error=False)
+            self.run_worker(self._attach_terminal(action, vm), group="attach", exclusive=True, exit_on_error=False)
         elif action in ("kload", "kunload"):
             fn = b.kload if action == "kload" else b.kunload
             self.call_engine(f"{action} {vm}", fn, vm, then=lambda res: self._show_action(action, res))
@@ -357,7 +358,7 @@ class CockpitApp(App[int]):
         self.notify(message)
         self.refresh_vms()
 
-    async def _attach(self, action: str, vm: str) -> None:
+    async def _attach_terminal(self, action: str, vm: str) -> None:  # not _attach: MessagePump's
         """Hand the terminal to `vm console` / `ssh` and come back when it exits.
 
         The engine keeps running on this loop meanwhile: painting is held off with

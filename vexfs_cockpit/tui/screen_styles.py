@@ -4,7 +4,7 @@ Textual restyles every node of a screen each time it is pushed (ScreenResume wit
 refresh_styles): 20-50 ms for the history or trends screen on this host, on the path
 from key press to data. A node is styled as it mounts and again on each change of its
 classes or pseudo-classes, so what that pass can catch is a change of the CSS itself
-(a theme switch, a CSS reload), which Textual counts in ``App._css_update_count`` and
+(a theme switch, a CSS reload), which Textual counts (internals.css_update_count) and
 applies to the screens in the stack only. A screen pushed right after it composed, or
 kept aside (installed) while the CSS stayed as it was, has current styles.
 """
@@ -14,6 +14,8 @@ from __future__ import annotations
 from textual import events
 from textual.app import App
 
+from vexfs_cockpit.tui.internals import css_update_count
+
 
 class ResumeStyles:
     def __init__(self) -> None:
@@ -22,11 +24,12 @@ class ResumeStyles:
     def styled(self, app: App[object]) -> None:
         """The screen's nodes are styled with the app's current CSS (call in compose:
         they are styled as they mount)."""
-        self._css_at = app._css_update_count
+        self._css_at = css_update_count(app)
 
     def resume(self, app: App[object], event: events.ScreenResume) -> None:
         """Call first in the screen's on_screen_resume (it runs before Screen's own
         handler, which reads ``refresh_styles``)."""
-        if self._css_at == app._css_update_count:
+        count = css_update_count(app)
+        if self._css_at == count:
             event.refresh_styles = False
-        self._css_at = app._css_update_count
+        self._css_at = count

@@ -21,6 +21,7 @@ from vexfs_cockpit.store.history import RunSummary
 from vexfs_cockpit.tui.backend import HistoryCatalog, RunFilter
 from vexfs_cockpit.tui.format import PERIODS, STATUS_STYLE, duration, timestamp
 from vexfs_cockpit.tui.gc_pause import GcPause
+from vexfs_cockpit.tui.internals import lay_out, mount_screen
 from vexfs_cockpit.tui.screen_styles import ResumeStyles
 from vexfs_cockpit.tui.widgets.key_bar import KeyBar
 from vexfs_cockpit.tui.widgets.text_table import TextTable
@@ -158,7 +159,7 @@ class HistoryScreen(Screen[None]):
         self._building_trends = True
         try:
             trends = TrendsScreen(ahead=True)
-            await self.app._get_screen(trends)[1]
+            await mount_screen(self.app, trends)
         finally:
             self._building_trends = False
         if self._trends is None:
@@ -170,7 +171,7 @@ class HistoryScreen(Screen[None]):
     def lay_out_ahead(self, size: Size) -> None:
         """Lay the screen out at ``size`` while off the stack (built ahead): its first
         push then finds its layout done."""
-        self._refresh_layout(size)
+        lay_out(self, size)
 
     def on_screen_resume(self, event: events.ScreenResume) -> None:
         self._styles.resume(self.app, event)

@@ -25,6 +25,7 @@ from textual.worker import get_current_worker
 from vexfs_cockpit.tui.backend import HistoryCatalog, MetricKey
 from vexfs_cockpit.tui.format import duration, error_line
 from vexfs_cockpit.tui.gc_pause import GcPause
+from vexfs_cockpit.tui.internals import clear_layout_caches, lay_out
 from vexfs_cockpit.tui.screen_styles import ResumeStyles
 from vexfs_cockpit.tui.format import PERIODS
 from vexfs_cockpit.tui.widgets.key_bar import KeyBar
@@ -169,15 +170,12 @@ class TrendsScreen(Screen[None]):
                 # A screen out of the stack is not laid out: its compositor's map, cached
                 # arrangements, child lists and query_one results kept the removed chart
                 # (and its drawing) alive until the next open.
-                self._arrangement_cache.clear()
-                self._query_one_cache.clear()
-                _ = self._nodes.displayed, self._nodes.displayed_and_visible  # recomputed
-                self._refresh_layout()
+                clear_layout_caches(self)
 
     def lay_out_ahead(self, size: Size) -> None:
         """Lay the screen out at ``size`` while off the stack (built ahead): the chart's
         size is then known to the first chart's worker, which draws it at that size."""
-        self._refresh_layout(size)
+        lay_out(self, size)
 
     def _close(self) -> AwaitRemove | None:
         """Back to what a fresh open shows before its chart arrives, as the screen closes:

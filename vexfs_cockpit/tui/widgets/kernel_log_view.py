@@ -213,8 +213,10 @@ class KernelLogView(ScrollView, can_focus=True):
         super().action_scroll_end()
         self.post_message(self.EndRequested())
 
-    def _on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
-        super()._on_mouse_scroll_up(event)
+    # The public handler: Textual still calls Widget's own _on_mouse_scroll_up after it
+    # (each class's handler in the MRO), so overriding that one and calling super()
+    # scrolled twice per wheel step.
+    def on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
         self.post_message(self.ScrolledBack())
 
     # -- report markers -----------------------------------------------------------------

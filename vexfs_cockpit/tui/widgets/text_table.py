@@ -5,9 +5,12 @@ measure, three generator layers and a split/crop pass per cell, ~0.2 ms each on 
 host, ~40-80 ms for a screenful of the history's runs (8 columns). A one-line Text
 that fits its column comes out as pad + the Text's segments + fill + pad, each with
 the row's style before and the cursor's after: built here directly, segment for
-segment the same (checked against DataTable's own path on the bench's tables).
+segment the same (tests/test_tui_internals.py checks it against DataTable's own path).
 Anything else (headers, labels, fixed cells, taller rows, cells that would be cropped
 or wrapped, non-Text cells) goes through DataTable as before.
+
+_render_cell is a private hook of DataTable: DataTable's internals it needs come from
+tui.internals (HOOKS there, checked by tests/test_tui_internals.py).
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from rich.console import Console
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
-from textual._types import SegmentLines
 from textual.widgets import DataTable
+
+from vexfs_cockpit.tui.internals import SegmentLines, cell_cache_key, cell_render_cache, cell_renderable, cell_styles
 
 
 class TextTable(DataTable[Text]):
@@ -32,27 +36,22 @@ class TextTable(DataTable[Text]):
     ) -> SegmentLines:
         if row_index < self.fixed_rows or column_index < self.fixed_columns or row_index < 0 or column_index < 0:
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
-        row_key = self._row_locations.get_key(row_index)
-        column_key = self._column_locations.get_key(column_index)
         # DataTable's own cache and key: both paths fill and invalidate it alike.
-        key = (row_key, column_key, base_style, cursor, hover, self._show_hover_cursor, self._update_count,
-               self._pseudo_class_state)
-        cached = self._cell_render_cache.get(key)
+        key = cell_cache_key(self, row_index, column_index, base_style, cursor, hover)
+        cache = cell_render_cache(self)
+        cached = cache.get(key)
         if cached is not None:
             return cached
-        row = self.rows[row_key]
+        row = self.rows[key[0]]
         lines: SegmentLines | None = None
         if row.height == 1 and not row.auto_height:
-            cell = self._get_row_renderables(row_index)[1][column_index]
-            component_style, post_style = self._get_styles_to_render_cell(
-                False, False, False, hover, cursor, self.show_cursor, self._show_hover_cursor,
-                self.cursor_foreground_priority == "css", self.cursor_background_priority == "css",
-            )
+            cell = cell_renderable(self, row_index, column_index)
+            component_style, post_style = cell_styles(self, cursor, hover)
             pre_style = base_style + Style.from_meta({"row": row_index, "column": column_index}) + component_style
             lines = _one_line(self.app.console, cell, width, self.cell_padding, pre_style, post_style)
         if lines is None:
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
-        self._cell_render_cache[key] = lines
+        cache[key] = lines
         return lines
 
 

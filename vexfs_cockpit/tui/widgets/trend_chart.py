@@ -9,10 +9,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-import plotext._utility as ut
-from plotext._dict import braille_codes
-from plotext._dict import themes as plotext_themes
-from plotext._utility import colors_to_ansi
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
@@ -20,6 +16,19 @@ from textual.geometry import Size
 from textual.strip import Strip
 from textual_plotext import PlotextPlot
 from textual_plotext.plot import Plot
+
+from vexfs_cockpit.tui.internals import (
+    auto_theme_name,
+    plotext_braille_codes,
+    plotext_build_matrix,
+    plotext_colors_to_ansi,
+    plotext_lim,
+    plotext_matrix_data,
+    plotext_monitor,
+    plotext_set_size,
+    plotext_theme_name,
+    plotext_themes,
+)
 
 MAX_TICKS = 6
 DOTS_PER_CELL = 2  # braille: two dot columns per character cell
@@ -88,16 +97,16 @@ def draw(series: TrendSeries | None, size: Size, theme: str, *, direct: bool = T
             plt.ylim(*series.ylim)
     # As PlotextPlot.render sizes its figure (plotsize alone does not resize it).
     plt.plotsize(size.width, size.height)
-    plt._set_size(size.width, size.height)
+    plotext_set_size(plt, size.width, size.height)
     plt.theme(theme)
     # Plot.build() without its last step: it writes the figure's cells out as an ANSI
     # string, which Text.from_ansi parses back and Textual turns into lines again (~25 ms
     # of a ~45 ms draw at 120x36). The cells go straight into lines here instead.
-    plt._set_sizes()
-    plt._build_matrix()
+    plotext_build_matrix(plt)
+    mon = plotext_monitor(plt)
     if data is not None:
-        data.insert(plt.monitor)
-    m = plt.monitor.matrix
+        data.insert(mon)
+    m = mon.matrix
     lines = []
     for row in reversed(m.Rows):
         chars, fg, st, bg = m.marker[row], m.fullground[row], m.style[row], m.background[row]
@@ -137,8 +146,8 @@ class DirectData:
         limits of zero width (plotext divides by them)."""
         if not px or not all(type(v) in (int, float) and math.isfinite(v) for v in py):
             return None
-        xl = ut.get_lim(px)
-        yl = list(ylim) if ylim is not None else ut.get_lim(py)
+        xl = plotext_lim(px)
+        yl = list(ylim) if ylim is not None else plotext_lim(py)
         if xl[0] == xl[1] or yl[0] == yl[1]:
             return None
         return cls(px, py, xl, yl)
@@ -163,16 +172,16 @@ class DirectData:
         fg1, st1, dot = mon.color[1][0], mon.style[1][0], mon.marker[1][0]
         for (cx, cy), char in self._line_cells(width, height).items():
             m.insert_element(col0 + cx, row0 + cy, char, fg0, st0)
-        xs = ut.get_matrix_data(self.px, self.xlim, width)
-        ys = ut.get_matrix_data(self.py, self.ylim, height)
+        xs = plotext_matrix_data(self.px, self.xlim, width)
+        ys = plotext_matrix_data(self.py, self.ylim, height)
         for cx, cy in set(zip(xs, ys)):
             if 0 <= cx < width and 0 <= cy < height:
                 m.insert_element(col0 + cx, row0 + cy, dot, fg1, st1)
 
     def _line_cells(self, width: int, height: int) -> dict[tuple[int, int], str]:
         """Braille cells of the line through the points on a canvas of 2x4 dots per cell."""
-        xs = ut.get_matrix_data(self.px, self.xlim, 2 * width)
-        ys = ut.get_matrix_data(self.py, self.ylim, 4 * height)
+        xs = plotext_matrix_data(self.px, self.xlim, 2 * width)
+        ys = plotext_matrix_data(self.py, self.ylim, 4 * height)
         cells: dict[tuple[int, int], int] = {}
         dots: set[tuple[int, int]] = set()
         for n in range(len(xs) - 1):
@@ -207,7 +216,8 @@ def _column(cells: dict[tuple[int, int], int], x: int, lo: int, hi: int) -> None
 
 
 # plotext's braille table by bit mask (bit i: element i of its 8-tuple code)
-_BRAILLE = [braille_codes[tuple((mask >> i) & 1 for i in range(8))] for mask in range(256)]
+_CODES = plotext_braille_codes()
+_BRAILLE = [_CODES[tuple((mask >> i) & 1 for i in range(8))] for mask in range(256)]
 # The mask of dot column ``bit``'s rows first..last of a cell (row 0 at the bottom).
 _COLUMN_BITS = [[[sum(1 << ((3 - r) * 2 + bit) for r in range(first, last + 1)) for last in range(4)]
                  for first in range(4)] for bit in range(2)]
@@ -220,7 +230,7 @@ def _key(color: object) -> object:
 @lru_cache(maxsize=64)
 def _style(fg: object, style: object, bg: object) -> Style:
     """The style plotext's ANSI for these colours parses to: the same cells as before."""
-    text = Text.from_ansi(colors_to_ansi(fg, style, bg) + "x")
+    text = Text.from_ansi(plotext_colors_to_ansi(fg, style, bg) + "x")
     return text.spans[0].style if text.spans else Style.null()  # type: ignore[return-value]
 
 
@@ -276,14 +286,14 @@ class TrendChart(PlotextPlot):
         self.app.theme_changed_signal.unsubscribe(self)
 
     def plot_theme(self) -> str:
-        return self._get_plotext_theme_name(self.app.theme)
+        return plotext_theme_name(self, self.app.theme)
 
     @staticmethod
     def theme_for(app_theme: str) -> str | None:
         """plot_theme() of a chart (theme "auto", as all of ours) under ``app_theme``, if
         a chart has registered it with plotext yet; else None."""
-        name = f"textual-auto-{app_theme}"
-        return name if name in plotext_themes else None
+        name = auto_theme_name(app_theme)
+        return name if name in plotext_themes() else None
 
     def show_series(self, series: TrendSeries | None, drawing: Drawing | None = None) -> None:
         """Show ``series``; ``drawing``: the same, drawn ahead (used if still the right size)."""

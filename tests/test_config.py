@@ -122,7 +122,10 @@ def test_key_in_the_wrong_section(proj: Path) -> None:
 
 
 def test_unknown_key_without_a_close_match_lists_the_valid_ones(proj: Path) -> None:
-    assert error_of("store:\n  colour: red\n", proj) == "p.yaml: store.colour: unknown key 'colour' (valid keys: db_path)"
+    assert error_of("store:\n  colour: red\n", proj) == (
+        "p.yaml: store.colour: unknown key 'colour' (valid keys: db_path, keep_runs_days,"
+        " keep_build_cache_days, console_log_max_mb)"
+    )
 
 
 def test_unknown_key_in_a_domain_section(proj: Path) -> None:

@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "vm": "vexfs_cockpit.commands.vm",
     "ssh": "vexfs_cockpit.commands.vm",
     "klog": "vexfs_cockpit.commands.klog",
+    "gc": "vexfs_cockpit.commands.gc",
     "kbuild": "vexfs_cockpit.commands.kdev",
     "kload": "vexfs_cockpit.commands.kdev",
     "kunload": "vexfs_cockpit.commands.kdev",

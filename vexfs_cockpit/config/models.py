@@ -139,3 +139,7 @@ class CockpitConfig(Strict):
         if section is not None:
             base.update(section.model_dump(exclude_unset=True))
         return DomainSettings.model_validate(base)
+    # Retention, applied by `vexfs-cockpit gc` (the history DB itself is kept).
+    keep_runs_days: float = Field(30.0, ge=0)  # run artifact dirs (console logs, work dirs)
+    keep_build_cache_days: float = Field(14.0, ge=0)  # kbuild cache entries and build dirs
+    console_log_max_mb: int = Field(64, ge=1)  # per VM console log before it rotates (2 old kept)

@@ -1,0 +1,44 @@
+"""`vexfs-cockpit gc [--dry-run]`: apply the retention policy (``store.keep_runs_days``,
+``store.keep_build_cache_days``) to run artifacts, kbuild caches and dead dev VMs'
+console logs. The history DB itself is kept."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("gc", help="remove old run artifacts, kbuild caches and dead dev VMs' console logs",
+                              description=__doc__)
+    p.add_argument("--config", metavar="FILE", help="profile YAML or name (default: configs/default.yaml)")
+    p.add_argument("--env", metavar="ENV", help="environment overlay: dev, test or ci (default: dev)")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], help="override a config key, e.g. store.keep_runs_days=7")
+    p.add_argument("--db", metavar="PATH", help="history DB (default: $VEXFS_COCKPIT_DB or the data dir)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    p.set_defaults(handler=cmd_gc)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from vexfs_cockpit.app.gc import apply_gc, plan_gc
+    from vexfs_cockpit.builds.kbuild import default_cache_dir
+    from vexfs_cockpit.config.load import config_from_args
+    from vexfs_cockpit.config.paths import data_dir
+    from vexfs_cockpit.store.db import resolve_db_path
+    from vexfs_cockpit.store.history import History
+
+    cfg = config_from_args(args)
+    db = resolve_db_path(args.db, cfg.store.db_path)
+    running = [r.run_id for r in History(db).list_runs(status="running", limit=1000)] if db.exists() else []
+    items = plan_gc(cfg, data=data_dir(), build_cache=default_cache_dir(), running=running)
+    for item in items:
+        print(f"{'would remove' if args.dry_run else 'removed'} {item.path} ({_mb(item.bytes)}: {item.why})")
+    total = sum(i.bytes for i in items) if args.dry_run else apply_gc(items)
+    verb = "would free" if args.dry_run else "freed"
+    print(f"gc: {len(items)} item(s), {verb} {_mb(total)}; runs kept {cfg.store.keep_runs_days} days,"
+          f" build caches {cfg.store.keep_build_cache_days} days")
+    return 0

@@ -178,6 +178,71 @@ def test_device_union(proj: Path) -> None:
     )
 
 
+# Values that reach guest shell commands: a name is a name, a path is one line.
+HOSTILE_NAME = "x' /dev/null; touch /tmp/p; echo '"
+
+
+def test_module_and_filesystem_names_are_names(proj: Path) -> None:
+    assert error_of(f"module:\n  module_name: \"{HOSTILE_NAME}\"\n", proj) == (
+        "p.yaml: module.module_name: expected a string matching ^[A-Za-z0-9_]{0,64}$ (a kernel module name: "
+        "letters, digits and _; empty when the filesystem is built in), found \"x' /dev/null; touch /tmp/p; echo '\""
+    )
+    assert error_of("domains:\n  kernel_module:\n    fs_type: -o\n", proj) == (
+        "p.yaml: domains.kernel_module.fs_type: expected a string matching ^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,63}$ "
+        "(a filesystem type: letters, digits, _ . and -, not first), found '-o'"
+    )
+    assert error_of("module:\n  fs_type: ''\n", proj).startswith("p.yaml: module.fs_type: expected a string matching")
+    ok = write(proj / "ok.yaml", "module:\n  module_name: ''\n  fs_type: fuse.vexfs-2\n")
+    cfg = load_config(ok, "dev", environ=NO_ENV)
+    assert (cfg.module.module_name, cfg.module.fs_type) == ("", "fuse.vexfs-2")  # "": built into the kernel
+
+
+def test_paths_and_commands_are_one_line(proj: Path) -> None:
+    assert error_of('module:\n  module_path: "x.ko\\nrm -rf /"\n', proj) == (
+        "p.yaml: module.module_path: expected a string matching ^[^\\x00\\n\\r]*$ (a path on one line), "
+        "found 'x.ko\\nrm -rf /'"
+    )
+    assert error_of('module:\n  build_path: "a\\u0000b"\n', proj).startswith("p.yaml: module.build_path: expected a string")
+    assert error_of("module:\n  device: {loop: 8M, mkfs: \"mkfs.ext4 'x\"}\n", proj) == (
+        "p.yaml: module.device.mkfs: expected a command in shell words (no closing quotation), found \"mkfs.ext4 'x\""
+    )
+    assert error_of('domains:\n  vector_operations:\n    options: {fuse_mount: "/mnt/v\\nreboot"}\n', proj) == (
+        "p.yaml: domains.vector_operations.options: expected text on one line (no line break or nul) "
+        "in options.fuse_mount, found a mapping"
+    )
+    assert error_of('domains:\n  kernel_module:\n    options: {make_args: [A=1, "B=\\r"]}\n', proj).endswith(
+        "in options.make_args[1], found a mapping"
+    )
+
+
+def test_module_params_are_key_value_words(proj: Path) -> None:
+    assert error_of("module:\n  module_params: 'max_files=\"3'\n", proj) == (
+        "p.yaml: module.module_params: expected insmod parameters as key=value words: no closing quotation, "
+        "found 'max_files=\"3'"
+    )
+    assert error_of("module:\n  module_params: 'a=1 $(reboot)'\n", proj) == (
+        "p.yaml: module.module_params: expected insmod parameters as key=value words: '$(reboot)' is not key=value, "
+        "found 'a=1 $(reboot)'"
+    )
+    ok = write(proj / "ok.yaml", "module:\n  module_params: \"a=1 name='x y' debug\"\n")
+    assert load_config(ok, "dev", environ=NO_ENV).module.module_params == "a=1 name='x y' debug"
+
+
+def test_a_hostile_name_on_the_command_line_is_one_line_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from vexfs_cockpit import cli
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("VEXFS_COCKPIT_DB", str(tmp_path / "h.db"))
+    for key in ("module.module_name=x'; touch /tmp/p", "module.module_params=a=\"b"):
+        assert cli.main(["run", "--batch", "--set", key]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        assert err.startswith(f"vexfs-cockpit: command line: {key.split('=')[0]}: expected "), err
+    assert not (tmp_path / "h.db").exists()  # refused before a run was recorded
+
+
 def test_reserved_keys(proj: Path) -> None:
     assert error_of("env: ci\n", proj) == "p.yaml: env: not a config key (set it with --env)"
 

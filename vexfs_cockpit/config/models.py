@@ -6,10 +6,47 @@ Layering (``load.py``): profile YAML (configs/default.yaml) <- env overlay
 
 from __future__ import annotations
 
+import re
+import shlex
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, PrivateAttr, field_validator
+from pydantic_core import PydanticCustomError
+
+# Values that reach guest shell commands. Every command quotes them too (engine/module.py);
+# these patterns make a hostile value a config error before anything runs.
+MODULE_NAME = r"^[A-Za-z0-9_]{0,64}$"  # "" = the filesystem is built into the guest kernel
+FS_TYPE = r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,63}$"  # no leading "-": it would read as an option
+ONE_LINE = r"^[^\x00\n\r]*$"  # paths and commands: no line break, no NUL
+_PARAM_WORD = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(=[^\x00\n\r]*)?")
+
+
+def split_module_params(text: str) -> tuple[str, ...]:
+    """insmod parameters as words (shell quoting as in ``a=1 name='x y'``), each ``KEY``
+    or ``KEY=VALUE``. Raises ValueError saying what is wrong (an unbalanced quote, a word
+    that is not a parameter)."""
+    try:
+        words = shlex.split(text)
+    except ValueError as err:  # "No closing quotation", "No escaped character"
+        raise ValueError(str(err).lower()) from None
+    for word in words:
+        if not _PARAM_WORD.fullmatch(word):
+            raise ValueError(f"{word!r} is not KEY=VALUE")
+    return tuple(words)
+
+
+def _first_bad_text(value: Any, where: str) -> str | None:
+    """The key path of the first string under ``value`` holding a line break or NUL."""
+    if isinstance(value, str):
+        return where if any(c in value for c in "\x00\n\r") else None
+    if isinstance(value, dict):
+        items = [(f"{where}.{k}", v) for k, v in value.items()]
+    elif isinstance(value, list):
+        items = [(f"{where}[{i}]", v) for i, v in enumerate(value)]
+    else:
+        return None
+    return next((bad for path, item in items if (bad := _first_bad_text(item, path)) is not None), None)
 
 
 class Strict(BaseModel):
@@ -22,17 +59,44 @@ class LoopDevice(Strict):
     loop: str = Field("64M", pattern=r"^\d+[KMG]$", description="image size, e.g. 64M")
     mkfs: str = Field(..., description="command run on the loop device, e.g. 'mkfs.ext4 -q'")
 
+    @field_validator("mkfs")
+    @classmethod
+    def _mkfs_words(cls, v: str) -> str:
+        # Run as words (the device appended), never as shell text.
+        try:
+            words = shlex.split(v)
+        except ValueError as err:
+            raise PydanticCustomError("mkfs_words", "a command in shell words ({why})", {"why": str(err).lower()}) from None
+        if not words or any(c in v for c in "\x00\n\r"):
+            raise PydanticCustomError("mkfs_words", "a command on one line, e.g. 'mkfs.ext4 -q'")
+        return v
+
 
 class ModuleSettings(Strict):
     """The kernel module / filesystem under test. Domains inherit these keys."""
 
-    module_name: str = "vexfs_selftest"
-    build_path: str = "tests/fixtures/selftest_fs"  # kbuild dir (M=), relative to the config's project root
-    module_path: str = "vexfs_selftest.ko"  # the .ko, relative to build_path
-    fs_type: str = "vexfs_selftest"
+    module_name: str = Field(
+        "vexfs_selftest", pattern=MODULE_NAME,
+        description="a kernel module name: letters, digits and _; empty when the filesystem is built in",
+    )
+    # kbuild dir (M=), relative to the config's project root
+    build_path: str = Field("tests/fixtures/selftest_fs", pattern=ONE_LINE, description="a path on one line")
+    module_path: str = Field("vexfs_selftest.ko", pattern=ONE_LINE, description="a path on one line")  # relative to build_path
+    fs_type: str = Field(
+        "vexfs_selftest", pattern=FS_TYPE, description="a filesystem type: letters, digits, _ . and -, not first",
+    )
     device: Literal["none"] | LoopDevice = "none"
-    module_params: str = ""
+    module_params: str = ""  # insmod parameters: KEY=VALUE words (split_module_params)
     source_env: str | None = None  # env var naming an out-of-tree checkout (VEXFS_SOURCE)
+
+    @field_validator("module_params")
+    @classmethod
+    def _params_are_words(cls, v: str) -> str:
+        try:
+            split_module_params(v)
+        except ValueError as err:
+            raise PydanticCustomError("module_params", "insmod parameters as KEY=VALUE words: {why}", {"why": str(err)}) from None
+        return v
 
 
 class DomainSettings(ModuleSettings):
@@ -48,6 +112,15 @@ class DomainSettings(ModuleSettings):
     hang_detection_timeout: PositiveFloat = 30.0  # seconds without an answer = hung
     stop_on_critical_failure: bool = True
     options: dict[str, Any] = Field(default_factory=dict)  # domain-specific extras
+
+    @field_validator("options")
+    @classmethod
+    def _options_on_one_line(cls, v: dict[str, Any]) -> dict[str, Any]:
+        # Options reach guest commands (paths, mount options, parameters): quoted there,
+        # and no line break or NUL here.
+        if (bad := _first_bad_text(v, "options")) is not None:
+            raise PydanticCustomError("option_text", "text on one line (no line break or NUL) in {key}", {"key": bad})
+        return v
 
 
 class FleetSettings(Strict):
@@ -93,6 +166,10 @@ class ExecutionSettings(Strict):
 
 class StoreSettings(Strict):
     db_path: Path | None = None  # VEXFS_COCKPIT_DB; default: platform data dir
+    # Retention, applied by `vexfs-cockpit gc` (the history DB itself is kept).
+    keep_runs_days: float = Field(30.0, ge=0)  # run artifact dirs (console logs, work dirs)
+    keep_build_cache_days: float = Field(14.0, ge=0)  # kbuild cache entries and build dirs
+    console_log_max_mb: int = Field(64, ge=1)  # per VM console log before it rotates (2 old kept)
 
 
 DOMAIN_NAMES = (
@@ -139,7 +216,3 @@ class CockpitConfig(Strict):
         if section is not None:
             base.update(section.model_dump(exclude_unset=True))
         return DomainSettings.model_validate(base)
-    # Retention, applied by `vexfs-cockpit gc` (the history DB itself is kept).
-    keep_runs_days: float = Field(30.0, ge=0)  # run artifact dirs (console logs, work dirs)
-    keep_build_cache_days: float = Field(14.0, ge=0)  # kbuild cache entries and build dirs
-    console_log_max_mb: int = Field(64, ge=1)  # per VM console log before it rotates (2 old kept)

@@ -300,7 +300,10 @@ class LibvirtProvider:
         shutil.rmtree(vm_dir(self._prepared.image, vm.name), ignore_errors=True)  # type: ignore[arg-type]
 
     def use_config(self, cfg: CockpitConfig) -> None:
+        # The environment names the VMs (vexfs-<env>-...): a run in another environment
+        # must not boot VMs under the old one's name.
         self.cfg = cfg
+        self.env = self.fleet.env = cfg.env
 
     async def aclose(self) -> None:
         """Destroy every VM this provider started (leases still open included)."""

@@ -16,8 +16,12 @@ Wire format: newline-delimited JSON over a Unix socket.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import socket
+import stat
+import struct
 import sys
 import sysconfig
 import zlib
@@ -32,6 +36,7 @@ ENV_DIR = "VEXFS_KDEV_AGENT_DIR"  # where the socket and the log live
 ENV_IDLE = "VEXFS_KDEV_AGENT_IDLE_S"  # the agent exits after this long without a request
 DEFAULT_IDLE_S = 900.0
 SPAWN_TIMEOUT_S = 60.0  # the agent imports the engine before it says "ready"
+REQUEST_TIMEOUT_S = 10.0  # a client sends its request right after connecting; one that does not is dropped
 
 READY_LINE = b"ready\n"
 
@@ -50,12 +55,75 @@ def idle_seconds(environ: dict[str, str] | os._Environ[str] = os.environ) -> flo
 
 
 def agent_dir(environ: dict[str, str] | os._Environ[str] = os.environ) -> Path:
-    """Per-user directory (0700): the socket is the agent's whole authentication."""
+    """Per-user directory (0700, see ``open_private_dir``); both ends also check each
+    other's uid on the socket (``peer_uid``)."""
     explicit = environ.get(ENV_DIR)
     if explicit:
         return Path(explicit)
     base = environ.get("XDG_RUNTIME_DIR") or environ.get("TMPDIR") or "/tmp"  # not tempfile: 10 ms of imports
     return Path(base) / f"vexfs-cockpit-{os.getuid()}"
+
+
+class UnsafeDir(Exception):
+    """The agent's directory is not a private directory of ours; ``str()`` says why, in one line."""
+
+
+def open_private_dir(directory: Path, *, create: bool = True) -> int:
+    """Create (``create``) or open the agent's directory and return an fd on it, after
+    checking that it is a real directory (not a symlink), ours, and mode 0700.
+
+    Without XDG_RUNTIME_DIR the directory sits in /tmp, where anyone can create
+    ``vexfs-cockpit-<uid>`` first: as a symlink to their own directory, or as their
+    own directory, holding a socket of theirs that would receive our environment.
+    The checks are on the opened fd (``O_NOFOLLOW``), not on the path, so the
+    directory cannot be swapped between the check and its use through the fd.
+    Raises UnsafeDir, or OSError when it cannot be created or opened."""
+    created = False
+    if create:
+        os.makedirs(directory.parent, mode=0o700, exist_ok=True)
+        try:
+            os.mkdir(directory, 0o700)
+            created = True
+        except FileExistsError:
+            pass
+    st = os.lstat(directory)
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafeDir(f"{directory} is a symlink")
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafeDir(f"{directory} is not a directory")
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.ENOTDIR):  # swapped for a symlink since the lstat
+            raise UnsafeDir(f"{directory} is a symlink") from None
+        raise
+    try:
+        if created:  # mkdir's mode went through the umask
+            os.fchmod(fd, 0o700)
+        st = os.fstat(fd)
+        uid = os.geteuid()
+        if st.st_uid != uid:
+            raise UnsafeDir(f"{directory} belongs to uid {st.st_uid}, not to this user (uid {uid})")
+        mode = stat.S_IMODE(st.st_mode)
+        if mode != 0o700:
+            raise UnsafeDir(f"{directory} has mode {mode:04o}, not 0700")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def peer_uid(sock: socket.socket) -> int | None:
+    """The uid of the process at the other end of a connected Unix socket (SO_PEERCRED:
+    the kernel's word, taken when it connected or listened); None where unknown."""
+    opt = getattr(socket, "SO_PEERCRED", None)
+    if opt is None:
+        return None
+    try:
+        _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, opt, struct.calcsize("3i")))
+    except OSError:
+        return None
+    return uid
 
 
 def socket_path(directory: Path) -> Path:

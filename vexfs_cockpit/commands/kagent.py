@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import sys
 from typing import Any
 
 from vexfs_cockpit.agent import client
@@ -22,7 +23,11 @@ def add_parser(subparsers: Any) -> None:
 
 
 def cmd_kagent(args: argparse.Namespace) -> int:
-    status = client.control(args.action)
+    try:
+        status = client.control(args.action)
+    except client.Refused as err:
+        print(f"vexfs-cockpit: kdev agent not used: {err}", file=sys.stderr)
+        return 3
     if status is None:
         print(f"no kdev agent running (socket {socket_path(agent_dir())})")
         return 0

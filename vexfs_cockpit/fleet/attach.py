@@ -170,7 +170,8 @@ class AttachProvider:
         st = read_state(self.name)
         log_path = self._console_log or (Path(st.console_log) if st is not None else None)
         klog = KernelLogBuffer(self.name)
-        console = ConsoleStream(lambda: self.fleet.conn, self.name, klog_sink(self.name, klog, self.bus), log_path=log_path)
+        console = ConsoleStream(lambda: self.fleet.conn, self.name, klog_sink(self.name, klog, self.bus), log_path=log_path,
+                                log_max_bytes=self.cfg.store.console_log_max_mb * 1024 * 1024)
         vm = GuestVm(
             self.fleet, self.bus, name=self.name, xml="", ssh_port=target.port, target=target, console=console,
             ready_marker=READY_MARKER, boot_timeout_s=self.cfg.fleet.template_boot_timeout_s, keep=True, klog=klog,

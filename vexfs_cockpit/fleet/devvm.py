@@ -203,7 +203,8 @@ async def reset_vm(cfg: CockpitConfig, name: str, uri: str, say: Any = print) ->
             raise InfraError(f"no VM named {name} at {uri} — start it with `vexfs-cockpit vm start {name}`")
         st = read_state(name)
         log_path = Path(st.console_log) if st else None
-        console = ConsoleStream(lambda: fm.conn, name, lambda lines, ts: None, log_path=log_path)
+        console = ConsoleStream(lambda: fm.conn, name, lambda lines, ts: None, log_path=log_path,
+                                log_max_bytes=cfg.store.console_log_max_mb * 1024 * 1024)
         target = dev_target(cfg, name, info, reconnect_deadline_s=min(60.0, cfg.fleet.template_boot_timeout_s))
         vm = GuestVm(fm, fm.bus, name=name, xml="", ssh_port=target.port, target=target, console=console,
                      ready_marker=READY_MARKER, boot_timeout_s=cfg.fleet.template_boot_timeout_s, keep=True)

@@ -210,6 +210,7 @@ class LibvirtProvider:
         console = ConsoleStream(
             lambda: self.fleet.conn, name, klog_sink(name, klog, self.bus),  # type: ignore[arg-type]
             log_path=console_log if console_log is not None else self._console_log(name),
+            log_max_bytes=self.cfg.store.console_log_max_mb * 1024 * 1024,
         )
         vm = GuestVm(
             self.fleet, self.bus, name=name, xml=xml, ssh_port=port,

@@ -2,6 +2,8 @@
 guest's kernel, push it, load/unload it, mount/unmount the filesystem in either shape
 (device-less, or an image on a loop device formatted by ``mkfs``).
 
+The module itself is ``ModuleSpec`` (the public API's one model of it, shared with the
+warm loop's kload/kunload); every command here is argv words or a builder's quoted text.
 Modules starting with ``_`` are not domains (discovery skips them).
 """
 
@@ -9,73 +11,39 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import fcntl
 import hashlib
 import json
-import os
 import re
-import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vexfs_cockpit.config.paths import build_dir
-from vexfs_cockpit.engine.plugin import DomainBase
-from vexfs_cockpit.engine.results import TestResult, TestStatus
-from vexfs_cockpit.engine.target import CommandResult
-from vexfs_cockpit.builds.kbuild import KbuildResult, default_cache_dir, kbuild
-from vexfs_cockpit.errors import ConfigError, InfraError
+from vexfs_cockpit.plugin import (
+    GUEST_DIR,
+    LOSETUP,
+    CommandResult,
+    DomainBase,
+    InfraError,
+    KbuildResult,
+    ModuleSpec,
+    cleanup_cmd,
+    default_cache_dir,
+    detach_cmd,
+    image_cmd,
+    insmod_argv,
+    is_loaded_cmd,
+    kbuild,
+    mount_argv,
+    option,
+    push_probe_cmd,
+    registered_cmd,
+    split_module_params,
+    unload_cmd,
+)
 
-GUEST_DIR = "/tmp/vexfs-cockpit"
 DEFAULT_MNT = "/mnt/vexfs-test"
-# util-linux losetup by path: busybox ash (the self-test guest's login shell) would run its
-# own losetup applet, which lacks --show. The path is the same on a Debian guest.
-LOSETUP = "/usr/sbin/losetup"
-
-
-def passed(message: str, **metrics: float) -> TestResult:
-    return TestResult(status=TestStatus.PASSED, message=message, metrics=dict(metrics))
-
-
-def failed(message: str, **metrics: float) -> TestResult:
-    return TestResult(status=TestStatus.FAILED, message=message, metrics=dict(metrics))
-
-
-def verdict(problems: list[str], ok_message: str, **metrics: float) -> TestResult:
-    """PASSED with ``ok_message`` when no problem was found, else FAILED naming the first ones."""
-    if problems:
-        more = f" (+{len(problems) - 2} more)" if len(problems) > 2 else ""
-        return failed("; ".join(problems[:2]) + more, **metrics)
-    return passed(ok_message, **metrics)
-
-
-def errno_problem(res: CommandResult, name: str, what: str) -> str | None:
-    """None when ``res`` failed with errno ``name``'s message (strerror, as busybox and
-    the shell print it), else one line saying what happened instead."""
-    text = os.strerror(getattr(errno, name))
-    if not res.ok and text.lower() in res.output.lower():
-        return None
-    return f"{what}: expected {name} ({text}), got {res.first_line() or 'success'}"
-
-
-def q(word: str | Path) -> str:
-    return shlex.quote(str(word))
-
-
-def percentile(values: list[float], pct: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * pct / 100
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
-def option(domain: DomainBase, key: str, default: Any) -> Any:
-    """A domain-specific knob from the domain section's ``options:`` mapping."""
-    return (domain.settings.get("options") or {}).get(key, default)
 
 
 @dataclass(slots=True)
@@ -85,38 +53,46 @@ class Mounted:
 
 
 class ModuleUnderTest:
-    """The kernel module + filesystem a domain tests, as the config describes it."""
+    """What a domain does to the module under test (``ModuleSpec``, from its settings):
+    build on the host, push, load/unload, mount/unmount, clean up."""
 
     def __init__(self, domain: DomainBase):
         self.domain = domain
         self.ctx = domain.ctx
         self.target = domain.target
-        s = domain.settings
-        self.name: str = s["module_name"]
-        self.fs_type: str = s["fs_type"]
-        self.ko_name: str = Path(s["module_path"]).name
-        self.params: str = s.get("module_params", "")
-        self.device: Any = s.get("device", "none")
-        self.remote_ko = f"{GUEST_DIR}/{self.ko_name}"
+        self.spec: ModuleSpec = domain.ctx.module()
         self.build: KbuildResult | None = None
-        # module_name "" = the filesystem is already in the guest kernel (e.g. ext4 for
-        # the block-device path in CI): nothing to build, push, load or unload.
-        self.has_module = bool(self.name)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def fs_type(self) -> str:
+        return self.spec.fs_type
+
+    @property
+    def ko_name(self) -> str:
+        return self.spec.ko_name
+
+    @property
+    def remote_ko(self) -> str:
+        return self.spec.remote_ko
+
+    @property
+    def has_module(self) -> bool:
+        """False when the filesystem is already in the guest kernel (``module_name: ""``,
+        e.g. ext4 for the block-device path in CI): nothing to build, push, load or unload."""
+        return self.spec.has_module
 
     # -- host side ----------------------------------------------------------------
     def source_dir(self) -> Path:
-        """The kbuild directory (M=), by config/paths' rule (a ``source_env`` checkout or
-        the project root), the same one kdev's kbuild uses."""
-        s = self.domain.settings
-        if self.ctx.config is None:  # a bare context (tests): relative to the project root
-            return (self.ctx.project_root / s["build_path"]).resolve()
-        try:
-            return build_dir(self.ctx.config, s)
-        except ConfigError as err:  # no checkout: a reason to skip the domain, not a crash
-            raise FileNotFoundError(str(err)) from None
+        """The kbuild directory (M=), the same one kdev's kbuild uses."""
+        return self.spec.src
 
     def _build_dir(self, make_args: tuple[str, ...]) -> Path:
-        return self.ctx.workdir.parent / "_kbuild" / ("-".join(make_args) or "default")
+        tag = re.sub(r"[^A-Za-z0-9_.=+-]", "_", "-".join(make_args)) or "default"
+        return self.ctx.workdir.parent / "_kbuild" / tag
 
     def _lock(self):
         # Domains running in parallel share the run's build dirs.
@@ -161,10 +137,7 @@ class ModuleUnderTest:
     def built_ko(self) -> Path | None:
         if self.build is None or not self.build.ok:
             return None
-        for ko in self.build.kos:
-            if ko.name == self.ko_name:
-                return ko
-        return self.build.ko
+        return self.spec.pick_ko(self.build.kos)
 
     # -- guest side ---------------------------------------------------------------
     async def push(self) -> str:
@@ -174,8 +147,7 @@ class ModuleUnderTest:
         digest = hashlib.sha256(ko.read_bytes()).hexdigest()
         # One round trip makes the directory and says what is there: the .ko the warm
         # loop's kload just pushed (or an earlier domain's) is not sent again.
-        there = await self.target.run(f"mkdir -p {q(GUEST_DIR)} && {{ sha256sum {q(self.remote_ko)} 2>/dev/null; true; }}",
-                                      check=True)
+        there = await self.target.run(push_probe_cmd(self.remote_ko), check=True)
         if there.output.split()[:1] != [digest]:
             await self.target.put(ko, self.remote_ko)
         return self.remote_ko
@@ -208,8 +180,10 @@ class ModuleUnderTest:
         return None
 
     async def load(self, params: str | None = None, *, timeout: float = 60) -> CommandResult:
-        words = ["insmod", self.remote_ko, *shlex.split(self.params if params is None else params)]
-        return await self.target.run(words, timeout=timeout)
+        """insmod with the configured parameters, or with ``params`` (KEY=VALUE words, e.g.
+        an option's bad_params)."""
+        words = self.spec.params if params is None else split_module_params(params)
+        return await self.target.run(insmod_argv(self.remote_ko, words), timeout=timeout)
 
     async def unload(self, *, timeout: float = 60) -> CommandResult:
         return await self.target.run(["rmmod", self.name], timeout=timeout)
@@ -217,69 +191,58 @@ class ModuleUnderTest:
     async def loaded(self) -> bool:
         if not self.has_module:
             return False
-        res = await self.target.run(self._is_loaded)
+        res = await self.target.run(is_loaded_cmd(self.name))
         return res.ok
 
     async def ensure_loaded(self) -> None:
         if self.has_module and not await self.loaded():
-            await self.target.run(["insmod", self.remote_ko, *shlex.split(self.params)], check=True)
-
-    @property
-    def _is_loaded(self) -> str:
-        """Shell test: is the module in /proc/modules (for scripts that do more in one round trip)."""
-        return f"grep -q '^{self.name} ' /proc/modules"
+            await self.target.run(insmod_argv(self.remote_ko, self.spec.params), check=True)
 
     async def registered(self) -> tuple[bool, bool]:
         """(module in /proc/modules, filesystem in /proc/filesystems), in one round trip."""
-        module = f"{self._is_loaded} && echo module; " if self.has_module else ""
-        res = await self.target.run(f"{module}grep -qw {q(self.fs_type)} /proc/filesystems && echo fs; true")
+        res = await self.target.run(registered_cmd(self.name, self.fs_type))
         words = res.output.split()
         return "module" in words, "fs" in words
 
     async def ensure_unloaded(self) -> None:
         """Unmount our filesystem and rmmod, if loaded (one round trip: ~0.1 s under TCG)."""
         if self.has_module:
-            await self.target.run(
-                f"if {self._is_loaded}; then "
-                f"grep -q ' {self.fs_type} ' /proc/mounts && umount -a -t {q(self.fs_type)}; rmmod {q(self.name)}; fi; true"
-            )
+            await self.target.run(unload_cmd(self.name, self.fs_type))
 
     async def mount(self, mountpoint: str = DEFAULT_MNT, options: str = "", *, fresh_device: bool = True) -> Mounted:
         """Mount the filesystem under test; block-backed shapes get a fresh loop device."""
         await self.target.run(["mkdir", "-p", mountpoint], check=True)
-        opts = ["-o", options] if options else []
-        if self.device in (None, "none"):
-            await self.target.run(["mount", "-t", self.fs_type, *opts, self.fs_type, mountpoint], check=True)
+        if self.spec.device is None:
+            await self.target.run(mount_argv(self.fs_type, self.fs_type, mountpoint, options), check=True)
             return Mounted(mountpoint, None)
         dev = await self.make_loop_device(tag=mountpoint.strip("/").replace("/", "_"))
-        res = await self.target.run(["mount", "-t", self.fs_type, *opts, dev, mountpoint])
+        res = await self.target.run(mount_argv(self.fs_type, dev, mountpoint, options))
         if not res.ok:
             await self.target.run([LOSETUP, "-d", dev])
             raise AssertionError(f"mount -t {self.fs_type} {dev} {mountpoint} failed: {res.first_line()}")
         return Mounted(mountpoint, dev)
 
     async def make_loop_device(self, tag: str) -> str:
-        size = self.device["loop"]
+        loop = self.spec.device
+        assert loop is not None, "make_loop_device needs a block-backed module (device: {loop, mkfs})"
         img = f"{GUEST_DIR}/{tag}.img"
-        mb = _size_mb(size)
         await self.target.run(["mkdir", "-p", GUEST_DIR], check=True)
-        await self.target.run(f"rm -f {q(img)} && dd if=/dev/zero of={q(img)} bs=1M count={mb} 2>&1", check=True, timeout=120)
+        await self.target.run(image_cmd(img, loop.size_mb), check=True, timeout=120)
         dev = (await self.target.run([LOSETUP, "-f", "--show", img], check=True)).output.strip()
-        mkfs_cmd = await self._guest_mkfs(str(self.device["mkfs"]))
-        mkfs = await self.target.run(f"{mkfs_cmd} {q(dev)}", timeout=120)
+        mkfs_words = await self._guest_mkfs(loop.mkfs)
+        mkfs = await self.target.run([*mkfs_words, dev], timeout=120)
         if not mkfs.ok:
             await self.target.run([LOSETUP, "-d", dev])
             raise AssertionError(f"mkfs on {dev} failed: {mkfs.first_line()}")
         return dev
 
-    async def _guest_mkfs(self, command: str) -> str:
+    async def _guest_mkfs(self, words: tuple[str, ...]) -> list[str]:
         """A mkfs whose first word is a host path (e.g. VexFS's tools/mkfs.vexfs) is
         copied into the guest first; when ``<path>.c`` exists it is compiled statically
         on the host instead (the guest has no compiler)."""
-        words = shlex.split(command)
         tool = Path(words[0])
         if not tool.is_absolute():
-            return command  # a guest tool such as mkfs.ext4
+            return list(words)  # a guest tool such as mkfs.ext4
         src = tool.with_name(tool.name + ".c")  # not with_suffix: mkfs.vexfs -> mkfs.c
         # Source beats a binary beside it: VexFS commits a tools/mkfs.vexfs that may be
         # stale or linked against another libc than the guest's.
@@ -293,24 +256,19 @@ class ModuleUnderTest:
         remote = f"{GUEST_DIR}/{tool.name}"
         await self.target.put(tool, remote)
         await self.target.run(["chmod", "+x", remote], check=True)
-        return shlex.join([remote, *words[1:]])
+        return [remote, *words[1:]]
 
     async def unmount(self, m: Mounted) -> CommandResult:
         res = await self.target.run(["umount", m.mountpoint], timeout=60)
         if m.device:
             # Detach even when umount failed, so a failure never leaks loop devices.
-            await self.target.run(f"umount {q(m.mountpoint)} 2>/dev/null; {LOSETUP} -d {q(m.device)}")
+            await self.target.run(detach_cmd(m.mountpoint, m.device))
         return res
 
     async def cleanup(self) -> None:
         """Best effort: unmount everything of ours, detach our loop devices, unload."""
         # One round trip (each costs ~0.1 s under TCG; every domain's setup and teardown runs this).
-        unload = f"if {self._is_loaded}; then rmmod {q(self.name)}; fi; " if self.has_module else ""
-        await self.target.run(
-            f"for m in $(awk '$3==\"{self.fs_type}\" {{print $2}}' /proc/mounts); do umount -l $m; done; "
-            f"for d in $({LOSETUP} -a | grep {q(GUEST_DIR)} | cut -d: -f1); do {LOSETUP} -d $d; done; {unload}true",
-            timeout=60,
-        )
+        await self.target.run(cleanup_cmd(self.name, self.fs_type), timeout=60)
 
 
 @contextlib.asynccontextmanager
@@ -357,14 +315,6 @@ class ModuleDomain(DomainBase):
     async def teardown_domain(self) -> bool:
         await self.mod.cleanup()
         return True
-
-
-def _size_mb(size: str) -> int:
-    m = re.fullmatch(r"(\d+)([KMG])", size)
-    if not m:
-        raise ValueError(f"bad loop size {size!r}: use e.g. 64M")
-    n, unit = int(m[1]), m[2]
-    return max(1, {"K": n // 1024, "M": n, "G": n * 1024}[unit])
 
 
 TOOLS_DIR = Path(__file__).parent / "tools"

@@ -17,9 +17,26 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from vexfs_cockpit.engine.target import Target
+from vexfs_cockpit.plugin import Target, q
 
 SHARD = 1000  # vectors per shard file
+
+
+# -- guest commands (pure: tests/test_quoting.py feeds them hostile directories) -------
+def shard_count_cmd(directory: str) -> str:
+    """How many shard files ``directory`` holds."""
+    return f"ls {q(directory)} | grep -c '\\.f32$'"
+
+
+def fuse_write_cmd(path: str) -> str:
+    """Write standard input to ``path`` (a ``NAME.vec`` file of the FUSE protocol)."""
+    return f"cat > {q(path)}"
+
+
+def fuse_search_cmd(directory: str, query: str, k: int) -> str:
+    """Write a query to ``<directory>/_vexfs/search`` and read the answer back."""
+    search = q(f"{directory}/_vexfs/search")
+    return f"printf 'vector: %s\\nk: %d\\n' {q(query)} {int(k)} > {search} && cat {search}"
 
 
 class VectorStore(Protocol):
@@ -74,13 +91,13 @@ class FileShardStore:
         self._cache = None
 
     async def _count(self) -> int:
-        res = await self.target.run(f"ls {self.directory} | grep -c '\\.f32$'")
+        res = await self.target.run(shard_count_cmd(self.directory))
         return int(res.output.strip() or 0) * SHARD if res.output.strip().isdigit() else 0
 
     async def fetch_all(self) -> np.ndarray:
         """Read every shard back from the guest (after dropping its page cache)."""
         await self.target.run("sync; echo 3 > /proc/sys/vm/drop_caches", check=True)
-        names = (await self.target.run(f"ls {self.directory}", check=True)).output.split()
+        names = (await self.target.run(["ls", self.directory], check=True)).output.split()
         parts = []
         for n in sorted(x for x in names if x.endswith(".f32")):
             local = self.workdir / f"back_{n}"
@@ -129,7 +146,7 @@ class FuseProtocolStore:
     async def insert(self, vectors: np.ndarray) -> None:
         for i, v in enumerate(vectors, start=self._n):
             text = ",".join(f"{x:.9g}" for x in v)
-            await self.target.run(f"cat > {self.directory}/{i}.vec", input=text, check=True)
+            await self.target.run(fuse_write_cmd(f"{self.directory}/{i}.vec"), input=text, check=True)
         self._n += len(vectors)
 
     async def fetch_all(self) -> np.ndarray:
@@ -146,11 +163,8 @@ class FuseProtocolStore:
         raise NotImplementedError("the FUSE protocol adapter has no delete")
 
     async def search(self, query: np.ndarray, k: int) -> list[int]:
-        q = ",".join(f"{x:.9g}" for x in query)
-        res = await self.target.run(
-            f"printf 'vector: %s\\nk: %d\\n' {q!s} {k} > {self.directory}/_vexfs/search && cat {self.directory}/_vexfs/search",
-            check=True,
-        )
+        text = ",".join(f"{x:.9g}" for x in query)
+        res = await self.target.run(fuse_search_cmd(self.directory, text, k), check=True)
         ids = []
         for line in res.output.splitlines():
             head = line.strip().split()[0] if line.strip() else ""

@@ -7,9 +7,9 @@ import asyncio
 import hashlib
 import random
 
-from vexfs_cockpit import TestResult, test_options
+from vexfs_cockpit import TestResult, errno_problem, failed, option, q, test_options, verdict
 
-from domains._common import DEFAULT_MNT, ModuleDomain, errno_problem, failed, option, q, verdict
+from domains._common import DEFAULT_MNT, ModuleDomain
 
 UNPRIVILEGED = "tester"
 
@@ -39,14 +39,14 @@ class FilesystemOperationsDomain(ModuleDomain):
         mp = f"{DEFAULT_MNT}-mu"
         opts = str(option(self, "mount_options", ""))
         m = await self.mod.mount(mp, opts)
-        line = await self.target.run(f"grep ' {mp} ' /proc/mounts")
+        line = await self.target.run(f"grep -F {q(' ' + mp + ' ')} /proc/mounts")
         if self.mod.fs_type not in line.output:
             problems.append(f"{mp} not in /proc/mounts as {self.mod.fs_type}")
         ro = await self.target.run(["mount", "-o", "remount,ro", mp])
         if not ro.ok:
             problems.append(f"remount ro failed: {ro.first_line()}")
         else:
-            flags = (await self.target.run(f"grep ' {mp} ' /proc/mounts | cut -d' ' -f4")).output
+            flags = (await self.target.run(f"grep -F {q(' ' + mp + ' ')} /proc/mounts | cut -d' ' -f4")).output
             if not flags.startswith("ro"):
                 problems.append(f"after remount,ro the mount flags are {flags.strip()!r}")
             w = await self.target.run(f"echo x > {q(mp)}/nope")
@@ -58,7 +58,7 @@ class FilesystemOperationsDomain(ModuleDomain):
         u = await self.mod.unmount(m)
         if not u.ok:
             problems.append(f"umount failed: {u.first_line()}")
-        gone = await self.target.run(f"grep -q ' {mp} ' /proc/mounts")
+        gone = await self.target.run(f"grep -qF {q(' ' + mp + ' ')} /proc/mounts")
         if gone.ok:
             problems.append(f"{mp} still mounted after umount")
         return verdict(problems, f"mount{' -o ' + opts if opts else ''}, remount ro (EROFS on write), remount rw, umount")

@@ -4,16 +4,26 @@ and a regression pass re-running what failed in this environment's previous run.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 
 import numpy as np
 
-from vexfs_cockpit import TestResult, TestStatus, test_options
-from vexfs_cockpit.engine.discovery import discover_domains
-from vexfs_cockpit.engine.plugin import DomainContext
-from vexfs_cockpit.klog.model import Severity
+from vexfs_cockpit import (
+    Severity,
+    TestResult,
+    TestStatus,
+    discover_domains,
+    failed,
+    mount_argv,
+    option,
+    passed,
+    q,
+    test_options,
+    verdict,
+)
 
-from domains._common import DEFAULT_MNT, ModuleDomain, failed, option, passed, q, verdict
+from domains._common import DEFAULT_MNT, ModuleDomain
 from domains._vectors import FileShardStore, exact_topk
 
 
@@ -103,7 +113,7 @@ class IntegrationTestingDomain(ModuleDomain):
         await self.target.run(["mount", "-o", "remount,rw", m.mountpoint], check=True)
         if m.device:
             await self.target.run(["umount", m.mountpoint], check=True)
-            await self.target.run(["mount", "-t", self.mod.fs_type, m.device, m.mountpoint], check=True)
+            await self.target.run(mount_argv(self.mod.fs_type, m.device, m.mountpoint), check=True)
             if not np.array_equal(await store.fetch_all(), data):
                 problems.append("vectors lost across umount/mount of the block device")
         await self.mod.unmount(m)
@@ -124,7 +134,7 @@ class IntegrationTestingDomain(ModuleDomain):
             await self.mod.ensure_loaded()
         problems = []
         if m.device:
-            await self.target.run(["mount", "-t", self.mod.fs_type, m.device, m.mountpoint], check=True)
+            await self.target.run(mount_argv(self.mod.fs_type, m.device, m.mountpoint), check=True)
             got = (await self.target.run(["cat", f"{m.mountpoint}/marker"])).output.strip()
             if got != "keep":
                 problems.append(f"data lost across unload/reload: marker reads {got!r}")
@@ -154,7 +164,7 @@ class IntegrationTestingDomain(ModuleDomain):
                 still.append(f"{domain}/{test} (domain gone)")
                 continue
             settings = dict(self.ctx.config.domain(domain).model_dump()) if self.ctx.config else dict(self.settings)
-            ctx = DomainContext(**{**{f: getattr(self.ctx, f) for f in self.ctx.__dataclass_fields__}, "name": domain, "settings": settings})
+            ctx = dataclasses.replace(self.ctx, name=domain, settings=settings)
             plugin = cls(ctx)
             try:
                 if not await plugin.setup_domain():

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import asyncio
 
-from vexfs_cockpit import DomainBase, TestResult, test_options
-
-from domains._common import (
-    DEFAULT_MNT,
-    ModuleUnderTest,
+from vexfs_cockpit import (
+    DomainBase,
+    TestResult,
     errno_problem,
     failed,
     option,
     passed,
     percentile,
     q,
+    sysfs_params_cmd,
+    sysfs_state_cmd,
+    test_options,
     verdict,
 )
+
+from domains._common import DEFAULT_MNT, ModuleUnderTest
 
 NEEDS_BUILD = ("module_build",)
 
@@ -78,12 +81,11 @@ class KernelModuleDomain(DomainBase):
         res = await self.mod.load()
         if not res.ok:
             return failed(f"insmod failed: {res.first_line()}")
-        sysdir = f"/sys/module/{self.mod.name}"
-        state = await self.target.run(f"cat {sysdir}/initstate {sysdir}/refcnt")
+        state = await self.target.run(sysfs_state_cmd(self.mod.name))
         problems = []
         if state.output.split() != ["live", "0"]:
             problems.append(f"initstate/refcnt = {' '.join(state.output.split())}, expected live 0")
-        listed = await self.target.run(f"ls {sysdir}/parameters 2>/dev/null")
+        listed = await self.target.run(sysfs_params_cmd(self.mod.name))
         present = set(listed.output.split())
         missing = [n for n in names if n not in present]
         if present and missing:

@@ -3,9 +3,9 @@ compared with the previous run's value for the same environment."""
 
 from __future__ import annotations
 
-from vexfs_cockpit import TestResult, test_options
+from vexfs_cockpit import TestResult, failed, option, passed, percentile, q, test_options
 
-from domains._common import DEFAULT_MNT, ModuleDomain, failed, guest_tool, option, passed, percentile, q, timed
+from domains._common import DEFAULT_MNT, ModuleDomain, guest_tool, timed
 
 
 class PerformanceMetricsDomain(ModuleDomain):

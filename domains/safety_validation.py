@@ -7,10 +7,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from vexfs_cockpit import TestResult, TestStatus, test_options
-from vexfs_cockpit.engine.target import TargetUnavailable
+from vexfs_cockpit import TargetUnavailable, TestResult, TestStatus, failed, option, q, test_options, verdict, write_cmd
 
-from domains._common import DEFAULT_MNT, ModuleDomain, failed, option, q, verdict
+from domains._common import DEFAULT_MNT, ModuleDomain
 
 # Taint bits an unsigned out-of-tree module sets on load: expected, not a finding.
 EXPECTED_TAINT = (1 << 12) | (1 << 13)  # O (out-of-tree), E (unsigned)
@@ -24,7 +23,7 @@ class SafetyValidationDomain(ModuleDomain):
     async def after_setup(self) -> bool:
         # The kernel's own detectors, tuned so reports arrive within the test's patience.
         hung = int(option(self, "hung_task_timeout_secs", 5))
-        await self.target.run(f"echo {hung} > /proc/sys/kernel/hung_task_timeout_secs", check=True)
+        await self.target.run(write_cmd("/proc/sys/kernel/hung_task_timeout_secs", hung), check=True)
         self.knobs = str(option(self, "knobs_dir", f"/sys/kernel/debug/{self.mod.name}"))
         self.has_knobs = (await self.target.run(["test", "-e", f"{self.knobs}/warn"])).ok
         self.timeout = float(self.settings["hang_detection_timeout"])
@@ -62,9 +61,9 @@ class SafetyValidationDomain(ModuleDomain):
         assert self.ctx.klog is not None
         since = self.ctx.klog.cursor()
         hold = int(self.timeout * 2)
-        await self.target.run(f"(echo {hold} > {q(self.knobs)}/hang &) ; true")
+        await self.target.run(write_cmd(f"{self.knobs}/hang", hold, background=True))
         report, took = await self._detect({"hung_task"}, since)
-        await self.target.run(f"echo 1 > {q(self.knobs)}/unhang")
+        await self.target.run(write_cmd(f"{self.knobs}/unhang", 1))
         problems = []
         if report is None:
             problems.append(f"no hung-task report within hang_detection_timeout {self.timeout:g}s")
@@ -82,11 +81,11 @@ class SafetyValidationDomain(ModuleDomain):
             return skip
         assert self.ctx.klog is not None
         thresh = int(option(self, "watchdog_thresh", 2))
-        await self.target.run(f"echo {thresh} > /proc/sys/kernel/watchdog_thresh", check=True)
+        await self.target.run(write_cmd("/proc/sys/kernel/watchdog_thresh", thresh), check=True)
         since = self.ctx.klog.cursor()
         spin = int(option(self, "softlockup_seconds", 10))
         try:
-            await self.target.run(f"(echo {spin} > {q(self.knobs)}/softlockup &) ; true", timeout=spin + 30)
+            await self.target.run(write_cmd(f"{self.knobs}/softlockup", spin, background=True), timeout=spin + 30)
         except TargetUnavailable:
             pass  # one vCPU spinning with preemption off: SSH may drop; the console still talks
         report, took = await self._detect({"soft_lockup"}, since)
@@ -101,7 +100,7 @@ class SafetyValidationDomain(ModuleDomain):
             return skip
         assert self.ctx.klog is not None
         since = self.ctx.klog.cursor()
-        await self.target.run(f"echo 1 > {q(self.knobs)}/oops")  # the shell is killed: no check
+        await self.target.run(write_cmd(f"{self.knobs}/oops", 1))  # the shell is killed: no check
         report, took = await self._detect({"oops"}, since)
         problems = [] if report else [f"no oops report within {self.timeout:g}s"]
         if report and "oops_knob" not in report.title:  # type: ignore[attr-defined]
@@ -162,8 +161,8 @@ class SafetyValidationDomain(ModuleDomain):
         taint0 = int((await self.target.run("cat /proc/sys/kernel/tainted", check=True)).output)
         worker = (
             f"end=$(( $(date +%s) + {seconds} )); n=0; while [ $(date +%s) -lt $end ]; do "
-            f"d={q(m.mountpoint)}/w$W.$n; mkdir $d && dd if=/dev/urandom of=$d/f bs=4k count=8 2>/dev/null && "
-            "cat $d/f > /dev/null && rm -r $d || exit 1; n=$((n+1)); done; echo $n"
+            f"d={q(m.mountpoint)}/w$W.$n; mkdir \"$d\" && dd if=/dev/urandom of=\"$d/f\" bs=4k count=8 2>/dev/null && "
+            "cat \"$d/f\" > /dev/null && rm -r \"$d\" || exit 1; n=$((n+1)); done; echo $n"
         )
         runs = await asyncio.gather(
             *(self.target.run(f"W={w}; {worker}", timeout=seconds + 60) for w in range(3))

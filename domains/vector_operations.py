@@ -8,9 +8,9 @@ import time
 
 import numpy as np
 
-from vexfs_cockpit import DomainBase, TestResult, TestStatus, test_options
+from vexfs_cockpit import DomainBase, TestResult, TestStatus, failed, option, passed, percentile, test_options, verdict
 
-from domains._common import DEFAULT_MNT, ModuleUnderTest, failed, option, passed, percentile, verdict
+from domains._common import DEFAULT_MNT, ModuleUnderTest
 from domains._vectors import FileShardStore, FuseProtocolStore, QdrantStore, VectorStore, exact_topk
 
 

@@ -117,7 +117,7 @@ def test_a_run_owned_vm_is_not_attached(tmp_path: Path, capsys: pytest.CaptureFi
 def test_module_name_empty_is_a_config_error() -> None:
     cfg = load_config(None, "test", {"module.module_name": ""})
     with pytest.raises(ConfigError, match="module.module_name is empty"):
-        kdev.KdevModule.from_config(cfg)
+        kdev.module_of(cfg)
 
 
 def test_kbuild_for_a_disk_template_needs_a_vm(capsys: pytest.CaptureFixture[str]) -> None:
@@ -146,7 +146,7 @@ async def test_build_staleness_and_compiler_errors(tmp_path: Path, kernel: str) 
     """A real host build: fresh until a source file changes; a broken source prints its errors."""
     src = _src_copy(tmp_path)
     cfg = load_config(None, "test", {"module.build_path": str(src)})
-    mod = kdev.KdevModule.from_config(cfg)
+    mod = kdev.module_of(cfg)
     assert mod.src == src and mod.fresh_ko(kernel) is None
     out = io.StringIO()
     ko = await kdev.ensure_built(mod, kernel, out)
@@ -395,7 +395,7 @@ async def test_kbuild_is_incremental_and_forgets_deleted_files(tmp_path: Path, k
     the build too (a recompile fails instead of finding the old copy)."""
     src = _src_copy(tmp_path)
     cfg = load_config(None, "test", {"module.build_path": str(src)})
-    mod = kdev.KdevModule.from_config(cfg)
+    mod = kdev.module_of(cfg)
     (src / "extra.h").write_text("#define VEXFS_BENCH_EXTRA 1\n")
     c = src / "vexfs_selftest.c"
     c.write_text('#include "extra.h"\n' + c.read_text())

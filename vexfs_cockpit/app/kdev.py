@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from vexfs_cockpit.config.models import split_module_params
+from vexfs_cockpit.engine.module import ModuleSpec, insmod_argv, kmsg_marked_cmd, module_state_cmd
 from vexfs_cockpit.errors import ConfigError, InfraError, UsageError
 
 if TYPE_CHECKING:
@@ -41,73 +43,25 @@ if TYPE_CHECKING:
     from vexfs_cockpit.klog.model import KernelReport
     from vexfs_cockpit.transport.pool import TargetPool
 
-GUEST_DIR = "/tmp/vexfs-cockpit"  # == domains._common.GUEST_DIR: the domains push there too
-# Build outputs and VCS dirs: not "source" for the is-the-.ko-stale check.
-_NOT_SOURCE_SUFFIXES = (".o", ".ko", ".mod", ".mod.c", ".cmd", ".log")
-_NOT_SOURCE_NAMES = {"modules.order", "Module.symvers"}
 SYNC_TIMEOUT_S = 10.0
 CRASH_GRACE_S = 5.0  # after SSH died mid-command: how long the console may take to finish the report
 
 
 # ----------------------------------------------------------------------------- the module
-@dataclass(frozen=True, slots=True)
-class KdevModule:
-    """The module under test, from the config's ``module`` section."""
-
-    name: str  # for rmmod and /proc/modules
-    fs_type: str
-    ko_name: str
-    params: str
-    src: Path  # the kbuild directory (M=)
-
-    @classmethod
-    def from_config(cls, cfg: CockpitConfig) -> KdevModule:
-        from vexfs_cockpit.config.paths import build_dir
-
-        m = cfg.module
-        where = cfg._origins.get("module.module_name") or str(cfg.source_path or "the config")
-        if not m.module_name:
-            raise ConfigError(
-                f"{where}: module.module_name is empty (the filesystem is built into the guest kernel): "
-                "there is no module to build or load"
-            )
-        return cls(m.module_name, m.fs_type, Path(m.module_path).name, m.module_params, build_dir(cfg, m))
-
-    def out_dir(self) -> Path:
-        """Where kbuild copies and builds this source (one dir per source path)."""
-        from vexfs_cockpit.config.paths import data_dir
-
-        tag = hashlib.sha256(str(self.src).encode()).hexdigest()[:10]
-        return data_dir() / "kbuild" / tag
-
-    def built_ko(self, kernel: str) -> Path:
-        """Where the last build for ``kernel`` left the .ko (it may not exist)."""
-        return self.out_dir() / f"{self.src.name}-{kernel}" / self.ko_name
-
-    def newest_source_mtime(self) -> float:
-        newest = 0.0
-        for root, dirs, files in os.walk(self.src):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
-            for f in files:
-                if f.startswith(".") or f in _NOT_SOURCE_NAMES or f.endswith(_NOT_SOURCE_SUFFIXES):
-                    continue
-                try:
-                    newest = max(newest, os.stat(os.path.join(root, f)).st_mtime)
-                except OSError:
-                    continue
-        return newest
-
-    def fresh_ko(self, kernel: str) -> Path | None:
-        """The last built .ko for ``kernel`` if it is newer than every source file."""
-        ko = self.built_ko(kernel)
-        try:
-            built = ko.stat().st_mtime
-        except OSError:
-            return None
-        return ko if built >= self.newest_source_mtime() else None
+def module_of(cfg: CockpitConfig) -> ModuleSpec:
+    """The module under test (the config's ``module`` section), which the warm loop needs
+    to be a loadable module."""
+    m = cfg.module
+    where = cfg._origins.get("module.module_name") or str(cfg.source_path or "the config")
+    if not m.module_name:
+        raise ConfigError(
+            f"{where}: module.module_name is empty (the filesystem is built into the guest kernel): "
+            "there is no module to build or load"
+        )
+    return ModuleSpec.from_config(cfg)
 
 
-async def build(mod: KdevModule, kernel: str, host: Target | None = None) -> KbuildResult:
+async def build(mod: ModuleSpec, kernel: str, host: Target | None = None) -> KbuildResult:
     """Build ``mod`` for ``kernel`` on the host; the make output goes to kbuild.log beside it."""
     from vexfs_cockpit.builds.kbuild import default_cache_dir, kbuild
     from vexfs_cockpit.transport.local import LocalTarget
@@ -117,7 +71,7 @@ async def build(mod: KdevModule, kernel: str, host: Target | None = None) -> Kbu
     # A real compile (the developer asked for one), incremental as make in their own tree;
     # its .ko is cached so the ktest that follows does not compile identical sources again.
     res = await kbuild(
-        mod.src, kernel, mod.out_dir(), host or LocalTarget("host"), jobs=os.cpu_count() or 2,
+        mod.src, kernel, mod.warm_build_root(), host or LocalTarget("host"), jobs=os.cpu_count() or 2,
         cache_dir=default_cache_dir(), reuse_cache=False, incremental=True,
     )
     try:
@@ -127,11 +81,11 @@ async def build(mod: KdevModule, kernel: str, host: Target | None = None) -> Kbu
     return res
 
 
-def report_build(res: KbuildResult, mod: KdevModule, out: TextIO) -> bool:
+def report_build(res: KbuildResult, mod: ModuleSpec, out: TextIO) -> bool:
     """Print the one-line result, the first errors and the .ko (or the log) path."""
     print(res.message, file=out)
     if res.ok:
-        ko = next((k for k in res.kos if k.name == mod.ko_name), res.ko)
+        ko = mod.pick_ko(res.kos)
         if ko is not None and ko.name != mod.ko_name:
             print(f"note: the build made {ko.name}, not module.module_path {mod.ko_name}", file=out)
         print(ko, file=out)
@@ -142,7 +96,7 @@ def report_build(res: KbuildResult, mod: KdevModule, out: TextIO) -> bool:
     return False
 
 
-async def ensure_built(mod: KdevModule, kernel: str, out: TextIO) -> Path | None:
+async def ensure_built(mod: ModuleSpec, kernel: str, out: TextIO) -> Path | None:
     """The .ko for ``kernel``: the last build if fresh, else a new build (None if it failed)."""
     ko = mod.fresh_ko(kernel)
     if ko is not None:
@@ -183,10 +137,7 @@ async def run_marked(lease: Lease, tag: str, cmd: list[str], timeout: float) -> 
     nonce = secrets.token_hex(3)
     begin, end = f"{SYNC_MARKER}{tag} begin {nonce}", f"{SYNC_MARKER}{tag} end {nonce}"
 
-    def mark(text: str) -> str:
-        return f"printf '%s\\n' {shlex.quote(text)} > /dev/kmsg 2>/dev/null"
-
-    script = f"{mark(begin)}; {shlex.join(cmd)}; rc=$?; {mark(end)}; exit $rc"
+    script = kmsg_marked_cmd(cmd, begin, end)
     since = klog.cursor()
     try:
         res = await target.run(script, timeout=timeout)
@@ -251,14 +202,10 @@ class GuestModuleState:
     pushed_sha256: str = ""  # of the .ko already at GUEST_DIR (empty: none there)
 
 
-async def module_state(target: Target, mod: KdevModule) -> GuestModuleState:
+async def module_state(target: Target, mod: ModuleSpec) -> GuestModuleState:
     """Is the module loaded, where is its filesystem mounted, which .ko was pushed
     last — one round trip (and the push directory made on the way)."""
-    remote = shlex.quote(f"{GUEST_DIR}/{mod.ko_name}")
-    res = await target.run(
-        f"mkdir -p {GUEST_DIR}; grep -q '^{mod.name} ' /proc/modules && echo loaded; "
-        f"sha256sum {remote} 2>/dev/null | sed 's/^/sha256 /'; cat /proc/mounts", check=True
-    )
+    res = await target.run(module_state_cmd(mod.name, mod.remote_ko), check=True)
     lines = res.output.splitlines()
     mounts = []
     digest = ""
@@ -283,7 +230,11 @@ def _why(res: CommandResult) -> str:
 async def kload(cfg: CockpitConfig, name: str, *, params: str | None = None, uri: str | None = None,
                 out: TextIO | None = None, targets: TargetPool | None = None) -> int:
     out = out or sys.stdout  # resolved per call: tests and callers swap sys.stdout
-    mod = KdevModule.from_config(cfg)
+    mod = module_of(cfg)
+    try:
+        words = insmod_argv(mod.remote_ko, mod.params if params is None else split_module_params(params))
+    except ValueError as err:  # an unbalanced quote: one line, before any VM is touched
+        raise UsageError(f"--params: insmod parameters as KEY=VALUE words: {err}") from None
     provider, lease = await attached(cfg, name, uri, targets)
     try:
         target = lease.target
@@ -294,10 +245,8 @@ async def kload(cfg: CockpitConfig, name: str, *, params: str | None = None, uri
         if state.loaded:
             print(f"{mod.name} is already loaded in {name} — `vexfs-cockpit kunload {name}` first", file=out)
             return 1
-        remote = f"{GUEST_DIR}/{ko.name}"
         if state.pushed_sha256 != hashlib.sha256(ko.read_bytes()).hexdigest():  # rsync-like: same bytes stay
-            await target.put(ko, remote)
-        words = ["insmod", remote, *shlex.split(mod.params if params is None else params)]
+            await target.put(ko, mod.remote_ko)
         res, window = await run_marked(lease, f"kload {mod.name}", words, timeout=60)
         return _report(res, window, f"insmod {mod.name}", name, out,
                        lambda r: f"loaded {mod.name} into {name} ({lease.guest_kernel}) in {_ms(r.duration_s)}")
@@ -321,7 +270,7 @@ def _report(res: Any, window: Any, what: str, vm: str, out: TextIO, done: Callab
 async def kunload(cfg: CockpitConfig, name: str, *, uri: str | None = None, out: TextIO | None = None,
                   targets: TargetPool | None = None) -> int:
     out = out or sys.stdout  # resolved per call: tests and callers swap sys.stdout
-    mod = KdevModule.from_config(cfg)
+    mod = module_of(cfg)
     provider, lease = await attached(cfg, name, uri, targets)
     try:
         target = lease.target
@@ -372,7 +321,7 @@ async def guest_kernel_of(cfg: CockpitConfig, name: str, uri: str | None) -> str
 
 async def kbuild_cmd(cfg: CockpitConfig, vm: str | None, *, uri: str | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout  # resolved per call: tests and callers swap sys.stdout
-    mod = KdevModule.from_config(cfg)
+    mod = module_of(cfg)
     if vm:
         kernel = await guest_kernel_of(cfg, vm, uri)
     elif cfg.fleet.template == "disk":

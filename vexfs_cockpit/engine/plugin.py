@@ -2,21 +2,27 @@
 
 Tests are discovered by name. Per-test options come from ``@test_options``.
 A test returns a ``TestResult`` (the short form ``TestResult(status=..., message=...)``
-is enough); raising ``CommandFailed`` or ``AssertionError`` is a FAILED result, any
-other exception an ERROR. The runner fills in name, timing, attempts and evidence.
+is enough, or ``passed``/``failed``/``verdict`` below); raising ``CommandFailed`` or
+``AssertionError`` is a FAILED result, any other exception an ERROR. The runner fills
+in name, timing, attempts and evidence.
+
+Domains import all of this from the public module ``vexfs_cockpit.plugin``.
 """
 
 from __future__ import annotations
 
+import errno
 import inspect
 import logging
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from vexfs_cockpit.engine.results import TestResult
-from vexfs_cockpit.engine.target import Target
+from vexfs_cockpit.engine.module import ModuleSpec
+from vexfs_cockpit.engine.results import TestResult, TestStatus
+from vexfs_cockpit.engine.target import CommandResult, Target
 from vexfs_cockpit.klog.model import KernelReport
 
 if TYPE_CHECKING:
@@ -150,6 +156,10 @@ class DomainContext:
     host_artifacts: dict[str, Path] = field(default_factory=dict)  # e.g. built module paths
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("vexfs_cockpit.domain"))
 
+    def module(self) -> ModuleSpec:
+        """The module under test as this domain's settings describe it."""
+        return ModuleSpec.from_settings(self.settings, self.config, self.project_root)
+
 
 class DomainBase:
     """Base class for a test domain. Subclasses set ``name`` or get their module's name."""
@@ -214,3 +224,43 @@ class DomainBase:
                 order += 1
         specs.sort(key=lambda s: (s.options.priority, s.order))
         return specs
+
+
+# ----------------------------------------------------------------------------- result helpers
+def passed(message: str, **metrics: float) -> TestResult:
+    return TestResult(status=TestStatus.PASSED, message=message, metrics=dict(metrics))
+
+
+def failed(message: str, **metrics: float) -> TestResult:
+    return TestResult(status=TestStatus.FAILED, message=message, metrics=dict(metrics))
+
+
+def verdict(problems: list[str], ok_message: str, **metrics: float) -> TestResult:
+    """PASSED with ``ok_message`` when no problem was found, else FAILED naming the first ones."""
+    if problems:
+        more = f" (+{len(problems) - 2} more)" if len(problems) > 2 else ""
+        return failed("; ".join(problems[:2]) + more, **metrics)
+    return passed(ok_message, **metrics)
+
+
+def errno_problem(res: CommandResult, name: str, what: str) -> str | None:
+    """None when ``res`` failed with errno ``name``'s message (strerror, as busybox and
+    the shell print it), else one line saying what happened instead."""
+    text = os.strerror(getattr(errno, name))
+    if not res.ok and text.lower() in res.output.lower():
+        return None
+    return f"{what}: expected {name} ({text}), got {res.first_line() or 'success'}"
+
+
+def percentile(values: list[float], pct: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * pct / 100
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def option(domain: DomainBase, key: str, default: Any) -> Any:
+    """A domain-specific knob from the domain section's ``options:`` mapping."""
+    return (domain.settings.get("options") or {}).get(key, default)

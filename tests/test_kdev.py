@@ -120,6 +120,13 @@ def test_module_name_empty_is_a_config_error() -> None:
         kdev.module_of(cfg)
 
 
+def test_kload_params_with_an_unbalanced_quote_is_one_line_before_any_vm(capsys: pytest.CaptureFixture[str]) -> None:
+    # No libvirt node behind --uri: the words are checked before anything is attached.
+    assert cli.main(["kload", "--env", "test", "--uri", "test:///nowhere", "--params", 'max_files="3', "dev"]) == 2
+    err = capsys.readouterr().err
+    assert err == "vexfs-cockpit: --params: insmod parameters as KEY=VALUE words: no closing quotation\n"
+
+
 def test_kbuild_for_a_disk_template_needs_a_vm(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["kbuild", "--env", "test", "--set", "fleet.template=disk"]) == 2
     err = capsys.readouterr().err

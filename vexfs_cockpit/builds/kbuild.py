@@ -12,6 +12,7 @@ import contextlib
 import fnmatch
 import hashlib
 import json
+import os
 import re
 import shlex
 import shutil
@@ -60,8 +61,47 @@ class KernelHeadersMissing(InfraError):
     """No /lib/modules/<kernel>/build: the host cannot build for that kernel."""
 
 
+MODULES_ROOT = Path("/lib/modules")
+
+
 def headers_dir(kernel: str) -> Path:
-    return Path("/lib/modules") / kernel / "build"
+    return MODULES_ROOT / kernel / "build"
+
+
+class UnsafeBuildPath(InfraError):
+    """A path derived from the kernel version leaves its base directory."""
+
+
+def _contained(base: Path, path: Path, kernel: str, what: str) -> Path:
+    """``path`` (resolved) if it is a direct child of ``base`` (resolved), else UnsafeBuildPath.
+
+    The kernel version comes from the guest (`uname -r`) and names a directory this
+    module creates, fills and removes (``rm -rf``, ``_prune``): a version with ``/`` or
+    ``..`` in it, or a symlink planted at that name, must not move that outside
+    ``base``. Checked again here although the readers check the version.
+    """
+    root = base.resolve()
+    got = path.resolve()
+    if got.parent != root or got.name in ("", ".", ".."):
+        raise UnsafeBuildPath(
+            f"kbuild: the {what} for kernel {kernel!r} would be {got}, not a directory directly in {root}: "
+            "refusing to create or remove it (a kernel version is one path component)"
+        )
+    return got
+
+
+def _headers_contained(kernel: str) -> Path:
+    """``headers_dir(kernel)`` if it is ``/lib/modules/<one component>/build`` (not resolved:
+    ``build`` is normally a symlink into /usr/src), else UnsafeBuildPath: make runs the
+    Makefile found there."""
+    kdir = headers_dir(kernel)
+    norm = Path(os.path.normpath(kdir))
+    if norm != kdir or norm.parent.parent != MODULES_ROOT or norm.parent.name in ("", ".", ".."):
+        raise UnsafeBuildPath(
+            f"kbuild: the headers dir for kernel {kernel!r} would be {norm}, not {MODULES_ROOT}/<kernel>/build: "
+            "refusing to build against it (a kernel version is one path component)"
+        )
+    return kdir
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,10 +233,10 @@ async def kbuild(
     """
     if not kernel:
         raise ValueError("kbuild needs the guest kernel version (uname -r)")
+    kdir = _headers_contained(kernel)
     src = src.resolve()
     if not src.is_dir():
         raise InfraError(f"module source {src} is not a directory: check the kernel_module source path in the config")
-    kdir = headers_dir(kernel)
     if not (kdir / "Makefile").exists():
         raise KernelHeadersMissing(
             f"no kernel headers for {kernel} at {kdir}: install them with `apt-get install linux-headers-{kernel}`"
@@ -208,7 +248,8 @@ async def kbuild(
     if entry is not None and reuse_cache and (hit := _from_cache(entry, kernel)) is not None:
         return hit
     base = out_dir if out_dir is not None else Path(tempfile.mkdtemp(prefix="vexfs-kbuild-"))
-    build_dir = (base / f"{src.name}-{kernel}").resolve()
+    # before anything is created in it or removed from it
+    build_dir = _contained(base, base / f"{src.name}-{kernel}", kernel, "build dir")
 
     excludes = " ".join(f"--exclude={shlex.quote(p)}" for p in _ARTIFACTS)
     b, s = shlex.quote(str(build_dir)), shlex.quote(str(src))

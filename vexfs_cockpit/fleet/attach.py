@@ -36,6 +36,7 @@ from vexfs_cockpit.fleet.devvm import dev_target, read_state
 from vexfs_cockpit.fleet.console import ConsoleStream, klog_sink
 from vexfs_cockpit.images.initramfs import READY_MARKER
 from vexfs_cockpit.fleet.libvirt import FleetManager, VmInfo
+from vexfs_cockpit.fleet.provider import UNAME_R, uname_release
 from vexfs_cockpit.fleet.vmctl import GuestVm
 from vexfs_cockpit.fleet.watchdog import guest_watchdog
 from vexfs_cockpit.engine.klog_buffer import KernelLogBuffer
@@ -181,7 +182,7 @@ class AttachProvider:
             # A direct-kernel VM's kernel is in its domain XML: one guest round trip
             # (~0.1 s under TCG) less on every warm-loop command.
             kernel = await booted_kernel(self.fleet, self.name)
-            res = None if kernel else await target.run("uname -r", timeout=30.0)
+            res = None if kernel else await target.run(UNAME_R, timeout=30.0)
         except CockpitError as err:
             await vm.detach()
             raise InfraError(f"{err} — `vexfs-cockpit vm reset {self.name}` reboots it") from None
@@ -191,10 +192,12 @@ class AttachProvider:
         # Later reconnects follow a reset: the guest's whole boot comes before SSH answers.
         target.reconnect_deadline_s = min(60.0, self.cfg.fleet.template_boot_timeout_s)
         if res is not None:
-            if not res.ok:
+            try:
+                # checked: it becomes the kbuild dir the host creates and removes
+                kernel = uname_release(res, self.name)
+            except InfraError:
                 await vm.detach()
-                raise InfraError(f"VM {self.name}: `uname -r` failed: {res.first_line() or f'exit {res.exit_code}'}")
-            kernel = res.output.strip()
+                raise
         self._vm = vm
         return Lease(
             vm_name=self.name, target=target, klog=klog, vm=DevVmControl(vm, self.fleet),

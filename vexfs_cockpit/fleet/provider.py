@@ -31,7 +31,9 @@ from pathlib import Path
 from vexfs_cockpit.config.models import CockpitConfig
 from vexfs_cockpit.engine.bus import EventBus
 from vexfs_cockpit.engine.events import Event, RunStarted, VmStateChanged
+from vexfs_cockpit.engine.guest_input import kernel_release
 from vexfs_cockpit.engine.provider import Lease
+from vexfs_cockpit.engine.target import CommandResult, Target
 from vexfs_cockpit.errors import InfraError
 from vexfs_cockpit.fleet.console import ConsoleStream, klog_sink
 from vexfs_cockpit.fleet.libvirt import FleetManager, vm_name
@@ -53,6 +55,22 @@ class _Prepared:
 
 
 MAX_NAME_TRIES = 16
+UNAME_R = "uname -r"
+
+
+async def guest_kernel_release(target: Target, vm: str) -> str:
+    """The guest's `uname -r`, checked: it becomes a host path (the kbuild dir, the
+    headers dir) that is created and removed, so a guest answering
+    ``6.1.0-57-amd64/../../..`` must not reach the host's ``rm -rf``. One-line
+    InfraError naming the VM and the answer otherwise."""
+    return uname_release(await target.run(UNAME_R, timeout=30.0), vm)
+
+
+def uname_release(res: CommandResult, vm: str) -> str:
+    """The checked kernel release in the result of ``UNAME_R`` on ``vm``."""
+    if not res.ok:
+        raise InfraError(f"VM {vm}: `uname -r` failed: {res.first_line() or f'exit {res.exit_code}'}")
+    return kernel_release(res.output, vm)
 
 
 class LibvirtProvider:
@@ -277,11 +295,9 @@ class LibvirtProvider:
             vm, self.fleet, self.bus, klog, heartbeat_target=self._make_target(await self._prepare(), name, vm.ssh_port),
         )
         try:
-            res = await vm.target.run("uname -r", timeout=30.0)
-            if not res.ok:
-                raise InfraError(f"VM {name}: `uname -r` failed: {res.first_line()}")
+            kernel = await guest_kernel_release(vm.target, name)
             yield Lease(
-                vm_name=name, target=vm.target, klog=klog, vm=vm, guest_kernel=res.output.strip(),
+                vm_name=name, target=vm.target, klog=klog, vm=vm, guest_kernel=kernel,
                 extra={"ssh_port": vm.ssh_port, "console_log": str(vm.console.log_path), "watchdog": watchdog},
             )
         finally:

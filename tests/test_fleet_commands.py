@@ -136,6 +136,9 @@ def test_dev_loop_start_ssh_reset_stop(tmp_path: Path) -> None:
         r = cli("vm", "start", "--env", "test", name)
         assert r.returncode == 0, r.stderr
         assert f"{name} ready" in r.stdout
+        assert "CryptographyDeprecationWarning" not in r.stderr  # asyncssh's DSA noise is silenced
+        known = tmp_path / "xdg" / "vexfs-cockpit" / "vms" / f"{name}.known_hosts"
+        assert known.read_text().startswith("[127.0.0.1]:")  # the key on this VM's port only
         r = cli("vm", "list", "--env", "test")
         row = next(ln for ln in r.stdout.splitlines() if ln.startswith(name))
         assert "running" in row and "dev VM" in row
@@ -159,6 +162,7 @@ def test_dev_loop_start_ssh_reset_stop(tmp_path: Path) -> None:
         assert name not in asyncio.run(reap())
         r = cli("vm", "stop", "--env", "test", name)
         assert r.returncode == 0 and "powered off and removed" in r.stdout, r.stderr
+        assert not known.exists()
         r = cli("ssh", "--env", "test", name, "true")
         assert r.returncode == 3 and "no SSH details" in r.stderr and r.stderr.count("\n") == 1
     finally:

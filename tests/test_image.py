@@ -10,7 +10,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import asyncssh
 import pytest
 
 from vexfs_cockpit.errors import InfraError
@@ -26,6 +25,8 @@ from vexfs_cockpit.images.initramfs import (
     shared_libs,
 )
 from vexfs_cockpit.images.cpio import Entry, write_initramfs
+from vexfs_cockpit.transport.asyncssh_import import asyncssh
+from vexfs_cockpit.transport.ssh import SshTarget
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +63,8 @@ def test_manifest_records_what_was_built(built: GuestImage) -> None:
     assert built.kernel.read_bytes() == Path(f"/boot/vmlinuz-{built.kernel_version}").read_bytes()
     assert GuestImage.from_dir(built.dir) == built
     assert os.stat(built.client_key).st_mode & 0o077 == 0  # private key: owner only
+    for f in (built.initrd, built.kernel):  # the initrd holds the guest host key: owner + QEMU only
+        assert os.stat(f).st_mode & 0o037 == 0, oct(os.stat(f).st_mode)
     assert os.stat(built.dir).st_mode & 0o005 == 0o005  # libvirt-qemu must reach kernel+initrd
 
 
@@ -133,15 +136,18 @@ def test_initramfs_holds_what_the_guest_needs(built: GuestImage) -> None:
     assert built.ready_marker in ready
 
 
-def test_host_key_is_trusted_for_any_loopback_port(built: GuestImage) -> None:
+def test_host_key_is_trusted_on_the_vm_port_only(built: GuestImage) -> None:
     trusted, cas, revoked = built.host_key_known_hosts()
     assert [k.export_public_key().decode().split()[:2] for k in trusted] == [built.host_pubkey.split()]
     assert cas == [] and revoked == []
-    known = asyncssh.read_known_hosts(str(built.known_hosts))
-    for port in (22, 2222, 54321):
-        keys = known.match("127.0.0.1", "127.0.0.1", port)[0]
-        assert [k.export_public_key().decode().split()[:2] for k in keys] == [built.host_pubkey.split()]
-    assert known.match("10.0.0.1", "10.0.0.1", 22)[0] == []  # only loopback
+    # an SshTarget pins the image's key to its own port: no other loopback port, no other host
+    known = SshTarget("v", "127.0.0.1", 54321, "root", built.client_keys(), built.host_key_known_hosts())._known_hosts
+    keys = known.match("127.0.0.1", "", 54321)[0]
+    assert [k.export_public_key().decode().split()[:2] for k in keys] == [built.host_pubkey.split()]
+    for host, port in (("127.0.0.1", 2222), ("127.0.0.1", 22), ("127.0.0.1", None), ("10.0.0.1", 54321)):
+        assert known.match(host, host, port)[0] == [], (host, port)
+    # no image-wide known_hosts trusting the key on any port any more
+    assert not (built.dir / "known_hosts").exists() and "known_hosts" not in built.to_manifest()
     # The OpenSSH-form host key (for cloud-init seeds) is the same key.
     assert asyncssh.read_private_key(str(built.host_key_openssh)).export_public_key().decode().split()[:2] == built.host_pubkey.split()
     assert built.client_keys()[0].export_public_key() == built.client_pubkey.read_bytes()

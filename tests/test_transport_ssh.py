@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import asyncssh
 import pytest
 
 from vexfs_cockpit.engine.results import Evidence
@@ -31,6 +30,7 @@ from vexfs_cockpit.engine.target import (
     current_evidence,
 )
 from vexfs_cockpit.errors import ConfigError
+from vexfs_cockpit.transport.asyncssh_import import asyncssh
 from vexfs_cockpit.transport.quoting import kill_command
 from vexfs_cockpit.transport.ssh import SshTarget
 
@@ -564,6 +564,27 @@ async def test_known_hosts_forms(guest: FakeGuest, tmp_path: Path) -> None:
     for form in forms:
         async with SshTarget("v", "127.0.0.1", guest.port, "root", [guest.client_key], form) as t:  # type: ignore[arg-type]
             assert (await t.run("echo k")).output == "k\n", form
+
+
+async def test_a_host_key_vouches_for_its_own_port_only(guest: FakeGuest, tmp_path: Path) -> None:
+    """Bare keys are pinned to the target's port; a known_hosts line for another port (another
+    VM's, or the one this VM had before) is not trusted here."""
+    from vexfs_cockpit.transport.ssh import pinned_known_hosts
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text(pinned_known_hosts("127.0.0.1", guest.port + 1, [guest.host_key]))
+    with pytest.raises(TargetUnavailable, match="host key not trusted"):
+        async with SshTarget("v", "127.0.0.1", guest.port, "root", [guest.client_key], elsewhere,
+                             reconnect_deadline_s=1):
+            pass
+    here = tmp_path / "here"
+    here.write_text(pinned_known_hosts("127.0.0.1", guest.port, [guest.host_key]))
+    async with SshTarget("v", "127.0.0.1", guest.port, "root", [guest.client_key], here) as t:
+        assert (await t.run("echo k")).output == "k\n"
+    # the same key given bare to a target for another port matches nothing on this one
+    other = SshTarget("v", "127.0.0.1", guest.port + 1, "root", [guest.client_key],
+                      guest.host_key.export_public_key().decode())
+    assert other._known_hosts.match("127.0.0.1", "127.0.0.1", guest.port)[0] == []
 
 
 def test_missing_key_file_is_a_config_error(tmp_path: Path, keys: tuple[asyncssh.SSHKey, asyncssh.SSHKey]) -> None:

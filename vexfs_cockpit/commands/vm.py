@@ -192,12 +192,14 @@ def cmd_ssh(args: argparse.Namespace) -> int:
 
 async def _asyncssh_session(st: DevVmState, command: list[str]) -> int:
     """Interactive shell (or one command) over asyncssh, the terminal in raw mode."""
-    import asyncssh
     import termios
     import tty
 
+    from vexfs_cockpit.transport.asyncssh_import import asyncssh
+    from vexfs_cockpit.transport.ssh import connect_guest
+
     try:
-        conn = await asyncssh.connect(
+        conn = await connect_guest(  # without ~/.ssh/config and the agent, like every guest connection
             "127.0.0.1", st.ssh_port, username=st.user, client_keys=[st.client_key],
             known_hosts=st.known_hosts, connect_timeout=20,
         )

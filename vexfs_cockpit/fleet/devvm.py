@@ -3,7 +3,8 @@
 ``start_dev_vm`` boots a standalone dev VM (``vexfs-<env>-NAME-0``, or NAME
 itself when it starts with ``vexfs-``) that stays up after the command returns;
 its SSH port, key and known_hosts go into ``<data dir>/vms/<vm>.json`` so `ssh`,
-`vm reset` and `vm stop` find it. Dev VMs are marked ``keep`` in their libvirt
+`vm reset` and `vm stop` find it. Its known_hosts (``<vm>.known_hosts``) trusts the
+guest's host key on that VM's own port only. Dev VMs are marked ``keep`` in their libvirt
 metadata: no cockpit ever reaps them; only `vm stop` removes them.
 
 Imports of libvirt/asyncssh stay inside the functions: the CLI and the TUI import this
@@ -40,10 +41,14 @@ class DevVmState:
     started_at: float
 
     def ssh_argv(self, command: list[str]) -> list[str]:
+        # -F /dev/null: neither ~/.ssh/config nor /etc/ssh/ssh_config (a `ForwardAgent yes`
+        # there would hand the host's agent to a test guest); -a -x: no agent, no X11
+        # forwarding; IdentityAgent=none: only the image's key, never the agent's.
         argv = [
-            "ssh", "-i", self.client_key, "-p", str(self.ssh_port),
-            "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "StrictHostKeyChecking=yes",
-            "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
+            "ssh", "-F", "/dev/null", "-a", "-x", "-i", self.client_key, "-p", str(self.ssh_port),
+            "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", "StrictHostKeyChecking=yes",
+            "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none", "-o", "LogLevel=ERROR",
             f"{self.user}@127.0.0.1",
         ]
         return argv + ([remote_command(command)] if command else [])
@@ -64,6 +69,23 @@ def state_dir() -> Path:
 
 def state_path(name: str) -> Path:
     return state_dir() / f"{name}.json"
+
+
+def known_hosts_path(name: str) -> Path:
+    return state_dir() / f"{name}.known_hosts"
+
+
+def write_known_hosts(name: str, port: int, host_pubkey: str, host: str = "127.0.0.1") -> Path:
+    """``<vm>.known_hosts``: the guest's host key for ``[host]:port`` only (not any port:
+    once the VM is gone, whatever listens there next is not trusted with its key)."""
+    from vexfs_cockpit.transport.ssh import pinned_known_hosts
+
+    path = known_hosts_path(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".known_hosts.tmp")
+    tmp.write_text(pinned_known_hosts(host, port, [host_pubkey]))
+    tmp.replace(path)
+    return path
 
 
 def write_state(st: DevVmState) -> Path:
@@ -119,7 +141,8 @@ async def start_dev_vm(cfg: CockpitConfig, name: str, uri: str, say: Any = print
         st = DevVmState(
             name=name, uri=uri, ssh_port=vm.ssh_port, user="root",
             client_key=str(cfg.fleet.ssh_key_path or img.client_key),  # type: ignore[attr-defined]
-            known_hosts=str(img.known_hosts), console_log=str(console_log),  # type: ignore[attr-defined]
+            known_hosts=str(write_known_hosts(name, vm.ssh_port, img.host_pubkey)),  # type: ignore[attr-defined]
+            console_log=str(console_log),
             started_at=time.time(),
         )
         write_state(st)
@@ -138,6 +161,7 @@ async def stop_vm(cfg: CockpitConfig, name: str, uri: str, *, force: bool = Fals
         info = await fm.info(name)
         if info is None:
             state_path(name).unlink(missing_ok=True)
+            known_hosts_path(name).unlink(missing_ok=True)
             raise InfraError(f"no VM named {name} at {uri} — see `vexfs-cockpit vm list`")
         how = "destroyed"
         if not force and info.state == "running":
@@ -145,6 +169,7 @@ async def stop_vm(cfg: CockpitConfig, name: str, uri: str, *, force: bool = Fals
                 how = "powered off" if await fm.wait_stopped(name, cfg.fleet.stop_timeout_s) else "destroyed"
         await fm.stop(name, grace_s=0 if force or how == "powered off" else cfg.fleet.stop_timeout_s)
         state_path(name).unlink(missing_ok=True)
+        known_hosts_path(name).unlink(missing_ok=True)
         from vexfs_cockpit.images.initramfs import default_image_root
         from vexfs_cockpit.images.disk import discard_vm_files
 
@@ -171,10 +196,12 @@ async def _ssh_poweroff(cfg: CockpitConfig, name: str, info: Any) -> bool:
 
 
 def dev_target(cfg: CockpitConfig, name: str, info: Any, *, reconnect_deadline_s: float = 30.0, user: str = "root"):
-    """An SshTarget for ``name`` from its state file, else its metadata port + the image."""
+    """An SshTarget for ``name`` from its state file, else its metadata port + the image
+    (whose host key SshTarget then trusts on that port only)."""
     from vexfs_cockpit.transport.ssh import SshTarget
 
     st = read_state(name)
+    known: Path | str
     if st is not None:
         port, key, known = st.ssh_port, st.client_key, Path(st.known_hosts)
     else:
@@ -184,7 +211,7 @@ def dev_target(cfg: CockpitConfig, name: str, info: Any, *, reconnect_deadline_s
         port = info.owner.ssh_port if info is not None and info.owner is not None else None
         if img is None or not port:
             raise InfraError(f"VM {name} has no SSH details (no state file, no port in its metadata)")
-        key, known = str(cfg.fleet.ssh_key_path or img.client_key), img.known_hosts
+        key, known = str(cfg.fleet.ssh_key_path or img.client_key), img.host_pubkey
     return SshTarget(name, "127.0.0.1", port, user, client_keys=key, known_hosts=known,
                      reconnect_deadline_s=reconnect_deadline_s, connect_timeout=min(20.0, reconnect_deadline_s))
 

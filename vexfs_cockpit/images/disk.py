@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vexfs_cockpit.errors import ConfigError, InfraError
-from vexfs_cockpit.images.initramfs import GUEST_UID, GUEST_USER, READY_MARKER, GuestImage
+from vexfs_cockpit.images.initramfs import GUEST_UID, GUEST_USER, READY_MARKER, GuestImage, qemu_readable
 
 
 def _tool(name: str, package: str) -> str:
@@ -48,7 +48,8 @@ def make_overlay(base: Path, dest: Path) -> Path:
     )
     if proc.returncode != 0:
         raise InfraError(f"cannot create the overlay {dest}: {proc.stderr.strip()}")
-    os.chmod(dest, 0o644)
+    # The guest writes its host private key (from the seed) into it: owner and QEMU only.
+    qemu_readable(dest)
     return dest
 
 
@@ -139,8 +140,8 @@ def make_seed_iso(img: GuestImage, hostname: str, dest: Path) -> Path:
         )
     if proc.returncode != 0:
         raise InfraError(f"cannot create the cloud-init seed {dest}: {proc.stderr.strip()}")
-    # Holds the guest host private key: readable by QEMU via libvirt's relabelling only.
-    os.chmod(dest, 0o600)
+    # Holds the guest host private key: readable by its owner and QEMU only.
+    qemu_readable(dest)
     return dest
 
 

@@ -4,7 +4,9 @@
 ``<image root>/<input hash>/`` with a ``manifest.json``; it is rebuilt only when an
 input changes (any copied host file's size/mtime, the guest scripts, the kernel
 version, ``BUILDER_VERSION``). Each build makes a fresh SSH client key and dropbear
-host key; the host key's public half is what callers verify the guest against.
+host key; the host key's public half is what callers verify the guest against, on
+each VM's own port (``transport.ssh`` pins it). The initrd holds the host private key:
+it is readable by its owner and QEMU's group only (``qemu_readable``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from vexfs_cockpit.config.models import FleetSettings
 from vexfs_cockpit.errors import InfraError
 from vexfs_cockpit.images.cpio import Entry, write_initramfs
 
-BUILDER_VERSION = 3  # 3: root logs in to busybox ash
+BUILDER_VERSION = 4  # 3: root logs in to busybox ash; 4: initrd/vmlinuz not world-readable, no any-port known_hosts
 READY_MARKER = "vexfs-cockpit: guest ready"
 BASE_CMDLINE = "console=ttyS0 loglevel=7 panic=-1 printk.devkmsg=on"
 # Kernel command line for guests we boot directly: every sysrq function from the
@@ -95,8 +97,7 @@ class GuestImage:
     initrd: Path
     client_key: Path  # OpenSSH private key (ed25519) authorised for root and tester
     client_pubkey: Path
-    host_pubkey: str  # "ssh-ed25519 AAAA..." of the guest's dropbear
-    known_hosts: Path  # OpenSSH known_hosts file trusting host_pubkey on 127.0.0.1, any port
+    host_pubkey: str  # "ssh-ed25519 AAAA..." of the guest's dropbear (trusted per VM port, never any port)
     input_hash: str
     built_at: float
     packages: dict[str, str] = field(default_factory=dict)
@@ -119,18 +120,20 @@ class GuestImage:
         return " ".join(parts)
 
     def host_key_known_hosts(self) -> tuple[list[Any], list[Any], list[Any]]:
-        """``known_hosts=`` for asyncssh.connect: trust exactly this image's host key.
+        """``known_hosts=`` for an ``SshTarget``: trust exactly this image's host key.
 
-        A (trusted host keys, trusted CA keys, revoked keys) tuple matches whatever
-        host:port the guest is forwarded to, so a per-boot port needs no file rewrite.
+        A (trusted host keys, trusted CA keys, revoked keys) tuple: ``SshTarget`` pins
+        it to its own host:port (``transport.ssh.pinned_known_hosts``), so a per-boot
+        port needs no file and the key vouches for no other port. Given to
+        asyncssh.connect directly it would match any host and port.
         """
-        import asyncssh  # local: keep `import image` cheap for the CLI
+        from vexfs_cockpit.transport.asyncssh_import import asyncssh  # local: keep `import image` cheap for the CLI
 
         return ([asyncssh.import_public_key(self.host_pubkey)], [], [])
 
     def client_keys(self) -> list[Any]:
         """``client_keys=`` for asyncssh.connect."""
-        import asyncssh
+        from vexfs_cockpit.transport.asyncssh_import import asyncssh
 
         return [asyncssh.read_private_key(str(self.client_key))]
 
@@ -145,7 +148,6 @@ class GuestImage:
             "client_key": self.client_key.name,
             "client_pubkey": self.client_pubkey.name,
             "host_pubkey": self.host_pubkey,
-            "known_hosts": self.known_hosts.name,
             "packages": self.packages,
             "ready_marker": self.ready_marker,
             "user": self.user,
@@ -166,7 +168,6 @@ class GuestImage:
                 client_key=image_dir / m["client_key"],
                 client_pubkey=image_dir / m["client_pubkey"],
                 host_pubkey=m["host_pubkey"],
-                known_hosts=image_dir / m["known_hosts"],
                 input_hash=m["input_hash"],
                 built_at=float(m["built_at"]),
                 packages=dict(m.get("packages", {})),
@@ -178,7 +179,7 @@ class GuestImage:
             raise InfraError(
                 f"guest image at {image_dir} is unreadable ({err}): rebuild it with `vexfs-cockpit image build --force`"
             ) from err
-        for p in (img.kernel, img.initrd, img.client_key, img.known_hosts, img.host_key_openssh):
+        for p in (img.kernel, img.initrd, img.client_key, img.host_key_openssh):
             if not p.is_file():
                 raise InfraError(f"guest image at {image_dir} lacks {p.name}: rebuild it with `vexfs-cockpit image build --force`")
         return img
@@ -245,6 +246,50 @@ def default_image_root(fleet: FleetSettings | None = None) -> Path:
     if os.geteuid() == 0:
         return Path("/var/lib/vexfs-cockpit/images")
     return Path(platformdirs.user_data_dir("vexfs-cockpit")) / "images"
+
+
+QEMU_CONF = Path("/etc/libvirt/qemu.conf")
+DEFAULT_QEMU_GROUP = "libvirt-qemu"  # Debian's libvirt-daemon: QEMU runs as libvirt-qemu:libvirt-qemu
+
+
+def qemu_group(conf: Path = QEMU_CONF) -> int | None:
+    """The gid libvirt's QEMU driver runs QEMU with (``group =`` in qemu.conf, else
+    Debian's default group), or None when there is no such group on this host."""
+    import grp
+
+    name = DEFAULT_QEMU_GROUP
+    try:
+        m = re.search(r'^\s*group\s*=\s*"([^"]*)"', conf.read_text(), re.M)
+        if m:
+            name = m.group(1).strip()
+    except OSError:
+        pass
+    if name.startswith("+") and name[1:].isdigit():
+        return int(name[1:])
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return int(name) if name.isdigit() else None
+
+
+_LOOK_UP = -1
+
+
+def qemu_readable(path: Path, gid: int | None = _LOOK_UP) -> int:
+    """Make ``path`` readable by its owner and QEMU only, not by every local user: mode
+    0640 with QEMU's group (qemu:///system as root, with or without libvirt's DAC
+    relabelling), else 0600 (QEMU runs as this user: qemu:///session). ``gid``: QEMU's
+    group (default: ``qemu_group()``), None for none. The mode set."""
+    gid = qemu_group() if gid == _LOOK_UP else gid
+    mode = 0o600
+    if gid is not None:
+        try:
+            os.chown(path, -1, gid)
+            mode = 0o640
+        except OSError:
+            pass  # not a member of that group: QEMU as this user (or libvirt relabels it)
+    os.chmod(path, mode)
+    return mode
 
 
 def _which(name: str) -> Path | None:
@@ -407,7 +452,7 @@ def _make_keys(workdir: Path) -> tuple[bytes, bytes, bytes, str]:
     ``workdir``: the disk template hands it to cloud-init, so distro guests present
     the very key callers already trust.
     """
-    import asyncssh
+    from vexfs_cockpit.transport.asyncssh_import import asyncssh
 
     client = asyncssh.generate_private_key("ssh-ed25519", comment="vexfs-cockpit")
     host_key = workdir / "dropbear_ed25519_host_key"
@@ -580,26 +625,41 @@ def prune_images(root: Path, keep: GuestImage, older_than_s: float = PRUNE_AFTER
         if stale:
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
+        else:
+            _restrict_old_image(entry)
     return removed
+
+
+def _restrict_old_image(entry: Path) -> None:
+    """An image built before BUILDER_VERSION 4 left its initrd (the guest host key) world-
+    readable; until it is pruned (a running VM may still boot from it), QEMU only."""
+    for name in ("initrd.gz", "vmlinuz"):
+        path = entry / name
+        try:
+            if path.stat().st_mode & 0o004:
+                qemu_readable(path)
+        except OSError:
+            continue
 
 
 def _build(plan: _Plan, final: Path) -> GuestImage:
     started = time.monotonic()
+    # mkdtemp's 0700 until every file is written and restricted: the initrd holds the
+    # guest's host private key, the client key logs in as root.
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=final.parent))
     try:
-        os.chmod(tmp, 0o755)  # libvirt-qemu reads kernel+initrd from here
         client_priv, client_pub, host_key, host_pub = _make_keys(tmp)
         (tmp / "dropbear_ed25519_host_key").unlink()  # it lives in the initrd only
         write_initramfs(str(tmp / "initrd.gz"), _entries(plan, client_pub, host_key))
         shutil.copyfile(plan.vmlinuz, tmp / "vmlinuz")
+        gid = qemu_group()
         for name in ("vmlinuz", "initrd.gz"):
-            os.chmod(tmp / name, 0o644)
+            qemu_readable(tmp / name, gid)  # QEMU reads them (direct kernel boot), no one else
         key = tmp / "id_ed25519"
         key.write_bytes(client_priv)
         os.chmod(key, 0o600)
         (tmp / "id_ed25519.pub").write_bytes(client_pub)
-        # OpenSSH form for ssh(1)/`vexfs-cockpit ssh`: any port on loopback.
-        (tmp / "known_hosts").write_text(f"127.0.0.1,[127.0.0.1]:* {host_pub}\n")
+        os.chmod(tmp, 0o755)  # libvirt-qemu reaches kernel+initrd in here
         img = GuestImage(
             dir=final,
             kernel_version=plan.kernel_version,
@@ -608,7 +668,6 @@ def _build(plan: _Plan, final: Path) -> GuestImage:
             client_key=final / "id_ed25519",
             client_pubkey=final / "id_ed25519.pub",
             host_pubkey=host_pub,
-            known_hosts=final / "known_hosts",
             input_hash=plan.input_hash(),
             built_at=time.time(),
             packages=plan.packages,

@@ -28,8 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncssh
-
 from vexfs_cockpit.engine.target import (
     Command,
     CommandFailed,
@@ -38,6 +36,7 @@ from vexfs_cockpit.engine.target import (
     render_command,
 )
 from vexfs_cockpit.errors import ConfigError
+from vexfs_cockpit.transport.asyncssh_import import asyncssh
 from vexfs_cockpit.transport.output import (
     DEFAULT_MAX_OUTPUT,
     CappedOutput,
@@ -58,8 +57,40 @@ _CHUNK = 65536
 SFTP_CLOSE_TIMEOUT_S = 5.0  # a session close the guest does not answer within this is abandoned
 _KEY_PREFIXES = ("ssh-", "ecdsa-", "sk-", "rsa-")
 
+# What every connection to a guest passes to asyncssh.connect, whatever the caller
+# says: the user's ~/.ssh/config (``ForwardAgent yes``, a ProxyCommand, other keys)
+# and their agent never reach a test guest (code under test runs there as root).
+ISOLATED_CONNECT_OPTIONS: dict[str, Any] = {
+    "config": [], "agent_path": None, "agent_forwarding": False, "x11_forwarding": False,
+}
+
+
+async def connect_guest(host: str, port: int, **options: Any) -> asyncssh.SSHClientConnection:
+    """``asyncssh.connect`` with ``ISOLATED_CONNECT_OPTIONS`` (the only asyncssh.connect here)."""
+    return await asyncssh.connect(host, port, **{**options, **ISOLATED_CONNECT_OPTIONS})
+
+
+def known_host_pattern(host: str, port: int) -> str:
+    """The known_hosts host pattern for exactly ``host:port`` (OpenSSH's ``[host]:port``)."""
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+def pinned_known_hosts(host: str, port: int, keys: Sequence[asyncssh.SSHKey | str]) -> str:
+    """known_hosts text trusting ``keys`` for ``host:port`` only (never host on any port:
+    a VM's key must not vouch for whatever else listens on loopback)."""
+    pattern = known_host_pattern(host, port)
+    lines = []
+    for key in keys:
+        text = key.export_public_key().decode() if isinstance(key, asyncssh.SSHKey) else key
+        alg, blob = text.split()[:2]
+        lines.append(f"{pattern} {alg} {blob}\n")
+    return "".join(lines)
+
+
 # What a caller may pass as trusted host keys: a known_hosts object or file, one
 # public key (text or .pub file), a list of public keys, or asyncssh's own forms.
+# Bare keys (and asyncssh's (keys, CA keys, revoked keys) tuple) are pinned to the
+# target's own host:port; a known_hosts file or object says its own patterns.
 KnownHostsSpec = (
     asyncssh.SSHKnownHosts
     | str
@@ -154,7 +185,7 @@ class SshTarget:
         self.port = port
         self.username = username
         self._client_keys = _load_client_keys(name, client_keys)
-        self._known_hosts = _trusted_host_keys(name, known_hosts, insecure)
+        self._known_hosts = _trusted_host_keys(name, known_hosts, insecure, host, port)
         self.connect_timeout = connect_timeout
         self.reconnect_deadline_s = reconnect_deadline_s
         self.keepalive_interval = keepalive_interval
@@ -265,14 +296,12 @@ class SshTarget:
             delay = min(delay * 2, 4.0)
 
     async def _connect_once(self) -> asyncssh.SSHClientConnection:
-        return await asyncssh.connect(
+        return await connect_guest(
             self.host,
             self.port,
             username=self.username,
             client_keys=self._client_keys,
             known_hosts=self._known_hosts,
-            config=[],  # never let ~/.ssh/config rewrite the host, port or keys
-            agent_path=None,
             password=None,
             kbdint_auth=False,
             preferred_auth="publickey",
@@ -690,8 +719,9 @@ def _load_client_keys(name: str, spec: ClientKeysSpec) -> list[asyncssh.SSHKeyPa
         ) from None
 
 
-def _trusted_host_keys(name: str, spec: KnownHostsSpec, insecure: bool) -> Any:
-    """Normalise ``known_hosts`` to what asyncssh takes. ``None`` only with insecure=True."""
+def _trusted_host_keys(name: str, spec: KnownHostsSpec, insecure: bool, host: str, port: int) -> Any:
+    """Normalise ``known_hosts`` to what asyncssh takes, bare keys pinned to ``host:port``.
+    ``None`` only with insecure=True."""
     if spec is None:
         if insecure:
             return None
@@ -699,23 +729,35 @@ def _trusted_host_keys(name: str, spec: KnownHostsSpec, insecure: bool) -> Any:
             f"SSH target {name}: no trusted host key given; pass the image's host public key "
             "(known_hosts=...) or insecure=True for throwaway tests"
         )
+    if isinstance(spec, tuple) and len(spec) == 3 and all(
+        isinstance(part, (list, tuple)) and all(isinstance(k, asyncssh.SSHKey) for k in part) for part in spec
+    ):
+        trusted, cas, revoked = spec
+        pattern = known_host_pattern(host, port)
+        text = pinned_known_hosts(host, port, trusted)
+        text += "".join(f"@cert-authority {ln}" for ln in pinned_known_hosts(host, port, cas).splitlines(True))
+        text += "".join(f"@revoked {ln}" for ln in pinned_known_hosts(host, port, revoked).splitlines(True))
+        if not text:
+            raise ConfigError(f"SSH target {name}: no trusted host key given for {pattern}")
+        return asyncssh.import_known_hosts(text)
     if isinstance(spec, (asyncssh.SSHKnownHosts, tuple)) or callable(spec):
         return spec
     try:
         if isinstance(spec, bytes):
             spec = spec.decode()
         if isinstance(spec, str) and spec.lstrip().startswith(_KEY_PREFIXES):
-            return ([asyncssh.import_public_key(spec.strip())], [], [])
+            return asyncssh.import_known_hosts(pinned_known_hosts(host, port, [_one_host_key(spec)]))
         if isinstance(spec, (str, Path)):
             text = Path(spec).read_text()
             lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
             if lines and all(ln.startswith(_KEY_PREFIXES) for ln in lines):
-                return ([asyncssh.import_public_key(ln) for ln in lines], [], [])
+                keys = [asyncssh.import_public_key(ln) for ln in lines]
+                return asyncssh.import_known_hosts(pinned_known_hosts(host, port, keys))
             return asyncssh.import_known_hosts(text)
         keys = [_one_host_key(k) for k in spec]
         if not keys:
             raise ValueError("empty list of host keys")
-        return (keys, [], [])
+        return asyncssh.import_known_hosts(pinned_known_hosts(host, port, keys))
     except (OSError, ValueError, asyncssh.KeyImportError) as err:
         raise ConfigError(
             f"SSH target {name}: cannot use host key {spec!r}: {err}; pass the image's host public key"

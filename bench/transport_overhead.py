@@ -34,7 +34,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from vexfs_cockpit.transport.ssh import SshTarget
+from vexfs_cockpit.transport.ssh import SshTarget, pinned_known_hosts
 
 
 @dataclass
@@ -64,7 +64,10 @@ def booted_guest() -> Iterator[GuestAddr]:
     conn = libvirt.open("qemu:///system")
     dom = conn.createXML(xml, 0)
     try:
-        yield GuestAddr("127.0.0.1", port, Path(img.client_key), Path(img.known_hosts))
+        # A known_hosts file trusting the guest's key on this VM's port only.
+        kh = Path(tempfile.mkdtemp(prefix="vexfs-bench-")) / "known_hosts"
+        kh.write_text(pinned_known_hosts("127.0.0.1", port, [img.host_pubkey]))
+        yield GuestAddr("127.0.0.1", port, Path(img.client_key), kh)
     finally:
         try:
             dom.destroy()

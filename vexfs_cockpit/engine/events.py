@@ -24,6 +24,11 @@ class RunStarted:
     env: str
     domains: tuple[str, ...]
     config_json: str = "{}"  # the effective merged config, for the record
+    # Known before any VM boots, so a front end counts every selected test from the start:
+    # domain -> the tests it will run (a re-run's selection with what it depends on) ...
+    planned: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # ... and how many domains run side by side at most (for an ETA over the whole run).
+    parallel: int = 1
     ts: float = field(default_factory=_now)
 
 

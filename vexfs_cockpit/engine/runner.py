@@ -169,6 +169,7 @@ class Runner:
         unknown = [d for d in req.domains if d not in self.registry]
         if unknown:
             raise CockpitError(f"unknown domain(s) {', '.join(unknown)}; known: {', '.join(sorted(self.registry))}")
+        parallel = cfg.execution.max_parallel_tests if cfg.execution.parallel_test_execution else 1
         self.bus.publish(
             ev.RunStarted(
                 run_id=req.run_id,
@@ -177,11 +178,12 @@ class Runner:
                 env=req.env,
                 domains=tuple(req.domains),
                 config_json=cfg.model_dump_json(),
+                planned={d: tuple(s.name for s in self._specs(req, d)) for d in req.domains},
+                parallel=parallel,
             )
         )
         results: list[TestResult] = []
         infra: list[str] = []
-        parallel = cfg.execution.max_parallel_tests if cfg.execution.parallel_test_execution else 1
         gate = asyncio.Semaphore(parallel)
 
         self._host_down = ""
@@ -191,7 +193,7 @@ class Runner:
                 if self._abort.is_set():
                     return
                 if self._host_down:
-                    specs = self.registry[domain].discover_tests()
+                    specs = self._specs(req, domain)
                     results.extend(self._domain_unavailable(req, domain, specs, self._host_down, publish_problem=False))
                     return
                 res, err = await self._run_domain(req, domain)
@@ -232,9 +234,9 @@ class Runner:
         return RunSummary(req.run_id, status, counts, results, infra)
 
     # -- one domain ---------------------------------------------------------------
-    async def _run_domain(self, req: RunRequest, domain: str) -> tuple[list[TestResult], str | None]:
-        cls = self.registry[domain]
-        specs = cls.discover_tests()
+    def _specs(self, req: RunRequest, domain: str) -> list[TestSpec]:
+        """The tests ``domain`` runs in this run, in order."""
+        specs = self.registry[domain].discover_tests()
         if req.only_tests and domain in req.only_tests:
             # Re-running one test runs what it depends on too (a re-run of module_load_basic
             # needs module_build), or it would only ever be SKIPPED.
@@ -246,6 +248,11 @@ class Runner:
                     wanted.add(name)
                     todo.extend(by_name[name].options.depends_on)
             specs = [s for s in specs if s.name in wanted]
+        return specs
+
+    async def _run_domain(self, req: RunRequest, domain: str) -> tuple[list[TestResult], str | None]:
+        cls = self.registry[domain]
+        specs = self._specs(req, domain)
         settings = req.config.domain(domain).model_dump()
         why_not = await self._prepare_on_host(req, domain, cls, settings)
         if why_not:

@@ -15,7 +15,7 @@ import argparse
 import asyncio
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from textual.app import App
@@ -29,6 +29,7 @@ from vexfs_cockpit.engine.events import (
     KernelLogLine,
     DomainStarted,
     RunFinished,
+    RunStarted,
 )
 from vexfs_cockpit.tui.backend import ActionResult, CockpitBackend, RunRequest, TestRef
 from vexfs_cockpit.tui.commands import CockpitCommands
@@ -77,6 +78,7 @@ class CockpitApp(App[int]):
         self.state = LiveState()
         self._inbox: list[LogInput] = []  # engine events (lines as rows) not yet folded in
         self._history: HistoryScreen | None = None  # kept once built: see action_history
+        self._expected_asked: set[str] = set()  # domains of this run whose durations were asked for
         # Set once the history and trends screens are built ahead (see _prebuild).
         self.screens_prebuilt = asyncio.Event()
         self.theme = "textual-dark"
@@ -178,8 +180,13 @@ class CockpitApp(App[int]):
             if isinstance(ev, InfraProblem):
                 where = f"{ev.vm}: " if ev.vm else ""
                 self.notify(f"{where}{ev.message}", title="infrastructure", severity="error", timeout=10)
-            elif isinstance(ev, DomainStarted):
-                self._fetch_expected(ev.domain, ev.planned_tests)
+            elif isinstance(ev, RunStarted):
+                self._expected_asked = set(ev.planned)
+                if ev.planned:
+                    self._fetch_expected(ev.env, ev.planned)
+            elif isinstance(ev, DomainStarted) and ev.domain not in self._expected_asked:
+                self._expected_asked.add(ev.domain)  # attached mid-run (no RunStarted seen)
+                self._fetch_expected(self.state.run.env if self.state.run else "", {ev.domain: ev.planned_tests})
             elif isinstance(ev, RunFinished):
                 sev = "information" if ev.status == "passed" else "warning"
                 self.notify(f"run {ev.run_id} {ev.status}" + (f": {ev.reason}" if ev.reason else ""), severity=sev)
@@ -255,17 +262,20 @@ class CockpitApp(App[int]):
             if live is not None:
                 live(changed, [])
 
-    def _fetch_expected(self, domain: str, tests: Sequence[str]) -> None:
-        env = self.state.run.env if self.state.run is not None else ""
-        self.query_history(
-            "ETA from history",
-            self.backend.expected_durations,
-            env,
-            domain,
-            tuple(tests),
-            then=lambda exp: self.consume_state(self.state.set_expected(domain, exp)),
-            group=f"expected-{domain}",
-        )
+    def _fetch_expected(self, env: str, planned: Mapping[str, Sequence[str]]) -> None:
+        """Typical durations of ``planned`` tests from history, for the ETAs (one thread job)."""
+        planned = {d: tuple(tests) for d, tests in planned.items()}
+
+        def read() -> dict[str, dict[str, float]]:
+            return {d: self.backend.expected_durations(env, d, tests) for d, tests in planned.items()}
+
+        def got(found: dict[str, dict[str, float]]) -> None:
+            changed: set[Part] = set()
+            for domain, exp in found.items():
+                changed |= self.state.set_expected(domain, exp)
+            self.consume_state(changed)
+
+        self.query_history("ETA from history", read, then=got, group=f"expected-{'-'.join(planned)}")
 
     # -- run control ----------------------------------------------------------------------
     def action_start_run(self) -> None:

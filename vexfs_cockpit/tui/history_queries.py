@@ -74,11 +74,15 @@ class HistoryQueries:
     def expected_durations(self, env: str, domain: str, tests: Sequence[str]) -> dict[str, float]:
         out: dict[str, float] = {}
         for test in tests:
-            points = [
-                p.duration_s
-                for p in self.history.test_duration_trend(domain, test, env=env)
-                if p.status != TestStatus.SKIPPED.value
-            ]
-            if points:
-                out[test] = statistics.median(points[-ETA_SAMPLES:])
+            # This environment's runs first; a test never run here takes its time from any
+            # (a first ci run after dev runs still gets an ETA).
+            for where in (env or None, None) if env else (None,):
+                points = [
+                    p.duration_s
+                    for p in self.history.test_duration_trend(domain, test, env=where)
+                    if p.status != TestStatus.SKIPPED.value and p.duration_s is not None
+                ]
+                if points:
+                    out[test] = statistics.median(points[-ETA_SAMPLES:])
+                    break
         return out

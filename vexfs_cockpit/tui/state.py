@@ -98,6 +98,23 @@ class DomainView:
             return None
         return (self.finished_at or now) - self.started_at
 
+    def remaining(self, now: float, expected: Mapping[TestRef, float]) -> tuple[float, int]:
+        """Seconds of the tests still to run that history knows, and how many it does not."""
+        if self.finished_at is not None:
+            return 0.0, 0
+        left, unknown = 0.0, 0
+        for test in self.planned:
+            if test in self.results:
+                continue
+            typical = expected.get(TestRef(self.domain, test))
+            if typical is None:
+                unknown += 1
+                continue
+            if test == self.current and self.current_started is not None:
+                typical = max(0.0, typical - (now - self.current_started))
+            left += typical
+        return left, unknown
+
     def eta(self, now: float, expected: Mapping[TestRef, float]) -> float | None:
         """Seconds left from historical durations; None if any remaining test has none."""
         if self.finished_at is not None:
@@ -128,6 +145,7 @@ class RunView:
     status: str = "running"
     counts: dict[str, int] = field(default_factory=dict)
     reason: str = ""
+    parallel: int = 1  # domains side by side at most
 
     def elapsed(self, now: float) -> float | None:
         if self.started_at is None:
@@ -137,6 +155,16 @@ class RunView:
     @property
     def active(self) -> bool:
         return self.finished_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class RunEta:
+    """The whole run's time left, from history: ``seconds`` covers the tests history
+    knows; ``unknown`` tests have never run before (so the run takes longer)."""
+
+    seconds: float
+    unknown: int
+    total: int  # tests still to run
 
 
 @dataclass(slots=True)
@@ -149,6 +177,7 @@ class LiveState:
     kernel_events: deque[KernelEventRaised] = field(default_factory=lambda: deque(maxlen=KEEP_KERNEL_EVENTS))
     infra: deque[InfraProblem] = field(default_factory=lambda: deque(maxlen=KEEP_INFRA))
     expected: dict[TestRef, float] = field(default_factory=dict)
+    expected_for: set[str] = field(default_factory=set)  # domains whose durations history answered
     fleet_error: str | None = None  # vm_list failed: shown as the VM table's empty state
 
     # -- inputs ------------------------------------------------------------------
@@ -176,9 +205,12 @@ class LiveState:
                 return {Part.VMS, Part.RUN}
             case RunStarted():
                 self.run = RunView(
-                    run_id=ev.run_id, env=ev.env, profile=ev.profile, domains=ev.domains, started_at=ev.ts
+                    run_id=ev.run_id, env=ev.env, profile=ev.profile, domains=ev.domains, started_at=ev.ts,
+                    parallel=max(1, ev.parallel),
                 )
-                self.domains = {d: DomainView(domain=d) for d in ev.domains}
+                # Every domain's tests from the start: totals never count only the started ones.
+                self.domains = {d: DomainView(domain=d, planned=tuple(ev.planned.get(d, ()))) for d in ev.domains}
+                self.expected_for = set()
                 self.results = []
                 self.metrics = {}
                 self.kernel_events.clear()
@@ -266,7 +298,8 @@ class LiveState:
     def set_expected(self, domain: str, expected: Mapping[str, float]) -> set[Part]:
         """Typical test durations from history, for ETAs."""
         self.expected.update({TestRef(domain, test): secs for test, secs in expected.items()})
-        return {Part.DOMAINS}
+        self.expected_for.add(domain)
+        return {Part.DOMAINS, Part.RUN}
 
     # -- derived -----------------------------------------------------------------
     def status_counts(self) -> Counter[str]:
@@ -280,6 +313,30 @@ class LiveState:
 
     def planned_total(self) -> int:
         return sum(len(d.planned) for d in self.domains.values())
+
+    def run_eta(self, now: float) -> RunEta | None:
+        """Time left in the run; None until history has answered for every domain.
+
+        Domains run ``parallel`` at a time in their order: the running ones keep their
+        slots, each pending one takes the slot that frees first."""
+        run = self.run
+        if run is None or not run.active or not self.domains or not self.expected_for >= self.domains.keys():
+            return None
+        slots: list[float] = []
+        pending: list[float] = []
+        unknown = total = 0
+        for dom in self.domains.values():
+            if dom.finished_at is not None:
+                continue
+            left, missing = dom.remaining(now, self.expected)
+            unknown += missing
+            total += len([t for t in dom.planned if t not in dom.results])
+            (slots if dom.started_at is not None else pending).append(left)
+        slots += [0.0] * max(0, run.parallel - len(slots))
+        for left in pending:
+            i = slots.index(min(slots))
+            slots[i] += left
+        return RunEta(max(slots, default=0.0), unknown, total)
 
     # -- helpers ------------------------------------------------------------------
     def _vm(self, name: str) -> VmView:

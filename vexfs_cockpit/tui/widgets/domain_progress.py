@@ -1,5 +1,6 @@
 """Per-domain progress of the current run: bar, pass/fail counts, current test,
-elapsed time and an ETA from historical test durations (blank when history has none)."""
+elapsed time and an ETA from historical test durations (``—`` when history has none,
+``≥`` when some of the tests left never ran before)."""
 
 from __future__ import annotations
 
@@ -69,15 +70,27 @@ def _cells(dom: DomainView, state: LiveState, now: float) -> tuple[Text | str, .
         current.truncate(CURRENT_CELLS, overflow="ellipsis")
     else:
         current = Text(dom.status, style="dim")
-    eta = dom.eta(now, state.expected)
     return (
         dom.domain,
         bar,
         results,
         current,
         duration(dom.elapsed(now)),
-        "—" if eta is None or dom.finished_at is not None else duration(eta),
+        _eta(dom, state, now),
     )
+
+
+def _eta(dom: DomainView, state: LiveState, now: float) -> Text | str:
+    """Time left from history: ``≥`` when some tests never ran before, ``—`` when none did."""
+    if dom.finished_at is not None:
+        return "—"
+    if dom.domain not in state.expected_for:
+        return Text("…", style="dim")  # history not read yet
+    left, unknown = dom.remaining(now, state.expected)
+    todo = sum(1 for t in dom.planned if t not in dom.results)
+    if todo and unknown == todo:
+        return Text("—", style="dim")
+    return f"≥{duration(left)}" if unknown else duration(left)
 
 
 def _clip(text: str, width: int) -> str:

@@ -14,16 +14,19 @@ from vexfs_cockpit.tui.state import ALIVE_STATES, LiveState
 class RunSummary(Static):
     DEFAULT_CSS = """
     RunSummary {
-        height: 1;
+        height: auto;
+        max-height: 2;
         width: 1fr;
         background: $panel;
-        text-wrap: nowrap;
         text-overflow: ellipsis;
     }
     """
 
     def show(self, state: LiveState, now: float) -> None:
-        self.update(summary_text(state, now), layout=False)  # one fixed row: no relayout
+        # One row, two when it does not fit (at 80 columns): a relayout only when that changes.
+        text = summary_text(state, now)
+        rows = 1 if text.cell_len <= self.size.width else 2
+        self.update(text, layout=rows != self.size.height)
 
 
 def summary_text(state: LiveState, now: float) -> Text:
@@ -52,13 +55,7 @@ def summary_text(state: LiveState, now: float) -> Text:
     )
     if counts[TestStatus.SKIPPED.value]:
         out.append(f" {counts[TestStatus.SKIPPED.value]}⏭", style="dim")
-    planned = state.planned_total()
-    if run.active and planned:
-        done = sum(d.done for d in state.domains.values())
-        out.append(f" · {done}/{planned} done")
-        running = state.running_tests()
-        if running:
-            out.append(f" · {running} running", style="cyan")
+    # Kernel trouble before the progress: the one thing that must not be cut off.
     unexpected = [e for e in state.kernel_events if not e.expected]
     events = [e for e in unexpected if e.report.severity >= Severity.WARNING]
     if events:
@@ -67,6 +64,14 @@ def summary_text(state: LiveState, now: float) -> Text:
         out.append(f" · ⚠ {len(events)} kernel event{'s' if len(events) != 1 else ''}", style=style)
         if critical:
             out.append(f" ({critical} critical)", style=style)
+    planned = state.planned_total()
+    if run.active and planned:
+        done = sum(d.done for d in state.domains.values())
+        out.append(f" · {done}/{planned} done")
+        out.append_text(eta_text(state, now))
+        running = state.running_tests()
+        if running:
+            out.append(f" · {running} running", style="cyan")
     info = len(unexpected) - len(events)  # e.g. the taint notice of an out-of-tree module
     if info:
         out.append(f" · {info} info report{'s' if info != 1 else ''}", style="dim")
@@ -78,3 +83,15 @@ def summary_text(state: LiveState, now: float) -> Text:
         out.append(f" · {run.reason}", style="dim")
     out.append_text(vms)
     return out
+
+
+def eta_text(state: LiveState, now: float) -> Text:
+    """`` · ETA 1m20s``, or why there is none (history not read yet, no earlier runs)."""
+    eta = state.run_eta(now)
+    if eta is None:
+        return Text(" · ETA …", style="dim")  # history not answered yet
+    if eta.total and eta.unknown == eta.total:
+        return Text(" · ETA: no earlier runs of these tests", style="dim")
+    if eta.unknown:
+        return Text(f" · ETA ≥{duration(eta.seconds)} ({eta.unknown} test{'s' if eta.unknown != 1 else ''} never ran)")
+    return Text(f" · ETA {duration(eta.seconds)}")

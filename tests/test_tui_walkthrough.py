@@ -1,0 +1,118 @@
+"""Pilot tests of the findings of a newcomer's walkthrough (issue 20): what the
+dashboard, its dialogs and the key bar tell someone who has not read the code.
+
+Real engine events go onto the backend's real bus (and, for the progress totals, a
+real Runner publishes them); commands the TUI sends are read back from the fake backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from textual.widgets import DataTable
+
+from vexfs_cockpit import DomainBase, TestResult, TestStatus
+from vexfs_cockpit.config.models import CockpitConfig
+from vexfs_cockpit.engine.events import DomainStarted, RunStarted, TestFinished, TestStarted
+from vexfs_cockpit.engine.runner import Runner
+from vexfs_cockpit.engine.runner import RunRequest as EngineRunRequest
+from vexfs_cockpit.tui.widgets.run_summary import RunSummary
+
+from tests.test_runner import LocalProvider
+from tests.test_tui_dashboard import cells, cockpit, feed, settle
+from tests.test_tui_support import T0, UiBackend, db, result, screen_text  # noqa: F401 (fixture)
+
+
+def summary(app) -> str:
+    return str(app.screen_stack[0].query_one(RunSummary).render())
+
+
+# -- item 2: progress totals and the ETA -------------------------------------------------------
+
+_GATE: asyncio.Event | None = None
+
+
+class First(DomainBase):
+    """Two tests; the second waits for the test to let it finish."""
+
+    name = "first"
+
+    async def test_a(self) -> TestResult:
+        return TestResult(status=TestStatus.PASSED)
+
+    async def test_b(self) -> TestResult:
+        assert _GATE is not None
+        await _GATE.wait()
+        return TestResult(status=TestStatus.PASSED)
+
+
+class Second(DomainBase):
+    """Runs after First (one domain at a time)."""
+
+    name = "second"
+
+    async def test_c(self) -> TestResult:
+        return TestResult(status=TestStatus.PASSED)
+
+    async def test_d(self) -> TestResult:
+        return TestResult(status=TestStatus.PASSED)
+
+
+async def test_progress_counts_every_selected_test_from_the_start(tmp_path: Path):
+    # A real Runner on the app's bus: the second domain has not started, yet its tests count.
+    global _GATE
+    _GATE = asyncio.Event()
+    be = UiBackend()
+    async with cockpit(be, size=(120, 40)) as (app, pilot, _):
+        runner = Runner(be.bus, LocalProvider(tmp_path), {"first": First, "second": Second})
+        req = EngineRunRequest(config=CockpitConfig(), domains=["first", "second"], run_id="run-x",
+                               artifacts_dir=tmp_path, project_root=tmp_path)
+        run = asyncio.create_task(runner.execute(req))
+        for _ in range(200):
+            await asyncio.sleep(0.02)
+            app.pump_now()
+            if app.state.domains.get("first") is not None and app.state.domains["first"].done == 1:
+                break
+        await pilot.pause()
+        assert app.state.domains["second"].status == "pending"
+        assert "1/4 done" in summary(app), summary(app)
+        doms = app.screen.query_one("#domains", DataTable)
+        assert cells(doms, doms.get_row_index("second"))[1].endswith("0/2")  # its 2 tests, before it starts
+        _GATE.set()
+        await run
+        app.pump_now()
+        await pilot.pause()
+        assert app.state.run is not None and app.state.run.status == "passed"
+
+
+def _started(planned: dict[str, tuple[str, ...]]) -> list:
+    return [
+        RunStarted(run_id="run-9", config_path="", profile="selftest", env="dev", domains=tuple(planned), planned=planned, ts=T0 - 5),
+        DomainStarted(run_id="run-9", domain=next(iter(planned)), vm="vexfs-dev-kernel_module-0",
+                      planned_tests=next(iter(planned.values())), ts=T0 - 5),
+    ]
+
+
+async def test_eta_from_the_history_of_the_same_tests(db):
+    # Seeded history (dev): module_build 1.0 s twice, module_load 2.0 and 2.6 s, mount 0.5 s.
+    be = UiBackend(db_path=db)
+    async with cockpit(be, size=(120, 40)) as (app, pilot, _):
+        await feed(app, pilot, _started({"kernel_module": ("module_build", "module_load"), "filesystem_operations": ("mount",)}))
+        await settle(app, pilot)
+        # kernel_module started 5 s ago, nothing running yet: 1.0 + 2.3, then mount 0.5
+        assert "0/3 done · ETA 3.8s" in summary(app), summary(app)
+        doms = app.screen.query_one("#domains", DataTable)
+        assert cells(doms, doms.get_row_index("filesystem_operations"))[5] == "0.5s"
+
+
+async def test_eta_says_why_there_is_none(db):
+    be = UiBackend(db_path=db)
+    async with cockpit(be, size=(120, 40)) as (app, pilot, _):
+        await feed(app, pilot, _started({"kernel_module": ("brand_new", "another_new")}))
+        await settle(app, pilot)
+        assert "ETA: no earlier runs of these tests" in summary(app), summary(app)
+        await feed(app, pilot, [RunStarted(run_id="run-10", config_path="", profile="selftest", env="dev",
+                                           domains=("kernel_module",), planned={"kernel_module": ("module_build", "brand_new")}, ts=T0)])
+        await settle(app, pilot)
+        assert "ETA ≥1.0s (1 test never ran)" in summary(app), summary(app)

@@ -198,7 +198,7 @@ def test_trend_queries_use_their_indexes(db: Path) -> None:
     assert "metrics_trend (name=? AND domain=? AND test=? AND ts>?)" in plan, plan
     plan = _plan(db, hist_mod.metric_trend_sql(False, False), {"name": "x", "since": inf, "env": None})
     assert "metrics_trend (name=?)" in plan, plan
-    plan = _plan(db, hist_mod.LIST_RUNS_SQL, {"since": inf, "env": None, "status": None, "domain": None,
+    plan = _plan(db, hist_mod.LIST_RUNS_SQL, {"since": inf, "env": None, "status": None, "also_running": 0, "domain": None,
                                               "text": None, "limit": 10,
                                               "before_ts": float("inf"), "before_id": ""})
     assert "runs_started" in plan and "SCAN runs" not in plan.replace("USING INDEX", ""), plan

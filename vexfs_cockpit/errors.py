@@ -34,3 +34,15 @@ class StoreError(CockpitError):
     """The history DB is corrupt, foreign or unwritable. Never overwritten. Exit 3."""
 
     exit_code = 3
+
+
+class StoreUnwritable(StoreError):
+    """The history DB is sound but cannot be written here and now: the file or its
+    filesystem is read-only, its directory is not writable or is gone, the disk is
+    full. Readers still read it. Exit 3."""
+
+
+class ReportError(CockpitError):
+    """A report file (--junit, --json) cannot be written where it was asked for. Exit 2."""
+
+    exit_code = 2

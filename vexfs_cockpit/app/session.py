@@ -29,6 +29,7 @@ from vexfs_cockpit.errors import CockpitError, ConfigError
 if TYPE_CHECKING:
     from vexfs_cockpit.app.vms import VmControl
     from vexfs_cockpit.store.history import History
+    from vexfs_cockpit.store.recorder import Recorder
 
 # Builds the session's VM provider from the loaded config and the session's bus
 # (default: LibvirtProvider, fresh VMs; `ktest` attaches to a running dev VM instead).
@@ -71,6 +72,7 @@ class Session:
     vms: VmControl | None = None  # VM actions, when the provider is libvirt's
     runner: Runner | None = None
     history: History | None = None  # read-only; domains compare with earlier runs through it
+    recorder: Recorder | None = None  # writes the event stream to the history DB
     _closers: list = field(default_factory=list)
     _run: asyncio.Task | None = None  # the run a front end started in the background
 
@@ -159,6 +161,11 @@ class Session:
             self._run.cancel()  # the runner records the run as aborted; leases destroy their VMs
             await asyncio.gather(self._run, return_exceptions=True)
 
+    def store_loss(self) -> str:
+        """After ``aclose``: one line saying why the history DB failed and how many
+        events it could not store; '' if it stored everything."""
+        return self.recorder.loss_line() if self.recorder is not None else ""
+
     async def aclose(self) -> None:
         await self.abort_run()
         for close in reversed(self._closers):
@@ -214,6 +221,7 @@ async def open_session(args, provider_factory: ProviderFactory | None = None) ->
         session.vms = VmControl(provider, lambda: session.config)
     session.runner = Runner(bus, provider, registry, host=LocalTarget("host"))
     session.history = History(db_path)
+    session.recorder = recorder
 
     async def close_store() -> None:
         await recorder.aclose()

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from vexfs_cockpit.errors import UsageError
+from vexfs_cockpit.errors import StoreUnwritable, UsageError
 from vexfs_cockpit.store.db import check_file, resolve_db_path
 from vexfs_cockpit.store.history import BAD, History, RunComparison, since_period
 from vexfs_cockpit.store.recorder import HistoryStore
@@ -79,8 +79,13 @@ def cmd_history(args: argparse.Namespace, out: TextIO | None = None) -> int:
     if not check_file(path):
         print(f"no runs yet (history DB {path} does not exist)", file=out)
         return 0
-    # Opening for write marks runs of dead processes aborted, so the list is truthful.
-    HistoryStore.open(path, deep_check=False).close()
+    # Opening for write marks runs of dead processes aborted in the file. A DB this
+    # process cannot write (read-only, disk full...) is still read: the readers show
+    # those runs aborted all the same (store/history.py).
+    try:
+        HistoryStore.open(path, deep_check=False).close()
+    except StoreUnwritable:
+        pass
     hist = History(path)
     match getattr(args, "history_cmd", None) or "runs":
         case "crashes":

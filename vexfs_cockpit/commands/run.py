@@ -1,7 +1,10 @@
 """`vexfs-cockpit run`: the headless front end (``--batch``); without it the CLI opens
 the TUI with this command line.
 
-Exit codes: 0 all passed, 1 test failures, 2 config/usage error, 3 infrastructure error.
+Exit codes: 0 all passed, 1 test failures, 2 config/usage error (a --junit/--json path
+that cannot be written included: checked before anything starts), 3 infrastructure
+error (the history DB failing to store results included), 130 interrupted (SIGINT or
+SIGTERM; the reports of what finished are still written).
 """
 
 from __future__ import annotations
@@ -10,9 +13,9 @@ import argparse
 import asyncio
 import signal
 import sys
-from pathlib import Path
 
 from vexfs_cockpit.app.session import ProviderFactory, Session, open_session, parse_only_tests
+from vexfs_cockpit.errors import ReportError
 from vexfs_cockpit.store.report import ReportBuilder
 
 
@@ -60,47 +63,73 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def run_batch(args: argparse.Namespace, provider_factory: ProviderFactory | None = None) -> int:
+    """The headless run. Exit code: the run's (0/1/3); 2 for a usage error found before
+    anything starts (a report path that cannot be written included); 3 if the history
+    DB could not store every result; 130 when interrupted (SIGINT or SIGTERM), after the
+    VMs are destroyed and the reports of what finished are written."""
     # Imported here: this module is loaded by every start (the TUI's too), and these
     # only serve --batch.
+    from vexfs_cockpit.commands.progress import ProgressPrinter
     from vexfs_cockpit.reports.json_report import write_json_report
     from vexfs_cockpit.reports.junit import write_junit
-    from vexfs_cockpit.commands.progress import ProgressPrinter
+    from vexfs_cockpit.reports.output import check_report_path
 
+    reports = [(check_report_path(path, f"--{opt}"), write)  # before any VM boots: exit 2
+               for opt, write in (("junit", write_junit), ("json", write_json_report))
+               if (path := getattr(args, opt, None))]
     main = asyncio.current_task()
     loop = asyncio.get_running_loop()
     assert main is not None
     loop.add_signal_handler(signal.SIGTERM, main.cancel)
-    session: Session = await open_session(args, provider_factory)
-    printer = ProgressPrinter(sys.stdout, show_klog=args.show_klog)
-    sub = session.bus.subscribe()
-    report = ReportBuilder()
-    session.bus.listen(report.feed)
-    printing = asyncio.create_task(printer.consume(sub))
     try:
-        domains = session.select(args.domains)
-        summary = await session.run(
-            domains,
-            timeout_s=args.timeout,
-            retries=args.retries,
-            only_tests=parse_only_tests(args.tests, domains),
-        )
-    except asyncio.CancelledError:
-        print("vexfs-cockpit: interrupted: VMs destroyed, finished results kept", file=sys.stderr)
-        return 130
+        try:
+            session: Session = await open_session(args, provider_factory)
+        except asyncio.CancelledError:
+            main.uncancel()
+            print("vexfs-cockpit: interrupted before the run started", file=sys.stderr)
+            return 130
+        printer = ProgressPrinter(sys.stdout, show_klog=args.show_klog)
+        sub = session.bus.subscribe()
+        report = ReportBuilder()
+        session.bus.listen(report.feed)
+        printing = asyncio.create_task(printer.consume(sub))
+        summary = None
+        try:
+            domains = session.select(args.domains)
+            summary = await session.run(
+                domains,
+                timeout_s=args.timeout,
+                retries=args.retries,
+                only_tests=parse_only_tests(args.tests, domains),
+            )
+        except asyncio.CancelledError:
+            main.uncancel()  # interrupted: clean up, then report what finished
+        finally:
+            await session.aclose()  # destroys VMs, flushes the store
+            sub.close()
+            await printing
     finally:
-        await session.aclose()  # destroys VMs, flushes the store
-        sub.close()
-        await printing
         loop.remove_signal_handler(signal.SIGTERM)  # the kdev agent's loop outlives this run
+    problems: list[str] = []
     rep = report.report
     if rep is not None:
-        if args.junit:
-            write_junit(rep, Path(args.junit))
-        if args.json:
-            write_json_report(rep, Path(args.json))
-    if summary.infra_errors:
-        print(f"vexfs-cockpit: {summary.infra_errors[0]}", file=sys.stderr)
-    return summary.exit_code
+        for path, write in reports:
+            try:
+                write(rep, path)
+            except ReportError as err:  # after the run: say so, keep the run's exit code
+                problems.append(str(err))
+    code = 130 if summary is None else summary.exit_code
+    if summary is not None and summary.infra_errors:
+        problems.append(summary.infra_errors[0])
+    if loss := session.store_loss():  # results the history DB could not keep: infra, exit 3
+        problems.append(loss)
+        if summary is not None:
+            code = 3
+    if summary is None:
+        problems.append("interrupted: VMs destroyed, finished results kept")
+    for line in problems:
+        print(f"vexfs-cockpit: {line}", file=sys.stderr)
+    return code
 
 
 __all__ = ["add_parser", "add_run_options", "cmd_run", "run_batch"]

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from vexfs_cockpit.reports.output import write_atomic
 from vexfs_cockpit.store.codec import kreport_to_dict, result_to_dict
 from vexfs_cockpit.store.render import fmt_iso
 from vexfs_cockpit.store.report import DomainReport, KernelEventRecord, RunReport
@@ -100,9 +101,5 @@ def report_json(report: RunReport) -> str:
 
 
 def write_json_report(report: RunReport, path: str | os.PathLike[str]) -> Path:
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(report_json(report), encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+    """Write atomically; ReportError (one line) if it cannot be written there."""
+    return write_atomic(path, report_json(report), "JSON report")

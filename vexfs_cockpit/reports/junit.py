@@ -17,6 +17,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from vexfs_cockpit.engine.results import TestResult, TestStatus
+from vexfs_cockpit.reports.output import write_atomic
 from vexfs_cockpit.store.render import evidence_text, fmt_iso, kernel_report_text
 from vexfs_cockpit.store.report import DomainReport, RunReport
 
@@ -143,10 +144,6 @@ def junit_xml(report: RunReport) -> str:
 
 
 def write_junit(report: RunReport, path: str | os.PathLike[str]) -> Path:
-    """Write atomically (CI may pick the file up the moment it appears)."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(junit_xml(report) + "\n", encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+    """Write atomically (CI may pick the file up the moment it appears); ReportError
+    (one line) if it cannot be written there."""
+    return write_atomic(path, junit_xml(report) + "\n", "JUnit report")

@@ -4,6 +4,11 @@ Rule one: a file that is not ours is never written to. We read its first 100 byt
 ourselves (magic + application_id) before SQLite touches it, and only then check the
 schema through a read-only connection. Anything wrong is a one-line StoreError naming
 the file and the fix.
+
+Rule two: say what is wrong, not the first guess. A sound DB that cannot be written
+(read-only file or filesystem, directory not writable or gone, disk full) is a
+StoreUnwritable naming that cause (``write_failure``); only a file SQLite cannot make
+sense of is called corrupt. Readers still read a read-only DB.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pathlib import Path
 
 import platformdirs
 
-from vexfs_cockpit.errors import StoreError
+from vexfs_cockpit.errors import StoreError, StoreUnwritable
 from vexfs_cockpit.store.schema import (
     APPLICATION_ID,
     LATEST_VERSION,
@@ -29,6 +34,10 @@ from vexfs_cockpit.store.schema import (
 DB_ENV_VAR = "VEXFS_COCKPIT_DB"
 BUSY_TIMEOUT_MS = 10_000
 _FIX = "move it away or pass --db PATH"
+_SQLITE_READONLY = 8
+_SQLITE_FULL = 13
+# Words of SQLite's messages for a file it cannot make sense of.
+_CORRUPT_WORDS = ("malformed", "not a database", "corrupt")
 
 
 def default_db_path() -> Path:
@@ -71,12 +80,127 @@ def check_file(path: Path) -> bool:
     return True
 
 
-def connect_ro(path: Path) -> sqlite3.Connection:
-    """A read-only connection (WAL: readers never block the writer)."""
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+def _connect_uri(uri: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.row_factory = sqlite3.Row
     return conn
+
+
+def connect_ro(path: Path) -> sqlite3.Connection:
+    """A read-only connection (WAL: readers never block the writer).
+
+    A WAL database needs its -shm beside it even to be read. Where that file is
+    absent and cannot be made (read-only filesystem, directory not writable) no
+    writer can be at work either, so the file is read as immutable instead.
+    """
+    uri = path.resolve().as_uri()
+    conn = _connect_uri(f"{uri}?mode=ro")
+    try:
+        conn.execute("PRAGMA user_version").fetchone()  # opens the WAL index, if any
+    except sqlite3.OperationalError:
+        conn.close()
+        shm = path.with_name(path.name + "-shm")
+        if shm.exists() or os.access(path.parent, os.W_OK | os.X_OK):
+            raise
+        conn = _connect_uri(f"{uri}?mode=ro&immutable=1")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+# -- why a DB cannot be written --------------------------------------------------------
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _mount_point(path: Path) -> Path:
+    p = _nearest_existing(path.absolute())
+    while not os.path.ismount(p) and p != p.parent:
+        p = p.parent
+    return p
+
+
+def is_disk_full(exc: BaseException, path: Path | None = None) -> bool:
+    """ENOSPC/EDQUOT, SQLite's SQLITE_FULL, or an I/O error on a filesystem with no space left."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    if not isinstance(exc, sqlite3.Error):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if (code is not None and code & 0xFF == _SQLITE_FULL) or "disk is full" in str(exc):
+        return True
+    if path is not None and "disk i/o error" in str(exc).lower():
+        try:
+            return os.statvfs(_nearest_existing(path.parent)).f_bavail == 0
+        except OSError:
+            return False
+    return False
+
+
+def disk_full_message(path: Path) -> str:
+    return (f"history DB {path}: disk full (no space left on the filesystem at {_mount_point(path.parent)}): "
+            "free space there or pass --db PATH")
+
+
+def write_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be written, as the filesystem tells it; None if it can.
+
+    Not the disk being full (that shows only when a write fails: see ``write_failure``).
+    ``os.access`` answers for this process (root too: it reports read-only mounts and
+    immutable files, which root cannot write either).
+    """
+    parent = path.parent
+    if not parent.is_dir():
+        return f"history DB {path}: its directory {parent} is gone: recreate it or pass --db PATH"
+    try:
+        read_only_fs = bool(os.statvfs(parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only_fs = False
+    if read_only_fs:
+        return (f"history DB {path} is on a read-only filesystem ({_mount_point(parent)}): "
+                "remount it read-write or pass --db PATH")
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"history DB {path} is read-only: make it writable (chmod u+w, chattr -i) or pass --db PATH"
+    for side in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if side.exists() and not os.access(side, os.W_OK):
+            return f"history DB {path}: its {side.name} is read-only: make it writable or pass --db PATH"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return (f"history DB {path}: its directory {parent} is not writable (SQLite keeps "
+                f"{path.name}-wal and -shm beside it): fix the directory's permissions or pass --db PATH")
+    return None
+
+
+def write_failure(path: Path, exc: BaseException) -> StoreError:
+    """The one-line error for ``exc``, raised while writing ``path``: disk full, read-only,
+    directory not writable or gone (StoreUnwritable), corrupt, or else the error itself."""
+    if is_disk_full(exc, path):
+        return StoreUnwritable(disk_full_message(path))
+    problem = write_problem(path)
+    if problem:
+        return StoreUnwritable(problem)
+    text = str(exc)
+    if isinstance(exc, sqlite3.DatabaseError):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None and code & 0xFF == _SQLITE_READONLY:
+            return StoreUnwritable(f"history DB {path} is read-only ({text}): make it writable or pass --db PATH")
+        if not isinstance(exc, sqlite3.OperationalError) or any(w in text.lower() for w in _CORRUPT_WORDS):
+            return StoreError(f"history DB {path} is corrupt ({text}): {_FIX}")
+    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else text
+    return StoreError(f"cannot write history DB {path} ({why}): check the disk and permissions or pass --db PATH")
+
+
+def read_failure(path: Path, exc: sqlite3.DatabaseError) -> StoreError:
+    """The one-line error for ``exc``, raised while reading ``path``: corrupt only when
+    SQLite says so, not when the file merely cannot be opened."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and not any(w in text.lower() for w in _CORRUPT_WORDS):
+        return StoreError(f"cannot read history DB {path} ({text}): check it and its directory's permissions "
+                          "or pass --db PATH")
+    return StoreError(f"history DB {path} is corrupt ({text}): {_FIX}")
 
 
 def verify_schema(path: Path, deep: bool = False) -> int:
@@ -102,7 +226,10 @@ def leave_as_found(path: Path) -> Iterator[None]:
         wal = sides[0]
         if not had and (not wal.exists() or wal.stat().st_size == 0):
             for side in sides:
-                side.unlink(missing_ok=True)
+                try:
+                    side.unlink(missing_ok=True)
+                except OSError:
+                    pass  # a read-only place: nothing was made there either
         raise
 
 
@@ -133,33 +260,42 @@ def _verify_schema(path: Path, deep: bool) -> int:
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
-        raise StoreError(f"history DB {path} is corrupt ({exc}): {_FIX}") from None
+        raise read_failure(path, exc) from None
 
 
 def ensure_file(path: Path) -> None:
     """Create the directory (0700) and an empty DB file (0600) unless they exist."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        except FileExistsError:
-            pass  # another process won the race: check_file/verify will judge it
     except OSError as exc:
+        if is_disk_full(exc):
+            raise StoreUnwritable(disk_full_message(path)) from None
         why = exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc))
         raise StoreError(f"cannot create history DB {path}: {why}; pass --db PATH to a writable place") from None
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass  # another process won the race: check_file/verify will judge it
+    except OSError as exc:
+        raise write_failure(path, exc) from None
 
 
 def open_writer(path: Path, deep_check: bool = True) -> sqlite3.Connection:
     """Validate, create if needed, migrate, switch to WAL. Call from the writer thread.
 
     ``deep_check`` runs PRAGMA quick_check first (a run's open does; a quick CLI
-    command may skip it).
+    command may skip it). A sound DB this process cannot write raises StoreUnwritable
+    naming why, before anything is written.
     """
     existed = check_file(path)
     if existed:
         verify_schema(path, deep=deep_check)
+        problem = write_problem(path)
+        if problem:
+            raise StoreUnwritable(problem)
     else:
         ensure_file(path)
+    conn: sqlite3.Connection | None = None
     try:
         conn = sqlite3.connect(str(path))
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -170,11 +306,16 @@ def open_writer(path: Path, deep_check: bool = True) -> sqlite3.Connection:
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable at checkpoints, safe
         conn.execute("PRAGMA foreign_keys = OFF")  # events may arrive before their parents
+        # SQLite opens a file it may not write read-only without a word: ask now, not
+        # at the run's first result.
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("UPDATE runs SET id = id WHERE 0")
+        conn.execute("ROLLBACK")
         return conn
-    except sqlite3.OperationalError as exc:
-        raise StoreError(f"cannot write history DB {path} ({exc}): fix its permissions or pass --db PATH") from None
     except sqlite3.DatabaseError as exc:
-        raise StoreError(f"history DB {path} is corrupt ({exc}): {_FIX}") from None
+        if conn is not None:
+            conn.close()
+        raise write_failure(path, exc) from None
 
 
 def open_reader(path: Path) -> sqlite3.Connection | None:
@@ -184,4 +325,4 @@ def open_reader(path: Path) -> sqlite3.Connection | None:
     try:
         return connect_ro(path)
     except sqlite3.DatabaseError as exc:
-        raise StoreError(f"history DB {path} is corrupt ({exc}): {_FIX}") from None
+        raise read_failure(path, exc) from None

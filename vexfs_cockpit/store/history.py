@@ -8,6 +8,11 @@ exist yet reads as empty. Times are epoch seconds.
 Definitions used below:
 - a *bad* result is FAILED, TIMEOUT or ERROR; SKIPPED counts as neither pass nor fail.
 - a domain's *pass rate* in a run is passed / (passed + bad); None if nothing ran.
+- a run still marked *running* whose process is certainly dead (store/liveness.py: pid,
+  start time, host and boot all checked, as the writer does when it opens) reads as
+  *aborted*, with the reason and end time the writer would give it: a SIGKILLed run
+  does not show "running" until the next writer opens the DB, and a read-only DB is
+  never written to for it.
 - a test is *flaky* (compare_runs) if in the newer run it passed only after a retry,
   or if over the last ``window`` runs of that env (up to the newer run) its outcome
   flipped between pass and bad at least twice. One flip is a regression or a fix,
@@ -27,10 +32,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from vexfs_cockpit.engine.results import TestResult, TestStatus
-from vexfs_cockpit.errors import StoreError, UsageError
+from vexfs_cockpit.errors import UsageError
 from vexfs_cockpit.klog.model import KernelReport, Severity
 from vexfs_cockpit.store.codec import attempt_from_dict, evidence_from_dict, retried_pass
-from vexfs_cockpit.store.db import leave_as_found, open_reader
+from vexfs_cockpit.store.db import leave_as_found, open_reader, read_failure
+from vexfs_cockpit.store.liveness import ProcessIdentity, domain_died_reason, owner_gone, run_died_reason
 from vexfs_cockpit.store.report import (
     DomainReport,
     InfraRecord,
@@ -122,7 +128,7 @@ SELECT * FROM runs
 WHERE started_at >= :since
   AND started_at <= :before_ts AND (started_at < :before_ts OR id < :before_id)
   AND (:env IS NULL OR env = :env)
-  AND (:status IS NULL OR status = :status)
+  AND (:status IS NULL OR status = :status OR (:also_running AND status = 'running'))
   AND (:domain IS NULL OR EXISTS (SELECT 1 FROM domain_runs d WHERE d.run_id = runs.id AND d.domain = :domain))
   AND (:text IS NULL
        OR id LIKE :text ESCAPE '\\' OR profile LIKE :text ESCAPE '\\' OR env LIKE :text ESCAPE '\\'
@@ -293,6 +299,28 @@ def _loads(text: str | None, default: Any) -> Any:
         return default
 
 
+class _DeadRuns:
+    """Which ``running`` rows belong to a process that is gone (one query's worth:
+    this process's identity is read once)."""
+
+    def __init__(self) -> None:
+        self._here: ProcessIdentity | None = None
+
+    def gone(self, run: sqlite3.Row) -> bool:
+        if run["status"] != "running":
+            return False
+        if self._here is None:
+            self._here = ProcessIdentity.current()
+        return owner_gone(run["pid"], run["proc_start"], run["hostname"], run["boot_id"], self._here)
+
+
+def _as_aborted(run: sqlite3.Row) -> tuple[str, float, str]:
+    """(status, finished_at, reason) of a run whose process died: as the writer marks it."""
+    started = run["started_at"]
+    last = run["last_event_at"]
+    return "aborted", max(started, last if last is not None else started), run_died_reason(run["pid"], run["hostname"])
+
+
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -323,9 +351,7 @@ class History:
             try:
                 yield conn
             except sqlite3.DatabaseError as exc:
-                raise StoreError(
-                    f"history DB {self.path} is corrupt ({exc}): move it away or pass --db PATH"
-                ) from None
+                raise read_failure(self.path, exc) from None
             finally:
                 if conn is not None:
                     conn.close()
@@ -345,36 +371,49 @@ class History:
         """Newest first. ``text`` matches run id, profile, env, reason, config path,
         test names/messages and kernel event titles (case-insensitive substring).
         ``before``: (started_at, run_id) of the last run already listed: the next page."""
+        dead = _DeadRuns()
         with self._read() as conn:
             if conn is None:
                 return []
-            rows = conn.execute(
-                LIST_RUNS_SQL,
-                {
-                    "since": since if since is not None else float("-inf"),
-                    "env": env or None,
-                    "status": status or None,
-                    "domain": domain or None,
-                    "text": _like(text),
-                    "limit": limit,
-                    "before_ts": before[0] if before is not None else float("inf"),
-                    "before_id": before[1] if before is not None else "",
-                },
-            ).fetchall()
-            counts = self._counts(conn, [r["id"] for r in rows])
+            params = {
+                "since": since if since is not None else float("-inf"),
+                "env": env or None,
+                "status": status or None,
+                "also_running": 0,
+                "domain": domain or None,
+                "text": _like(text),
+                "limit": limit,
+                "before_ts": before[0] if before is not None else float("inf"),
+                "before_id": before[1] if before is not None else "",
+            }
+            if status in ("running", "aborted"):
+                # A dead run still marked running lists as aborted: read those rows too,
+                # and enough of them that the page is still full once they are sorted out.
+                (n_running,) = conn.execute("SELECT count(*) FROM runs WHERE status='running'").fetchone()
+                params["also_running"] = int(status == "aborted")
+                params["limit"] = limit + n_running
+            rows = conn.execute(LIST_RUNS_SQL, params).fetchall()
+            shown = []
+            for r in rows:
+                st, finished_at, reason = _as_aborted(r) if dead.gone(r) else (r["status"], r["finished_at"], r["reason"])
+                if status and st != status:
+                    continue
+                shown.append((r, st, finished_at, reason))
+            shown = shown[:limit]
+            counts = self._counts(conn, [r["id"] for r, *_ in shown])
         return [
             RunSummary(
                 run_id=r["id"],
                 started_at=r["started_at"],
-                finished_at=r["finished_at"],
-                status=r["status"],
+                finished_at=finished_at,
+                status=st,
                 env=r["env"],
                 profile=r["profile"],
                 config_path=r["config_path"],
-                reason=r["reason"],
+                reason=reason,
                 counts=counts.get(r["id"], {}),
             )
-            for r in rows
+            for r, st, finished_at, reason in shown
         ]
 
     @staticmethod
@@ -412,30 +451,33 @@ class History:
             run = conn.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
             if run is None:
                 return None
+            died = _DeadRuns().gone(run)
+            status, finished_at, reason = _as_aborted(run) if died else (run["status"], run["finished_at"], run["reason"])
             report = RunReport(
                 run=RunInfo(
                     run_id=run["id"],
                     started_at=run["started_at"],
-                    status=run["status"],
-                    finished_at=run["finished_at"],
+                    status=status,
+                    finished_at=finished_at,
                     env=run["env"],
                     profile=run["profile"],
                     config_path=run["config_path"],
                     planned_domains=tuple(_loads(run["domains"], [])),
                     counts=_loads(run["counts"], {}),
-                    reason=run["reason"],
+                    reason=reason,
                     host=run["hostname"],
                 )
             )
             domains: dict[str, DomainReport] = {}
             for d in conn.execute("SELECT * FROM domain_runs WHERE run_id=? ORDER BY id", (run_id,)):
+                cut = died and d["status"] == "running"  # its process died with the run
                 domains[d["domain"]] = DomainReport(
                     name=d["domain"],
                     started_at=d["started_at"],
                     vm=d["vm"],
-                    status=d["status"],
-                    finished_at=d["finished_at"],
-                    reason=d["reason"],
+                    status="aborted" if cut else d["status"],
+                    finished_at=finished_at if cut else d["finished_at"],
+                    reason=domain_died_reason(d["current_test"]) if cut else d["reason"],
                     planned_tests=tuple(_loads(d["planned_tests"], [])),
                     current_test=d["current_test"],
                 )

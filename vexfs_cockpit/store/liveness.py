@@ -65,3 +65,22 @@ class ProcessIdentity:
         if start is None:
             return True
         return self.proc_start is not None and start != self.proc_start
+
+
+# -- runs whose process died ------------------------------------------------------------
+# One rule for the writer, which marks such runs aborted in the DB when it opens, and
+# for readers, which show them aborted before any writer has (history.py).
+def owner_gone(pid: int | None, proc_start: int | None, hostname: str | None, boot_id: str | None,
+               here: ProcessIdentity | None = None) -> bool:
+    """True only if the process that recorded a run is certainly dead (not: another host)."""
+    if not pid:
+        return False
+    return ProcessIdentity(pid, proc_start, hostname or "", boot_id or "").is_gone(here) is True
+
+
+def run_died_reason(pid: int | None, hostname: str | None) -> str:
+    return f"cockpit process {pid} on {hostname} died during the run"
+
+
+def domain_died_reason(current_test: str | None) -> str:
+    return f"cockpit process died during test {current_test}" if current_test else "cockpit process died"

@@ -11,12 +11,14 @@ Usage (the runner)::
     recorder = Recorder(store, bus); recorder.start()   # before the first event is published
     ... run ...
     await recorder.aclose(); store.close()     # aclose writes everything already published
+    if recorder.lost: print(recorder.loss_line())   # what could not be stored, and why
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,10 +40,11 @@ from vexfs_cockpit.engine.events import (
     VmStateChanged,
 )
 from vexfs_cockpit.errors import StoreError
+from vexfs_cockpit.store.db import write_failure
 from vexfs_cockpit.store.history import History
 from vexfs_cockpit.store.liveness import ProcessIdentity
 from vexfs_cockpit.store.report import Attribution
-from vexfs_cockpit.store.writer import Item, StoreWriter
+from vexfs_cockpit.store.writer import Item, Lost, StoreWriter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -85,6 +88,9 @@ class HistoryStore:
         try:
             store._pool.submit(store._open).result()
             store.aborted_on_open = store.call(lambda w: w.mark_aborted_runs())
+        except (sqlite3.Error, OSError) as exc:  # e.g. the disk filled up: one line, not a traceback
+            store.close()
+            raise write_failure(store.path, exc) from None
         except BaseException:
             store.close()
             raise
@@ -144,7 +150,10 @@ class Recorder:
     Events waiting in the queue are written together in one transaction, so a burst
     (1 Hz samples of many VMs plus results) costs one commit, and a quiet stream
     commits each result as soon as it comes. If the store fails, the run goes on:
-    the first failure is published once as an InfraProblem and kept in ``error``.
+    every event that could not be stored is counted in ``lost`` (``lost_results`` of
+    them test results), and the first failure's one line is kept in ``error`` and
+    published once as an InfraProblem (the front ends show it; nothing is logged, no
+    traceback). After ``aclose``, ``loss_line()`` says it all in one line.
     """
 
     def __init__(self, store: HistoryStore, bus: EventBus) -> None:
@@ -152,7 +161,10 @@ class Recorder:
         self.bus = bus
         self.error: str | None = None
         self.written = 0
+        self.lost = 0
+        self.lost_results = 0
         self._attr = Attribution()
+        self._notice: InfraProblem | None = None  # ours, about the store: not written to it
         self._sub: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -178,38 +190,54 @@ class Recorder:
         self._sub.close()  # queued after pending events: they are all written first
         await self._task
 
+    def loss_line(self) -> str:
+        """One line: why the store failed and how much of the stream it lost ('' if nothing)."""
+        if not self.lost:
+            return ""
+        results = f", {self.lost_results} of them test results" if self.lost_results else ""
+        return f"{self.error}; {self.lost} events not stored{results}"
+
     async def _consume(self) -> None:
         assert self._sub is not None
         sub = self._sub
         async for first in sub:
             batch: list[Item] = []
             markers: list[_Flush] = []
+            events = [first, *sub.drain_nowait()]
             try:
-                for ev in [first, *sub.drain_nowait()]:
+                for ev in events:
                     if isinstance(ev, _Flush):
                         markers.append(ev)
+                        continue
+                    if ev is self._notice:
                         continue
                     filled = self._attr.fill(ev)
                     batch.append((filled, self._attr.current_run))
                 if batch:
                     await self._write(batch)
             except Exception as exc:  # never die silently with the queue still filling
-                log.exception("history recorder")
-                self._fail([f"history recorder: {type(exc).__name__}: {exc}"])
+                log.debug("history recorder", exc_info=True)
+                unwritten = [(ev, "") for ev in events if not isinstance(ev, _Flush) and ev is not self._notice]
+                self._fail([Lost.of(unwritten, f"history recorder: {type(exc).__name__}: {exc}")])
             for m in markers:
                 if not m.done.done():
                     m.done.set_result(None)
 
     async def _write(self, batch: list[Item]) -> None:
         try:
-            failures = await self.store.acall(lambda w: w.write_batch(batch))
+            lost = await self.store.acall(lambda w: w.write_batch(batch))
         except Exception as exc:  # the writer thread itself failed (store closed...)
-            failures = [f"history DB {self.store.path}: {exc}"]
-        self.written += len(batch) - len(failures)
-        self._fail(failures)
+            lost = [Lost.of(batch, f"history DB {self.store.path}: {exc}")]
+        self.written += len(batch) - sum(x.events for x in lost)
+        self._fail(lost)
 
-    def _fail(self, failures: list[str]) -> None:
-        if failures and self.error is None:
-            self.error = failures[0]
-            log.error("%s", self.error)
-            self.bus.publish(InfraProblem(message=self.error, run_id=self._attr.current_run))
+    def _fail(self, lost: list[Lost]) -> None:
+        if not lost:
+            return
+        self.lost += sum(x.events for x in lost)
+        self.lost_results += sum(x.results for x in lost)
+        if self.error is None:
+            self.error = lost[0].message
+            # The run the lost events belong to: it may have finished before they failed.
+            self._notice = InfraProblem(message=self.error, run_id=lost[0].run_id or self._attr.current_run)
+            self.bus.publish(self._notice)

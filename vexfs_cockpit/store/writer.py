@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +31,11 @@ from vexfs_cockpit.engine.events import (
     VmSample,
     VmStateChanged,
 )
+from vexfs_cockpit.errors import StoreError, StoreUnwritable
 from vexfs_cockpit.klog.model import Severity
 from vexfs_cockpit.store.codec import attempt_to_dict, evidence_to_dict
-from vexfs_cockpit.store.db import open_writer
-from vexfs_cockpit.store.liveness import ProcessIdentity
+from vexfs_cockpit.store.db import open_writer, write_failure, write_problem
+from vexfs_cockpit.store.liveness import ProcessIdentity, domain_died_reason, owner_gone, run_died_reason
 from vexfs_cockpit.store.report import RUN_ENDED_EARLY, join_vm
 from vexfs_cockpit.store.sqlite_lite import Database
 
@@ -50,6 +53,21 @@ def _json(value: Any) -> str:
 Item = tuple[Event, str]
 
 
+@dataclass(frozen=True, slots=True)
+class Lost:
+    """Events a write could not store, and why (one line)."""
+
+    events: int
+    results: int  # of them, test results (TestFinished)
+    message: str
+    run_id: str = ""  # the run the first of them belongs to
+
+    @classmethod
+    def of(cls, items: Sequence[Item], message: str) -> Lost:
+        run_id = next((getattr(ev, "run_id", "") or ctx for ev, ctx in items if getattr(ev, "run_id", "") or ctx), "")
+        return cls(len(items), sum(isinstance(ev, TestFinished) for ev, _ in items), message, run_id)
+
+
 class StoreWriter:
     """Owns the writer connection. Not thread-safe by design: one thread only."""
 
@@ -57,6 +75,8 @@ class StoreWriter:
         self.path = path
         self.me = me or ProcessIdentity.current()
         self.conn: sqlite3.Connection = open_writer(path, deep_check)
+        st = os.stat(path)
+        self._file_id = (st.st_dev, st.st_ino)
         self.db = Database(self.conn)
         self._env: dict[str, str] = {}
 
@@ -75,29 +95,55 @@ class StoreWriter:
         self.conn.execute("COMMIT")
 
     # -- events ---------------------------------------------------------------------
-    def write_batch(self, items: Sequence[Item]) -> list[str]:
-        """Write ``items`` in one transaction; returns one message per event that failed.
+    def write_batch(self, items: Sequence[Item]) -> list[Lost]:
+        """Write ``items`` in one transaction; returns what could not be stored.
 
         If the batch fails, each event is retried in its own transaction so a single
-        bad event cannot take its neighbours down with it.
+        bad event cannot take its neighbours down with it; a failure of the file itself
+        (disk full, read-only, gone, corrupt) loses the whole batch at once. Each
+        failure is one line naming the cause (db.write_failure): no traceback is
+        logged, the caller reports it once.
         """
         try:
+            self._check_same_file()
             with self._tx():
                 self._write_items(items)
             return []
         except Exception as exc:
-            if len(items) == 1 or (isinstance(exc, sqlite3.DatabaseError) and _is_fatal(exc)):
-                log.exception("history: cannot store %d events", len(items))
-                return [f"history DB {self.path}: cannot store {len(items)} event(s) ({exc})"]
-        failures: list[str] = []
+            if len(items) == 1 or _is_fatal(exc):
+                log.debug("history: cannot store %d events", len(items), exc_info=True)
+                return [Lost.of(items, self._failure(exc, items))]
+        lost: list[Lost] = []
         for item in items:
             try:
                 with self._tx():
                     self._write_items([item])
             except Exception as exc:  # keep going: one bad event must not lose the rest
-                log.exception("history: cannot store %s", type(item[0]).__name__)
-                failures.append(self._describe(item[0], exc))
-        return failures
+                log.debug("history: cannot store %s", type(item[0]).__name__, exc_info=True)
+                lost.append(Lost.of([item], self._failure(exc, [item])))
+        return lost
+
+    def _check_same_file(self) -> None:
+        """SQLite goes on writing a DB whose file was deleted (or its directory removed)
+        under it, into nothing: refuse instead, so the loss is counted and said."""
+        try:
+            st = os.stat(self.path)
+        except OSError as exc:
+            problem = write_problem(self.path)
+            raise StoreUnwritable(problem or f"history DB {self.path} was deleted while in use "
+                                  f"({exc.strerror}): this run's results from now on are not stored; "
+                                  "pass --db PATH") from None
+        if (st.st_dev, st.st_ino) != self._file_id:
+            raise StoreUnwritable(f"history DB {self.path} was replaced by another file while in use: "
+                                  "this run's results from now on are not stored there; pass --db PATH")
+
+    def _failure(self, exc: Exception, items: Sequence[Item]) -> str:
+        if isinstance(exc, StoreError):
+            return str(exc)
+        if isinstance(exc, sqlite3.DatabaseError | OSError) and _is_fatal(exc):
+            return str(write_failure(self.path, exc))
+        what = type(items[0][0]).__name__ if len(items) == 1 else f"{len(items)} events"
+        return f"history DB {self.path}: cannot store {what} ({type(exc).__name__}: {exc})"
 
     def _write_items(self, items: Sequence[Item]) -> None:
         newest: dict[str, float] = {}
@@ -111,9 +157,6 @@ class StoreWriter:
                 "UPDATE runs SET last_event_at = max(coalesce(last_event_at, ?), ?) WHERE id=?",
                 (ts, ts, run_id),
             )
-
-    def _describe(self, ev: Event, exc: BaseException) -> str:
-        return f"history DB {self.path}: cannot store {type(ev).__name__} ({exc})"
 
     def _write(self, ev: Event, run_ctx: str) -> None:
         match ev:
@@ -329,7 +372,8 @@ class StoreWriter:
 
         Their unfinished domain runs too (naming the test that was running); every
         stored test result stays. A run of a live process (us included) or of another
-        host (cannot tell) is left alone. Returns the run ids marked.
+        host (cannot tell) is left alone. Returns the run ids marked. Readers show the
+        same without writing (History, through the same liveness rules).
         """
         marked: list[str] = []
         with self._tx():
@@ -337,20 +381,20 @@ class StoreWriter:
                 "SELECT id, pid, proc_start, hostname, boot_id FROM runs WHERE status='running'"
             ).fetchall()
             for run_id, pid, proc_start, hostname, boot_id in rows:
-                owner = ProcessIdentity(pid or 0, proc_start, hostname, boot_id)
-                if not pid or owner.is_gone(self.me) is not True:
+                if not owner_gone(pid, proc_start, hostname, boot_id, self.me):
                     continue
                 last = self._last_activity(run_id)
                 self.conn.execute(
                     "UPDATE runs SET status='aborted', finished_at=?, reason=? WHERE id=?",
-                    (last, f"cockpit process {pid} on {hostname} died during the run", run_id),
+                    (last, run_died_reason(pid, hostname), run_id),
                 )
-                self.conn.execute(
-                    "UPDATE domain_runs SET status='aborted', finished_at=?, reason=CASE "
-                    "WHEN current_test != '' THEN 'cockpit process died during test ' || current_test "
-                    "ELSE 'cockpit process died' END WHERE run_id=? AND status='running'",
-                    (last, run_id),
-                )
+                for dom_id, current in self.conn.execute(
+                    "SELECT id, current_test FROM domain_runs WHERE run_id=? AND status='running'", (run_id,)
+                ).fetchall():
+                    self.conn.execute(
+                        "UPDATE domain_runs SET status='aborted', finished_at=?, reason=? WHERE id=?",
+                        (last, domain_died_reason(current), dom_id),
+                    )
                 marked.append(run_id)
         return marked
 
@@ -363,8 +407,11 @@ class StoreWriter:
         return float(row[0]) if row and row[0] is not None else time.time()
 
 
-def _is_fatal(exc: sqlite3.DatabaseError) -> bool:
+def _is_fatal(exc: BaseException) -> bool:
     """Errors that no per-event retry can fix (the file itself is the problem)."""
+    if isinstance(exc, StoreError | OSError):
+        return True
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
     msg = str(exc).lower()
-    return any(s in msg for s in ("malformed", "not a database", "disk i/o", "readonly", "full"))
-
+    return any(s in msg for s in ("malformed", "not a database", "disk i/o", "readonly", "full", "unable to open"))

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from vexfs_cockpit.config.models import split_module_params
 from vexfs_cockpit.engine.module import ModuleSpec, insmod_argv, kmsg_marked_cmd, module_state_cmd
-from vexfs_cockpit.errors import ConfigError, InfraError, UsageError
+from vexfs_cockpit.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
     from vexfs_cockpit.config.models import CockpitConfig
@@ -298,6 +298,7 @@ async def guest_kernel_of(cfg: CockpitConfig, name: str, uri: str | None) -> str
     kernel directly (no SSH), else ``uname -r`` over SSH."""
     from vexfs_cockpit.fleet.attach import booted_kernel, check_attachable
     from vexfs_cockpit.fleet.devvm import connect_fleet, dev_target
+    from vexfs_cockpit.fleet.provider import guest_kernel_release
 
     uri = uri or cfg.fleet.libvirt_uri
     fm = await connect_fleet(uri, cfg.env)
@@ -311,12 +312,9 @@ async def guest_kernel_of(cfg: CockpitConfig, name: str, uri: str | None) -> str
         return kernel
     target = dev_target(cfg, name, info, reconnect_deadline_s=20.0)
     try:
-        res = await target.run("uname -r", timeout=30)
+        return await guest_kernel_release(target, name)  # checked: it becomes a host build path
     finally:
         await target.close()
-    if not res.ok:
-        raise InfraError(f"VM {name}: `uname -r` failed: {res.first_line() or f'exit {res.exit_code}'}")
-    return res.output.strip()
 
 
 async def kbuild_cmd(cfg: CockpitConfig, vm: str | None, *, uri: str | None = None, out: TextIO | None = None) -> int:

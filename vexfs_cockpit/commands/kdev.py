@@ -85,19 +85,14 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("name", help=_NAME_HELP)
     p.set_defaults(handler=cmd_kunload)
 
-    from vexfs_cockpit.commands.run import add_run_options, positive_seconds, retry_count
+    from vexfs_cockpit.commands.run import add_run_options, add_selection_options
 
     p = subparsers.add_parser("ktest", help="run domain tests on a running dev VM (results go to the history)")
     add_run_options(p)
     p.add_argument("--uri", default=None, help="libvirt URI (default: fleet.libvirt_uri)")
     p.add_argument("name", help=_NAME_HELP)
-    p.add_argument("--domains", metavar="A,B", help="comma-separated domains (default: those of --tests, else all enabled)")
-    p.add_argument("--tests", metavar="DOMAIN/TEST,...", help="run only these tests (and what they depend on)")
-    p.add_argument("--timeout", type=positive_seconds, metavar="SECONDS", help="default per-test timeout")
-    p.add_argument("--retries", type=retry_count, metavar="N", help="retries per failing test")
-    p.add_argument("--junit", metavar="PATH", help="write JUnit XML here")
-    p.add_argument("--json", metavar="PATH", help="write the JSON result here")
-    p.add_argument("--show-klog", action="store_true", help="print every kernel log line")
+    add_selection_options(p, domains_default="those of --tests, else all enabled",
+                          tests_help="run only these tests (and what they depend on)")
     p.set_defaults(handler=cmd_ktest)
 
 

@@ -31,15 +31,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run test domains in fresh VMs", description=__doc__)
     add_run_options(p)
     p.add_argument("--batch", action="store_true", help="headless: plain progress lines, for CI")
-    p.add_argument("--domains", metavar="A,B", help="comma-separated domains (default: all enabled)")
-    p.add_argument("--tests", metavar="DOMAIN/TEST,...", help="run only these tests")
+    add_selection_options(p, domains_default="all enabled", tests_help="run only these tests")
+    # Without --batch the CLI opens the TUI on this command line (cli.py decides).
+    p.set_defaults(handler=cmd_run, wants_tui=lambda args: not args.batch)
+
+
+def add_selection_options(p: argparse.ArgumentParser, *, domains_default: str, tests_help: str) -> None:
+    """What to run and what to write: shared by `run` and `ktest`."""
+    p.add_argument("--domains", metavar="A,B", help=f"comma-separated domains (default: {domains_default})")
+    p.add_argument("--tests", metavar="DOMAIN/TEST,...", help=tests_help)
     p.add_argument("--timeout", type=positive_seconds, metavar="SECONDS", help="default per-test timeout")
     p.add_argument("--retries", type=retry_count, metavar="N", help="retries per failing test")
     p.add_argument("--junit", metavar="PATH", help="write JUnit XML here")
     p.add_argument("--json", metavar="PATH", help="write the JSON result here")
     p.add_argument("--show-klog", action="store_true", help="print every kernel log line (batch)")
-    # Without --batch the CLI opens the TUI on this command line (cli.py decides).
-    p.set_defaults(handler=cmd_run, wants_tui=lambda args: not args.batch)
 
 
 def positive_seconds(text: str) -> float:

@@ -586,3 +586,10 @@ def test_a_session_keeps_its_overrides_when_the_env_changes(monkeypatch: pytest.
     for env in ("dev", "ci"):
         cfg = config_from_args(args, env=env, known_domains=DOMAIN_NAMES)
         assert (cfg.env, cfg.execution.retry_count, cfg.resources.memory_mb) == (env, 3, 640)
+
+
+def test_config_check_takes_config_as_run_does() -> None:
+    from vexfs_cockpit import cli
+
+    assert cli.main(["config", "check", "--config", str(REPO / "configs" / "default.yaml"), "--env", "ci"]) == 0
+    assert cli.main(["config", "check", str(REPO / "configs" / "default.yaml"), "--config", str(REPO / "configs" / "vexfs.yaml")]) == 2

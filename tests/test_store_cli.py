@@ -137,3 +137,17 @@ def test_errors_are_one_line_cockpit_errors(tmp_path: Path) -> None:
     HistoryStore.open(tmp_path / "ok.db").close()
     with pytest.raises(UsageError, match="bad period"):
         run_cli("history", "--db", str(tmp_path / "ok.db"), "--period", "a week")
+
+
+def test_latest_and_prev_go_wherever_a_run_id_goes(db: Path) -> None:
+    code, out = run_cli("history", "show", "latest", "--db", str(db))
+    assert code == 0 and out.startswith("run run-c ")
+    code, out = run_cli("history", "show", "prev", "--db", str(db))
+    assert code == 0 and out.startswith("run run-b ")
+    code, out = run_cli("history", "compare", "prev", "latest", "--db", str(db))
+    assert code == 0 and out.startswith("run-b -> run-c")
+
+
+def test_history_help_shows_no_internal_notes() -> None:
+    proc = subprocess.run([sys.executable, "-m", "vexfs_cockpit", "history", "--help"], capture_output=True, text=True, check=True)
+    assert "StoreError" not in proc.stdout and "latest" in proc.stdout

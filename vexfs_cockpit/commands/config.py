@@ -12,7 +12,7 @@ from vexfs_cockpit.config.sources import check_module_sources
 from vexfs_cockpit.config.load import load_config, parse_override
 from vexfs_cockpit.config.models import DOMAIN_NAMES
 from vexfs_cockpit.config.render import render_effective
-from vexfs_cockpit.errors import CockpitError
+from vexfs_cockpit.errors import CockpitError, UsageError
 
 
 def _plugin_domains() -> set[str]:
@@ -38,6 +38,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         "(keys, types, ranges, domains, resource caps) and print the result as YAML. Exit 2 on a bad config.",
     )
     check.add_argument("file", nargs="?", type=Path, help="profile YAML or name (default: configs/default.yaml)")
+    # --config as `run` and every other command take it.
+    check.add_argument("--config", dest="config_file", type=Path, metavar="FILE", help="the same as FILE")
     check.add_argument("--env", default=None, help="overlay from configs/env (default: dev)")
     check.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -50,7 +52,10 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     try:
         overrides = dict(parse_override(item) for item in getattr(args, "overrides", None) or [])
         known = set(DOMAIN_NAMES) | _plugin_domains()
-        cfg = load_config(getattr(args, "file", None), getattr(args, "env", None), overrides, known_domains=known)
+        file, flag = getattr(args, "file", None), getattr(args, "config_file", None)
+        if file is not None and flag is not None and file != flag:
+            raise UsageError(f"config check: FILE {file} and --config {flag} disagree: give one")
+        cfg = load_config(file or flag, getattr(args, "env", None), overrides, known_domains=known)
         selected = enabled_domains(cfg, [*DOMAIN_NAMES, *sorted(known - set(DOMAIN_NAMES))])
         check_resource_caps(cfg, selected)
         check_module_sources(cfg, selected)

@@ -7,8 +7,8 @@
     history compare OLD NEW                   new failures / fixed / still failing / flaky
     history report RUN [--junit F] [--json F] re-write a run's reports from the store
 
-All take --db PATH (else $VEXFS_COCKPIT_DB, else the platform data dir). Errors are
-StoreError/UsageError (one line); the caller turns them into exit codes.
+RUN is a run id, a unique prefix of one, `latest` or `prev`. All take --db PATH (else
+$VEXFS_COCKPIT_DB, else the platform data dir).
 """
 
 from __future__ import annotations
@@ -49,19 +49,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
     s = sub.add_parser("show", help="one run: domains, tests, evidence")
     _db_arg(s, argparse.SUPPRESS)
-    s.add_argument("run", help="run id (or a unique prefix)")
+    s.add_argument("run", help="run id, a unique prefix, latest or prev")
     s.add_argument("--evidence", choices=["bad", "all", "none"], default="bad",
                    help="print evidence for bad tests (default), all tests, or none")
 
     m = sub.add_parser("compare", help="compare two runs")
     _db_arg(m, argparse.SUPPRESS)
-    m.add_argument("old", help="baseline run id (or prefix)")
-    m.add_argument("new", help="newer run id (or prefix)")
+    m.add_argument("old", help="baseline run: id, prefix, latest or prev")
+    m.add_argument("new", help="newer run: id, prefix, latest or prev")
     m.add_argument("--window", type=int, default=5, help="runs looked at for flakiness (default 5)")
 
     r = sub.add_parser("report", help="write a stored run's JUnit XML / JSON report")
     _db_arg(r, argparse.SUPPRESS)
-    r.add_argument("run", help="run id (or a unique prefix)")
+    r.add_argument("run", help="run id, a unique prefix, latest or prev")
     r.add_argument("--junit", type=Path, help="JUnit XML output path")
     r.add_argument("--json", type=Path, help="JSON report output path")
     return p

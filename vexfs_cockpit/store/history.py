@@ -330,6 +330,10 @@ def _like(text: str | None) -> str | None:
     return f"%{_escape_like(text)}%" if text else None
 
 
+# Names a user may give instead of a run id: how many runs back from the newest.
+RUN_ALIASES = {"latest": 0, "prev": 1}
+
+
 class History:
     """Read-only view of the history DB; implements engine.plugin.HistoryView.
 
@@ -430,10 +434,16 @@ class History:
         return out
 
     def resolve_run_id(self, ref: str) -> str | None:
-        """An exact run id, or a unique prefix of one."""
+        """An exact run id, a unique prefix of one, or ``latest`` / ``prev`` (the newest
+        run and the one before it, by start time)."""
         with self._read() as conn:
             if conn is None:
                 return None
+            if ref in RUN_ALIASES:
+                row = conn.execute(
+                    "SELECT id FROM runs ORDER BY started_at DESC, id DESC LIMIT 1 OFFSET ?", (RUN_ALIASES[ref],)
+                ).fetchone()
+                return row[0] if row else None
             if conn.execute("SELECT 1 FROM runs WHERE id=?", (ref,)).fetchone():
                 return ref
             hits = conn.execute(

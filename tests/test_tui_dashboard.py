@@ -96,7 +96,7 @@ async def test_dashboard_renders_the_event_stream():
         vms = dash.query_one("#vm-table", DataTable)
         assert vms.row_count == 2
         row = cells(vms, vms.get_row_index(VM_A))
-        assert row[0] == "kmod-0" and row[1] == "ready" and row[2] == "30s" and row[6] == "kernel_module"
+        assert row[0] == "dev/kmod-0" and row[1] == "ready" and row[2] == "30s" and row[6] == "kernel_module"
         assert row[3].strip() == "13.0" and row[4] == "182M" and len(row[5]) == 12 and row[5].strip()
         doms = dash.query_one("#domains", DataTable)
         km = cells(doms, doms.get_row_index("kernel_module"))
@@ -106,7 +106,7 @@ async def test_dashboard_renders_the_event_stream():
         log = dash.query_one(KernelLogView)
         assert len(log.lines) == 30 + 20 + 5 + 1 + 4
         assert log.is_vertical_scroll_end  # following: the newest line is on screen
-        assert "kmod-0       39│" in text
+        assert "dev/kmod-0      39│" in text
 
 
 async def test_run_summary_and_eta_from_history():
@@ -137,13 +137,13 @@ async def test_listing_seeds_vms_with_uptime():
     be = UiBackend(vms=[VmInfo("vexfs-dev-manual-0", "running", started_at=T0 - 125)])
     async with cockpit(be) as (app, pilot, _):
         vms = app.screen.query_one("#vm-table", DataTable)
-        assert cells(vms, 0)[:3] == ["manual-0", "running", "2m05s"]
+        assert cells(vms, 0)[:3] == ["dev/manual-0", "running", "2m05s"]
 
 
 async def test_infra_problem_is_a_notification():
     async with cockpit() as (app, pilot, notes):
         await feed(app, pilot, [InfraProblem(message="SSH to the guest dropped and did not come back", vm=VM_A)])
-        assert (f"{VM_A}: SSH to the guest dropped and did not come back", "error") in notes
+        assert ("dev/kmod-0: SSH to the guest dropped and did not come back", "error") in notes
         assert "1 infra problem" in screen_text(app)
 
 
@@ -443,7 +443,7 @@ async def test_console_without_a_terminal_is_a_one_line_error():
         await pilot.press("o")
         await settle(app, pilot)
         # headless: App.suspend is not supported; the app says so and keeps going
-        assert any(m.startswith(f"console {VM_A}:") and s == "error" for m, s in notes)
+        assert any(m.startswith("console dev/kmod-0:") and s == "error" for m, s in notes)
         assert isinstance(app.screen, DashboardScreen)
 
 
@@ -457,7 +457,7 @@ async def test_engine_errors_become_notifications():
     async with cockpit(be) as (app, pilot, notes):
         await pilot.press("u")
         await settle(app, pilot)
-        assert (f"start {VM_A}: cannot start {VM_A}: domain not found — run `vexfs-cockpit vm list`", "error") in notes
+        assert (f"start dev/kmod-0: cannot start {VM_A}: domain not found — run `vexfs-cockpit vm list`", "error") in notes
 
 
 async def test_failed_kbuild_shows_compiler_output():
@@ -482,10 +482,10 @@ async def test_palette_has_every_binding_and_per_vm_actions():
     async with cockpit(be) as (app, pilot, _):
         provider = CockpitCommands(app.screen)
         titles = {t for t, _, _ in provider._entries()}
-        for expected in ("Start run", "Abort", "History", "Results", "Build module", "Help", "Pause/follow", "Next event", "Filter log", "Re-run domain", f"Reset VM {VM_A}", f"SSH shell on VM {VM_A}"):
+        for expected in ("Start run", "Abort", "History", "Results", "Build module", "Help", "Pause/follow", "Next event", "Filter log", "Re-run domain", "Reset VM dev/kmod-0", "SSH shell on VM dev/kmod-0"):
             assert expected in titles
         await pilot.press("ctrl+p")
-        await pilot.press(*f"Start VM {VM_A}")
+        await pilot.press(*"Start VM dev/kmod-0")
         await settle(app, pilot)
         await pilot.press("enter")
         await settle(app, pilot)

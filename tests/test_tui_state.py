@@ -15,8 +15,8 @@ from vexfs_cockpit.engine.events import (
 from vexfs_cockpit.engine.results import TestStatus
 from vexfs_cockpit.klog.model import Severity
 from vexfs_cockpit.tui.backend import TestRef, VmInfo
-from vexfs_cockpit.tui.format import duration, error_line, memory_kb, progress_bar, sparkline
-from vexfs_cockpit.tui.logmodel import LINE_SEP, MARK_SEP, LogModel, Marker, parse_row, vm_label
+from vexfs_cockpit.tui.format import duration, error_line, memory_kb, progress_bar, sparkline, vm_display_name
+from vexfs_cockpit.tui.logmodel import LINE_SEP, MARK_SEP, LogModel, Marker, parse_row
 from vexfs_cockpit.tui.state import LiveState, Part
 
 from tests.test_tui_support import T0, VM_A, VM_B, boot_lines, mid_run_events, result, warn_event
@@ -125,10 +125,10 @@ def test_rows_parse_back_and_labels_are_short():
     m.add(boot_lines(VM_B, 7, 1, T0))
     row = m.all_rows()[0]
     key = parse_row(row)
-    assert key is not None and key.label == "fsops-0" and key.line_no == 7 and not key.marker
+    assert key is not None and key.label == "dev/fsops-0" and key.line_no == 7 and not key.marker
     assert row[key.text_start:].startswith("[")
-    assert vm_label("vexfs-ci-safety_validation-3") == "safety-3"
-    assert vm_label("my-vm") == "my-vm"
+    assert vm_display_name("vexfs-ci-safety_validation-3") == "ci/safety-3"
+    assert vm_display_name("my-vm") == "my-vm"
     assert LINE_SEP in row and MARK_SEP not in row
 
 
@@ -163,7 +163,7 @@ def test_filters_vm_severity_text():
     assert m.all_rows() == []
     m.reset_filter()
     m.set_text("E1000")
-    assert {parse_row(r).label for r in m.all_rows()} == {"kmod-0", "fsops-0"}
+    assert {parse_row(r).label for r in m.all_rows()} == {"dev/kmod-0", "dev/fsops-0"}
     assert all("e1000" in r.lower() for r in m.all_rows())
 
 
@@ -222,15 +222,10 @@ def test_format_helpers():
     assert TestRef("d", "t").domain == "d"
 
 
-def test_vm_labels_stay_unique_across_envs():
-    from vexfs_cockpit.tui.logmodel import unique_labels
-
-    labels = unique_labels(["vexfs-dev-kernel_module-0", "vexfs-ci-kernel_module-0", "vexfs-ci-safety_validation-0"])
-    assert labels == {
-        "vexfs-dev-kernel_module-0": "dev-kernel_module-0",
-        "vexfs-ci-kernel_module-0": "ci-kernel_module-0",
-        "vexfs-ci-safety_validation-0": "safety-0",
-    }
+def test_vm_names_stay_unique_across_envs():
+    # One name per VM from its libvirt name alone: no other VM can change it.
+    names = ["vexfs-dev-kernel_module-0", "vexfs-ci-kernel_module-0", "vexfs-ci-safety_validation-0", "vexfs-dev-kmod-0"]
+    assert [vm_display_name(n) for n in names] == ["dev/kmod-0", "ci/kmod-0", "ci/safety-0", "dev/kmod+-0"]
 
 
 def test_marker_text_names_severity_once():

@@ -17,11 +17,13 @@ from vexfs_cockpit.config.models import CockpitConfig
 from vexfs_cockpit.engine.events import DomainStarted, RunStarted, TestFinished, TestStarted
 from vexfs_cockpit.engine.runner import Runner
 from vexfs_cockpit.engine.runner import RunRequest as EngineRunRequest
+from vexfs_cockpit.tui.backend import VmInfo
+from vexfs_cockpit.tui.widgets.kernel_log_view import KernelLogView
 from vexfs_cockpit.tui.widgets.run_summary import RunSummary
 
 from tests.test_runner import LocalProvider
 from tests.test_tui_dashboard import cells, cockpit, feed, settle
-from tests.test_tui_support import T0, UiBackend, db, result, screen_text  # noqa: F401 (fixture)
+from tests.test_tui_support import T0, VM_A, UiBackend, db, result, screen_text  # noqa: F401 (fixture)
 
 
 def summary(app) -> str:
@@ -116,3 +118,40 @@ async def test_eta_says_why_there_is_none(db):
                                            domains=("kernel_module",), planned={"kernel_module": ("module_build", "brand_new")}, ts=T0)])
         await settle(app, pilot)
         assert "ETA ≥1.0s (1 test never ran)" in summary(app), summary(app)
+
+
+# -- item 4: one name per VM ---------------------------------------------------------------------
+
+
+async def test_a_vm_has_one_name_everywhere_and_its_libvirt_name_in_the_menu():
+    from textual.widgets import Label
+
+    from vexfs_cockpit.engine.events import InfraProblem, KernelLogLine
+    from vexfs_cockpit.tui.commands import CockpitCommands
+    from vexfs_cockpit.tui.screens.vm_menu import VmMenuScreen
+
+    # The same domain's VM in two environments (a dev run, then a ci run): the case that
+    # gave one VM four names (kmod-0, dev-kernel_module-0, vexfs-dev-kernel…, the full one).
+    ci_vm = "vexfs-ci-kernel_module-0"
+    be = UiBackend(vms=[VmInfo(VM_A, "running"), VmInfo(ci_vm, "running")])
+    async with cockpit(be, size=(120, 40)) as (app, pilot, notes):
+        await feed(app, pilot, [KernelLogLine(vm=VM_A, line_no=1, text="Linux version 6.1.0", ts=T0),
+                                KernelLogLine(vm=ci_vm, line_no=1, text="Linux version 6.1.0", ts=T0),
+                                InfraProblem(message="SSH dropped", vm=VM_A, ts=T0)])
+        vms = app.screen.query_one("#vm-table", DataTable)
+        assert cells(vms, vms.get_row_index(VM_A))[0] == "dev/kmod-0"
+        assert cells(vms, vms.get_row_index(ci_vm))[0] == "ci/kmod-0"
+        log = app.screen.query_one(KernelLogView)
+        assert [row.split()[0] for row in log.lines] == ["dev/kmod-0", "ci/kmod-0"]
+        assert ("dev/kmod-0: SSH dropped", "error") in notes
+        await pilot.press("v")  # the log's VM filter names it the same way
+        assert "vm=dev/kmod-0" in screen_text(app)
+        titles = {t for t, _, _ in CockpitCommands(app.screen)._entries()}
+        assert "Reset VM dev/kmod-0" in titles and not any(VM_A in t for t in titles)
+        vms.focus()
+        vms.move_cursor(row=vms.get_row_index(VM_A))
+        await pilot.press("m")
+        assert isinstance(app.screen, VmMenuScreen)
+        text = screen_text(app)
+        assert "dev/kmod-0 (running)" in text and f"libvirt name: {VM_A}" in text
+        assert app.screen.query_one("#vm-libvirt-name", Label)

@@ -33,7 +33,7 @@ from vexfs_cockpit.engine.events import (
 )
 from vexfs_cockpit.tui.backend import ActionResult, CockpitBackend, RunRequest, TestRef
 from vexfs_cockpit.tui.commands import CockpitCommands
-from vexfs_cockpit.tui.format import error_line
+from vexfs_cockpit.tui.format import error_line, vm_display_name
 from vexfs_cockpit.tui.internals import mount_screen
 from vexfs_cockpit.tui.logmodel import LOG_RETAIN, LogInput, line_row
 from vexfs_cockpit.tui.state import LiveState, Part
@@ -178,7 +178,7 @@ class CockpitApp(App[int]):
         for ev in others:
             changed |= self.state.apply(ev)
             if isinstance(ev, InfraProblem):
-                where = f"{ev.vm}: " if ev.vm else ""
+                where = f"{vm_display_name(ev.vm)}: " if ev.vm else ""
                 self.notify(f"{where}{ev.message}", title="infrastructure", severity="error", timeout=10)
             elif isinstance(ev, RunStarted):
                 self._expected_asked = set(ev.planned)
@@ -345,22 +345,23 @@ class CockpitApp(App[int]):
         from vexfs_cockpit.tui.screens.confirm import ConfirmScreen
 
         b = self.backend
+        shown = vm_display_name(vm)  # the backend gets the libvirt name, people see this one
         if action == "start":
-            self.call_engine(f"start {vm}", b.vm_start, vm, then=lambda _: self._vm_done(f"{vm} started"))
+            self.call_engine(f"start {shown}", b.vm_start, vm, then=lambda _: self._vm_done(f"{shown} started"))
         elif action in ("stop", "reset"):
             verb = "Stop" if action == "stop" else "Reset"
 
             def confirmed(yes: bool | None) -> None:
                 if yes:
                     fn = b.vm_stop if action == "stop" else b.vm_reset
-                    self.call_engine(f"{action} {vm}", fn, vm, then=lambda _: self._vm_done(f"{vm}: {action} done"))
+                    self.call_engine(f"{action} {shown}", fn, vm, then=lambda _: self._vm_done(f"{shown}: {action} done"))
 
-            self.push_screen(ConfirmScreen(f"{verb} {vm}?", "A test running on it will fail or error."), confirmed)
+            self.push_screen(ConfirmScreen(f"{verb} {shown}?", f"{vm} — a test running on it will fail or error."), confirmed)
         elif action in ("console", "ssh"):
             self.run_worker(self._attach_terminal(action, vm), group="attach", exclusive=True, exit_on_error=False)
         elif action in ("kload", "kunload"):
             fn = b.kload if action == "kload" else b.kunload
-            self.call_engine(f"{action} {vm}", fn, vm, then=lambda res: self._show_action(action, res))
+            self.call_engine(f"{action} {shown}", fn, vm, then=lambda res: self._show_action(action, res))
         else:
             self.notify(f"unknown VM action {action!r}", severity="error")
 
@@ -377,7 +378,7 @@ class CockpitApp(App[int]):
         try:
             argv = self.backend.console_argv(vm) if action == "console" else self.backend.ssh_argv(vm)
         except Exception as err:
-            self.notify(f"{action} {vm}: {error_line(err)}", severity="error")
+            self.notify(f"{action} {vm_display_name(vm)}: {error_line(err)}", severity="error")
             return
         previous = signal.getsignal(signal.SIGINT)
         code: int | None = None
@@ -391,7 +392,7 @@ class CockpitApp(App[int]):
                 finally:
                     signal.signal(signal.SIGINT, previous)
         except Exception as err:
-            self.notify(f"{action} {vm}: {error_line(err)}", severity="error")
+            self.notify(f"{action} {vm_display_name(vm)}: {error_line(err)}", severity="error")
             return
         if code:
             self.notify(f"{' '.join(argv[-3:])} exited with {code}", severity="warning")

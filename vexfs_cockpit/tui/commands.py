@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
+from vexfs_cockpit.tui.format import vm_display_name
+
 if TYPE_CHECKING:
     from vexfs_cockpit.tui.app import CockpitApp
 
@@ -44,8 +46,9 @@ class CockpitCommands(Provider):
             title = binding.description
             yield title, f"key: {binding.key_display or key}", partial(app.run_action, binding.action, active.node)
         for vm in sorted(getattr(app, "state").vms):
+            shown = vm_display_name(vm)
             for action, label in VM_ACTIONS:
-                yield f"{label} {vm}", f"{action} {vm}", partial(app.vm_action, action, vm)
+                yield f"{label} {shown}", f"{action} {vm}", partial(app.vm_action, action, vm)
 
     async def discover(self) -> Hits:
         for title, help_text, callback in self._entries():

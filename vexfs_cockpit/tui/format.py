@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 
@@ -45,6 +46,33 @@ VM_STATE_STYLE: dict[str, str] = {
     "defined": "dim",
     "undefined": "dim",
 }
+
+
+_VM_NAME = re.compile(r"^vexfs-([^-]+)-(.+)-(\d+)$")  # vexfs-<env>-<domain>-<n>
+# Short tags keep names narrow at 80 columns (the log's prefix, the VM table).
+DOMAIN_TAGS = {
+    "kernel_module": "kmod",
+    "filesystem_operations": "fsops",
+    "vector_operations": "vecops",
+    "performance_metrics": "perf",
+    "safety_validation": "safety",
+    "integration_testing": "integ",
+}
+
+
+def vm_display_name(name: str) -> str:
+    """The one name the TUI shows for a VM: ``vexfs-dev-kernel_module-0`` -> ``dev/kmod-0``.
+
+    Made from the libvirt name alone, so it is the same in every table, the log, the
+    menus and the notifications, whatever other VMs exist (the environment is in it: the
+    same domain's VMs of two environments never share one). Other names are shown as they
+    are; the full libvirt name is in the VM menu."""
+    m = _VM_NAME.match(name)
+    if m is None:
+        return name
+    env, domain, index = m.groups()
+    tag = DOMAIN_TAGS.get(domain) or (domain if domain not in DOMAIN_TAGS.values() else f"{domain}+")
+    return f"{env}/{tag}-{index}"
 
 
 def duration(seconds: float | None) -> str:

@@ -30,21 +30,11 @@ from typing import NamedTuple
 
 from vexfs_cockpit.engine.events import Event, KernelEventRaised, KernelLogLine
 from vexfs_cockpit.klog.model import KernelReport, Severity
+from vexfs_cockpit.tui.format import vm_display_name
 
 LINE_SEP = "│"
 MARK_SEP = "▶"
 _ROW = re.compile(rf"^(\S+) +(\d+)([{LINE_SEP}{MARK_SEP}]) ")
-_VM_NAME = re.compile(r"^vexfs-[^-]+-(.+)-(\d+)$")  # vexfs-<env>-<domain>-<n>
-# Short tags keep the log's prefix narrow at 80 columns; unknown domains are clipped.
-_DOMAIN_TAGS = {
-    "kernel_module": "kmod",
-    "filesystem_operations": "fsops",
-    "vector_operations": "vecops",
-    "performance_metrics": "perf",
-    "safety_validation": "safety",
-    "integration_testing": "integ",
-}
-
 # Rows the live pane keeps (all, and those matching a filter): memory stays flat after this many.
 # Whole test windows live in the store as evidence; the pane is for watching.
 LOG_RETAIN = 10_000
@@ -92,32 +82,12 @@ class LogFilter:
     def describe(self) -> str:
         parts = []
         if self.vm is not None:
-            parts.append(f"vm={self.vm}")
+            parts.append(f"vm={vm_display_name(self.vm)}")
         if self.min_severity is not None:
             parts.append(f"≥{self.min_severity.name.lower()}")
         if self.text:
             parts.append(f"“{self.text}”")
         return " ".join(parts) if parts else "all"
-
-
-def unique_labels(names: Iterable[str]) -> dict[str, str]:
-    """Short labels, falling back to the full name where two VMs would share one
-    (e.g. the same domain's VM of two envs)."""
-    names = list(names)
-    short = {n: vm_label(n) for n in names}
-    counts: dict[str, int] = {}
-    for label in short.values():
-        counts[label] = counts.get(label, 0) + 1
-    return {n: (lbl if counts[lbl] == 1 else n.removeprefix("vexfs-")) for n, lbl in short.items()}
-
-
-def vm_label(name: str) -> str:
-    """``vexfs-dev-filesystem_operations-0`` -> ``fsops-0``; other names unchanged."""
-    m = _VM_NAME.match(name)
-    if m is None:
-        return name
-    domain, index = m.groups()
-    return f"{_DOMAIN_TAGS.get(domain, domain[:8])}-{index}"
 
 
 class RowKey(NamedTuple):
@@ -141,8 +111,7 @@ class LogModel:
         self.records: deque[Row] = deque(maxlen=retain)
         self.filter = LogFilter()
         self.vms: list[str] = []  # first-seen order (the VM filter cycles through it)
-        self._labels: dict[str, str] = {}
-        self._vm_by_label: dict[str, str] = {}
+        self._seen: set[str] = set()
         self._label_width = 8
         # (vm, line_no) -> severity of the report covering that line, in two generations:
         # when the newest holds ``retain`` keys it becomes the old one and the old one is
@@ -200,7 +169,7 @@ class LogModel:
         if not rows:
             return rows, reports
         self.records.extend(rows)
-        if not set(map(_VM, rows)) <= self._labels.keys():
+        if not set(map(_VM, rows)) <= self._seen:
             for vm in map(_VM, rows):  # rare: a VM's first lines
                 self._see_vm(vm)
         self._max_text = max(self._max_text, max(map(len, map(_TEXT, rows))))
@@ -267,7 +236,7 @@ class LogModel:
         return self.rows(self.records)
 
     def label(self, vm: str) -> str:
-        return self._labels.get(vm) or vm_label(vm)
+        return vm_display_name(vm)
 
     # -- filter controls -----------------------------------------------------------
     def cycle_vm(self) -> LogFilter:
@@ -293,14 +262,10 @@ class LogModel:
 
     # -- internals -------------------------------------------------------------------
     def _see_vm(self, vm: str) -> None:
-        if vm in self._labels:
+        if vm in self._seen:
             return
-        label = vm_label(vm)
-        if label in self._vm_by_label:  # two envs' VMs with the same tail
-            label = vm
-        self._labels[vm] = label
-        self._vm_by_label[label] = vm
-        self._label_width = max(self._label_width, len(label))
+        self._seen.add(vm)
+        self._label_width = max(self._label_width, len(vm_display_name(vm)))
         self.vms.append(vm)
 
     def _mark(self, vm: str, rep: KernelReport) -> None:

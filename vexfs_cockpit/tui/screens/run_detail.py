@@ -13,7 +13,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Static, TabbedContent, TabPane
 
 from vexfs_cockpit.store.report import RunReport
-from vexfs_cockpit.tui.format import SEVERITY_STYLE, STATUS_STYLE, duration, one_line, timestamp
+from vexfs_cockpit.tui.format import SEVERITY_STYLE, STATUS_STYLE, duration, one_line, timestamp, vm_display_name
 from vexfs_cockpit.tui.widgets.evidence_view import EvidenceView
 from vexfs_cockpit.tui.widgets.key_bar import KeyBar
 from vexfs_cockpit.tui.widgets.results_table import ResultsTable
@@ -109,12 +109,12 @@ class RunDetailScreen(Screen[None]):
             res = Text.assemble((str(tally["PASSED"]), "green"), " ", (str(bad), "bold red" if bad else "dim"), " ", (str(tally["SKIPPED"]), "dim"))
             missing = d.missing_tests()
             reason = d.reason + (f" (never ran: {', '.join(missing)})" if missing else "")
-            dt.add_row(d.name, Text(d.status, style=STATUS_STYLE.get(d.status, "")), res, duration(d.duration_s), d.vm, one_line(reason, 100), key=d.name)
+            dt.add_row(d.name, Text(d.status, style=STATUS_STYLE.get(d.status, "")), res, duration(d.duration_s), vm_display_name(d.vm) if d.vm else "—", one_line(reason, 100), key=d.name)
         lines: list[Text] = []
         for s in report.vm_failures():
-            lines.append(Text(f"VM {s.vm} {s.state}" + (f": {s.reason}" if s.reason else ""), style="bold red"))
+            lines.append(Text(f"VM {vm_display_name(s.vm)} {s.state}" + (f": {s.reason}" if s.reason else ""), style="bold red"))
         for p in report.infra_problems:
-            lines.append(Text(f"infra: {(p.vm + ': ') if p.vm else ''}{p.message}", style="magenta"))
+            lines.append(Text(f"infra: {(vm_display_name(p.vm) + ': ') if p.vm else ''}{p.message}", style="magenta"))
         self.query_one("#detail-infra", Static).update(Group(*lines) if lines else Text("no VM failures or infrastructure problems", style="dim"))
 
     def _fill_events(self, report: RunReport, now: float) -> None:
@@ -123,7 +123,7 @@ class RunDetailScreen(Screen[None]):
         for i, k in enumerate(report.kernel_events):
             where = ".".join(p for p in (k.domain, k.test) if p) or "—"
             sev = Text(k.report.severity.name + (" (expected)" if k.expected else ""), style=SEVERITY_STYLE[k.report.severity])
-            et.add_row(timestamp(k.ts, now), sev, one_line(k.report.signature, 70), where, k.vm, key=str(i))
+            et.add_row(timestamp(k.ts, now), sev, one_line(k.report.signature, 70), where, vm_display_name(k.vm), key=str(i))
         if not report.kernel_events:
             self.query_one("#detail-event-text", Static).update(Text("no kernel reports in this run", style="dim"))
         else:
@@ -134,7 +134,7 @@ class RunDetailScreen(Screen[None]):
             return
         k = self.report.kernel_events[index]
         self.query_one("#detail-event-text", Static).update(
-            Group(Text(f"{k.report.signature} — line {k.report.line} on {k.vm}", style=SEVERITY_STYLE[k.report.severity]), Text(k.report.text, style="dim"))
+            Group(Text(f"{k.report.signature} — line {k.report.line} on {vm_display_name(k.vm)} ({k.vm})", style=SEVERITY_STYLE[k.report.severity]), Text(k.report.text, style="dim"))
         )
 
     def _show_evidence(self) -> None:

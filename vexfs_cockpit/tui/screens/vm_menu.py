@@ -11,6 +11,7 @@ from textual.widgets import Label, OptionList
 from textual.widgets.option_list import Option
 
 from vexfs_cockpit.tui.commands import VM_ACTIONS
+from vexfs_cockpit.tui.format import vm_display_name
 from vexfs_cockpit.tui.state import ALIVE_STATES
 
 KEYS = {"start": "u", "stop": "x", "reset": "t", "console": "o", "ssh": "i", "kload": "l", "kunload": "L"}
@@ -36,7 +37,8 @@ class VmMenuScreen(ModalScreen[str | None]):
             for action, label in VM_ACTIONS
         ]
         with Vertical(classes="dialog"):
-            yield Label(f"{self.vm} ({self.vm_state})", classes="dialog-title")
+            yield Label(f"{vm_display_name(self.vm)} ({self.vm_state})", classes="dialog-title")
+            yield Label(f"libvirt name: {self.vm}", id="vm-libvirt-name", classes="dialog-detail")
             yield OptionList(*options, id="vm-actions")
 
     def on_mount(self) -> None:

@@ -11,8 +11,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from vexfs_cockpit.tui.format import VM_STATE_STYLE, duration, memory_kb, sparkline
-from vexfs_cockpit.tui.logmodel import unique_labels
+from vexfs_cockpit.tui.format import VM_STATE_STYLE, duration, memory_kb, sparkline, vm_display_name
 from vexfs_cockpit.tui.state import LiveState, VmView
 
 SPARK_CELLS = 12
@@ -68,9 +67,8 @@ class VmPanel(Vertical):
         existing = {str(k.value) for k in table.rows}
         for gone in existing - set(names):
             table.remove_row(gone)
-        labels = unique_labels(names)
         for name in names:
-            cells = _cells(state.vms[name], labels[name], now)
+            cells = _cells(state.vms[name], vm_display_name(name), now)
             if name in existing:
                 for (key, _), value in zip(COLUMNS, cells):
                     table.update_cell(name, key, value, update_width=True)

@@ -150,8 +150,8 @@ async def test_crash_signatures_newest_first(db, utc):
         assert isinstance(app.screen, CrashesScreen)
         table = app.screen.query_one("#crashes", DataTable)
         assert [cells(table, i)[:3] for i in range(table.row_count)] == [
-            ["CRITICAL", "panic: Kernel panic - not syncing: Fatal exception", "1×"],
-            ["WARNING", "warning: WARNING in selftest_write", "1×"],
+            ["CRITICAL", "Kernel panic - not syncing: Fatal exception", "1×"],  # the kind once
+            ["WARNING", "WARNING in selftest_write", "1×"],
         ]
         await pilot.press("enter")
         await settle(app, pilot)

@@ -8,14 +8,16 @@ real Runner publishes them); commands the TUI sends are read back from the fake 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 from textual.widgets import DataTable
 
 from vexfs_cockpit import DomainBase, TestResult, TestStatus
 from vexfs_cockpit.config.models import CockpitConfig
-from vexfs_cockpit.engine.events import DomainStarted, RunStarted, TestFinished, TestStarted
+from vexfs_cockpit.engine.events import DomainStarted, KernelEventRaised, RunStarted, TestFinished, TestStarted
 from vexfs_cockpit.engine.runner import Runner
+from vexfs_cockpit.klog.model import KernelReport, Severity
 from vexfs_cockpit.engine.runner import RunRequest as EngineRunRequest
 from vexfs_cockpit.tui.backend import VmInfo
 from vexfs_cockpit.tui.widgets.kernel_log_view import KernelLogView
@@ -155,3 +157,52 @@ async def test_a_vm_has_one_name_everywhere_and_its_libvirt_name_in_the_menu():
         text = screen_text(app)
         assert "dev/kmod-0 (running)" in text and f"libvirt name: {VM_A}" in text
         assert app.screen.query_one("#vm-libvirt-name", Label)
+
+
+# -- item 5: kernel reports said once, info reports explained ---------------------------------------
+
+TAINT = KernelReport(kind="taint", title="taint: out-of-tree module vexfs_selftest", severity=Severity.INFO,
+                     line=7, module="vexfs_selftest", text="vexfs_selftest: loading out-of-tree module taints kernel.", vm=VM_A)
+
+
+async def test_info_reports_say_what_they_are_and_taint_is_said_once(tmp_path: Path):
+    from vexfs_cockpit.engine.bus import EventBus
+    from vexfs_cockpit.store.recorder import HistoryStore, Recorder
+    from vexfs_cockpit.tui.screens.results import ResultsScreen
+    from vexfs_cockpit.tui.screens.run_detail import RunDetailScreen
+    from vexfs_cockpit.tui.widgets.evidence_view import EvidenceView
+
+    from tests.test_tui_dashboard import rendered
+    from tests.test_tui_support import _run_events
+
+    taint = KernelEventRaised(vm=VM_A, report=TAINT, run_id="run-t", domain="kernel_module", test="module_load", ts=T0)
+    events = _run_events("run-t", "dev", T0 - 60, {("kernel_module", "module_load"): (TestStatus.PASSED, 1.0)}, kernel=[taint])
+    path = tmp_path / "taint.db"
+    store = HistoryStore.open(path)
+    bus = EventBus()
+    recorder = Recorder(store, bus)
+    recorder.start()
+    for ev in events:
+        bus.publish(ev)
+    await recorder.flush()
+    await recorder.aclose()
+    store.close()
+
+    be = UiBackend(db_path=path)
+    async with cockpit(be, size=(120, 40)) as (app, pilot, _):
+        assert isinstance(events[3], KernelEventRaised)  # RunStarted, DomainStarted, TestStarted, the taint
+        await feed(app, pilot, [*events[:4], dataclasses.replace(taint, report=dataclasses.replace(TAINT, line=8, title="taint: unsigned module vexfs_selftest"))])
+        assert "2 info reports (not failures: taint; n shows them)" in summary(app), summary(app)
+        await feed(app, pilot, events[4:5])  # module_load's result
+        await pilot.press("r")
+        assert isinstance(app.screen, ResultsScreen)
+        body = rendered(app.screen.query_one(EvidenceView).query_one("#evidence").content)
+        assert "INFO taint: out-of-tree module vexfs_selftest [" not in body  # module named in the title
+        assert "INFO taint: out-of-tree module vexfs_selftest  (line 7, dev/kmod-0)" in body and "taint: taint" not in body
+        await pilot.press("escape")
+        app.push_screen(RunDetailScreen("run-t"))
+        await settle(app, pilot)
+        table = app.screen.query_one("#detail-events", DataTable)
+        assert cells(table, 0)[1:] == ["INFO", "taint: out-of-tree module vexfs_selftest", "kernel_module.module_load", "dev/kmod-0"]
+        text = screen_text(app)
+        assert "taint: taint" not in text

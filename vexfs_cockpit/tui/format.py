@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 
 from vexfs_cockpit.errors import CockpitError
-from vexfs_cockpit.klog.model import Severity
+from vexfs_cockpit.klog.model import KernelReport, Severity
 
 _BARS = " ▁▂▃▄▅▆▇█"
 
@@ -73,6 +73,26 @@ def vm_display_name(name: str) -> str:
     env, domain, index = m.groups()
     tag = DOMAIN_TAGS.get(domain) or (domain if domain not in DOMAIN_TAGS.values() else f"{domain}+")
     return f"{env}/{tag}-{index}"
+
+
+def report_title(kind: str, title: str) -> str:
+    """A kernel report's title with its kind once: ``taint: out-of-tree module m``, never
+    ``taint: taint: …`` (the store's signature is ``kind: title``, and titles often start
+    with their kind); ``title (kind)`` when the title does not say it."""
+    if kind.replace("_", " ") in title.lower().replace("_", " "):
+        return title
+    return f"{title} ({kind})"
+
+
+def report_text(rep: KernelReport, expected: bool = False) -> str:
+    """``SEVERITY title (kind) [module]`` with each said once (the log's marker rows, the
+    evidence and the run detail); the first word is what the highlighter styles by."""
+    sev = rep.severity.name
+    title = report_title(rep.kind, rep.title)
+    text = title if title.upper().startswith(sev) else f"{sev} {title}"
+    if rep.module and rep.module not in rep.title:
+        text += f" [{rep.module}]"
+    return text + (" — expected" if expected else "")
 
 
 def duration(seconds: float | None) -> str:

@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 from vexfs_cockpit.engine.events import Event, KernelEventRaised, KernelLogLine
 from vexfs_cockpit.klog.model import KernelReport, Severity
-from vexfs_cockpit.tui.format import vm_display_name
+from vexfs_cockpit.tui.format import report_text, vm_display_name
 
 LINE_SEP = "│"
 MARK_SEP = "▶"
@@ -286,14 +286,7 @@ class LogModel:
 
 
 def _marker_text(rep: KernelReport, expected: bool) -> str:
-    """``SEVERITY title (kind) [module]``; the first word is what the highlighter styles by."""
-    sev = rep.severity.name
-    text = rep.title if rep.title.upper().startswith(sev) else f"{sev} {rep.title}"
-    if rep.kind.replace("_", " ") not in rep.title.lower().replace("_", " "):
-        text += f" ({rep.kind})"
-    if rep.module and rep.module not in rep.title:
-        text += f" [{rep.module}]"
-    return text + (" — expected" if expected else "")
+    return report_text(rep, expected)
 
 
 def _clean(text: str) -> str:

@@ -11,7 +11,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
 from vexfs_cockpit.store.history import CrashSignature
-from vexfs_cockpit.tui.format import SEVERITY_STYLE, one_line, timestamp
+from vexfs_cockpit.tui.format import SEVERITY_STYLE, one_line, report_title, timestamp
 from vexfs_cockpit.tui.widgets.key_bar import KeyBar
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class CrashesScreen(Screen[None]):
         for i, s in enumerate(sigs):
             table.add_row(
                 Text(s.severity.name, style=SEVERITY_STYLE[s.severity]),
-                one_line(s.signature, 60),
+                one_line(report_title(s.kind, s.title), 60),
                 f"{s.count}×",
                 timestamp(s.first_seen, now),
                 timestamp(s.last_seen, now),

@@ -13,7 +13,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Static, TabbedContent, TabPane
 
 from vexfs_cockpit.store.report import RunReport
-from vexfs_cockpit.tui.format import SEVERITY_STYLE, STATUS_STYLE, duration, one_line, timestamp, vm_display_name
+from vexfs_cockpit.tui.format import SEVERITY_STYLE, STATUS_STYLE, duration, one_line, report_text, report_title, timestamp, vm_display_name
 from vexfs_cockpit.tui.widgets.evidence_view import EvidenceView
 from vexfs_cockpit.tui.widgets.key_bar import KeyBar
 from vexfs_cockpit.tui.widgets.results_table import ResultsTable
@@ -123,7 +123,7 @@ class RunDetailScreen(Screen[None]):
         for i, k in enumerate(report.kernel_events):
             where = ".".join(p for p in (k.domain, k.test) if p) or "—"
             sev = Text(k.report.severity.name + (" (expected)" if k.expected else ""), style=SEVERITY_STYLE[k.report.severity])
-            et.add_row(timestamp(k.ts, now), sev, one_line(k.report.signature, 70), where, vm_display_name(k.vm), key=str(i))
+            et.add_row(timestamp(k.ts, now), sev, one_line(report_title(k.report.kind, k.report.title), 70), where, vm_display_name(k.vm), key=str(i))
         if not report.kernel_events:
             self.query_one("#detail-event-text", Static).update(Text("no kernel reports in this run", style="dim"))
         else:
@@ -134,7 +134,7 @@ class RunDetailScreen(Screen[None]):
             return
         k = self.report.kernel_events[index]
         self.query_one("#detail-event-text", Static).update(
-            Group(Text(f"{k.report.signature} — line {k.report.line} on {vm_display_name(k.vm)} ({k.vm})", style=SEVERITY_STYLE[k.report.severity]), Text(k.report.text, style="dim"))
+            Group(Text(f"{report_text(k.report, k.expected)} — line {k.report.line} on {vm_display_name(k.vm)} ({k.vm})", style=SEVERITY_STYLE[k.report.severity]), Text(k.report.text, style="dim"))
         )
 
     def _show_evidence(self) -> None:

@@ -12,7 +12,7 @@ from textual.widgets import Static
 
 from vexfs_cockpit.engine.results import TestResult
 from vexfs_cockpit.klog.model import KernelReport
-from vexfs_cockpit.tui.format import SEVERITY_STYLE, STATUS_STYLE, duration, vm_display_name
+from vexfs_cockpit.tui.format import SEVERITY_STYLE, STATUS_STYLE, duration, report_text, vm_display_name
 
 LOG_WINDOW_LINES = 60  # the newest lines of the test's kernel-log window
 
@@ -68,7 +68,7 @@ def render_evidence(r: TestResult, extra_events: Sequence[KernelReport] = ()) ->
     if events:
         parts.append(Text(f"\nkernel reports ({len(events)})", style="bold underline"))
         for rep in events:
-            parts.append(Text(f"{rep.severity.name} {rep.signature}  (line {rep.line}{', ' + vm_display_name(rep.vm) if rep.vm else ''})", style=SEVERITY_STYLE[rep.severity]))
+            parts.append(Text(f"{report_text(rep)}  (line {rep.line}{', ' + vm_display_name(rep.vm) if rep.vm else ''})", style=SEVERITY_STYLE[rep.severity]))
             parts.append(Text(_indent(rep.text.rstrip()), style="dim"))
     if ev.kernel_log:
         window = ev.kernel_log[-LOG_WINDOW_LINES:]

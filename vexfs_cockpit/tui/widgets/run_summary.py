@@ -72,9 +72,11 @@ def summary_text(state: LiveState, now: float) -> Text:
         running = state.running_tests()
         if running:
             out.append(f" · {running} running", style="cyan")
-    info = len(unexpected) - len(events)  # e.g. the taint notice of an out-of-tree module
-    if info:
-        out.append(f" · {info} info report{'s' if info != 1 else ''}", style="dim")
+    infos = [e for e in unexpected if e.report.severity < Severity.WARNING]
+    if infos:  # e.g. the taint notices of an out-of-tree module: say what they are
+        kinds = ", ".join(dict.fromkeys(e.report.kind.replace("_", " ") for e in infos))
+        n = len(infos)
+        out.append(f" · {n} info report{'s' if n != 1 else ''} (not failures: {kinds}; n shows them)", style="dim")
     expected = len(state.kernel_events) - len(unexpected)
     if expected:
         out.append(f" · {expected} expected", style="dim")

@@ -578,12 +578,14 @@ def export_image(img: BaseImage, out: Path) -> Path:
     """Put the image at ``out`` too (a hard link when it can, else a copy)."""
     out = out.expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(img.path, tmp)
-    except OSError:
-        shutil.copyfile(img.path, tmp)
-    os.chmod(tmp, 0o644)
-    tmp.replace(out)
+    # A fresh private directory beside ``out``, not a fixed temp name another user could
+    # plant a symlink at (this runs as root).
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as private:
+        tmp = Path(private) / out.name
+        try:
+            os.link(img.path, tmp)
+        except OSError:
+            shutil.copyfile(img.path, tmp)
+        os.chmod(tmp, 0o644)  # the base image holds no secrets (no keys: those are in the seed)
+        os.replace(tmp, out)
     return out

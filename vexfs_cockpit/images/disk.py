@@ -130,18 +130,22 @@ def make_seed_iso(img: GuestImage, hostname: str, dest: Path) -> Path:
     """A NoCloud seed ISO (volume label ``cidata``) at ``dest``."""
     seed = seed_contents(img, hostname)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="vexfs-seed-") as tmp:
+    # Built in a private (0700) directory beside ``dest`` and given its mode there, then
+    # renamed into place: the seed holds the guest host private key, and genisoimage
+    # creates its output world-readable.
+    with tempfile.TemporaryDirectory(prefix=".vexfs-seed-", dir=dest.parent) as tmp:
         (Path(tmp) / "user-data").write_text(seed.user_data)
         (Path(tmp) / "meta-data").write_text(seed.meta_data)
+        iso = Path(tmp) / "seed.iso"
         proc = subprocess.run(
-            [_tool("genisoimage", "genisoimage"), "-quiet", "-output", str(dest), "-volid", "cidata",
+            [_tool("genisoimage", "genisoimage"), "-quiet", "-output", str(iso), "-volid", "cidata",
              "-joliet", "-rock", "user-data", "meta-data"],
             cwd=tmp, capture_output=True, text=True, check=False,
         )
-    if proc.returncode != 0:
-        raise InfraError(f"cannot create the cloud-init seed {dest}: {proc.stderr.strip()}")
-    # Holds the guest host private key: readable by its owner and QEMU only.
-    qemu_readable(dest)
+        if proc.returncode != 0:
+            raise InfraError(f"cannot create the cloud-init seed {dest}: {proc.stderr.strip()}")
+        qemu_readable(iso)  # readable by its owner and QEMU only
+        os.replace(iso, dest)
     return dest
 
 

@@ -210,3 +210,47 @@ def test_ctrl_c_destroys_vms_and_keeps_results(tmp_path: Path) -> None:
     stored = stored_results(db, run["id"])
     assert stored.get((domain, finished_test)) == "PASSED", stored
     assert "aborted" in history_row(db, run["id"])
+
+
+@pytest.mark.timeout(1500)
+def test_sigkill_mid_run_reads_as_aborted_and_the_next_run_reaps_its_vm(tmp_path: Path) -> None:
+    """SIGKILL (nothing runs on the way out): readers show the run aborted at once, its
+    finished results are kept, and the next cockpit reaps the VM the dead one left."""
+    db = tmp_path / "history.db"
+    domain = "kernel_module"
+    proc = subprocess.Popen(
+        cockpit_argv("run", "--batch", *CI_PROFILE, "--db", str(db), "--domains", domain),
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    try:
+        out = LineReader(proc.stdout)
+        started = out.wait_for(lambda ln: f"{domain}: started on vexfs-ci-" in ln, timeout=240)
+        vm = started.split(" started on ", 1)[1].split()[0]
+        # module_build, then module_info on the guest: the second PASSED is a guest result.
+        out.wait_for(lambda ln: f"{domain}/" in ln and ": PASSED" in ln, timeout=180)
+        second = out.wait_for(lambda ln: f"{domain}/" in ln and ": PASSED" in ln, timeout=180)
+        finished_test = second.split(f"{domain}/", 1)[1].split(":", 1)[0]
+        run_id = stored_runs(db)[0]["id"]
+        # The recorder commits in batches: wait (bounded) until the store holds the result.
+        deadline = time.monotonic() + 30
+        while stored_results(db, run_id).get((domain, finished_test)) != "PASSED" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        proc.kill()
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert owned_vms(proc.pid) == [vm]  # nothing ran on the way out
+    assert stored_runs(db)[0]["status"] == "running"  # as the dead writer left it
+    assert "aborted" in history_row(db, run_id)  # a reader alone sees it is dead
+    assert stored_results(db, run_id).get((domain, finished_test)) == "PASSED"
+
+    nxt, _ = cockpit_run("run", "--batch", *CI_PROFILE, "--db", str(db), "--domains", domain,
+                         "--tests", f"{domain}/module_build", timeout=600)
+    assert nxt.returncode == 0, nxt.stdout[-3000:] + nxt.stderr
+    assert owned_vms(proc.pid) == [], "the next cockpit did not reap the dead one's VM"
+    runs = {r["id"]: r for r in stored_runs(db)}
+    assert runs[run_id]["status"] == "aborted" and len(runs) == 2
+    assert stored_results(db, run_id).get((domain, finished_test)) == "PASSED"

@@ -175,7 +175,7 @@ class DomainBase:
         # "module did not build against 6.1.0-56-amd64": tests that need it SKIP with this.
         self.prerequisite_missing: str | None = None
 
-    # -- the four hooks the seed's domains had -------------------------------------
+    # -- hooks a domain may override (the runner calls each once per domain) --------
     def get_domain_description(self) -> str:
         return (self.__doc__ or self.domain_name()).strip().splitlines()[0]
 

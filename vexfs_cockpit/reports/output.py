@@ -18,7 +18,7 @@ from pathlib import Path
 
 from vexfs_cockpit.errors import ReportError
 
-REPORT_MODE = 0o644  # less the umask: readable by CI's other users, as before
+REPORT_MODE = 0o644  # less the umask: CI's other users read reports
 
 
 def _create_temp(directory: Path, name: str) -> tuple[int, Path]:

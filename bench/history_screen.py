@@ -220,7 +220,7 @@ def bare_sql(db: Path, n: int, domain: str, test: str) -> dict[str, Sample]:
     inf = float("-inf")
 
     def runs_page() -> list[Any]:
-        rows = conn.execute(hist.LIST_RUNS_SQL, {"since": inf, "env": None, "status": None, "domain": None,
+        rows = conn.execute(hist.LIST_RUNS_SQL, {"since": inf, "env": None, "status": None, "also_running": 0, "domain": None,
                                                  "text": None, "limit": PAGE, "before_ts": float("inf"),
                                                  "before_id": ""}).fetchall()
         ids = [r[0] for r in rows]

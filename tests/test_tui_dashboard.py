@@ -17,7 +17,7 @@ from rich.text import Text
 from textual.pilot import Pilot
 from textual.widgets import DataTable
 
-from vexfs_cockpit.engine.events import Event, InfraProblem, KernelLogLine, RunFinished
+from vexfs_cockpit.engine.events import Event, InfraProblem, KernelLogLine, RunFinished, VmStateChanged
 from vexfs_cockpit.errors import InfraError
 from vexfs_cockpit.klog.model import Severity
 from vexfs_cockpit.tui.app import PUMP_SLICE, CockpitApp
@@ -390,30 +390,31 @@ async def test_results_screen_shows_evidence_and_reruns_one_test():
 
 
 async def test_vm_keys_reach_the_backend_with_confirmation():
-    be = UiBackend(vms=[VmInfo(VM_A, "ready")])
+    be = UiBackend(vms=[VmInfo(VM_A, "ready", dev_vm=True)])
     async with cockpit(be) as (app, pilot, notes):
-        await pilot.press("x")
-        assert isinstance(app.screen, ConfirmScreen)
-        await pilot.press("y")
-        await settle(app, pilot)
-        assert be.called("vm_stop") == [(VM_A,)]
-        await pilot.press("t", "y")
-        await settle(app, pilot)
-        assert be.called("vm_reset") == [(VM_A,)]
-        await pilot.press("u")
-        await settle(app, pilot)
-        assert be.called("vm_start") == [(VM_A,)]
         await pilot.press("l")
         await settle(app, pilot)
         await pilot.press("L")
         await settle(app, pilot)
         assert be.called("kload") == [(VM_A,)] and be.called("kunload") == [(VM_A,)]
         assert (f"kload: loaded on {VM_A}", "information") in notes
+        await pilot.press("t", "y")
+        await settle(app, pilot)
+        assert be.called("vm_reset") == [(VM_A,)]
+        await pilot.press("x")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await settle(app, pilot)
+        assert be.called("vm_stop") == [(VM_A,)]
+        await feed(app, pilot, [VmStateChanged(vm=VM_A, state="stopped", ts=T0)])
+        await pilot.press("u")
+        await settle(app, pilot)
+        assert be.called("vm_start") == [(VM_A,)]
         assert len(be.called("vm_list")) >= 3  # the table is refreshed after each action
 
 
 async def test_vm_menu_from_enter():
-    be = UiBackend(vms=[VmInfo(VM_A, "ready")])
+    be = UiBackend(vms=[VmInfo(VM_A, "ready", dev_vm=True)])
     async with cockpit(be) as (app, pilot, _):
         app.screen.query_one("#vm-table").focus()
         await pilot.press("enter")
@@ -421,7 +422,7 @@ async def test_vm_menu_from_enter():
         from textual.widgets import OptionList
 
         options = app.screen.query_one(OptionList)
-        assert options.get_option("start").disabled and not options.get_option("ssh").disabled
+        assert [options.get_option_at_index(i).id for i in range(options.option_count)] == ["stop", "reset", "console", "ssh", "kload", "kunload"]
         assert "SSH shell on VM  i" in screen_text(app)  # the key hint survives (no markup)
         options.highlighted = options.get_option_index("reset")
         await pilot.press("enter")
@@ -448,7 +449,7 @@ async def test_console_without_a_terminal_is_a_one_line_error():
 
 
 async def test_engine_errors_become_notifications():
-    be = UiBackend(vms=[VmInfo(VM_A, "ready")])
+    be = UiBackend(vms=[VmInfo(VM_A, "stopped")])
 
     async def broken(name: str) -> None:
         raise InfraError(f"cannot start {name}: domain not found — run `vexfs-cockpit vm list`")
@@ -482,14 +483,16 @@ async def test_palette_has_every_binding_and_per_vm_actions():
     async with cockpit(be) as (app, pilot, _):
         provider = CockpitCommands(app.screen)
         titles = {t for t, _, _ in provider._entries()}
-        for expected in ("Start run", "Abort", "History", "Results", "Build module", "Help", "Pause/follow", "Next event", "Filter log", "Re-run domain", "Reset VM dev/kmod-0", "SSH shell on VM dev/kmod-0"):
+        for expected in ("Start run", "Abort", "History", "Results", "Build module", "Help", "Pause/follow", "Next event", "Filter log", "Re-run domain", "Reset VM dev/kmod-0", "Serial console of VM dev/kmod-0"):
             assert expected in titles
         await pilot.press("ctrl+p")
-        await pilot.press(*"Start VM dev/kmod-0")
+        await pilot.press(*"Stop VM dev/kmod-0")
         await settle(app, pilot)
         await pilot.press("enter")
         await settle(app, pilot)
-        assert be.called("vm_start") == [(VM_A,)]
+        await pilot.press("y")
+        await settle(app, pilot)
+        assert be.called("vm_stop") == [(VM_A,)]
 
 
 async def test_help_lists_the_screen_keys():

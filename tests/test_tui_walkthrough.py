@@ -206,3 +206,44 @@ async def test_info_reports_say_what_they_are_and_taint_is_said_once(tmp_path: P
         assert cells(table, 0)[1:] == ["INFO", "taint: out-of-tree module vexfs_selftest", "kernel_module.module_load", "dev/kmod-0"]
         text = screen_text(app)
         assert "taint: taint" not in text
+
+
+# -- item 6: the VM menu offers what the VM's state allows ------------------------------------------
+
+
+def menu_ids(app) -> list[str]:
+    from textual.widgets import OptionList
+
+    options = app.screen.query_one(OptionList)
+    return [options.get_option_at_index(i).id for i in range(options.option_count)]
+
+
+async def test_vm_menu_offers_only_what_the_state_allows_and_says_why():
+    from vexfs_cockpit.tui.screens.confirm import ConfirmScreen
+    from vexfs_cockpit.tui.screens.vm_menu import VmMenuScreen
+
+    run_vm, dev_vm = VM_A, "vexfs-dev-manual-0"
+    be = UiBackend(vms=[VmInfo(dev_vm, "stopped", dev_vm=True), VmInfo(run_vm, "running")])
+    async with cockpit(be, size=(120, 40)) as (app, pilot, notes):
+        vms = app.screen.query_one("#vm-table", DataTable)
+        vms.focus()
+        vms.move_cursor(row=vms.get_row_index(dev_vm))
+        await pilot.press("m")
+        assert isinstance(app.screen, VmMenuScreen)
+        assert menu_ids(app) == ["start"]  # a stopped dev VM: Start, nothing to stop or talk to
+        assert "dev/manual-0 is stopped: start it first (u)" in screen_text(app)
+        await pilot.press("escape")
+        await pilot.press("x")  # the single key asks no question about a stopped VM
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert ("dev/manual-0 is stopped: start it first (u)", "warning") in notes
+
+        vms.move_cursor(row=vms.get_row_index(run_vm))
+        await pilot.press("m")
+        assert menu_ids(app) == ["stop", "reset", "console", "kload", "kunload"]  # a run's VM: no SSH details
+        note = str(app.screen.query_one("#vm-not-offered").render())
+        assert note.startswith("not offered — SSH shell: no SSH for dev/kmod-0: only dev VMs from `vm start`"), note
+        await pilot.press("escape")
+        await pilot.press("i")
+        await settle(app, pilot)
+        assert any(m.startswith("no SSH for dev/kmod-0: only dev VMs from `vm start`") and s == "warning" for m, s in notes)
+        assert not any("exited with" in m for m, _ in notes)

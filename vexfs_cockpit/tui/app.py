@@ -344,8 +344,14 @@ class CockpitApp(App[int]):
         """start | stop | reset | console | ssh | kload | kunload on ``vm``."""
         from vexfs_cockpit.tui.screens.confirm import ConfirmScreen
 
+        from vexfs_cockpit.tui.vm_actions import why_not
+
         b = self.backend
         shown = vm_display_name(vm)  # the backend gets the libvirt name, people see this one
+        view = self.state.vms.get(vm)
+        if view is not None and (reason := why_not(action, view)) is not None:
+            self.notify(reason, severity="warning")
+            return
         if action == "start":
             self.call_engine(f"start {shown}", b.vm_start, vm, then=lambda _: self._vm_done(f"{shown} started"))
         elif action in ("stop", "reset"):

@@ -72,6 +72,7 @@ class VmInfo:
     state: str
     domain: str = ""
     started_at: float | None = None  # wall clock; None when unknown or not running
+    dev_vm: bool = False  # a dev VM from `vm start`: the only kind with SSH details (ssh_argv)
 
 
 @dataclass(frozen=True, slots=True)

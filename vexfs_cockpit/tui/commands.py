@@ -2,7 +2,7 @@
 
 Entries are generated from the active screen's key bindings (so a new binding is in
 the palette without anyone remembering to add it) plus one entry per VM action per
-known VM, which have no single key.
+known VM that its state allows, which have no single key.
 """
 
 from __future__ import annotations
@@ -14,19 +14,10 @@ from typing import TYPE_CHECKING, Any
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from vexfs_cockpit.tui.format import vm_display_name
+from vexfs_cockpit.tui.vm_actions import offered
 
 if TYPE_CHECKING:
     from vexfs_cockpit.tui.app import CockpitApp
-
-VM_ACTIONS: tuple[tuple[str, str], ...] = (
-    ("start", "Start VM"),
-    ("stop", "Stop VM"),
-    ("reset", "Reset VM"),
-    ("console", "Serial console of VM"),
-    ("ssh", "SSH shell on VM"),
-    ("kload", "Load module on VM"),
-    ("kunload", "Unload module on VM"),
-)
 
 # Textual's own navigation bindings: reachable by key, not worth palette entries.
 _SKIP_ACTIONS = frozenset({"command_palette", "focus_next", "focus_previous"})
@@ -45,9 +36,10 @@ class CockpitCommands(Provider):
             seen.add(binding.action)
             title = binding.description
             yield title, f"key: {binding.key_display or key}", partial(app.run_action, binding.action, active.node)
-        for vm in sorted(getattr(app, "state").vms):
+        vms = getattr(app, "state").vms
+        for vm in sorted(vms):
             shown = vm_display_name(vm)
-            for action, label in VM_ACTIONS:
+            for action, label in offered(vms[vm]):  # only what its state allows
                 yield f"{label} {shown}", f"{action} {vm}", partial(app.vm_action, action, vm)
 
     async def discover(self) -> Hits:

@@ -69,7 +69,9 @@ class SessionBackend(HistoryQueries):
 
     # -- VMs ------------------------------------------------------------------------------
     async def vm_list(self) -> list[VmInfo]:
-        return [VmInfo(v.name, v.state, v.domain, v.started_at) for v in await self._vms().list()]
+        # A listing has a start time exactly when the VM has a dev VM's state file (`vm start`
+        # wrote it, with the SSH details `ssh` needs).
+        return [VmInfo(v.name, v.state, v.domain, v.started_at, dev_vm=v.started_at is not None) for v in await self._vms().list()]
 
     async def vm_start(self, name: str) -> None:
         await self._vms().start(name)

@@ -57,6 +57,7 @@ class VmView:
     mem_kb: int | None = None
     cpu_history: deque[float] = field(default_factory=lambda: deque(maxlen=SPARK_SECONDS))
     reason: str = ""
+    dev_vm: bool = False  # started by `vm start`: its SSH details are recorded
 
     def uptime(self, now: float) -> float | None:
         return None if self.up_since is None else max(0.0, now - self.up_since)
@@ -282,6 +283,7 @@ class LiveState:
         for info in vms:
             vm = self._vm(info.name)
             vm.state = info.state
+            vm.dev_vm = info.dev_vm
             if info.domain:
                 vm.domain = info.domain
             if info.state in ALIVE_STATES:

@@ -107,7 +107,7 @@ class DashboardScreen(Screen[None]):
             if action:
                 self.cockpit.vm_action(action, vm)
 
-        self.app.push_screen(VmMenuScreen(vm, self.cockpit.state.vms[vm].state), chosen)
+        self.app.push_screen(VmMenuScreen(self.cockpit.state.vms[vm]), chosen)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.data_table.id == "vm-table":

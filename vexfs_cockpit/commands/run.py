@@ -5,6 +5,9 @@ Exit codes: 0 all passed, 1 test failures, 2 config/usage error (a --junit/--jso
 that cannot be written included: checked before anything starts), 3 infrastructure
 error (the history DB failing to store results included), 130 interrupted (SIGINT or
 SIGTERM; the reports of what finished are still written).
+
+With --ktap, stdout carries only a KTAP v1 document, written as tests finish; the
+progress lines go to stderr.
 """
 
 from __future__ import annotations
@@ -32,8 +35,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_run_options(p)
     p.add_argument("--batch", action="store_true", help="headless: plain progress lines, for CI")
     add_selection_options(p, domains_default="all enabled", tests_help="run only these tests")
+    p.add_argument("--ktap", action="store_true",
+                   help="stream KTAP v1 on stdout as tests finish (implies --batch); progress lines go to stderr")
     # Without --batch the CLI opens the TUI on this command line (cli.py decides).
-    p.set_defaults(handler=cmd_run, wants_tui=lambda args: not args.batch)
+    p.set_defaults(handler=cmd_run, wants_tui=lambda args: not (args.batch or args.ktap))
 
 
 def add_selection_options(p: argparse.ArgumentParser, *, domains_default: str, tests_help: str) -> None:
@@ -93,10 +98,16 @@ async def run_batch(args: argparse.Namespace, provider_factory: ProviderFactory 
             main.uncancel()
             print("vexfs-cockpit: interrupted before the run started", file=sys.stderr)
             return 130
-        printer = ProgressPrinter(sys.stdout, show_klog=args.show_klog)
+        # --ktap: stdout carries the KTAP document alone; the progress lines go to stderr.
+        ktap = getattr(args, "ktap", False)
+        printer = ProgressPrinter(sys.stderr if ktap else sys.stdout, show_klog=args.show_klog)
         sub = session.bus.subscribe()
         report = ReportBuilder()
         session.bus.listen(report.feed)
+        if ktap:
+            from vexfs_cockpit.reports.ktap import KtapStream
+
+            session.bus.listen(KtapStream(sys.stdout).feed)
         printing = asyncio.create_task(printer.consume(sub))
         summary = None
         try:

@@ -140,6 +140,9 @@ class FleetSettings(Strict):
     # systemd + cloud-init under TCG take minutes where the initramfs guest takes seconds
     disk_boot_timeout_s: PositiveFloat = 600.0
     stop_timeout_s: PositiveFloat = 10.0
+    # auto: a fresh VM is restored from a saved, booted golden guest (fleet/snapshot.py),
+    # cold-booted when that fails; off: always boot (the disk template always boots)
+    restore: Literal["auto", "off"] = "off"
 
     @property
     def template_boot_timeout_s(self) -> float:

@@ -504,6 +504,73 @@ class FleetManager:
             raise InfraError(f"cannot start VM {name} at {self.uri}: {libvirt_message(err)}") from None
         return name
 
+    async def restore(
+        self,
+        save_file: Path,
+        name: str,
+        *,
+        ssh_port: int,
+        cold_xml: str,
+        keep: bool = False,
+        paused: bool = False,
+    ) -> str:
+        """Start VM ``name`` from a golden snapshot (``fleet.snapshot``) instead of booting it.
+
+        The copy restored is the saved image with its XML retargeted (name, UUID,
+        generation ID, SSH port) and our owner metadata. ``cold_xml`` is recorded as
+        the VM's XML, so ``reset`` (and ``vm reset``) boots it cold.
+        SnapshotUnusable when the image is broken, InfraError for the rest.
+        """
+        from vexfs_cockpit.fleet.snapshot import SnapshotUnusable, retarget_xml, write_copy
+
+        self._check_ours(name)
+        existing = await asyncio.to_thread(self._lookup, name)
+        if existing is not None:
+            raise InfraError(f"VM {name} already exists — stop it with `vexfs-cockpit vm stop {name}`")
+        owner = Owner.current(run_id=self.run_id, keep=keep, ssh_port=ssh_port)
+        with self._started_lock:
+            self._started[name] = _Started(cold_xml, keep, False, ssh_port, self.run_id)
+            self._ever_started.add(name)
+        flags = libvirt.VIR_DOMAIN_SAVE_PAUSED if paused else 0
+
+        def go() -> None:
+            copy = write_copy(save_file, lambda xml: inject_owner(retarget_xml(xml, name, ssh_port), owner))
+            try:
+                self.conn.restoreFlags(str(copy), None, flags)
+            finally:
+                copy.unlink(missing_ok=True)
+
+        call = asyncio.ensure_future(asyncio.to_thread(go))
+        try:
+            await asyncio.shield(call)
+        except asyncio.CancelledError:
+            await asyncio.gather(call, return_exceptions=True)
+            await self.stop(name, grace_s=0)
+            raise
+        except (libvirt.libvirtError, SnapshotUnusable, OSError) as err:
+            with self._started_lock:
+                self._started.pop(name, None)
+            if isinstance(err, SnapshotUnusable):
+                raise
+            msg = libvirt_message(err) if isinstance(err, libvirt.libvirtError) else str(err)
+            if isinstance(err, libvirt.libvirtError) and not any(s in msg for s in ("hostfwd", "host forwarding")):
+                raise SnapshotUnusable(f"cannot restore VM {name} from {save_file}: {msg}") from None
+            raise InfraError(f"cannot restore VM {name} from {save_file}: {msg}") from None
+        return name
+
+    async def save(self, name: str, path: Path) -> None:
+        """Save the running VM's memory to ``path`` (virDomainSave); the VM stops."""
+        self._check_ours(name)
+        dom = await asyncio.to_thread(self._lookup, name)
+        if dom is None:
+            raise InfraError(f"cannot save VM {name}: it does not exist")
+        try:
+            await asyncio.to_thread(dom.save, str(path))
+        except libvirt.libvirtError as err:
+            raise InfraError(f"cannot save VM {name} to {path}: {libvirt_message(err)}") from None
+        with self._started_lock:
+            self._started.pop(name, None)
+
     async def resume(self, name: str) -> None:
         def go() -> None:
             dom = self._lookup(name)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import signal
 from collections.abc import AsyncIterator
@@ -38,6 +39,7 @@ from vexfs_cockpit.errors import InfraError
 from vexfs_cockpit.fleet.console import ConsoleStream, klog_sink
 from vexfs_cockpit.fleet.libvirt import FleetManager, vm_name
 from vexfs_cockpit.fleet.sampler import HealthSampler
+from vexfs_cockpit.fleet.snapshot import Snapshot
 from vexfs_cockpit.fleet.vmctl import GuestVm
 from vexfs_cockpit.fleet.watchdog import guest_watchdog
 from vexfs_cockpit.images.initramfs import WATCHDOG_CMDLINE
@@ -100,6 +102,10 @@ class LibvirtProvider:
         self._sampler: HealthSampler | None = None
         self._closed = False
         self._sample_interval_s = sample_interval_s
+        self._golden: Snapshot | None = None  # fleet.restore=auto: what leases restore
+        self._golden_why = ""  # why there is none (said in the event of a cold boot)
+        self._golden_done = False
+        self._golden_lock: asyncio.Lock | None = None
         bus.listen(self._on_event)
 
     # -- bus listener (loop thread) ---------------------------------------------------------
@@ -238,12 +244,68 @@ class LibvirtProvider:
         )
         return vm
 
+    async def golden_snapshot(self) -> Snapshot | None:
+        """The golden snapshot fresh VMs restore (fleet.restore=auto), built on first use;
+        None (``golden_why`` says why) when VMs boot cold."""
+        from vexfs_cockpit.fleet import snapshot as snapmod
+
+        prep = await self._prepare()
+        if self.cfg.fleet.restore == "off":
+            self._golden_why = "fleet.restore is off"
+            return None
+        if self.cfg.fleet.template != "direct-kernel":
+            self._golden_why = "the disk template always boots (see README, Snapshot restore)"
+            return None
+        if self._golden_lock is None:
+            self._golden_lock = asyncio.Lock()
+        async with self._golden_lock:
+            if self._golden is not None and self._golden.broken:
+                self._golden, self._golden_why = None, f"the snapshot broke ({self._golden.broken})"
+            if self._golden_done:
+                return self._golden
+            self._golden_done = True
+            from vexfs_cockpit.fleet.templates import free_port
+
+            name = f"{snapmod.GOLDEN_PREFIX}{self.env}-{os.getpid()}"
+            port = free_port()
+            xml = snapmod.with_genid(self._render(prep, name, port))
+            versions = await asyncio.to_thread(snapmod.host_versions, self.fleet.conn)
+            inputs = snapmod.snapshot_inputs(
+                xml=xml, name=name, port=port, image_hash=prep.image.input_hash, versions=versions,  # type: ignore[attr-defined]
+            )
+            root = snapmod.snapshot_root(prep.image.dir)  # type: ignore[attr-defined]
+            async with snapmod.locked(root):  # waits for another cockpit's build of the same snapshot
+                snap, why = await asyncio.to_thread(snapmod.find_snapshot, root, inputs)
+                if snap is None:
+                    log.info("building the golden snapshot in %s (%s)", root, why)
+                    self.bus.publish(VmStateChanged(vm=name, state="booting", reason=f"golden snapshot: building ({why})"))
+                    console = ConsoleStream(lambda: self.fleet.conn, name, lambda _l, _t: None, log_path=None)
+                    vm = GuestVm(
+                        self.fleet, self.bus, name=name, xml=xml, ssh_port=port,
+                        target=self._make_target(prep, name, port), console=console,
+                        ready_marker=prep.image.ready_marker,  # type: ignore[attr-defined]
+                        boot_timeout_s=self.cfg.fleet.template_boot_timeout_s,
+                    )
+                    try:
+                        snap = await snapmod.build_golden(self.fleet, vm, root, inputs)
+                    except InfraError as err:
+                        self._golden_why = str(err)
+                        log.warning("%s: fresh VMs boot cold", err)
+                        return None
+            self._golden = snap
+            return snap
+
     async def boot_vm(self, name: str, *, keep: bool = False, klog: object | None = None,
-                      console_log: Path | None = None) -> GuestVm:
-        """Boot ``name`` to ready; retries with a new port when the forward could not bind."""
+                      console_log: Path | None = None, restore: bool = False) -> GuestVm:
+        """Boot ``name`` to ready; retries with a new port when the forward could not bind.
+        ``restore``: restore the golden snapshot when there is one (fleet.restore)."""
         last: InfraError | None = None
+        snap = await self.golden_snapshot() if restore else None
+        if restore and snap is None and self.cfg.fleet.restore != "off":
+            self.bus.publish(VmStateChanged(vm=name, state="booting", reason=f"cold boot: no snapshot ({self._golden_why})"))
         for _ in range(_PORT_TRIES):
             vm = await self.new_vm(name, keep=keep, klog=klog, console_log=console_log)
+            vm.snapshot = snap
             self._vms[name] = vm
             try:
                 await vm.boot()
@@ -288,7 +350,7 @@ class LibvirtProvider:
 
         name = await self._free_name(domain, index)
         klog = KernelLogBuffer(name)
-        vm = await self.boot_vm(name, klog=klog)
+        vm = await self.boot_vm(name, klog=klog, restore=True)
         # Hang/frozen detection + sysrq evidence for the runner's guards; its heartbeat
         # has an SSH connection of its own (never queued behind the test's commands).
         watchdog = guest_watchdog(
@@ -298,7 +360,8 @@ class LibvirtProvider:
             kernel = await guest_kernel_release(vm.target, name)
             yield Lease(
                 vm_name=name, target=vm.target, klog=klog, vm=vm, guest_kernel=kernel,
-                extra={"ssh_port": vm.ssh_port, "console_log": str(vm.console.log_path), "watchdog": watchdog},
+                extra={"ssh_port": vm.ssh_port, "console_log": str(vm.console.log_path), "watchdog": watchdog,
+                       "boot": vm.boot_kind},
             )
         finally:
             self._vms.pop(name, None)

@@ -9,6 +9,11 @@ timeout. A boot that fails says which VM and shows its last console lines.
 FleetManager.reset for why not virDomainReset) followed by the same wait; the
 ``SshTarget`` handed to domains is the same object before and after — it only
 reconnects.
+
+With a golden ``snapshot`` (fleet.snapshot) boot and reset restore it instead:
+restore paused, attach the console, resume, SSH, ``refresh_guest`` (clock,
+randomness, hostname). A failed restore falls back to the cold boot and says so
+in a ``VmStateChanged`` event; ``boot_kind`` tells which one the VM got.
 """
 
 from __future__ import annotations
@@ -23,8 +28,11 @@ from vexfs_cockpit.engine.target import CommandResult, Target
 from vexfs_cockpit.errors import CockpitError, InfraError
 from vexfs_cockpit.fleet.console import ConsoleClosed, ConsoleStream
 from vexfs_cockpit.fleet.libvirt import FleetManager
+from vexfs_cockpit.fleet.snapshot import Snapshot, SnapshotUnusable, refresh_guest
 
 log = logging.getLogger(__name__)
+
+RESTORE_READY_S = 30.0  # restore + SSH + refresh; a cold boot is the fallback after that
 
 
 class ReconnectingTarget(Target, Protocol):
@@ -52,6 +60,7 @@ class GuestVm:
         boot_timeout_s: float,
         keep: bool = False,
         klog: object | None = None,
+        snapshot: Snapshot | None = None,
     ):
         self.fleet = fleet
         self.bus = bus
@@ -69,15 +78,60 @@ class GuestVm:
         self._reset_lock = asyncio.Lock()
         self._created = False  # only a VM we created is ever stopped by us
         self._since = 0
+        self.snapshot = snapshot  # restore this instead of booting (None: always cold)
+        self.boot_kind = ""  # "restored" | "cold": how the VM last came up
 
     # -- boot / reset -------------------------------------------------------------------
     async def boot(self) -> None:
         """Start the VM and wait until it is ready (console marker + SSH)."""
+        if self.snapshot is not None and await self._restore("restore", first=True):
+            return
         self.phase = "booting"
         await self.fleet.start(self.xml, paused=True, keep=self.keep, ssh_port=self.ssh_port)
         self._created = True
+        self.boot_kind = "cold"
         await self._attach_and_run("boot")
         await self._wait_ready(first=True)
+
+    async def _restore(self, note: str, *, first: bool) -> bool:
+        """Restore the golden snapshot as this VM and wait for SSH; False (VM gone, event
+        published) when that failed and the caller should boot cold."""
+        snap = self.snapshot
+        if snap is None or snap.broken:
+            return False
+        self.phase = "booting"
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            async with asyncio.timeout(RESTORE_READY_S):
+                await self.fleet.restore(
+                    snap.path, self.name, ssh_port=self.ssh_port, cold_xml=self.xml, keep=self.keep, paused=True,
+                )
+                self._created = True
+                await self._attach_and_run(note)
+                if first:
+                    await self.target.connect()
+                else:
+                    await self.target.reconnect()
+                await refresh_guest(self.target, self.name)
+        except (TimeoutError, CockpitError, OSError) as err:
+            why = str(err) or f"not ready within {RESTORE_READY_S:.0f}s"
+            if isinstance(err, SnapshotUnusable):
+                snap.invalidate(why)  # every later lease boots cold; the next run rebuilds it
+            self.snapshot = None
+            log.warning("%s: %s; booting cold", self.name, why)
+            await self.console.detach()
+            await self.target.close()
+            await self.fleet.stop(self.name, grace_s=0)
+            self.bus.publish(VmStateChanged(vm=self.name, state="booting", reason=f"cold boot: snapshot restore failed ({why})"))
+            return False
+        self.boot_kind = "restored"
+        self.phase = "ready"
+        self.bus.publish(VmStateChanged(
+            vm=self.name, state="ready",
+            reason=f"boot #{self.boots}: restored from snapshot in {loop.time() - started:.2f}s",
+        ))
+        return True
 
     async def _attach_and_run(self, note: str) -> None:
         await self.console.attach(note=note)
@@ -143,7 +197,14 @@ class GuestVm:
             log.info("resetting %s: %s", self.name, reason)
             self.phase = "booting"
             await self.console.detach()
-            await self.fleet.reset(self.name, paused=True)
+            if self.snapshot is not None and not self.snapshot.broken:
+                await self.fleet.stop(self.name, grace_s=0)
+                if await self._restore(f"reset: {reason}", first=False):
+                    return
+                await self.fleet.start(self.xml, paused=True, keep=self.keep, ssh_port=self.ssh_port)
+            else:
+                await self.fleet.reset(self.name, paused=True)
+            self.boot_kind = "cold"
             await self._attach_and_run(f"reset: {reason}")
             await self._wait_ready(first=False)
 

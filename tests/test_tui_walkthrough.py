@@ -20,6 +20,7 @@ from vexfs_cockpit.engine.runner import Runner
 from vexfs_cockpit.klog.model import KernelReport, Severity
 from vexfs_cockpit.engine.runner import RunRequest as EngineRunRequest
 from vexfs_cockpit.tui.backend import VmInfo
+from vexfs_cockpit.tui.widgets.kernel_log_pane import KernelLogPane
 from vexfs_cockpit.tui.widgets.kernel_log_view import KernelLogView
 from vexfs_cockpit.tui.widgets.run_summary import RunSummary
 
@@ -247,3 +248,64 @@ async def test_vm_menu_offers_only_what_the_state_allows_and_says_why():
         await settle(app, pilot)
         assert any(m.startswith("no SSH for dev/kmod-0: only dev VMs from `vm start`") and s == "warning" for m, s in notes)
         assert not any("exited with" in m for m, _ in notes)
+
+
+# -- item 3: this run's VMs and log, apart from everything else ------------------------------------
+
+
+async def test_this_runs_vms_come_first_and_others_say_not_this_run():
+    from vexfs_cockpit.engine.events import KernelLogLine, VmStateChanged
+
+    earlier, other_cockpit, dev = VM_A, "vexfs-ci-filesystem_operations-0", "vexfs-dev-manual-0"
+    ours = "vexfs-dev-kernel_module-1"  # -0 was taken by an earlier run's VM
+    be = UiBackend(vms=[VmInfo(earlier, "running", "kernel_module"), VmInfo(other_cockpit, "running", "filesystem_operations"),
+                        VmInfo(dev, "running", "manual", dev_vm=True)])
+    async with cockpit(be, size=(120, 40)) as (app, pilot, _):
+        vms = app.screen.query_one("#vm-table", DataTable)
+        assert not any("not this run" in cells(vms, i)[6] for i in range(vms.row_count))  # no run yet: no "this run"
+        await feed(app, pilot, [
+            RunStarted(run_id="run-1", config_path="", profile="selftest", env="dev", domains=("kernel_module",),
+                       planned={"kernel_module": ("module_build",)}, ts=T0),
+            VmStateChanged(vm=ours, state="booting", ts=T0 + 1),
+        ])
+        assert cells(vms, 0)[0] == "dev/kmod-1" and "not this run" not in cells(vms, 0)[6]  # booting for this run
+        await feed(app, pilot, [DomainStarted(run_id="run-1", domain="kernel_module", vm=ours, planned_tests=("module_build",), ts=T0 + 9)])
+        rows = [cells(vms, i) for i in range(vms.row_count)]
+        assert [r[0] for r in rows] == ["dev/kmod-1", "ci/fsops-0", "dev/kmod-0", "dev/manual-0"]
+        assert rows[0][6] == "kernel_module"
+        assert [r[6] for r in rows[1:]] == ["filesystem_operations · not this run", "kernel_module · not this run", "manual · not this run"]
+        assert all(c.style == "dim" for c in vms.get_row_at(1)[:6])
+
+
+async def test_each_run_starts_a_fresh_followed_log_with_earlier_lines_one_key_away():
+    from vexfs_cockpit.engine.events import KernelLogLine
+
+    from tests.test_tui_support import boot_lines, warn_event
+
+    def started(run_id: str, t: float) -> RunStarted:
+        return RunStarted(run_id=run_id, config_path="", profile="selftest", env="dev", domains=("kernel_module",),
+                          planned={"kernel_module": ("module_load",)}, ts=t)
+
+    async with cockpit(size=(120, 40)) as (app, pilot, _):
+        pane = app.screen.query_one(KernelLogPane)
+        view = pane.view
+        lines, report = warn_event(VM_A, 31, T0)
+        # One batch: lines before the run, the run's start, the run's own lines and a report.
+        await feed(app, pilot, [*boot_lines(VM_A, 1, 30, T0), started("run-1", T0), *lines, report])
+        assert len(view.lines) == 6 and "cut here" in view.lines[0]  # only this run's lines
+        assert "run run-1 · b: earlier lines" in screen_text(app)
+        await pilot.press("n")  # jump to the report: the log pauses there
+        assert pane.paused
+        await pilot.press("b")  # the lines before this run, apart
+        assert pane.showing_earlier and len(view.lines) == 30
+        assert "EARLIER" in screen_text(app) and "before run run-1 · b: back to run run-1" in screen_text(app)
+        await pilot.press("b")
+        assert not pane.showing_earlier and len(view.lines) == 6
+        await pilot.press("n")
+        assert pane.paused
+        await feed(app, pilot, [started("run-2", T0 + 60), KernelLogLine(vm=VM_A, line_no=1, text="Linux version 6.1", ts=T0 + 61)])
+        assert not pane.paused  # a new run follows again
+        assert [row.split("│", 1)[1].strip() for row in view.lines] == ["Linux version 6.1"]
+        assert view.is_vertical_scroll_end
+        await pilot.press("b")  # run-1's lines, the report among them
+        assert len(view.lines) == 6 and "run run-1 · b: back to run run-2" in screen_text(app)

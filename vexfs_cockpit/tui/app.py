@@ -174,6 +174,26 @@ class CockpitApp(App[int]):
         # Kernel line rows are nearly all of a flood: they go to the log pane as they are,
         # found with one comprehension; only the events are looked at one by one.
         others: list[Event] = [ev for ev in batch if type(ev) is not tuple]  # type: ignore[misc]
+        if not any(type(ev) is RunStarted for ev in others):
+            self._fold(batch, others)
+            return
+        # A run starts in this batch (rare): the lines before it belong to what came before,
+        # those after it to the run, so the screens hear of it (on_run_started) in between.
+        start = 0
+        for i, item in enumerate(batch):
+            if type(item) is RunStarted:
+                if i > start:
+                    self.consume(batch[start:i])
+                self._fold([item], [item])
+                for screen in self.screen_stack:
+                    hook = getattr(screen, "on_run_started", None)
+                    if hook is not None:
+                        hook(item.run_id)
+                start = i + 1
+        if start < len(batch):
+            self.consume(batch[start:])
+
+    def _fold(self, batch: Sequence[LogInput], others: list[Event]) -> None:
         changed: set[Part] = set()
         for ev in others:
             changed |= self.state.apply(ev)

@@ -60,6 +60,12 @@ DOMAIN_TAGS = {
 }
 
 
+def parse_vm_name(name: str) -> tuple[str, str, str] | None:
+    """``vexfs-<env>-<domain>-<n>`` -> ``(env, domain, n)``; None for other names."""
+    m = _VM_NAME.match(name)
+    return None if m is None else (m.group(1), m.group(2), m.group(3))
+
+
 def vm_display_name(name: str) -> str:
     """The one name the TUI shows for a VM: ``vexfs-dev-kernel_module-0`` -> ``dev/kmod-0``.
 
@@ -67,10 +73,10 @@ def vm_display_name(name: str) -> str:
     menus and the notifications, whatever other VMs exist (the environment is in it: the
     same domain's VMs of two environments never share one). Other names are shown as they
     are; the full libvirt name is in the VM menu."""
-    m = _VM_NAME.match(name)
-    if m is None:
+    parts = parse_vm_name(name)
+    if parts is None:
         return name
-    env, domain, index = m.groups()
+    env, domain, index = parts
     tag = DOMAIN_TAGS.get(domain) or (domain if domain not in DOMAIN_TAGS.values() else f"{domain}+")
     return f"{env}/{tag}-{index}"
 

@@ -242,20 +242,20 @@ class LogModel:
     def cycle_vm(self) -> LogFilter:
         order: list[str | None] = [None, *self.vms]
         i = order.index(self.filter.vm) if self.filter.vm in order else 0
-        return self._set_filter(LogFilter(order[(i + 1) % len(order)], self.filter.min_severity, self.filter.text))
+        return self.set_filter(LogFilter(order[(i + 1) % len(order)], self.filter.min_severity, self.filter.text))
 
     def cycle_severity(self) -> LogFilter:
         i = SEVERITY_CYCLE.index(self.filter.min_severity)
         nxt = SEVERITY_CYCLE[(i + 1) % len(SEVERITY_CYCLE)]
-        return self._set_filter(LogFilter(self.filter.vm, nxt, self.filter.text))
+        return self.set_filter(LogFilter(self.filter.vm, nxt, self.filter.text))
 
     def set_text(self, text: str) -> LogFilter:
-        return self._set_filter(LogFilter(self.filter.vm, self.filter.min_severity, text.strip()))
+        return self.set_filter(LogFilter(self.filter.vm, self.filter.min_severity, text.strip()))
 
     def reset_filter(self) -> LogFilter:
-        return self._set_filter(LogFilter())
+        return self.set_filter(LogFilter())
 
-    def _set_filter(self, flt: LogFilter) -> LogFilter:
+    def set_filter(self, flt: LogFilter) -> LogFilter:
         self.filter = flt
         self.refilter()
         return flt

@@ -29,6 +29,7 @@ from vexfs_cockpit.engine.events import (
 )
 from vexfs_cockpit.engine.results import TestResult, TestStatus
 from vexfs_cockpit.tui.backend import TestRef, VmInfo
+from vexfs_cockpit.tui.format import parse_vm_name
 
 SPARK_SECONDS = 60  # VmSample is 1 Hz: the sparkline shows the last minute
 KEEP_KERNEL_EVENTS = 500
@@ -180,6 +181,10 @@ class LiveState:
     expected: dict[TestRef, float] = field(default_factory=dict)
     expected_for: set[str] = field(default_factory=set)  # domains whose durations history answered
     fleet_error: str | None = None  # vm_list failed: shown as the VM table's empty state
+    # VMs of the current run: its domains' VMs, and those that began booting for it (a VM
+    # named for one of its domains in its environment) until the domain names its own.
+    run_vms: set[str] = field(default_factory=set)
+    _booted_for: dict[str, str] = field(default_factory=dict)  # VM -> domain, by its name
 
     # -- inputs ------------------------------------------------------------------
     def apply_all(self, events: Iterable[Event]) -> set[Part]:
@@ -203,6 +208,8 @@ class LiveState:
                 vm = self._vm(ev.vm)
                 self._set_vm_state(vm, ev.state, ev.ts)
                 vm.reason = ev.reason
+                if ev.state == "booting":
+                    self._maybe_booted_for_run(ev.vm, ev.ts)
                 return {Part.VMS, Part.RUN}
             case RunStarted():
                 self.run = RunView(
@@ -212,6 +219,11 @@ class LiveState:
                 # Every domain's tests from the start: totals never count only the started ones.
                 self.domains = {d: DomainView(domain=d, planned=tuple(ev.planned.get(d, ()))) for d in ev.domains}
                 self.expected_for = set()
+                self.run_vms = set()
+                self._booted_for = {}
+                for gone in [n for n, v in self.vms.items() if v.state == "undefined"]:
+                    del self.vms[gone]  # destroyed with an earlier run: nothing left to show
+
                 self.results = []
                 self.metrics = {}
                 self.kernel_events.clear()
@@ -234,6 +246,12 @@ class LiveState:
                 dom.started_at = ev.ts
                 if ev.vm:
                     self._vm(ev.vm).domain = ev.domain
+                    # The domain's own VM: another that booted under a name like it is not ours.
+                    for other, domain in list(self._booted_for.items()):
+                        if domain == ev.domain and other != ev.vm:
+                            self.run_vms.discard(other)
+                            del self._booted_for[other]
+                    self.run_vms.add(ev.vm)
                 return {Part.DOMAINS, Part.VMS, Part.RUN}
             case DomainFinished():
                 dom = self._domain(ev.domain)
@@ -252,6 +270,9 @@ class LiveState:
                 dom.current_started = ev.ts
                 if ev.vm and not dom.vm:
                     dom.vm = ev.vm
+                if ev.vm and ev.vm not in self.run_vms:
+                    self.run_vms.add(ev.vm)
+                    return {Part.DOMAINS, Part.VMS}
                 return {Part.DOMAINS}
             case TestFinished():
                 res = ev.result
@@ -340,7 +361,21 @@ class LiveState:
             slots[i] += left
         return RunEta(max(slots, default=0.0), unknown, total)
 
+    def in_this_run(self, vm: str) -> bool | None:
+        """Whether ``vm`` serves the current run; None when there is no run yet."""
+        return None if self.run is None else vm in self.run_vms
+
     # -- helpers ------------------------------------------------------------------
+    def _maybe_booted_for_run(self, name: str, ts: float) -> None:
+        run = self.run
+        parts = parse_vm_name(name)
+        if run is None or not run.active or parts is None or run.started_at is None or ts < run.started_at:
+            return
+        env, domain, _ = parts
+        if env == run.env and domain in self.domains and not self.domains[domain].vm:
+            self._booted_for[name] = domain
+            self.run_vms.add(name)
+
     def _vm(self, name: str) -> VmView:
         vm = self.vms.get(name)
         if vm is None:

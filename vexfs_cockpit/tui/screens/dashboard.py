@@ -36,6 +36,7 @@ class DashboardScreen(Screen[None]):
         Binding("d", "rerun_domain", "Re-run domain", show=False),
         Binding("p", "toggle_pause", "Pause/follow"),
         Binding("n", "next_event", "Next event"),
+        Binding("b", "earlier_log", "Earlier log", show=False),
         Binding("N", "prev_event", "Prev event", show=False),
         Binding("slash", "search_log", "Filter log"),
         Binding("v", "cycle_vm", "Log VM filter", show=False),
@@ -68,6 +69,10 @@ class DashboardScreen(Screen[None]):
             self.log_pane.feed(log_events)
         if changed:
             self._render_parts(changed)
+
+    def on_run_started(self, run_id: str) -> None:
+        """Each run's log starts fresh and followed; what came before is one key away (b)."""
+        self.log_pane.new_run(run_id)
 
     def on_tick(self) -> None:
         self._render_parts({Part.VMS, Part.DOMAINS, Part.RUN})
@@ -135,6 +140,10 @@ class DashboardScreen(Screen[None]):
     def action_prev_event(self) -> None:
         if not self.log_pane.jump_event(forward=False):
             self.notify("no earlier kernel event in the log", severity="information")
+
+    def action_earlier_log(self) -> None:
+        if not self.log_pane.show_earlier():
+            self.notify("no earlier lines: this log began with this run", severity="information")
 
     def action_search_log(self) -> None:
         self.log_pane.open_search()

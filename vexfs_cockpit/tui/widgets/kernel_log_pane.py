@@ -6,6 +6,10 @@ repaint per frame, not a row per line. Memory is bounded by the model's deques.
 
 Pause freezes the view on a copy of the rows it showed (nothing shifts under the
 reader) while the model keeps absorbing; follow shows the live rows again.
+
+Each run starts a fresh log (``new_run``): the lines before it move to a second model,
+one key (``show_earlier``) away and never mixed into the run's own, and the view follows
+again (a pause from the last run does not carry into this one).
 """
 
 from __future__ import annotations
@@ -47,7 +51,12 @@ class KernelLogPane(Vertical):
 
     def __init__(self, retain: int = LOG_RETAIN, *, id: str | None = None):
         super().__init__(id=id)
+        self.retain = retain
         self.model = LogModel(retain=retain)
+        self.earlier: LogModel | None = None  # the lines before this run's start
+        self.earlier_label = ""  # what they were: "run 2025…-ab12" or "before run …"
+        self.showing_earlier = False
+        self.run_label = ""
         self.paused = False
         self.unseen = 0
         self._event_cursor: int | None = None  # marker row of the last jump (paused view)
@@ -70,7 +79,9 @@ class KernelLogPane(Vertical):
         if not events:
             return
         new, reports = self.model.add(events)
-        if self.paused:
+        if self.showing_earlier:
+            self.unseen += len(new)  # this run's lines wait behind the earlier ones shown
+        elif self.paused:
             self.unseen += len(new)
             if reports:
                 self.view.refresh()  # re-colour rows already on screen
@@ -85,12 +96,50 @@ class KernelLogPane(Vertical):
 
     def on_kernel_log_view_end_requested(self, event: KernelLogView.EndRequested) -> None:
         event.stop()
-        if self.paused:
+        if self.paused or self.showing_earlier:
             self.follow()
+
+    # -- runs -------------------------------------------------------------------------
+    def new_run(self, run_id: str) -> None:
+        """A run started: its log starts empty and followed; what came before is kept
+        (the previous run's lines, or those before the first run) for ``show_earlier``."""
+        before, had_run = self.model, bool(self.run_label)
+        self.earlier = before if before.records else self.earlier
+        if before.records:
+            self.earlier_label = self.run_label if had_run else f"before run {run_id}"
+        self.model = LogModel(retain=self.retain)
+        self.model.set_filter(before.filter)
+        self.view.model = self.model
+        self.run_label = f"run {run_id}"
+        self.showing_earlier = False
+        self.follow()
+
+    def show_earlier(self) -> bool:
+        """Toggle between this run's lines and the earlier ones; False when there are none."""
+        if self.showing_earlier:
+            self.follow()
+            return True
+        if self.earlier is None:
+            return False
+        self.showing_earlier = True
+        self.paused = True
+        self._event_cursor = None
+        view = self.view
+        view.model = self.earlier
+        view.auto_scroll = False
+        view.show(list(self.earlier.shown))
+        view.scroll_end(animate=False, immediate=True, x_axis=False)
+        self._show_status()
+        return True
+
+    @property
+    def shown_model(self) -> LogModel:
+        """The model on screen: this run's, or the earlier one."""
+        return self.earlier if self.showing_earlier and self.earlier is not None else self.model
 
     # -- controls -------------------------------------------------------------------
     def toggle_pause(self) -> None:
-        if self.paused:
+        if self.paused or self.showing_earlier:
             self.follow()
         else:
             self.pause()
@@ -104,9 +153,11 @@ class KernelLogPane(Vertical):
 
     def follow(self) -> None:
         self.paused = False
+        self.showing_earlier = False
         self._event_cursor = None
         self.unseen = 0
         view = self.view
+        view.model = self.model
         view.auto_scroll = True
         view.show(self.model.shown)
         view.scroll_end(animate=False, immediate=True, x_axis=False)
@@ -135,22 +186,23 @@ class KernelLogPane(Vertical):
         return True
 
     def set_filter_text(self, text: str) -> None:
-        self.model.set_text(text)
-        self._rebuild()
+        self._set_filter(self.shown_model.set_text(text))
 
     def cycle_vm(self) -> LogFilter:
-        flt = self.model.cycle_vm()
-        self._rebuild()
-        return flt
+        return self._set_filter(self.shown_model.cycle_vm())
 
     def cycle_severity(self) -> LogFilter:
-        flt = self.model.cycle_severity()
-        self._rebuild()
-        return flt
+        return self._set_filter(self.shown_model.cycle_severity())
 
     def clear_filter(self) -> None:
-        self.model.reset_filter()
+        self._set_filter(self.shown_model.reset_filter())
+
+    def _set_filter(self, flt: LogFilter) -> LogFilter:
+        for model in (self.model, self.earlier):  # one filter for this run's lines and the earlier ones
+            if model is not None and model.filter != flt:
+                model.set_filter(flt)
         self._rebuild()
+        return flt
 
     def open_search(self) -> None:
         box = self.query_one("#log-search", Input)
@@ -176,19 +228,27 @@ class KernelLogPane(Vertical):
     # -- internals ------------------------------------------------------------------
     def _rebuild(self) -> None:
         """The filter changed: show what it lets through (paused: frozen at that)."""
-        shown = self.model.shown
+        shown = self.shown_model.shown
         self.view.show(list(shown) if self.paused else shown)
         self.unseen = 0
         self._event_cursor = None
         self._show_status()
 
     def _show_status(self) -> None:
-        m = self.model
-        mode = Text(" PAUSED ", style="bold black on yellow") if self.paused else Text(" FOLLOW ", style="bold black on green")
+        m = self.shown_model
+        if self.showing_earlier:
+            mode = Text(" EARLIER ", style="bold black on magenta")
+            whose = Text(f" {self.earlier_label} · b: back to {self.run_label or 'now'}", style="bold")
+        else:
+            mode = Text(" PAUSED ", style="bold black on yellow") if self.paused else Text(" FOLLOW ", style="bold black on green")
+            whose = Text(f" {self.run_label}" if self.run_label else "")
+            if self.earlier is not None:
+                whose.append(" · b: earlier lines", style="dim")
         status = Text.assemble(
             mode,
+            whose,
             (f" +{self.unseen:,} new" if self.unseen else "", "yellow"),
-            f" filter: {m.filter.describe()}",
+            f" · filter: {m.filter.describe()}",
             f" · {m.lines_seen:,} lines",
             (f" · {m.events_seen} events" if m.events_seen else "", "bold"),
         )

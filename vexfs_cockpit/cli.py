@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 COMMANDS: dict[str, str] = {
     "run": "vexfs_cockpit.commands.run",
     "history": "vexfs_cockpit.commands.history",
+    "report": "vexfs_cockpit.commands.report",
+    "compare": "vexfs_cockpit.commands.report",
     "config": "vexfs_cockpit.commands.config",
     "doctor": "vexfs_cockpit.commands.doctor",
     "image": "vexfs_cockpit.commands.image",

@@ -1,0 +1,84 @@
+"""A run as GitHub-flavoured Markdown, sized for a CI step summary ($GITHUB_STEP_SUMMARY
+takes up to 1 MiB): one header line, then a table per domain, bad domains and bad tests
+first, then the unexpected kernel reports. Evidence stays in the JUnit/HTML reports: a
+cell holds a test's message, cut to one line."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from vexfs_cockpit.engine.results import TestStatus
+from vexfs_cockpit.reports.output import write_atomic
+from vexfs_cockpit.store.render import fmt_duration, fmt_time
+from vexfs_cockpit.store.report import DomainReport, RunReport
+
+MAX_CELL = 200
+ICON = {"PASSED": "✅", "FAILED": "❌", "ERROR": "💥", "TIMEOUT": "⏱️", "SKIPPED": "⏭️", "NO RESULT": "❓"}
+_ORDER = {"ERROR": 0, "TIMEOUT": 1, "FAILED": 2, "NO RESULT": 3, "SKIPPED": 4, "PASSED": 5}
+
+
+def cell(text: str, limit: int = MAX_CELL) -> str:
+    """One table cell: one line, pipes escaped, cut to ``limit``."""
+    line = " ".join(text.split())
+    if len(line) > limit:
+        line = line[: limit - 1] + "…"
+    return line.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;")
+
+
+def _domain_bad(d: DomainReport) -> bool:
+    return d.is_bad() or bool(d.missing_tests()) or any(t.status.bad for t in d.tests)
+
+
+def _counts_text(tally: dict[str, int]) -> str:
+    passed = tally.get("PASSED", 0)
+    bad = sum(tally.get(s, 0) for s in ("FAILED", "ERROR", "TIMEOUT"))
+    return f"{passed} passed, {bad} failed, {tally.get('SKIPPED', 0)} skipped"
+
+
+def markdown_text(report: RunReport) -> str:
+    run = report.run
+    tally = dict(report.tally())
+    missing = sum(len(d.missing_tests()) for d in report.domains)
+    ok = run.status == "passed" and not any(_domain_bad(d) for d in report.domains) and not report.crashes()
+    head = (f"## {'✅' if ok else '❌'} vexfs-cockpit run `{run.run_id}` {run.status}: {_counts_text(tally)}"
+            + (f", {missing} without result" if missing else "")
+            + f" (env {run.env or '-'}, profile {run.profile or '-'}, {fmt_time(run.started_at)}, "
+            + f"{fmt_duration(run.duration_s)})")
+    out = [head, ""]
+    if run.reason:
+        out += [f"> {cell(run.reason, 500)}", ""]
+    for p in report.infra_problems:
+        out.append(f"- infrastructure: {cell(p.message, 500)}")
+    if report.infra_problems:
+        out.append("")
+    for d in sorted(report.domains, key=lambda d: not _domain_bad(d)):  # stable: bad first
+        counts = ", ".join(f"{v} {k.lower()}" for k, v in sorted(d.tally().items()))
+        line = f"### {'❌' if _domain_bad(d) else '✅'} {d.name}: {d.status}"
+        line += f" ({counts or 'no results'}; {fmt_duration(d.duration_s)} on {d.vm or '-'})"
+        out += [line, ""]
+        if d.reason:
+            out += [f"> {cell(d.reason, 500)}", ""]
+        rows = [(str(t.status), t.name, fmt_duration(t.duration_s), t.message) for t in d.tests]
+        why = f"domain {d.status}" + (f": {d.reason}" if d.reason else "")
+        rows += [("NO RESULT", name, "-", why) for name in d.missing_tests()]
+        if not rows:
+            continue
+        rows.sort(key=lambda r: _ORDER.get(r[0], 0))
+        out += ["| | test | status | duration | message |", "|---|---|---|---|---|"]
+        for status, name, dur, msg in rows:
+            shown = "" if status == str(TestStatus.PASSED) else cell(msg)
+            out.append(f"| {ICON.get(status, '❔')} | `{cell(name, 100)}` | {status} | {dur} | {shown} |")
+        out.append("")
+    kernel = report.crashes() + [k for k in report.hangs() if k not in report.crashes()]
+    if kernel:
+        out += ["### Kernel reports", ""]
+        for k in kernel:
+            where = ".".join(x for x in (k.domain, k.test) if x) or "no test running"
+            out.append(f"- **{cell(k.report.kind, 40)}** {cell(k.report.title)} ({cell(where, 100)}, {k.vm or '-'})")
+        out.append("")
+    return "\n".join(out)
+
+
+def write_markdown(report: RunReport, path: str | os.PathLike[str]) -> Path:
+    return write_atomic(path, markdown_text(report), "Markdown report")

@@ -51,7 +51,7 @@ def test_every_format_to_a_file(db: Path, tmp_path: Path, capsys: pytest.Capture
 def test_latest_to_stdout_and_kcidb_commit_from_ci(db: Path, capsys: pytest.CaptureFixture[str],
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     code, out, _ = run_cli(capsys, "report", "latest", "-f", "ktap", "--db", str(db))
-    assert code == 0 and out.startswith("KTAP version 1\n# vexfs-cockpit run dev-2 ")
+    assert code == 0 and out.startswith("KTAP version 1\n1..2\n# vexfs-cockpit run dev-2 ")
     monkeypatch.setenv("GITHUB_SHA", "ab" * 20)
     code, out, _ = run_cli(capsys, "report", "prev", "-f", "kcidb", "-o", "-", "--db", str(db))
     assert code == 0 and json.loads(out)["checkouts"][0]["git_commit_hash"] == "ab" * 20

@@ -168,7 +168,12 @@ def test_run_batch_ktap_streams_on_stdout_as_tests_finish(tmp_path: Path) -> Non
             early.append(line)
         assert not block.exists()  # t03 is still running: these lines were streamed
         block.write_text("go")
-        rest, err = proc.communicate(timeout=60)
+        # read(), not communicate(): communicate reads the pipe's fd and would miss what
+        # readline() already buffered. stderr is a few lines: no pipe fills meanwhile.
+        rest = proc.stdout.read()
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -2,8 +2,8 @@
 (suite) per domain, one test line per result.
 
     KTAP version 1
-    # vexfs-cockpit run r1 env=ci profile=selftest
     1..2
+    # vexfs-cockpit run r1 env=ci profile=selftest
         KTAP version 1
         # Subtest: kernel_module
         1..3
@@ -125,8 +125,8 @@ def _suite(number: int, report: RunReport, d: DomainReport) -> list[str]:
     return _indent(body) + [suite_line(number, d.name, d.status, d.reason, bad)]
 
 
-def _run_header(run_id: str, env: str, profile: str) -> list[str]:
-    return ["KTAP version 1", f"# vexfs-cockpit run {run_id} env={env or '-'} profile={profile or '-'}"]
+def _run_header(run_id: str, env: str, profile: str, domains: int) -> list[str]:
+    return ["KTAP version 1", f"1..{domains}", f"# vexfs-cockpit run {run_id} env={env or '-'} profile={profile or '-'}"]
 
 
 def _run_footer(status: str, reason: str, problems: Iterable[str], orphans: Iterable[KernelEventRecord]) -> list[str]:
@@ -141,7 +141,7 @@ def ktap_text(report: RunReport) -> str:
     run = report.run
     names = [d.name for d in report.domains]
     never = [n for n in run.planned_domains if n not in names]
-    out = _run_header(run.run_id, run.env, run.profile) + [f"1..{len(names) + len(never)}"]
+    out = _run_header(run.run_id, run.env, run.profile, len(names) + len(never))
     for i, d in enumerate(report.domains, 1):
         out += _suite(i, report, d)
     why = run.reason or f"run {run.status}"
@@ -212,7 +212,7 @@ class KtapStream:
             case ev.RunStarted():
                 self._reset()  # a new run: a new document
                 self.run_id, self.planned_domains = e.run_id, tuple(e.domains)
-                self._write(_run_header(e.run_id, e.env, e.profile) + [f"1..{len(self.planned_domains)}"])
+                self._write(_run_header(e.run_id, e.env, e.profile, len(self.planned_domains)))
             case _ if getattr(e, "run_id", self.run_id) not in (self.run_id, ""):
                 pass
             case ev.DomainStarted() if e.domain not in self.blocks:

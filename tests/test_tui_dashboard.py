@@ -353,6 +353,8 @@ async def test_rerun_domain_from_the_progress_table():
         doms.focus()
         doms.move_cursor(row=1)
         await pilot.press("d")
+        assert isinstance(app.screen, ConfirmScreen)  # a new run: asked first
+        await pilot.press("y")
         await settle(app, pilot)
         assert be.called("start_run") == [(RunRequest(env="dev", domains=("filesystem_operations",)),)]
 
@@ -369,10 +371,13 @@ async def test_results_screen_shows_evidence_and_reruns_one_test():
         body = rendered(evidence.query_one("#evidence").content)
         assert "exit 1" in body and "insmod: ERROR: could not insert module" in body
         assert "WARNING in selftest_write" in body  # the report attributed to that test
-        await pilot.press("t")
+        await pilot.press("t")  # mid-run: refused before the engine would refuse it
+        assert be.called("start_run") == [] and not isinstance(app.screen, ConfirmScreen)
+        await feed(app, pilot, [RunFinished(run_id="run-1", status="failed", counts={}, ts=T0)])
+        await pilot.press("t", "y")
         await settle(app, pilot)
         assert be.called("start_run") == [(RunRequest(env="dev", domains=("kernel_module",), only=(TestRef("kernel_module", "module_load"),)),)]
-        await pilot.press("d")
+        await pilot.press("d", "y")
         await settle(app, pilot)
         assert be.called("start_run")[-1] == (RunRequest(env="dev", domains=("kernel_module",)),)
         # live: a new result appears without leaving the screen

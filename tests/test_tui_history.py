@@ -101,7 +101,7 @@ async def test_run_detail_has_tests_evidence_domains_and_events(db, utc):
 
         await pilot.press("1")
         results.move_cursor(row=2)
-        await pilot.press("t")
+        await pilot.press("t", "y")  # a new run: confirmed first
         await settle(app, pilot)
         # a re-run from history uses that run's env
         assert be.called("start_run") == [(RunRequest(env="ci", domains=("filesystem_operations",), only=(TestRef("filesystem_operations", "mount"),)),)]

@@ -309,3 +309,43 @@ async def test_each_run_starts_a_fresh_followed_log_with_earlier_lines_one_key_a
         assert view.is_vertical_scroll_end
         await pilot.press("b")  # run-1's lines, the report among them
         assert len(view.lines) == 6 and "run run-1 · b: back to run run-2" in screen_text(app)
+
+
+# -- item 7: a re-run asks first and keeps the last run's results in reach -----------------------------
+
+
+async def test_rerun_asks_first_and_both_runs_results_stay_reachable():
+    from textual.widgets import DataTable as Table
+
+    from vexfs_cockpit.engine.events import RunFinished
+    from vexfs_cockpit.tui.screens.confirm import ConfirmScreen
+    from vexfs_cockpit.tui.screens.results import ResultsScreen
+
+    from tests.test_tui_support import mid_run_events
+
+    be = UiBackend()
+    async with cockpit(be, size=(120, 40)) as (app, pilot, _):
+        await feed(app, pilot, [*mid_run_events(), RunFinished(run_id="run-1", status="failed", counts={}, ts=T0)])
+        await pilot.press("r")
+        assert isinstance(app.screen, ResultsScreen)
+        table = app.screen.query_one("#results", Table)
+        assert table.row_count == 3
+        await pilot.press("down", "t")
+        assert isinstance(app.screen, ConfirmScreen)  # not started without asking
+        assert be.called("start_run") == []
+        await pilot.press("n")
+        assert be.called("start_run") == [] and isinstance(app.screen, ResultsScreen)
+        await pilot.press("t", "y")
+        await settle(app, pilot)
+        assert len(be.called("start_run")) == 1
+        # The engine starts the re-run: the screen shows it, the last run is one key away.
+        await feed(app, pilot, [RunStarted(run_id="run-2", config_path="", profile="selftest", env="dev", domains=("kernel_module",),
+                                           planned={"kernel_module": ("module_build", "module_load")}, ts=T0 + 10)])
+        assert table.row_count == 0
+        assert "run-2" in screen_text(app) and "b: 1 earlier run of this session" in screen_text(app)
+        await pilot.press("b")
+        assert table.row_count == 3 and "results of run run-1" in screen_text(app) and "earlier run 1 of 1" in screen_text(app)
+        await feed(app, pilot, [TestFinished(run_id="run-2", result=result("kernel_module", "module_build", TestStatus.PASSED, 1.0, T0 + 11), ts=T0 + 12)])
+        assert table.row_count == 3  # still run-1 while it is asked for
+        await pilot.press("b")
+        assert table.row_count == 1 and "results of run run-2" in screen_text(app)

@@ -320,8 +320,27 @@ class CockpitApp(App[int]):
         self.call_engine(what, self.backend.start_run, request, then=lambda run_id: self.notify(f"run {run_id} started"))
 
     def rerun(self, env: str, domain: str, test: str | None = None) -> None:
+        """Re-run one test (with what it depends on) or one domain, once confirmed: it is
+        a new run, and the dashboard and results screen move on to it."""
+        from vexfs_cockpit.tui.screens.confirm import ConfirmScreen
+
+        if self.state.run is not None and self.state.run.active:
+            self.notify("a run is in progress — abort it first (a)", severity="warning")
+            return
         only = (TestRef(domain, test),) if test else ()
-        self.start_run(RunRequest(env=env, domains=(domain,), only=only))
+        what = f"{domain}/{test}" if test else f"every test of {domain}"
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.start_run(RunRequest(env=env, domains=(domain,), only=only))
+
+        self.push_screen(
+            ConfirmScreen(
+                f"Re-run {what} in a new run ({env})?",
+                "This run's results stay: b on the results screen (r) shows earlier runs, h (history) keeps them all.",
+            ),
+            confirmed,
+        )
 
     def current_env(self) -> str:
         if self.state.run is not None and self.state.run.env:

@@ -160,6 +160,18 @@ class RunView:
 
 
 @dataclass(frozen=True, slots=True)
+class RunRecord:
+    """An earlier run of this session as the dashboard last showed it."""
+
+    run: RunView
+    results: list[TestResult]
+    kernel_events: tuple[KernelEventRaised, ...]
+
+
+KEEP_EARLIER_RUNS = 5  # earlier runs whose results stay one key away (b on the results screen)
+
+
+@dataclass(frozen=True, slots=True)
 class RunEta:
     """The whole run's time left, from history: ``seconds`` covers the tests history
     knows; ``unknown`` tests have never run before (so the run takes longer)."""
@@ -180,6 +192,7 @@ class LiveState:
     infra: deque[InfraProblem] = field(default_factory=lambda: deque(maxlen=KEEP_INFRA))
     expected: dict[TestRef, float] = field(default_factory=dict)
     expected_for: set[str] = field(default_factory=set)  # domains whose durations history answered
+    earlier_runs: deque[RunRecord] = field(default_factory=lambda: deque(maxlen=KEEP_EARLIER_RUNS))  # newest first
     fleet_error: str | None = None  # vm_list failed: shown as the VM table's empty state
     # VMs of the current run: its domains' VMs, and those that began booting for it (a VM
     # named for one of its domains in its environment) until the domain names its own.
@@ -212,6 +225,8 @@ class LiveState:
                     self._maybe_booted_for_run(ev.vm, ev.ts)
                 return {Part.VMS, Part.RUN}
             case RunStarted():
+                if self.run is not None:  # a re-run must not take the last run's results from view
+                    self.earlier_runs.appendleft(RunRecord(self.run, self.results, tuple(self.kernel_events)))
                 self.run = RunView(
                     run_id=ev.run_id, env=ev.env, profile=ev.profile, domains=ev.domains, started_at=ev.ts,
                     parallel=max(1, ev.parallel),

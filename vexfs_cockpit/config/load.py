@@ -190,9 +190,11 @@ def _interpolate(
 
 def config_from_args(args: Any, *, env: str | None = None, known_domains: Iterable[str] | None = None) -> CockpitConfig:
     """The config a command line names: ``--config``, the env overlay (``env``, else
-    ``--env``), then every ``--set KEY=VALUE``. One rule for run, the TUI (also when its
+    ``--env``), then every ``--set KEY=VALUE`` and ``--kernel``. One rule for run, the TUI (also when its
     start-run dialog switches environment), vm/ssh and the kdev commands."""
     overrides = dict(parse_override(s) for s in (getattr(args, "set", None) or []))
+    if getattr(args, "kernel", None):  # --kernel V is --set fleet.guest_kernel=V
+        overrides["fleet.guest_kernel"] = args.kernel
     return load_config(getattr(args, "config", None), env if env is not None else getattr(args, "env", None),
                        overrides, known_domains=known_domains)
 

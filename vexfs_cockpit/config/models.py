@@ -126,7 +126,12 @@ class DomainSettings(ModuleSettings):
 class FleetSettings(Strict):
     libvirt_uri: str = "qemu:///system"
     template: Literal["direct-kernel", "disk"] = "direct-kernel"
-    guest_kernel: str = "auto"  # "auto": the version linux-image-amd64 installed
+    # "auto": what linux-image-amd64 installed; "host": the running kernel; else a version in
+    # /boot. It names host paths (/boot/vmlinuz-V, /lib/modules/V): a release, never a path.
+    guest_kernel: str = Field(
+        "auto", pattern=r"^(auto|host|[A-Za-z0-9][A-Za-z0-9._+~-]{0,127})$",
+        description="auto, host or a kernel release such as 6.1.0-57-amd64",
+    )
     accel: Literal["auto", "kvm", "tcg"] = "auto"
     base_image_path: Path | None = None  # disk template (VEXFS_BASE_IMAGE_PATH)
     storage_pool: str | None = None  # VEXFS_STORAGE_POOL

@@ -207,7 +207,18 @@ def package_version(pkg: str) -> str | None:
 
 
 def resolve_kernel_version(override: str | None = None) -> str:
-    """The guest kernel: the override, else the version linux-image-amd64 depends on."""
+    """The guest kernel (``fleet.guest_kernel``): ``auto`` (or none) is the version
+    linux-image-amd64 depends on; ``host`` the running kernel (virtme-ng's default);
+    anything else a version installed in /boot."""
+    if override == "host":
+        release = os.uname().release
+        if not (Path("/boot") / f"vmlinuz-{release}").is_file():
+            raise InfraError(
+                f"fleet.guest_kernel host: the running kernel {release} is not in /boot (a container's or"
+                " a sandbox's kernel?): set fleet.guest_kernel to auto or to one of "
+                + (", ".join(sorted(p.name.removeprefix("vmlinuz-") for p in Path("/boot").glob("vmlinuz-*"))) or "none installed")
+            )
+        return release
     if override and override != "auto":
         return override
     proc = subprocess.run(

@@ -349,3 +349,63 @@ async def test_rerun_asks_first_and_both_runs_results_stay_reachable():
         assert table.row_count == 3  # still run-1 while it is asked for
         await pilot.press("b")
         assert table.row_count == 1 and "results of run run-2" in screen_text(app)
+
+
+# -- item 9: the start dialog reads without colour and explains itself -----------------------------------
+
+
+def _session_backend():
+    import argparse
+
+    from vexfs_cockpit.app.session import Session
+    from vexfs_cockpit.config.paths import find_project_root
+    from vexfs_cockpit.engine.bus import EventBus
+    from vexfs_cockpit.engine.discovery import discover_domains
+    from vexfs_cockpit.tui.session_backend import SessionBackend
+
+    from vexfs_cockpit.config.load import config_from_args
+
+    args = argparse.Namespace(config=None, env=None, set=[])
+    registry = discover_domains()
+    session = Session(config=config_from_args(args, known_domains=set(registry)), bus=EventBus(), registry=registry,
+                      provider=None, args=args, project_root=find_project_root())  # type: ignore[arg-type]
+    return SessionBackend(session)
+
+
+async def test_start_dialog_says_checked_in_words_whole_descriptions_and_what_each_env_means():
+    from textual.widgets import Select
+
+    from vexfs_cockpit.tui.screens.start_run import StartRunScreen
+    from vexfs_cockpit.tui.widgets.domain_picker import DomainPicker
+
+    real = _session_backend().run_choices()  # the session's own domains, docstrings and env files
+    assert "up to 2 domains at once" in real.env_summaries["dev"] and "test timeout 5 min" in real.env_summaries["ci"]
+
+    class Backend(UiBackend):
+        def run_choices(self):
+            return real
+
+    be = Backend()
+    async with cockpit(be, size=(80, 24)) as (app, pilot, _):
+        await pilot.press("s")
+        assert isinstance(app.screen, StartRunScreen)
+        picker = app.screen.query_one(DomainPicker)
+        first = real.domains[0]
+        assert f"[x] {first}" in screen_text(app)  # chosen, in words
+        await pilot.press("space")
+        assert f"[ ] {first}" in screen_text(app) and f"[x] {real.domains[1]}" in screen_text(app)
+        assert first not in picker.selected
+        # the highlighted domain's description is shown whole (wrapped), not cut off
+        await pilot.press("down")
+        description = str(app.screen.query_one("#domain-description").render())
+        assert description == f"{real.domains[1]}: {real.descriptions[real.domains[1]]}"
+        assert " ".join(real.descriptions[real.domains[1]].split()[-2:]) in screen_text(app).replace("\n", " ")
+        summary = str(app.screen.query_one("#env-summary").render())
+        assert summary == f"{real.default_env}: {real.env_summaries[real.default_env]}"
+        app.screen.query_one("#env", Select).value = "ci"
+        await pilot.pause()
+        assert str(app.screen.query_one("#env-summary").render()) == f"ci: {real.env_summaries['ci']}"
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        request = be.called("start_run")[0][0]
+        assert request.env == "ci" and first not in request.domains and len(request.domains) == len(real.domains) - 1

@@ -62,6 +62,8 @@ class RunChoices:
     default_env: str
     default_domains: tuple[str, ...] = ()  # empty: all of ``domains``
     descriptions: dict[str, str] = field(default_factory=dict)  # domain -> one line
+    # env -> one line: VMs and their size, domains at once, timeouts, retries
+    env_summaries: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

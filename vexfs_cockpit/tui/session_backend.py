@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from vexfs_cockpit.app.session import Session
+from vexfs_cockpit.config.models import CockpitConfig
 from vexfs_cockpit.engine.bus import EventBus
 from vexfs_cockpit.errors import CockpitError
 from vexfs_cockpit.store.history import History
@@ -25,6 +26,7 @@ class SessionBackend(HistoryQueries):
     def __init__(self, session: Session):
         super().__init__(History(session.db_path) if session.db_path else History(Path("/nonexistent")))
         self.session = session
+        self._env_summaries: dict[str, str] | None = None  # read once: the env files do not change under us
 
     @property
     def bus(self) -> EventBus:
@@ -46,12 +48,31 @@ class SessionBackend(HistoryQueries):
     # -- runs ---------------------------------------------------------------------------
     def run_choices(self) -> RunChoices:
         names = self.session.domain_names()
+        envs = self.session.environments()
+        if self._env_summaries is None:
+            self._env_summaries = {env: self._describe_env(env) for env in envs}
         return RunChoices(
             domains=names,
-            envs=self.session.environments(),
+            envs=envs,
             default_env=self.session.config.env,
             descriptions={n: self.session.describe_domain(n) for n in names},
+            env_summaries=self._env_summaries,
         )
+
+    def _describe_env(self, env: str) -> str:
+        """One line of what ``env`` means, from that environment's config (the same
+        profile and --set overrides the session would load for it)."""
+        cfg = self.session.config
+        if env != cfg.env:
+            if self.session.args is None:
+                return ""
+            from vexfs_cockpit.config.load import config_from_args
+
+            try:
+                cfg = config_from_args(self.session.args, env=env, known_domains=set(self.session.registry))
+            except CockpitError as err:
+                return f"cannot load: {err}"
+        return describe_environment(cfg)
 
     async def start_run(self, request: RunRequest) -> str:
         if self.session.run_in_progress:
@@ -109,3 +130,14 @@ class SessionBackend(HistoryQueries):
 
     async def kunload(self, vm: str) -> ActionResult:
         return await self._cli("kunload", vm)
+
+
+def describe_environment(cfg: CockpitConfig) -> str:
+    """``1 VM per domain, 512 MB and 1 vCPU each · up to 2 domains at once · test timeout
+    10 min · boot timeout 120 s · no retries``."""
+    r, ex = cfg.resources, cfg.execution
+    vms = f"{r.vms_per_domain} VM{'s' if r.vms_per_domain != 1 else ''} per domain, {r.memory_mb} MB and {r.cpus} vCPU{'s' if r.cpus != 1 else ''} each"
+    at_once = f"up to {ex.max_parallel_tests} domains at once" if ex.parallel_test_execution and ex.max_parallel_tests > 1 else "one domain at a time"
+    retries = f"{ex.retry_count} retr{'ies' if ex.retry_count != 1 else 'y'}" if ex.retry_count else "no retries"
+    return (f"{vms} · {at_once} · test timeout {ex.test_timeout_minutes:g} min · "
+            f"boot timeout {cfg.fleet.template_boot_timeout_s:g} s · {retries}")

@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "ssh": "vexfs_cockpit.commands.vm",
     "klog": "vexfs_cockpit.commands.klog",
     "gc": "vexfs_cockpit.commands.gc",
+    "kernel": "vexfs_cockpit.commands.kernel",
     "kbuild": "vexfs_cockpit.commands.kdev",
     "kload": "vexfs_cockpit.commands.kdev",
     "kunload": "vexfs_cockpit.commands.kdev",

@@ -157,6 +157,26 @@ def check_headers(fleet: FleetSettings) -> Check:
                  f"`apt-get install linux-headers-{version}`")
 
 
+def check_kernel_config(fleet: FleetSettings) -> list[Check]:
+    """The guest kernel's config against what the cockpit relies on (images.kconfig)."""
+    from vexfs_cockpit.images.initramfs import resolve_kernel_version
+    from vexfs_cockpit.images.kconfig import config_path, missing, read_kconfig
+
+    try:
+        version = resolve_kernel_version(fleet.guest_kernel)
+    except InfraError:
+        return []  # check_headers already says why there is no guest kernel
+    path = config_path(version)
+    if not path.is_file():
+        return [Check("kernel config", "warn", f"no {path}: cannot tell whether {version} has what a test guest needs")]
+    gaps = missing(read_kconfig(path))
+    if not gaps:
+        return [Check("kernel config", "ok", f"{path} has what a test guest needs")]
+    return [Check("kernel config", "fail", f"{need.option} {have} in {path}: {need.why}",
+                  "rebuild with `vexfs-cockpit kernel config` merged (scripts/kconfig/merge_config.sh)")
+            for need, have in gaps]
+
+
 def check_disk_template(fleet: FleetSettings) -> list[Check]:
     if fleet.template != "disk":
         return []
@@ -194,6 +214,7 @@ def run_doctor(fleet: FleetSettings, *, uri: str | None = None, probe: bool = Tr
         check_accel(fleet, probe),
         *check_image(fleet, uri),
         check_headers(fleet),
+        *check_kernel_config(fleet),
         *check_disk_template(fleet),
     ]
     return [c for c in checks if c is not None]

@@ -75,8 +75,9 @@ async def test_two_copies_at_once_answer_with_pinned_key_fresh_clock_and_randomn
             res = await lease.target.run("echo restored-console-check > /dev/kmsg", timeout=10, check=True)
             assert await lease.klog.wait_for_text("restored-console-check", 0, 15) is not None
         assert outs[0] != outs[1], "two restored copies produced the same random bytes"
-        ready = [r for r in _state_reasons(events, a.vm_name) if r.startswith("ready")]
-        assert ready and "restored from snapshot" in ready[-1]
+        reasons = _state_reasons(events, a.vm_name)
+        assert "ready: boot #1" in reasons, reasons
+        assert any(r.startswith("running: restored from snapshot in ") for r in reasons), reasons
 
 
 async def test_reset_after_restore_restores_again(provider) -> None:  # type: ignore[no-untyped-def]
@@ -88,8 +89,9 @@ async def test_reset_after_restore_restores_again(provider) -> None:  # type: ig
         res = await lease.target.run("test -e /tmp/marker && echo kept || echo fresh", timeout=10)
         assert res.output.strip() == "fresh"
         assert lease.vm.boot_kind == "restored"  # type: ignore[union-attr]
-        ready = [r for r in _state_reasons(events, lease.vm_name) if r.startswith("ready")]
-        assert len(ready) >= 2 and "restored" in ready[-1]
+        reasons = _state_reasons(events, lease.vm_name)
+        assert [r for r in reasons if r.startswith("ready")][-1] == "ready: boot #2", reasons
+        assert sum(r.startswith("running: restored from snapshot") for r in reasons) == 2, reasons
 
 
 async def test_truncated_snapshot_falls_back_to_cold_boot_and_says_so(provider) -> None:  # type: ignore[no-untyped-def]

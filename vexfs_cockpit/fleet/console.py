@@ -213,6 +213,17 @@ class ConsoleStream:
         if self._watchers:
             self._check_watchers(((i, t) for i, t in enumerate(lines, start)))
 
+    def replay(self, lines: list[str], note: str) -> None:
+        """Deliver ``lines`` as if the console printed them now (loop thread), under a
+        ``note`` line in the log file: a VM restored from a snapshot printed its boot log
+        before the save, and its readers (klog, the console log) still want it."""
+        if not lines:
+            return
+        if self._log is not None:
+            self._log.write(f"\n--- vexfs-cockpit: {note} ---\n".encode())
+            self._log.write(("\n".join(lines) + "\n").encode(errors="replace"))
+        self._deliver(list(lines), time.time())
+
     def _on_closed(self, reason: str) -> None:
         self.close_reason = reason
         self.closed.set()

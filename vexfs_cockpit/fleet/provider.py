@@ -279,15 +279,17 @@ class LibvirtProvider:
                 if snap is None:
                     log.info("building the golden snapshot in %s (%s)", root, why)
                     self.bus.publish(VmStateChanged(vm=name, state="booting", reason=f"golden snapshot: building ({why})"))
-                    console = ConsoleStream(lambda: self.fleet.conn, name, lambda _l, _t: None, log_path=None)
+                    boot_lines: list[str] = []
+                    console = ConsoleStream(lambda: self.fleet.conn, name, lambda lines, _t: boot_lines.extend(lines))
+                    # Its "ready" stays off the run's bus: the golden VM is no VM of the run.
                     vm = GuestVm(
-                        self.fleet, self.bus, name=name, xml=xml, ssh_port=port,
+                        self.fleet, EventBus(), name=name, xml=xml, ssh_port=port,
                         target=self._make_target(prep, name, port), console=console,
                         ready_marker=prep.image.ready_marker,  # type: ignore[attr-defined]
                         boot_timeout_s=self.cfg.fleet.template_boot_timeout_s,
                     )
                     try:
-                        snap = await snapmod.build_golden(self.fleet, vm, root, inputs)
+                        snap = await snapmod.build_golden(self.fleet, vm, root, inputs, boot_lines)
                     except InfraError as err:
                         self._golden_why = str(err)
                         log.warning("%s: fresh VMs boot cold", err)

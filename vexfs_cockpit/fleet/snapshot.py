@@ -55,8 +55,9 @@ from vexfs_cockpit.errors import CockpitError, InfraError
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_FORMAT = 1  # bump when the save layout or the golden recipe changes
+SNAPSHOT_FORMAT = 2  # bump when the save layout or the golden recipe changes
 SAVE_FILE = "memory.save"
+BOOT_LOG = "boot.log"  # the golden VM's console up to ready: replayed into each copy's log
 MANIFEST = "manifest.json"
 GOLDEN_PREFIX = "vexfs-golden-"
 MAGIC = b"LibvirtQemudSave"
@@ -126,6 +127,13 @@ class Snapshot:
     @property
     def path(self) -> Path:
         return self.dir / SAVE_FILE
+
+    def boot_lines(self) -> list[str]:
+        """The golden VM's console lines up to its ready marker ([] if not kept)."""
+        try:
+            return (self.dir / BOOT_LOG).read_text(errors="replace").splitlines()
+        except OSError:
+            return []
 
     def manifest(self) -> dict[str, Any]:
         return {
@@ -326,9 +334,12 @@ class _GoldenVm(Protocol):
     async def aclose(self, grace_s: float = 10.0) -> None: ...
 
 
-async def build_golden(fleet: _Fleet, vm: _GoldenVm, root: Path, inputs: dict[str, Any]) -> Snapshot:
+async def build_golden(
+    fleet: _Fleet, vm: _GoldenVm, root: Path, inputs: dict[str, Any], boot_lines: list[str] | None = None,
+) -> Snapshot:
     """Boot ``vm`` (the golden domain, with a ``<genid/>``) to ready and save its RAM as
-    the snapshot for ``inputs``. The VM is gone afterwards (saved or destroyed)."""
+    the snapshot for ``inputs``; ``boot_lines`` (filled by the VM's console sink) is kept
+    as its boot log. The VM is gone afterwards (saved or destroyed)."""
     final = root / snapshot_key(inputs)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=root))  # 0700 until renamed in
     saved = False
@@ -347,6 +358,7 @@ async def build_golden(fleet: _Fleet, vm: _GoldenVm, root: Path, inputs: dict[st
         save_s = time.monotonic() - t1
         os.chmod(tmp / SAVE_FILE, 0o600)
         snap = Snapshot(final, inputs, (tmp / SAVE_FILE).stat().st_size, time.time(), boot_s, save_s)
+        (tmp / BOOT_LOG).write_text("".join(f"{ln}\n" for ln in boot_lines or []))
         (tmp / MANIFEST).write_text(json.dumps(snap.manifest(), indent=2) + "\n")
         if final.exists():
             shutil.rmtree(final, ignore_errors=True)

@@ -108,7 +108,13 @@ class GuestVm:
                     snap.path, self.name, ssh_port=self.ssh_port, cold_xml=self.xml, keep=self.keep, paused=True,
                 )
                 self._created = True
-                await self._attach_and_run(note)
+                await self.console.attach(note=note)
+                self._since = self.console.lines_seen
+                # The copy printed its boot log before the save: replay the golden's, so the
+                # console log and the kernel log read as after a boot.
+                self.console.replay(snap.boot_lines(), "boot log of the golden snapshot this VM was restored from")
+                await self.fleet.resume(self.name)
+                self.boots += 1
                 if first:
                     await self.target.connect()
                 else:
@@ -127,10 +133,11 @@ class GuestVm:
             return False
         self.boot_kind = "restored"
         self.phase = "ready"
+        # How it came up is its own event: "ready" keeps its "boot #N" for every reader.
         self.bus.publish(VmStateChanged(
-            vm=self.name, state="ready",
-            reason=f"boot #{self.boots}: restored from snapshot in {loop.time() - started:.2f}s",
+            vm=self.name, state="running", reason=f"restored from snapshot in {loop.time() - started:.2f}s",
         ))
+        self.bus.publish(VmStateChanged(vm=self.name, state="ready", reason=f"boot #{self.boots}"))
         return True
 
     async def _attach_and_run(self, note: str) -> None:

@@ -76,7 +76,8 @@ class UiBackend(HistoryQueries):
         self.calls.append(("close", ()))
 
     def run_choices(self) -> RunChoices:
-        return RunChoices(domains=DOMAINS, envs=("dev", "test", "ci"), default_env="dev")
+        return RunChoices(domains=DOMAINS, envs=("dev", "test", "ci"), default_env="dev", profile="selftest",
+                          module="vexfs_selftest", guest_kernel="auto", db_path=str(self.db_path))
 
     async def start_run(self, request: RunRequest) -> str:
         self.calls.append(("start_run", (request,)))

@@ -409,3 +409,76 @@ async def test_start_dialog_says_checked_in_words_whole_descriptions_and_what_ea
         await settle(app, pilot)
         request = be.called("start_run")[0][0]
         assert request.env == "ci" and first not in request.domains and len(request.domains) == len(real.domains) - 1
+
+
+# -- item 10: orientation: header, concepts, palette, keys at 80 columns ----------------------------------
+
+
+async def test_header_says_profile_env_module_kernel_and_where_history_is():
+    from vexfs_cockpit.engine.events import KernelLogLine
+
+    real = _session_backend().run_choices()
+    assert real.profile == "selftest" and real.module == "vexfs_selftest" and real.guest_kernel == "auto"
+    async with cockpit(UiBackend(), size=(120, 40)) as (app, pilot, _):
+        header = str(app.screen.query_one("#session-header").render())
+        for part in ("profile selftest", "env dev", "module vexfs_selftest", "kernel ? (known at the first boot)",
+                     "history /nonexistent/vexfs-cockpit-test/history.db"):
+            assert part in header, header
+        await feed(app, pilot, [KernelLogLine(vm=VM_A, line_no=1, text="[    0.000000] Linux version 6.1.0-56-amd64 (debian-kernel@lists.debian.org)", ts=T0)])
+        assert "kernel 6.1.0-56-amd64" in str(app.screen.query_one("#session-header").render())
+
+
+async def test_help_explains_the_concepts():
+    from vexfs_cockpit.tui.screens.help import HelpScreen
+
+    async with cockpit(size=(120, 40)) as (app, pilot, _):
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        text = screen_text(app)
+        assert "Concepts" in text
+        for word in ("run ", "domain ", "test ", "dev VM ", "environment ", "history "):
+            assert f"\n {word}" in text or f" {word}" in text
+        assert "only these have SSH" in text and "SQLite DB" in text
+
+
+async def test_palette_puts_the_cockpits_commands_first_and_has_trends():
+    from vexfs_cockpit.tui.commands import CockpitCommands
+    from vexfs_cockpit.tui.screens.trends import TrendsScreen
+
+    be = UiBackend(vms=[VmInfo(VM_A, "stopped")])
+    async with cockpit(be, size=(120, 40)) as (app, pilot, _):
+        titles = [t for t, _, _ in CockpitCommands(app.screen)._entries()]
+        assert titles[:5] == ["Start run", "Abort", "History", "Results", "Trends"]
+        assert "Focus Next" not in titles and "Copy selected text" not in titles
+        assert titles.count("Quit") == 1  # ours (asks mid-run), not Textual's too
+        await pilot.press("ctrl+p")
+        await settle(app, pilot)
+        await asyncio.sleep(0.3)  # the palette shows discovery hits in batches
+        await pilot.pause()
+        lines = [ln.strip() for ln in screen_text(app).splitlines() if ln.strip()]
+        search = next(i for i, ln in enumerate(lines) if ln.startswith("🔎"))
+        assert lines[search + 1] == "Start run", lines[search:search + 4]  # the first entry, not "Focus Next"
+        await pilot.press(*"trend")
+        await asyncio.sleep(0.3)
+        await settle(app, pilot)
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert isinstance(app.screen, TrendsScreen)
+
+
+async def test_key_bar_keeps_the_essential_keys_at_80_columns():
+    from vexfs_cockpit.tui.screens.results import ResultsScreen
+    from vexfs_cockpit.tui.widgets.key_bar import KeyBar
+
+    async with cockpit(size=(80, 24)) as (app, pilot, _):
+        bar = str(app.screen.query_one(KeyBar).render())
+        for key in ("s Start", "a Abort", "h History", "r Results", "? Help", "q Quit", "m VM"):
+            assert key in bar, bar
+        await pilot.press("r")
+        assert isinstance(app.screen, ResultsScreen)
+        bar = str(app.screen.query_one(KeyBar).render())
+        for key in ("esc Back", "? Help", "q Quit"):  # elsewhere the screen's own keys come first
+            assert key in bar, bar
+    async with cockpit(size=(160, 40)) as (app, pilot, _):  # room enough: as before, whole descriptions
+        bar = str(app.screen.query_one(KeyBar).render())
+        assert "p Pause/follow" in bar and "q Quit" in bar, bar

@@ -31,7 +31,7 @@ from vexfs_cockpit.engine.events import (
     RunFinished,
     RunStarted,
 )
-from vexfs_cockpit.tui.backend import ActionResult, CockpitBackend, RunRequest, TestRef
+from vexfs_cockpit.tui.backend import ActionResult, CockpitBackend, RunChoices, RunRequest, TestRef
 from vexfs_cockpit.tui.commands import CockpitCommands
 from vexfs_cockpit.tui.format import error_line, vm_display_name
 from vexfs_cockpit.tui.internals import mount_screen
@@ -51,12 +51,15 @@ TICK_INTERVAL_S = 1.0  # elapsed / uptime / ETA columns
 class CockpitApp(App[int]):
     TITLE = "vexfs-cockpit"
     CSS_PATH = "app.tcss"
-    COMMANDS = App.COMMANDS | {CockpitCommands}
+    # Ours only: CockpitCommands lists the cockpit's commands first and Textual's own
+    # (theme, keys, screenshot) after them; Textual's provider put "Focus Next" first.
+    COMMANDS = {CockpitCommands}
     BINDINGS = [
         Binding("s", "start_run", "Start run"),
         Binding("a", "abort_run", "Abort"),
         Binding("h", "history", "History"),
         Binding("r", "results", "Results"),
+        Binding("g", "trends", "Trends", show=False),
         Binding("k", "kbuild", "Build module", show=False),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit_cockpit", "Quit"),
@@ -79,6 +82,7 @@ class CockpitApp(App[int]):
         self._inbox: list[LogInput] = []  # engine events (lines as rows) not yet folded in
         self._history: HistoryScreen | None = None  # kept once built: see action_history
         self._expected_asked: set[str] = set()  # domains of this run whose durations were asked for
+        self.session_info: RunChoices | None = None  # profile, envs, module, DB: the header's (run_choices)
         # Set once the history and trends screens are built ahead (see _prebuild).
         self.screens_prebuilt = asyncio.Event()
         self.theme = "textual-dark"
@@ -90,6 +94,7 @@ class CockpitApp(App[int]):
         return DashboardScreen()
 
     async def on_mount(self) -> None:
+        self._read_session_info()
         self.backend.bus.listen(self._take)
         try:
             await self.backend.open()
@@ -195,12 +200,15 @@ class CockpitApp(App[int]):
 
     def _fold(self, batch: Sequence[LogInput], others: list[Event]) -> None:
         changed: set[Part] = set()
+        if self.state.kernel is None and len(others) < len(batch):  # only until the first boot says it
+            changed |= self.state.see_kernel_lines(row[2] for row in batch if type(row) is tuple)  # type: ignore[index]
         for ev in others:
             changed |= self.state.apply(ev)
             if isinstance(ev, InfraProblem):
                 where = f"{vm_display_name(ev.vm)}: " if ev.vm else ""
                 self.notify(f"{where}{ev.message}", title="infrastructure", severity="error", timeout=10)
             elif isinstance(ev, RunStarted):
+                self._read_session_info()  # the run may have switched the environment
                 self._expected_asked = set(ev.planned)
                 if ev.planned:
                     self._fetch_expected(ev.env, ev.planned)
@@ -281,6 +289,12 @@ class CockpitApp(App[int]):
             live = getattr(screen, "on_live", None)
             if live is not None:
                 live(changed, [])
+
+    def _read_session_info(self) -> None:
+        try:
+            self.session_info = self.backend.run_choices()
+        except Exception:  # noqa: BLE001 - the header then says less; s reports the error
+            self.session_info = None
 
     def _fetch_expected(self, env: str, planned: Mapping[str, Sequence[str]]) -> None:
         """Typical durations of ``planned`` tests from history, for the ETAs (one thread job)."""
@@ -481,6 +495,12 @@ class CockpitApp(App[int]):
 
         if not isinstance(self.screen, ResultsScreen):
             self.push_screen(ResultsScreen())
+
+    def action_trends(self) -> None:
+        from vexfs_cockpit.tui.screens.trends import TrendsScreen
+
+        if not isinstance(self.screen, TrendsScreen):
+            self.push_screen(TrendsScreen())
 
     def action_help(self) -> None:
         from vexfs_cockpit.tui.screens.help import HelpScreen

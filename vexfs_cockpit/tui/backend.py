@@ -64,6 +64,11 @@ class RunChoices:
     descriptions: dict[str, str] = field(default_factory=dict)  # domain -> one line
     # env -> one line: VMs and their size, domains at once, timeouts, retries
     env_summaries: dict[str, str] = field(default_factory=dict)
+    # Orientation for the dashboard's header ("" when the backend cannot tell):
+    profile: str = ""  # e.g. "selftest" or "vexfs"
+    module: str = ""  # the kernel module under test
+    guest_kernel: str = ""  # as configured: "auto" (the installed one) or a version
+    db_path: str = ""  # where the history is kept
 
 
 @dataclass(frozen=True, slots=True)

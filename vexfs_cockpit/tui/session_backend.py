@@ -49,6 +49,7 @@ class SessionBackend(HistoryQueries):
     def run_choices(self) -> RunChoices:
         names = self.session.domain_names()
         envs = self.session.environments()
+        cfg = self.session.config
         if self._env_summaries is None:
             self._env_summaries = {env: self._describe_env(env) for env in envs}
         return RunChoices(
@@ -57,6 +58,10 @@ class SessionBackend(HistoryQueries):
             default_env=self.session.config.env,
             descriptions={n: self.session.describe_domain(n) for n in names},
             env_summaries=self._env_summaries,
+            profile=cfg.profile,
+            module=cfg.module.module_name or f"{cfg.module.fs_type} (built in)",
+            guest_kernel=cfg.fleet.guest_kernel,
+            db_path=str(self.session.db_path or ""),
         )
 
     def _describe_env(self, env: str) -> str:

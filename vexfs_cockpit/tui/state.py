@@ -7,6 +7,7 @@ the log pane keeps its own bounded buffer (``logmodel.py``).
 
 from __future__ import annotations
 
+import re
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from vexfs_cockpit.engine.events import (
 from vexfs_cockpit.engine.results import TestResult, TestStatus
 from vexfs_cockpit.tui.backend import TestRef, VmInfo
 from vexfs_cockpit.tui.format import parse_vm_name
+
+_LINUX_VERSION = re.compile(r"Linux version (\S+)")
 
 SPARK_SECONDS = 60  # VmSample is 1 Hz: the sparkline shows the last minute
 KEEP_KERNEL_EVENTS = 500
@@ -196,6 +199,7 @@ class LiveState:
     fleet_error: str | None = None  # vm_list failed: shown as the VM table's empty state
     # VMs of the current run: its domains' VMs, and those that began booting for it (a VM
     # named for one of its domains in its environment) until the domain names its own.
+    kernel: str | None = None  # the guest kernel, from the first boot's "Linux version" line
     run_vms: set[str] = field(default_factory=set)
     _booted_for: dict[str, str] = field(default_factory=dict)  # VM -> domain, by its name
 
@@ -375,6 +379,16 @@ class LiveState:
             i = slots.index(min(slots))
             slots[i] += left
         return RunEta(max(slots, default=0.0), unknown, total)
+
+    def see_kernel_lines(self, texts: Iterable[str]) -> set[Part]:
+        """Until the guest kernel is known: look for a boot's ``Linux version X`` line."""
+        for text in texts:
+            if "Linux version " in text:
+                m = _LINUX_VERSION.search(text)
+                if m is not None:
+                    self.kernel = m.group(1)
+                    return {Part.RUN}
+        return set()
 
     def in_this_run(self, vm: str) -> bool | None:
         """Whether ``vm`` serves the current run; None when there is no run yet."""

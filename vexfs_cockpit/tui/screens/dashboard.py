@@ -17,6 +17,7 @@ from vexfs_cockpit.tui.widgets.domain_progress import DomainProgress
 from vexfs_cockpit.tui.widgets.kernel_log_pane import KernelLogPane
 from vexfs_cockpit.tui.widgets.key_bar import KeyBar
 from vexfs_cockpit.tui.widgets.run_summary import RunSummary
+from vexfs_cockpit.tui.widgets.session_header import SessionHeader
 from vexfs_cockpit.tui.widgets.vm_panel import VmPanel
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 
 class DashboardScreen(Screen[None]):
+    KEY_BAR_APP_FIRST = True  # at 80 columns s a h r ? q stay; the log keys give way
     BINDINGS = [
         Binding("m", "vm_menu", "VM menu"),
         Binding("u", "vm('start')", "Start VM", show=False),
@@ -45,6 +47,7 @@ class DashboardScreen(Screen[None]):
     ]
 
     def compose(self) -> ComposeResult:
+        yield SessionHeader(id="session-header")
         yield RunSummary(id="summary")
         yield VmPanel(id="vms")
         yield DomainProgress(id="domains")
@@ -86,6 +89,8 @@ class DashboardScreen(Screen[None]):
                 self.query_one(DomainProgress).show(state, now)
             if changed & {Part.RUN, Part.VMS, Part.DOMAINS, Part.EVENTS, Part.INFRA, Part.RESULTS}:
                 self.query_one(RunSummary).show(state, now)
+            if changed & {Part.RUN}:
+                self.query_one(SessionHeader).show(state, self.cockpit.session_info)
         except NoMatches:
             pass  # being torn down at exit: nothing left to paint
 

@@ -12,6 +12,16 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Label, Static
 
+# What the words on the screens mean, for someone who has not read the README.
+CONCEPTS: tuple[tuple[str, str], ...] = (
+    ("run", "one go over the chosen domains' tests (s starts one); it gets an id like 20251124-101010-ab12"),
+    ("domain", "a group of tests with one VM of its own (kernel_module, filesystem_operations, …)"),
+    ("test", "one check inside a domain: PASSED, FAILED, ERROR (infrastructure), TIMEOUT or SKIPPED"),
+    ("dev VM", "a VM started with `vm start` (u on a stopped one) that stays up after a run; only these have SSH"),
+    ("environment", "dev, test or ci: VM size, how many domains at once, timeouts and retries (shown in the start dialog)"),
+    ("history", "every run is stored in a SQLite DB (path on the dashboard's first line); h lists runs, g draws trends"),
+)
+
 NOTES = (
     "ctrl+p opens the command palette: every action below, plus per-VM actions.",
     "tab / shift+tab move between tables; arrows move the cursor; enter opens the row.",
@@ -31,8 +41,20 @@ class HelpScreen(ModalScreen[None]):
         with Vertical(classes="dialog wide"):
             yield Label(f"Keys — {type(self.on_screen).__name__.removesuffix('Screen')}  (esc: close)", classes="dialog-title")
             with VerticalScroll():
+                yield Static(self._concepts(), id="help-concepts")
                 yield Static(self._table(), id="help-keys")
                 yield Static(Text("\n".join(f"• {n}" for n in NOTES), style="dim"), id="help-notes")
+
+    @staticmethod
+    def _concepts() -> Table:
+        table = Table(box=None, show_header=False, padding=(0, 1), expand=True)
+        table.add_column(style="bold", no_wrap=True)
+        table.add_column()
+        table.add_row(Text("Concepts", style="bold underline"), "")
+        for word, meaning in CONCEPTS:
+            table.add_row(Text(word), Text(meaning))  # Text: "[" in a meaning is not markup
+        table.add_row("", "")
+        return table
 
     def _table(self) -> Table:
         table = Table(box=None, show_header=False, padding=(0, 1), expand=True)

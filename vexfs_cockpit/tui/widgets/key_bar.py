@@ -1,4 +1,10 @@
-"""The screen's key bindings on one line, drawn like Textual's Footer by one widget."""
+"""The screen's key bindings on one line, drawn like Textual's Footer by one widget.
+
+When they do not fit (80 columns), descriptions shrink to their first word; if that is
+not enough, whole keys are left out, never the essential ones: Back, Help and Quit on
+every screen, and every app key (start, abort, history, results) on a screen that puts
+them first (``KEY_BAR_APP_FIRST``: the dashboard, whose own keys steer the log).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,10 @@ from textual import events
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widget import Widget
+
+
+# Essential on every screen: how to learn the keys and how to leave.
+_ALWAYS = frozenset({"help", "quit_cockpit"})
 
 
 class KeyBar(Widget, can_focus=False):
@@ -56,42 +66,70 @@ class KeyBar(Widget, can_focus=False):
         if self._shown() != self._drawn:  # most signals (a focus move, a mount) change no key
             self.refresh()
 
-    def _shown(self) -> tuple[list[tuple[Binding, bool]], tuple[Binding, bool] | None]:
-        """As Footer: one key per action in binding order, and the palette key apart."""
+    def _shown(self) -> tuple[list[tuple[Binding, bool, bool]], tuple[Binding, bool] | None]:
+        """As Footer: one key per action in binding order (with whether it is essential),
+        and the palette key apart."""
         app = self.app
-        by_action: dict[str, tuple[Binding, bool]] = {}
+        by_action: dict[str, tuple[Binding, bool, bool]] = {}
         palette: tuple[Binding, bool] | None = None
-        for key, (_, binding, enabled, _tooltip) in self.screen.active_bindings.items():
+        app_first = getattr(self.screen, "KEY_BAR_APP_FIRST", False)
+        for key, (node, binding, enabled, _tooltip) in self.screen.active_bindings.items():
             if key == app.COMMAND_PALETTE_BINDING and app.ENABLE_COMMAND_PALETTE:
                 palette = (binding, enabled)
             elif binding.show:
-                by_action.setdefault(binding.action, (binding, enabled))
-        return list(by_action.values()), palette
+                essential = binding.action in _ALWAYS or binding.description == "Back" or (app_first and node is app)
+                by_action.setdefault(binding.action, (binding, enabled, essential))
+        keys = list(by_action.values())
+        if app_first:
+            keys.sort(key=lambda k: not k[2])  # stable: the essential (app) keys first
+        return keys, palette
 
     def render(self) -> Text:
         key_style = self.get_component_rich_style("key-bar--key", partial=True)
         desc_style = self.get_component_rich_style("key-bar--description", partial=True)
         keys, palette = self._drawn = self._shown()
-        right = Text()
-        if palette is not None:
-            binding, enabled = palette
-            right.append("▏", self.get_component_rich_style("key-bar--separator"))  # full: blends the 20%
-            right.append(self.app.get_key_display(binding), key_style)
-            right.append(f" {binding.description}", desc_style)
-            right.append(" ")
-        left = Text()
-        spans: list[tuple[int, int, str, bool]] = []
-        for binding, enabled in keys:
-            start = left.cell_len
+        width = self.size.width
+
+        def palette_text(compact: bool) -> Text:
+            right = Text()
+            if palette is not None:
+                binding, _ = palette
+                right.append("▏", self.get_component_rich_style("key-bar--separator"))  # full: blends the 20%
+                right.append(self.app.get_key_display(binding), key_style)
+                right.append(" " if compact else f" {binding.description} ", desc_style)
+            return right
+
+        def item(binding: Binding, enabled: bool, short: bool) -> Text:
             dim = Style(dim=not enabled)
             display = self.app.get_key_display(binding)
-            if binding.description:
-                left.append(f" {display} ", key_style + dim)
-                left.append(f"{binding.description} ", desc_style + dim)
-            else:
-                left.append(display, key_style + dim)
+            if not binding.description:
+                return Text(display, style=key_style + dim)
+            desc = shorts.get(binding.action, binding.description) if short else binding.description
+            return Text.assemble((f" {display} ", key_style + dim), (f"{desc} ", desc_style + dim))
+
+        shorts = _short_descriptions([b for b, _, _ in keys])
+        # 1. as Footer would; 2. first words; 3. first words, leaving out whole keys that
+        # would crowd out an essential one; 4. that, with the palette key bare.
+        for short, compact, dropping in ((False, False, False), (True, False, False), (True, False, True), (True, True, True)):
+            right = palette_text(compact)
+            room = max(0, width - right.cell_len)
+            items = [(item(b, e, short), b, e, ess) for b, e, ess in keys]
+            needed = sum(t.cell_len for t, _, _, ess in items if ess or not dropping)
+            if needed <= room or compact:
+                break
+        left = Text()
+        spans: list[tuple[int, int, str, bool]] = []
+        reserved = sum(t.cell_len for t, _, _, ess in items if ess)  # essentials still to place
+        for text, binding, enabled, essential in items:
+            if essential:
+                reserved -= text.cell_len
+            elif left.cell_len + text.cell_len + reserved > room:
+                continue  # whole keys or none: a cut "h Hist" helps nobody
+            if left.cell_len + text.cell_len > room:
+                continue
+            start = left.cell_len
+            left.append_text(text)
             spans.append((start, left.cell_len, binding.key, enabled))
-        room = max(0, self.size.width - right.cell_len)
         left.truncate(room, pad=True)
         if palette is not None:
             spans.append((room, room + right.cell_len, palette[0].key, palette[1]))
@@ -106,3 +144,13 @@ class KeyBar(Widget, can_focus=False):
                 else:
                     self.app.bell()
                 return
+
+
+def _short_descriptions(bindings: list[Binding]) -> dict[str, str]:
+    """Action -> its description's first word ("Pause/follow" -> "Pause"), unless two
+    keys would then read the same (both Re-runs keep their whole descriptions)."""
+    first = {b.action: b.description.replace("/", " ").split()[0] for b in bindings if b.description}
+    counts: dict[str, int] = {}
+    for word in first.values():
+        counts[word] = counts.get(word, 0) + 1
+    return {action: word for action, word in first.items() if counts[word] == 1}

@@ -45,8 +45,7 @@ def summary_text(state: LiveState, now: float) -> Text:
     )
     out = Text.assemble(
         head,
-        f" {run.run_id}",
-        (f" · {run.env}", "") if run.env else "",
+        f" {run.run_id}",  # its env is on the header line above
         f" · {duration(run.elapsed(now))}",
         " · ",
         (f"{counts[TestStatus.PASSED.value]}✓", "green"),

@@ -425,3 +425,55 @@ async def test_kbuild_is_incremental_and_forgets_deleted_files(tmp_path: Path, k
     gone = await kdev.build(mod, kernel)
     assert not gone.ok and not (gone.build_dir / "extra.h").exists()
     assert any("extra.h" in e for e in gone.errors), gone.errors
+
+
+@pytest.mark.vm
+@pytest.mark.timeout(600)
+def test_watch_rebuilds_reloads_and_reruns_on_each_save(dev_data: str, tmp_path: Path) -> None:
+    """`watch`: a save is one result line (build, reload, the named tests on the dev VM);
+    a save that breaks the build says so in that line; it stops after --max-cycles."""
+    import queue
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    src = _src_copy(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vexfs_cockpit", "watch", "--env", "test", "--set", f"module.build_path={src}",
+         "--db", str(tmp_path / "h.db"), "--tests", "kernel_module/module_load_basic", "--debounce-ms", "100",
+         "--max-cycles", "2", dev_data],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    assert proc.stdout is not None
+    threading.Thread(target=lambda: [lines.put(ln.rstrip("\n")) for ln in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+    seen: list[str] = []
+
+    def wait_for(text: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            seen.append(line)
+            if text in line:
+                return line
+        raise AssertionError(f"no {text!r} within {timeout:g}s:\n" + "\n".join(seen[-20:]))
+
+    try:
+        wait_for("watching ", 60)
+        source = src / "vexfs_selftest.c"
+        source.write_text(source.read_text() + "\n/* a save */\n")
+        ok = wait_for("save 1:", 300)
+        assert "PASS 2/2" in ok, ok  # module_build comes along as module_load_basic's dependency
+        source.write_text(source.read_text() + "\nint vexfs_watch_broken = ;\n")
+        broken = wait_for("save 2:", 300)
+        assert "build FAILED" in broken and "error" in broken, broken
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "klog": "vexfs_cockpit.commands.klog",
     "gc": "vexfs_cockpit.commands.gc",
     "kernel": "vexfs_cockpit.commands.kernel",
+    "watch": "vexfs_cockpit.commands.watch",
     "kbuild": "vexfs_cockpit.commands.kdev",
     "kload": "vexfs_cockpit.commands.kdev",
     "kunload": "vexfs_cockpit.commands.kdev",

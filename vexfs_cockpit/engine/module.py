@@ -40,6 +40,12 @@ _NOT_SOURCE_SUFFIXES = (".o", ".ko", ".mod", ".mod.c", ".cmd", ".log")
 _NOT_SOURCE_NAMES = {"modules.order", "Module.symvers"}
 
 
+def is_source_file(name: str) -> bool:
+    """Whether a file of this name in the module tree is source (not a build output, not
+    hidden): what the staleness check and `watch` look at."""
+    return not (name.startswith(".") or name in _NOT_SOURCE_NAMES or name.endswith(_NOT_SOURCE_SUFFIXES))
+
+
 def q(word: str | os.PathLike[str] | int) -> str:
     """One shell word, whatever ``word`` holds (shlex.quote)."""
     return shlex.quote(os.fspath(word) if isinstance(word, os.PathLike) else str(word))
@@ -145,7 +151,7 @@ class ModuleSpec:
         for root, dirs, files in os.walk(self.src):
             dirs[:] = [d for d in dirs if not d.startswith(".")]
             for f in files:
-                if f.startswith(".") or f in _NOT_SOURCE_NAMES or f.endswith(_NOT_SOURCE_SUFFIXES):
+                if not is_source_file(f):
                     continue
                 try:
                     newest = max(newest, os.stat(os.path.join(root, f)).st_mtime)

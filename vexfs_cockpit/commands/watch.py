@@ -1,0 +1,169 @@
+"""`vexfs-cockpit watch NAME [--tests D/T,...]`: the warm loop on every save.
+
+Watches the module source (``module.build_path``). Each save rebuilds incrementally for
+the dev VM's kernel, unloads and reloads the module in the running dev VM NAME, and
+reruns the tests named with ``--tests``, else the ones that failed on the last save
+(else the kernel_module domain), printing one result line per save. A save during a
+cycle cancels it and starts again. Results land in the history like `ktest`'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import json
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from vexfs_cockpit.app.kdev import kbuild_cmd, kload, kunload, module_of, preflight
+from vexfs_cockpit.commands.kdev import ktest
+from vexfs_cockpit.commands.run import add_run_options
+from vexfs_cockpit.engine.module import is_source_file
+from vexfs_cockpit.errors import CockpitError
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("watch", help="on every save of the module source: rebuild, reload in a dev VM, rerun tests",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_options(p)
+    p.add_argument("--uri", default=None, help="libvirt URI (default: fleet.libvirt_uri)")
+    p.add_argument("name", help="dev VM from `vm start`: short name or a full vexfs-* name")
+    p.add_argument("--tests", metavar="DOMAIN/TEST,...", help="rerun these on every save (default: what failed last)")
+    p.add_argument("--debounce-ms", type=int, default=300, metavar="MS", help="wait for saves to settle (default 300)")
+    # For tests and scripts: stop after N completed cycles.
+    p.add_argument("--max-cycles", type=int, default=0, help=argparse.SUPPRESS)
+    p.set_defaults(handler=cmd_watch)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(watch(args))
+    except KeyboardInterrupt:
+        return 0  # Ctrl-C is how a watch ends
+
+
+def _source_change(_change: Any, path: str) -> bool:
+    return is_source_file(Path(path).name)
+
+
+class Cycle:
+    """One save's build → reload → tests, summarised in one line."""
+
+    def __init__(self, args: argparse.Namespace, targets: Any, report: Path):
+        self.args = args
+        self.targets = targets
+        self.report = report
+        self.failing: list[str] = []  # DOMAIN/TEST that failed on the last completed cycle
+
+    def _tests(self) -> str | None:
+        return self.args.tests or (",".join(self.failing) if self.failing else None)
+
+    async def run(self, cfg: Any, vm: str) -> str:
+        started = time.monotonic()
+        quiet = io.StringIO()
+
+        def took() -> str:
+            return f"{time.monotonic() - started:.1f}s"
+
+        if await kbuild_cmd(cfg, vm, uri=self.args.uri, out=quiet) != 0:
+            return f"build FAILED ({took()}): {_first(quiet.getvalue(), ('error', 'Error')) or 'see kbuild'}"
+        if await kunload(cfg, vm, uri=self.args.uri, out=quiet, targets=self.targets) != 0:
+            return f"unload FAILED ({took()}): {_last(quiet.getvalue())}"
+        if await kload(cfg, vm, uri=self.args.uri, out=quiet, targets=self.targets) != 0:
+            return f"load FAILED ({took()}): {_last(quiet.getvalue())}"
+        tests = self._tests()
+        ns = argparse.Namespace(
+            config=self.args.config, env=self.args.env, set=list(self.args.set), db=self.args.db, uri=self.args.uri,
+            name=self.args.name, domains=None if tests else "kernel_module", tests=tests, timeout=None, retries=None,
+            junit=None, json=str(self.report), show_klog=False, ktap=False,
+            kdev_session=SimpleNamespace(targets=self.targets),  # ktest lends SSH from this pool
+        )
+        self.report.unlink(missing_ok=True)
+        with contextlib.redirect_stdout(quiet):
+            rc = await ktest(ns)
+        results = [(t["domain"], t["name"], t["status"]) for d in _domains(self.report) for t in d.get("tests", [])]
+        if not results:
+            return f"tests ERROR ({took()}), exit {rc}: {_last(quiet.getvalue())}"
+        bad = [f"{d}/{n}" for d, n, s in results if s not in ("PASSED", "SKIPPED")]
+        self.failing = bad
+        passed = sum(s == "PASSED" for _, _, s in results)
+        verdict = "PASS" if not bad else "FAIL"
+        tail = f": {', '.join(bad[:3])}{' …' if len(bad) > 3 else ''}" if bad else ""
+        return f"{verdict} {passed}/{len(results)} ({took()}){tail}"
+
+
+def _domains(report: Path) -> list[dict[str, Any]]:
+    try:
+        return list(json.loads(report.read_text()).get("domains", []))
+    except (OSError, ValueError):
+        return []
+
+
+def _first(text: str, words: tuple[str, ...]) -> str:
+    return next((ln.strip() for ln in text.splitlines() if any(w in ln for w in words)), "")
+
+
+def _last(text: str) -> str:
+    return next((ln.strip() for ln in reversed(text.splitlines()) if ln.strip()), "")
+
+
+async def watch(args: argparse.Namespace) -> int:
+    from watchfiles import awatch
+
+    from vexfs_cockpit.config.load import config_from_args
+    from vexfs_cockpit.fleet.devvm import full_name
+    from vexfs_cockpit.transport.pool import TargetPool
+
+    cfg = config_from_args(args)
+    mod = module_of(cfg)
+    vm = full_name(args.name, cfg.env)
+    await preflight(cfg, vm, args.uri)  # one line and exit 3 when the VM is not there
+    targets = TargetPool()
+    stop = asyncio.Event()
+    done = 0
+    with tempfile.TemporaryDirectory(prefix="vexfs-watch-") as tmp:
+        cycle = Cycle(args, targets, Path(tmp) / "report.json")
+        running: asyncio.Task[str] | None = None
+
+        async def one(n: int) -> str:
+            nonlocal done
+            try:
+                line = await cycle.run(cfg, vm)
+            except CockpitError as err:  # a dead VM, a dropped link: this save's line says so
+                line = f"ERROR: {err}"
+            print(f"{time.strftime('%H:%M:%S')} save {n}: {line}", flush=True)
+            done += 1
+            if args.max_cycles and done >= args.max_cycles:
+                stop.set()
+            return line
+
+        what = args.tests or "what failed last (else kernel_module)"
+        saves = 0
+        watching = False
+        try:
+            # yield_on_timeout: the first (empty) answer means the watcher is in place, so
+            # "watching" is said only once a save would be seen.
+            async for changes in awatch(mod.src, watch_filter=_source_change, debounce=args.debounce_ms,
+                                        step=50, stop_event=stop, rust_timeout=200, yield_on_timeout=True):
+                if not watching:
+                    print(f"watching {mod.src} for {vm}: a save rebuilds, reloads and reruns {what}; Ctrl-C stops",
+                          flush=True)
+                    watching = True
+                if not changes:
+                    continue
+                saves += 1
+                if running is not None and not running.done():
+                    running.cancel()
+                    await asyncio.gather(running, return_exceptions=True)
+                    print(f"{time.strftime('%H:%M:%S')} save {saves - 1}: cancelled by a newer save", flush=True)
+                running = asyncio.create_task(one(saves))
+            if running is not None:
+                await asyncio.gather(running, return_exceptions=True)
+        finally:
+            await targets.aclose()
+    return 0

@@ -7,7 +7,7 @@ level is valid TAP), and ``parse_ktap`` below checks the rest. It ports the esse
 checks of the kernel's tools/testing/kunit/kunit_parser.py:
 
 - a test (the document, or a subtest) starts with ``KTAP version 1`` at its level,
-  optionally followed by ``# Subtest: NAME``, then a ``1..N`` plan;
+  optionally followed by ``# Subtest: NAME``, then at once a ``1..N`` plan;
 - nesting is four spaces per level; a subtest's result line follows it one level up and
   names it (as kunit_parser, which warns otherwise: here it is an error);
 - result lines are ``ok|not ok NUMBER [- ]NAME [# DIRECTIVE [REASON]]``, numbered
@@ -79,10 +79,7 @@ def parse_ktap(text: str) -> KtapTest:
         if head is not None and head.startswith("# Subtest: "):
             t.name = head.removeprefix("# Subtest: ").strip()
             pos += 1
-        while (d := at(level)) is not None and d.startswith("#"):  # diagnostics may precede the plan
-            t.diagnostics.append(d)
-            pos += 1
-        plan = PLAN.match(at(level) or "")
+        plan = PLAN.match(at(level) or "")  # right after the header, as kunit_parser wants it
         if not plan:
             raise KtapError(f"line {pos + 1}: expected a plan '1..N', found {lines[pos:pos + 1]}")
         t.plan = int(plan.group(1))

@@ -15,7 +15,7 @@ from textual.widgets import DataTable
 
 from vexfs_cockpit import DomainBase, TestResult, TestStatus
 from vexfs_cockpit.config.models import CockpitConfig
-from vexfs_cockpit.engine.events import DomainStarted, KernelEventRaised, RunStarted, TestFinished, TestStarted
+from vexfs_cockpit.engine.events import DomainStarted, KernelEventRaised, RunStarted, TestFinished
 from vexfs_cockpit.engine.runner import Runner
 from vexfs_cockpit.klog.model import KernelReport, Severity
 from vexfs_cockpit.engine.runner import RunRequest as EngineRunRequest
@@ -254,7 +254,7 @@ async def test_vm_menu_offers_only_what_the_state_allows_and_says_why():
 
 
 async def test_this_runs_vms_come_first_and_others_say_not_this_run():
-    from vexfs_cockpit.engine.events import KernelLogLine, VmStateChanged
+    from vexfs_cockpit.engine.events import VmStateChanged
 
     earlier, other_cockpit, dev = VM_A, "vexfs-ci-filesystem_operations-0", "vexfs-dev-manual-0"
     ours = "vexfs-dev-kernel_module-1"  # -0 was taken by an earlier run's VM

@@ -11,11 +11,11 @@ import pytest
 from kcidb_io.schema import LATEST, V5_2
 
 from tests.test_report_support import SPEC
-from tests.test_store_support import FS, KM, T0, P, RunSpec, run_events
+from tests.test_store_support import FS, KM, T0, F, P, RunSpec, run_events
 from vexfs_cockpit.engine.events import RunFinished
 from vexfs_cockpit.engine.results import TestStatus
 from vexfs_cockpit.reports.kcidb import kcidb_dict
-from vexfs_cockpit.reports.markdown import markdown_text
+from vexfs_cockpit.reports.markdown import MAX_BYTES, MAX_ROWS, markdown_text
 from vexfs_cockpit.store.report import ReportBuilder, RunReport
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -64,6 +64,23 @@ def test_markdown_bad_domain_comes_first_and_cells_stay_one_line() -> None:
     sections = [ln for ln in md.splitlines() if ln.startswith("### ")]
     assert sections[0].startswith(f"### ❌ {FS}") and sections[1].startswith(f"### ✅ {KM}")
     assert "| bad \\| pipe second line |" in md
+
+
+def test_markdown_stays_within_a_step_summary() -> None:
+    """A domain of many tests keeps its bad rows and cuts the passes; the whole stays under 1 MiB."""
+    outcomes = {(KM, f"t{i:04d}"): P for i in range(3000)} | {(KM, "z_bad"): F}
+    rep = build(run_events(RunSpec("big", T0, outcomes=outcomes, test_duration=0.01)))
+    md = markdown_text(rep)
+    rows = tables(md)[next(k for k in tables(md) if KM in k)]
+    assert len(rows) == MAX_ROWS + 1 and rows[0][1:3] == ["`z_bad`", "FAILED"]
+    assert rows[-1][4].startswith(f"{3001 - MAX_ROWS} more: {3001 - MAX_ROWS} passed")
+    for t in rep.tests():
+        t.message = "x" * 5000
+        t.status = TestStatus.FAILED
+    for i in range(60):  # many domains of long messages: well over 1 MiB uncut
+        rep.domains.append(dataclasses.replace(rep.domains[0], name=f"d{i}"))
+    md = markdown_text(rep)
+    assert len(md.encode()) <= MAX_BYTES and md.rstrip().endswith("the HTML and JUnit reports have it all)*")
 
 
 def test_kcidb_validates_and_maps_statuses() -> None:

@@ -6,6 +6,7 @@ cell holds a test's message, cut to one line."""
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 from vexfs_cockpit.engine.results import TestStatus
@@ -14,6 +15,8 @@ from vexfs_cockpit.store.render import fmt_duration, fmt_time
 from vexfs_cockpit.store.report import DomainReport, RunReport
 
 MAX_CELL = 200
+MAX_ROWS = 100  # per domain: bad rows first, so a long tail of passes is what gets cut
+MAX_BYTES = 1_000_000  # GitHub refuses a step summary over 1 MiB
 ICON = {"PASSED": "✅", "FAILED": "❌", "ERROR": "💥", "TIMEOUT": "⏱️", "SKIPPED": "⏭️", "NO RESULT": "❓"}
 _ORDER = {"ERROR": 0, "TIMEOUT": 1, "FAILED": 2, "NO RESULT": 3, "SKIPPED": 4, "PASSED": 5}
 
@@ -66,9 +69,13 @@ def markdown_text(report: RunReport) -> str:
             continue
         rows.sort(key=lambda r: _ORDER.get(r[0], 0))
         out += ["| | test | status | duration | message |", "|---|---|---|---|---|"]
-        for status, name, dur, msg in rows:
+        for status, name, dur, msg in rows[:MAX_ROWS]:
             shown = "" if status == str(TestStatus.PASSED) else cell(msg)
             out.append(f"| {ICON.get(status, '❔')} | `{cell(name, 100)}` | {status} | {dur} | {shown} |")
+        if len(rows) > MAX_ROWS:
+            cut = Counter(r[0].lower() for r in rows[MAX_ROWS:])
+            out.append(f"| … | | | | {len(rows) - MAX_ROWS} more: "
+                       + ", ".join(f"{n} {k}" for k, n in sorted(cut.items())) + " (all in the HTML/JUnit report) |")
         out.append("")
     kernel = report.crashes() + [k for k in report.hangs() if k not in report.crashes()]
     if kernel:
@@ -77,7 +84,11 @@ def markdown_text(report: RunReport) -> str:
             where = ".".join(x for x in (k.domain, k.test) if x) or "no test running"
             out.append(f"- **{cell(k.report.kind, 40)}** {cell(k.report.title)} ({cell(where, 100)}, {k.vm or '-'})")
         out.append("")
-    return "\n".join(out)
+    text = "\n".join(out)
+    if len(text.encode()) > MAX_BYTES:
+        text = text.encode()[: MAX_BYTES - 200].decode(errors="ignore").rsplit("\n", 1)[0]
+        text += "\n\n*(summary cut to fit a CI step summary: the HTML and JUnit reports have it all)*\n"
+    return text
 
 
 def write_markdown(report: RunReport, path: str | os.PathLike[str]) -> Path:

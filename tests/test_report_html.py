@@ -92,13 +92,19 @@ def test_self_contained_and_escaped(stored: History) -> None:
     rep = stored.run_detail(SPEC.run_id)
     assert rep is not None
     evil = '<script>alert(1)</script><img src="http://x/y.png">'
-    rep.domains[0].tests[1] = dataclasses.replace(rep.domains[0].tests[1], message=evil)
+    rep.domains[0].tests[1] = dataclasses.replace(rep.domains[0].tests[1], message=evil, name="load twice #2")
     text = html_text(rep, collect_trends(stored, rep))
     doc = parse(text)
     assert not list(doc.iter(f"{NS}script")) and not list(doc.iter(f"{NS}img")) and not list(doc.iter(f"{NS}link"))
     assert not [e for e in doc.iter() if e.get("src") or (e.get("href") or "#").split("#")[0]]
     assert evil in text_of(doc)  # shown as text
     assert doc.find(f".//{NS}style") is not None
+    # every in-page link lands on an id, and no id holds whitespace (a test named 'load twice #2')
+    ids = [e.get("id") for e in doc.iter() if e.get("id")]
+    assert not [i for i in ids if any(c.isspace() for c in i)] and len(ids) == len(set(ids))
+    links = [e.get("href") for e in doc.iter(f"{NS}a")]
+    assert "#fail-kernel_module-load_twice_2" in links
+    assert links and all(h[1:] in ids for h in links)
 
 
 def test_a_chart_with_no_or_one_point() -> None:

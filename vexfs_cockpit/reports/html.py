@@ -10,6 +10,7 @@ Rendered with Jinja2, autoescaped: kernel logs and command output are data, neve
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,7 +93,7 @@ pre { background: #f7f7f7; border: 1px solid #e3e3e3; padding: .5em; overflow-x:
 <table id="domains">
 <tr><th>domain</th><th>status</th><th>VM</th><th>duration</th><th>results</th><th>reason</th></tr>
 {% for d in report.domains %}
-<tr><td><a href="#domain-{{ d.name }}">{{ d.name }}</a></td><td class="{{ d.status }}">{{ d.status }}</td>
+<tr><td><a href="#{{ ("domain-" ~ d.name)|anchor }}">{{ d.name }}</a></td><td class="{{ d.status }}">{{ d.status }}</td>
 <td>{{ d.vm or '-' }}</td><td>{{ fmt_duration(d.duration_s) }}</td>
 <td>{% for k, v in d.tally()|dictsort %}<span class="{{ k }}">{{ v }} {{ k.lower() }}</span> {% endfor %}</td><td>{{ d.reason }}</td></tr>
 {% endfor %}
@@ -100,16 +101,16 @@ pre { background: #f7f7f7; border: 1px solid #e3e3e3; padding: .5em; overflow-x:
 
 <h2>Tests</h2>
 {% for d in report.domains %}
-<h3 id="domain-{{ d.name }}">{{ d.name }}</h3>
+<h3 id="{{ ("domain-" ~ d.name)|anchor }}">{{ d.name }}</h3>
 <table class="tests">
 <tr><th>test</th><th>status</th><th>duration</th><th>attempts</th><th>message</th><th>metrics</th></tr>
 {% for t in d.tests %}
-<tr><td>{% if t.status.bad %}<a href="#fail-{{ d.name }}-{{ t.name }}">{{ t.name }}</a>{% else %}{{ t.name }}{% endif %}</td>
+<tr><td>{% if t.status.bad %}<a href="#{{ ("fail-" ~ d.name ~ "-" ~ t.name)|anchor }}">{{ t.name }}</a>{% else %}{{ t.name }}{% endif %}</td>
 <td class="{{ t.status }}">{{ t.status }}</td><td>{{ fmt_duration(t.duration_s) }}</td><td>{{ t.attempts|length or 1 }}</td>
 <td>{{ t.message }}</td><td>{% for k, v in t.metrics|dictsort %}{{ k }}={{ '%g'|format(v) }}<br>{% endfor %}</td></tr>
 {% endfor %}
 {% for name in d.missing_tests() %}
-<tr><td><a href="#fail-{{ d.name }}-{{ name }}">{{ name }}</a></td><td class="NO_RESULT">NO RESULT</td><td>-</td><td>0</td><td>domain {{ d.status }}{% if d.reason %}: {{ d.reason }}{% endif %}</td><td></td></tr>
+<tr><td><a href="#{{ ("fail-" ~ d.name ~ "-" ~ name)|anchor }}">{{ name }}</a></td><td class="NO_RESULT">NO RESULT</td><td>-</td><td>0</td><td>domain {{ d.status }}{% if d.reason %}: {{ d.reason }}{% endif %}</td><td></td></tr>
 {% endfor %}
 </table>
 {% if d.metrics %}<p class="muted">domain metrics: {% for k, v in d.metrics|dictsort %}{{ k }}={{ '%g'|format(v) }} {% endfor %}</p>{% endif %}
@@ -118,7 +119,7 @@ pre { background: #f7f7f7; border: 1px solid #e3e3e3; padding: .5em; overflow-x:
 <h2>Failures</h2>
 {% if not failures and not missing %}<p class="passed">none</p>{% endif %}
 {% for f in failures %}{% set t = f.result %}
-<section class="failure" id="fail-{{ t.domain }}-{{ t.name }}">
+<section class="failure" id="{{ ("fail-" ~ t.domain ~ "-" ~ t.name)|anchor }}">
 <h3>{{ t.domain }}.{{ t.name }}: <span class="{{ t.status }}">{{ t.status }}</span> in {{ fmt_duration(t.duration_s) }}</h3>
 {% if t.message %}<p class="message">{{ t.message }}</p>{% endif %}
 {% if t.attempts|length > 1 %}<table><tr><th>attempt</th><th>status</th><th>duration</th><th>message</th></tr>
@@ -137,7 +138,7 @@ pre { background: #f7f7f7; border: 1px solid #e3e3e3; padding: .5em; overflow-x:
 </section>
 {% endfor %}
 {% for d, name in missing %}
-<section class="failure" id="fail-{{ d.name }}-{{ name }}">
+<section class="failure" id="{{ ("fail-" ~ d.name ~ "-" ~ name)|anchor }}">
 <h3>{{ d.name }}.{{ name }}: <span class="NO_RESULT">NO RESULT</span></h3>
 <p class="message">domain {{ d.status }}{% if d.reason %}: {{ d.reason }}{% endif %}</p>
 </section>
@@ -162,6 +163,8 @@ pre { background: #f7f7f7; border: 1px solid #e3e3e3; padding: .5em; overflow-x:
 """
 
 _ENV = Environment(autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+# An id and its links: no whitespace (an HTML id may hold none), nothing a URL fragment escapes.
+_ENV.filters["anchor"] = lambda text: re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 _TEMPLATE = _ENV.from_string(TEMPLATE)
 
 

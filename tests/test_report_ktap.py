@@ -190,3 +190,13 @@ def test_run_batch_without_ktap_keeps_progress_on_stdout(tmp_path: Path) -> None
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert "faults/t02: PASSED" in out and "KTAP" not in out
+
+
+def test_ktap_implies_batch() -> None:
+    """`run --ktap` is for CI: it never opens the TUI (which would own stdout)."""
+    from vexfs_cockpit import cli
+
+    args = cli.build_parser("run").parse_args(["run", "--ktap"])
+    assert args.ktap and not args.wants_tui(args)
+    plain = cli.build_parser("run").parse_args(["run"])
+    assert plain.wants_tui(plain)

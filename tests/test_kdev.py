@@ -477,3 +477,68 @@ def test_watch_rebuilds_reloads_and_reruns_on_each_save(dev_data: str, tmp_path:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_bisect_search_pins_the_first_bad_commit_around_skips() -> None:
+    from vexfs_cockpit.commands.bisect import first_bad, next_to_test
+
+    commits = ["c0", "c1", "c2", "c3", "c4", "c5"]
+    verdict = {"c0": "good", "c5": "bad"}
+    assert first_bad(commits, verdict) == (None, ["c1", "c2", "c3", "c4"])
+    assert next_to_test(commits, verdict) in ("c2", "c3")
+    verdict |= {"c2": "skip", "c3": "bad", "c1": "good"}
+    assert first_bad(commits, verdict) == (None, ["c2"])  # c2 only skipped: c2 or c3 is the first bad
+    assert next_to_test(commits, verdict) is None  # nothing left to try: said, not looped on
+    verdict["c2"] = "good"
+    assert first_bad(commits, verdict) == ("c3", [])
+    assert next_to_test(commits, verdict) is None
+
+
+def _git(repo: Path, *argv: str) -> str:
+    import subprocess
+
+    return subprocess.run(["git", "-C", str(repo), *argv], check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.mark.vm
+@pytest.mark.timeout(900)
+def test_bisect_finds_the_commit_that_planted_a_fault(dev_data: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A generated history of the fixture module: c2 does not build (skipped), c3 builds
+    again, c4 plants a fault in module init, c5 is harmless. bisect c0 c5 names c4."""
+    src = _src_copy(tmp_path)
+    repo = src.parent
+    _git(repo, "init", "-q")
+    _git(repo, "config", "user.email", "t@example.invalid")
+    _git(repo, "config", "user.name", "t")
+    source = src / "vexfs_selftest.c"
+    clean = source.read_text()
+
+    def commit(text: str, msg: str) -> str:
+        source.write_text(text)
+        _git(repo, "add", "-A")
+        _git(repo, "commit", "-q", "-m", msg)
+        return _git(repo, "rev-parse", "HEAD")
+
+    c0 = commit(clean, "c0 the fixture")
+    commit(clean + "\n/* c1 */\n", "c1 a comment")
+    commit(clean + "\n/* c1 */\nint vexfs_bisect_broken = ;\n", "c2 does not build")
+    commit(clean + "\n/* c1 */\n/* c3 */\n", "c3 builds again")
+    planted = clean.replace("\tint err = vst_cache_alloc();\n",
+                            "\tint err = vst_cache_alloc();\n\n\tif (!err) {\n\t\tvst_cache_free();\n\t\treturn -EINVAL;\n\t}\n", 1)
+    assert planted != clean
+    c4 = commit(planted + "\n/* c1 */\n/* c3 */\n", "c4 plants a fault")
+    c5 = commit(planted + "\n/* c1 */\n/* c3 */\n/* c5 */\n", "c5 a comment")
+
+    rc = cli.main(["bisect", "--env", "test", "--set", f"module.build_path={src}", "--db", str(tmp_path / "h.db"),
+                   "--test", "kernel_module/module_load_basic", c0, c5, dev_data])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert f"first bad commit: {c4} c4 plants a fault" in out, out
+    assert " skip " in out and "c2 does not build" in out  # tried first (the middle), skipped
+    run_id = out.split("its run: ", 1)[1].split()[0]
+    from vexfs_cockpit.store.history import History
+
+    detail = History(tmp_path / "h.db").run_detail(run_id)
+    assert detail is not None
+    failed = [t for t in detail.tests() if t.name == "module_load_basic"]
+    assert failed and str(failed[0].status) == "FAILED"

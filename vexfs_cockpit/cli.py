@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "gc": "vexfs_cockpit.commands.gc",
     "kernel": "vexfs_cockpit.commands.kernel",
     "watch": "vexfs_cockpit.commands.watch",
+    "bisect": "vexfs_cockpit.commands.bisect",
     "kbuild": "vexfs_cockpit.commands.kdev",
     "kload": "vexfs_cockpit.commands.kdev",
     "kunload": "vexfs_cockpit.commands.kdev",

@@ -11,17 +11,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import io
-import json
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
-from vexfs_cockpit.app.kdev import kbuild_cmd, kload, kunload, module_of, preflight
-from vexfs_cockpit.commands.kdev import ktest
+from vexfs_cockpit.app.kdev import module_of, preflight
+from vexfs_cockpit.commands.cycle import Cycle
 from vexfs_cockpit.commands.run import add_run_options
 from vexfs_cockpit.engine.module import is_source_file
 from vexfs_cockpit.errors import CockpitError
@@ -49,67 +45,6 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 def _source_change(_change: Any, path: str) -> bool:
     return is_source_file(Path(path).name)
-
-
-class Cycle:
-    """One save's build → reload → tests, summarised in one line."""
-
-    def __init__(self, args: argparse.Namespace, targets: Any, report: Path):
-        self.args = args
-        self.targets = targets
-        self.report = report
-        self.failing: list[str] = []  # DOMAIN/TEST that failed on the last completed cycle
-
-    def _tests(self) -> str | None:
-        return self.args.tests or (",".join(self.failing) if self.failing else None)
-
-    async def run(self, cfg: Any, vm: str) -> str:
-        started = time.monotonic()
-        quiet = io.StringIO()
-
-        def took() -> str:
-            return f"{time.monotonic() - started:.1f}s"
-
-        if await kbuild_cmd(cfg, vm, uri=self.args.uri, out=quiet) != 0:
-            return f"build FAILED ({took()}): {_first(quiet.getvalue(), ('error', 'Error')) or 'see kbuild'}"
-        if await kunload(cfg, vm, uri=self.args.uri, out=quiet, targets=self.targets) != 0:
-            return f"unload FAILED ({took()}): {_last(quiet.getvalue())}"
-        if await kload(cfg, vm, uri=self.args.uri, out=quiet, targets=self.targets) != 0:
-            return f"load FAILED ({took()}): {_last(quiet.getvalue())}"
-        tests = self._tests()
-        ns = argparse.Namespace(
-            config=self.args.config, env=self.args.env, set=list(self.args.set), db=self.args.db, uri=self.args.uri,
-            name=self.args.name, domains=None if tests else "kernel_module", tests=tests, timeout=None, retries=None,
-            junit=None, json=str(self.report), show_klog=False, ktap=False,
-            kdev_session=SimpleNamespace(targets=self.targets),  # ktest lends SSH from this pool
-        )
-        self.report.unlink(missing_ok=True)
-        with contextlib.redirect_stdout(quiet):
-            rc = await ktest(ns)
-        results = [(t["domain"], t["name"], t["status"]) for d in _domains(self.report) for t in d.get("tests", [])]
-        if not results:
-            return f"tests ERROR ({took()}), exit {rc}: {_last(quiet.getvalue())}"
-        bad = [f"{d}/{n}" for d, n, s in results if s not in ("PASSED", "SKIPPED")]
-        self.failing = bad
-        passed = sum(s == "PASSED" for _, _, s in results)
-        verdict = "PASS" if not bad else "FAIL"
-        tail = f": {', '.join(bad[:3])}{' …' if len(bad) > 3 else ''}" if bad else ""
-        return f"{verdict} {passed}/{len(results)} ({took()}){tail}"
-
-
-def _domains(report: Path) -> list[dict[str, Any]]:
-    try:
-        return list(json.loads(report.read_text()).get("domains", []))
-    except (OSError, ValueError):
-        return []
-
-
-def _first(text: str, words: tuple[str, ...]) -> str:
-    return next((ln.strip() for ln in text.splitlines() if any(w in ln for w in words)), "")
-
-
-def _last(text: str) -> str:
-    return next((ln.strip() for ln in reversed(text.splitlines()) if ln.strip()), "")
 
 
 async def watch(args: argparse.Namespace) -> int:

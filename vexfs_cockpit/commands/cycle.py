@@ -1,0 +1,91 @@
+"""One warm-loop cycle on a running dev VM: build for its kernel, unload and reload the
+module, run tests there; one line for it. `watch` runs one per save, `bisect` one per
+commit."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from vexfs_cockpit.app.kdev import kbuild_cmd, kload, kunload
+from vexfs_cockpit.commands.kdev import ktest
+
+
+class Cycle:
+    """One save's build → reload → tests, summarised in one line."""
+
+    def __init__(self, args: argparse.Namespace, targets: Any, report: Path):
+        self.args = args
+        self.targets = targets
+        self.report = report
+        self.failing: list[str] = []  # DOMAIN/TEST that failed on the last completed cycle
+        # The last cycle: good (all passed), bad (load or a test failed), skip (it did not
+        # build: git bisect's 125) or error (the VM, not the code: unload or no results).
+        self.outcome = ""
+        self.run_id = ""  # its test run in the history
+
+    def _tests(self) -> str | None:
+        return self.args.tests or (",".join(self.failing) if self.failing else None)
+
+    async def run(self, cfg: Any, vm: str) -> str:
+        started = time.monotonic()
+        quiet = io.StringIO()
+
+        def took() -> str:
+            return f"{time.monotonic() - started:.1f}s"
+
+        self.outcome, self.run_id = "skip", ""
+        if await kbuild_cmd(cfg, vm, uri=self.args.uri, out=quiet) != 0:
+            return f"build FAILED ({took()}): {_first(quiet.getvalue(), ('error', 'Error')) or 'see kbuild'}"
+        self.outcome = "error"
+        if await kunload(cfg, vm, uri=self.args.uri, out=quiet, targets=self.targets) != 0:
+            return f"unload FAILED ({took()}): {_last(quiet.getvalue())}"
+        load_failed = ""
+        if await kload(cfg, vm, uri=self.args.uri, out=quiet, targets=self.targets) != 0:
+            # Bad already; the tests still run, so their evidence is in the history.
+            load_failed = f"load FAILED: {_last(quiet.getvalue())}; "
+        tests = self._tests()
+        ns = argparse.Namespace(
+            config=self.args.config, env=self.args.env, set=list(self.args.set), db=self.args.db, uri=self.args.uri,
+            name=self.args.name, domains=None if tests else "kernel_module", tests=tests, timeout=None, retries=None,
+            junit=None, json=str(self.report), show_klog=False, ktap=False,
+            kdev_session=SimpleNamespace(targets=self.targets),  # ktest lends SSH from this pool
+        )
+        self.report.unlink(missing_ok=True)
+        with contextlib.redirect_stdout(quiet):
+            rc = await ktest(ns)
+        report = _read(self.report)
+        self.run_id = str(report.get("run", {}).get("run_id", ""))
+        results = [(t["domain"], t["name"], t["status"]) for d in report.get("domains", []) for t in d.get("tests", [])]
+        if not results:
+            if load_failed:
+                self.outcome = "bad"
+            return f"{load_failed}tests ERROR ({took()}), exit {rc}: {_last(quiet.getvalue())}"
+        bad = [f"{d}/{n}" for d, n, s in results if s not in ("PASSED", "SKIPPED")]
+        self.failing = bad
+        self.outcome = "bad" if bad or load_failed else "good"
+        passed = sum(s == "PASSED" for _, _, s in results)
+        verdict = "PASS" if not bad else "FAIL"
+        tail = f": {', '.join(bad[:3])}{' …' if len(bad) > 3 else ''}" if bad else ""
+        return f"{load_failed}{verdict} {passed}/{len(results)} ({took()}){tail}"
+
+
+def _read(report: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads(report.read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def _first(text: str, words: tuple[str, ...]) -> str:
+    return next((ln.strip() for ln in text.splitlines() if any(w in ln for w in words)), "")
+
+
+def _last(text: str) -> str:
+    return next((ln.strip() for ln in reversed(text.splitlines()) if ln.strip()), "")

@@ -330,6 +330,42 @@ def _like(text: str | None) -> str | None:
     return f"%{_escape_like(text)}%" if text else None
 
 
+class AnalysisRun(NamedTuple):
+    """A finished run, for vexfs_cockpit.analysis. ``guest_kernel``: the kernel the
+    run's config asked for (``auto``/``host`` or a release); the store keeps no module
+    source hash, so this is all the code identity a run has."""
+
+    run_id: str
+    started_at: float
+    env: str
+    status: str
+    guest_kernel: str
+
+
+class AnalysisResult(NamedTuple):
+    run_id: str
+    domain: str
+    test: str
+    status: str
+    duration_s: float
+    attempts: int
+
+
+class AnalysisMetric(NamedTuple):
+    run_id: str
+    domain: str
+    test: str
+    name: str
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisRows:
+    runs: list[AnalysisRun]  # oldest first
+    results: list[AnalysisResult]  # the last result of each test of each run
+    metrics: list[AnalysisMetric]
+
+
 # Names a user may give instead of a run id: how many runs back from the newest.
 RUN_ALIASES = {"latest": 0, "prev": 1}
 
@@ -668,6 +704,85 @@ class History:
             if (rb is not None and retried_pass(rb)) or _flips(histories.get(key, [])) >= 2:
                 comp.flaky.append(delta)
         return comp
+
+    # -- analysis (vexfs_cockpit.analysis) ---------------------------------------------
+    def analysis_rows(
+        self,
+        *,
+        env: str | None = None,
+        domain: str | None = None,
+        since: float | None = None,
+        limit: int = 200,
+        include: tuple[str, ...] = (),
+    ) -> AnalysisRows:
+        """The newest ``limit`` finished (passed/failed/errored) runs of ``env`` since
+        ``since``, plus the runs named in ``include`` (a baseline older than the
+        period), with their tests' last results and metrics (``domain``: only its)."""
+        marks = ",".join("?" for _ in FINISHED_RUN_STATUSES)
+        with self._read() as conn:
+            if conn is None:
+                return AnalysisRows([], [], [])
+            rows = conn.execute(
+                "SELECT id, started_at, env, status, "
+                "coalesce(json_extract(config_json, '$.fleet.guest_kernel'), '') AS kernel FROM runs "
+                f"WHERE status IN ({marks}) AND started_at >= ? AND (? IS NULL OR env = ?) "
+                "ORDER BY started_at DESC, id DESC LIMIT ?",
+                (*FINISHED_RUN_STATUSES, _since(since), env or None, env or None, limit),
+            ).fetchall()
+            extra = [i for i in include if i and i not in {r[0] for r in rows}]
+            if extra:
+                rows += conn.execute(
+                    "SELECT id, started_at, env, status, "
+                    "coalesce(json_extract(config_json, '$.fleet.guest_kernel'), '') AS kernel FROM runs "
+                    f"WHERE id IN ({','.join('?' for _ in extra)})",
+                    extra,
+                ).fetchall()
+            runs = sorted((AnalysisRun(r[0], r[1], r[2], r[3], str(r[4])) for r in rows),
+                          key=lambda r: (r.started_at, r.run_id))
+            ids = [r.run_id for r in runs]
+            results: dict[tuple[str, str, str], AnalysisResult] = {}
+            metrics: list[AnalysisMetric] = []
+            for chunk in (ids[i:i + 500] for i in range(0, len(ids), 500)):
+                q = ",".join("?" for _ in chunk)
+                for t in conn.execute(
+                    "SELECT run_id, domain, test, status, duration_s, attempt_count FROM test_results "
+                    f"WHERE run_id IN ({q}) AND (? IS NULL OR domain = ?) ORDER BY id",
+                    (*chunk, domain or None, domain or None),
+                ):
+                    results[(t[0], t[1], t[2])] = AnalysisResult(t[0], t[1], t[2], t[3], float(t[4]), int(t[5]))
+                metrics += [
+                    AnalysisMetric(m[0], m[1], m[2], m[3], float(m[4]))
+                    for m in conn.execute(
+                        "SELECT run_id, domain, test, name, value FROM metrics "
+                        f"WHERE run_id IN ({q}) AND (? IS NULL OR domain = ?) ORDER BY run_id, domain, test, name",
+                        (*chunk, domain or None, domain or None),
+                    )
+                ]
+        return AnalysisRows(runs, list(results.values()), metrics)
+
+    def envs(self) -> list[str]:
+        """Every env a run was recorded in, sorted."""
+        with self._read() as conn:
+            if conn is None:
+                return []
+            return [r[0] for r in conn.execute("SELECT DISTINCT env FROM runs ORDER BY env")]
+
+    def run_env(self, run_id: str) -> str | None:
+        """The env of run ``run_id`` (None: no such run)."""
+        with self._read() as conn:
+            if conn is None:
+                return None
+            row = conn.execute("SELECT env FROM runs WHERE id=?", (run_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def baselines(self) -> dict[str, tuple[str, float]]:
+        """env -> (baseline run id, when it was set); empty before schema v4."""
+        with self._read() as conn:
+            if conn is None or not conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='baselines'"
+            ).fetchone():
+                return {}
+            return {r[0]: (r[1], float(r[2])) for r in conn.execute("SELECT env, run_id, set_at FROM baselines")}
 
     # -- crashes ---------------------------------------------------------------------
     def crash_signatures(self, limit: int = 100, since: float | None = None) -> list[CrashSignature]:

@@ -281,6 +281,23 @@ def _v3_domain_run_counts(conn: sqlite3.Connection) -> None:
         conn.execute(stmt)
 
 
+# v4: one baseline run per environment (`vexfs-cockpit baseline set`), which `analyze`
+# compares the newest run with instead of the run before it. Not in REQUIRED_TABLES:
+# a DB at v3 has none, and a reader treats a missing table as "no baselines".
+_V4 = """
+CREATE TABLE baselines (
+    env TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    set_at REAL NOT NULL
+);
+"""
+
+
+def _v4_baselines(conn: sqlite3.Connection) -> None:
+    for stmt in _statements(_V4):
+        conn.execute(stmt)
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
 # Append only. Never edit a shipped migration: write a new one.
@@ -288,6 +305,7 @@ MIGRATIONS: tuple[tuple[str, Migration], ...] = (
     ("initial", _v1_initial),
     ("covering trend indexes", _v2_covering_trend_indexes),
     ("domain run result counts", _v3_domain_run_counts),
+    ("baselines", _v4_baselines),
 )
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -180,6 +180,16 @@ class StoreSettings(Strict):
     console_log_max_mb: int = Field(64, ge=1)  # per VM console log before it rotates (2 old kept)
 
 
+class AnalysisSettings(Strict):
+    """`vexfs-cockpit analyze` and `expunge audit` (vexfs_cockpit/analysis)."""
+
+    mad_k: PositiveFloat = 4.0  # a value further than k * MAD from its history's median is an anomaly
+    min_history: int = Field(5, ge=2)  # earlier runs a test needs before its values are judged
+    flaky_min_flips: PositiveInt = 2  # pass<->fail flips over the history that make a test flaky
+    audit_runs: PositiveInt = 3  # a known failure passing in this many latest runs should be dropped
+    known_failures_dir: Path = Path("configs/known-failures")  # <env>.yaml per environment
+
+
 DOMAIN_NAMES = (
     "kernel_module",
     "filesystem_operations",
@@ -197,6 +207,7 @@ class CockpitConfig(Strict):
     resources: ResourceSettings = Field(default_factory=ResourceSettings)
     execution: ExecutionSettings = Field(default_factory=ExecutionSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
+    analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)
     module: ModuleSettings = Field(default_factory=ModuleSettings)
     domains: dict[str, DomainSettings] = Field(default_factory=dict)
 

@@ -11,6 +11,8 @@ APT_PACKAGES=(
   gcc make libc6-dev openssh-client python3-venv python3-dev tmux fio genisoimage
   # `vexfs-cockpit image base` (the disk template's Debian image): debootstrap, boot loader
   mmdebstrap extlinux syslinux-common
+  # `metrics serve` scraped by a real Prometheus in tests/test_monitoring_prometheus.py; promtool checks `alerts rules`
+  prometheus
 )
 
 log() { printf 'setup: %s\n' "$*"; }

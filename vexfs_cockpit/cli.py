@@ -42,6 +42,7 @@ COMMANDS: dict[str, str] = {
     "kunload": "vexfs_cockpit.commands.kdev",
     "ktest": "vexfs_cockpit.commands.kdev",
     "kagent": "vexfs_cockpit.commands.kagent",
+    "metrics": "vexfs_cockpit.commands.metrics",
 }
 COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(COMMANDS.values()))
 

@@ -1,0 +1,198 @@
+"""The history reads the exporter and the alert check need, in one read-only
+connection per scrape (as ``store.history.History`` reads: a DB that does not exist
+reads as empty, a corrupt one raises ``StoreError``).
+
+Every query is bounded for a large history: whole-table folds only group by
+columns with few values (domain, status, kind), the per-series reads keep the
+newest rows only, and VM samples are read from the newest rows backwards.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vexfs_cockpit.store.db import leave_as_found, open_reader, read_failure
+
+BAD_STATUSES = ("FAILED", "TIMEOUT", "ERROR")
+# How many VM sample rows (newest first) the latest-per-VM read looks at, and how many
+# VMs it reports: a VM not sampled in that window is gone from the fleet.
+VM_SAMPLE_WINDOW = 5000
+MAX_VMS = 64
+# At most this many (env, domain, test, metric) series of stored metrics, newest first.
+MAX_METRIC_SERIES = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class DomainLastRun:
+    env: str
+    domain: str
+    run_id: str
+    started_at: float
+    counts: dict[str, int]  # TestStatus value -> results of that domain run
+
+    @property
+    def failure_ratio(self) -> float | None:
+        passed = self.counts.get("PASSED", 0)
+        bad = sum(self.counts.get(s, 0) for s in BAD_STATUSES)
+        return None if passed + bad == 0 else bad / (passed + bad)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSeries:
+    env: str
+    domain: str
+    test: str
+    name: str
+    value: float  # the newest run's
+    ts: float
+    run_id: str
+    baseline: float | None  # the run before it (same env/domain/test/name), if any
+
+
+@dataclass(frozen=True, slots=True)
+class VmLatest:
+    vm: str
+    run_id: str
+    ts: float
+    state: str
+    cpu_pct: float
+    mem_kb: int
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """What one scrape reads."""
+
+    # (domain, TestStatus value) -> (count, sum of durations, cumulative bucket counts)
+    tests: dict[tuple[str, str], tuple[int, float, list[int]]] = field(default_factory=dict)
+    domain_last: list[DomainLastRun] = field(default_factory=list)
+    metrics: list[MetricSeries] = field(default_factory=list)
+    vms: list[VmLatest] = field(default_factory=list)
+    kernel: dict[tuple[str, bool], int] = field(default_factory=dict)  # (kind, expected) -> reports
+    runs: dict[str, int] = field(default_factory=dict)  # stored status -> runs
+
+
+@contextmanager
+def reading(db: Path) -> Iterator[sqlite3.Connection | None]:
+    with leave_as_found(db):
+        conn = open_reader(db)
+        try:
+            yield conn
+        except sqlite3.DatabaseError as exc:
+            raise read_failure(db, exc) from None
+        finally:
+            if conn is not None:
+                conn.close()
+
+
+def store_size_bytes(db: Path) -> int:
+    """The DB and its WAL and shared-memory files: what the history takes on disk."""
+    total = 0
+    for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+        try:
+            total += os.stat(p).st_size
+        except OSError:
+            pass
+    return total
+
+
+def read_snapshot(db: Path, buckets: Sequence[float]) -> Snapshot:
+    snap = Snapshot()
+    with reading(db) as conn:
+        if conn is None:
+            return snap
+        conn.row_factory = None
+        bucket_cols = ", ".join(f"sum(duration_s <= {float(b)!r})" for b in buckets)
+        for row in conn.execute(
+            f"SELECT domain, status, count(*), total(duration_s), {bucket_cols} FROM test_results GROUP BY domain, status"
+        ):
+            snap.tests[(row[0], row[1])] = (int(row[2]), float(row[3]), [int(x or 0) for x in row[4:]])
+        snap.domain_last = _domain_last(conn)
+        snap.metrics = _metric_series(conn)
+        snap.vms = _vm_latest(conn)
+        for kind, expected, n in conn.execute("SELECT kind, expected, count(*) FROM kernel_events GROUP BY kind, expected"):
+            snap.kernel[(kind, bool(expected))] = int(n)
+        for status, n in conn.execute("SELECT status, count(*) FROM runs GROUP BY status"):
+            snap.runs[status] = int(n)
+    return snap
+
+
+def _domain_last(conn: sqlite3.Connection) -> list[DomainLastRun]:
+    """Per (env, domain): its newest finished domain run and that run's result counts."""
+    rows = conn.execute(
+        """
+        SELECT env, domain, run_id, started_at FROM (
+          SELECT r.env, d.domain, d.run_id, d.started_at,
+                 row_number() OVER (PARTITION BY r.env, d.domain ORDER BY d.started_at DESC, d.run_id DESC) AS rn
+          FROM domain_runs d JOIN runs r ON r.id = d.run_id
+          WHERE d.status != 'running')
+        WHERE rn = 1 ORDER BY env, domain
+        """
+    ).fetchall()
+    out = []
+    for env, domain, run_id, started in rows:
+        counts = dict(conn.execute(
+            "SELECT status, count(*) FROM test_results WHERE run_id = ? AND domain = ? GROUP BY status", (run_id, domain)
+        ).fetchall())
+        out.append(DomainLastRun(env, domain, run_id, started, counts))
+    return out
+
+
+def _metric_series(conn: sqlite3.Connection) -> list[MetricSeries]:
+    rows = conn.execute(
+        """
+        SELECT env, domain, test, name, value, ts, run_id, rn FROM (
+          SELECT env, domain, test, name, value, ts, run_id,
+                 row_number() OVER (PARTITION BY env, domain, test, name ORDER BY ts DESC, id DESC) AS rn
+          FROM metrics)
+        WHERE rn <= 2 ORDER BY ts DESC, rn
+        """
+    ).fetchall()
+    latest: dict[tuple[str, str, str, str], list] = {}
+    for env, domain, test, name, value, ts, run_id, rn in rows:
+        key = (env, domain, test, name)
+        if rn == 1:
+            if len(latest) < MAX_METRIC_SERIES:
+                latest[key] = [value, ts, run_id, None]
+        elif key in latest:
+            latest[key][3] = value
+    return sorted(MetricSeries(*k, float(v[0]), float(v[1]), v[2], None if v[3] is None else float(v[3]))
+                  for k, v in latest.items())
+
+
+def _vm_latest(conn: sqlite3.Connection) -> list[VmLatest]:
+    seen: dict[str, VmLatest] = {}
+    for vm, run_id, ts, state, cpu, mem in conn.execute(
+        "SELECT vm, run_id, ts, state, cpu_pct, mem_kb FROM vm_samples ORDER BY id DESC LIMIT ?", (VM_SAMPLE_WINDOW,)
+    ):
+        if vm not in seen and len(seen) < MAX_VMS:
+            seen[vm] = VmLatest(vm, run_id, float(ts), state, float(cpu), int(mem))
+    return sorted(seen.values(), key=lambda v: v.vm)
+
+
+def metric_baseline(db: Path, env: str, domain: str, test: str, name: str, before_ts: float) -> float | None:
+    """The newest value of that metric stored before ``before_ts`` (the run it is compared with)."""
+    with reading(db) as conn:
+        if conn is None:
+            return None
+        row = conn.execute(
+            "SELECT value FROM metrics WHERE name = ? AND domain = ? AND test = ? AND env = ? AND ts < ? "
+            "ORDER BY ts DESC LIMIT 1",
+            (name, domain, test, env, before_ts),
+        ).fetchone()
+    return None if row is None else float(row[0])
+
+
+def run_metrics(db: Path, run_id: str) -> list[tuple[str, str, str, str, float, float]]:
+    """(env, domain, test, name, value, ts) of every metric stored for the run."""
+    with reading(db) as conn:
+        if conn is None:
+            return []
+        return [tuple(r) for r in conn.execute(
+            "SELECT env, domain, test, name, value, ts FROM metrics WHERE run_id = ? ORDER BY id", (run_id,)
+        )]

@@ -43,6 +43,7 @@ COMMANDS: dict[str, str] = {
     "ktest": "vexfs_cockpit.commands.kdev",
     "kagent": "vexfs_cockpit.commands.kagent",
     "metrics": "vexfs_cockpit.commands.metrics",
+    "alerts": "vexfs_cockpit.commands.alerts",
 }
 COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(COMMANDS.values()))
 

@@ -180,6 +180,25 @@ class StoreSettings(Strict):
     console_log_max_mb: int = Field(64, ge=1)  # per VM console log before it rotates (2 old kept)
 
 
+class AlertRule(Strict):
+    """One alert (vexfs_cockpit/monitoring/alerts.py): ``alerts rules`` writes it as a
+    Prometheus rule, ``alerts check`` evaluates it against a stored run."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
+    kind: Literal["failure_rate", "test_timeout", "kernel_crash", "metric_regression"]
+    severity: Literal["info", "warning", "critical"] = "warning"
+    threshold: float = Field(0.0, ge=0)  # failure_rate: bad/(passed+bad) above it; metric_regression: percent
+    metric: str = Field("", pattern=r"^[A-Za-z0-9_.:-]*$")  # metric_regression: the stored metric name (higher is worse)
+    domain: str = Field("", pattern=r"^[A-Za-z0-9_]*$")  # only this domain ("" every domain)
+
+
+class MonitoringSettings(Strict):
+    alerts: list[AlertRule] = Field(default_factory=list)
+    webhook_url_env: str = Field("VEXFS_COCKPIT_WEBHOOK_URL", pattern=r"^[A-Z_][A-Z0-9_]*$")  # the URL is never in a file
+    webhook_timeout_s: PositiveFloat = 5.0
+    webhook_retries: int = Field(3, ge=0, le=10)
+
+
 class AnalysisSettings(Strict):
     """`vexfs-cockpit analyze` and `expunge audit` (vexfs_cockpit/analysis)."""
 
@@ -210,6 +229,7 @@ class CockpitConfig(Strict):
     analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)
     module: ModuleSettings = Field(default_factory=ModuleSettings)
     domains: dict[str, DomainSettings] = Field(default_factory=dict)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
 
     # Where the YAML came from; relative paths in the config resolve against this.
     source_path: Path | None = Field(None, exclude=True)

@@ -206,6 +206,15 @@ def analyze(
         if flips >= settings.flaky_min_flips:
             out.flaky.append(Flaky(*key, flips, len(seq), round(flips / (len(seq) - 1), 3)))
 
+    # a regression of a flaky test is probably its flakiness: say so where it is read
+    flaky_keys = {(f.domain, f.test): f for f in out.flaky}
+    out.verdicts = [
+        Verdict(v.domain, v.test, v.kind, v.before, v.after,
+                "; ".join(filter(None, [v.note, f"flaky ({flaky_keys[(v.domain, v.test)].flip_rate:.0%} flip rate)"])))
+        if v.kind == "regression" and (v.domain, v.test) in flaky_keys else v
+        for v in out.verdicts
+    ]
+
     # anomalies: the current run's values against the earlier runs of the group
     earlier_ids = [r.run_id for r in group if r.run_id != current.run_id]
     values: dict[tuple[str, str, str], dict[str, float]] = {}

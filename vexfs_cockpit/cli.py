@@ -44,6 +44,9 @@ COMMANDS: dict[str, str] = {
     "kagent": "vexfs_cockpit.commands.kagent",
     "metrics": "vexfs_cockpit.commands.metrics",
     "alerts": "vexfs_cockpit.commands.alerts",
+    "analyze": "vexfs_cockpit.commands.analyze",
+    "baseline": "vexfs_cockpit.commands.baseline",
+    "expunge": "vexfs_cockpit.commands.expunge",
 }
 COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(COMMANDS.values()))
 

@@ -243,3 +243,15 @@ def test_old_runs_outside_period_are_not_history(tmp_path: Path) -> None:
     rows = hist.analysis_rows(env="dev", since=T0 - DAY, include=("o0",))
     a = analyze(rows, env="dev", baseline="o0", since=T0 - DAY)
     assert a.run_id == "r05" and a.reference == "o0" and a.runs == 6 and a.anomalies == []
+
+
+def test_known_failures_dir_on_the_command_line_is_relative_to_the_cwd(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    hist = history(tmp_path, [spec(i) for i in range(3)])
+    write_known(tmp_path, KNOWN)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["expunge", "audit", "--db", str(hist.path), "--known-failures", "known"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("known/dev.yaml:") and "3 of 3 entries to remove" in out
+    assert cli.main(["expunge", "audit", "--db", str(hist.path), "--known-failures", "elsewhere"]) == 0
+    assert "elsewhere/dev.yaml: no such file" in capsys.readouterr().out

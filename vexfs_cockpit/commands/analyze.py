@@ -64,9 +64,10 @@ def context(args: argparse.Namespace) -> Context:
     if not check_file(db):
         raise UsageError(f"{db}: no history DB there; record runs with `vexfs-cockpit run --batch` or pass --db PATH")
     a = cfg.analysis
-    known_dir = args.known_failures or a.known_failures_dir
-    if not known_dir.is_absolute():
-        known_dir = project_root(cfg) / known_dir
+    if args.known_failures is not None:  # a command-line path is the shell's: relative to the cwd
+        known_dir = args.known_failures.absolute()
+    else:  # a config path resolves against the project root, as every config path does
+        known_dir = a.known_failures_dir if a.known_failures_dir.is_absolute() else project_root(cfg) / a.known_failures_dir
     return Context(db, History(db), Settings(a.mad_k, a.min_history, a.flaky_min_flips, a.audit_runs), known_dir)
 
 
@@ -84,7 +85,7 @@ def pick_env(ctx: Context, env: str | None) -> str:
     return env
 
 
-def known_for(ctx: Context, env: str) -> tuple[list[Any], str]:
+def known_for(ctx: Context, env: str) -> tuple[list[Any], str, bool]:
     from vexfs_cockpit.analysis.known import known_failures_path, load_known_failures
 
     path = known_failures_path(ctx.known_dir, env)
@@ -92,7 +93,7 @@ def known_for(ctx: Context, env: str) -> tuple[list[Any], str]:
         label = str(path.relative_to(Path.cwd()))
     except ValueError:
         label = str(path)
-    return load_known_failures(path, label), label
+    return load_known_failures(path, label), label, path.is_file()
 
 
 def cmd_analyze(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -104,7 +105,7 @@ def cmd_analyze(args: argparse.Namespace, out: TextIO | None = None) -> int:
     ctx = context(args)
     env = pick_env(ctx, args.env)
     since = since_period(args.period)
-    known, _ = known_for(ctx, env)
+    known, _, _ = known_for(ctx, env)
     baseline = ctx.hist.baselines().get(env, (None, 0.0))[0]
     rows = ctx.hist.analysis_rows(env=env, domain=args.domain, since=since, include=(baseline,) if baseline else ())
     if args.domain and not any(r.domain == args.domain for r in rows.results):

@@ -31,7 +31,10 @@ def cmd_expunge(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     ctx = context(args)
     env = pick_env(ctx, args.env)
-    known, label = known_for(ctx, env)
+    known, label, exists = known_for(ctx, env)
+    if not exists:
+        print(f"{label}: no such file: no known failures listed for env {env!r}", file=out)
+        return 0
     rows = ctx.hist.analysis_rows(env=env, since=since_period(args.period))
     lines = audit(rows, known, env=env, settings=ctx.settings)
     out.write(audit_text(lines, label))

@@ -72,6 +72,9 @@ def test_exposition_parses_with_the_history_figures(db: Path) -> None:
     # stored metrics: the newest run's value and the run before it
     assert v(got, x.METRIC_VALUE, env="dev", domain=KM, test="load", metric="load_p50_ms") == 25.0
     assert v(got, x.METRIC_BASELINE, env="dev", domain=KM, test="load", metric="load_p50_ms") == 10.0
+    assert v(got, x.METRIC_VALUE, env="dev", domain=KM, test="unload", metric="unload_p50_ms") == 5.0
+    assert (x.METRIC_BASELINE, frozenset({"env": "dev", "domain": KM, "test": "unload", "metric": "unload_p50_ms"}.items())) \
+        not in got  # no run before r2 stored it
     # VMs: the newest sample of each
     assert v(got, x.VM_CPU, vm="vm-0") == 37.5
     assert v(got, x.VM_MEMORY, vm="vm-0") == 2048 * 1024

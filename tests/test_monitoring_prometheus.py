@@ -190,6 +190,7 @@ def test_real_prometheus_scrapes_the_cockpit(tmp_path: Path, rules_file: Path) -
         assert one('vexfs_cockpit_test_duration_seconds_count{domain="kernel_module"}') == 6
         assert one('vexfs_cockpit_domain_failure_ratio{env="dev",domain="filesystem_operations"}') == 0.5
         assert one('vexfs_cockpit_domain_metric_value{metric="load_p50_ms"}') == 25
+        assert one('vexfs_cockpit_domain_metric_value{metric="unload_p50_ms"}') == 5
         assert one('vexfs_cockpit_vm_cpu_usage_percent{vm="vm-1"}') == 80
         assert one('vexfs_cockpit_vm_memory_bytes{vm="vm-0"}') == 2048 * 1024
         assert one('vexfs_cockpit_kernel_reports_total{kind="oops",expected="false"}') == 1

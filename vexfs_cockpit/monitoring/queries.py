@@ -161,8 +161,8 @@ def _metric_series(conn: sqlite3.Connection) -> list[MetricSeries]:
                 latest[key] = [value, ts, run_id, None]
         elif key in latest:
             latest[key][3] = value
-    return sorted(MetricSeries(*k, float(v[0]), float(v[1]), v[2], None if v[3] is None else float(v[3]))
-                  for k, v in latest.items())
+    return [MetricSeries(*k, float(v[0]), float(v[1]), v[2], None if v[3] is None else float(v[3]))
+            for k, v in sorted(latest.items())]
 
 
 def _vm_latest(conn: sqlite3.Connection) -> list[VmLatest]:

@@ -48,6 +48,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server = make_metrics_server(db, host, port)
     shown = f"[{host}]" if ":" in host else host
     print(f"metrics: serving http://{shown}:{server.server_address[1]}/metrics from {db} (Ctrl-C stops)", flush=True)
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():  # `kill PID` stops it as Ctrl-C does
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -56,6 +61,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server.server_close()
     print("metrics: stopped", file=sys.stderr)
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def cmd_export(args: argparse.Namespace) -> int:

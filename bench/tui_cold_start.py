@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGET_EXTRA_S = 1.0
 COLS, ROWS = 120, 36
 # One string from each of three dashboard widgets, each a single styled segment.
-MARKERS = (b"Start run", b"no run yet", b"FOLLOW")
+MARKERS = (b"Start", b"no run yet", b"FOLLOW")  # the key bar, the run summary, the log pane
 IMPORT_LINE = re.compile(rb"import time:\s+\d+ \|\s+\d+ \| [\w. ]+")
 ANSI = re.compile(rb"\x1b\[[0-9;?<>=$]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][0-9A-Za-z]|\x1b[=>78]")
 

@@ -137,6 +137,21 @@ def test_served_metrics_are_computed_at_scrape_time(tmp_path: Path) -> None:
         thread.join(5)
 
 
+def test_served_on_ipv6_loopback(tmp_path: Path) -> None:
+    db = make_history(tmp_path / "h.db", [R1], samples=False)
+    try:
+        server, thread = x.serve_in_thread(db, "::1", 0)
+    except UsageError as err:
+        pytest.skip(f"no IPv6 loopback here: {err}")
+    try:
+        body = urllib.request.urlopen(f"http://[::1]:{server.server_address[1]}/metrics", timeout=10).read().decode()
+        assert v(samples(body), x.TESTS_TOTAL, domain=FS, status="passed") == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
 @pytest.mark.parametrize("text, want", [("127.0.0.1:9464", ("127.0.0.1", 9464)), ("localhost:0", ("127.0.0.1", 0)),
                                         ("[::1]:9100", ("::1", 9100)), ("127.8.9.10:1", ("127.8.9.10", 1))])
 def test_listen_takes_loopback(text: str, want: tuple[str, int]) -> None:

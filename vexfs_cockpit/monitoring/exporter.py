@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -216,9 +217,7 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
 
 
 class _V6ThreadingServer(_ThreadingServer):
-    import socket as _socket
-
-    address_family = _socket.AF_INET6
+    address_family = socket.AF_INET6
 
 
 class _QuietHandler(WSGIRequestHandler):

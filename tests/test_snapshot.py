@@ -132,10 +132,20 @@ def test_with_genid_adds_one_generation_id() -> None:
     assert out.count("<genid/>") == 1 and snapmod.with_genid(out) == out
 
 
-def test_restore_defaults_off_and_accepts_auto() -> None:
+def test_restore_defaults_to_auto_and_accepts_off() -> None:
     from vexfs_cockpit.config.models import FleetSettings
 
-    assert FleetSettings().restore in ("off", "auto")
-    assert FleetSettings(restore="auto").restore == "auto"
+    assert FleetSettings().restore == "auto"
+    assert FleetSettings(restore="off").restore == "off"
     with pytest.raises(ValueError):
         FleetSettings(restore="sometimes")
+
+
+def test_restore_off_from_yaml_or_the_command_line_is_off_not_false() -> None:
+    import yaml
+
+    from vexfs_cockpit.config.models import FleetSettings
+
+    # YAML 1.1 reads a bare `off` as false (`--set fleet.restore=off` too).
+    assert FleetSettings(**yaml.safe_load("restore: off")).restore == "off"
+    assert FleetSettings(**yaml.safe_load("restore: auto")).restore == "auto"

@@ -147,7 +147,13 @@ class FleetSettings(Strict):
     stop_timeout_s: PositiveFloat = 10.0
     # auto: a fresh VM is restored from a saved, booted golden guest (fleet/snapshot.py),
     # cold-booted when that fails; off: always boot (the disk template always boots)
-    restore: Literal["auto", "off"] = "off"
+    restore: Literal["auto", "off"] = "auto"
+
+    @field_validator("restore", mode="before")
+    @classmethod
+    def _restore_off_is_not_false(cls, v: Any) -> Any:
+        # YAML 1.1 reads a bare `off` (also `--set fleet.restore=off`) as false.
+        return {False: "off", True: "auto"}.get(v, v) if isinstance(v, bool) else v
 
     @property
     def template_boot_timeout_s(self) -> float:

@@ -205,3 +205,22 @@ def test_trend_queries_use_their_indexes(db: Path) -> None:
     for sql in (hist_mod.DOMAIN_TREND_SQL, hist_mod.TEST_DURATION_TREND_SQL, metric_sql):
         assert "USE TEMP B-TREE FOR ORDER BY" not in _plan(
             db, sql, {"domain": KM, "test": "load", "name": "x", "since": inf, "env": None}), sql
+
+
+def test_compare_shows_what_one_run_lacks_and_what_moved(tmp_path: Path) -> None:
+    """A 2-domain run against a 1-domain run is not '0 changes' (issue 20 item 8): the
+    tests only one run has, and durations and metrics that moved, are listed."""
+    path = tmp_path / "h.db"
+    record_sync(path, [
+        RunSpec("two", T0, outcomes={(KM, "load"): P, (FS, "mount"): P}, metrics={(KM, "load"): {"load_ms": 10.0, "steady": 5.0}}),
+        RunSpec("one", T0 + DAY, outcomes={(KM, "load"): P, (KM, "stress"): P}, metrics={(KM, "load"): {"load_ms": 30.0, "steady": 5.2}},
+                test_duration=3.0),
+    ])
+    c = History(path).compare_runs("two", "one")
+    assert (c.new_failures, c.fixed, c.still_failing) == ([], [], [])
+    assert [(d.domain, d.test, d.before, d.after) for d in c.only_before] == [(FS, "mount", "PASSED", None)]
+    assert [(d.domain, d.test) for d in c.only_after] == [(KM, "stress")]
+    [moved] = c.changed
+    assert (moved.domain, moved.test) == (KM, "load")
+    assert "duration 1.00s → 3.00s (+200%)" in moved.message and "load_ms 10 → 30 (+200%)" in moved.message
+    assert "steady" not in moved.message  # 4%: inside the noise band

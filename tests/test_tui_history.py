@@ -413,3 +413,19 @@ async def test_history_reopened_after_a_terminal_resize_fits_the_new_size(tmp_pa
         lines = screen_text(app).splitlines()
         assert len(lines) == 40 and "History — 50+ runs" in lines[0]
         assert lines[-2].startswith("enter: open") and runs_table(app).size.height == 40 - 4
+
+
+async def test_compare_lists_tests_one_run_lacks(tmp_path, utc):
+    """Issue 20 item 8: a 2-domain run against a 1-domain one shows the missing domain's tests."""
+    from tests.test_store_support import DAY, FS, KM, T0, P, RunSpec, record, run_events
+
+    path = tmp_path / "c.db"
+    for spec in (RunSpec("two", T0, outcomes={(KM, "load"): P, (FS, "mount"): P}),
+                 RunSpec("one", T0 + DAY, outcomes={(KM, "load"): P})):
+        await record(path, run_events(spec))
+    async with cockpit(UiBackend(db_path=path)) as (app, pilot, notes):
+        app.push_screen(CompareScreen("two", "one"))
+        await settle(app, pilot)
+        table = app.screen.query_one("#compare", DataTable)
+        assert [cells(table, i)[:5] for i in range(table.row_count)] == [["only in older", "filesystem_operations", "mount", "PASSED", "—"]]
+        assert "1 only in older" in screen_text(app)

@@ -213,7 +213,9 @@ def _compare(hist: History, args: argparse.Namespace, out: TextIO) -> int:
     comp: RunComparison = hist.compare_runs(a, b, window=args.window)  # type: ignore[arg-type]
     print(f"{comp.a} -> {comp.b}", file=out)
     for title, items in (("new failures", comp.new_failures), ("fixed", comp.fixed),
-                         ("still failing", comp.still_failing), ("flaky", comp.flaky)):
+                         ("still failing", comp.still_failing), ("flaky", comp.flaky),
+                         (f"only in {comp.a}", comp.only_before), (f"only in {comp.b}", comp.only_after),
+                         ("changed (duration or metrics)", comp.changed)):
         print(f"{title}: {len(items)}", file=out)
         for d in items:
             print(f"  {d.domain}.{d.test}: {d.before or 'not run'} -> {d.after or 'not run'}"

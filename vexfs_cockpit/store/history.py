@@ -27,7 +27,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -266,6 +266,37 @@ class RunComparison:
     fixed: list[TestDelta]
     still_failing: list[TestDelta]
     flaky: list[TestDelta]
+    # Tests one run has and the other does not (a domain left out, a test added).
+    only_before: list[TestDelta] = field(default_factory=list)
+    only_after: list[TestDelta] = field(default_factory=list)
+    # Same outcome, but a duration or a metric moved past COMPARE_DURATION/COMPARE_METRIC;
+    # the message says what and by how much.
+    changed: list[TestDelta] = field(default_factory=list)
+
+
+# A duration "changed" past both: relative and absolute (timing noise under TCG); a metric past the relative one.
+COMPARE_DURATION = (0.25, 0.1)
+COMPARE_METRIC = 0.10
+
+
+def _moved(before: float, after: float, rel: float, floor: float = 0.0) -> bool:
+    diff = abs(after - before)
+    return diff > floor and diff > rel * max(abs(before), 1e-9)
+
+
+def _pct(before: float, after: float) -> str:
+    return f"{(after - before) / before * 100:+.0f}%" if before else "new"
+
+
+def _changes(ra: TestResult, rb: TestResult) -> list[str]:
+    out = []
+    if _moved(ra.duration_s, rb.duration_s, *COMPARE_DURATION):
+        out.append(f"duration {ra.duration_s:.2f}s → {rb.duration_s:.2f}s ({_pct(ra.duration_s, rb.duration_s)})")
+    for name in sorted(ra.metrics.keys() & rb.metrics.keys()):
+        x, y = ra.metrics[name], rb.metrics[name]
+        if _moved(x, y, COMPARE_METRIC):
+            out.append(f"{name} {x:g} → {y:g} ({_pct(x, y)})")
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -695,6 +726,12 @@ class History:
             sb = rb.status if rb else None
             delta = TestDelta(key[0], key[1], sa, sb, (rb or ra).message if (rb or ra) else "")
             bad_a, bad_b = sa in BAD, sb in BAD
+            if ra is None:
+                comp.only_after.append(delta)
+            elif rb is None:
+                comp.only_before.append(delta)
+            elif sa == sb and (moved := _changes(ra, rb)):
+                comp.changed.append(TestDelta(key[0], key[1], sa, sb, "; ".join(moved)))
             if bad_b and not bad_a:
                 comp.new_failures.append(delta)
             elif bad_a and sb == TestStatus.PASSED:

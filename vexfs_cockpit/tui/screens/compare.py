@@ -1,4 +1,5 @@
-"""Two runs side by side: new failures, fixed, still failing, flaky (store's definition)."""
+"""Two runs side by side: new failures, fixed, still failing, flaky, tests only one run has,
+and durations or metrics that moved (store's definitions)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ SECTIONS: tuple[tuple[str, str, str, str], ...] = (
     ("fixed", "fixed", "fixed", "green"),
     ("still_failing", "still failing", "still failing", "red"),
     ("flaky", "flaky", "flaky", "yellow"),
+    ("only_before", "only in older", "only in older", "magenta"),
+    ("only_after", "only in newer", "only in newer", "magenta"),
+    ("changed", "changed", "changed", "cyan"),
 )
 
 
@@ -59,7 +63,8 @@ class CompareScreen(Screen[None]):
         counts = []
         for attr, label, plural, style in SECTIONS:
             deltas: list[TestDelta] = getattr(comp, attr)
-            counts.append(Text(f"{len(deltas)} {label if len(deltas) == 1 else plural}", style=style if deltas else "dim"))
+            if deltas:  # only what differs: the title must fit 80 columns
+                counts.append(Text(f"{len(deltas)} {label if len(deltas) == 1 else plural}", style=style))
             for i, d in enumerate(deltas):
                 key = f"{attr}:{i}"
                 self.rows[key] = d
@@ -73,7 +78,7 @@ class CompareScreen(Screen[None]):
                     key=key,
                 )
         title = Text(f" compare {comp.a} → {comp.b}: ", style="bold")
-        title.append_text(Text(" · ").join(counts))
+        title.append_text(Text(" · ").join(counts) if counts else Text("no differences", style="dim"))
         self.query_one("#compare-title", Static).update(title)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:

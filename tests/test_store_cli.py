@@ -151,3 +151,19 @@ def test_latest_and_prev_go_wherever_a_run_id_goes(db: Path) -> None:
 def test_history_help_shows_no_internal_notes() -> None:
     proc = subprocess.run([sys.executable, "-m", "vexfs_cockpit", "history", "--help"], capture_output=True, text=True, check=True)
     assert "StoreError" not in proc.stdout and "latest" in proc.stdout
+
+
+def test_history_log_shows_a_runs_console_and_a_tests_window(db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 20 item 12: a past run's kernel log is one command away."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    console = tmp_path / "xdg" / "vexfs-cockpit" / "runs" / "run-c" / "console"
+    console.mkdir(parents=True)
+    (console / "vexfs-ci-kernel_module-0.log").write_text("[    1.0] Linux version 6.1.0\n[    2.0] vexfs: loaded\n")
+    code, out = run_cli("history", "log", "latest", "--db", str(db))
+    assert code == 0 and "==> vexfs-ci-kernel_module-0.log <==" in out and "vexfs: loaded" in out
+    code, out = run_cli("history", "log", "run-c", "--test", "kernel_module/load", "--db", str(db))
+    assert code == 0 and out  # the window stored with the result (or a line saying it is empty)
+    with pytest.raises(UsageError, match="has no such test"):
+        run_cli("history", "log", "run-c", "--test", "kernel_module/nope", "--db", str(db))
+    with pytest.raises(UsageError, match="no console logs for run run-b"):
+        run_cli("history", "log", "run-b", "--db", str(db))

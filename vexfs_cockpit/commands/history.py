@@ -6,6 +6,7 @@
     history show RUN [--evidence all|bad|none]
     history compare OLD NEW                   new failures / fixed / still failing / flaky
     history report RUN [--junit F] [--json F] re-write a run's reports from the store
+    history log RUN [--test DOMAIN/TEST]      the run's kernel log, or one test's window (in a pager)
 
 RUN is a run id, a unique prefix of one, `latest` or `prev`. All take --db PATH (else
 $VEXFS_COCKPIT_DB, else the platform data dir).
@@ -64,6 +65,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     r.add_argument("run", help="run id, a unique prefix, latest or prev")
     r.add_argument("--junit", type=Path, help="JUnit XML output path")
     r.add_argument("--json", type=Path, help="JSON report output path")
+
+    lg = sub.add_parser("log", help="a run's kernel log (its VMs' consoles), or one test's window of it")
+    _db_arg(lg, argparse.SUPPRESS)
+    lg.add_argument("run", help="run id, a unique prefix, latest or prev")
+    lg.add_argument("--test", metavar="DOMAIN/TEST", help="only this test's window (stored with its result)")
+    lg.add_argument("--no-pager", action="store_true", help="print, even on a terminal")
     return p
 
 
@@ -96,8 +103,38 @@ def cmd_history(args: argparse.Namespace, out: TextIO | None = None) -> int:
             return _compare(hist, args, out)
         case "report":
             return _report(hist, args, out)
+        case "log":
+            return _log(hist, args, out)
         case _:
             return _domain_trend(hist, args, out) if getattr(args, "domain", None) else _runs(hist, args, out)
+
+
+def _log(hist: History, args: argparse.Namespace, out: TextIO) -> int:
+    """A run's console logs (kept under the data dir until `gc`), or one test's window."""
+    rep = _load(hist, args.run)
+    if args.test:
+        domain, _, test = args.test.partition("/")
+        found = [t for t in rep.tests() if t.domain == domain and t.name == test]
+        if not found:
+            raise UsageError(f"--test {args.test}: run {rep.run.run_id} has no such test (see `history show {rep.run.run_id}`)")
+        lines = found[0].evidence.kernel_log
+        text = "\n".join(lines) + "\n" if lines else f"(no kernel log lines in {args.test}'s window)\n"
+    else:
+        from vexfs_cockpit.config.paths import data_dir
+
+        console = data_dir() / "runs" / rep.run.run_id / "console"
+        logs = sorted(console.glob("*.log*")) if console.is_dir() else []
+        if not logs:
+            raise UsageError(f"no console logs for run {rep.run.run_id} in {console} (removed by `gc`, or run elsewhere);"
+                             f" a test's window is kept with its result: --test DOMAIN/TEST")
+        text = "".join(f"==> {p.name} <==\n{p.read_text(errors='replace')}\n" for p in logs)
+    if out is sys.stdout and sys.stdout.isatty() and not args.no_pager:
+        import pydoc
+
+        pydoc.pager(text)  # $PAGER, else less
+    else:
+        out.write(text)
+    return 0
 
 
 def _table(rows: Sequence[Sequence[str]], out: TextIO) -> None:

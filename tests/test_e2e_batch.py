@@ -100,6 +100,10 @@ def test_full_batch_run(tmp_path: Path) -> None:
     assert len(stored) == len(cases) and set(stored.values()) == {"PASSED"}
     row = history_row(db, run_id)
     assert row[5:9] == ["passed", str(len(cases)), "0", "0"], row  # STATUS PASS FAIL SKIP
+    # Where it came from: the guest kernel, the module tree, the config, the cockpit.
+    show = cockpit("history", "show", run_id, "--db", str(db), "--evidence", "none")
+    assert re.search(r"from: kernel \S+ \(linux-image-amd64\) · module (\w{12}( \+ local changes)? at|tree \w{16} at) \S+selftest_fs",
+                     show.stdout), show.stdout
 
     # The closing line CI logs grep for.
     assert proc.stdout.splitlines()[-1] == f"{len(cases)} passed, 0 failed, 0 skipped", log

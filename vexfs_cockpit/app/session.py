@@ -98,12 +98,23 @@ class Session:
             only_tests=only_tests,
             artifacts_dir=artifacts,
             project_root=self.project_root,
+            provenance=await asyncio.to_thread(self._provenance),
         )
         assert self.runner is not None
         if self.history is not None:
             # Domains compare with *previous* runs: this one is excluded.
             self.runner.history = self.history.for_run(run_id)
         return await self.runner.execute(req)
+
+    def _provenance(self) -> dict[str, str]:
+        from vexfs_cockpit.app.provenance import collect
+        from vexfs_cockpit.engine.module import ModuleSpec
+
+        try:
+            src = ModuleSpec.from_config(self.config).src if self.config.module.module_name else None
+        except CockpitError:
+            src = None
+        return collect(self.config, src)
 
     def select(self, wanted: str | None) -> list[str]:
         from vexfs_cockpit.config.caps import check_host_fit, check_resource_caps

@@ -25,7 +25,7 @@ from vexfs_cockpit.errors import StoreUnwritable, UsageError
 from vexfs_cockpit.store.db import check_file, resolve_db_path
 from vexfs_cockpit.store.history import BAD, History, RunComparison, since_period
 from vexfs_cockpit.store.recorder import HistoryStore
-from vexfs_cockpit.store.render import evidence_text, fmt_duration, fmt_time, kernel_report_text
+from vexfs_cockpit.store.render import evidence_text, fmt_duration, fmt_time, kernel_report_text, provenance_line
 from vexfs_cockpit.store.report import RunReport
 
 
@@ -217,6 +217,8 @@ def _show(hist: History, args: argparse.Namespace, out: TextIO) -> int:
           f"{fmt_time(run.started_at)}  {fmt_duration(run.duration_s)}", file=out)
     if run.reason:
         print(f"  reason: {run.reason}", file=out)
+    if run.provenance:
+        print(f"  from: {provenance_line(run.provenance)}", file=out)
     for d in rep.domains:
         tally = " ".join(f"{k.lower()}={v}" for k, v in sorted(d.tally().items()))
         print(f"\n{d.name}  {d.status}  vm={d.vm or '-'}  {fmt_duration(d.duration_s)}  {tally}", file=out)

@@ -29,6 +29,9 @@ class RunStarted:
     planned: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # ... and how many domains run side by side at most (for an ETA over the whole run).
     parallel: int = 1
+    # Where the run came from (app.provenance): kernel, module source and commit, config hash,
+    # cockpit version, host. JSON, so the engine need not know its keys.
+    provenance_json: str = "{}"
     ts: float = field(default_factory=_now)
 
 

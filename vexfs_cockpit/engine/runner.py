@@ -10,6 +10,7 @@ kernel report of warning severity or worse into a failure.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
@@ -68,6 +69,7 @@ class RunRequest:
     only_tests: Mapping[str, set[str]] | None = None  # domain -> test names (re-run one test)
     artifacts_dir: Path = field(default_factory=lambda: Path("."))
     project_root: Path = field(default_factory=lambda: Path("."))
+    provenance: Mapping[str, str] = field(default_factory=dict)  # see app.provenance
 
 
 @dataclass(slots=True)
@@ -180,6 +182,7 @@ class Runner:
                 config_json=cfg.model_dump_json(),
                 planned={d: tuple(s.name for s in self._specs(req, d)) for d in req.domains},
                 parallel=parallel,
+                provenance_json=json.dumps(dict(req.provenance), sort_keys=True),
             )
         )
         results: list[TestResult] = []

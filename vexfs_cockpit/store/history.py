@@ -543,6 +543,7 @@ class History:
                     counts=_loads(run["counts"], {}),
                     reason=reason,
                     host=run["hostname"],
+                    provenance=_loads(run["provenance"], {}) if "provenance" in run.keys() else {},
                 )
             )
             domains: dict[str, DomainReport] = {}

@@ -80,3 +80,20 @@ def evidence_text(result: TestResult, extra_events: list[KernelEventRecord] | No
         out.append(f"kernel log ({len(window)} lines):")
         out += [f"  {line}" for line in window]
     return "\n".join(out) + "\n"
+
+
+def provenance_line(prov: dict[str, str]) -> str:
+    """One line saying where a run came from ("" when it was recorded without)."""
+    if not prov:
+        return ""
+    parts = []
+    if prov.get("kernel") or prov.get("kernel_from"):
+        parts.append(f"kernel {prov.get('kernel', '?')} ({prov.get('kernel_from', '?')})")
+    if "module_commit" in prov:
+        dirty = " + local changes" if prov.get("module_dirty") == "yes" else ""
+        parts.append(f"module {prov['module_commit'][:12]}{dirty} at {prov.get('module_source', '?')}")
+    elif "module_tree" in prov:
+        parts.append(f"module tree {prov['module_tree']} at {prov.get('module_source', '?')} (not a git checkout)")
+    parts.append(f"config {prov.get('profile', '?')}/{prov.get('env', '?')} {prov.get('config_sha256', '?')}")
+    parts.append(f"cockpit {prov.get('cockpit', '?')} on {prov.get('host', '?')}")
+    return " · ".join(parts)

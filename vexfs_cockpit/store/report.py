@@ -9,6 +9,7 @@ from the DB are the same document.
 from __future__ import annotations
 
 import dataclasses
+import json
 import socket
 from collections import Counter
 from collections.abc import Iterable
@@ -52,6 +53,7 @@ class RunInfo:
     counts: dict[str, int] = field(default_factory=dict)  # as RunFinished reported them
     reason: str = ""
     host: str = ""
+    provenance: dict[str, str] = field(default_factory=dict)  # app.provenance: kernel, module commit, ...
 
     @property
     def duration_s(self) -> float | None:
@@ -251,6 +253,7 @@ class ReportBuilder:
                     config_path=ev.config_path,
                     planned_domains=tuple(ev.domains),
                     host=socket.gethostname(),
+                    provenance=json.loads(ev.provenance_json or "{}"),
                 )
             )
             self._pending_metrics.clear()

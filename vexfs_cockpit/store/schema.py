@@ -298,6 +298,10 @@ def _v4_baselines(conn: sqlite3.Connection) -> None:
         conn.execute(stmt)
 
 
+def _v5_provenance(conn: sqlite3.Connection) -> None:
+    conn.execute("ALTER TABLE runs ADD COLUMN provenance TEXT NOT NULL DEFAULT '{}'")
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
 # Append only. Never edit a shipped migration: write a new one.
@@ -306,6 +310,7 @@ MIGRATIONS: tuple[tuple[str, Migration], ...] = (
     ("covering trend indexes", _v2_covering_trend_indexes),
     ("domain run result counts", _v3_domain_run_counts),
     ("baselines", _v4_baselines),
+    ("run provenance", _v5_provenance),
 )
 
 LATEST_VERSION = len(MIGRATIONS)

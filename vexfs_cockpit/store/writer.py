@@ -243,6 +243,7 @@ class StoreWriter:
             "profile": ev.profile,
             "config_path": ev.config_path,
             "config_json": ev.config_json,
+            "provenance": ev.provenance_json,
             "domains": _json(list(ev.domains)),
             **self._identity(),
         }

@@ -12,6 +12,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Static, TabbedContent, TabPane
 
+from vexfs_cockpit.store.render import provenance_line
 from vexfs_cockpit.store.report import RunReport
 from vexfs_cockpit.tui.format import SEVERITY_STYLE, STATUS_STYLE, duration, one_line, report_text, report_title, timestamp, vm_display_name
 from vexfs_cockpit.tui.widgets.evidence_view import EvidenceView
@@ -111,11 +112,15 @@ class RunDetailScreen(Screen[None]):
             reason = d.reason + (f" (never ran: {', '.join(missing)})" if missing else "")
             dt.add_row(d.name, Text(d.status, style=STATUS_STYLE.get(d.status, "")), res, duration(d.duration_s), vm_display_name(d.vm) if d.vm else "—", one_line(reason, 100), key=d.name)
         lines: list[Text] = []
+        if report.run.provenance:  # where the run came from: kernel, module commit, config
+            lines.append(Text(f"from: {provenance_line(report.run.provenance)}", style="dim"))
         for s in report.vm_failures():
             lines.append(Text(f"VM {vm_display_name(s.vm)} {s.state}" + (f": {s.reason}" if s.reason else ""), style="bold red"))
         for p in report.infra_problems:
             lines.append(Text(f"infra: {(vm_display_name(p.vm) + ': ') if p.vm else ''}{p.message}", style="magenta"))
-        self.query_one("#detail-infra", Static).update(Group(*lines) if lines else Text("no VM failures or infrastructure problems", style="dim"))
+        if len(lines) == (1 if report.run.provenance else 0):
+            lines.append(Text("no VM failures or infrastructure problems", style="dim"))
+        self.query_one("#detail-infra", Static).update(Group(*lines))
 
     def _fill_events(self, report: RunReport, now: float) -> None:
         et = self.query_one("#detail-events", DataTable)

@@ -79,6 +79,9 @@ class StoreWriter:
         self._file_id = (st.st_dev, st.st_ino)
         self.db = Database(self.conn)
         self._env: dict[str, str] = {}
+        # Columns a later migration added are written only where the DB has them (a DB a
+        # test builds at an older schema, with this writer).
+        self._run_columns = {r[1] for r in self.conn.execute("PRAGMA table_info(runs)")}
 
     def close(self) -> None:
         self.conn.close()
@@ -247,6 +250,7 @@ class StoreWriter:
             "domains": _json(list(ev.domains)),
             **self._identity(),
         }
+        row = {k: v for k, v in row.items() if k in self._run_columns}
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
         updates = ", ".join(f"{c}=excluded.{c}" for c in row if c != "id")

@@ -1,0 +1,170 @@
+"""`vexfs-cockpit history`, through argparse as cli.py wires it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from junitparser import JUnitXml
+
+from tests.support.store import (
+    DAY,
+    FS,
+    KM,
+    T0,
+    F,
+    P,
+    RunSpec,
+    kreport,
+    record,
+    record_sync,
+    run_cli,  # noqa: F401
+    run_events,
+)
+from vexfs_cockpit.errors import StoreError, UsageError
+from vexfs_cockpit.klog.model import Severity
+from vexfs_cockpit.store.db import DB_ENV_VAR
+from vexfs_cockpit.store.liveness import ProcessIdentity
+from vexfs_cockpit.store.recorder import HistoryStore
+
+OOPS = kreport("oops", "BUG: unable to handle page fault in vexfs_read", Severity.CRITICAL)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "history.db"
+    now = time.time()  # --period is relative to now
+    record_sync(path, [
+        RunSpec("run-a", now - 10 * DAY, outcomes={(KM, "load"): P, (FS, "mount"): P}),
+        RunSpec("run-b", now - 2 * DAY, outcomes={(KM, "load"): F, (FS, "mount"): P}, kernel=[(KM, "load", OOPS, False)]),
+        RunSpec("run-c", now - 1 * DAY, env="ci", outcomes={(KM, "load"): P, (FS, "mount"): F}),
+    ])
+    return path
+
+
+def test_no_db_yet_is_a_friendly_line_and_creates_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "nothing" / "history.db"
+    code, out = run_cli("history", "--db", str(path))
+    assert code == 0 and out == f"no runs yet (history DB {path} does not exist)\n"
+    assert not path.parent.exists()
+    monkeypatch.setenv(DB_ENV_VAR, str(path))
+    assert run_cli("history") == (0, out)
+
+
+def test_empty_db_says_no_runs_yet(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    HistoryStore.open(path).close()
+    code, out = run_cli("history", "--db", str(path))
+    assert code == 0 and out.startswith("no runs yet")
+    assert run_cli("history", "crashes", "--db", str(path)) == (0, "no crash signatures recorded\n")
+
+
+def test_lists_runs_newest_first_with_counts(db: Path) -> None:
+    code, out = run_cli("history", "--db", str(db))
+    lines = out.splitlines()
+    assert code == 0
+    assert lines[0].split() == ["RUN", "STARTED", "ENV", "PROFILE", "STATUS", "PASS", "FAIL", "SKIP", "DURATION"]
+    assert [ln.split()[0] for ln in lines[1:]] == ["run-c", "run-b", "run-a"]
+    b = lines[2].split()
+    assert b[3:8] == ["dev", "selftest", "failed", "1", "1"]
+    code, out = run_cli("history", "--db", str(db), "--env", "ci")
+    assert [ln.split()[0] for ln in out.splitlines()[1:]] == ["run-c"]
+    assert run_cli("history", "--db", str(db), "--search", "nothing-like-this") == (0, "no runs match these filters\n")
+
+
+def test_domain_period_shows_pass_rate_and_duration(db: Path) -> None:
+    code, out = run_cli("history", "--db", str(db), "--domain", KM, "--period", "7d")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split()[:4] == ["RUN", "STARTED", "ENV", "STATUS"]
+    rows = [ln.split() for ln in lines[1:-1]]
+    assert [(r[0], r[5], r[6], r[7]) for r in rows] == [("run-b", "0/1", "0%", "3.5s"), ("run-c", "1/1", "100%", "3.0s")]
+    assert lines[-1] == "2 runs, mean pass rate 50%"
+    assert run_cli("history", "--db", str(db), "--domain", "nope")[1] == "no runs of domain nope\n"
+
+
+def test_crashes_newest_first(db: Path) -> None:
+    code, out = run_cli("history", "crashes", "--db", str(db), "--runs")
+    lines = out.splitlines()
+    assert code == 0 and "SIGNATURE" in lines[0]
+    assert OOPS.signature in lines[1] and lines[1].split()[4] == "1" and "run-b" in lines[1]
+    assert any("run-b" in ln and f"{KM}.load" in ln for ln in lines[2:])
+
+
+def test_show_compare_and_report(db: Path, tmp_path: Path) -> None:
+    code, out = run_cli("history", "show", "run-b", "--db", str(db))
+    assert code == 0 and out.startswith("run run-b  failed")
+    assert "FAILED   load" in out and "$ run-load  [exit 1" in out and "[oops]" in out
+    # a --db before the subcommand name counts too
+    code, out = run_cli("history", "--db", str(db), "compare", "run-a", "run-b")
+    assert "new failures: 1" in out and f"{KM}.load: PASSED -> FAILED" in out
+    junit, js = tmp_path / "j.xml", tmp_path / "r.json"
+    code, out = run_cli("history", "report", "run-b", "--db", str(db), "--junit", str(junit), "--json", str(js))
+    assert code == 0 and out.splitlines() == [f"wrote {junit}", f"wrote {js}"]
+    xml = JUnitXml.fromfile(str(junit))
+    xml.update_statistics()
+    assert (xml.tests, xml.failures) == (2, 1)
+    assert json.loads(js.read_text())["run"]["run_id"] == "run-b"
+    with pytest.raises(UsageError, match="no run 'zzz'"):
+        run_cli("history", "show", "zzz", "--db", str(db))
+    with pytest.raises(UsageError, match="--junit"):
+        run_cli("history", "report", "run-b", "--db", str(db))
+
+
+def test_listing_marks_runs_of_dead_processes_aborted(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    me = ProcessIdentity.current()
+    dead = ProcessIdentity(proc.pid, None, me.hostname, me.boot_id)
+    proc.wait()
+    store = HistoryStore.open(path, me=dead)
+    asyncio.run(record(path, run_events(RunSpec("lost", T0, outcomes={(KM, "a"): P}, status="")), store))
+    store.close()
+    code, out = run_cli("history", "--db", str(path))
+    row = out.splitlines()[1].split()
+    assert code == 0 and row[0] == "lost" and row[3:6] == ["dev", "selftest", "aborted"]
+
+
+def test_errors_are_one_line_cockpit_errors(tmp_path: Path) -> None:
+    foreign = tmp_path / "foreign.db"
+    foreign.write_text("not a db\n" * 20)
+    with pytest.raises(StoreError) as err:
+        run_cli("history", "--db", str(foreign))
+    assert err.value.exit_code == 3 and "\n" not in str(err.value)
+    HistoryStore.open(tmp_path / "ok.db").close()
+    with pytest.raises(UsageError, match="bad period"):
+        run_cli("history", "--db", str(tmp_path / "ok.db"), "--period", "a week")
+
+
+def test_latest_and_prev_go_wherever_a_run_id_goes(db: Path) -> None:
+    code, out = run_cli("history", "show", "latest", "--db", str(db))
+    assert code == 0 and out.startswith("run run-c ")
+    code, out = run_cli("history", "show", "prev", "--db", str(db))
+    assert code == 0 and out.startswith("run run-b ")
+    code, out = run_cli("history", "compare", "prev", "latest", "--db", str(db))
+    assert code == 0 and out.startswith("run-b -> run-c")
+
+
+def test_history_help_shows_no_internal_notes() -> None:
+    proc = subprocess.run([sys.executable, "-m", "vexfs_cockpit", "history", "--help"], capture_output=True, text=True, check=True)
+    assert "StoreError" not in proc.stdout and "latest" in proc.stdout
+
+
+def test_history_log_shows_a_runs_console_and_a_tests_window(db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 20 item 12: a past run's kernel log is one command away."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    console = tmp_path / "xdg" / "vexfs-cockpit" / "runs" / "run-c" / "console"
+    console.mkdir(parents=True)
+    (console / "vexfs-ci-kernel_module-0.log").write_text("[    1.0] Linux version 6.1.0\n[    2.0] vexfs: loaded\n")
+    code, out = run_cli("history", "log", "latest", "--db", str(db))
+    assert code == 0 and "==> vexfs-ci-kernel_module-0.log <==" in out and "vexfs: loaded" in out
+    code, out = run_cli("history", "log", "run-c", "--test", "kernel_module/load", "--db", str(db))
+    assert code == 0 and out  # the window stored with the result (or a line saying it is empty)
+    with pytest.raises(UsageError, match="has no such test"):
+        run_cli("history", "log", "run-c", "--test", "kernel_module/nope", "--db", str(db))
+    with pytest.raises(UsageError, match="no console logs for run run-b"):
+        run_cli("history", "log", "run-b", "--db", str(db))

@@ -1,0 +1,293 @@
+"""The Recorder: events off a real bus into SQLite, on one writer thread; aborted runs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+from tests.support.store import FS, KM, T0, F, P, RunSpec, kreport, record, result, run_events
+from vexfs_cockpit.engine.bus import EventBus
+from vexfs_cockpit.engine.events import (
+    DomainStarted,
+    InfraProblem,
+    KernelEventRaised,
+    KernelLogLine,
+    MetricRecorded,
+    RunFinished,
+    RunStarted,
+    TestFinished,
+    TestStarted,
+    VmSample,
+    VmStateChanged,
+)
+from vexfs_cockpit.engine.results import TestStatus
+from vexfs_cockpit.klog.model import Severity
+from vexfs_cockpit.store.history import History
+from vexfs_cockpit.store.liveness import ProcessIdentity, proc_start_ticks
+from vexfs_cockpit.store.recorder import HistoryStore, Recorder
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def rows(path: Path, sql: str, *params: object) -> list[tuple]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+async def test_a_whole_run_lands_in_every_table(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    spec = RunSpec(
+        "r1", T0,
+        outcomes={(KM, "build"): P, (KM, "load"): F, (FS, "mount"): P},
+        metrics={(KM, "load"): {"load_time_ms": 12.5}},
+        kernel=[(KM, "load", kreport(), False)],
+    )
+    events = run_events(spec)
+    # interleave what a live run also publishes
+    events.insert(3, KernelLogLine(vm="vm-0", line_no=1, text="raw log line", ts=T0 + 2.5))
+    events.insert(4, VmSample(vm="vm-0", state="running", cpu_pct=50.0, mem_kb=1000, ts=T0 + 2.6))
+    events.insert(5, VmStateChanged(vm="vm-0", state="ready", ts=T0 + 2.7))
+    await record(path, events)
+
+    assert rows(path, "SELECT id, status, env, profile, domains FROM runs") == [
+        ("r1", "failed", "dev", "selftest", json.dumps([KM, FS], separators=(",", ":")))]
+    assert rows(path, "SELECT domain, vm, status FROM domain_runs ORDER BY id") == [
+        (KM, "vm-0", "failed"), (FS, "vm-1", "passed")]
+    assert rows(path, "SELECT domain, test, status, attempt_count FROM test_results ORDER BY id") == [
+        (KM, "build", "PASSED", 1), (KM, "load", "FAILED", 1), (FS, "mount", "PASSED", 1)]
+    ev = json.loads(rows(path, "SELECT evidence FROM test_results WHERE test='load'")[0][0])
+    assert ev["commands"] == [{"cmd": "run-load", "exit_code": 1, "duration_s": 0.25,
+                               "output_tail": "output of load\nlast line", "timed_out": False, "target": "vm-a"}]
+    assert ev["kernel_log"] and ev["notes"] == ["note load"]
+    assert rows(path, "SELECT domain, test, name, value, env FROM metrics") == [
+        (KM, "load", "load_time_ms", 12.5, "dev")]
+    # the report came with only a VM: attribution filled in the running test
+    assert rows(path, "SELECT run_id, domain, test, vm, kind, severity FROM kernel_events") == [
+        ("r1", KM, "load", "vm-0", "warning", int(Severity.WARNING))]
+    assert rows(path, "SELECT signature, count, last_run_id FROM crash_signatures") == [
+        ("warning: WARNING in vexfs_write", 1, "r1")]
+    assert rows(path, "SELECT run_id, domain, test FROM crash_occurrences") == [("r1", KM, "load")]
+    assert rows(path, "SELECT run_id, vm, cpu_pct FROM vm_samples") == [("r1", "vm-0", 50.0)]
+    assert rows(path, "SELECT run_id, vm, state FROM vm_states") == [("r1", "vm-0", "ready")]
+    # raw kernel log lines are not history: the string only lives in nothing
+    dump = "\n".join(sqlite3.connect(path).iterdump())
+    assert "raw log line" not in dump
+
+
+async def test_kernel_events_between_tests_belong_to_the_domain_only(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    events = [
+        RunStarted(run_id="r", config_path="c", profile="p", env="dev", domains=(KM,), ts=T0),
+        DomainStarted(run_id="r", domain=KM, vm="vm-0", planned_tests=("a",), ts=T0 + 1),
+        TestStarted(run_id="r", domain=KM, test="a", attempt=1, vm="vm-0", ts=T0 + 2),
+        TestFinished(run_id="r", result=result(KM, "a", P, T0 + 2), ts=T0 + 3),
+        KernelEventRaised(vm="vm-0", report=kreport(title="WARNING in teardown"), ts=T0 + 4),
+        KernelEventRaised(vm="vm-9", report=kreport(title="WARNING elsewhere", vm="vm-9"), ts=T0 + 5),
+        RunFinished(run_id="r", status="passed", counts={"PASSED": 1}, ts=T0 + 6),
+        KernelEventRaised(vm="vm-0", report=kreport(title="WARNING after run"), ts=T0 + 7),
+    ]
+    await record(path, events)
+    assert rows(path, "SELECT run_id, domain, test, title FROM kernel_events ORDER BY id") == [
+        ("r", KM, "", "WARNING in teardown"),
+        ("r", "", "", "WARNING elsewhere"),
+        ("", KM, "", "WARNING after run"),
+    ]
+
+
+async def test_crash_signatures_count_across_runs_and_skip_expected_and_info(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    oops = kreport("oops", "BUG: unable to handle page fault in vexfs_read", Severity.CRITICAL)
+    taint = kreport("taint", "module taints kernel", Severity.INFO)
+    injected = kreport("warning", "WARNING in selftest_inject", Severity.WARNING)
+    store = await HistoryStore.aopen(path)
+    try:
+        await record(path, run_events(RunSpec("r1", T0, outcomes={(KM, "a"): F},
+                                              kernel=[(KM, "a", oops, False), (KM, "a", taint, False)])), store)
+        await record(path, run_events(RunSpec("r2", T0 + 100, outcomes={(KM, "a"): F, (KM, "inject"): P},
+                                              kernel=[(KM, "a", oops, False), (KM, "inject", injected, True)])),
+                     store)
+    finally:
+        store.close()
+    sigs = History(path).crash_signatures()
+    assert [(s.signature, s.count, s.last_run_id, s.severity) for s in sigs] == [
+        (oops.signature, 2, "r2", Severity.CRITICAL)]
+    assert sigs[0].first_seen < sigs[0].last_seen
+    assert [o.run_id for o in History(path).crash_occurrences(oops.signature)] == ["r2", "r1"]
+    # every event is still a kernel_events row
+    assert rows(path, "SELECT count(*), sum(expected) FROM kernel_events") == [(4, 1)]
+
+
+async def test_metric_recorded_and_result_metrics_make_one_row_latest_wins(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    events = [
+        RunStarted(run_id="r", config_path="c", profile="p", env="ci", domains=(KM,), ts=T0),
+        MetricRecorded(run_id="r", domain=KM, test="load", name="load_time_ms", value=1.0, ts=T0 + 1),
+        TestFinished(run_id="r", result=result(KM, "load", P, T0, metrics={"load_time_ms": 2.0}), ts=T0 + 2),
+        MetricRecorded(run_id="r", domain=KM, test="load", name="rss_kb", value=300.0, ts=T0 + 3),
+        MetricRecorded(run_id="r", domain=KM, test="", name="domain_total_s", value=9.0, ts=T0 + 4),
+    ]
+    await record(path, events)
+    assert rows(path, "SELECT test, name, value, env FROM metrics ORDER BY name") == [
+        ("", "domain_total_s", 9.0, "ci"), ("load", "load_time_ms", 2.0, "ci"), ("load", "rss_kb", 300.0, "ci")]
+    detail = History(path).run_detail("r")
+    assert detail is not None
+    assert detail.domains[0].tests[0].metrics == {"load_time_ms": 2.0, "rss_kb": 300.0}
+    assert detail.domains[0].metrics == {"domain_total_s": 9.0}
+
+
+async def test_flush_commits_while_running_and_writes_happen_on_one_thread(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    store = await HistoryStore.aopen(path)
+    bus = EventBus()
+    bus.bind_loop(asyncio.get_running_loop())
+    rec = Recorder(store, bus)
+    rec.start()
+    try:
+        for ev in run_events(RunSpec("r1", T0, outcomes={(KM, "a"): P}, status="")):
+            bus.publish(ev)
+        await rec.flush()
+        # a separate reader sees committed rows while the writer is still open (WAL)
+        runs = History(path).list_runs()
+        assert [(r.run_id, r.status, r.counts) for r in runs] == [("r1", "running", {"PASSED": 1})]
+        idents = {await store.acall(lambda w: threading.get_ident()) for _ in range(3)}
+        assert len(idents) == 1 and threading.get_ident() not in idents
+        assert rec.written == len(run_events(RunSpec("r1", T0, outcomes={(KM, "a"): P}, status="")))
+    finally:
+        await rec.aclose()
+        store.close()
+
+
+async def test_a_broken_store_is_reported_once_and_the_stream_goes_on(tmp_path: Path) -> None:
+    store = await HistoryStore.aopen(tmp_path / "h.db")
+    bus = EventBus()
+    bus.bind_loop(asyncio.get_running_loop())
+    seen = bus.subscribe(InfraProblem)
+    rec = Recorder(store, bus)
+    rec.start()
+    store.close()  # the store goes away under the recorder
+    for ev in run_events(RunSpec("r1", T0, outcomes={(KM, "a"): P})):
+        bus.publish(ev)
+        await rec.flush()
+    await rec.aclose()
+    problems = seen.drain_nowait()
+    assert len(problems) == 1 and isinstance(problems[0], InfraProblem)
+    assert "history DB" in problems[0].message and rec.error == problems[0].message
+
+
+# -- aborted runs ----------------------------------------------------------------------
+def _dead_identity() -> ProcessIdentity:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    me = ProcessIdentity.current()
+    start = proc_start_ticks(proc.pid)
+    proc.wait()
+    return ProcessIdentity(proc.pid, start, me.hostname, me.boot_id)
+
+
+def test_liveness_rules() -> None:
+    me = ProcessIdentity.current()
+    assert me.is_gone(me) is False
+    assert _dead_identity().is_gone(me) is True
+    assert ProcessIdentity(me.pid, me.proc_start, me.hostname, "other-boot").is_gone(me) is True
+    assert ProcessIdentity(me.pid, me.proc_start, "other-host", me.boot_id).is_gone(me) is None
+    # same pid, different start time: the pid was reused
+    assert ProcessIdentity(me.pid, (me.proc_start or 0) + 1, me.hostname, me.boot_id).is_gone(me) is True
+    parent = ProcessIdentity(os.getppid(), proc_start_ticks(os.getppid()), me.hostname, me.boot_id)
+    assert parent.is_gone(me) is False
+
+
+async def test_only_runs_of_dead_processes_are_marked_aborted(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    me = ProcessIdentity.current()
+    writers = {
+        "dead": _dead_identity(),
+        "alive": me,
+        "elsewhere": ProcessIdentity(1, 1, "another-host", "b"),
+        "rebooted": ProcessIdentity(me.pid, me.proc_start, me.hostname, "an-older-boot"),
+    }
+    store = await HistoryStore.aopen(path, me=me)
+    try:
+        for run_id, ident in writers.items():
+            await store.acall(lambda w, ident=ident: setattr(w, "me", ident))  # write as that process
+            events = run_events(RunSpec(run_id, T0, outcomes={(KM, "a"): P, (KM, "b"): F}, status=""))
+            await record(path, events[:-1], store)
+    finally:
+        store.close()
+    store = await HistoryStore.aopen(path, me=me)
+    store.close()
+    assert sorted(store.aborted_on_open) == ["dead", "rebooted"]
+    status = dict(rows(path, "SELECT id, status FROM runs"))
+    assert status == {"dead": "aborted", "alive": "running", "elsewhere": "running", "rebooted": "aborted"}
+
+
+CHILD = textwrap.dedent(
+    """
+    import asyncio, sys
+    from pathlib import Path
+    from tests.support.store import KM, T0, P, F, RunSpec, run_events
+    from vexfs_cockpit.engine.bus import EventBus
+    from vexfs_cockpit.engine.events import TestStarted
+    from vexfs_cockpit.store.recorder import HistoryStore, Recorder
+
+    async def main() -> None:
+        store = await HistoryStore.aopen(Path(sys.argv[1]))
+        bus = EventBus()
+        bus.bind_loop(asyncio.get_running_loop())
+        rec = Recorder(store, bus)
+        rec.start()
+        events = run_events(RunSpec("killed", T0, outcomes={(KM, "build"): P, (KM, "load"): F}, status=""))
+        for ev in events[:-1]:  # everything but DomainFinished
+            bus.publish(ev)
+        bus.publish(TestStarted(run_id="killed", domain=KM, test="unload", attempt=1, vm="vm-0", ts=T0 + 60))
+        await rec.flush()
+        print("ready", flush=True)
+        sys.stdin.readline()  # block until SIGKILLed (the parent never writes)
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_a_sigkilled_run_keeps_its_results_and_becomes_aborted(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(path)],
+        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        os.kill(child.pid, signal.SIGKILL)
+        assert child.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    store = HistoryStore.open(path)
+    store.close()
+    assert store.aborted_on_open == ["killed"]
+    run = History(path).run_detail("killed")
+    assert run is not None
+    assert run.run.status == "aborted" and "died" in run.run.reason
+    assert run.run.finished_at == T0 + 60  # the last sign of life, not "now"
+    (dom,) = run.domains
+    assert dom.status == "aborted" and dom.reason == "cockpit process died during test unload"
+    assert [(t.name, t.status) for t in dom.tests] == [("build", TestStatus.PASSED), ("load", TestStatus.FAILED)]
+    assert dom.tests[1].evidence.commands[0].cmd == "run-load"
+
+
+def test_recorded_kinds_exclude_only_raw_log_lines() -> None:
+    from vexfs_cockpit.engine import events
+    from vexfs_cockpit.store.recorder import RECORDED_KINDS
+
+    assert set(RECORDED_KINDS) == set(events.Event.__args__) - {KernelLogLine}  # type: ignore[attr-defined]

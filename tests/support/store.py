@@ -10,6 +10,7 @@ import asyncio
 import importlib.util
 import io
 import sys
+import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,3 +170,33 @@ def run_cli(*argv: str) -> tuple[int, str]:
     out = io.StringIO()
     code = args.func(args, out)
     return code, out.getvalue()
+
+
+# A process that records a run's first results and a started test, says "ready" and waits
+# to be SIGKILLed (argv[1]: the DB): what a dead cockpit leaves behind.
+KILLED_RUN_CHILD = textwrap.dedent(
+    """
+    import asyncio, sys
+    from pathlib import Path
+    from tests.support.store import KM, T0, P, F, RunSpec, run_events
+    from vexfs_cockpit.engine.bus import EventBus
+    from vexfs_cockpit.engine.events import TestStarted
+    from vexfs_cockpit.store.recorder import HistoryStore, Recorder
+
+    async def main() -> None:
+        store = await HistoryStore.aopen(Path(sys.argv[1]))
+        bus = EventBus()
+        bus.bind_loop(asyncio.get_running_loop())
+        rec = Recorder(store, bus)
+        rec.start()
+        events = run_events(RunSpec("killed", T0, outcomes={(KM, "build"): P, (KM, "load"): F}, status=""))
+        for ev in events[:-1]:  # everything but DomainFinished
+            bus.publish(ev)
+        bus.publish(TestStarted(run_id="killed", domain=KM, test="unload", attempt=1, vm="vm-0", ts=T0 + 60))
+        await rec.flush()
+        print("ready", flush=True)
+        sys.stdin.readline()  # until SIGKILLed
+
+    asyncio.run(main())
+    """
+)

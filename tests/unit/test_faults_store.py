@@ -30,7 +30,7 @@ from tests.support.faults import (
     tmpfs,
 )
 from tests.support.store import run_cli
-from tests.support.store import FS, KM, T0, P, RunSpec, record_sync, run_events
+from tests.support.store import FS, KILLED_RUN_CHILD, KM, T0, P, RunSpec, record_sync, run_events
 from vexfs_cockpit.engine.bus import EventBus
 from vexfs_cockpit.engine.events import InfraProblem, TestFinished
 from vexfs_cockpit.engine.results import TestStatus
@@ -286,36 +286,10 @@ def test_two_writers_on_one_db_both_complete_unmixed(tmp_path: Path) -> None:
 
 
 # -- a run whose process was SIGKILLed -----------------------------------------------------------------
-KILLED_CHILD = textwrap.dedent(
-    """
-    import asyncio, sys
-    from pathlib import Path
-    from tests.support.store import KM, T0, P, F, RunSpec, run_events
-    from vexfs_cockpit.engine.bus import EventBus
-    from vexfs_cockpit.engine.events import TestStarted
-    from vexfs_cockpit.store.recorder import HistoryStore, Recorder
-
-    async def main() -> None:
-        store = await HistoryStore.aopen(Path(sys.argv[1]))
-        bus = EventBus()
-        bus.bind_loop(asyncio.get_running_loop())
-        rec = Recorder(store, bus)
-        rec.start()
-        events = run_events(RunSpec("killed", T0, outcomes={(KM, "build"): P, (KM, "load"): F}, status=""))
-        for ev in events[:-1]:  # everything but DomainFinished
-            bus.publish(ev)
-        bus.publish(TestStarted(run_id="killed", domain=KM, test="unload", attempt=1, vm="vm-0", ts=T0 + 60))
-        await rec.flush()
-        print("ready", flush=True)
-        sys.stdin.readline()  # until SIGKILLed
-
-    asyncio.run(main())
-    """
-)
 
 
 def _sigkilled_run(path: Path) -> None:
-    child = subprocess.Popen([sys.executable, "-c", KILLED_CHILD, str(path)], cwd=REPO,
+    child = subprocess.Popen([sys.executable, "-c", KILLED_RUN_CHILD, str(path)], cwd=REPO,
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == "ready"

@@ -9,11 +9,10 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import textwrap
 import threading
 from pathlib import Path
 
-from tests.support.store import FS, KM, T0, F, P, RunSpec, kreport, record, result, run_events
+from tests.support.store import FS, KILLED_RUN_CHILD, KM, T0, F, P, RunSpec, kreport, record, result, run_events
 from vexfs_cockpit.engine.bus import EventBus
 from vexfs_cockpit.engine.events import (
     DomainStarted,
@@ -230,38 +229,10 @@ async def test_only_runs_of_dead_processes_are_marked_aborted(tmp_path: Path) ->
     assert status == {"dead": "aborted", "alive": "running", "elsewhere": "running", "rebooted": "aborted"}
 
 
-CHILD = textwrap.dedent(
-    """
-    import asyncio, sys
-    from pathlib import Path
-    from tests.support.store import KM, T0, P, F, RunSpec, run_events
-    from vexfs_cockpit.engine.bus import EventBus
-    from vexfs_cockpit.engine.events import TestStarted
-    from vexfs_cockpit.store.recorder import HistoryStore, Recorder
-
-    async def main() -> None:
-        store = await HistoryStore.aopen(Path(sys.argv[1]))
-        bus = EventBus()
-        bus.bind_loop(asyncio.get_running_loop())
-        rec = Recorder(store, bus)
-        rec.start()
-        events = run_events(RunSpec("killed", T0, outcomes={(KM, "build"): P, (KM, "load"): F}, status=""))
-        for ev in events[:-1]:  # everything but DomainFinished
-            bus.publish(ev)
-        bus.publish(TestStarted(run_id="killed", domain=KM, test="unload", attempt=1, vm="vm-0", ts=T0 + 60))
-        await rec.flush()
-        print("ready", flush=True)
-        sys.stdin.readline()  # block until SIGKILLed (the parent never writes)
-
-    asyncio.run(main())
-    """
-)
-
-
 def test_a_sigkilled_run_keeps_its_results_and_becomes_aborted(tmp_path: Path) -> None:
     path = tmp_path / "h.db"
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(path)],
+        [sys.executable, "-c", KILLED_RUN_CHILD, str(path)],
         cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     try:

@@ -429,3 +429,31 @@ async def test_compare_lists_tests_one_run_lacks(tmp_path, utc):
         table = app.screen.query_one("#compare", DataTable)
         assert [cells(table, i)[:5] for i in range(table.row_count)] == [["only in older", "filesystem_operations", "mount", "PASSED", "—"]]
         assert "1 only in older" in screen_text(app)
+
+
+async def test_run_detail_opens_a_tests_window_and_the_runs_kernel_log(db, utc, tmp_path, monkeypatch):
+    """Issue 20 item 12: a past run's kernel log, and one test's window of it, from run detail."""
+    from textual.widgets import Log
+
+    from vexfs_cockpit.tui.screens.output import OutputScreen
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    async with cockpit(UiBackend(db_path=db), size=(120, 40)) as (app, pilot, notes):
+        app.push_screen(RunDetailScreen("run-b"))
+        await settle(app, pilot)
+        await pilot.press("L")  # nothing kept for this run: said, not an empty screen
+        await settle(app, pilot)
+        assert any("no longer kept" in m for m, _ in notes) and isinstance(app.screen, RunDetailScreen)
+        console = tmp_path / "xdg" / "vexfs-cockpit" / "runs" / "run-b" / "console"
+        console.mkdir(parents=True)
+        (console / "vexfs-dev-kernel_module-0.log").write_text("[    0.0] Linux version 6.1.0\n[    9.9] vexfs: hello\n")
+        await pilot.press("L")
+        await settle(app, pilot)
+        assert isinstance(app.screen, OutputScreen)
+        log = app.screen.query_one(Log)
+        assert "vexfs: hello" in "\n".join(log.lines) and "==> vexfs-dev-kernel_module-0.log <==" in log.lines[0]
+        await pilot.press("escape")
+        await settle(app, pilot)
+        await pilot.press("l")  # the selected test's window, stored with its result
+        await settle(app, pilot)
+        assert isinstance(app.screen, OutputScreen) and "kernel log of " in app.screen.title_text

@@ -120,14 +120,13 @@ def _log(hist: History, args: argparse.Namespace, out: TextIO) -> int:
         lines = found[0].evidence.kernel_log
         text = "\n".join(lines) + "\n" if lines else f"(no kernel log lines in {args.test}'s window)\n"
     else:
-        from vexfs_cockpit.config.paths import data_dir
+        from vexfs_cockpit.store.artifacts import console_dir, console_text
 
-        console = data_dir() / "runs" / rep.run.run_id / "console"
-        logs = sorted(console.glob("*.log*")) if console.is_dir() else []
-        if not logs:
-            raise UsageError(f"no console logs for run {rep.run.run_id} in {console} (removed by `gc`, or run elsewhere);"
-                             f" a test's window is kept with its result: --test DOMAIN/TEST")
-        text = "".join(f"==> {p.name} <==\n{p.read_text(errors='replace')}\n" for p in logs)
+        found = console_text(rep.run.run_id)
+        if found is None:
+            raise UsageError(f"no console logs for run {rep.run.run_id} in {console_dir(rep.run.run_id)} (removed by `gc`,"
+                             " or run elsewhere); a test's window is kept with its result: --test DOMAIN/TEST")
+        text = found
     if out is sys.stdout and sys.stdout.isatty() and not args.no_pager:
         import pydoc
 

@@ -197,6 +197,10 @@ class CockpitBackend(Protocol):
         """``a`` is the older run (baseline), ``b`` the newer."""
         ...
 
+    def run_console(self, run_id: str) -> str | None:
+        """A past run's console logs (its VMs' kernel log), None when no longer kept."""
+        ...
+
     def crash_signatures(self, limit: int = 200) -> list[CrashSignature]: ...
 
     def expected_durations(self, env: str, domain: str, tests: Sequence[str]) -> dict[str, float]:

@@ -68,6 +68,12 @@ class HistoryQueries:
     def compare_runs(self, a: str, b: str) -> RunComparison:
         return self.history.compare_runs(a, b)
 
+    def run_console(self, run_id: str) -> str | None:
+        """The run's console logs as kept under the data dir (None once `gc` removed them)."""
+        from vexfs_cockpit.store.artifacts import console_text
+
+        return console_text(run_id)
+
     def crash_signatures(self, limit: int = 200) -> list[CrashSignature]:
         return self.history.crash_signatures(limit)
 

@@ -31,6 +31,9 @@ class RunDetailScreen(Screen[None]):
         Binding("3", "tab('events')", "Kernel events"),
         Binding("t", "rerun_test", "Re-run test"),
         Binding("d", "rerun_domain", "Re-run domain"),
+        # Off the key bar (it is full at 80 columns); help (?) and the palette list them.
+        Binding("l", "test_log", "Test's kernel log", show=False),
+        Binding("L", "run_log", "Run's kernel log", show=False),
     ]
 
     def __init__(self, run_id: str, focus_test: tuple[str, str] | None = None):
@@ -178,3 +181,28 @@ class RunDetailScreen(Screen[None]):
             self.notify("no test selected", severity="warning")
             return
         self.cockpit.rerun(self.report.run.env, ref.domain)
+
+    def action_test_log(self) -> None:
+        """The selected test's window of its VM's kernel log, stored with its result."""
+        from vexfs_cockpit.tui.screens.output import OutputScreen
+
+        r = self.query_one(ResultsTable).selected()
+        if r is None:
+            self.notify("no test selected", severity="warning")
+            return
+        lines = r.evidence.kernel_log
+        self.app.push_screen(OutputScreen(f"kernel log of {r.domain}/{r.name} ({len(lines)} lines)",
+                                          "\n".join(lines) or "(no kernel log lines in this test's window)"))
+
+    def action_run_log(self) -> None:
+        """The whole run's console logs, read in a worker (they can be megabytes)."""
+        self.cockpit.query_history("run-log", self.cockpit.backend.run_console, self.run_id, then=self._got_log, group="run-log")
+
+    def _got_log(self, text: str | None) -> None:
+        from vexfs_cockpit.tui.screens.output import OutputScreen
+
+        if text is None:
+            self.notify(f"run {self.run_id}: its console logs are no longer kept (gc) or it ran elsewhere; "
+                        "each test's window is kept: l", severity="warning")
+            return
+        self.app.push_screen(OutputScreen(f"kernel log of run {self.run_id}", text))

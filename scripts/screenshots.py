@@ -55,10 +55,10 @@ class OwnVmsOnly(SessionBackend):
 
     async def open(self) -> None:
         await super().open()
-        self._provider.fleet.watch_all = False  # type: ignore[attr-defined]  # lifecycle events of our VMs only
+        self.session.provider.fleet.watch_all = False  # type: ignore[attr-defined]  # lifecycle events of our VMs only
 
     async def vm_list(self) -> list[VmInfo]:
-        listed = await self._provider.fleet.list_vms()  # type: ignore[attr-defined]
+        listed = await self.session.provider.fleet.list_vms()  # type: ignore[attr-defined]
         mine = {v.name for v in listed if v.owner is not None and v.owner.pid == os.getpid()}
         return [vm for vm in await super().vm_list() if vm.name in mine]
 
@@ -108,7 +108,7 @@ async def tui_shots(args: argparse.Namespace, db: Path) -> dict[str, str]:
     shots: dict[str, str] = {}
     session_args = argparse.Namespace(config=None, env=args.env, set=[], db=str(db))
     session = await open_session(session_args)
-    backend = OwnVmsOnly(session, session_args)
+    backend = OwnVmsOnly(session)
     app = CockpitApp(backend)
     async with app.run_test(size=SIZE) as pilot:
         sub = backend.bus.subscribe(DomainStarted, TestFinished, RunFinished, InfraProblem)

@@ -10,7 +10,7 @@ import asyncio
 
 from textual.widgets import DataTable
 
-from tests.support.tui import T0, VM_A, VM_B, UiBackend, boot_lines, cells, cockpit, feed, mid_run_events, rendered, screen_text, settle, warn_event  # noqa: F401
+from tests.support.tui import T0, VM_A, VM_B, UiBackend, boot_lines, cells, cockpit, db, feed, mid_run_events, rendered, screen_text, settle, warn_event  # noqa: F401
 from vexfs_cockpit.engine.events import InfraProblem, KernelLogLine, RunFinished, VmStateChanged
 from vexfs_cockpit.errors import InfraError
 from vexfs_cockpit.klog.model import Severity
@@ -486,3 +486,28 @@ async def test_dashboard_fits_80x24_and_120x40():
             assert dash.query_one("#log-view").region.height >= (5 if size == (80, 24) else 15)
             assert be.called("close") == []
         assert be.called("close") == [()]
+
+
+async def test_before_a_run_the_dashboard_says_where_each_domain_stands(db):
+    from vexfs_cockpit.tui.widgets.standing_table import StandingTable
+
+    async with cockpit(UiBackend(db_path=db)) as (app, pilot, _):
+        await settle(app, pilot)
+        table = app.screen.query_one(StandingTable)
+        assert table.display and table.row_count == 6  # the next run's domains: all six by default
+        km = cells(table, table.get_row_index("kernel_module"))
+        assert km[1].startswith("✗ 1/2 bad") and km[3] == "1 regression: module_load"
+        assert km[2].strip().endswith("50%")  # two dev runs: 100 % then 50 %
+        assert cells(table, table.get_row_index("filesystem_operations"))[3] == "none"
+        assert cells(table, table.get_row_index("vector_operations"))[1] == "never run here"
+        assert "where you stand in dev · vs previous run run-a" in str(table.border_title)
+        await feed(app, pilot, mid_run_events())
+        assert not table.display  # the run's progress takes its place
+
+
+async def test_an_empty_history_shows_no_standing():
+    from vexfs_cockpit.tui.widgets.standing_table import StandingTable
+
+    async with cockpit() as (app, pilot, _):
+        await settle(app, pilot)
+        assert not app.screen.query_one(StandingTable).display

@@ -54,7 +54,7 @@ class Context:
 def context(args: argparse.Namespace) -> Context:
     from vexfs_cockpit.analysis.regressions import Settings
     from vexfs_cockpit.config.load import load_config, parse_override
-    from vexfs_cockpit.config.paths import project_root
+    from vexfs_cockpit.config.paths import known_failures_dir
     from vexfs_cockpit.store.db import check_file, resolve_db_path
     from vexfs_cockpit.store.history import History
 
@@ -67,7 +67,7 @@ def context(args: argparse.Namespace) -> Context:
     if args.known_failures is not None:  # a command-line path is the shell's: relative to the cwd
         known_dir = args.known_failures.absolute()
     else:  # a config path resolves against the project root, as every config path does
-        known_dir = a.known_failures_dir if a.known_failures_dir.is_absolute() else project_root(cfg) / a.known_failures_dir
+        known_dir = known_failures_dir(cfg)
     return Context(db, History(db), Settings(a.mad_k, a.min_history, a.flaky_min_flips, a.audit_runs), known_dir)
 
 

@@ -98,3 +98,9 @@ def module_file(cfg: CockpitConfig, section: ModuleSettings | Mapping[str, Any])
     """The built ``.ko``: ``module_path`` relative to the build directory."""
     ko = Path(os.path.expanduser(str(_get(section, "module_path"))))
     return ko if ko.is_absolute() else build_dir(cfg, section) / ko
+
+
+def known_failures_dir(cfg: CockpitConfig) -> Path:
+    """``analysis.known_failures_dir``, resolved against the project root as every config path is."""
+    d = cfg.analysis.known_failures_dir
+    return d if d.is_absolute() else project_root(cfg) / d

@@ -39,6 +39,7 @@ from vexfs_cockpit.tui.logmodel import LOG_RETAIN, LogInput, line_row
 from vexfs_cockpit.tui.state import LiveState, Part
 
 if TYPE_CHECKING:
+    from vexfs_cockpit.analysis.standing import DomainStanding
     from vexfs_cockpit.tui.screens.history import HistoryScreen
 
 T = TypeVar("T")
@@ -95,6 +96,7 @@ class CockpitApp(App[int]):
 
     async def on_mount(self) -> None:
         self._read_session_info()
+        self._fetch_standing()
         self.backend.bus.listen(self._take)
         try:
             await self.backend.open()
@@ -295,6 +297,21 @@ class CockpitApp(App[int]):
             self.session_info = self.backend.run_choices()
         except Exception:  # noqa: BLE001 - the header then says less; s reports the error
             self.session_info = None
+
+    def _fetch_standing(self) -> None:
+        """Where the next run's domains stand (the dashboard before a run; one thread job)."""
+        info = self.session_info
+        if info is None:
+            return
+        env, domains = info.default_env, info.default_domains or info.domains
+
+        def got(standing: Sequence[DomainStanding]) -> None:
+            for screen in self.screen_stack:
+                show = getattr(screen, "on_standing", None)
+                if show is not None:
+                    show(env, standing)
+
+        self.query_history("where you stand", self.backend.standing, env, domains, then=got, group="standing")
 
     def _fetch_expected(self, env: str, planned: Mapping[str, Sequence[str]]) -> None:
         """Typical durations of ``planned`` tests from history, for the ETAs (one thread job)."""

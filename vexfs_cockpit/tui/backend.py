@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
 
 from vexfs_cockpit.engine.bus import EventBus
 from vexfs_cockpit.store.history import (
@@ -34,6 +34,9 @@ from vexfs_cockpit.store.history import (
     RunSummary,
 )
 from vexfs_cockpit.store.report import RunReport
+
+if TYPE_CHECKING:
+    from vexfs_cockpit.analysis.standing import DomainStanding
 
 # -- commands -----------------------------------------------------------------------
 
@@ -202,6 +205,10 @@ class CockpitBackend(Protocol):
         ...
 
     def crash_signatures(self, limit: int = 200) -> list[CrashSignature]: ...
+
+    def standing(self, env: str, domains: Sequence[str]) -> list[DomainStanding]:
+        """Each domain's last result, pass-rate trend and open regressions in ``env``."""
+        ...
 
     def expected_durations(self, env: str, domain: str, tests: Sequence[str]) -> dict[str, float]:
         """Typical duration of each test from history (for ETAs); absent when unknown."""

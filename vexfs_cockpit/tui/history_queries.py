@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from vexfs_cockpit.engine.results import TestStatus
 from vexfs_cockpit.store.history import (
@@ -22,6 +23,10 @@ from vexfs_cockpit.store.history import (
 )
 from vexfs_cockpit.store.report import RunReport
 from vexfs_cockpit.tui.backend import HistoryCatalog, MetricKey, RunFilter
+
+if TYPE_CHECKING:
+    from vexfs_cockpit.analysis.known import KnownFailure
+    from vexfs_cockpit.analysis.standing import DomainStanding
 
 CATALOG_RUNS = 8  # the newest runs whose tests fill the trend pickers
 CATALOG_ENV_RUNS = 1000  # the newest runs whose envs fill the env filter
@@ -76,6 +81,20 @@ class HistoryQueries:
 
     def crash_signatures(self, limit: int = 200) -> list[CrashSignature]:
         return self.history.crash_signatures(limit)
+
+    def standing(self, env: str, domains: Sequence[str]) -> list[DomainStanding]:
+        """Where each of ``domains`` stands in ``env``: the dashboard before a run."""
+        from vexfs_cockpit.analysis.standing import TREND_RUNS, domain_standing
+
+        baseline = self.history.baselines().get(env, (None, 0.0))[0]
+        # enough runs for every domain's sparkline when domains run in separate runs
+        rows = self.history.analysis_rows(env=env, limit=TREND_RUNS * max(1, len(domains)),
+                                          include=(baseline,) if baseline else ())
+        return domain_standing(rows, env=env, domains=domains, baseline=baseline, known=self.known_failures(env))
+
+    def known_failures(self, env: str) -> list[KnownFailure]:
+        """The env's known-failures entries; none without a config to find them by."""
+        return []
 
     def expected_durations(self, env: str, domain: str, tests: Sequence[str]) -> dict[str, float]:
         out: dict[str, float] = {}

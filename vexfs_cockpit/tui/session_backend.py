@@ -7,6 +7,8 @@ types, so their output is the same.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import asyncio
 import sys
 from pathlib import Path
@@ -18,6 +20,9 @@ from vexfs_cockpit.errors import CockpitError
 from vexfs_cockpit.store.history import History
 from vexfs_cockpit.tui.backend import ActionResult, RunChoices, RunRequest, VmInfo
 from vexfs_cockpit.tui.history_queries import HistoryQueries
+
+if TYPE_CHECKING:
+    from vexfs_cockpit.analysis.known import KnownFailure
 
 CLI = [sys.executable, "-m", "vexfs_cockpit"]
 
@@ -92,6 +97,12 @@ class SessionBackend(HistoryQueries):
 
     async def abort_run(self) -> None:
         await self.session.abort_run()
+
+    def known_failures(self, env: str) -> list[KnownFailure]:
+        from vexfs_cockpit.analysis.known import known_failures_path, load_known_failures
+        from vexfs_cockpit.config.paths import known_failures_dir
+
+        return load_known_failures(known_failures_path(known_failures_dir(self.session.config), env))
 
     # -- VMs ------------------------------------------------------------------------------
     async def vm_list(self) -> list[VmInfo]:

@@ -18,9 +18,11 @@ from vexfs_cockpit.tui.widgets.kernel_log_pane import KernelLogPane
 from vexfs_cockpit.tui.widgets.key_bar import KeyBar
 from vexfs_cockpit.tui.widgets.run_summary import RunSummary
 from vexfs_cockpit.tui.widgets.session_header import SessionHeader
+from vexfs_cockpit.tui.widgets.standing_table import StandingTable
 from vexfs_cockpit.tui.widgets.vm_panel import VmPanel
 
 if TYPE_CHECKING:
+    from vexfs_cockpit.analysis.standing import DomainStanding
     from vexfs_cockpit.tui.app import CockpitApp
 
 
@@ -51,6 +53,7 @@ class DashboardScreen(Screen[None]):
         yield RunSummary(id="summary")
         yield VmPanel(id="vms")
         yield DomainProgress(id="domains")
+        yield StandingTable(id="standing")
         yield KernelLogPane(retain=self.cockpit.log_retain, id="klog")
         yield KeyBar()
 
@@ -77,6 +80,11 @@ class DashboardScreen(Screen[None]):
         """Each run's log starts fresh and followed; what came before is one key away (b)."""
         self.log_pane.new_run(run_id)
 
+    def on_standing(self, env: str, standing: Sequence[DomainStanding]) -> None:
+        """Where each domain stands (read from history at start): shown until a run starts."""
+        if self.cockpit.state.run is None:
+            self.query_one(StandingTable).show(env, standing, self.cockpit.clock())
+
     def on_tick(self) -> None:
         self._render_parts({Part.VMS, Part.DOMAINS, Part.RUN})
 
@@ -91,6 +99,8 @@ class DashboardScreen(Screen[None]):
                 self.query_one(RunSummary).show(state, now)
             if changed & {Part.RUN}:
                 self.query_one(SessionHeader).show(state, self.cockpit.session_info)
+                if state.run is not None:  # the run's progress takes the standing's place
+                    self.query_one(StandingTable).display = False
         except NoMatches:
             pass  # being torn down at exit: nothing left to paint
 

@@ -84,6 +84,7 @@ class Session:
         retries: int | None = None,
         only_tests: dict[str, set[str]] | None = None,
         run_id: str | None = None,
+        provenance_extra: dict[str, str] | None = None,  # e.g. the CI shard (app.shard)
     ) -> RunSummary:
         run_id = run_id or new_run_id()
         artifacts = data_dir() / "runs" / run_id
@@ -98,7 +99,7 @@ class Session:
             only_tests=only_tests,
             artifacts_dir=artifacts,
             project_root=self.project_root,
-            provenance=await asyncio.to_thread(self._provenance),
+            provenance={**await asyncio.to_thread(self._provenance), **(provenance_extra or {})},
         )
         assert self.runner is not None
         if self.history is not None:

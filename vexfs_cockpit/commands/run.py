@@ -38,8 +38,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_selection_options(p, domains_default="all enabled", tests_help="run only these tests")
     p.add_argument("--ktap", action="store_true",
                    help="stream KTAP v1 on stdout as tests finish (implies --batch); progress lines go to stderr")
+    p.add_argument("--shard", metavar="I/N",
+                   help="CI matrix: run only part I of N of the selection, balanced by the durations in "
+                        "history (every job must see the same history); implies --batch")
     # Without --batch the CLI opens the TUI on this command line (cli.py decides).
-    p.set_defaults(handler=cmd_run, wants_tui=lambda args: not (args.batch or args.ktap))
+    p.set_defaults(handler=cmd_run, wants_tui=lambda args: not (args.batch or args.ktap or args.shard))
 
 
 def add_selection_options(p: argparse.ArgumentParser, *, domains_default: str, tests_help: str) -> None:
@@ -85,6 +88,11 @@ async def run_batch(args: argparse.Namespace, provider_factory: ProviderFactory 
     from vexfs_cockpit.reports.junit import write_junit
     from vexfs_cockpit.reports.output import check_report_path
 
+    shard = None
+    if getattr(args, "shard", None) is not None:  # a bad I/N is one line, before anything starts
+        from vexfs_cockpit.engine.shard import parse_shard
+
+        shard = parse_shard(args.shard)
     reports = [(check_report_path(path, f"--{opt}"), write)  # before any VM boots: exit 2
                for opt, write in (("junit", write_junit), ("json", write_json_report))
                if (path := getattr(args, opt, None))]
@@ -111,14 +119,28 @@ async def run_batch(args: argparse.Namespace, provider_factory: ProviderFactory 
             session.bus.listen(KtapStream(sys.stdout).feed)
         printing = asyncio.create_task(printer.consume(sub))
         summary = None
+        empty_shard = False
         try:
             domains = session.select(args.domains)
-            summary = await session.run(
-                domains,
-                timeout_s=args.timeout,
-                retries=args.retries,
-                only_tests=parse_only_tests(args.tests, domains),
-            )
+            only_tests = parse_only_tests(args.tests, domains)
+            extra: dict[str, str] = {}
+            if shard is not None:
+                from vexfs_cockpit.app.shard import shard_selection
+
+                part = await asyncio.to_thread(shard_selection, session.registry, domains, only_tests,
+                                               shard, session.history)
+                print(part.line, file=printer.out, flush=True)
+                domains, only_tests, extra = part.domains, part.only_tests, part.provenance
+            if domains:  # an empty shard (more jobs than test groups) runs nothing and passes
+                summary = await session.run(
+                    domains,
+                    timeout_s=args.timeout,
+                    retries=args.retries,
+                    only_tests=only_tests,
+                    provenance_extra=extra,
+                )
+            else:
+                empty_shard = True
         except asyncio.CancelledError:
             main.uncancel()  # interrupted: clean up, then report what finished
         finally:
@@ -127,6 +149,8 @@ async def run_batch(args: argparse.Namespace, provider_factory: ProviderFactory 
             await printing
     finally:
         loop.remove_signal_handler(signal.SIGTERM)  # the kdev agent's loop outlives this run
+    if empty_shard:
+        return 0
     problems: list[str] = []
     rep = report.report
     if rep is not None:

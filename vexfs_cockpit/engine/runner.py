@@ -144,6 +144,23 @@ async def _reap(tasks: list[asyncio.Future[object]], timeout: float) -> bool:
     return not pending
 
 
+def selected_specs(cls: type[DomainBase], only: set[str] | None = None) -> list[TestSpec]:
+    """The tests of domain ``cls`` a run executes, in order: all of them, or ``only`` plus
+    what they depend on (a re-run of module_load_basic needs module_build, or it would
+    only ever be SKIPPED). CI sharding partitions exactly this selection."""
+    specs = cls.discover_tests()
+    if only is not None:
+        by_name = {s.name: s for s in specs}
+        wanted, todo = set(), list(only)
+        while todo:
+            name = todo.pop()
+            if name in by_name and name not in wanted:
+                wanted.add(name)
+                todo.extend(by_name[name].options.depends_on)
+        specs = [s for s in specs if s.name in wanted]
+    return specs
+
+
 class Runner:
     def __init__(
         self,
@@ -239,19 +256,7 @@ class Runner:
     # -- one domain ---------------------------------------------------------------
     def _specs(self, req: RunRequest, domain: str) -> list[TestSpec]:
         """The tests ``domain`` runs in this run, in order."""
-        specs = self.registry[domain].discover_tests()
-        if req.only_tests and domain in req.only_tests:
-            # Re-running one test runs what it depends on too (a re-run of module_load_basic
-            # needs module_build), or it would only ever be SKIPPED.
-            by_name = {s.name: s for s in specs}
-            wanted, todo = set(), list(req.only_tests[domain])
-            while todo:
-                name = todo.pop()
-                if name in by_name and name not in wanted:
-                    wanted.add(name)
-                    todo.extend(by_name[name].options.depends_on)
-            specs = [s for s in specs if s.name in wanted]
-        return specs
+        return selected_specs(self.registry[domain], req.only_tests.get(domain) if req.only_tests else None)
 
     async def _run_domain(self, req: RunRequest, domain: str) -> tuple[list[TestResult], str | None]:
         cls = self.registry[domain]

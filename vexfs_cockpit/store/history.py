@@ -24,8 +24,9 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -862,6 +863,24 @@ class History:
                 (name, domain, test, env, self.exclude_run),
             ).fetchone()
         return None if row is None else float(row[0])
+
+    def test_durations(self, tests: Iterable[tuple[str, str]], window: int = 5) -> dict[tuple[str, str], float]:
+        """(domain, test) -> the median duration of its newest ``window`` results that ran
+        (not SKIPPED), for CI sharding's estimates; tests never run are left out. One
+        index seek per test (test_results_trend covers status and duration)."""
+        out: dict[tuple[str, str], float] = {}
+        with self._read() as conn:
+            if conn is None:
+                return out
+            for domain, test in sorted(set(tests)):
+                rows = conn.execute(
+                    "SELECT duration_s FROM test_results WHERE domain=? AND test=? AND status!='SKIPPED' "
+                    "ORDER BY started_at DESC LIMIT ?",
+                    (domain, test, window),
+                ).fetchall()
+                if rows:
+                    out[(domain, test)] = statistics.median(float(r[0]) for r in rows)
+        return out
 
     def failed_in_previous_run(self, env: str) -> list[tuple[str, str]]:
         """(domain, test) pairs that were bad in the last finished run of ``env``."""

@@ -96,4 +96,6 @@ def provenance_line(prov: dict[str, str]) -> str:
         parts.append(f"module tree {prov['module_tree']} at {prov.get('module_source', '?')} (not a git checkout)")
     parts.append(f"config {prov.get('profile', '?')}/{prov.get('env', '?')} {prov.get('config_sha256', '?')}")
     parts.append(f"cockpit {prov.get('cockpit', '?')} on {prov.get('host', '?')}")
+    if "shard" in prov:  # run --shard I/N: which part of which partition
+        parts.append(f"shard {prov['shard']} (partition {prov.get('shard_partition', '?')})")
     return " · ".join(parts)

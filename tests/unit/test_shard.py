@@ -164,6 +164,14 @@ def test_batch_shards_of_a_real_run_cover_the_selection_once(tmp_path: Path) -> 
     (run,) = History(tmp_path / "h2.db").list_runs()
     detail = History(tmp_path / "h2.db").run_detail(run.run_id)
     assert detail is not None and detail.run.provenance["shard"] == "2/2"
+    # the CI job after the matrix: one history with both shards' runs
+    from vexfs_cockpit.store.merge import import_history
+
+    for i in (1, 2):
+        import_history(tmp_path / "all.db", tmp_path / f"h{i}.db")
+    merged = History(tmp_path / "all.db")
+    assert sorted(t.name for r in merged.list_runs() for t in merged.run_detail(r.run_id).tests()) == [
+        f"t0{k}" for k in range(1, 7)]
     proc = cockpit_batch(tmp_path / "h7.db", tmp_path / "w7", "--shard", "7/7", tests="6")
     assert proc.returncode == 0 and "shard 7/7: 0 of 6 tests" in proc.stdout, proc.stderr
     assert not _tests_in(proc.stdout)

@@ -128,9 +128,9 @@ class Session:
 
             check_host_fit(self.config, domains, measure_host(data_dir()))
             if self.config.fleet.template == "direct-kernel":  # the kernel it boots is installed
-                from vexfs_cockpit.images.initramfs import kernel_files, resolve_kernel_version
+                from vexfs_cockpit.images.initramfs import guest_vmlinuz
 
-                kernel_files(resolve_kernel_version(self.config.fleet.guest_kernel))
+                guest_vmlinuz(self.config.fleet.guest_kernel)
         check_module_sources(self.config, domains)
         return domains
 

@@ -7,6 +7,7 @@
     history compare OLD NEW                   new failures / fixed / still failing / flaky
     history report RUN [--junit F] [--json F] re-write a run's reports from the store
     history log RUN [--test DOMAIN/TEST]      the run's kernel log, or one test's window (in a pager)
+    history import FILE                       merge another history DB or a JSON run report (idempotent)
 
 RUN is a run id, a unique prefix of one, `latest` or `prev`. All take --db PATH (else
 $VEXFS_COCKPIT_DB, else the platform data dir).
@@ -40,7 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--search", help="text in run id, profile, reason, test names/messages, kernel titles")
     p.add_argument("--limit", type=int, default=30, help="at most N runs (default 30)")
     p.set_defaults(handler=cmd_history, func=cmd_history, history_cmd="runs")  # cli.py calls handler
-    sub = p.add_subparsers(dest="history_cmd", metavar="{crashes,show,compare,report}")
+    sub = p.add_subparsers(dest="history_cmd", metavar="{crashes,show,compare,report,log,import}")
 
     c = sub.add_parser("crashes", help="crash signatures, newest first")
     _db_arg(c, argparse.SUPPRESS)
@@ -71,6 +72,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     lg.add_argument("run", help="run id, a unique prefix, latest or prev")
     lg.add_argument("--test", metavar="DOMAIN/TEST", help="only this test's window (stored with its result)")
     lg.add_argument("--no-pager", action="store_true", help="print, even on a terminal")
+
+    im = sub.add_parser("import", help="merge another history DB or a JSON run report into this one (idempotent)")
+    _db_arg(im, argparse.SUPPRESS)
+    im.add_argument("file", type=Path, help="another history DB (any older schema) or a `run --json` report")
     return p
 
 
@@ -83,6 +88,11 @@ def _db_arg(p: argparse.ArgumentParser, default: object) -> None:
 def cmd_history(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     path = resolve_db_path(getattr(args, "db", None), getattr(args, "config_db_path", None), os.environ)
+    if getattr(args, "history_cmd", None) == "import":  # creates the DB if there is none yet
+        from vexfs_cockpit.store.merge import import_history
+
+        print(import_history(path, args.file).line(), file=out)
+        return 0
     if not check_file(path):
         print(f"no runs yet (history DB {path} does not exist)", file=out)
         return 0

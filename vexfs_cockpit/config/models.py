@@ -126,11 +126,12 @@ class DomainSettings(ModuleSettings):
 class FleetSettings(Strict):
     libvirt_uri: str = "qemu:///system"
     template: Literal["direct-kernel", "disk"] = "direct-kernel"
-    # "auto": what linux-image-amd64 installed; "host": the running kernel; else a version in
-    # /boot. It names host paths (/boot/vmlinuz-V, /lib/modules/V): a release, never a path.
+    # "auto": what linux-image-amd64 installed; "host": the running kernel; a version in
+    # /boot (it names host paths /boot/vmlinuz-V, /lib/modules/V: one component, never
+    # "..") ; or a path with a "/" (or ~): a built kernel tree (images/kernel_tree.py),
+    # made absolute here (relative to the working directory).
     guest_kernel: str = Field(
-        "auto", pattern=r"^(auto|host|[A-Za-z0-9][A-Za-z0-9._+~-]{0,127})$",
-        description="auto, host or a kernel release such as 6.1.0-57-amd64",
+        "auto", description="auto, host, a kernel release such as 6.1.0-57-amd64, or a built kernel tree's path",
     )
     accel: Literal["auto", "kvm", "tcg"] = "auto"
     base_image_path: Path | None = None  # disk template (VEXFS_BASE_IMAGE_PATH)
@@ -148,6 +149,24 @@ class FleetSettings(Strict):
     # auto: a fresh VM is restored from a saved, booted golden guest (fleet/snapshot.py),
     # cold-booted when that fails; off: always boot (the disk template always boots)
     restore: Literal["auto", "off"] = "auto"
+
+    @field_validator("guest_kernel")
+    @classmethod
+    def _kernel_release_or_tree(cls, v: str) -> str:
+        import os
+
+        if "/" in v or v.startswith("~"):
+            return os.path.abspath(os.path.expanduser(v))  # a tree: checked when it is used (built or not)
+        if not re.fullmatch(r"(auto|host|[A-Za-z0-9][A-Za-z0-9._+~-]{0,127})", v) or ".." in v:
+            raise ValueError(f"{v!r}: auto, host, an installed release (e.g. 6.1.0-57-amd64) or a kernel tree's path (with a /)")
+        return v
+
+    @property
+    def kernel_tree(self) -> Path | None:
+        """The built kernel tree the direct-kernel guest boots (guest_kernel is a path), else None."""
+        if self.template == "direct-kernel" and self.guest_kernel.startswith("/"):
+            return Path(self.guest_kernel)
+        return None
 
     @field_validator("restore", mode="before")
     @classmethod

@@ -1,0 +1,198 @@
+"""`history import` (issue 18 item 5): another history DB (any older schema) or a JSON
+run report merged into this store, idempotently, keeping every stored result."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.store import FS, KM, T0, E, F, P, RunSpec, kreport, record_sync
+from vexfs_cockpit.errors import StoreError
+from vexfs_cockpit.reports.json_report import report_dict, write_json_report
+from vexfs_cockpit.store import db as dbmod
+from vexfs_cockpit.store import schema
+from vexfs_cockpit.store.history import History
+from vexfs_cockpit.store.merge import clash_id, import_history
+
+ROOT = Path(__file__).resolve().parents[2]
+TABLES = ("runs", "domain_runs", "test_results", "metrics", "kernel_events", "crash_occurrences", "vm_states",
+          "infra_problems")
+
+
+def shard_runs(prefix: str, start: float) -> list[RunSpec]:
+    return [
+        RunSpec(f"{prefix}-1", start, outcomes={(KM, "build"): P, (KM, "load"): F}, metrics={(KM, "build"): {"build_s": 1.5}},
+                kernel=[(KM, "load", kreport(), False)]),
+        RunSpec(f"{prefix}-2", start + 100, outcomes={(FS, "mount"): P, (FS, "write"): E}),
+    ]
+
+
+def counts(path: Path) -> dict[str, int]:
+    conn = sqlite3.connect(path)
+    try:
+        out = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
+        out["signature_count"] = conn.execute("SELECT coalesce(sum(count), 0) FROM crash_signatures").fetchone()[0]
+        return out
+    finally:
+        conn.close()
+
+
+def same_report(a: Path, a_id: str, b: Path, b_id: str) -> None:
+    """The run reads back the same from both stores (every result, its evidence, metrics,
+    kernel events), apart from its id."""
+    ra, rb = History(a).run_detail(a_id), History(b).run_detail(b_id)
+    assert ra is not None and rb is not None
+    da, db_ = report_dict(ra), report_dict(rb)
+    db_["run"]["run_id"] = a_id
+    da["run"].pop("host"), db_["run"].pop("host")
+    assert da == db_
+
+
+def test_import_db_twice_adds_nothing_the_second_time(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    record_sync(a, shard_runs("ci-a", T0))
+    record_sync(b, shard_runs("ci-b", T0 + 1000))
+    before_a, before_b = counts(a), counts(b)
+    first = import_history(b, a)
+    assert first.added == ["ci-a-1", "ci-a-2"] and first.results == 4 and not first.present
+    merged = counts(b)
+    assert merged == {k: before_a[k] + before_b[k] for k in merged}  # everything of both, once
+    second = import_history(b, a)
+    assert (second.added, second.present) == ([], 2)
+    assert counts(b) == merged
+    assert counts(a) == before_a  # the source is only read
+    for rid in ("ci-a-1", "ci-a-2"):
+        same_report(a, rid, b, rid)
+    # the kept counts (schema v3 triggers) match the results, and trends see both shards
+    conn = sqlite3.connect(b)
+    assert conn.execute("SELECT n_passed, n_bad, n_results FROM domain_runs WHERE run_id='ci-a-1'").fetchone() == (1, 1, 2)
+    (sig,) = conn.execute("SELECT count, last_run_id FROM crash_signatures").fetchall()
+    conn.close()
+    assert sig == (2, "ci-b-1")
+    assert [p.run_id for p in History(b).domain_trend(KM)] == ["ci-a-1", "ci-b-1"]
+
+
+def test_same_id_different_run_is_kept_under_a_stable_id(tmp_path: Path) -> None:
+    """Two CI shards started in the same second can draw the same id."""
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    record_sync(a, shard_runs("same", T0))
+    record_sync(b, shard_runs("same", T0 + 0.25))
+    s = import_history(b, a)
+    new = clash_id("same-1", T0)
+    assert s.renamed["same-1"] == new and new in s.added
+    assert import_history(b, a).present == 2  # found again under its new id
+    assert len(History(b).list_runs()) == 4
+    same_report(a, "same-1", b, new)
+
+
+def test_import_from_an_older_schema_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A v1 history (before covering indexes, kept counts, baselines, provenance) merges
+    into the current one; the old file stays v1 and byte-identical."""
+    old, cur = tmp_path / "old.db", tmp_path / "cur.db"
+    with monkeypatch.context() as m:
+        m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
+        m.setattr(schema, "LATEST_VERSION", 1)
+        m.setattr(dbmod, "LATEST_VERSION", 1)
+        record_sync(old, shard_runs("v1", T0))
+    conn = sqlite3.connect(old)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    conn.close()
+    raw = old.read_bytes()
+    record_sync(cur, shard_runs("now", T0 + 1000))
+    s = import_history(cur, old)
+    assert s.added == ["v1-1", "v1-2"]
+    assert old.read_bytes() == raw
+    conn = sqlite3.connect(cur)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST_VERSION
+    assert conn.execute("SELECT n_passed, n_bad FROM domain_runs WHERE run_id='v1-2'").fetchone() == (1, 1)
+    assert conn.execute("SELECT provenance FROM runs WHERE id='v1-1'").fetchone() == ("{}",)
+    conn.close()
+    same_report(old, "v1-1", cur, "v1-1")
+
+
+def test_import_json_report_then_its_db_adds_it_once(tmp_path: Path) -> None:
+    """A shard's `run --json` report: the run, its results with evidence and metrics and
+    kernel events come in; its DB later finds the run already here."""
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    record_sync(a, shard_runs("js", T0))
+    rep = History(a).run_detail("js-1")
+    assert rep is not None
+    write_json_report(rep, tmp_path / "js-1.json")
+    s = import_history(b, tmp_path / "js-1.json")
+    assert (s.added, s.results) == (["js-1"], 2)
+    assert import_history(b, tmp_path / "js-1.json").present == 1
+    assert import_history(b, a).added == ["js-2"]  # js-1 is here already
+    same_report(a, "js-1", b, "js-1")
+    assert History(b).crash_signatures()[0].count == 1
+
+
+def test_running_runs_are_left_out(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    record_sync(a, [dataclasses.replace(shard_runs("r", T0)[0], status="")])
+    s = import_history(b, a)
+    assert (s.added, s.running) == ([], 1) and "still running" in s.line()
+
+
+@pytest.mark.parametrize("kind", ["garbage", "truncated_db", "foreign_db", "corrupt_db", "other_json", "bad_json_report"])
+def test_bad_source_is_one_line_and_nothing_is_lost(tmp_path: Path, kind: str) -> None:
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    record_sync(a, shard_runs("src", T0))
+    record_sync(b, shard_runs("keep", T0 + 1000))
+    conn = sqlite3.connect(b)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    before = counts(b)
+    bad = tmp_path / "bad"
+    if kind == "garbage":
+        bad.write_bytes(bytes(range(256)) * 8)
+    elif kind == "truncated_db":
+        conn = sqlite3.connect(a)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.close()
+        bad.write_bytes(a.read_bytes()[:4096 + 50])
+    elif kind == "foreign_db":
+        conn = sqlite3.connect(bad)
+        conn.execute("CREATE TABLE t(x)")
+        conn.commit()
+        conn.close()
+    elif kind == "corrupt_db":
+        conn = sqlite3.connect(a)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.close()
+        data = bytearray(a.read_bytes())
+        data[4096 * 3:4096 * 6] = b"\xa5" * (4096 * 3)  # pages of the tables, overwritten
+        bad.write_bytes(bytes(data))
+    elif kind == "other_json":
+        bad.write_text('{"format": "something-else/2", "runs": []}')
+    else:
+        rep = History(a).run_detail("src-1")
+        assert rep is not None
+        write_json_report(rep, bad)
+        bad.write_text(bad.read_text().replace('"status": "FAILED"', '"status": "MAYBE"'))
+    with pytest.raises(StoreError) as err:
+        import_history(b, bad)
+    msg = str(err.value)
+    assert "\n" not in msg and str(bad) in msg, msg
+    assert counts(b) == before
+
+
+def test_cli_import_prints_one_line_each(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    record_sync(a, shard_runs("cli", T0))
+    exe = str(ROOT / ".venv/bin/vexfs-cockpit")
+    first = subprocess.run([exe, "history", "import", str(a), "--db", str(b)], capture_output=True, text=True, timeout=60, check=False)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == f"imported 2 run(s) with 4 test result(s) from {a}\n"
+    again = subprocess.run([exe, "history", "--db", str(b), "import", str(a)], capture_output=True, text=True, timeout=60, check=False)
+    assert again.stdout == f"imported 0 run(s) with 0 test result(s) from {a}; 2 already here\n"
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "x.toml")
+    bad = subprocess.run([exe, "history", "import", str(tmp_path / "x.toml"), "--db", str(b)],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert bad.returncode == 3 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert "neither a vexfs-cockpit history DB nor a JSON run report" in bad.stderr

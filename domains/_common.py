@@ -108,9 +108,11 @@ class ModuleUnderTest:
     async def _kbuild_unlocked(self, make_args: tuple[str, ...], reuse_identical: bool) -> KbuildResult:
         assert self.ctx.host is not None, "the runner gives domains a host target"
         out = self._build_dir(make_args)
+        # fleet.guest_kernel a built kernel tree: the guest booted it, build against it
+        tree = self.ctx.config.fleet.kernel_tree if self.ctx.config is not None else None
         self.build = await kbuild(
             self.source_dir(), self.ctx.guest_kernel, out, self.ctx.host, make_args=make_args,
-            cache_dir=default_cache_dir(), reuse_cache=reuse_identical,
+            cache_dir=default_cache_dir(), reuse_cache=reuse_identical, tree=tree,
         )
         stamp = {"kernel": self.build.kernel, "ok": self.build.ok, "kos": [str(k) for k in self.build.kos],
                  "errors": list(self.build.errors), "message": self.build.message, "duration_s": self.build.duration_s}

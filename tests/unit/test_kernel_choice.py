@@ -38,8 +38,11 @@ def test_host_is_the_running_kernel_or_one_line_saying_why_not() -> None:
 
 
 def test_a_kernel_release_is_never_a_path() -> None:
-    with pytest.raises(ConfigError, match="fleet.guest_kernel: expected a string matching"):
-        load_config(None, "ci", {"fleet.guest_kernel": "../../../etc"})
+    # a value with a "/" is a kernel tree (tests/unit/test_kernel_tree.py): never /boot/vmlinuz-../..
+    with pytest.raises(ConfigError, match="fleet.guest_kernel: .*an installed release"):
+        load_config(None, "ci", {"fleet.guest_kernel": "..vmlinuz"})
+    with pytest.raises(InfraError, match="fleet.guest_kernel /etc: not a kernel source tree"):
+        resolve_kernel_version(load_config(None, "ci", {"fleet.guest_kernel": "/etc/"}).fleet.guest_kernel)
 
 
 def test_kernel_flag_is_the_config_key_and_checked_before_a_run_is_recorded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -61,8 +61,9 @@ def module_of(cfg: CockpitConfig) -> ModuleSpec:
     return ModuleSpec.from_config(cfg)
 
 
-async def build(mod: ModuleSpec, kernel: str, host: Target | None = None) -> KbuildResult:
-    """Build ``mod`` for ``kernel`` on the host; the make output goes to kbuild.log beside it."""
+async def build(mod: ModuleSpec, kernel: str, host: Target | None = None, tree: Path | None = None) -> KbuildResult:
+    """Build ``mod`` for ``kernel`` on the host (against the built kernel ``tree`` the
+    guest booted, if any); the make output goes to kbuild.log beside it."""
     from vexfs_cockpit.builds.kbuild import default_cache_dir, kbuild
     from vexfs_cockpit.transport.local import LocalTarget
 
@@ -72,7 +73,7 @@ async def build(mod: ModuleSpec, kernel: str, host: Target | None = None) -> Kbu
     # its .ko is cached so the ktest that follows does not compile identical sources again.
     res = await kbuild(
         mod.src, kernel, mod.warm_build_root(), host or LocalTarget("host"), jobs=os.cpu_count() or 2,
-        cache_dir=default_cache_dir(), reuse_cache=False, incremental=True,
+        cache_dir=default_cache_dir(), reuse_cache=False, incremental=True, tree=tree,
     )
     try:
         (res.build_dir / "kbuild.log").write_text(f"$ {res.command}\n{res.output}")
@@ -96,14 +97,22 @@ def report_build(res: KbuildResult, mod: ModuleSpec, out: TextIO) -> bool:
     return False
 
 
-async def ensure_built(mod: ModuleSpec, kernel: str, out: TextIO) -> Path | None:
+def kernel_tree_for(cfg: CockpitConfig, kernel: str) -> Path | None:
+    """The built kernel tree (fleet.guest_kernel) a guest running ``kernel`` booted, if any."""
+    from vexfs_cockpit.builds.kbuild import tree_release
+
+    tree = cfg.fleet.kernel_tree
+    return tree if tree is not None and tree_release(tree) == kernel else None
+
+
+async def ensure_built(mod: ModuleSpec, kernel: str, out: TextIO, tree: Path | None = None) -> Path | None:
     """The .ko for ``kernel``: the last build if fresh, else a new build (None if it failed)."""
     ko = mod.fresh_ko(kernel)
     if ko is not None:
         return ko
     why = "source changed since the last build" if mod.built_ko(kernel).exists() else f"no build for {kernel} yet"
     print(f"building {mod.ko_name} ({why})", file=out)
-    res = await build(mod, kernel)
+    res = await build(mod, kernel, tree=tree)
     return mod.built_ko(kernel) if report_build(res, mod, out) else None
 
 
@@ -238,7 +247,7 @@ async def kload(cfg: CockpitConfig, name: str, *, params: str | None = None, uri
     provider, lease = await attached(cfg, name, uri, targets)
     try:
         target = lease.target
-        ko = await ensure_built(mod, lease.guest_kernel, out)
+        ko = await ensure_built(mod, lease.guest_kernel, out, kernel_tree_for(cfg, lease.guest_kernel))
         if ko is None:
             return 1
         state = await module_state(target, mod)
@@ -331,7 +340,7 @@ async def kbuild_cmd(cfg: CockpitConfig, vm: str | None, *, uri: str | None = No
         from vexfs_cockpit.images.initramfs import resolve_kernel_version
 
         kernel = await asyncio.to_thread(resolve_kernel_version, cfg.fleet.guest_kernel)
-    res = await build(mod, kernel)
+    res = await build(mod, kernel, tree=kernel_tree_for(cfg, kernel))
     return 0 if report_build(res, mod, out) else 1
 
 

@@ -60,7 +60,8 @@ def guest_kernel(cfg: CockpitConfig) -> dict[str, str]:
         release = resolve_kernel_version(setting)
     except CockpitError:
         return {"kernel_from": f"fleet.guest_kernel {setting} (not resolvable)"}
-    source = {"auto": "linux-image-amd64", "host": "the running kernel"}.get(setting, "fleet.guest_kernel")
+    source = {"auto": "linux-image-amd64", "host": "the running kernel"}.get(
+        setting, f"the kernel tree {setting}" if setting.startswith("/") else "fleet.guest_kernel")
     return {"kernel": release, "kernel_from": source}
 
 

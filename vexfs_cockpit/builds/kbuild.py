@@ -1,4 +1,5 @@
-"""Build an out-of-tree kernel module on the host against a guest kernel's headers.
+"""Build an out-of-tree kernel module on the host against a guest kernel's headers,
+or against the built kernel tree the guest booted (``make -C TREE M=...``).
 
 The source is copied into a fresh build dir first, so the repo never collects
 *.o/*.ko and every build is a real build from scratch (no stale objects). All
@@ -169,13 +170,27 @@ def default_cache_dir() -> Path:
     return platformdirs.user_cache_path("vexfs-cockpit", appauthor=False) / "kbuild"
 
 
-def inputs_key(src: Path, kernel: str, make_args: Sequence[str]) -> str:
+def tree_release(tree: Path) -> str:
+    """A built kernel tree's release (what its guest's `uname -r` says), "" if unbuilt."""
+    try:
+        return (tree / "include" / "config" / "kernel.release").read_text().strip()
+    except OSError:
+        return ""
+
+
+def inputs_key(src: Path, kernel: str, make_args: Sequence[str], tree: Path | None = None) -> str:
     """Hash of everything a build depends on that can change between iterations: the
-    source tree (build outputs excluded), the kernel (its headers) and the make words."""
+    source tree (build outputs excluded), the kernel (its headers, or the kernel tree's
+    config and symbol versions) and the make words."""
     h = hashlib.sha256()
     h.update(f"{kernel}\0{' '.join(make_args)}\0".encode())
     hdr = headers_dir(kernel) / "Makefile"
-    if hdr.exists():
+    if tree is not None:
+        h.update(f"tree {tree}\0".encode())
+        for name in (".config", "Module.symvers"):
+            if (tree / name).exists():
+                h.update(str((tree / name).stat().st_mtime_ns).encode())
+    elif hdr.exists():
         h.update(str(hdr.resolve().stat().st_mtime_ns).encode())
     for path in sorted(p for p in src.rglob("*") if p.is_file()):
         rel = path.relative_to(src)
@@ -220,6 +235,7 @@ async def kbuild(
     cache_dir: Path | None = None,
     reuse_cache: bool = True,
     incremental: bool = False,
+    tree: Path | None = None,
 ) -> KbuildResult:
     """Copy ``src`` to ``out_dir/<src.name>-<kernel>/`` (fresh) and run kbuild there.
 
@@ -229,22 +245,33 @@ async def kbuild(
     ``incremental`` keeps the last build's objects, as ``make`` in one's own tree
     does (the warm loop's ``kbuild``: ~0.4 s less per edit); the copy keeps each
     file's mtime, so make rebuilds exactly what changed, and files gone from
-    ``src`` are removed from the build dir first.
+    ``src`` are removed from the build dir first. ``tree``: the built kernel tree the
+    guest booted (``fleet.guest_kernel``): make runs there instead of in the headers.
     """
     if not kernel:
         raise ValueError("kbuild needs the guest kernel version (uname -r)")
-    kdir = _headers_contained(kernel)
+    if tree is not None:
+        kdir = tree
+        if tree_release(tree) != kernel:
+            raise InfraError(
+                f"kbuild: the guest runs {kernel} but the kernel tree {tree} is {tree_release(tree) or 'not built'}: "
+                f"boot the tree (`--kernel {tree}`) or build it (`make -C {tree} bzImage modules`)"
+            )
+        if not (tree / "Module.symvers").is_file():
+            raise KernelHeadersMissing(f"kbuild: the kernel tree {tree} has no Module.symvers: run `make -C {tree} modules`")
+    else:
+        kdir = _headers_contained(kernel)
     src = src.resolve()
     if not src.is_dir():
         raise InfraError(f"module source {src} is not a directory: check the kernel_module source path in the config")
-    if not (kdir / "Makefile").exists():
+    if tree is None and not (kdir / "Makefile").exists():
         raise KernelHeadersMissing(
             f"no kernel headers for {kernel} at {kdir}: install them with `apt-get install linux-headers-{kernel}`"
         )
     # A successful build of byte-identical inputs is reused (like ccache): the warm
     # loop's kbuild and the test run's module_build then compile once, not twice.
     # Failures are never cached: an error is always a fresh compiler run.
-    entry = cache_dir / inputs_key(src, kernel, make_args) if cache_dir is not None else None
+    entry = cache_dir / inputs_key(src, kernel, make_args, tree) if cache_dir is not None else None
     if entry is not None and reuse_cache and (hit := _from_cache(entry, kernel)) is not None:
         return hit
     base = out_dir if out_dir is not None else Path(tempfile.mkdtemp(prefix="vexfs-kbuild-"))

@@ -150,6 +150,8 @@ def check_headers(fleet: FleetSettings) -> Check:
         version = resolve_kernel_version(fleet.guest_kernel)
     except InfraError as err:
         return Check("kernel headers", "fail", str(err))
+    if fleet.kernel_tree is not None:  # modules build with make -C TREE M=...
+        return Check("kernel headers", "ok", f"the kernel tree {fleet.kernel_tree} (guest kernel {version})")
     build = Path("/lib/modules") / version / "build"
     if (build / "Makefile").is_file():
         return Check("kernel headers", "ok", f"{build} (guest kernel {version})")
@@ -166,7 +168,7 @@ def check_kernel_config(fleet: FleetSettings) -> list[Check]:
         version = resolve_kernel_version(fleet.guest_kernel)
     except InfraError:
         return []  # check_headers already says why there is no guest kernel
-    path = config_path(version)
+    path = fleet.kernel_tree / ".config" if fleet.kernel_tree is not None else config_path(version)
     if not path.is_file():
         return [Check("kernel config", "warn", f"no {path}: cannot tell whether {version} has what a test guest needs")]
     gaps = missing(read_kconfig(path))

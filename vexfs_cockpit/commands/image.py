@@ -21,7 +21,7 @@ def add_parser(subparsers: Any) -> None:
     build.add_argument("--force", action="store_true", help="rebuild even if the cached image is current")
     build.add_argument("--config", type=Path, default=None, help="config file (default: configs/default.yaml)")
     build.add_argument("--env", default=None, help="config environment overlay (dev, test, ci)")
-    build.add_argument("--kernel", default=None, help="guest kernel version (default: fleet.guest_kernel)")
+    build.add_argument("--kernel", default=None, help="guest kernel: a version or a built kernel tree (default: fleet.guest_kernel)")
     build.add_argument(
         "--extra-tool", action="append", type=Path, default=[], metavar="PATH",
         help="also copy this host binary (with its libraries) into the guest's /usr/local/bin",

@@ -72,7 +72,7 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("kbuild", help="build the module under test on the host against the guest kernel")
     _common(p)
     p.add_argument("--vm", metavar="NAME", help="build for this running dev VM's kernel (default: the image's)")
-    p.add_argument("--kernel", metavar="V", help="guest kernel: auto, host or an installed version (= --set fleet.guest_kernel=V)")
+    p.add_argument("--kernel", metavar="V|TREE", help="guest kernel: auto, host, an installed version or a built kernel tree (= --set fleet.guest_kernel=V)")
     p.set_defaults(handler=cmd_kbuild)
 
     p = subparsers.add_parser("kload", help="push the last built module into a dev VM and insmod it")

@@ -1,5 +1,6 @@
-"""`vexfs-cockpit kernel config [--check FILE|VERSION]`: the config fragment a test
-kernel needs, or which of those options a kernel config lacks."""
+"""`vexfs-cockpit kernel config [--check FILE|TREE|VERSION]`: the config fragment a test
+kernel needs (merged onto tinyconfig it is one), or which of those options a kernel
+config lacks."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("kernel", help="what a test guest's kernel config needs")
     sub = p.add_subparsers(dest="kernel_command", metavar="ACTION")
     c = sub.add_parser("config", help="print the fragment to merge for a test kernel, or --check a config")
-    c.add_argument("--check", metavar="FILE|VERSION", help="a .config file, or an installed kernel version (/boot/config-V)")
+    c.add_argument("--check", metavar="FILE|TREE|VERSION",
+                   help="a .config file, a kernel tree (its .config), or an installed kernel version (/boot/config-V)")
     c.set_defaults(handler=cmd_kernel_config)
     p.set_defaults(handler=lambda args: (p.print_help(sys.stderr), 2)[1])
 
@@ -27,7 +29,9 @@ def cmd_kernel_config(args: argparse.Namespace) -> int:
         sys.stdout.write(fragment())
         return 0
     path = Path(args.check)
-    if not path.exists() and "/" not in args.check:
+    if path.is_dir():
+        path = path / ".config"  # a kernel tree
+    elif not path.exists() and "/" not in args.check:
         path = config_path(args.check)
     if not path.is_file():
         raise UsageError(f"--check {args.check}: no such config file (nor {config_path(args.check)}): give a .config path or an installed version")

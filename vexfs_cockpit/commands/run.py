@@ -34,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run test domains in fresh VMs", description=__doc__)
     add_run_options(p)
     p.add_argument("--batch", action="store_true", help="headless: plain progress lines, for CI")
-    p.add_argument("--kernel", metavar="V", help="guest kernel: auto, host or an installed version (= --set fleet.guest_kernel=V)")
+    p.add_argument("--kernel", metavar="V|TREE", help="guest kernel: auto, host, an installed version or a built kernel tree (= --set fleet.guest_kernel=V)")
     add_selection_options(p, domains_default="all enabled", tests_help="run only these tests")
     p.add_argument("--ktap", action="store_true",
                    help="stream KTAP v1 on stdout as tests finish (implies --batch); progress lines go to stderr")

@@ -54,7 +54,7 @@ def add_parser(subparsers: Any) -> None:
     p = vsub.add_parser("start", help="boot a dev VM that stays up (for `ssh NAME`)")
     _common(p)
     p.add_argument("name", nargs="?", default="manual", help="short name (-> vexfs-<env>-NAME-0) or a full vexfs-* name")
-    p.add_argument("--kernel", metavar="V", help="guest kernel: auto, host or an installed version (= --set fleet.guest_kernel=V)")
+    p.add_argument("--kernel", metavar="V|TREE", help="guest kernel: auto, host, an installed version or a built kernel tree (= --set fleet.guest_kernel=V)")
     p.set_defaults(handler=cmd_vm_start)
 
     for verb, helptext, fn in (

@@ -124,9 +124,9 @@ def probe_accel(
         except (OSError, ValueError, AttributeError):
             pass
     if kernel is None:
-        from vexfs_cockpit.images.initramfs import kernel_files, resolve_kernel_version
+        from vexfs_cockpit.images.initramfs import guest_vmlinuz
 
-        kernel = kernel_files(resolve_kernel_version(fleet.guest_kernel if fleet else None))[0]
+        kernel = guest_vmlinuz(fleet.guest_kernel if fleet else None)
     result: Accel = "kvm" if kvm_boots(kernel, timeout) else "qemu"
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,7 @@ import platformdirs
 from vexfs_cockpit.config.models import FleetSettings
 from vexfs_cockpit.errors import InfraError
 from vexfs_cockpit.images.cpio import Entry, write_initramfs
+from vexfs_cockpit.images.kernel_tree import KernelTree, is_tree_setting, load_tree, staged_modules
 
 BUILDER_VERSION = 4  # 3: root logs in to busybox ash; 4: initrd/vmlinuz not world-readable, no any-port known_hosts
 READY_MARKER = "vexfs-cockpit: guest ready"
@@ -104,6 +105,7 @@ class GuestImage:
     ready_marker: str = READY_MARKER
     user: str = GUEST_USER
     user_uid: int = GUEST_UID
+    kernel_tree: str = ""  # the built kernel tree the kernel and modules came from ("" : installed)
 
     @property
     def host_key_openssh(self) -> Path:
@@ -152,7 +154,7 @@ class GuestImage:
             "ready_marker": self.ready_marker,
             "user": self.user,
             "user_uid": self.user_uid,
-        }
+        } | ({"kernel_tree": self.kernel_tree} if self.kernel_tree else {})
 
     @classmethod
     def from_dir(cls, image_dir: Path) -> "GuestImage":
@@ -174,6 +176,7 @@ class GuestImage:
                 ready_marker=m.get("ready_marker", READY_MARKER),
                 user=m.get("user", GUEST_USER),
                 user_uid=int(m.get("user_uid", GUEST_UID)),
+                kernel_tree=str(m.get("kernel_tree", "")),
             )
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise InfraError(
@@ -209,7 +212,10 @@ def package_version(pkg: str) -> str | None:
 def resolve_kernel_version(override: str | None = None) -> str:
     """The guest kernel (``fleet.guest_kernel``): ``auto`` (or none) is the version
     linux-image-amd64 depends on; ``host`` the running kernel (virtme-ng's default);
-    anything else a version installed in /boot."""
+    a path the release of that built kernel tree (checked: built, current); anything
+    else a version installed in /boot."""
+    if is_tree_setting(override):
+        return load_tree(str(override)).release
     if override == "host":
         release = os.uname().release
         if not (Path("/boot") / f"vmlinuz-{release}").is_file():
@@ -231,6 +237,14 @@ def resolve_kernel_version(override: str | None = None) -> str:
             "`apt-get install linux-image-amd64`, or set fleet.guest_kernel"
         )
     return m.group(1)
+
+
+def guest_vmlinuz(setting: str | None) -> Path:
+    """The kernel image the direct-kernel guest boots for ``fleet.guest_kernel``, checked
+    (a tree's bzImage, else /boot/vmlinuz-V with its modules installed)."""
+    if is_tree_setting(setting):
+        return load_tree(str(setting)).bzimage
+    return kernel_files(resolve_kernel_version(setting))[0]
 
 
 def kernel_files(version: str) -> tuple[Path, Path]:
@@ -323,8 +337,10 @@ def shared_libs(binary: Path) -> list[str]:
     return sorted(set(_LDD_RE.findall(proc.stdout)))
 
 
-def module_load_order(moddir: Path, names: Sequence[str]) -> list[str]:
-    """modules.dep paths for ``names`` and their dependencies, dependencies first."""
+def module_load_order(moddir: Path, names: Sequence[str], *, skip_absent: bool = False) -> list[str]:
+    """modules.dep paths for ``names`` and their dependencies, dependencies first.
+    ``skip_absent``: a name this kernel has neither as a module nor built in is left out
+    (a tree configured without it: the fitness check names what is really needed)."""
     deps: dict[str, list[str]] = {}
     by_name: dict[str, str] = {}
     for line in (moddir / "modules.dep").read_text().splitlines():
@@ -344,8 +360,8 @@ def module_load_order(moddir: Path, names: Sequence[str]) -> list[str]:
         mod = by_name.get(name.replace("-", "_"))
         if mod is None:
             builtin = (moddir / "modules.builtin").read_text() if (moddir / "modules.builtin").exists() else ""
-            if re.search(rf"/{re.escape(name)}\.ko\b", builtin):
-                continue  # built into this kernel: nothing to load
+            if re.search(rf"/{re.escape(name)}\.ko\b", builtin) or skip_absent:
+                continue  # built into this kernel (or not configured in a tree): nothing to load
             raise InfraError(f"kernel module {name} is not in {moddir}/modules.dep: the guest kernel lacks it")
         visit(mod, ())
     return order
@@ -365,6 +381,8 @@ class _Plan:
     modules: list[str]  # modules.dep paths, load order
     guest_text: dict[str, str]  # our scripts by name
     packages: dict[str, str]
+    tree: KernelTree | None = None  # a built kernel tree: bzImage and modules come from it
+    tree_hash: str = ""  # its inputs (bzImage and .config by content): part of the image key
 
     def input_hash(self) -> str:
         h = hashlib.sha256()
@@ -378,6 +396,8 @@ class _Plan:
         for name, text in sorted(self.guest_text.items()):
             h.update(f"--- {name}\n{text}".encode())
         h.update(json.dumps(self.packages, sort_keys=True).encode())
+        if self.tree is not None:  # only then: images of installed kernels keep their key
+            h.update(f"tree {self.tree.path} {self.tree_hash}\n".encode())
         return h.hexdigest()
 
 
@@ -386,19 +406,29 @@ def _guest_text() -> dict[str, str]:
     return {name: (pkg / name).read_text() for name in _GUEST_FILES}
 
 
-def _plan(kernel_version: str, extra_tools: Sequence[Path] = ()) -> _Plan:
+def _plan(kernel_version: str, extra_tools: Sequence[Path] = (), tree: KernelTree | None = None, root: Path | None = None) -> _Plan:
     # Every start checks the cached image against this plan: its ~16 short host commands
     # (dpkg-query, ldd, busybox) run side by side, not one after another (~0.1 s less
     # before the TUI can draw). Results are still read, and errors raised, in order.
     with ThreadPoolExecutor(max_workers=8) as pool:
-        return _plan_with(pool, kernel_version, extra_tools)
+        return _plan_with(pool, kernel_version, extra_tools, tree, root)
 
 
-def _plan_with(pool: ThreadPoolExecutor, kernel_version: str, extra_tools: Sequence[Path]) -> _Plan:
-    vmlinuz, moddir = kernel_files(kernel_version)
+def _plan_with(
+    pool: ThreadPoolExecutor, kernel_version: str, extra_tools: Sequence[Path],
+    tree: KernelTree | None = None, root: Path | None = None,
+) -> _Plan:
+    tree_hash = ""
+    if tree is not None:
+        # the tree's bzImage, and its modules from a depmod'ed staging (no modules_install)
+        tree_hash = tree.inputs_hash()
+        vmlinuz, moddir = tree.bzimage, staged_modules(tree, root or default_image_root())
+        image_pkg = ""
+    else:
+        vmlinuz, moddir = kernel_files(kernel_version)
+        image_pkg = f"linux-image-{kernel_version}"
     busybox = Path("/bin/busybox")
-    image_pkg = f"linux-image-{kernel_version}"
-    versions = {pkg: pool.submit(package_version, pkg) for pkg in (*_PACKAGES, image_pkg)}
+    versions = {pkg: pool.submit(package_version, pkg) for pkg in (*_PACKAGES, image_pkg) if pkg}
     have_busybox = busybox.is_file()
     if have_busybox:
         busybox_libs = pool.submit(shared_libs, busybox)
@@ -409,7 +439,8 @@ def _plan_with(pool: ThreadPoolExecutor, kernel_version: str, extra_tools: Seque
         if version is None:
             raise InfraError(f"Debian package {pkg} is not installed (the guest image needs it): `apt-get install {pkg}`")
         packages[pkg] = version
-    packages[image_pkg] = versions[image_pkg].result() or "unpackaged"
+    if image_pkg:
+        packages[image_pkg] = versions[image_pkg].result() or "unpackaged"
 
     if not have_busybox:
         raise InfraError("/bin/busybox is missing: `apt-get install busybox-static`")
@@ -445,12 +476,12 @@ def _plan_with(pool: ThreadPoolExecutor, kernel_version: str, extra_tools: Seque
         host_files["etc/mke2fs.conf"] = Path("/etc/mke2fs.conf")
         modes["etc/mke2fs.conf"] = 0o644
 
-    modules = module_load_order(moddir, GUEST_MODULES)
+    modules = module_load_order(moddir, GUEST_MODULES, skip_absent=tree is not None)
     for mod in modules:
         guest = f"lib/modules/{kernel_version}/{mod}"
         host_files[guest] = moddir / mod
         modes[guest] = 0o644
-    return _Plan(kernel_version, vmlinuz, moddir, host_files, modes, applets, modules, _guest_text(), packages)
+    return _Plan(kernel_version, vmlinuz, moddir, host_files, modes, applets, modules, _guest_text(), packages, tree, tree_hash)
 
 
 # ---------------------------------------------------------------------------- keys
@@ -550,7 +581,7 @@ def _entries(plan: _Plan, authorized_key: bytes, host_key: bytes) -> list[Entry]
 
 @dataclass(frozen=True, slots=True)
 class BuildRequest:
-    kernel_version: str | None = None  # None/"auto": what linux-image-amd64 installed
+    kernel_version: str | None = None  # fleet.guest_kernel: None/"auto", "host", a release or a tree path
     root: Path | None = None  # image cache root; None: default_image_root()
     extra_tools: tuple[Path, ...] = ()  # more host binaries for /usr/local/bin (libs follow)
 
@@ -563,10 +594,28 @@ class BuildRequest:
         )
 
 
+def check_fit(tree: KernelTree, key: str = "fleet.guest_kernel") -> None:
+    """A tree whose .config lacks what the guest relies on would boot to a silent hang:
+    one line naming the first gap and the fix instead."""
+    from vexfs_cockpit.images.kconfig import missing, read_kconfig
+
+    gaps = missing(read_kconfig(tree.config))
+    if gaps:
+        need, have = gaps[0]
+        more = f" (+{len(gaps) - 1} more: `vexfs-cockpit kernel config --check {tree.path}`)" if len(gaps) > 1 else ""
+        raise InfraError(
+            f"{key} {tree.path}: {need.option} {have} in its .config ({need.why}){more}: merge `vexfs-cockpit kernel config`"
+            f" with scripts/kconfig/merge_config.sh, `make -C {tree.path} olddefconfig bzImage modules`"
+        )
+
+
 def image_dir_for(req: BuildRequest) -> tuple[Path, _Plan]:
-    kv = resolve_kernel_version(req.kernel_version)
-    plan = _plan(kv, req.extra_tools)
     root = req.root or default_image_root()
+    tree = load_tree(req.kernel_version) if is_tree_setting(req.kernel_version) else None
+    if tree is not None:
+        check_fit(tree)
+    kv = tree.release if tree is not None else resolve_kernel_version(req.kernel_version)
+    plan = _plan(kv, req.extra_tools, tree, root)
     return root / plan.input_hash()[:16], plan
 
 
@@ -682,6 +731,7 @@ def _build(plan: _Plan, final: Path) -> GuestImage:
             input_hash=plan.input_hash(),
             built_at=time.time(),
             packages=plan.packages,
+            kernel_tree=str(plan.tree.path) if plan.tree is not None else "",
         )
         manifest = img.to_manifest() | {"build_seconds": round(time.monotonic() - started, 3), "modules": plan.modules}
         publish_build(tmp, final, manifest)

@@ -139,3 +139,13 @@ def test_module_runs_on_the_oldest_system_python() -> None:
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert imported - {"__future__"} <= set(sys.stdlib_module_names), imported
     assert distro.DISTROS[0].id == "debian" and distro.DISTROS[0].version == "12"  # the unknown line's names
+
+
+def test_auto_guest_kernel_comes_from_the_hosts_kernel_metapackage(tmp_path: Path) -> None:
+    """images.initramfs resolves `fleet.guest_kernel: auto` through this: Ubuntu's generic kernel."""
+    f = tmp_path / "os-release"
+    for key, (_, kernel, _) in EXPECTED.items():
+        f.write_text(OS_RELEASE[key])
+        assert distro.host_kernel_package(f) == kernel
+    f.write_text('PRETTY_NAME="Arch Linux"\nID=arch\n')
+    assert distro.host_kernel_package(f) == "linux-image-amd64"  # unknown: what it always used

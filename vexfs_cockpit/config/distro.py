@@ -130,6 +130,20 @@ def detect_file(path: Path) -> Distro:
     return detect(parse_os_release(text))
 
 
+def host_os_release() -> Path:
+    """os-release(5): /etc first, /usr/lib as the fallback."""
+    return next((p for p in OS_RELEASE_PATHS if p.exists()), OS_RELEASE_PATHS[0])
+
+
+def host_kernel_package(os_release: Path | None = None) -> str:
+    """The metapackage whose kernel `fleet.guest_kernel: auto` boots on this host
+    (Debian's name on a system the map does not know: it says nothing better)."""
+    try:
+        return detect_file(os_release or host_os_release()).kernel_package
+    except UnsupportedSystem:
+        return DISTROS[0].kernel_package
+
+
 def shell_assignments(d: Distro) -> str:
     """What setup.sh evals: every value shell-quoted."""
     q = shlex.quote
@@ -148,11 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--os-release", type=Path, default=None)
     ap.add_argument("what", choices=("shell", "packages"))
     args = ap.parse_args(argv)
-    path = args.os_release
-    if path is None:  # os-release(5): /etc first, /usr/lib as the fallback
-        path = next((p for p in OS_RELEASE_PATHS if p.exists()), OS_RELEASE_PATHS[0])
     try:
-        d = detect_file(path)
+        d = detect_file(args.os_release or host_os_release())
     except UnsupportedSystem as err:
         print(err, file=sys.stderr)
         return 2

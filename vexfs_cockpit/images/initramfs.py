@@ -29,6 +29,7 @@ from typing import Any
 
 import platformdirs
 
+from vexfs_cockpit.config.distro import host_kernel_package
 from vexfs_cockpit.config.models import FleetSettings
 from vexfs_cockpit.errors import InfraError
 from vexfs_cockpit.images.cpio import Entry, write_initramfs
@@ -210,8 +211,9 @@ def package_version(pkg: str) -> str | None:
 
 
 def resolve_kernel_version(override: str | None = None) -> str:
-    """The guest kernel (``fleet.guest_kernel``): ``auto`` (or none) is the version
-    linux-image-amd64 depends on; ``host`` the running kernel (virtme-ng's default);
+    """The guest kernel (``fleet.guest_kernel``): ``auto`` (or none) is the version the
+    distribution's kernel metapackage depends on (linux-image-amd64 on Debian,
+    linux-image-generic on Ubuntu); ``host`` the running kernel (virtme-ng's default);
     a path the release of that built kernel tree (checked: built, current); anything
     else a version installed in /boot."""
     if is_tree_setting(override):
@@ -227,14 +229,14 @@ def resolve_kernel_version(override: str | None = None) -> str:
         return release
     if override and override != "auto":
         return override
-    proc = subprocess.run(
-        ["dpkg-query", "-W", "-f=${Depends}", "linux-image-amd64"], capture_output=True, text=True, check=False
-    )
-    m = re.search(r"linux-image-(\S+?)(?:\s|,|$|\()", proc.stdout)
+    # linux-image-amd64 on Debian, linux-image-generic on Ubuntu (the map setup.sh installs from)
+    meta = host_kernel_package()
+    proc = subprocess.run(["dpkg-query", "-W", "-f=${Depends}", meta], capture_output=True, text=True, check=False)
+    m = re.search(r"linux-image-([0-9]\S*?)(?:\s|,|$|\()", proc.stdout)
     if proc.returncode != 0 or not m:
         raise InfraError(
-            "cannot tell the guest kernel: linux-image-amd64 is not installed — "
-            "`apt-get install linux-image-amd64`, or set fleet.guest_kernel"
+            f"cannot tell the guest kernel: {meta} is not installed — "
+            f"`apt-get install {meta}`, or set fleet.guest_kernel"
         )
     return m.group(1)
 

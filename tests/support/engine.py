@@ -27,3 +27,22 @@ class LocalProvider:
 
     async def aclose(self) -> None:
         pass
+
+
+class FreshLocalProvider:
+    """Like LocalProvider, but every lease gets a directory of its own (a fresh "VM":
+    nothing a test left in an earlier lease is there); records (domain, index) per lease."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.leases: list[tuple[str, int]] = []
+
+    @asynccontextmanager
+    async def lease(self, domain: str, index: int):
+        self.leases.append((domain, index))
+        d = self.workdir / f"lease-{len(self.leases)}"
+        d.mkdir(parents=True)
+        yield Lease(vm_name=f"local-{domain}-{index}", target=LocalTarget(name="local", cwd=d))
+
+    async def aclose(self) -> None:
+        pass

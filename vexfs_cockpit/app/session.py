@@ -87,6 +87,7 @@ class Session:
         provenance_extra: dict[str, str] | None = None,  # e.g. the CI shard (app.shard)
     ) -> RunSummary:
         run_id = run_id or new_run_id()
+        known = self.known_failures()  # a malformed file stops the run before any VM boots
         artifacts = data_dir() / "runs" / run_id
         artifacts.mkdir(parents=True, exist_ok=True)
         req = RunRequest(
@@ -105,7 +106,17 @@ class Session:
         if self.history is not None:
             # Domains compare with *previous* runs: this one is excluded.
             self.runner.history = self.history.for_run(run_id)
+            # What changed against the history is rerun on a fresh VM and given a verdict.
+            from vexfs_cockpit.app.triage import HistoryTriage
+
+            self.runner.triage = HistoryTriage(self.history, *known)
         return await self.runner.execute(req)
+
+    def known_failures(self) -> tuple[list, str]:
+        """The env's known failures (analysis.known_failures_dir/<env>.yaml) and its label."""
+        from vexfs_cockpit.app.triage import known_failures
+
+        return known_failures(self.config, self.project_root)
 
     def _provenance(self) -> dict[str, str]:
         from vexfs_cockpit.app.provenance import collect
@@ -163,6 +174,7 @@ class Session:
         if self.run_in_progress:
             raise CockpitError("a run is already in progress: abort it first")
         selected = self.select(",".join(domains) if domains else None)
+        self.known_failures()  # said here, not lost in the background task
         run_id = new_run_id()
         self._run = asyncio.create_task(self.run(selected, only_tests=only_tests, run_id=run_id))
         return run_id

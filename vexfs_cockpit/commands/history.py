@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from vexfs_cockpit.engine.confirm import badge
 from vexfs_cockpit.errors import StoreUnwritable, UsageError
 from vexfs_cockpit.store.db import check_file, resolve_db_path
 from vexfs_cockpit.store.history import BAD, History, RunComparison, since_period
@@ -235,6 +236,9 @@ def _show(hist: History, args: argparse.Namespace, out: TextIO) -> int:
             print(f"  reason: {d.reason}", file=out)
         for t in d.tests:
             print(f"  {t.status:<8} {t.name:<32} {fmt_duration(t.duration_s):>8}  {t.message}".rstrip(), file=out)
+            if (v := rep.verdicts.get((d.name, t.name))) is not None:  # after its confirmation reruns
+                was = f"{v.before} in {v.reference}" if v.before else "not run before in this env"
+                print(f"  {'':<8} [{badge(v.verdict)}] {was}{' — ' + v.note if v.note else ''}", file=out)
         for name in d.missing_tests():
             print(f"  {'NO RESULT':<8} {name}", file=out)
     if rep.kernel_events:

@@ -9,6 +9,7 @@ from typing import TextIO
 
 from vexfs_cockpit.engine import events as ev
 from vexfs_cockpit.engine.bus import Subscription
+from vexfs_cockpit.engine.confirm import Verdict, badge
 from vexfs_cockpit.engine.results import TestStatus
 from vexfs_cockpit.klog.model import Severity
 
@@ -19,6 +20,18 @@ _COLOURS = {
     TestStatus.TIMEOUT: "35",
     TestStatus.SKIPPED: "33",
 }
+_VERDICT_COLOURS: dict[str, str] = {
+    Verdict.REGRESSION: "31;1",
+    Verdict.FLAKY: "35",
+    Verdict.FIXED: "32",
+    Verdict.STILL_FAILING: "31",
+    Verdict.KNOWN: "33",
+    Verdict.KNOWN_FIXED: "33;1",
+    Verdict.UNCONFIRMED: "33",
+}
+# The run's closing verdict list, most urgent first.
+_VERDICT_ORDER = {v.value: i for i, v in enumerate(Verdict)}
+
 
 
 class ProgressPrinter:
@@ -39,6 +52,7 @@ class ProgressPrinter:
         # What the dashboard's VM table shows live, summarised per domain's VM for CI logs.
         self._vm_of: dict[str, str] = {}
         self._health: dict[str, list[float]] = {}  # vm -> [samples, cpu sum, cpu peak, mem peak kB]
+        self.verdicts: list[ev.TestVerdict] = []
 
     def _paint(self, text: str, code: str | None) -> str:
         return f"\x1b[{code}m{text}\x1b[0m" if self.colour and code else text
@@ -98,6 +112,17 @@ class ProgressPrinter:
             case ev.InfraProblem():
                 self._infra.add(e.message)
                 self._emit(self._paint(f"INFRA {e.vm + ': ' if e.vm else ''}{e.message}", "31;1"))
+            case ev.ConfirmStarted():
+                many = len(e.tests) > 1
+                self._emit(f"confirming {len(e.tests)} changed test{'s' if many else ''}, "
+                           f"{e.reruns} rerun{'s' if e.reruns > 1 else ''} each on a fresh VM: {', '.join(e.tests)}")
+            case ev.TestRerun():
+                word = self._paint(e.status.value, _COLOURS.get(e.status))
+                msg = f" — {e.message}" if e.message and e.status is not TestStatus.PASSED else ""
+                self._emit(f"{e.domain}/{e.test}: rerun {e.number}/{e.of} {word} ({e.duration_s:.2f}s) on {e.vm or '-'}{msg}")
+            case ev.TestVerdict():
+                self.verdicts.append(e)
+                self._emit(verdict_line(e, self._paint(f"[{badge(e.verdict)}]", _VERDICT_COLOURS.get(e.verdict))))
             case ev.KernelLogLine() if self.show_klog:
                 self.out.write(f"  {e.vm}| {e.text}\n")
             case ev.RunFinished():
@@ -112,8 +137,17 @@ class ProgressPrinter:
                     e.counts.get(s, 0) for s in ("FAILED", "ERROR", "TIMEOUT")
                 )
                 skipped = e.counts.get("SKIPPED", 0)
-                # The plain closing line CI log readers look for.
-                self.out.write(f"{passed} passed, {failed} failed, {skipped} skipped\n")
+                for v in sorted(self.verdicts, key=lambda v: (_VERDICT_ORDER.get(v.verdict, 99), v.domain, v.test)):
+                    self._emit(f"  {verdict_line(v, f'[{badge(v.verdict)}]')}")
+                known = sum(v.verdict == Verdict.KNOWN for v in self.verdicts)
+                # The plain closing line CI log readers look for (known failures do not fail the run).
+                self.out.write(f"{passed} passed, {failed} failed{f' ({known} known)' if known else ''}, {skipped} skipped\n")
                 self.out.flush()
             case _:
                 pass
+
+def verdict_line(v: ev.TestVerdict, tag: str) -> str:
+    """``domain/test: [BADGE] FAILED now, PASSED in baseline RUN — why``."""
+    was = f"{v.before} in {v.reference}" if v.before else "not run before in this env"
+    note = f" — {v.note}" if v.note else ""
+    return f"{v.domain}/{v.test}: {tag} {v.now} now, {was}{note}"

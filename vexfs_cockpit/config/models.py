@@ -232,6 +232,9 @@ class AnalysisSettings(Strict):
     flaky_min_flips: PositiveInt = 2  # pass<->fail flips over the history that make a test flaky
     audit_runs: PositiveInt = 3  # a known failure passing in this many latest runs should be dropped
     known_failures_dir: Path = Path("configs/known-failures")  # <env>.yaml per environment
+    # A test that changed against the baseline (or its last result in the env) is rerun this
+    # many times on a fresh VM at the end of the run to confirm it; 0: no reruns (unconfirmed).
+    confirm_reruns: int = Field(3, ge=0, le=20)
 
 
 DOMAIN_NAMES = (

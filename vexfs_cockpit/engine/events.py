@@ -152,6 +152,50 @@ class InfraProblem:
     ts: float = field(default_factory=_now)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConfirmStarted:
+    """The run's tests are done; these changed ones are rerun on a fresh VM to confirm."""
+
+    run_id: str
+    tests: tuple[str, ...]  # "domain/test"
+    reruns: int  # K, per test
+    ts: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TestRerun:
+    """One confirmation rerun of a test (not a result of the run: counts are untouched)."""
+
+    __test__ = False
+    run_id: str
+    domain: str
+    test: str
+    number: int  # 1..of
+    of: int
+    status: TestStatus
+    message: str = ""
+    duration_s: float = 0.0
+    vm: str = ""
+    ts: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TestVerdict:
+    """What a changed test's outcome means (engine.confirm.Verdict), after its reruns."""
+
+    __test__ = False
+    run_id: str
+    domain: str
+    test: str
+    verdict: str  # engine.confirm.Verdict value
+    now: str  # the test's status in this run
+    before: str = ""  # its status in the reference ("" = not run there)
+    reference: str = ""  # "baseline RUN" | "run RUN" | ""
+    reruns: tuple[str, ...] = ()  # the reruns' statuses, in order
+    note: str = ""
+    ts: float = field(default_factory=_now)
+
+
 Event = (
     RunStarted
     | RunFinished
@@ -165,4 +209,7 @@ Event = (
     | VmStateChanged
     | VmSample
     | InfraProblem
+    | ConfirmStarted
+    | TestRerun
+    | TestVerdict
 )

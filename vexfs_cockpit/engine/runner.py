@@ -21,6 +21,7 @@ from typing import Protocol
 from vexfs_cockpit.config.models import CockpitConfig
 from vexfs_cockpit.engine import events as ev
 from vexfs_cockpit.engine.bus import EventBus
+from vexfs_cockpit.engine.confirm import Suspect, Triage, Verdict, decide
 from vexfs_cockpit.engine.plugin import DomainBase, DomainContext, HistoryView, TestSpec
 from vexfs_cockpit.engine.provider import Lease, PlansGuestKernel, TargetProvider
 from vexfs_cockpit.engine.results import Attempt, Evidence, TestResult, TestStatus
@@ -56,6 +57,8 @@ LINK_LOST_REPORT_WAIT_S = 5.0
 REAP_TIMEOUT_S = 30.0
 # A reset plus the domain's setup on the fresh guest, beyond the boot timeout.
 RECOVER_SETUP_S = 300.0
+# The VM index a domain's confirmation reruns lease: a fresh VM, never the run's own.
+CONFIRM_VM_INDEX = 1
 
 
 @dataclass(slots=True)
@@ -170,12 +173,15 @@ class Runner:
         *,
         host: Target | None = None,
         history: HistoryView | None = None,
+        triage: Triage | None = None,
     ):
         self.bus = bus
         self.provider = provider
         self.registry = registry
         self.host = host
         self.history = history
+        # Which tests changed against the history (app.session builds it); None: no verdicts.
+        self.triage = triage
         self._abort = asyncio.Event()
         self._host_down = ""  # this run's HostUnavailable: no later domain can get a VM either
 
@@ -204,6 +210,7 @@ class Runner:
         )
         results: list[TestResult] = []
         infra: list[str] = []
+        no_vm: set[str] = set()  # domains that got no VM: their errors are the infrastructure's
         gate = asyncio.Semaphore(parallel)
 
         self._host_down = ""
@@ -215,11 +222,13 @@ class Runner:
                 if self._host_down:
                     specs = self._specs(req, domain)
                     results.extend(self._domain_unavailable(req, domain, specs, self._host_down, publish_problem=False))
+                    no_vm.add(domain)
                     return
                 res, err = await self._run_domain(req, domain)
                 results.extend(res)
                 if err:
                     infra.append(err)
+                    no_vm.add(domain)
 
         status = "aborted"
         infra_reason = ""
@@ -227,12 +236,17 @@ class Runner:
             async with asyncio.TaskGroup() as tg:
                 for d in req.domains:
                     tg.create_task(one(d))
+            verdicts: dict[tuple[str, str], Verdict] = {}
+            if not self._abort.is_set() and not self._host_down:
+                verdicts = await self._confirm(req, results, no_vm)
             counts = _count(results)
+            # A listed known failure is reported, but it does not fail the run.
+            known = [r for r in results if r.status.bad and verdicts.get((r.domain, r.name)) is Verdict.KNOWN]
             if infra:
                 status = "errored"
             elif self._abort.is_set():
                 status = "aborted"
-            elif any(r.status.bad for r in results):
+            elif any(r.status.bad for r in results if r not in known):
                 status = "failed"
             elif results and not any(r.status is TestStatus.PASSED for r in results):
                 # A run that verified nothing is not a pass (e.g. every domain skipped
@@ -241,6 +255,9 @@ class Runner:
                 infra_reason = "no test passed: every test was skipped"
             else:
                 status = "passed"
+                if known:
+                    infra_reason = f"{len(known)} known failure{'s' if len(known) > 1 else ''}: " + ", ".join(
+                        f"{r.domain}/{r.name}" for r in known)
         finally:
             # Also on cancellation (Ctrl-C): what finished is already stored; say how it ended.
             self.bus.publish(
@@ -423,12 +440,129 @@ class Runner:
                 return f"dependency {dep} {r.status.value.lower()}: {r.message}"[:500]
         return None
 
+    # -- confirming what changed (engine/confirm.py) ---------------------------------
+    async def _confirm(
+        self, req: RunRequest, results: list[TestResult], no_vm: set[str]
+    ) -> dict[tuple[str, str], Verdict]:
+        """Ask the triage which tests changed; rerun each K times on a fresh VM of its
+        domain; publish a TestVerdict per test. Returns the verdicts."""
+        if self.triage is None or not results:
+            return {}
+        try:
+            suspects = list(await self.triage(req, results))
+        except CockpitError as err:  # e.g. the history DB unreadable: the run's results stand
+            self.bus.publish(ev.InfraProblem(message=f"no regression verdicts for this run: {err}", run_id=req.run_id))
+            return {}
+        k = req.config.analysis.confirm_reruns
+        verdicts: dict[tuple[str, str], Verdict] = {}
+        to_rerun: dict[str, list[Suspect]] = {}
+        for s in suspects:
+            if s.verdict is not None:
+                self._verdict(req, verdicts, s, s.verdict, (), s.note)
+            elif k == 0:
+                self._verdict(req, verdicts, s, Verdict.UNCONFIRMED, (), "not rerun: analysis.confirm_reruns is 0")
+            elif s.domain in no_vm or s.domain not in self.registry:
+                self._verdict(req, verdicts, s, Verdict.UNCONFIRMED, (), f"not rerun: {s.domain} got no VM in this run")
+            else:
+                to_rerun.setdefault(s.domain, []).append(s)
+        if to_rerun:
+            self.bus.publish(ev.ConfirmStarted(
+                run_id=req.run_id, tests=tuple(f"{s.domain}/{s.test}" for g in to_rerun.values() for s in g), reruns=k))
+        for domain, group in to_rerun.items():
+            if self._abort.is_set():
+                for s in group:
+                    self._verdict(req, verdicts, s, Verdict.UNCONFIRMED, (), "not rerun: run aborted")
+                continue
+            await self._confirm_domain(req, domain, group, k, verdicts)
+        return verdicts
+
+    def _verdict(
+        self, req: RunRequest, verdicts: dict[tuple[str, str], Verdict], s: Suspect, verdict: Verdict,
+        reruns: tuple[TestStatus, ...], note: str,
+    ) -> None:
+        verdicts[s.key] = verdict
+        self.bus.publish(ev.TestVerdict(
+            run_id=req.run_id, domain=s.domain, test=s.test, verdict=verdict.value, now=s.now, before=s.before,
+            reference=s.reference, reruns=tuple(x.value for x in reruns), note=note,
+        ))
+
+    async def _confirm_domain(
+        self, req: RunRequest, domain: str, group: list[Suspect], k: int, verdicts: dict[tuple[str, str], Verdict]
+    ) -> None:
+        """Rerun ``group`` (tests of ``domain``) K times each on one fresh VM, after the
+        tests they depend on (once each)."""
+        cls = self.registry[domain]
+        by_name = {s.test: s for s in group}
+        specs = self._specs(RunRequest(req.config, [domain], req.run_id, only_tests={domain: set(by_name)}), domain)
+        pending = dict(by_name)
+
+        def unconfirmed(why: str) -> None:
+            for s in list(pending.values()):
+                self._verdict(req, verdicts, s, Verdict.UNCONFIRMED, (), _with(s.note, why))
+            pending.clear()
+
+        try:
+            lease_cm = self.provider.lease(domain, CONFIRM_VM_INDEX)
+            lease = await lease_cm.__aenter__()
+        except Exception as err:  # no fresh VM: nothing is confirmed, the run's results stand
+            unconfirmed(f"no fresh VM for the reruns: {err}")
+            return
+        exc_info: tuple = (None, None, None)
+        plugin = cls(self._context(req, domain, req.config.domain(domain).model_dump(), lease))
+        try:
+            ok, why = await self._setup(plugin, domain)
+            if not ok:
+                unconfirmed(f"setup on the fresh VM {lease.vm_name} failed: {why}")
+            done: dict[str, TestResult] = {}
+            for spec in specs if ok else ():
+                if self._abort.is_set() or plugin.prerequisite_missing:
+                    unconfirmed("run aborted" if self._abort.is_set() else plugin.prerequisite_missing)
+                    break
+                dep = self._dependency_problem(spec, done)
+                s = pending.pop(spec.name, None)
+                if s is None:  # a dependency of a rerun test: once
+                    done[spec.name] = (TestResult(status=TestStatus.SKIPPED, message=dep) if dep
+                                       else await self._attempt(req, domain, plugin, spec, lease, self._timeout(req, spec)))
+                    continue
+                if dep:
+                    self._verdict(req, verdicts, s, Verdict.UNCONFIRMED, (), _with(s.note, f"on the fresh VM: {dep}"))
+                    continue
+                statuses: list[TestStatus] = []
+                for n in range(1, k + 1):
+                    if self._abort.is_set():
+                        break
+                    r = await self._attempt(req, domain, plugin, spec, lease, self._timeout(req, spec))
+                    statuses.append(r.status)
+                    done[spec.name] = r
+                    self.bus.publish(ev.TestRerun(
+                        run_id=req.run_id, domain=domain, test=spec.name, number=n, of=k, status=r.status,
+                        message=r.message, duration_s=r.duration_s, vm=lease.vm_name))
+                verdict, tally = decide(TestStatus(s.now), statuses)
+                if len(statuses) < k:
+                    verdict, tally = Verdict.UNCONFIRMED, f"run aborted after {len(statuses)} of {k} reruns"
+                self._verdict(req, verdicts, s, verdict, tuple(statuses), _with(s.note, f"{tally} on fresh VM {lease.vm_name}"))
+        except Exception as err:  # the fresh VM broke under the reruns: what is left is unconfirmed
+            unconfirmed(f"the reruns on {lease.vm_name} stopped: {type(err).__name__}: {err}")
+        except BaseException as err:
+            exc_info = (type(err), err, err.__traceback__)
+            raise
+        finally:
+            try:
+                await plugin.teardown_domain()
+            except Exception as err:  # as in the run: recorded, it changes no verdict
+                self.bus.publish(ev.InfraProblem(message=f"{domain}: teardown_domain failed: {err}", vm=lease.vm_name, run_id=req.run_id))
+            await lease_cm.__aexit__(*exc_info)
+
     # -- one test -----------------------------------------------------------------
+    @staticmethod
+    def _timeout(req: RunRequest, spec: TestSpec) -> float:
+        return spec.options.timeout_s or req.timeout_s or req.config.execution.test_timeout_minutes * 60
+
     async def _run_test(
         self, req: RunRequest, domain: str, plugin: DomainBase, spec: TestSpec, lease: Lease
     ) -> TestResult:
         execution = req.config.execution
-        timeout = spec.options.timeout_s or req.timeout_s or execution.test_timeout_minutes * 60
+        timeout = self._timeout(req, spec)
         retries = spec.options.retries if spec.options.retries is not None else (
             req.retries if req.retries is not None else execution.retry_count
         )
@@ -687,6 +821,10 @@ class Runner:
         except InfraError as err:
             plugin.prerequisite_missing = f"VM {lease.vm_name} did not come back after reset: {err}"
             self.bus.publish(ev.InfraProblem(message=str(err), vm=lease.vm_name, run_id=req.run_id))
+
+
+def _with(note: str, more: str) -> str:
+    return "; ".join(x for x in (note, more) if x)
 
 
 def _watchdog(lease: Lease) -> HangWatch | None:

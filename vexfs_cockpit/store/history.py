@@ -44,6 +44,7 @@ from vexfs_cockpit.store.report import (
     KernelEventRecord,
     RunInfo,
     RunReport,
+    VerdictRecord,
     VmStateRecord,
 )
 from vexfs_cockpit.store.schema import COUNTS_VERSION
@@ -598,6 +599,10 @@ class History:
                 report.vm_states.append(VmStateRecord(s["vm"], s["state"], s["ts"], s["reason"]))
             for p in conn.execute("SELECT * FROM infra_problems WHERE run_id=? ORDER BY id", (run_id,)):
                 report.infra_problems.append(InfraRecord(p["message"], p["ts"], p["vm"]))
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='test_verdicts'").fetchone():
+                for v in conn.execute("SELECT * FROM test_verdicts WHERE run_id=? ORDER BY id", (run_id,)):
+                    report.verdicts[(v["domain"], v["test"])] = VerdictRecord(
+                        v["verdict"], v["now"], v["before"], v["reference"], tuple(_loads(v["reruns"], [])), v["note"])
         return report
 
     # -- trends ----------------------------------------------------------------------

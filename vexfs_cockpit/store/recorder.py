@@ -27,6 +27,7 @@ from typing import TypeVar
 
 from vexfs_cockpit.engine.bus import EventBus, Subscription
 from vexfs_cockpit.engine.events import (
+    ConfirmStarted,
     DomainFinished,
     DomainStarted,
     InfraProblem,
@@ -35,7 +36,9 @@ from vexfs_cockpit.engine.events import (
     RunFinished,
     RunStarted,
     TestFinished,
+    TestRerun,
     TestStarted,
+    TestVerdict,
     VmSample,
     VmStateChanged,
 )
@@ -63,6 +66,9 @@ RECORDED_KINDS: tuple[type, ...] = (
     VmStateChanged,
     VmSample,
     InfraProblem,
+    ConfirmStarted,  # the reruns' progress: keeps the run's last_event_at moving
+    TestRerun,
+    TestVerdict,
 )
 
 

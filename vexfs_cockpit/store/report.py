@@ -27,6 +27,7 @@ from vexfs_cockpit.engine.events import (
     RunStarted,
     TestFinished,
     TestStarted,
+    TestVerdict,
     VmSample,
     VmStateChanged,
 )
@@ -114,6 +115,18 @@ class InfraRecord:
     vm: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class VerdictRecord:
+    """A changed test's verdict after its confirmation reruns (engine/confirm.py)."""
+
+    verdict: str
+    now: str = ""
+    before: str = ""
+    reference: str = ""
+    reruns: tuple[str, ...] = ()
+    note: str = ""
+
+
 @dataclass(slots=True)
 class RunReport:
     run: RunInfo
@@ -121,6 +134,7 @@ class RunReport:
     kernel_events: list[KernelEventRecord] = field(default_factory=list)
     vm_states: list[VmStateRecord] = field(default_factory=list)
     infra_problems: list[InfraRecord] = field(default_factory=list)
+    verdicts: dict[tuple[str, str], VerdictRecord] = field(default_factory=dict)  # (domain, test) ->
 
     def domain(self, name: str) -> DomainReport | None:
         return next((d for d in self.domains if d.name == name), None)
@@ -157,6 +171,10 @@ def kernel_record(ev: KernelEventRaised) -> KernelEventRecord:
     vm = ev.vm or ev.report.vm
     report = ev.report if ev.report.vm == vm else dataclasses.replace(ev.report, vm=vm)
     return KernelEventRecord(report, ev.ts, vm, ev.domain, ev.test, ev.expected)
+
+
+def verdict_record(ev: TestVerdict) -> VerdictRecord:
+    return VerdictRecord(ev.verdict, ev.now, ev.before, ev.reference, tuple(ev.reruns), ev.note)
 
 
 def join_vm(existing: str, vm: str) -> str:
@@ -301,6 +319,8 @@ class ReportBuilder:
                 rep.kernel_events.append(kernel_record(ev))
             case InfraProblem():
                 rep.infra_problems.append(InfraRecord(ev.message, ev.ts, ev.vm))
+            case TestVerdict():
+                rep.verdicts[(ev.domain, ev.test)] = verdict_record(ev)
             case _:
                 pass
 

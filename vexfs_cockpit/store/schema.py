@@ -302,6 +302,32 @@ def _v5_provenance(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE runs ADD COLUMN provenance TEXT NOT NULL DEFAULT '{}'")
 
 
+# v6: the verdict on each changed test of a run after its confirmation reruns on a fresh
+# VM (engine/confirm.py): regression, flaky, fixed, still-failing, known, ... Not in
+# REQUIRED_TABLES: an older DB has none, and readers treat a missing table as "no verdicts".
+_V6 = """
+CREATE TABLE test_verdicts (
+    id INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    domain TEXT NOT NULL,
+    test TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    now TEXT NOT NULL DEFAULT '',          -- the test's status in the run
+    before TEXT NOT NULL DEFAULT '',       -- its status in the reference ('' = not run there)
+    reference TEXT NOT NULL DEFAULT '',    -- "baseline RUN" | "run RUN"
+    reruns TEXT NOT NULL DEFAULT '[]',     -- the reruns' statuses, JSON list
+    note TEXT NOT NULL DEFAULT '',
+    ts REAL NOT NULL
+);
+CREATE UNIQUE INDEX test_verdicts_run_test ON test_verdicts(run_id, domain, test);
+"""
+
+
+def _v6_test_verdicts(conn: sqlite3.Connection) -> None:
+    for stmt in _statements(_V6):
+        conn.execute(stmt)
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
 # Append only. Never edit a shipped migration: write a new one.
@@ -311,6 +337,7 @@ MIGRATIONS: tuple[tuple[str, Migration], ...] = (
     ("domain run result counts", _v3_domain_run_counts),
     ("baselines", _v4_baselines),
     ("run provenance", _v5_provenance),
+    ("test verdicts", _v6_test_verdicts),
 )
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -28,6 +28,7 @@ from vexfs_cockpit.engine.events import (
     RunStarted,
     TestFinished,
     TestStarted,
+    TestVerdict,
     VmSample,
     VmStateChanged,
 )
@@ -82,6 +83,8 @@ class StoreWriter:
         # Columns a later migration added are written only where the DB has them (a DB a
         # test builds at an older schema, with this writer).
         self._run_columns = {r[1] for r in self.conn.execute("PRAGMA table_info(runs)")}
+        self._verdicts = bool(self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='test_verdicts'").fetchone())  # v6
 
     def close(self) -> None:
         self.conn.close()
@@ -230,8 +233,18 @@ class StoreWriter:
                 self.db["infra_problems"].insert(
                     {"run_id": run_id, "vm": ev.vm, "message": ev.message, "ts": ev.ts}
                 )
+            case TestVerdict() if self._verdicts:
+                self._ensure_run(ev.run_id, ev.ts)
+                self.conn.execute(
+                    "INSERT INTO test_verdicts(run_id, domain, test, verdict, now, before, reference, reruns, note, ts) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(run_id, domain, test) DO UPDATE SET "
+                    "verdict=excluded.verdict, now=excluded.now, before=excluded.before, reference=excluded.reference, "
+                    "reruns=excluded.reruns, note=excluded.note, ts=excluded.ts",
+                    (ev.run_id, ev.domain, ev.test, ev.verdict, ev.now, ev.before, ev.reference,
+                     _json(list(ev.reruns)), ev.note, ev.ts),
+                )
             case _:
-                pass  # KernelLogLine and samples outside a run are not history
+                pass  # KernelLogLine, samples outside a run and the reruns' progress are not history
 
     def _identity(self) -> dict[str, Any]:
         me = self.me

@@ -25,6 +25,7 @@ from vexfs_cockpit.engine.events import (
     RunStarted,
     TestFinished,
     TestStarted,
+    TestVerdict,
     VmSample,
     VmStateChanged,
 )
@@ -169,6 +170,7 @@ class RunRecord:
     run: RunView
     results: list[TestResult]
     kernel_events: tuple[KernelEventRaised, ...]
+    verdicts: Mapping[tuple[str, str], str] = field(default_factory=dict)  # (domain, test) -> Verdict
 
 
 KEEP_EARLIER_RUNS = 5  # earlier runs whose results stay one key away (b on the results screen)
@@ -190,6 +192,8 @@ class LiveState:
     vms: dict[str, VmView] = field(default_factory=dict)
     domains: dict[str, DomainView] = field(default_factory=dict)
     results: list[TestResult] = field(default_factory=list)  # finish order, current run
+    # (domain, test) -> the verdict of its confirmation reruns (engine/confirm.py), current run
+    verdicts: dict[tuple[str, str], str] = field(default_factory=dict)
     metrics: dict[TestRef, dict[str, float]] = field(default_factory=dict)
     kernel_events: deque[KernelEventRaised] = field(default_factory=lambda: deque(maxlen=KEEP_KERNEL_EVENTS))
     infra: deque[InfraProblem] = field(default_factory=lambda: deque(maxlen=KEEP_INFRA))
@@ -230,7 +234,8 @@ class LiveState:
                 return {Part.VMS, Part.RUN}
             case RunStarted():
                 if self.run is not None:  # a re-run must not take the last run's results from view
-                    self.earlier_runs.appendleft(RunRecord(self.run, self.results, tuple(self.kernel_events)))
+                    self.earlier_runs.appendleft(
+                        RunRecord(self.run, self.results, tuple(self.kernel_events), self.verdicts))
                 self.run = RunView(
                     run_id=ev.run_id, env=ev.env, profile=ev.profile, domains=ev.domains, started_at=ev.ts,
                     parallel=max(1, ev.parallel),
@@ -244,6 +249,7 @@ class LiveState:
                     del self.vms[gone]  # destroyed with an earlier run: nothing left to show
 
                 self.results = []
+                self.verdicts = {}
                 self.metrics = {}
                 self.kernel_events.clear()
                 return {Part.RUN, Part.DOMAINS, Part.RESULTS, Part.EVENTS}
@@ -306,6 +312,9 @@ class LiveState:
                     dom.current = None
                 self.results.append(res)
                 return {Part.DOMAINS, Part.RESULTS, Part.RUN}
+            case TestVerdict():
+                self.verdicts[(ev.domain, ev.test)] = ev.verdict
+                return {Part.RESULTS}
             case MetricRecorded():
                 self.metrics.setdefault(TestRef(ev.domain, ev.test), {})[ev.name] = ev.value
                 return {Part.RESULTS}

@@ -71,7 +71,7 @@ class ResultsScreen(Screen[None]):
             return state.earlier_runs[self.shown_run - 1]
         if state.run is None:
             return None
-        return RunRecord(state.run, state.results, tuple(state.kernel_events))
+        return RunRecord(state.run, state.results, tuple(state.kernel_events), state.verdicts)
 
     @property
     def _current(self) -> str:
@@ -96,7 +96,7 @@ class ResultsScreen(Screen[None]):
                 text.append(f" · b: {earlier} earlier run{'s' if earlier != 1 else ''} of this session", style="dim")
             title.update(text)
         table = self.query_one(ResultsTable)
-        table.set_results(rec.results if rec is not None else [])
+        table.set_results(rec.results if rec is not None else [], rec.verdicts if rec is not None else None)
         self._show_selected()
 
     def _show_selected(self) -> None:

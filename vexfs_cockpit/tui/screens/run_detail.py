@@ -95,7 +95,7 @@ class RunDetailScreen(Screen[None]):
             )
         )
         results = self.query_one(ResultsTable)
-        results.set_results(report.tests())
+        results.set_results(report.tests(), {k: v.verdict for k, v in report.verdicts.items()})
         if self.focus_test is not None:
             key = f"{self.focus_test[0]}::{self.focus_test[1]}"
             if key in results.results:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from rich.text import Text
 from textual.widgets import DataTable
 
+from vexfs_cockpit.engine.confirm import Verdict, badge
 from vexfs_cockpit.engine.results import TestResult
 from vexfs_cockpit.tui.backend import TestRef
 from vexfs_cockpit.tui.format import STATUS_STYLE, duration, one_line
@@ -34,13 +35,14 @@ class ResultsTable(DataTable[Text | str]):
         for key, label in COLUMNS:
             self.add_column(label, key=key)
 
-    def set_results(self, results: Iterable[TestResult]) -> None:
-        """Show exactly ``results`` (order kept); existing rows update in place."""
+    def set_results(self, results: Iterable[TestResult], verdicts: Mapping[tuple[str, str], str] | None = None) -> None:
+        """Show exactly ``results`` (order kept); existing rows update in place.
+        ``verdicts``: (domain, test) -> the verdict of its confirmation reruns, a badge."""
         wanted = {row_key(r): r for r in results}
         for gone in set(self.results) - set(wanted):
             self.remove_row(gone)
         for key, r in wanted.items():
-            cells = _cells(r)
+            cells = _cells(r, (verdicts or {}).get((r.domain, r.name), ""))
             if key in self.results:
                 for (col, _), value in zip(COLUMNS, cells):
                     self.update_cell(key, col, value, update_width=True)
@@ -59,12 +61,28 @@ class ResultsTable(DataTable[Text | str]):
         return None if r is None else TestRef(r.domain, r.name)
 
 
-def _cells(r: TestResult) -> tuple[Text | str, ...]:
+# The badge's colour: red for what the run broke, yellow for what needs a look, green for fixed.
+VERDICT_STYLE: dict[str, str] = {
+    Verdict.REGRESSION: "bold white on red",
+    Verdict.FLAKY: "bold magenta",
+    Verdict.FIXED: "bold green",
+    Verdict.STILL_FAILING: "red",
+    Verdict.KNOWN: "yellow",
+    Verdict.KNOWN_FIXED: "bold yellow",
+    Verdict.UNCONFIRMED: "dim yellow",
+}
+
+
+def _cells(r: TestResult, verdict: str = "") -> tuple[Text | str, ...]:
     tries = str(len(r.attempts)) if r.attempts else "1"
+    status = Text(r.status.value, style=STATUS_STYLE.get(r.status.value, ""))
+    if verdict:
+        status.append(" ")
+        status.append(badge(verdict), style=VERDICT_STYLE.get(verdict, "bold"))
     return (
         r.domain,
         r.name,
-        Text(r.status.value, style=STATUS_STYLE.get(r.status.value, "")),
+        status,
         duration(r.duration_s),
         tries,
         one_line(r.message, 80),

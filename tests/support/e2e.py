@@ -171,3 +171,45 @@ def stored_results(db: Path, run_id: str) -> dict[tuple[str, str], str]:
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
         rows = conn.execute("SELECT domain, test, status FROM test_results WHERE run_id = ?", (run_id,)).fetchall()
     return {(d, t): s for d, t, s in rows}
+
+
+class LineReader:
+    """A child's stdout as lines, read on a thread, so each wait has a deadline."""
+
+    def __init__(self, stream: Any) -> None:
+        import queue
+        import threading
+
+        self.lines: list[str] = []
+        self._q: queue.Queue[str | None] = queue.Queue()
+        self._t = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self._t.start()
+
+    def _pump(self, stream: Any) -> None:
+        for line in stream:
+            self._q.put(line.rstrip("\n"))
+        self._q.put(None)
+
+    def wait_for(self, predicate: Any, timeout: float) -> str:
+        import queue
+
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self._q.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                raise AssertionError("the cockpit exited early:\n" + "\n".join(self.lines[-30:]))
+            self.lines.append(line)
+            if predicate(line):
+                return line
+        raise AssertionError(f"nothing matched within {timeout:g}s:\n" + "\n".join(self.lines[-30:]))
+
+    def rest(self) -> list[str]:
+        """Everything, once the child has exited."""
+        self._t.join(timeout=30)
+        while not self._q.empty():
+            if (line := self._q.get_nowait()) is not None:
+                self.lines.append(line)
+        return self.lines

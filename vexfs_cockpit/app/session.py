@@ -237,6 +237,11 @@ async def open_session(args, provider_factory: ProviderFactory | None = None) ->
     bus = EventBus()
     bus.bind_loop(asyncio.get_running_loop())
     db_path = resolve_db_path(getattr(args, "db", None), cfg.store.db_path)
+    # Live metrics and alerts (monitoring.listen, monitoring.alerts): the address is bound
+    # before anything starts, so a busy port is one line and nothing to undo.
+    from vexfs_cockpit.monitoring.live import open_live_monitor
+
+    live = open_live_monitor(cfg, bus, db_path)
     store = await HistoryStore.aopen(db_path)
     recorder = Recorder(store, bus)
     recorder.start()
@@ -256,4 +261,7 @@ async def open_session(args, provider_factory: ProviderFactory | None = None) ->
         await asyncio.to_thread(store.close)
 
     session._closers += [close_store, provider.aclose]  # closed in reverse: VMs first
+    if live is not None:  # after the VMs (their last events count), before the store (dead letters)
+        live.start()
+        session._closers.insert(session._closers.index(close_store) + 1, live.aclose)
     return session

@@ -109,6 +109,9 @@ class ProgressPrinter:
                 self._emit(f"vm {e.vm}: {e.state}{' — ' + e.reason if e.reason else ''}")
                 if e.state in ("hung", "crashed"):
                     self.lost_guests.append((e.vm, e.state, e.reason))
+            case ev.AlertFired():
+                code = "31;1" if e.severity == "critical" else "33"
+                self._emit(self._paint(f"ALERT {e.rule} [{e.severity}] {e.summary}", code))
             case ev.InfraProblem():
                 self._infra.add(e.message)
                 self._emit(self._paint(f"INFRA {e.vm + ': ' if e.vm else ''}{e.message}", "31;1"))

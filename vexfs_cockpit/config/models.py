@@ -217,8 +217,49 @@ class AlertRule(Strict):
     domain: str = Field("", pattern=r"^[A-Za-z0-9_]*$")  # only this domain ("" every domain)
 
 
+def split_listen(text: str, *, any_address: bool = False) -> tuple[str, int]:
+    """'127.0.0.1:9464', '[::1]:9464', 'localhost:0' -> (host, port); ValueError saying
+    what is wrong. Loopback only unless ``any_address``: the metrics name tests, VMs and
+    kernel reports, and a cockpit host serves nothing off itself by default."""
+    import ipaddress
+
+    host, sep, port_s = (text or "").rpartition(":")
+    if not sep or not host or not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
+        raise ValueError(f"{text!r}: use HOST:PORT, e.g. 127.0.0.1:9464")
+    host = host.strip("[]")
+    host = "127.0.0.1" if host == "localhost" else host
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{text!r}: HOST is an IP address or localhost, e.g. 127.0.0.1:9464") from None
+    if not addr.is_loopback and not any_address:
+        raise ValueError(f"{text}: a loopback address only (127.0.0.1, ::1, localhost)"
+                         " unless monitoring.listen_any_address is true")
+    return host, int(port_s)
+
+
 class MonitoringSettings(Strict):
     alerts: list[AlertRule] = Field(default_factory=list)
+    # Serve /metrics while a run or the TUI is running (app/session.py); "" = off.
+    listen_any_address: bool = False  # declared before listen: its check reads it
+    listen: str = ""
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_address(cls, v: str, info: Any) -> str:
+        if not v:
+            return v
+        any_address = bool(info.data.get("listen_any_address"))
+        try:
+            split_listen(v, any_address=any_address)
+        except ValueError:
+            # describe.py words it: "monitoring.listen: expected <this>, found '<value>'"
+            what = "an address and port" if any_address else "a loopback address and port"
+            raise PydanticCustomError(
+                "listen", what + " such as 127.0.0.1:9464" + ("" if any_address else " (or listen_any_address: true)")
+            ) from None
+        return v
+
     webhook_url_env: str = Field("VEXFS_COCKPIT_WEBHOOK_URL", pattern=r"^[A-Z_][A-Z0-9_]*$")  # the URL is never in a file
     webhook_timeout_s: PositiveFloat = 5.0
     webhook_retries: int = Field(3, ge=0, le=10)

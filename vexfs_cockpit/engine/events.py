@@ -127,6 +127,32 @@ class VmStateChanged:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class VmReady:
+    """A VM came up, measured by the fleet: from the start (cold boot) or the restore of
+    its golden snapshot until SSH answered (the "ready" VmStateChanged comes with it)."""
+
+    vm: str
+    mode: str  # boot | restore
+    seconds: float
+    reset: bool = False  # came back after a reset, not at its first start
+    ts: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertFired:
+    """An alert rule (config monitoring.alerts) fired while the run was going
+    (monitoring/live.py); at most once per run for each rule and domain."""
+
+    run_id: str
+    rule: str
+    kind: str  # failure_rate | test_timeout | kernel_crash | metric_regression
+    severity: str  # info | warning | critical
+    summary: str  # one line: what fired and where
+    domain: str = ""
+    ts: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class VmSample:
     """1 Hz health sample of a VM."""
 
@@ -207,8 +233,10 @@ Event = (
     | KernelLogLine
     | KernelEventRaised
     | VmStateChanged
+    | VmReady
     | VmSample
     | InfraProblem
+    | AlertFired
     | ConfirmStarted
     | TestRerun
     | TestVerdict

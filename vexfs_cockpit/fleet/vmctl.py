@@ -23,7 +23,7 @@ import logging
 from typing import Protocol
 
 from vexfs_cockpit.engine.bus import EventBus
-from vexfs_cockpit.engine.events import VmStateChanged
+from vexfs_cockpit.engine.events import VmReady, VmStateChanged
 from vexfs_cockpit.engine.target import CommandResult, Target
 from vexfs_cockpit.errors import CockpitError, InfraError
 from vexfs_cockpit.fleet.console import ConsoleClosed, ConsoleStream
@@ -80,6 +80,7 @@ class GuestVm:
         self._since = 0
         self.snapshot = snapshot  # restore this instead of booting (None: always cold)
         self.boot_kind = ""  # "restored" | "cold": how the VM last came up
+        self._boot_t0 = 0.0  # loop time the last cold boot or reset began (VmReady's seconds)
 
     # -- boot / reset -------------------------------------------------------------------
     async def boot(self) -> None:
@@ -87,6 +88,7 @@ class GuestVm:
         if self.snapshot is not None and await self._restore("restore", first=True):
             return
         self.phase = "booting"
+        self._boot_t0 = asyncio.get_running_loop().time()
         await self.fleet.start(self.xml, paused=True, keep=self.keep, ssh_port=self.ssh_port)
         self._created = True
         self.boot_kind = "cold"
@@ -138,6 +140,7 @@ class GuestVm:
             vm=self.name, state="running", reason=f"restored from snapshot in {loop.time() - started:.2f}s",
         ))
         self.bus.publish(VmStateChanged(vm=self.name, state="ready", reason=f"boot #{self.boots}"))
+        self.bus.publish(VmReady(vm=self.name, mode="restore", seconds=loop.time() - started, reset=not first))
         return True
 
     async def _attach_and_run(self, note: str) -> None:
@@ -172,6 +175,8 @@ class GuestVm:
             raise InfraError(f"VM {self.name} printed its ready marker but SSH failed: {err}") from None
         self.phase = "ready"
         self.bus.publish(VmStateChanged(vm=self.name, state="ready", reason=f"boot #{self.boots}"))
+        # From the start (or reset) call until SSH answered: what a cold boot costs a lease.
+        self.bus.publish(VmReady(vm=self.name, mode="boot", seconds=loop.time() - self._boot_t0, reset=not first))
 
     async def adopt(self) -> None:
         """Take over a VM that is already up (booted by another loop or process).
@@ -203,6 +208,7 @@ class GuestVm:
         async with self._reset_lock:
             log.info("resetting %s: %s", self.name, reason)
             self.phase = "booting"
+            self._boot_t0 = asyncio.get_running_loop().time()
             await self.console.detach()
             if self.snapshot is not None and not self.snapshot.broken:
                 await self.fleet.stop(self.name, grace_s=0)

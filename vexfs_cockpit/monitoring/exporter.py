@@ -13,7 +13,6 @@ of the domains' own catalogues.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
 import tempfile
@@ -28,6 +27,7 @@ from prometheus_client import CollectorRegistry, generate_latest, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from vexfs_cockpit.config.models import split_listen
 from vexfs_cockpit.errors import ReportError, UsageError
 from vexfs_cockpit.monitoring.queries import read_snapshot, store_size_bytes
 from vexfs_cockpit.store.history import History
@@ -192,24 +192,13 @@ def write_textfile(db: Path, path: Path) -> int:
 
 
 # -- the HTTP endpoint ---------------------------------------------------------------
-LOOPBACK_NAMES = {"localhost": "127.0.0.1"}
-
-
 def parse_listen(text: str) -> tuple[str, int]:
     """'127.0.0.1:9464', '[::1]:9464', 'localhost:0' -> (host, port). Only loopback:
     the history names tests, VMs and kernel reports, and this host serves nothing off it."""
-    host, sep, port_s = (text or "").rpartition(":")
-    if not sep or not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
-        raise UsageError(f"--listen {text!r}: use HOST:PORT, e.g. 127.0.0.1:9464")
-    host = host.strip("[]")
-    host = LOOPBACK_NAMES.get(host, host)
     try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise UsageError(f"--listen {text}: metrics are served on a loopback address only (127.0.0.1, ::1, localhost)")
-    return host, int(port_s)
+        return split_listen(text)
+    except ValueError as err:
+        raise UsageError(f"--listen {err}") from None
 
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):

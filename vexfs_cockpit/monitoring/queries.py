@@ -197,3 +197,21 @@ def run_metrics(db: Path, run_id: str) -> list[tuple[str, str, str, str, float, 
         return [tuple(r) for r in conn.execute(
             "SELECT env, domain, test, name, value, ts FROM metrics WHERE run_id = ? ORDER BY id", (run_id,)
         )]
+
+
+def latest_metric_values(db: Path, env: str, names: Sequence[str], before_ts: float) -> dict[tuple[str, str, str], float]:
+    """(domain, test, name) -> the newest value of each of ``names`` stored in ``env``
+    before ``before_ts`` (a run's start): what the live metric_regression alert compares
+    a run's new values with, read once when the run starts."""
+    out: dict[tuple[str, str, str], float] = {}
+    with reading(db) as conn:
+        if conn is None:
+            return out
+        for name in names:
+            # SQLite takes the bare columns from the row holding max(ts).
+            for domain, test, value, _ in conn.execute(
+                "SELECT domain, test, value, max(ts) FROM metrics WHERE name = ? AND env = ? AND ts < ? GROUP BY domain, test",
+                (name, env, before_ts),
+            ):
+                out[(domain, test, name)] = float(value)
+    return out

@@ -23,6 +23,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from vexfs_cockpit.engine.events import (
+    AlertFired,
     Event,
     InfraProblem,
     KernelEventRaised,
@@ -209,6 +210,9 @@ class CockpitApp(App[int]):
             if isinstance(ev, InfraProblem):
                 where = f"{vm_display_name(ev.vm)}: " if ev.vm else ""
                 self.notify(f"{where}{ev.message}", title="infrastructure", severity="error", timeout=10)
+            elif isinstance(ev, AlertFired):  # monitoring.alerts, evaluated live by the session
+                sev = "error" if ev.severity == "critical" else "warning"
+                self.notify(ev.summary, title=f"alert {ev.rule} [{ev.severity}]", severity=sev, timeout=10)
             elif isinstance(ev, RunStarted):
                 self._read_session_info()  # the run may have switched the environment
                 self._expected_asked = set(ev.planned)

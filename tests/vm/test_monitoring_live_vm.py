@@ -1,0 +1,89 @@
+"""Live metrics of a real `run --batch` (monitoring.listen): scraped over HTTP while the
+guest runs the tests, not read from the history afterwards."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.e2e import CI_PROFILE, ROOT, LineReader, cockpit_argv, owned_vms
+
+pytestmark = pytest.mark.vm
+
+DOMAIN = "kernel_module"
+# module_build and the two it brings: a short run with three results.
+TESTS = f"{DOMAIN}/module_load_basic,{DOMAIN}/module_unload_basic"
+READY = "vexfs_cockpit_vm_ready_duration_seconds"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        text = resp.read().decode()
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def _total(sc: dict, name: str, **labels: str) -> float:
+    want = set(labels.items())
+    return sum(v for (n, ls), v in sc.items() if n == name and want <= ls)
+
+
+@pytest.mark.timeout(900)
+def test_batch_run_serves_live_metrics(tmp_path: Path) -> None:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    proc = subprocess.Popen(
+        cockpit_argv("run", "--batch", *CI_PROFILE, "--db", str(tmp_path / "h.db"), "--domains", DOMAIN,
+                     "--tests", TESTS, "--set", f"monitoring.listen=127.0.0.1:{port}"),
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        out = LineReader(proc.stdout)
+        out.wait_for(lambda ln: "] run " in ln and " profile=" in ln, timeout=120)  # RunStarted
+        at_start = _scrape(url)
+        first = out.wait_for(lambda ln: f"{DOMAIN}/" in ln and (": PASSED" in ln or ": FAILED" in ln), timeout=600)
+        mid = _scrape(url)
+        out.wait_for(lambda ln: f"{DOMAIN}/module_unload_basic:" in ln, timeout=600)
+        last = _scrape(url)
+        code = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    lines = out.rest()
+    err = proc.stderr.read()
+    assert code == 0, "\n".join(lines[-20:]) + err
+    assert owned_vms(proc.pid) == []
+
+    runs, tests = "vexfs_cockpit_session_runs_in_progress", "vexfs_cockpit_session_run_tests"
+    assert at_start[(runs, frozenset())] == 1
+    assert mid[(runs, frozenset())] == 1 and last[(runs, frozenset())] == 1
+    assert _total(at_start, "vexfs_cockpit_session_run_planned_tests", domain=DOMAIN) == 3
+    # The results so far, as the run goes: more at the last test than at the start.
+    assert _total(at_start, tests, domain=DOMAIN) < _total(mid, tests, domain=DOMAIN) <= 3
+    assert _total(last, tests, domain=DOMAIN, status="passed") == 3, first
+    # The VM came up before its first test: the fleet's measured boot or restore time.
+    n = _total(mid, READY + "_count")
+    took = _total(mid, READY + "_sum")
+    assert n >= 1 and took > 0
+    modes = {dict(ls)["mode"] for (name, ls) in mid if name == READY + "_count"}
+    assert modes <= {"boot", "restore"}
+    assert _total(mid, "vexfs_cockpit_session_vm_state", state="ready") + _total(
+        mid, "vexfs_cockpit_session_vm_state", state="running") >= 1
+    print(f"\nVM ready: {n:g} x, {took:.2f}s in all ({', '.join(sorted(modes))})")
+    # The exporter went with the run.
+    with pytest.raises(OSError):
+        _scrape(url)

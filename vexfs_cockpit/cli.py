@@ -47,6 +47,7 @@ COMMANDS: dict[str, str] = {
     "analyze": "vexfs_cockpit.commands.analyze",
     "baseline": "vexfs_cockpit.commands.baseline",
     "expunge": "vexfs_cockpit.commands.expunge",
+    "plan": "vexfs_cockpit.commands.plan",
 }
 COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(COMMANDS.values()))
 

@@ -278,6 +278,48 @@ class AnalysisSettings(Strict):
     confirm_reruns: int = Field(3, ge=0, le=20)
 
 
+# A libvirt connection URI the cockpit can place VMs over: the local system daemon,
+# another host through SSH (qemu+ssh://user@host[:port]/system), or libvirt's test
+# driver (test:///path/node.xml, for tests). One line, no spaces.
+LIBVIRT_URI = r"^(qemu|test)(\+(ssh|libssh|libssh2|unix|tcp|tls))?://[^\s]*$"
+HOST_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+HOST_LABEL = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+
+
+class HostSettings(Strict):
+    """One libvirt host the fleet may place VMs on (``hosts:``; fleet/placement.py)."""
+
+    name: str = Field(..., pattern=HOST_NAME, description="a host name: letters, digits, _ . -")
+    uri: str = Field(..., pattern=LIBVIRT_URI,
+                     description="a libvirt URI such as qemu:///system or qemu+ssh://root@host/system")
+    # Capacity granted to the cockpit there; unset: what libvirt reports (getInfo: CPUs,
+    # memory less 512 MB for the host itself). disk_gb unset: disk is not checked there.
+    cpus: PositiveInt | None = None
+    memory_mb: PositiveInt | None = None
+    disk_gb: PositiveFloat | None = None
+    max_vms: PositiveInt | None = None  # per-host cap on VMs at once
+    labels: list[str] = Field(default_factory=list)  # e.g. perf-quiet, kvm: what affinity asks for
+    # user@host[:port] the guests' forwarded SSH ports are reached through (their ports
+    # only listen on that host's loopback); "" = the URI's user@host for qemu+ssh, none locally.
+    ssh_jump: str = Field("", pattern=r"^(([A-Za-z0-9._-]+@)?[A-Za-z0-9.-]+(:[0-9]{1,5})?)?$",
+                          description="user@host[:port], e.g. root@perf1.example.org")
+
+    @field_validator("labels")
+    @classmethod
+    def _label_words(cls, v: list[str]) -> list[str]:
+        for label in v:
+            if not re.fullmatch(HOST_LABEL, label):
+                raise PydanticCustomError("host_label", "labels of letters, digits, _ . - (found {label!r})", {"label": label})
+        return v
+
+
+class PlacementSettings(Strict):
+    """Which hosts a domain's VMs may go to (``placement:``; with ``hosts:``)."""
+
+    # domain -> labels its host must all carry, e.g. {performance_metrics: [perf-quiet]}
+    affinity: dict[str, list[str]] = Field(default_factory=dict)
+
+
 DOMAIN_NAMES = (
     "kernel_module",
     "filesystem_operations",
@@ -299,6 +341,8 @@ class CockpitConfig(Strict):
     module: ModuleSettings = Field(default_factory=ModuleSettings)
     domains: dict[str, DomainSettings] = Field(default_factory=dict)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    hosts: list[HostSettings] = Field(default_factory=list)  # empty: this machine (fleet.libvirt_uri)
+    placement: PlacementSettings = Field(default_factory=PlacementSettings)
 
     # Where the YAML came from; relative paths in the config resolve against this.
     source_path: Path | None = Field(None, exclude=True)
@@ -316,6 +360,16 @@ class CockpitConfig(Strict):
     @classmethod
     def _none_is_empty(cls, v: Any) -> Any:
         return {} if v is None else v
+
+    @field_validator("hosts")
+    @classmethod
+    def _host_names_unique(cls, v: list[HostSettings]) -> list[HostSettings]:
+        seen: set[str] = set()
+        for h in v:
+            if h.name in seen:
+                raise PydanticCustomError("host_name", "host names used once each ({name!r} twice)", {"name": h.name})
+            seen.add(h.name)
+        return v
 
     def domain(self, name: str) -> DomainSettings:
         """Effective settings: module defaults <- domain section."""

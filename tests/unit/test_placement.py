@@ -1,0 +1,181 @@
+"""Placement over several libvirt hosts (issue 18 items 1-2): the pure function, host
+sizes read over libvirt (the test driver's node XML files of different sizes and the
+real local qemu:///system), and `vexfs-cockpit plan`."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import subprocess
+from pathlib import Path
+
+import libvirt
+import pytest
+from pydantic import ValidationError
+
+from vexfs_cockpit.config.models import CockpitConfig, HostSettings
+from vexfs_cockpit.errors import ConfigError, HostUnavailable
+from vexfs_cockpit.fleet.hosts import HOST_RESERVE_MB, read_host, read_hosts
+from vexfs_cockpit.fleet.placement import HostRoom, PlacementError, VmShape, place
+
+ROOT = Path(__file__).resolve().parents[2]
+SHAPE = VmShape(cpus=1, memory_mb=512, disk_gb=1.0)
+DOMAINS = ["kernel_module", "filesystem_operations", "vector_operations", "performance_metrics",
+           "safety_validation", "integration_testing"]
+
+
+def node_xml(path: Path, cpus: int, memory_mb: int) -> str:
+    """A libvirt test-driver host of that size (drvtest: <node> with <cpu> and <memory> KiB)."""
+    path.write_text(
+        "<node>\n"
+        f"  <cpu><nodes>1</nodes><sockets>1</sockets><cores>{cpus}</cores><threads>1</threads>"
+        f"<active>{cpus}</active><mhz>2000</mhz><model>x86_64</model></cpu>\n"
+        f"  <memory>{memory_mb * 1024}</memory>\n"
+        "</node>\n"
+    )
+    return f"test://{path}"
+
+
+# -- the pure function ------------------------------------------------------------------
+def test_affinity_and_capacity_decide_and_the_plan_is_deterministic() -> None:
+    hosts = [HostRoom("big", "u1", 16, 32768, labels=frozenset({"kvm"})),
+             HostRoom("quiet", "u2", 2, 2048, labels=frozenset({"perf-quiet"})),
+             HostRoom("mid", "u3", 4, 4096)]
+    aff = {"performance_metrics": ["perf-quiet"]}
+    plan = place(DOMAINS, hosts, SHAPE, parallel=3, affinity=aff)
+    assert plan.where["performance_metrics"] == "quiet"
+    loads = {ld.host.name: ld for ld in plan.loads}
+    for ld in loads.values():  # every host's peak fits it
+        cpus, mem, _ = ld.usage(SHAPE)
+        assert cpus <= ld.host.cpus and mem <= ld.host.memory_mb
+        assert ld.peak_vms == min(len(ld.domains), 3)
+    assert sorted(d for ld in plan.loads for d in ld.domains) == sorted(DOMAINS)
+    again = place(list(DOMAINS), list(hosts), SHAPE, parallel=3, affinity=dict(aff))
+    assert again.where == plan.where
+
+
+def test_a_domain_goes_where_there_is_room_not_only_where_labels_allow() -> None:
+    """perf-quiet has room for one VM: the second domain that needs it does not fit, and
+    the message names both domains' hosts and the numbers."""
+    hosts = [HostRoom("quiet", "u", 1, 1024, labels=frozenset({"perf-quiet"})), HostRoom("big", "u", 64, 65536)]
+    aff = {"performance_metrics": ["perf-quiet"], "vector_operations": ["perf-quiet"]}
+    with pytest.raises(PlacementError) as err:
+        place(DOMAINS, hosts, SHAPE, parallel=2, affinity=aff)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert ("performance_metrics (1 VM(s) of 1 CPU, 512 MB, 1 GB) does not fit: quiet (1 CPUs, 1024 MB): "
+            "2 VMs at once with vector_operations there need 2 CPUs > 1" in msg)
+    # one at a time, both fit on the one CPU
+    plan = place(DOMAINS, hosts, SHAPE, parallel=1, affinity=aff)
+    assert plan.where["performance_metrics"] == plan.where["vector_operations"] == "quiet"
+
+
+def test_missing_label_and_per_host_caps_are_named() -> None:
+    hosts = [HostRoom("a", "u", 8, 8192, max_vms=1), HostRoom("b", "u", 8, 8192, disk_gb=1.5, max_vms=1)]
+    with pytest.raises(PlacementError, match=r"performance_metrics needs a host labelled perf-quiet \(placement.affinity\): "
+                                             r"none is \(a \[-\]; b \[-\]\)"):
+        place(DOMAINS[:4], hosts, SHAPE, parallel=4, affinity={"performance_metrics": ["perf-quiet"]})
+    with pytest.raises(PlacementError, match=r"2 VMs at once with kernel_module there need 2 VMs > max_vms 1"):
+        place(DOMAINS[:3], hosts, SHAPE, parallel=3)
+    with pytest.raises(PlacementError, match=r"b \(8 CPUs, 8192 MB, 1.5 GB disk, max 1 VMs\): 2 VMs at once need "
+                                             r"2 GB disk > 1.5 GB, 2 VMs > max_vms 1$"):
+        place(["kernel_module"], hosts[1:], SHAPE, vms_per_domain=2)
+
+
+def test_config_hosts_section_validates() -> None:
+    cfg = CockpitConfig.model_validate({"hosts": [{"name": "perf1", "uri": "qemu+ssh://root@perf1:2222/system",
+                                                   "labels": ["perf-quiet"], "ssh_jump": "root@perf1:2222"}],
+                                        "placement": {"affinity": {"performance_metrics": ["perf-quiet"]}}})
+    assert cfg.hosts[0].labels == ["perf-quiet"]
+    for bad in ({"name": "a", "uri": "http://x"}, {"name": "a b", "uri": "qemu:///system"},
+                {"name": "a", "uri": "qemu:///system", "labels": ["no spaces"]},
+                {"name": "a", "uri": "qemu:///system", "ssh_jump": "root@x; rm -rf /"},
+                {"name": "a", "uri": "qemu:///system", "cpus": 0}):
+        with pytest.raises(ValidationError):
+            CockpitConfig.model_validate({"hosts": [bad]})
+    with pytest.raises(ValidationError, match="host names used once each"):
+        CockpitConfig.model_validate({"hosts": [{"name": "a", "uri": "qemu:///system"}] * 2})
+
+
+# -- host sizes over libvirt connections ------------------------------------------------
+def test_host_sizes_read_over_several_libvirt_connections(tmp_path: Path) -> None:
+    """Three test-driver hosts of different sizes and the real local qemu:///system, read
+    side by side; the config may grant less than a host has, never more."""
+    cfg = CockpitConfig.model_validate({"hosts": [
+        {"name": "huge", "uri": node_xml(tmp_path / "huge.xml", 64, 262144), "labels": ["kvm"]},
+        {"name": "quiet", "uri": node_xml(tmp_path / "quiet.xml", 4, 8192), "labels": ["perf-quiet"]},
+        {"name": "tiny", "uri": node_xml(tmp_path / "tiny.xml", 1, 1024), "cpus": 1, "memory_mb": 256},
+        {"name": "here", "uri": "qemu:///system"},
+    ]})
+    rooms = asyncio.run(read_hosts(cfg, tmp_path))
+    assert [(r.name, r.cpus, r.memory_mb) for r in rooms[:3]] == [
+        ("huge", 64, 262144 - HOST_RESERVE_MB), ("quiet", 4, 8192 - HOST_RESERVE_MB), ("tiny", 1, 256)]
+    assert rooms[2].source == "config" and rooms[0].source == "libvirt: 64 CPUs, 262144 MB"
+    conn = libvirt.openReadOnly("qemu:///system")
+    _, mem, cpus, *_ = conn.getInfo()
+    conn.close()
+    assert (rooms[3].cpus, rooms[3].memory_mb) == (cpus, mem - HOST_RESERVE_MB)
+    plan = place(DOMAINS, rooms, SHAPE, parallel=4, affinity={"performance_metrics": ["perf-quiet"]})
+    assert plan.where["performance_metrics"] == "quiet"
+    assert "tiny" not in plan.where.values()  # 256 MB: no 512 MB VM fits there
+    with pytest.raises(ConfigError, match=r"hosts\[quiet\].cpus: 8 CPUs is more than the 4 CPUs libvirt reports"):
+        read_host(HostSettings(name="quiet", uri=f"test://{tmp_path / 'quiet.xml'}", cpus=8))
+
+
+def test_unreachable_host_is_one_line(tmp_path: Path) -> None:
+    for uri in (f"test://{tmp_path / 'missing.xml'}", "qemu+unix:///system?socket=/nonexistent/libvirt-sock"):
+        with pytest.raises(HostUnavailable) as err:
+            read_host(HostSettings(name="gone", uri=uri))
+        assert str(err.value).startswith(f"hosts[gone]: cannot reach libvirt at {uri}: ") and "\n" not in str(err.value)
+
+
+# -- vexfs-cockpit plan ------------------------------------------------------------------
+def _plan(tmp_path: Path, *sets: str) -> subprocess.CompletedProcess[str]:
+    big, small = node_xml(tmp_path / "big.xml", 16, 32768), node_xml(tmp_path / "small.xml", 2, 2048)
+    hosts = (f"hosts=[{{name: big, uri: '{big}', labels: [kvm]}}, "
+             f"{{name: quiet, uri: '{small}', labels: [perf-quiet]}}]")
+    argv = [str(ROOT / ".venv/bin/vexfs-cockpit"), "plan", "--set", hosts,
+            "--set", "placement.affinity={performance_metrics: [perf-quiet]}",
+            "--set", "execution.parallel_test_execution=true", "--set", "execution.max_parallel_tests=2"]
+    for s in sets:
+        argv += ["--set", s]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=ROOT, check=False)
+
+
+def test_plan_prints_the_placement_and_starts_nothing(tmp_path: Path) -> None:
+    proc = _plan(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("plan: 6 domain(s) on 2 of 2 host(s); 1 VM(s) per domain of 1 CPU")
+    quiet = next(ln for ln in lines if ln.startswith("quiet [perf-quiet]"))
+    assert quiet.rstrip().endswith("performance_metrics") and "2 CPUs, 1536 MB (libvirt: 2 CPUs, 2048 MB)" in quiet
+
+
+def test_plan_opens_read_only_connections_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing can be started over a read-only connection; a writable one is never opened."""
+    import argparse
+
+    from vexfs_cockpit.commands.plan import cmd_plan
+
+    def refuse(*_a: object, **_k: object) -> None:
+        raise AssertionError("plan opened a writable libvirt connection")
+
+    monkeypatch.setattr(libvirt, "open", refuse)
+    monkeypatch.setattr(libvirt, "openAuth", refuse)
+    opened: list[str] = []
+    real = libvirt.openReadOnly
+    monkeypatch.setattr(libvirt, "openReadOnly", lambda uri: (opened.append(uri), real(uri))[1])
+    args = argparse.Namespace(config=None, env=None, db=None, domains=None, set=[
+        f"hosts=[{{name: a, uri: '{node_xml(tmp_path / 'a.xml', 8, 8192)}'}}, {{name: here, uri: 'qemu:///system'}}]"])
+    out = io.StringIO()
+    assert cmd_plan(args, out) == 0
+    assert sorted(opened) == sorted([f"test://{tmp_path / 'a.xml'}", "qemu:///system"])
+    assert "plan: 6 domain(s)" in out.getvalue()
+
+
+def test_plan_that_cannot_fit_fails_before_anything_starts(tmp_path: Path) -> None:
+    proc = _plan(tmp_path, "resources.memory_mb=4096", "resources.max_total_memory_gb=64")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [(
+        "vexfs-cockpit: plan does not fit: performance_metrics (1 VM(s) of 1 CPU, 4096 MB, 1 GB) does not fit: "
+        "quiet (2 CPUs, 1536 MB): 1 VMs at once need 4096 MB > 1536 MB")]

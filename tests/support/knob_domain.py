@@ -4,8 +4,8 @@
 
 ``options.probe`` (``--set domains.knob.options.probe=MODE``):
 
-- ``off``: passes;
-- ``on``: fails on every attempt;
+- ``pass``: passes (the default);
+- ``fail``: fails on every attempt;
 - ``odd``: fails on the 1st, 3rd, ... attempt on one guest, counted in a file in the
   guest's /tmp: deterministic, so a fresh VM starts counting again.
 """
@@ -18,15 +18,15 @@ COUNTER = "/tmp/vexfs-knob-probe.count"
 
 
 class KnobDomain(DomainBase):
-    """A fault knob per test (options.probe: off | on | odd), for the confirmation tests."""
+    """A fault knob per test (options.probe: pass | fail | odd), for the confirmation tests."""
 
     name = "knob"
 
     async def test_probe(self) -> TestResult:
-        mode = str(option(self, "probe", "off"))
+        mode = str(option(self, "probe", "pass"))  # not on/off: YAML reads those as booleans
         res = await self.target.run(
             f"n=$(( $(cat {COUNTER} 2>/dev/null || echo 0) + 1 )); echo $n > {COUNTER}; echo $n", check=True)
         n = int(res.output.strip())  # our own counter: a number, or check=True failed above
-        bad = mode == "on" or (mode == "odd" and n % 2 == 1)
+        bad = mode == "fail" or (mode == "odd" and n % 2 == 1)
         return TestResult(status=TestStatus.FAILED if bad else TestStatus.PASSED,
                           message=f"attempt {n} on this guest, knob probe={mode}")

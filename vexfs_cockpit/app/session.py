@@ -88,6 +88,7 @@ class Session:
     ) -> RunSummary:
         run_id = run_id or new_run_id()
         known = self.known_failures()  # a malformed file stops the run before any VM boots
+        deadlines = await asyncio.to_thread(self._deadlines)
         artifacts = data_dir() / "runs" / run_id
         artifacts.mkdir(parents=True, exist_ok=True)
         req = RunRequest(
@@ -100,6 +101,7 @@ class Session:
             only_tests=only_tests,
             artifacts_dir=artifacts,
             project_root=self.project_root,
+            deadlines=deadlines,
             provenance={**await asyncio.to_thread(self._provenance), **(provenance_extra or {})},
         )
         assert self.runner is not None
@@ -111,6 +113,12 @@ class Session:
 
             self.runner.triage = HistoryTriage(self.history, *known)
         return await self.runner.execute(req)
+
+    def _deadlines(self) -> dict:
+        """Each test's hang deadline from its history (execution.deadline_*)."""
+        from vexfs_cockpit.app.triage import history_deadlines
+
+        return history_deadlines(self.history, self.config) if self.history is not None else {}
 
     def known_failures(self) -> tuple[list, str]:
         """The env's known failures (analysis.known_failures_dir/<env>.yaml) and its label."""

@@ -1,5 +1,6 @@
-"""The runner's Triage over this session's history DB and the env's known-failures
-file (engine/confirm.py says what it is for; analysis/triage.py decides)."""
+"""What the runner gets from this session's history DB: the Triage over it and the env's
+known-failures file (engine/confirm.py says what it is for; analysis/triage.py decides),
+and each test's hang deadline (analysis/deadlines.py)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
+from vexfs_cockpit.analysis.deadlines import deadlines
 from vexfs_cockpit.analysis.known import KnownFailure, known_failures_path, load_known_failures
 from vexfs_cockpit.analysis.triage import references, triage
 from vexfs_cockpit.config.models import CockpitConfig
 from vexfs_cockpit.config.paths import known_failures_dir
 from vexfs_cockpit.engine.confirm import Suspect
 from vexfs_cockpit.engine.results import TestResult
-from vexfs_cockpit.engine.runner import RunRequest
+from vexfs_cockpit.engine.runner import Deadline, RunRequest
 from vexfs_cockpit.store.history import History
 
 # Earlier finished runs of the env read for the tests' references (newest first).
@@ -49,3 +51,10 @@ class HistoryTriage:
                           guest_kernel=req.config.fleet.guest_kernel)
         return triage(results, refs, known=self.known, known_label=self.known_label,
                       kernel=req.provenance.get("kernel") or None)
+
+
+def history_deadlines(history: History, cfg: CockpitConfig) -> dict[tuple[str, str], Deadline]:
+    """Each test's hang deadline from its durations in the env's recent runs (blocking)."""
+    if cfg.execution.deadline_factor <= 0:
+        return {}
+    return deadlines(history.analysis_rows(env=cfg.env, limit=REFERENCE_RUNS), cfg.env, cfg.execution)

@@ -195,6 +195,12 @@ class ExecutionSettings(Strict):
     parallel_test_execution: bool = False
     max_parallel_tests: PositiveInt = 1
     retry_count: int = Field(0, ge=0, le=10)
+    # Hang deadline from each test's own history (analysis/deadlines.py): p95 of its recent passing
+    # durations x deadline_factor, at least deadline_floor_s, at most test_timeout_minutes;
+    # tests with fewer than deadline_min_runs such durations get test_timeout_minutes. 0: off.
+    deadline_factor: float = Field(4.0, ge=0)
+    deadline_floor_s: PositiveFloat = 60.0
+    deadline_min_runs: int = Field(5, ge=1)
 
 
 class StoreSettings(Strict):
@@ -233,8 +239,7 @@ def split_listen(text: str, *, any_address: bool = False) -> tuple[str, int]:
     except ValueError:
         raise ValueError(f"{text!r}: HOST is an IP address or localhost, e.g. 127.0.0.1:9464") from None
     if not addr.is_loopback and not any_address:
-        raise ValueError(f"{text}: a loopback address only (127.0.0.1, ::1, localhost)"
-                         " unless monitoring.listen_any_address is true")
+        raise ValueError(f"{text}: not a loopback address (127.0.0.1, ::1, localhost)")
     return host, int(port_s)
 
 

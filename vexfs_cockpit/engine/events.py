@@ -71,6 +71,8 @@ class TestStarted:
     test: str
     attempt: int
     vm: str = ""
+    deadline_s: float = 0.0  # when the attempt times out (0: not told)
+    p95_s: float = 0.0  # its p95 duration in history, when the deadline came from it (0: not)
     ts: float = field(default_factory=_now)
 
 

@@ -61,6 +61,19 @@ RECOVER_SETUP_S = 300.0
 CONFIRM_VM_INDEX = 1
 
 
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """A test's hang deadline from its own history (app computes it, analysis/deadlines.py):
+    ``p95_s`` of its recent passing durations times a factor, floored and capped by config."""
+
+    seconds: float
+    p95_s: float
+    runs: int  # how many past durations the p95 is over
+
+    def describe(self) -> str:
+        return f"its deadline from history: p95 {self.p95_s:.1f}s over {self.runs} runs"
+
+
 @dataclass(slots=True)
 class RunRequest:
     config: CockpitConfig
@@ -73,6 +86,8 @@ class RunRequest:
     artifacts_dir: Path = field(default_factory=lambda: Path("."))
     project_root: Path = field(default_factory=lambda: Path("."))
     provenance: Mapping[str, str] = field(default_factory=dict)  # see app.provenance
+    # (domain, test) -> its hang deadline from history, where neither the test nor --timeout sets one
+    deadlines: Mapping[tuple[str, str], Deadline] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -522,7 +537,8 @@ class Runner:
                 s = pending.pop(spec.name, None)
                 if s is None:  # a dependency of a rerun test: once
                     done[spec.name] = (TestResult(status=TestStatus.SKIPPED, message=dep) if dep
-                                       else await self._attempt(req, domain, plugin, spec, lease, self._timeout(req, spec)))
+                                       else await self._attempt(req, domain, plugin, spec, lease,
+                                                                *self._timeout(req, domain, spec)))
                     continue
                 if dep:
                     self._verdict(req, verdicts, s, Verdict.UNCONFIRMED, (), _with(s.note, f"on the fresh VM: {dep}"))
@@ -531,7 +547,7 @@ class Runner:
                 for n in range(1, k + 1):
                     if self._abort.is_set():
                         break
-                    r = await self._attempt(req, domain, plugin, spec, lease, self._timeout(req, spec))
+                    r = await self._attempt(req, domain, plugin, spec, lease, *self._timeout(req, domain, spec))
                     statuses.append(r.status)
                     done[spec.name] = r
                     self.bus.publish(ev.TestRerun(
@@ -555,14 +571,20 @@ class Runner:
 
     # -- one test -----------------------------------------------------------------
     @staticmethod
-    def _timeout(req: RunRequest, spec: TestSpec) -> float:
-        return spec.options.timeout_s or req.timeout_s or req.config.execution.test_timeout_minutes * 60
+    def _timeout(req: RunRequest, domain: str, spec: TestSpec) -> tuple[float, Deadline | None]:
+        """The test's own timeout, else --timeout, else its deadline from history, else
+        execution.test_timeout_minutes; with the history deadline when that is the one."""
+        if spec.options.timeout_s or req.timeout_s:
+            return float(spec.options.timeout_s or req.timeout_s or 0), None
+        if (d := req.deadlines.get((domain, spec.name))) is not None:
+            return d.seconds, d
+        return req.config.execution.test_timeout_minutes * 60, None
 
     async def _run_test(
         self, req: RunRequest, domain: str, plugin: DomainBase, spec: TestSpec, lease: Lease
     ) -> TestResult:
         execution = req.config.execution
-        timeout = self._timeout(req, spec)
+        timeout, deadline = self._timeout(req, domain, spec)
         retries = spec.options.retries if spec.options.retries is not None else (
             req.retries if req.retries is not None else execution.retry_count
         )
@@ -571,8 +593,9 @@ class Runner:
         t0 = time.monotonic()
         result: TestResult | None = None
         for number in range(1, retries + 2):
-            self.bus.publish(ev.TestStarted(run_id=req.run_id, domain=domain, test=spec.name, attempt=number, vm=lease.vm_name))
-            result = await self._attempt(req, domain, plugin, spec, lease, timeout)
+            self.bus.publish(ev.TestStarted(run_id=req.run_id, domain=domain, test=spec.name, attempt=number, vm=lease.vm_name,
+                                            deadline_s=timeout, p95_s=deadline.p95_s if deadline else 0.0))
+            result = await self._attempt(req, domain, plugin, spec, lease, timeout, deadline)
             attempts.append(Attempt(number, result.status, result.message, result.duration_s))
             if not result.status.bad:
                 break
@@ -588,7 +611,8 @@ class Runner:
         return result
 
     async def _attempt(
-        self, req: RunRequest, domain: str, plugin: DomainBase, spec: TestSpec, lease: Lease, timeout: float
+        self, req: RunRequest, domain: str, plugin: DomainBase, spec: TestSpec, lease: Lease, timeout: float,
+        deadline: Deadline | None = None,
     ) -> TestResult:
         evidence = Evidence()
         token = current_evidence.set(evidence)
@@ -602,7 +626,8 @@ class Runner:
             lost = gl
             result = TestResult(status=gl.status, message=str(gl))
         except TimeoutError:
-            result = TestResult(status=TestStatus.TIMEOUT, message=f"timed out after {timeout:g}s")
+            why = f" ({deadline.describe()})" if deadline else ""
+            result = TestResult(status=TestStatus.TIMEOUT, message=f"timed out after {timeout:g}s{why}")
         except CommandFailed as err:
             result = TestResult(status=TestStatus.FAILED, message=str(err))
         except AssertionError as err:

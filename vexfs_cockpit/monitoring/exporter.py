@@ -197,8 +197,8 @@ def parse_listen(text: str) -> tuple[str, int]:
     the history names tests, VMs and kernel reports, and this host serves nothing off it."""
     try:
         return split_listen(text)
-    except ValueError as err:
-        raise UsageError(f"--listen {err}") from None
+    except ValueError:
+        raise UsageError(f"--listen {text}: metrics are served on a loopback address only (127.0.0.1, ::1, localhost)") from None
 
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):

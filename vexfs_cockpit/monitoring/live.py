@@ -214,7 +214,7 @@ class LiveAlerts:
                 t[r.status.value] += 1
                 if r.status.value == "TIMEOUT":
                     for rule in self._rules("test_timeout", r.domain):
-                        out += self._fire(rule, r.domain, f"{r.domain}/{r.name} timed out ({r.duration_s:.0f}s)"
+                        out += self._fire(rule, r.domain, f"{r.domain}/{r.name} {r.message or 'timed out'}"
                                           f" (env {self.env})")
                 for rule in self._rules("failure_rate", r.domain):
                     bad = sum(t[s] for s in ("FAILED", "TIMEOUT", "ERROR"))

@@ -196,6 +196,10 @@ def parse_listen(text: str) -> tuple[str, int]:
     """'127.0.0.1:9464', '[::1]:9464', 'localhost:0' -> (host, port). Only loopback:
     the history names tests, VMs and kernel reports, and this host serves nothing off it."""
     try:
+        split_listen(text, any_address=True)
+    except ValueError:
+        raise UsageError(f"--listen {text!r}: use HOST:PORT, e.g. 127.0.0.1:9464") from None
+    try:
         return split_listen(text)
     except ValueError:
         raise UsageError(f"--listen {text}: metrics are served on a loopback address only (127.0.0.1, ::1, localhost)") from None

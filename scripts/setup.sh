@@ -67,6 +67,21 @@ else
     log "installing $HEADERS_PREFIX$HV (headers of the running kernel, for --kernel host)"
     apt_install "$HEADERS_PREFIX$HV"
   fi
+  # VEXFS_TEST_SSH_HOST=1: the opt-in qemu+ssh end-to-end test (tests/vm/test_remote_host.py)
+  # starts its own sshd on a loopback port; the package's own sshd service is never
+  # started (policy-rc.d 101 while it installs), so nothing listens on port 22.
+  if [ "${VEXFS_TEST_SSH_HOST:-0}" = 1 ] && ! installed openssh-server; then
+    log "installing openssh-server (VEXFS_TEST_SSH_HOST=1: the qemu+ssh test; its service is not started)"
+    as_root apt-get update -qq
+    made_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
+      as_root chmod 755 /usr/sbin/policy-rc.d
+      made_policy=1
+    fi
+    apt_install openssh-server
+    if [ "$made_policy" = 1 ]; then as_root rm -f /usr/sbin/policy-rc.d; fi
+  fi
 fi
 
 # libvirt daemons (no systemd here; with systemd they are already running).

@@ -201,6 +201,9 @@ def test_triage_rules(before, now, expected):
         assert out == []
     else:
         assert len(out) == 1 and out[0].verdict == expected and out[0].before == before
+    # The env's first run: a failure has nothing to differ from (no reruns); one with a reference still does.
+    first = triage([r], refs, first_run=True)
+    assert first == ([] if not before else out)
 
 
 # -- the verdicts in the history, `history show` and the batch lines --------------------
@@ -308,6 +311,9 @@ async def test_history_triage_uses_the_baseline_else_the_tests_newest_result(tmp
     assert "write" not in out
     # load: not in the baseline; its newest non-skipped result in env ci is FAILED in "mid"
     assert (out["load"].before, out["load"].reference, out["load"].verdict) == ("FAILED", "run mid", Verdict.STILL_FAILING)
+    # An env's first run has nothing to differ from: no reruns, no verdicts.
+    fresh = RunRequest(config=cfg, domains=[FS], run_id="now", env="fresh")
+    assert await HistoryTriage(History(db), [], "x")(fresh, now) == []
 
 
 def test_a_malformed_known_failures_file_is_one_line_before_the_run(tmp_path):

@@ -179,3 +179,41 @@ def test_plan_that_cannot_fit_fails_before_anything_starts(tmp_path: Path) -> No
     assert proc.stderr.splitlines() == [(
         "vexfs-cockpit: plan does not fit: performance_metrics (1 VM(s) of 1 CPU, 4096 MB, 1 GB) does not fit: "
         "quiet (2 CPUs, 1536 MB): 1 VMs at once need 4096 MB > 1536 MB")]
+
+
+# -- leasing on the placed host ----------------------------------------------------------
+def test_guests_are_tunnelled_through_ssh_hosts_only() -> None:
+    from vexfs_cockpit.transport.jump import JumpSpec, jump_for
+
+    assert jump_for("qemu+ssh://builder@perf1:2222/system?keyfile=/k", "", where="hosts[p]") == JumpSpec("builder", "perf1", 2222)
+    assert jump_for("qemu+ssh://perf1/system", "", where="hosts[p]") == JumpSpec("root", "perf1", 22)
+    assert jump_for("qemu:///system", "", where="hosts[p]") is None
+    assert jump_for("qemu+tls://perf1/system", "ops@bastion:2200", where="hosts[p]") == JumpSpec("ops", "bastion", 2200)
+    with pytest.raises(ConfigError, match=r"hosts\[p\].ssh_jump: expected user@host\[:port\], found 'root@h:99999'"):
+        jump_for("qemu:///system", "root@h:99999", where="hosts[p]")
+
+
+def test_each_host_provider_sees_only_its_domains_in_the_run() -> None:
+    """A host's provider restores VMs ahead for the run's domains: only those placed there."""
+    from vexfs_cockpit.engine.bus import EventBus
+    from vexfs_cockpit.engine.events import RunStarted
+    from vexfs_cockpit.fleet.multihost import HostBus
+
+    bus = EventBus()
+    seen: list[tuple[str, ...]] = []
+    HostBus(bus, lambda: {"kernel_module"}).listen(lambda ev: seen.append(ev.domains))
+    bus.publish(RunStarted(run_id="r", config_path="", profile="p", env="ci", domains=("kernel_module", "vector_operations")))
+    assert seen == [("kernel_module",)]
+
+
+def test_run_with_hosts_that_cannot_fit_stops_before_any_vm(tmp_path: Path) -> None:
+    tiny = node_xml(tmp_path / "tiny.xml", 1, 768)
+    proc = subprocess.run(
+        [str(ROOT / ".venv/bin/vexfs-cockpit"), "run", "--batch", "--env", "ci", "--db", str(tmp_path / "h.db"),
+         "--domains", "kernel_module", "--set", f"hosts=[{{name: tiny, uri: '{tiny}'}}]"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.splitlines() == [(
+        "vexfs-cockpit: plan does not fit: kernel_module (1 VM(s) of 1 CPU, 512 MB, 1 GB) does not fit: "
+        "tiny (1 CPUs, 256 MB): 1 VMs at once need 512 MB > 256 MB")]
+    assert "booting" not in proc.stdout

@@ -6,7 +6,8 @@ the baseline ran it, else its newest status in the env's earlier finished runs (
 of another guest kernel left out when the config names one, as ``analyze`` groups).
 SKIPPED never counts as a status. Then, for each test of this run:
 
-- bad now, passed in the reference or never ran there: rerun (regression or flaky);
+- bad now, passed in the reference or never ran there: rerun (regression or flaky),
+  unless the env has no earlier run at all (a first run changes nothing: no verdict);
 - bad now and in the reference: still failing (no rerun);
 - passed now, bad in the reference: rerun (fixed or flaky);
 - listed in the known-failures file (and in its kernel/module range): bad now is
@@ -60,6 +61,7 @@ def triage(
     kernel: str | None = None,
     module_version: str | None = None,
     today: dt.date | None = None,
+    first_run: bool = False,
 ) -> list[Suspect]:
     """The tests of ``results`` that need a verdict (see the module doc)."""
     today = today or dt.date.today()
@@ -86,7 +88,7 @@ def triage(
                 note = f"known failure expired on {entry.expires}: counts again ({entry.reason})"
         if r.status.bad and before in BAD:
             out.append(_with(base, Verdict.STILL_FAILING, note))
-        elif r.status.bad:
+        elif r.status.bad and (before or not first_run or note):
             out.append(_with(base, None, note))
         elif before in BAD:
             out.append(_with(base, None, note))

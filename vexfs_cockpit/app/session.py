@@ -142,6 +142,9 @@ class Session:
 
         domains = select_domains(self.config, self.registry, wanted)
         check_resource_caps(self.config, domains)  # before any VM is touched
+        place = getattr(self.provider, "place", None)  # hosts: a plan that cannot fit stops here
+        if place is not None:
+            place(domains)
         if self.vms is not None:  # this session boots VMs here: they must fit the host too
             from vexfs_cockpit.fleet.host import measure_host
 
@@ -253,7 +256,14 @@ async def open_session(args, provider_factory: ProviderFactory | None = None) ->
     store = await HistoryStore.aopen(db_path)
     recorder = Recorder(store, bus)
     recorder.start()
-    provider = provider_factory(cfg, bus) if provider_factory else LibvirtProvider(cfg, bus, data_dir() / "runs")
+    if provider_factory:
+        provider = provider_factory(cfg, bus)
+    elif cfg.hosts:  # several libvirt hosts: each domain leased where placement puts it
+        from vexfs_cockpit.fleet.multihost import MultiHostProvider
+
+        provider = MultiHostProvider(cfg, bus, data_dir() / "runs")
+    else:
+        provider = LibvirtProvider(cfg, bus, data_dir() / "runs")
     session = Session(config=cfg, bus=bus, registry=registry, provider=provider, db_path=db_path,
                       project_root=project_root(cfg), args=args)
     if isinstance(provider, LibvirtProvider):

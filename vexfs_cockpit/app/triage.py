@@ -49,8 +49,9 @@ class HistoryTriage:
         rows = self.history.analysis_rows(env=req.env, limit=REFERENCE_RUNS, include=(baseline,) if baseline else ())
         refs = references(rows, env=req.env, run_id=req.run_id, baseline=baseline,
                           guest_kernel=req.config.fleet.guest_kernel)
+        first = not any(r.env == req.env and r.run_id != req.run_id for r in rows.runs)
         return triage(results, refs, known=self.known, known_label=self.known_label,
-                      kernel=req.provenance.get("kernel") or None)
+                      kernel=req.provenance.get("kernel") or None, first_run=first)
 
 
 def history_deadlines(history: History, cfg: CockpitConfig) -> dict[tuple[str, str], Deadline]:

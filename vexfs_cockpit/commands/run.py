@@ -122,6 +122,8 @@ async def run_batch(args: argparse.Namespace, provider_factory: ProviderFactory 
         empty_shard = False
         try:
             domains = session.select(args.domains)
+            if placed := getattr(session.provider, "placement_line", lambda: "")():  # hosts: where each domain runs
+                print(placed, file=printer.out, flush=True)
             only_tests = parse_only_tests(args.tests, domains)
             extra: dict[str, str] = {}
             if shard is not None:

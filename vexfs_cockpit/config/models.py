@@ -308,6 +308,9 @@ class HostSettings(Strict):
     # only listen on that host's loopback); "" = the URI's user@host for qemu+ssh, none locally.
     ssh_jump: str = Field("", pattern=r"^(([A-Za-z0-9._-]+@)?[A-Za-z0-9.-]+(:[0-9]{1,5})?)?$",
                           description="user@host[:port], e.g. root@perf1.example.org")
+    # The key and known_hosts file for that SSH connection; unset: your own (~/.ssh, agent).
+    ssh_key: Path | None = None
+    ssh_known_hosts: Path | None = None
 
     @field_validator("labels")
     @classmethod

@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vexfs_cockpit.config.models import CockpitConfig
 from vexfs_cockpit.engine.bus import EventBus
@@ -42,6 +43,9 @@ from vexfs_cockpit.fleet.sampler import HealthSampler
 from vexfs_cockpit.fleet.snapshot import Snapshot
 from vexfs_cockpit.fleet.vmctl import GuestVm
 from vexfs_cockpit.fleet.watchdog import guest_watchdog
+
+if TYPE_CHECKING:
+    from vexfs_cockpit.transport.jump import JumpHost
 from vexfs_cockpit.images.initramfs import WATCHDOG_CMDLINE
 
 log = logging.getLogger(__name__)
@@ -86,9 +90,12 @@ class LibvirtProvider:
         run_id: str = "",
         uri: str | None = None,
         sample_interval_s: float = 1.0,
+        jump: JumpHost | None = None,
     ):
         self.cfg = cfg
         self.bus = bus
+        # Guests on another libvirt host are reached through SSH to it (fleet/multihost.py).
+        self.jump = jump
         self.env = env or cfg.env
         self.run_id = run_id
         self.artifacts_dir = artifacts_dir
@@ -221,6 +228,7 @@ class LibvirtProvider:
             # The ready marker is printed once dropbear listens; SSH retries only cover
             # the key exchange under TCG and later resets.
             reconnect_deadline_s=min(60.0, self.cfg.fleet.template_boot_timeout_s),
+            tunnel=self.jump.connection if self.jump is not None else None,
         )
 
     async def new_vm(self, name: str, *, keep: bool = False, klog: object | None = None,

@@ -177,6 +177,7 @@ class SshTarget:
         use_sftp: bool = True,
         max_output: int = DEFAULT_MAX_OUTPUT,
         insecure: bool = False,
+        tunnel: Callable[[], Awaitable[asyncssh.SSHClientConnection]] | None = None,
     ):
         if max_channels < 1:
             raise ConfigError(f"SSH target {name}: max_channels must be >= 1, got {max_channels}")
@@ -194,6 +195,9 @@ class SshTarget:
         self.kill_timeout_s = kill_timeout_s
         self.max_output = max_output
         self._use_sftp = use_sftp
+        # A guest on another libvirt host: its port is on that host's loopback, reached
+        # through this SSH connection to the host (transport/jump.py).
+        self._tunnel = tunnel
         self._gate = _ChannelGate(max_channels)
         self._conn: asyncssh.SSHClientConnection | None = None
         self._conn_lock = asyncio.Lock()
@@ -296,9 +300,11 @@ class SshTarget:
             delay = min(delay * 2, 4.0)
 
     async def _connect_once(self) -> asyncssh.SSHClientConnection:
+        via = {"tunnel": await self._tunnel()} if self._tunnel is not None else {}
         return await connect_guest(
             self.host,
             self.port,
+            **via,
             username=self.username,
             client_keys=self._client_keys,
             known_hosts=self._known_hosts,

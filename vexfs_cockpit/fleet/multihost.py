@@ -1,0 +1,144 @@
+"""VMs on several libvirt hosts (``hosts:``): one ``LibvirtProvider`` per host, each
+domain leased from the host placement put it on (fleet/placement.py).
+
+The session places the selected domains before anything starts (``place``, a plan
+that does not fit is one line); a lease then goes to that host's provider. A host
+reached over SSH (``qemu+ssh://user@host/system``, or ``ssh_jump``) gets its guests'
+SSH tunnelled through one SSH connection to it (transport/jump.py): a guest's port
+is only ever forwarded on its own host's loopback.
+
+What a host needs: libvirtd, QEMU, and the guest image's files (kernel, initramfs)
+at the same paths as here, i.e. this machine or one sharing the cockpit's data
+directory; the cockpit does not copy images to other hosts. Guests on an SSH host
+boot cold (fleet.restore is off there: a golden snapshot is a file on the host that
+saved it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from vexfs_cockpit.config.models import CockpitConfig, HostSettings
+from vexfs_cockpit.engine.bus import EventBus
+from vexfs_cockpit.engine.events import Event, RunStarted
+from vexfs_cockpit.engine.provider import Lease
+from vexfs_cockpit.errors import InfraError
+from vexfs_cockpit.fleet.hosts import read_host
+from vexfs_cockpit.fleet.placement import Plan, VmShape, place
+from vexfs_cockpit.fleet.provider import LibvirtProvider
+from vexfs_cockpit.transport.jump import JumpHost, jump_for
+
+
+class HostBus:
+    """The session's bus as one host's provider sees it: a RunStarted names only the
+    domains placed on that host (its provider restores VMs ahead for those alone)."""
+
+    def __init__(self, bus: EventBus, here: Callable[[], set[str]]) -> None:
+        self._bus = bus
+        self._here = here
+
+    def listen(self, fn: Callable[[Event], None]) -> None:
+        def narrowed(ev: Event) -> None:
+            if isinstance(ev, RunStarted):
+                here = self._here()
+                ev = dataclasses.replace(ev, domains=tuple(d for d in ev.domains if d in here))
+            fn(ev)
+
+        self._bus.listen(narrowed)
+
+    def __getattr__(self, name: str) -> Any:  # publish, publish_threadsafe, subscribe, ...
+        return getattr(self._bus, name)
+
+
+class MultiHostProvider:
+    """A TargetProvider over ``cfg.hosts`` (implements engine.provider.TargetProvider
+    and PlansGuestKernel)."""
+
+    def __init__(self, cfg: CockpitConfig, bus: EventBus, artifacts_dir: Path) -> None:
+        self.cfg = cfg
+        self.bus = bus
+        self.artifacts_dir = artifacts_dir
+        self.plan: Plan | None = None
+        self._where: dict[str, str] = {}  # domain -> host name
+        self._children: dict[str, LibvirtProvider] = {}
+        self._jumps: list[JumpHost] = []
+
+    def _host(self, name: str) -> HostSettings:
+        return next(h for h in self.cfg.hosts if h.name == name)
+
+    def place(self, domains: list[str]) -> Plan:
+        """Measure the hosts and place ``domains`` (blocking; before anything starts).
+        PlacementError / HostUnavailable: one line each."""
+        rooms = [read_host(h) for h in self.cfg.hosts]
+        r, e = self.cfg.resources, self.cfg.execution
+        self.plan = place(domains, rooms, VmShape(r.cpus, r.memory_mb, r.disk_gb), vms_per_domain=r.vms_per_domain,
+                          parallel=e.max_parallel_tests if e.parallel_test_execution else 1,
+                          affinity=self.cfg.placement.affinity)
+        self._where = dict(self.plan.where)
+        return self.plan
+
+    def placement_line(self) -> str:
+        if self.plan is None:
+            return ""
+        return "placement: " + "; ".join(
+            f"{ld.host.name} ({ld.host.uri}): {', '.join(ld.domains)}" for ld in self.plan.loads if ld.domains)
+
+    def _host_cfg(self, h: HostSettings, remote: bool) -> CockpitConfig:
+        fleet = {"libvirt_uri": h.uri, **({"restore": "off"} if remote else {})}
+        return self.cfg.model_copy(update={"fleet": self.cfg.fleet.model_copy(update=fleet)})
+
+    def _child(self, host: str) -> LibvirtProvider:
+        child = self._children.get(host)
+        if child is None:
+            h = self._host(host)
+            spec = jump_for(h.uri, h.ssh_jump, where=f"hosts[{h.name}]")
+            jump = None
+            if spec is not None:
+                jump = JumpHost(spec, client_keys=h.ssh_key.expanduser() if h.ssh_key else None,
+                                known_hosts=h.ssh_known_hosts.expanduser() if h.ssh_known_hosts else None)
+                self._jumps.append(jump)
+            bus = HostBus(self.bus, lambda: {d for d, where in self._where.items() if where == host})
+            child = LibvirtProvider(self._host_cfg(h, spec is not None), bus, self.artifacts_dir,  # type: ignore[arg-type]
+                                    uri=h.uri, jump=jump)
+            self._children[host] = child
+        return child
+
+    def host_of(self, domain: str) -> str:
+        try:
+            return self._where[domain]
+        except KeyError:
+            raise InfraError(f"{domain}: not placed on any host (the session places the selected domains "
+                             "before the run; see `vexfs-cockpit plan`)") from None
+
+    @asynccontextmanager
+    async def lease(self, domain: str, index: int) -> AsyncIterator[Lease]:
+        host = self.host_of(domain)
+        async with self._child(host).lease(domain, index) as lease:
+            lease.extra["host"] = host
+            yield lease
+
+    async def planned_guest_kernel(self) -> str:
+        """Every host boots the same image: the first placed host's provider says which."""
+        hosts = [ld.host.name for ld in self.plan.loads if ld.domains] if self.plan else []
+        return await self._child(hosts[0]).planned_guest_kernel() if hosts else ""
+
+    def use_config(self, cfg: CockpitConfig) -> None:
+        self.cfg = cfg
+        for name, child in self._children.items():
+            h = self._host(name)
+            child.use_config(self._host_cfg(h, jump_for(h.uri, h.ssh_jump, where=f"hosts[{h.name}]") is not None))
+
+    async def aclose(self) -> None:
+        try:
+            await asyncio.gather(*(c.aclose() for c in self._children.values()))
+        finally:
+            for jump in self._jumps:
+                await jump.aclose()
+
+
+__all__ = ["HostBus", "MultiHostProvider"]

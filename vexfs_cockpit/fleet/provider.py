@@ -43,10 +43,10 @@ from vexfs_cockpit.fleet.sampler import HealthSampler
 from vexfs_cockpit.fleet.snapshot import Snapshot
 from vexfs_cockpit.fleet.vmctl import GuestVm
 from vexfs_cockpit.fleet.watchdog import guest_watchdog
+from vexfs_cockpit.images.initramfs import WATCHDOG_CMDLINE
 
 if TYPE_CHECKING:
     from vexfs_cockpit.transport.jump import JumpHost
-from vexfs_cockpit.images.initramfs import WATCHDOG_CMDLINE
 
 log = logging.getLogger(__name__)
 

@@ -67,6 +67,20 @@ else
     log "installing $HEADERS_PREFIX$HV (headers of the running kernel, for --kernel host)"
     apt_install "$HEADERS_PREFIX$HV"
   fi
+  # VEXFS_TEST_KERNEL_TREE=1: the opt-in tree-mode test builds a kernel from Debian's source.
+  if [ "${VEXFS_TEST_KERNEL_TREE:-0}" = 1 ]; then
+    tree_pkgs=()
+    for p in linux-source-6.12 gcc make flex bison bc libelf-dev libssl-dev xz-utils kmod; do installed "$p" || tree_pkgs+=("$p"); done
+    if [ ${#tree_pkgs[@]} -gt 0 ]; then
+      as_root apt-get update -qq
+      if has_candidate linux-source-6.12; then
+        log "installing ${tree_pkgs[*]} (VEXFS_TEST_KERNEL_TREE=1: the kernel tree test)"
+        apt_install "${tree_pkgs[@]}"
+      else
+        log "VEXFS_TEST_KERNEL_TREE=1: $DISTRO_NAME has no linux-source-6.12 (Debian 12 has it): the kernel tree test will skip"
+      fi
+    fi
+  fi
   # VEXFS_TEST_SSH_HOST=1: the opt-in qemu+ssh end-to-end test (tests/vm/test_remote_host.py)
   # starts its own sshd on a loopback port; the package's own sshd service is never
   # started (policy-rc.d 101 while it installs), so nothing listens on port 22.

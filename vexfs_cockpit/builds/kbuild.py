@@ -267,6 +267,7 @@ async def kbuild(
     if tree is None and not (kdir / "Makefile").exists():
         raise KernelHeadersMissing(
             f"no kernel headers for {kernel} at {kdir}: install them with `apt-get install linux-headers-{kernel}`"
+            " (a guest booted from a kernel tree: give the same --kernel TREE, or set fleet.guest_kernel to it)"
         )
     # A successful build of byte-identical inputs is reused (like ccache): the warm
     # loop's kbuild and the test run's module_build then compile once, not twice.

@@ -96,12 +96,13 @@ def test_exposition_parses_with_the_history_figures(db: Path) -> None:
 
 
 def test_labels_stay_bounded(db: Path) -> None:
-    allowed = {"domain", "status", "env", "test", "metric", "vm", "kind", "expected", "le"}
+    allowed = {"domain", "status", "env", "test", "metric", "vm", "kind", "expected", "le", "verdict"}
     for fam in text_string_to_metric_families(x.exposition(db).decode()):
         for s in fam.samples:
             assert set(s.labels) <= allowed, s
             if "status" in s.labels and fam.name != "vexfs_cockpit_runs":
                 assert s.labels["status"] in {"passed", "failed", "skipped", "timeout", "error"}
+            assert s.labels.get("verdict", "regression") in x.VERDICTS
 
 
 def test_no_global_registry_state(db: Path) -> None:
@@ -227,7 +228,7 @@ def test_bad_rules_are_config_errors(bad: list[AlertRule]) -> None:
 def test_default_config_has_alerts() -> None:
     cfg = load_config(None, None, {})
     kinds = {r.kind for r in cfg.monitoring.alerts}
-    assert kinds == {"failure_rate", "test_timeout", "kernel_crash", "metric_regression"}
+    assert kinds == {"failure_rate", "test_timeout", "kernel_crash", "metric_regression", "new_regression"}
     validate(cfg.monitoring.alerts)
 
 

@@ -352,3 +352,46 @@ def test_batch_output_shows_a_fired_alert() -> None:
     ProgressPrinter(out, colour=False).handle(ev.AlertFired(
         run_id="r1", rule="TimedOut", kind="test_timeout", severity="warning", summary="flaky/stuck timed out (0s)"))
     assert out.getvalue().endswith("] ALERT TimedOut [warning] flaky/stuck timed out (0s)\n")
+
+
+# -- new_regression: a change confirmed by reruns on a fresh VM ------------------------------
+NEW_REG = AlertRule(name="NewReg", kind="new_regression", severity="critical")
+
+
+def _verdict(verdict: str, test: str = "unload", run_id: str = "r2") -> ev.TestVerdict:
+    return ev.TestVerdict(run_id=run_id, domain="kernel_module", test=test, verdict=verdict, now="FAILED",
+                          before="PASSED", reference="run r1", reruns=("FAILED",) * 3)
+
+
+def test_new_regression_fires_live_on_the_verdict_only() -> None:
+    a = LiveAlerts([NEW_REG])
+    assert _fired(a, _started({"kernel_module": 2}, "r2"), _verdict("flaky", "load"), _verdict("fixed", "x")) == []
+    fired = a.feed(_verdict("regression"))
+    assert [(f.firing.rule, f.firing.severity, f.domain) for f in fired] == [("NewReg", "critical", "kernel_module")]
+    assert fired[0].firing.summary == "kernel_module/unload: new regression (FAILED now)"
+
+
+def test_new_regression_in_the_store_the_exporter_and_the_rules(tmp_path: Path) -> None:
+    import asyncio as aio
+
+    from tests.support.monitoring import make_history
+    from tests.support.store import record
+    from vexfs_cockpit.monitoring import exporter as x
+    from vexfs_cockpit.monitoring.alerts import check_run, expr, resolve_run
+
+    db = make_history(tmp_path / "h.db")
+    got = {(s.name, tuple(sorted(s.labels.items()))): s.value
+           for fam in text_string_to_metric_families(x.exposition(db).decode()) for s in fam.samples}
+    key = (x.DOMAIN_LAST_RUN_VERDICTS, (("domain", "kernel_module"), ("env", "dev"), ("verdict", "regression")))
+    assert got[key] == 0  # there from the start: a rule sees the first one
+    assert check_run(db, resolve_run(db, "r2"), [NEW_REG]) == []
+
+    # r2 is checked; r3 (never finished, its kernel_module part done) is the newest kernel_module run.
+    aio.run(record(db, [_verdict("regression"), _verdict("regression", run_id="r3"), _verdict("flaky", "load", "r3")]))
+    got = {(s.name, tuple(sorted(s.labels.items()))): s.value
+           for fam in text_string_to_metric_families(x.exposition(db).decode()) for s in fam.samples}
+    assert got[key] == 1
+    assert got[(x.DOMAIN_LAST_RUN_VERDICTS, (("domain", "kernel_module"), ("env", "dev"), ("verdict", "flaky")))] == 1
+    firing = check_run(db, resolve_run(db, "r2"), [NEW_REG])
+    assert [(f.rule, f.summary) for f in firing] == [("NewReg", "kernel_module/unload: new regression (FAILED now)")]
+    assert expr(NEW_REG) == 'vexfs_cockpit_domain_last_run_verdicts{verdict="regression"} > 0'

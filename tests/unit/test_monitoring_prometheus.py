@@ -42,7 +42,7 @@ def rules_file(tmp_path: Path) -> Path:
 def test_promtool_checks_the_emitted_rules(rules_file: Path) -> None:
     r = subprocess.run([PROMTOOL, "check", "rules", str(rules_file)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "SUCCESS: 4 rules found" in r.stdout
+    assert "SUCCESS: 5 rules found" in r.stdout
 
 
 RULE_TESTS = """
@@ -67,6 +67,11 @@ tests:
         values: '10 12 12 30'
       - series: 'vexfs_cockpit_domain_metric_baseline_value{{env="dev",domain="kernel_module",test="load",metric="load_p50_ms"}}'
         values: '10 10 10 12'
+      # a change confirmed by reruns on a fresh VM
+      - series: 'vexfs_cockpit_domain_last_run_verdicts{{env="dev",domain="kernel_module",verdict="regression"}}'
+        values: '0 0 1 1'
+      - series: 'vexfs_cockpit_domain_last_run_verdicts{{env="dev",domain="kernel_module",verdict="flaky"}}'
+        values: '1 1 1 1'
     alert_rule_test:
       - eval_time: 1m
         alertname: DomainFailureRateHigh
@@ -102,6 +107,15 @@ tests:
           - exp_labels: {{severity: warning, alert_kind: metric_regression, env: dev, domain: kernel_module,
                          test: load, metric: load_p50_ms}}
             exp_annotations: {{summary: "load_p50_ms of kernel_module/load (dev) up 150% (> 50%)"}}
+      - eval_time: 1m
+        alertname: NewRegression
+        exp_alerts: []
+      - eval_time: 2m
+        alertname: NewRegression
+        exp_alerts:
+          - exp_labels: {{severity: critical, alert_kind: new_regression, env: dev, domain: kernel_module,
+                         verdict: regression}}
+            exp_annotations: {{summary: "1 new regression(s) in kernel_module (dev), confirmed on a fresh VM"}}
 """
 
 

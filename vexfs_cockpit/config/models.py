@@ -216,7 +216,7 @@ class AlertRule(Strict):
     Prometheus rule, ``alerts check`` evaluates it against a stored run."""
 
     name: str = Field(..., pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
-    kind: Literal["failure_rate", "test_timeout", "kernel_crash", "metric_regression"]
+    kind: Literal["failure_rate", "test_timeout", "kernel_crash", "metric_regression", "new_regression"]
     severity: Literal["info", "warning", "critical"] = "warning"
     threshold: float = Field(0.0, ge=0)  # failure_rate: bad/(passed+bad) above it; metric_regression: percent
     metric: str = Field("", pattern=r"^[A-Za-z0-9_.:-]*$")  # metric_regression: the stored metric name (higher is worse)

@@ -12,7 +12,10 @@ run (``check_run``). Both read the same thing:
   ``vexfs_cockpit_kernel_reports_total{expected="false"}`` of those kinds);
 - metric_regression: a stored metric (higher is worse: times, sizes) grew by more than
   ``threshold`` percent over its value in the run before
-  (``vexfs_cockpit_domain_metric_value`` vs ``..._baseline_value``).
+  (``vexfs_cockpit_domain_metric_value`` vs ``..._baseline_value``);
+- new_regression: a test of the run is a new regression, its change confirmed by
+  reruns on a fresh VM (engine/confirm.py; ``vexfs_cockpit_domain_last_run_verdicts``
+  with verdict regression).
 
 ``domain`` narrows a rule to one domain.
 """
@@ -27,6 +30,7 @@ from typing import Any
 import yaml
 
 from vexfs_cockpit.config.models import AlertRule
+from vexfs_cockpit.engine.confirm import Verdict
 from vexfs_cockpit.errors import ConfigError, UsageError
 from vexfs_cockpit.monitoring import exporter as x
 from vexfs_cockpit.monitoring.queries import metric_baseline, run_metrics
@@ -34,6 +38,7 @@ from vexfs_cockpit.store.history import History
 from vexfs_cockpit.store.report import CRASH_KINDS, RunReport
 
 GROUP = "vexfs-cockpit"
+REGRESSION = Verdict.REGRESSION.value
 # How far back a rule over a counter looks for an increase: longer than a scrape
 # interval and short enough that an alert clears on its own.
 CRASH_WINDOW = "15m"
@@ -78,6 +83,8 @@ def expr(rule: AlertRule) -> str:
         kinds = "|".join(sorted(CRASH_KINDS))
         return (f'sum by (kind) (increase({x.KERNEL_REPORTS_TOTAL}{{kind=~"{kinds}",expected="false"}}'
                 f"[{CRASH_WINDOW}])) > 0")
+    if rule.kind == "new_regression":
+        return f"{x.DOMAIN_LAST_RUN_VERDICTS}{_sel(**dom, verdict=REGRESSION)} > 0"
     if rule.kind == "metric_regression":
         s = _sel(**dom, metric=rule.metric)
         now, base = f"{x.METRIC_VALUE}{s}", f"{x.METRIC_BASELINE}{s}"
@@ -92,6 +99,8 @@ def _summary_template(rule: AlertRule) -> str:
         return "{{ $value }} {{ $labels.domain }} test(s) timed out ({{ $labels.env }})"
     if rule.kind == "kernel_crash":
         return "kernel {{ $labels.kind }} report(s) in the last " + CRASH_WINDOW
+    if rule.kind == "new_regression":
+        return "{{ $value }} new regression(s) in {{ $labels.domain }} ({{ $labels.env }}), confirmed on a fresh VM"
     return (f"{rule.metric} of {{{{ $labels.domain }}}}/{{{{ $labels.test }}}} ({{{{ $labels.env }}}}) "
             f"up {{{{ $value }}}}% (> {rule.threshold:g}%)")
 
@@ -154,6 +163,12 @@ def check_run(db: Path, report: RunReport, rules: Sequence[AlertRule]) -> list[F
                 where = f"{k.domain}/{k.test}" if k.test else (k.domain or k.vm or "the run")
                 out.append(Firing(rule.name, rule.severity, f"kernel {k.report.kind} in {where}: {k.report.title}",
                                   {"kind": k.report.kind, "domain": k.domain, "env": env}))
+        elif rule.kind == "new_regression":
+            for (domain, test), v in sorted(report.verdicts.items()):
+                if v.verdict == REGRESSION and (not rule.domain or domain == rule.domain):
+                    out.append(Firing(rule.name, rule.severity, f"{domain}/{test}: new regression "
+                                      f"({v.now} now{', ' + v.note if v.note else ''})",
+                                      {"domain": domain, "test": test, "env": env}))
         elif rule.kind == "metric_regression":
             for m_env, domain, test, name, value, ts in run_metrics(db, report.run.run_id):
                 if name != rule.metric or (rule.domain and domain != rule.domain):

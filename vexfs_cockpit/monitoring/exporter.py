@@ -28,6 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from vexfs_cockpit.config.models import split_listen
+from vexfs_cockpit.engine.confirm import Verdict
 from vexfs_cockpit.errors import ReportError, UsageError
 from vexfs_cockpit.monitoring.queries import read_snapshot, store_size_bytes
 from vexfs_cockpit.store.history import History
@@ -37,6 +38,7 @@ PREFIX = "vexfs_cockpit"
 # Test durations: seconds, from a quick self-test check to the 30 min a guarded test may take.
 DURATION_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 STATUSES = ("PASSED", "FAILED", "SKIPPED", "TIMEOUT", "ERROR")
+VERDICTS = tuple(v.value for v in Verdict)
 
 # Every family the exporter emits, by its name in the exposition (counters with _total).
 TESTS_TOTAL = f"{PREFIX}_tests_total"
@@ -44,6 +46,7 @@ TEST_DURATION = f"{PREFIX}_test_duration_seconds"
 DOMAIN_LAST_RUN_TESTS = f"{PREFIX}_domain_last_run_tests"
 DOMAIN_FAILURE_RATIO = f"{PREFIX}_domain_failure_ratio"
 DOMAIN_LAST_RUN_TS = f"{PREFIX}_domain_last_run_timestamp_seconds"
+DOMAIN_LAST_RUN_VERDICTS = f"{PREFIX}_domain_last_run_verdicts"
 METRIC_VALUE = f"{PREFIX}_domain_metric_value"
 METRIC_BASELINE = f"{PREFIX}_domain_metric_baseline_value"
 VM_CPU = f"{PREFIX}_vm_cpu_usage_percent"
@@ -58,7 +61,8 @@ STORE_SIZE = f"{PREFIX}_store_size_bytes"
 SERIES_NAMES: dict[str, tuple[str, ...]] = {
     TESTS_TOTAL: (TESTS_TOTAL,),
     TEST_DURATION: (f"{TEST_DURATION}_bucket", f"{TEST_DURATION}_sum", f"{TEST_DURATION}_count"),
-    **{n: (n,) for n in (DOMAIN_LAST_RUN_TESTS, DOMAIN_FAILURE_RATIO, DOMAIN_LAST_RUN_TS, METRIC_VALUE,
+    **{n: (n,) for n in (DOMAIN_LAST_RUN_TESTS, DOMAIN_FAILURE_RATIO, DOMAIN_LAST_RUN_TS, DOMAIN_LAST_RUN_VERDICTS,
+                         METRIC_VALUE,
                          METRIC_BASELINE, VM_CPU, VM_MEMORY, VM_SAMPLE_TS, KERNEL_REPORTS_TOTAL, RUNS_TOTAL,
                          RUNS_IN_PROGRESS, STORE_SIZE)},
 }
@@ -103,13 +107,20 @@ class HistoryCollector(Collector):
                                   "of each env/domain", labels=("env", "domain"))
         last_ts = GaugeMetricFamily(DOMAIN_LAST_RUN_TS, "Start of the newest finished run of each env/domain",
                                     labels=("env", "domain"))
+        verdicts = GaugeMetricFamily(DOMAIN_LAST_RUN_VERDICTS,
+                                     "Changed tests of the newest finished run of each env/domain, by the verdict of "
+                                     "their confirmation reruns (regression: a new regression)",
+                                     labels=("env", "domain", "verdict"))
         for d in snap.domain_last:
             for status in STATUSES:
                 last_tests.add_metric((d.env, d.domain, status.lower()), d.counts.get(status, 0))
+            for verdict in VERDICTS:  # every one from 0: a rule sees the first regression
+                verdicts.add_metric((d.env, d.domain, verdict), d.verdicts.get(verdict, 0))
             if d.failure_ratio is not None:
                 ratio.add_metric((d.env, d.domain), d.failure_ratio)
             last_ts.add_metric((d.env, d.domain), d.started_at)
         yield last_tests
+        yield verdicts
         yield ratio
         yield last_ts
 

@@ -34,7 +34,7 @@ from vexfs_cockpit.config.models import AlertRule, CockpitConfig, split_listen
 from vexfs_cockpit.engine import events as ev
 from vexfs_cockpit.engine.bus import EventBus
 from vexfs_cockpit.errors import ConfigError
-from vexfs_cockpit.monitoring.alerts import Firing, validate
+from vexfs_cockpit.monitoring.alerts import REGRESSION, Firing, validate
 from vexfs_cockpit.monitoring.exporter import PREFIX, HistoryCollector, _QuietHandler, _ThreadingServer, _V6ThreadingServer
 from vexfs_cockpit.monitoring.queries import MAX_VMS, latest_metric_values
 from vexfs_cockpit.store.report import CRASH_KINDS
@@ -54,6 +54,13 @@ SESSION_WEBHOOKS = f"{PREFIX}_session_webhook_deliveries"
 # Restore ~0.3-2 s, a TCG cold boot ~10 s, a disk guest with cloud-init minutes.
 READY_BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 STATUSES = ("passed", "failed", "skipped", "timeout", "error")
+# Every series name a session's live metrics may show (the dashboard's queries name only these
+# and the exporter's).
+ALL_SERIES = frozenset({
+    SESSION_RUNS_IN_PROGRESS, SESSION_RUN_TESTS, SESSION_RUN_PLANNED, SESSION_VM_STATE, SESSION_VM_CPU,
+    SESSION_VM_MEMORY, SESSION_VM_BLOCK, f"{SESSION_ALERTS}_total", f"{SESSION_WEBHOOKS}_total",
+    *(f"{VM_READY}_{s}" for s in ("bucket", "sum", "count")),
+})
 
 
 class LiveMetrics:
@@ -234,6 +241,10 @@ class LiveAlerts:
                 for rule in self._rules("kernel_crash", e.domain):
                     out += self._fire(rule, e.domain, f"kernel {e.report.kind} in {where}: {e.report.title}",
                                       kind=e.report.kind)
+            case ev.TestVerdict() if e.verdict == REGRESSION:
+                for rule in self._rules("new_regression", e.domain):
+                    out += self._fire(rule, e.domain, f"{e.domain}/{e.test}: new regression ({e.now} now"
+                                      f"{', ' + e.note if e.note else ''})", test=e.test)
             case ev.MetricRecorded() if e.name in self.metric_names:
                 if self.baselines is None:
                     self._waiting.append(e)

@@ -35,6 +35,7 @@ class DomainLastRun:
     run_id: str
     started_at: float
     counts: dict[str, int]  # TestStatus value -> results of that domain run
+    verdicts: dict[str, int] = field(default_factory=dict)  # confirmation verdict -> tests of that run
 
     @property
     def failure_ratio(self) -> float | None:
@@ -136,12 +137,17 @@ def _domain_last(conn: sqlite3.Connection) -> list[DomainLastRun]:
         WHERE rn = 1 ORDER BY env, domain
         """
     ).fetchall()
+    # test_verdicts came with schema v6; an older DB has no verdicts.
+    has_verdicts = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='test_verdicts'").fetchone()
     out = []
     for env, domain, run_id, started in rows:
         counts = dict(conn.execute(
             "SELECT status, count(*) FROM test_results WHERE run_id = ? AND domain = ? GROUP BY status", (run_id, domain)
         ).fetchall())
-        out.append(DomainLastRun(env, domain, run_id, started, counts))
+        verdicts = dict(conn.execute(
+            "SELECT verdict, count(*) FROM test_verdicts WHERE run_id = ? AND domain = ? GROUP BY verdict", (run_id, domain)
+        ).fetchall()) if has_verdicts else {}
+        out.append(DomainLastRun(env, domain, run_id, started, counts, verdicts))
     return out
 
 

@@ -7,7 +7,7 @@ its own, with the test env's profile (TCG guests, snapshot restore). The regress
 knob is the self-test module's own (eio_on_read=1: every read of a file fails); the
 flaky one is tests/support/knob_domain.py, a plugin installed through the
 ``vexfs_cockpit.domains`` entry point, whose guest-side counter fails odd attempts.
-Measured here (2 shared cores, TCG, snapshot restore): 35-50 s per test.
+Measured here (2 cores shared with other jobs, TCG, snapshot restore): 27-82 s per test.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def test_a_knob_turned_on_between_two_runs_is_a_confirmed_regression(tmp_path: P
     db = tmp_path / "history.db"
     only = ["--domains", "filesystem_operations", "--tests", "filesystem_operations/file_read_write"]
     clean, _ = _cockpit(db, "run", "--batch", *PROFILE, *only)
-    assert clean.returncode == 0 and clean.stdout.splitlines()[-1] == "1 passed, 0 failed, 0 skipped", _log(clean)
+    assert clean.returncode == 0 and "1 passed, 0 failed, 0 skipped" in clean.stdout.splitlines(), _log(clean)
 
     broken, pid = _cockpit(db, "run", "--batch", *PROFILE, *only, "--set", "module.module_params=eio_on_read=1")
     lines, log = _progress(broken), _log(clean, broken)
@@ -134,7 +134,7 @@ def test_known_failures_do_not_fail_the_batch_until_they_pass_or_expire(tmp_path
     lines = _progress(on)
     assert "knob/probe: [KNOWN FAILURE] FAILED now, not run before in this env — probe knob on by design" in lines, _log(on)
     assert any(ln.startswith(f"run {_run_id(on)} PASSED: 1 failed — 1 known failure: knob/probe") for ln in lines), _log(on)
-    assert on.stdout.splitlines()[-1] == "0 passed, 1 failed (1 known), 0 skipped", _log(on)
+    assert "0 passed, 1 failed (1 known), 0 skipped" in on.stdout.splitlines(), _log(on)
 
     off = run("pass")
     assert off.returncode == 0, _log(off)

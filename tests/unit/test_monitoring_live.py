@@ -246,6 +246,12 @@ def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
             for fam in text_string_to_metric_families(text) for s in fam.samples}
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _sample(monitor: LiveMonitor, name: str, **labels: str) -> float | None:
     return monitor.registry.get_sample_value(name, labels)
 
@@ -271,7 +277,7 @@ class Paced(DomainBase):
 async def test_metrics_are_served_and_change_while_the_run_goes(tmp_path: Path) -> None:
     bus = EventBus()
     bus.bind_loop(asyncio.get_running_loop())
-    monitor = LiveMonitor(_config(listen="127.0.0.1:0"), bus, tmp_path / "none.db", environ={})
+    monitor = LiveMonitor(_config(listen=f"127.0.0.1:{_free_port()}"), bus, tmp_path / "none.db", environ={})
     Paced.ready, Paced.scraped = asyncio.Event(), asyncio.Event()
     url = monitor.address
     assert url.startswith("http://127.0.0.1:") and url.endswith("/metrics")
@@ -328,6 +334,8 @@ def test_listen_is_checked_with_the_config() -> None:
         load_config(None, "test", {"monitoring.listen": "0.0.0.0:9464"})
     assert str(err.value).startswith("command line: monitoring.listen: expected a loopback address")
     assert "listen_any_address: true" in str(err.value)
+    with pytest.raises(ConfigError, match="a fixed port"):  # Prometheus needs to know where to scrape
+        load_config(None, "test", {"monitoring.listen": "127.0.0.1:0"})
     cfg = load_config(None, "test", {"monitoring.listen_any_address": True, "monitoring.listen": "0.0.0.0:9464"})
     assert cfg.monitoring.listen == "0.0.0.0:9464"
 

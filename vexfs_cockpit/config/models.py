@@ -256,10 +256,11 @@ class MonitoringSettings(Strict):
             return v
         any_address = bool(info.data.get("listen_any_address"))
         try:
-            split_listen(v, any_address=any_address)
+            if split_listen(v, any_address=any_address)[1] == 0:
+                raise ValueError("port 0")  # Prometheus scrapes a fixed address: no "any free port"
         except ValueError:
             # describe.py words it: "monitoring.listen: expected <this>, found '<value>'"
-            what = "an address and port" if any_address else "a loopback address and port"
+            what = "an address and a fixed port" if any_address else "a loopback address and a fixed port"
             raise PydanticCustomError(
                 "listen", what + " such as 127.0.0.1:9464" + ("" if any_address else " (or listen_any_address: true)")
             ) from None

@@ -328,3 +328,19 @@ def test_a_malformed_known_failures_file_is_one_line_before_the_run(tmp_path):
     (tmp_path / f"{cfg.env}.yaml").write_text("known_failures:\n  - test: knob/a\n    reason: on by design\n")
     known, label = known_failures(cfg, tmp_path)
     assert [k.key for k in known] == [("knob", "a")] and label == f"{cfg.env}.yaml"
+
+
+async def test_a_provider_with_one_shared_vm_gets_no_reruns(tmp_path):
+    class DevVm(FreshLocalProvider):
+        shares_one_vm = True  # as ktest's AttachProvider: every lease is the dev VM
+
+    bus = EventBus()
+    sub = bus.subscribe()
+    provider = DevVm(tmp_path)
+    runner = Runner(bus, provider, {"knob": Knob}, triage=_triage({"a": "PASSED", "setup_step": "PASSED"}))
+    await runner.execute(RunRequest(config=_config({"a": "on"}), domains=["knob"], run_id="r4",
+                                    artifacts_dir=tmp_path / "art"))
+    bus.close()
+    v = _verdicts([e async for e in sub])["a"]
+    assert v.verdict == Verdict.UNCONFIRMED and "no fresh VM to confirm on" in v.note
+    assert provider.leases == [("knob", 0)]

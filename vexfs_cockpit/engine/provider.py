@@ -40,6 +40,14 @@ class TargetProvider(Protocol):
 
 
 @runtime_checkable
+class SharesOneVm(Protocol):
+    """A provider whose every lease is the same running VM (``ktest`` on a dev VM): it
+    has no fresh VM to confirm a changed test on, so the runner does not rerun there."""
+
+    shares_one_vm: bool
+
+
+@runtime_checkable
 class PlansGuestKernel(Protocol):
     """A provider that knows, before booting, which kernel its leases will run (what
     ``Lease.guest_kernel`` will be): the runner then lets domains prepare on the host

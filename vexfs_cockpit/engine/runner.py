@@ -23,7 +23,7 @@ from vexfs_cockpit.engine import events as ev
 from vexfs_cockpit.engine.bus import EventBus
 from vexfs_cockpit.engine.confirm import Suspect, Triage, Verdict, decide
 from vexfs_cockpit.engine.plugin import DomainBase, DomainContext, HistoryView, TestSpec
-from vexfs_cockpit.engine.provider import Lease, PlansGuestKernel, TargetProvider
+from vexfs_cockpit.engine.provider import Lease, PlansGuestKernel, SharesOneVm, TargetProvider
 from vexfs_cockpit.engine.results import Attempt, Evidence, TestResult, TestStatus
 from vexfs_cockpit.engine.target import (
     CommandFailed,
@@ -476,6 +476,9 @@ class Runner:
                 self._verdict(req, verdicts, s, s.verdict, (), s.note)
             elif k == 0:
                 self._verdict(req, verdicts, s, Verdict.UNCONFIRMED, (), "not rerun: analysis.confirm_reruns is 0")
+            elif isinstance(self.provider, SharesOneVm) and self.provider.shares_one_vm:
+                self._verdict(req, verdicts, s, Verdict.UNCONFIRMED, (),
+                              "not rerun: this run's VM is the only one (no fresh VM to confirm on)")
             elif s.domain in no_vm or s.domain not in self.registry:
                 self._verdict(req, verdicts, s, Verdict.UNCONFIRMED, (), f"not rerun: {s.domain} got no VM in this run")
             else:

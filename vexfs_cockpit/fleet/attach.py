@@ -116,6 +116,8 @@ class DevVmControl:
 
 
 class AttachProvider:
+    shares_one_vm = True  # engine.provider.SharesOneVm: every lease is the dev VM
+
     def __init__(
         self,
         cfg: CockpitConfig,

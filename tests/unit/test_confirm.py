@@ -344,3 +344,14 @@ async def test_a_provider_with_one_shared_vm_gets_no_reruns(tmp_path):
     v = _verdicts([e async for e in sub])["a"]
     assert v.verdict == Verdict.UNCONFIRMED and "no fresh VM to confirm on" in v.note
     assert provider.leases == [("knob", 0)]
+
+
+def test_the_json_report_carries_the_verdicts():
+    from vexfs_cockpit.reports.json_report import report_dict
+    from vexfs_cockpit.store.report import ReportBuilder
+
+    rep = ReportBuilder().feed_all(_verdict_events())
+    assert rep is not None
+    doc = report_dict(rep)
+    assert [(v["test"], v["verdict"], v["reruns"]) for v in doc["verdicts"]] == [
+        ("read", "regression", ["FAILED"] * 3), ("write", "flaky", ["FAILED", "PASSED", "FAILED"])]

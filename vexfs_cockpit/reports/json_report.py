@@ -5,6 +5,7 @@ Shape (``format`` names the version; add keys, never repurpose them)::
     {"format": "vexfs-cockpit-run/1",
      "run": {...}, "domains": [{..., "tests": [{..., "evidence": {...}}]}],
      "kernel_events": [...], "vm_states": [...], "infra_problems": [...],
+     "verdicts": [{"domain", "test", "verdict", "now", "before", "reference", "reruns", "note"}],
      "summary": {"tally": {...}, "ok": bool, "crashes": [...], "hangs": [...], "vm_failures": [...]}}
 
 ``summary.ok`` is true only if the run passed, no test is bad and no unexpected fatal
@@ -86,6 +87,12 @@ def report_dict(report: RunReport) -> dict[str, Any]:
             for s in report.vm_states
         ],
         "infra_problems": [{"message": p.message, "vm": p.vm, "ts": p.ts} for p in report.infra_problems],
+        # what each changed test's confirmation reruns showed (engine/confirm.py): regression, flaky, ...
+        "verdicts": [
+            {"domain": d, "test": t, "verdict": v.verdict, "now": v.now, "before": v.before,
+             "reference": v.reference, "reruns": list(v.reruns), "note": v.note}
+            for (d, t), v in sorted(report.verdicts.items())
+        ],
         "summary": {
             "tally": tally,
             "ok": ok,

@@ -1,5 +1,6 @@
-"""The results table shows each changed test's verdict after its confirmation reruns
-(issue 16 item 2) as a badge beside its status, live and for an earlier run."""
+"""Issue 16 in the TUI: the results table shows each changed test's verdict after its
+confirmation reruns (item 2) as a badge beside its status, live and for an earlier run;
+the domain table says how far a running test is past its p95 in history (item 6)."""
 
 from __future__ import annotations
 
@@ -31,3 +32,26 @@ async def test_results_table_shows_the_verdict_badge_of_a_confirmed_regression()
         await pilot.press("b")
         await pilot.pause()
         assert cells(table, 1)[2] == "FAILED NEW REGRESSION"
+
+
+async def test_a_running_test_past_its_p95_says_by_how_much_live():
+    from tests.support.tui import VM_A
+    from vexfs_cockpit.engine.events import DomainStarted, TestStarted
+
+    async with cockpit(UiBackend(), size=(120, 30)) as (app, pilot, _):
+        await feed(app, pilot, [
+            RunStarted(run_id="run-1", config_path="c", profile="selftest", env="dev", domains=("kernel_module",), ts=T0 - 30),
+            DomainStarted(run_id="run-1", domain="kernel_module", vm=VM_A, planned_tests=("module_build", "stress"), ts=T0 - 30),
+            # deadline from history: p95 3 s; it started 15 s ago (the clock is T0)
+            TestStarted(run_id="run-1", domain="kernel_module", test="module_build", attempt=1, vm=VM_A,
+                        deadline_s=60.0, p95_s=3.0, ts=T0 - 15),
+        ])
+        doms = app.screen.query_one("#domains", DataTable)
+        assert cells(doms, 0)[3] == "module_build 12s over its p95"
+        # A test whose deadline is not from history, or still within its p95, shows its name only.
+        await feed(app, pilot, [TestStarted(run_id="run-1", domain="kernel_module", test="stress", attempt=1, vm=VM_A,
+                                            deadline_s=300.0, ts=T0 - 15)])
+        assert cells(doms, 0)[3] == "stress"
+        await feed(app, pilot, [TestStarted(run_id="run-1", domain="kernel_module", test="stress", attempt=2, vm=VM_A,
+                                            deadline_s=60.0, p95_s=20.0, ts=T0 - 15)])
+        assert cells(doms, 0)[3] == "stress (try 2)"

@@ -78,6 +78,7 @@ class DomainView:
     current: str | None = None
     current_attempt: int = 1
     current_started: float | None = None
+    current_p95: float = 0.0  # the running test's p95 duration in history (0: its deadline is not from history)
     started_at: float | None = None
     finished_at: float | None = None
     reason: str = ""
@@ -293,6 +294,7 @@ class LiveState:
                 dom.current = ev.test
                 dom.current_attempt = ev.attempt
                 dom.current_started = ev.ts
+                dom.current_p95 = ev.p95_s
                 if ev.vm and not dom.vm:
                     dom.vm = ev.vm
                 if ev.vm and ev.vm not in self.run_vms:

@@ -65,6 +65,8 @@ def _cells(dom: DomainView, state: LiveState, now: float) -> tuple[Text | str, .
     if dom.current is not None:
         name = dom.current if dom.current_attempt <= 1 else f"{dom.current} (try {dom.current_attempt})"
         current: Text | str = Text(_clip(name, CURRENT_CELLS), style="cyan")
+        if over := _over_p95(dom, now):
+            current.append(f" {over}", style="bold yellow")
     elif dom.finished_at is not None:
         current = Text(dom.status.upper() + (f": {dom.reason}" if dom.reason else ""), style=STATUS_STYLE.get(dom.status, ""))
         current.truncate(CURRENT_CELLS, overflow="ellipsis")
@@ -91,6 +93,15 @@ def _eta(dom: DomainView, state: LiveState, now: float) -> Text | str:
     if todo and unknown == todo:
         return Text("—", style="dim")
     return f"≥{duration(left)}" if unknown else duration(left)
+
+
+def _over_p95(dom: DomainView, now: float) -> str:
+    """``12s over its p95`` once the running test has taken a second longer than its p95
+    in history (the p95 its deadline came from; "" without one)."""
+    if dom.current_p95 <= 0 or dom.current_started is None:
+        return ""
+    over = now - dom.current_started - dom.current_p95
+    return f"{duration(over)} over its p95" if over >= 1 else ""
 
 
 def _clip(text: str, width: int) -> str:

@@ -1,5 +1,6 @@
-"""Live metrics of a real `run --batch` (monitoring.listen): scraped over HTTP while the
-guest runs the tests, not read from the history afterwards."""
+"""Live metrics and alerts of a real `run --batch`: metrics (monitoring.listen) scraped
+over HTTP while the guest runs the tests, not read from the history afterwards; alerts
+printed and posted while the run goes. 30-50 s here for the three (TCG, shared host)."""
 
 from __future__ import annotations
 
@@ -90,3 +91,50 @@ def test_batch_run_serves_live_metrics(tmp_path: Path, restore: str, modes: set[
     # The exporter went with the run.
     with pytest.raises(OSError):
         _scrape(url)
+
+
+@pytest.mark.timeout(900)
+def test_batch_run_fires_alerts_live_and_posts_them(tmp_path: Path) -> None:
+    """Tests given 0.3 s time out: the default rules fire while the run goes, as ALERT
+    lines before the run's end, and reach a real webhook server on 127.0.0.1."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    bodies: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    try:
+        proc = subprocess.run(
+            cockpit_argv("run", "--batch", *CI_PROFILE, "--db", str(tmp_path / "h.db"), "--domains", DOMAIN,
+                         "--tests", f"{DOMAIN}/module_build", "--set", "execution.test_timeout_minutes=0.005"),
+            cwd=ROOT, capture_output=True, text=True, timeout=600,
+            env={**os.environ, "VEXFS_COCKPIT_WEBHOOK_URL": f"http://127.0.0.1:{hook.server_address[1]}/hook/t0k3n"},
+        )
+    finally:
+        hook.shutdown()
+        hook.server_close()
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr
+    alerts = [ln.split("] ", 1)[1] for ln in lines if "] ALERT " in ln]
+    assert alerts[:2] == [
+        f"ALERT TestTimedOut [warning] {DOMAIN}/module_build timed out after 0.3s (env ci)",
+        f"ALERT DomainFailureRateHigh [warning] {DOMAIN} failure rate at least 1/1 = 1.00 > 0.2 (env ci, run going)",
+    ], alerts
+    first = next(i for i, ln in enumerate(lines) if "] ALERT " in ln)
+    end = next(i for i, ln in enumerate(lines) if "] run " in ln and " FAILED" in ln)
+    assert first < end  # live, not at the run's end
+    texts = [b["text"] for b in bodies]
+    assert any("TestTimedOut" in t for t in texts) and any("DomainFailureRateHigh" in t for t in texts), texts
+    assert "t0k3n" not in proc.stdout + proc.stderr

@@ -355,3 +355,21 @@ def test_the_json_report_carries_the_verdicts():
     doc = report_dict(rep)
     assert [(v["test"], v["verdict"], v["reruns"]) for v in doc["verdicts"]] == [
         ("read", "regression", ["FAILED"] * 3), ("write", "flaky", ["FAILED", "PASSED", "FAILED"])]
+
+
+async def test_analyze_names_a_change_by_the_runs_own_reruns(tmp_path):
+    from tests.support.store import DAY, FS, KM, T0, RunSpec, record, run_events
+    from vexfs_cockpit.analysis.regressions import analyze
+    from vexfs_cockpit.analysis.render import analysis_text
+    from vexfs_cockpit.store.history import History
+
+    db = tmp_path / "h.db"
+    await record(db, run_events(RunSpec("run-a", T0 - DAY, env="ci", outcomes={(KM, "build"): P, (FS, "read"): P, (FS, "write"): P})))
+    await record(db, _verdict_events())
+    a = analyze(History(db).analysis_rows(env="ci"), env="ci")
+    kinds = {v.test: (v.kind, v.note) for v in a.verdicts}
+    assert kinds["read"] == ("regression", "confirmed: 3/3 reruns failed on fresh VM vm-1")
+    assert kinds["write"] == ("flaky", "did not reproduce (2/3 reruns failed)")  # never a regression
+    assert not a.clean
+    text = analysis_text(a)
+    assert "1 regression(s)" in text and "1 flaky" in text

@@ -7,6 +7,9 @@ Definitions (what ``analyze`` prints):
 - *regression*: bad (FAILED/TIMEOUT/ERROR) now, passed in the reference (or not run
   there: a new test that fails). *fixed*: passed now, bad in the reference.
   *still failing*: bad in both.
+- *confirmed*: a regression or fix of the analysed run that the run itself rerun on a
+  fresh VM (engine/confirm.py, stored as test_verdicts) is named by those reruns: one
+  whose failure did not reproduce is *flaky*, never a regression.
 - *known*: bad now and listed, unexpired, in the env's known-failures file; such a test
   is not a regression. An *expired* entry no longer hides its test (the verdict says
   so); an entry whose test passed now is reported "fixed, remove it".
@@ -31,6 +34,7 @@ from typing import Any
 
 from vexfs_cockpit.analysis.known import KnownFailure
 from vexfs_cockpit.store.history import BAD, AnalysisRows, AnalysisRun
+from vexfs_cockpit.store.report import VerdictRecord
 
 PASSED = "PASSED"
 MAD_FLOOR = 0.05  # of |median|: the spread a history of identical values is granted
@@ -48,7 +52,7 @@ class Settings:
 class Verdict:
     domain: str
     test: str
-    kind: str  # regression | fixed | still-failing | known | known-expired | known-fixed
+    kind: str  # regression | flaky | fixed | still-failing | known | known-expired | known-fixed
     before: str | None  # status in the reference run
     after: str | None  # status in the analysed run
     note: str = ""
@@ -93,7 +97,7 @@ class Analysis:
 
     @property
     def clean(self) -> bool:
-        return not (self.of("regression") or self.of("known-expired") or self.flaky or self.anomalies)
+        return not (self.of("regression") or self.of("known-expired") or self.of("flaky") or self.flaky or self.anomalies)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -215,6 +219,10 @@ def analyze(
         for v in out.verdicts
     ]
 
+    # what the run's own reruns on a fresh VM showed overrides what the history suggests
+    confirmed = {(d, t): v for (rid, d, t), v in rows.verdicts.items() if rid == current.run_id}
+    out.verdicts = [_confirmed(v, confirmed.get((v.domain, v.test))) for v in out.verdicts]
+
     # anomalies: the current run's values against the earlier runs of the group
     earlier_ids = [r.run_id for r in group if r.run_id != current.run_id]
     values: dict[tuple[str, str, str], dict[str, float]] = {}
@@ -234,6 +242,19 @@ def analyze(
         if score > settings.mad_k:
             out.anomalies.append(Anomaly(domain, test, what, value, med, mad, round(score, 1), len(history)))
     return out
+
+
+def _confirmed(v: Verdict, c: VerdictRecord | None) -> Verdict:
+    """``v`` as the run's confirmation reruns left it (``c``: their stored verdict)."""
+    if c is None or v.kind not in ("regression", "fixed") or not c.reruns:
+        return v
+    if c.verdict == "flaky":
+        note = f"did not hold up in its reruns ({c.note})" if v.kind == "fixed" else f"did not reproduce ({c.note})"
+        return Verdict(v.domain, v.test, "flaky", v.before, v.after, "; ".join(filter(None, [note, v.note])))
+    if c.verdict == v.kind:
+        return Verdict(v.domain, v.test, v.kind, v.before, v.after,
+                       "; ".join(filter(None, [f"confirmed: {c.note}" if c.note else "confirmed", v.note])))
+    return v
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from vexfs_cockpit.analysis.regressions import Analysis, AuditLine
 
-_ORDER = ("regression", "known-expired", "still-failing", "known", "known-fixed", "fixed")
+_ORDER = ("regression", "flaky", "known-expired", "still-failing", "known", "known-fixed", "fixed")
 
 
 def table(rows: Sequence[Sequence[str]]) -> list[str]:
@@ -48,7 +48,8 @@ def analysis_text(a: Analysis) -> str:
     lines.append(
         f"{counts['regression']} regression(s), {counts['fixed']} fixed, {counts['still-failing']} still failing, "
         f"{counts['known']} known ({counts['known-expired']} expired, {counts['known-fixed']} fixed: remove), "
-        f"{len(a.flaky)} flaky, {len(a.anomalies)} anomal{'y' if len(a.anomalies) == 1 else 'ies'}"
+        f"{len({(f.domain, f.test) for f in a.flaky} | {(v.domain, v.test) for v in a.of('flaky')})} flaky, "
+        f"{len(a.anomalies)} anomal{'y' if len(a.anomalies) == 1 else 'ies'}"
     )
     if a.clean:
         lines.append("nothing new: no regressions, flaky tests or anomalies")

@@ -397,6 +397,8 @@ class AnalysisRows:
     runs: list[AnalysisRun]  # oldest first
     results: list[AnalysisResult]  # the last result of each test of each run
     metrics: list[AnalysisMetric]
+    # (run_id, domain, test) -> the verdict its confirmation reruns gave (schema v6)
+    verdicts: dict[tuple[str, str, str], VerdictRecord] = field(default_factory=dict)
 
 
 # Names a user may give instead of a run id: how many runs back from the newest.
@@ -786,6 +788,9 @@ class History:
             ids = [r.run_id for r in runs]
             results: dict[tuple[str, str, str], AnalysisResult] = {}
             metrics: list[AnalysisMetric] = []
+            verdicts: dict[tuple[str, str, str], VerdictRecord] = {}
+            has_verdicts = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='test_verdicts'").fetchone() is not None
             for chunk in (ids[i:i + 500] for i in range(0, len(ids), 500)):
                 q = ",".join("?" for _ in chunk)
                 for t in conn.execute(
@@ -802,7 +807,13 @@ class History:
                         (*chunk, domain or None, domain or None),
                     )
                 ]
-        return AnalysisRows(runs, list(results.values()), metrics)
+                if has_verdicts:
+                    for v in conn.execute(
+                        "SELECT run_id, domain, test, verdict, now, before, reference, reruns, note FROM test_verdicts "
+                        f"WHERE run_id IN ({q}) AND (? IS NULL OR domain = ?)", (*chunk, domain or None, domain or None)
+                    ):
+                        verdicts[(v[0], v[1], v[2])] = VerdictRecord(v[3], v[4], v[5], v[6], tuple(_loads(v[7], [])), v[8])
+        return AnalysisRows(runs, list(results.values()), metrics, verdicts)
 
     def envs(self) -> list[str]:
         """Every env a run was recorded in, sorted."""

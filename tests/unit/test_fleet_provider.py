@@ -85,3 +85,109 @@ async def test_sigterm_cancels_the_main_task() -> None:
             await task
     finally:
         asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
+
+
+# -- restoring the next domain's VM ahead (fleet.restore=auto) ---------------------------------
+
+
+class _FakeVm:
+    def __init__(self, name: str, alive: bool = True) -> None:
+        self.name, self.klog, self.alive, self.closed = name, None, alive, False
+
+    async def is_responsive(self, timeout: float = 5.0) -> bool:
+        return self.alive
+
+    async def aclose(self, grace_s: float = 10.0) -> None:
+        self.closed = True
+
+
+def _ahead_provider(tmp_path: Path, *, restore: str = "auto", cpus_cap: int = 2, fail: set[str] | None = None):  # type: ignore[no-untyped-def]
+    cfg = _cfg()
+    cfg.fleet.restore = restore  # type: ignore[assignment]
+    cfg.resources.cpus, cfg.resources.max_total_cpus = 1, cpus_cap
+    bus = EventBus()
+    p = LibvirtProvider(cfg, bus, tmp_path)
+    made: list[_FakeVm] = []
+
+    async def golden() -> object:
+        return object()
+
+    async def free_name(domain: str, index: int) -> str:
+        return f"vexfs-test-{domain}-{index}"
+
+    async def boot_vm(name: str, **kw: object) -> _FakeVm:
+        if fail and any(d in name for d in fail):
+            raise InfraError(f"VM {name} did not come up")
+        vm = _FakeVm(name)
+        made.append(vm)
+        p._vms[name] = vm  # type: ignore[assignment]
+        return vm
+
+    p.golden_snapshot, p._free_name, p.boot_vm = golden, free_name, boot_vm  # type: ignore[method-assign]
+    return p, bus, made
+
+
+def _started(bus: EventBus, *domains: str, parallel: int = 1) -> None:
+    bus.publish(RunStarted(run_id="r1", config_path="", profile="selftest", env="test", domains=domains, parallel=parallel))
+
+
+async def test_the_next_domains_vm_is_restored_while_the_current_one_runs(tmp_path: Path) -> None:
+    p, bus, made = _ahead_provider(tmp_path)
+    _started(bus, "a", "b", "c")
+    vm = await p._take_spare("a")  # the first domain's VM started restoring at RunStarted
+    assert vm is not None and vm.name == "vexfs-test-a-0"
+    p._refill()  # what lease() does once its VM is up
+    assert p._spare is not None and p._spare[0] == "b"
+    b = await p._take_spare("b")
+    assert b is not None and b.name == "vexfs-test-b-0" and [v.name for v in made] == ["vexfs-test-a-0", "vexfs-test-b-0"]
+    await p.aclose()
+
+
+async def test_a_spare_for_a_skipped_domain_is_destroyed(tmp_path: Path) -> None:
+    p, bus, made = _ahead_provider(tmp_path)
+    _started(bus, "a", "b", "c")
+    await p._take_spare("a")
+    p._refill()  # restores b's VM ...
+    assert await p._take_spare("c") is None  # ... but b was skipped: one domain at a time, c comes next
+    await asyncio.gather(*p._background)
+    assert made[1].name == "vexfs-test-b-0" and made[1].closed and "vexfs-test-b-0" not in p._vms
+    p._refill()
+    assert p._spare is None  # nothing is planned after c
+    await p.aclose()
+
+
+async def test_a_failed_or_dead_spare_means_the_lease_boots_its_own(tmp_path: Path) -> None:
+    p, bus, made = _ahead_provider(tmp_path, fail={"a"})
+    _started(bus, "a", "b")
+    assert await p._take_spare("a") is None  # the restore ahead failed: lease() boots one
+    p._refill()
+    assert p._spare is not None
+    await asyncio.sleep(0)  # let b's spare come up
+    made[-1].alive = False  # ... and die while it waits
+    assert await p._take_spare("b") is None
+    assert made[-1].closed
+    await p.aclose()
+
+
+async def test_no_spare_when_restore_is_off_or_the_caps_leave_no_room(tmp_path: Path) -> None:
+    for kw in ({"restore": "off"}, {"cpus_cap": 1}):
+        p, bus, made = _ahead_provider(tmp_path, **kw)  # type: ignore[arg-type]
+        _started(bus, "a", "b")
+        assert p._spare is None and await p._take_spare("a") is None and not made
+        await p.aclose()
+
+
+async def test_run_finished_destroys_an_unused_spare(tmp_path: Path) -> None:
+    from vexfs_cockpit.engine.events import RunFinished
+
+    p, bus, made = _ahead_provider(tmp_path)
+    _started(bus, "a", "b")
+    await p._take_spare("a")
+    p._refill()
+    spare = p._spare
+    assert spare is not None
+    await spare[1]
+    bus.publish(RunFinished(run_id="r1", status="aborted", counts={}))
+    await asyncio.gather(*p._background)
+    assert made[-1].name == "vexfs-test-b-0" and made[-1].closed and p._spare is None
+    await p.aclose()

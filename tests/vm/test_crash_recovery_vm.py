@@ -281,6 +281,9 @@ def test_every_test_after_a_reset_passes_and_nothing_recorded_is_lost(crash_run:
     assert all(r.status is TestStatus.PASSED for r in after.values()), _explain(crash_run)
     boots = [e for e in crash_run.events if isinstance(e, ev.VmStateChanged) and e.state == "ready"]
     assert len(boots) == 6, "one boot and five resets"
+    if vm_config().fleet.restore == "auto":  # the default: the VM and every reset restore the golden snapshot
+        restored = [e for e in crash_run.events if isinstance(e, ev.VmStateChanged) and e.reason.startswith("restored from snapshot")]
+        assert len(restored) == 6, _explain(crash_run)
     assert crash_run.stored == {n: (r.status, r.message) for n, r in crash_run.results.items()}
     assert len(crash_run.stored) == 11
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest_vm import ENV, _check_host, vm_config
+from tests.conftest_vm import ENV, _check_host, first_event, vm_config
 from vexfs_cockpit.engine.bus import EventBus
 from vexfs_cockpit.engine.events import VmStateChanged
 
@@ -119,3 +119,33 @@ async def test_missing_snapshot_is_rebuilt(provider) -> None:  # type: ignore[no
     snap = await p.golden_snapshot()
     assert snap is not None and snap.path.is_file()
     assert any("golden snapshot: building" in f"{e.reason}" for e in events if isinstance(e, VmStateChanged))
+
+
+async def test_next_domains_vm_is_restored_ahead_and_a_released_copy_is_destroyed(provider) -> None:  # type: ignore[no-untyped-def]
+    """A run restores its next domain's VM while the current domain holds its lease, and
+    a restored VM is destroyed at release, never powered off from inside (issue 15)."""
+    from vexfs_cockpit.engine.events import RunFinished, RunStarted
+    from vexfs_cockpit.fleet.libvirt import vm_name
+
+    p, bus, events = provider
+    assert await p.golden_snapshot() is not None, p._golden_why
+    first, second = f"ahead{os.getpid()}a", f"ahead{os.getpid()}b"
+    second_vm = vm_name(ENV, second, 0)
+    second_ready = asyncio.create_task(
+        first_event(bus, VmStateChanged, lambda e: e.vm == second_vm and e.state == "ready", 120))
+    await asyncio.sleep(0)
+    bus.publish(RunStarted(run_id="pytest-ahead", config_path="", profile="selftest", env=ENV, domains=(first, second)))
+    async with p.lease(first, 0) as a:
+        assert a.extra["boot"] == "restored"
+        await second_ready  # restored while the first domain still holds its VM
+        first_vm = a.vm_name
+    async with p.lease(second, 0) as b:
+        assert b.vm_name == second_vm and b.extra["boot"] == "restored"
+        assert _state_reasons(events, second_vm).count("ready: boot #1") == 1  # the same VM, not a second restore
+        assert (await b.target.run("hostname", timeout=10, check=True)).output.strip() == second_vm
+    bus.publish(RunFinished(run_id="pytest-ahead", status="passed", counts={}))
+    await asyncio.gather(*p._background)
+    for name in (first_vm, second_vm):
+        reasons = _state_reasons(events, name)
+        assert "stopped: destroyed" in reasons and not any("asked to shut down" in r and "guest" in r for r in reasons), reasons
+        assert await p.fleet.state(name) == "undefined"

@@ -136,7 +136,8 @@ async def start_dev_vm(cfg: CockpitConfig, name: str, uri: str, say: Any = print
     try:
         say(f"booting {name} (console log: {console_log}) ...")
         t0 = time.monotonic()
-        vm = await provider.boot_vm(name, keep=True, console_log=console_log)
+        # Restored from the golden snapshot when fleet.restore allows (~1 s, not ~10 s).
+        vm = await provider.boot_vm(name, keep=True, console_log=console_log, restore=True)
         img = provider._prepared.image  # type: ignore[union-attr]
         st = DevVmState(
             name=name, uri=uri, ssh_port=vm.ssh_port, user="root",
@@ -147,7 +148,8 @@ async def start_dev_vm(cfg: CockpitConfig, name: str, uri: str, say: Any = print
         )
         write_state(st)
         await provider.release_vm(name)  # stays up after we exit
-        say(f"{name} ready in {time.monotonic() - t0:.0f}s: SSH on 127.0.0.1:{vm.ssh_port} — "
+        how = "restored" if vm.boot_kind == "restored" else "booted"
+        say(f"{name} {how} and ready in {time.monotonic() - t0:.1f}s: SSH on 127.0.0.1:{vm.ssh_port} — "
             f"`vexfs-cockpit ssh {name}`, `vexfs-cockpit vm console {name}`, `vexfs-cockpit vm stop {name}`")
         return st
     finally:

@@ -28,6 +28,7 @@ import re
 import socket
 import threading
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -488,14 +489,8 @@ class FleetManager:
                     dom.create()
                 dom.suspend()
 
-        call = asyncio.ensure_future(asyncio.to_thread(create))
         try:
-            await asyncio.shield(call)
-        except asyncio.CancelledError:
-            # createXML cannot be interrupted: let it finish, then undo it (Ctrl-C mid-boot).
-            await asyncio.gather(call, return_exceptions=True)
-            await self.stop(name, grace_s=0)
-            raise
+            await self._shielded(name, create)
         except libvirt.libvirtError as err:
             with self._started_lock:
                 self._started.pop(name, None)
@@ -540,13 +535,8 @@ class FleetManager:
             finally:
                 copy.unlink(missing_ok=True)
 
-        call = asyncio.ensure_future(asyncio.to_thread(go))
         try:
-            await asyncio.shield(call)
-        except asyncio.CancelledError:
-            await asyncio.gather(call, return_exceptions=True)
-            await self.stop(name, grace_s=0)
-            raise
+            await self._shielded(name, go)
         except (libvirt.libvirtError, SnapshotUnusable, OSError) as err:
             with self._started_lock:
                 self._started.pop(name, None)
@@ -557,6 +547,19 @@ class FleetManager:
                 raise SnapshotUnusable(f"cannot restore VM {name} from {save_file}: {msg}") from None
             raise InfraError(f"cannot restore VM {name} from {save_file}: {msg}") from None
         return name
+
+    async def _shielded(self, name: str, call: Callable[[], None]) -> None:
+        """Run ``call``, the blocking libvirt call that brings VM ``name`` up (createXML,
+        restore), in a thread. It cannot be interrupted: if we are cancelled meanwhile
+        (Ctrl-C mid-boot), let it finish, then destroy what it started, then re-raise.
+        Its own errors reach the caller."""
+        fut = asyncio.ensure_future(asyncio.to_thread(call))
+        try:
+            await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            await asyncio.gather(fut, return_exceptions=True)
+            await self.stop(name, grace_s=0)
+            raise
 
     async def save(self, name: str, path: Path) -> None:
         """Save the running VM's memory to ``path`` (virDomainSave); the VM stops."""

@@ -4,9 +4,13 @@
 image (built or taken from the cache), on the accelerator the probe found, with
 SSH forwarded from a free 127.0.0.1 port; it yields once the VM is ready (console
 marker + SSH) with the kernel log streaming into a ``KernelLogBuffer``. Leaving
-the lease powers the VM off and destroys it. ``aclose()`` destroys whatever is
-left — also on Ctrl-C (asyncio.run cancels the main task, the leases' ``finally``
-and the session's closers run) and, as a last resort, from an atexit hook.
+the lease powers a booted VM off and destroys it; a VM restored from the golden
+snapshot (fleet.snapshot) is a disposable copy and is only destroyed, in the
+background. With restores on, a run's next domain's VM is restored while the
+current domain runs (when one more VM fits the resource caps), so its lease
+finds it ready. ``aclose()`` destroys whatever is left — also on Ctrl-C
+(asyncio.run cancels the main task, the leases' ``finally`` and the session's
+closers run) and, as a last resort, from an atexit hook.
 
 Resource caps (``config.caps.check_resource_caps``) are the session's job: it
 checks them in ``Session.select`` before any VM is touched.
@@ -24,7 +28,7 @@ import logging
 import os
 import shutil
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +36,11 @@ from typing import TYPE_CHECKING
 
 from vexfs_cockpit.config.models import CockpitConfig
 from vexfs_cockpit.engine.bus import EventBus
-from vexfs_cockpit.engine.events import Event, RunStarted, VmStateChanged
+from vexfs_cockpit.engine.events import Event, RunFinished, RunStarted, VmStateChanged
 from vexfs_cockpit.engine.guest_input import kernel_release
 from vexfs_cockpit.engine.provider import Lease
 from vexfs_cockpit.engine.target import CommandResult, Target
-from vexfs_cockpit.errors import InfraError
+from vexfs_cockpit.errors import CockpitError, InfraError
 from vexfs_cockpit.fleet.console import ConsoleStream, klog_sink
 from vexfs_cockpit.fleet.libvirt import FleetManager, vm_name
 from vexfs_cockpit.fleet.sampler import HealthSampler
@@ -113,6 +117,13 @@ class LibvirtProvider:
         self._golden_why = ""  # why there is none (said in the event of a cold boot)
         self._golden_done = False
         self._golden_lock: asyncio.Lock | None = None
+        # Restore ahead (fleet.restore=auto): the run's domains not leased yet, in order, and
+        # the one VM restored to ready for the next of them while the current domain runs.
+        self._plan: list[str] = []
+        self._plan_sequential = True
+        self._spare: tuple[str, asyncio.Task[GuestVm | None]] | None = None
+        self._spare_fits = False
+        self._background: set[asyncio.Task[None]] = set()  # VMs being torn down
         bus.listen(self._on_event)
 
     # -- bus listener (loop thread) ---------------------------------------------------------
@@ -122,6 +133,12 @@ class LibvirtProvider:
             self.fleet.run_id = event.run_id
             if self._sampler is not None:
                 self._sampler.run_id = event.run_id
+            self._plan, self._plan_sequential = list(event.domains), event.parallel <= 1
+            self._spare_fits = self._room_for_spare(len(event.domains), event.parallel)
+            self._refill()
+        elif isinstance(event, RunFinished):
+            self._plan = []
+            self._drop_spare()
         elif isinstance(event, VmStateChanged) and event.state in ("stopped", "crashed"):
             vm = self._vms.get(event.vm)
             klog = vm.klog if vm is not None else None
@@ -353,14 +370,98 @@ class LibvirtProvider:
             "all exist — see `vexfs-cockpit vm list` and stop the ones you don't need"
         )
 
+    # -- restoring ahead ----------------------------------------------------------------------
+    def _room_for_spare(self, n_domains: int, parallel: int) -> bool:
+        """True when one VM more than the run's leases fits the resource caps: a restored
+        spare is cheap (~1 s of host CPU, then an idle guest); a cold boot ahead is not."""
+        from vexfs_cockpit.config.caps import fleet_need
+
+        r = self.cfg.resources
+        vms = fleet_need(self.cfg, ["_"] * n_domains).vms + 1
+        return (
+            self.cfg.fleet.restore != "off" and self.cfg.fleet.template == "direct-kernel"
+            and vms * r.cpus <= r.max_total_cpus and vms * r.memory_mb <= r.max_total_memory_gb * 1024
+            and vms * r.disk_gb <= r.max_total_disk_gb
+        )
+
+    def _refill(self) -> None:
+        """Restore the next planned domain's VM now, so its lease finds it ready."""
+        if self._closed or not self._spare_fits or self._spare is not None or not self._plan:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        domain = self._plan[0]
+        self._spare = (domain, loop.create_task(self._make_spare(domain), name=f"spare VM for {domain}"))
+
+    async def _make_spare(self, domain: str) -> GuestVm | None:
+        from vexfs_cockpit.engine.klog_buffer import KernelLogBuffer
+
+        if await self.golden_snapshot() is None:
+            return None  # cold boots are not made ahead: they would take a core for ~10 s
+        name = await self._free_name(domain, 0)
+        return await self.boot_vm(name, klog=KernelLogBuffer(name), restore=True)
+
+    async def _take_spare(self, domain: str) -> GuestVm | None:
+        """The VM restored ahead for ``domain``, ready and answering, or None (boot one now)."""
+        if domain in self._plan:
+            if self._plan_sequential:  # one domain at a time: the ones before it are done or skipped
+                del self._plan[: self._plan.index(domain)]
+            self._plan.remove(domain)
+        if self._spare is not None and self._spare[0] not in self._plan and self._spare[0] != domain:
+            self._drop_spare()  # made for a domain that will not lease (skipped)
+        if self._spare is None or self._spare[0] != domain:
+            return None
+        task = self._spare[1]
+        self._spare = None
+        try:
+            vm = await task
+        except Exception as err:  # libvirt/SSH surprises too: the lease boots its own VM
+            log.info("the VM restored ahead for %s failed (%s): booting one now", domain, err)
+            return None
+        if vm is not None and not await vm.is_responsive(timeout=5.0):  # it died while it waited
+            await self._discard_vm(vm)
+            return None
+        return vm
+
+    def _drop_spare(self) -> None:
+        if self._spare is None:
+            return
+        task = self._spare[1]
+        self._spare = None
+        self._in_background(self._discard_task(task))
+
+    def _in_background(self, coro: Coroutine[object, object, None]) -> None:
+        """Run ``coro`` (tearing a VM down) without waiting for it; ``aclose`` waits."""
+        t = asyncio.get_running_loop().create_task(coro)
+        self._background.add(t)
+        t.add_done_callback(self._background.discard)
+
+    async def _discard_task(self, task: asyncio.Task[GuestVm | None]) -> None:
+        task.cancel()  # a restore in flight undoes itself (FleetManager._shielded)
+        (vm,) = await asyncio.gather(task, return_exceptions=True)
+        if vm is not None and not isinstance(vm, BaseException):
+            await self._discard_vm(vm)
+
+    async def _discard_vm(self, vm: GuestVm) -> None:
+        self._vms.pop(vm.name, None)
+        try:
+            await vm.aclose(grace_s=0)
+        except CockpitError as err:
+            log.warning("%s", err)
+
     # -- TargetProvider -----------------------------------------------------------------------
     @asynccontextmanager
     async def lease(self, domain: str, index: int) -> AsyncIterator[Lease]:
         from vexfs_cockpit.engine.klog_buffer import KernelLogBuffer
 
-        name = await self._free_name(domain, index)
-        klog = KernelLogBuffer(name)
-        vm = await self.boot_vm(name, klog=klog, restore=True)
+        vm = await self._take_spare(domain) if index == 0 else None
+        if vm is None:  # nothing restored ahead (cold boots, a confirmation rerun, the first)
+            name = await self._free_name(domain, index)
+            vm = await self.boot_vm(name, klog=KernelLogBuffer(name), restore=True)
+        name, klog = vm.name, vm.klog
+        self._refill()  # the next domain's VM restores while this one runs
         # Hang/frozen detection + sysrq evidence for the runner's guards; its heartbeat
         # has an SSH connection of its own (never queued behind the test's commands).
         watchdog = guest_watchdog(
@@ -378,8 +479,15 @@ class LibvirtProvider:
             try:
                 await watchdog.aclose()
             finally:
-                await vm.aclose(grace_s=self.cfg.fleet.stop_timeout_s)
-                self._discard_disk_files(vm)
+                if vm.boot_kind == "restored":
+                    # A disposable copy of the golden guest: destroyed, not powered off from
+                    # inside (~2 s under TCG, keeps nothing), and in the background: libvirt's
+                    # destroy returns only once QEMU's process is reaped, which can take a
+                    # second or two on a host whose init reaps slowly.
+                    self._in_background(self._discard_vm(vm))
+                else:
+                    await vm.aclose(grace_s=self.cfg.fleet.stop_timeout_s)
+                    self._discard_disk_files(vm)
 
     def _discard_disk_files(self, vm: GuestVm) -> None:
         """A destroyed disk VM's overlay and seed (which holds the guest host key); not a kept one's."""
@@ -402,6 +510,8 @@ class LibvirtProvider:
         self._closed = True
         if self._sampler is not None:
             await self._sampler.stop()
+        self._drop_spare()
+        await asyncio.gather(*self._background, return_exceptions=True)
         for vm in list(self._vms.values()):
             try:
                 await vm.aclose(grace_s=0)

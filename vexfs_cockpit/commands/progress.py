@@ -33,7 +33,6 @@ _VERDICT_COLOURS: dict[str, str] = {
 _VERDICT_ORDER = {v.value: i for i, v in enumerate(Verdict)}
 
 
-
 class ProgressPrinter:
     """Turns the event stream into plain lines. Kernel log lines are shown only with
     ``show_klog`` (CI logs get the classified reports, not 300 lines of boot chatter)."""
@@ -148,6 +147,7 @@ class ProgressPrinter:
                 self.out.flush()
             case _:
                 pass
+
 
 def verdict_line(v: ev.TestVerdict, tag: str) -> str:
     """``domain/test: [BADGE] FAILED now, PASSED in baseline RUN — why``."""

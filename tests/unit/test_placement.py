@@ -95,6 +95,16 @@ def test_config_hosts_section_validates() -> None:
             CockpitConfig.model_validate({"hosts": [bad]})
     with pytest.raises(ValidationError, match="host names used once each"):
         CockpitConfig.model_validate({"hosts": [{"name": "a", "uri": "qemu:///system"}] * 2})
+    from vexfs_cockpit.config.load import load_config
+
+    for hosts, line in (
+        ([{"name": "a", "uri": "qemu:///system"}] * 2, "hosts: expected host names used once each ('a' twice)"),
+        ([{"name": "a", "uri": "qemu:///system", "labels": ["x y"]}],
+         "hosts.0.labels: expected labels of letters, digits, _ . - ('x y' is not)"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            load_config(None, "ci", {"hosts": hosts})
+        assert line in str(err.value) and "\n" not in str(err.value)
 
 
 # -- host sizes over libvirt connections ------------------------------------------------

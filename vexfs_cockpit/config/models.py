@@ -318,7 +318,7 @@ class HostSettings(Strict):
     def _label_words(cls, v: list[str]) -> list[str]:
         for label in v:
             if not re.fullmatch(HOST_LABEL, label):
-                raise PydanticCustomError("host_label", "labels of letters, digits, _ . - (found {label!r})", {"label": label})
+                raise PydanticCustomError("host_label", "labels of letters, digits, _ . - ({label} is not)", {"label": repr(label)})
         return v
 
 
@@ -376,7 +376,7 @@ class CockpitConfig(Strict):
         seen: set[str] = set()
         for h in v:
             if h.name in seen:
-                raise PydanticCustomError("host_name", "host names used once each ({name!r} twice)", {"name": h.name})
+                raise PydanticCustomError("host_name", "host names used once each ({name} twice)", {"name": repr(h.name)})
             seen.add(h.name)
         return v
 

@@ -334,6 +334,28 @@ def test_cli_check_notifies_firing_alerts(db: Path) -> None:
     assert r.returncode == 0 and "0 alert(s) firing" in r.stdout
 
 
+def test_cli_check_keeps_a_dead_letter_and_posts_plain_json(db: Path) -> None:
+    from vexfs_cockpit.store.history import History
+
+    with Hook([500, 500]) as hook:
+        r = cli("alerts", "check", "r2", "--db", str(db), "--notify", "--set", "monitoring.webhook_retries=1",
+                env={"VEXFS_COCKPIT_WEBHOOK_URL": hook.url})
+    assert r.returncode == 1 and len(hook.bodies) == 2
+    assert r.stderr.strip().splitlines() == ["vexfs-cockpit: webhook: POST failed after 2 attempt(s): HTTP 500"]
+    letters = [p.message for p in History(db).run_detail("r2").infra_problems]
+    assert letters == ["5 alert(s) not delivered: webhook: POST failed after 2 attempt(s): HTTP 500"]
+    assert not any("secret-token" in m for m in letters)
+
+    with Hook([]) as hook:  # monitoring.webhook_format: json
+        r = cli("alerts", "check", "r2", "--db", str(db), "--notify", "--set", "monitoring.webhook_format=json",
+                env={"VEXFS_COCKPIT_WEBHOOK_URL": hook.url})
+    assert r.returncode == 1 and "webhook took it (attempt 1)" in r.stdout
+    body = hook.bodies[0]
+    assert body["source"] == "vexfs-cockpit" and body["run_id"] == "r2"
+    crash = next(a for a in body["alerts"] if a["rule"] == "KernelCrash")
+    assert crash["severity"] == "critical" and crash["labels"]["kind"] == "oops" and "oops" in crash["summary"]
+
+
 def test_cli_export_and_rules(db: Path, tmp_path: Path) -> None:
     r = cli("metrics", "export", str(tmp_path / "m.prom"), "--db", str(db))
     assert r.returncode == 0, r.stderr

@@ -238,6 +238,21 @@ async def test_a_500_is_retried_and_a_dead_hook_leaves_a_dead_letter(tmp_path: P
     assert _sample(monitor, "vexfs_cockpit_session_webhook_deliveries_total", outcome="failed") == 1
 
 
+async def test_live_alerts_in_the_plain_json_form(tmp_path: Path) -> None:
+    bus = EventBus()
+    bus.bind_loop(asyncio.get_running_loop())
+    hook = Hook()
+    try:
+        monitor = LiveMonitor(_config(webhook_format="json"), bus, None, environ={"VEXFS_COCKPIT_WEBHOOK_URL": hook.url})
+        await _run(tmp_path, monitor, bus, {"flaky": Flaky})
+        await monitor.aclose()
+    finally:
+        hook.close()
+    assert hook.bodies == [{"source": "vexfs-cockpit", "run_id": "r1", "alerts": [{
+        "rule": "TimedOut", "severity": "warning", "summary": "flaky/stuck timed out after 0.3s (env dev)",
+        "labels": {"domain": "flaky", "env": "dev"}}]}]
+
+
 # -- metrics served while the run is going -----------------------------------------------------
 def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     with urllib.request.urlopen(url, timeout=10) as resp:

@@ -60,11 +60,18 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f.line())
     print(f"alerts: run {report.run.run_id}: {len(firing)} alert(s) firing from {len(cfg.monitoring.alerts)} rule(s)")
     if firing and args.notify:
-        from vexfs_cockpit.monitoring.webhook import message, post, webhook_url
+        import asyncio
+
+        from vexfs_cockpit.monitoring.webhook import WebhookError, message, post, record_dead_letter, webhook_url
 
         m = cfg.monitoring
-        n = post(webhook_url(m.webhook_url_env), message(firing, report.run.run_id),
-                 timeout_s=m.webhook_timeout_s, retries=m.webhook_retries)
+        run_id = report.run.run_id
+        try:
+            n = post(webhook_url(m.webhook_url_env), message(firing, run_id, m.webhook_format),
+                     timeout_s=m.webhook_timeout_s, retries=m.webhook_retries)
+        except WebhookError as err:  # the dead letter: kept with the run, then the error
+            asyncio.run(record_dead_letter(db, run_id, f"{len(firing)} alert(s) not delivered: {err}"))
+            raise
         print(f"alerts: webhook took it (attempt {n})")
     return 1 if firing else 0
 
@@ -77,6 +84,6 @@ def cmd_test(args: argparse.Namespace) -> int:
     m = config_from_args(args).monitoring
     url = webhook_url(m.webhook_url_env)
     sample = [Firing("SampleAlert", "info", "a test message from `vexfs-cockpit alerts test`; nothing is wrong")]
-    n = post(url, message(sample, "sample"), timeout_s=m.webhook_timeout_s, retries=m.webhook_retries)
+    n = post(url, message(sample, "sample", m.webhook_format), timeout_s=m.webhook_timeout_s, retries=m.webhook_retries)
     print(f"alerts: sample sent to ${m.webhook_url_env} (attempt {n})")
     return 0

@@ -269,6 +269,7 @@ class MonitoringSettings(Strict):
     webhook_url_env: str = Field("VEXFS_COCKPIT_WEBHOOK_URL", pattern=r"^[A-Z_][A-Z0-9_]*$")  # the URL is never in a file
     webhook_timeout_s: PositiveFloat = 5.0
     webhook_retries: int = Field(3, ge=0, le=10)
+    webhook_format: Literal["slack", "json"] = "slack"  # json: {"source", "run_id", "alerts": [...]}
 
 
 class AnalysisSettings(Strict):

@@ -383,7 +383,7 @@ class LiveMonitor:
         m = self.settings
         while (f := await self._queue.get()) is not None:
             try:
-                await asyncio.to_thread(self._post, self._url, message([f.firing], f.run_id),
+                await asyncio.to_thread(self._post, self._url, message([f.firing], f.run_id, m.webhook_format),
                                         timeout_s=m.webhook_timeout_s, retries=m.webhook_retries)
                 self.metrics.webhooks.labels("delivered").inc()
             except WebhookError as err:

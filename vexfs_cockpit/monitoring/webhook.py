@@ -1,4 +1,5 @@
-"""Firing alerts to a Slack-compatible incoming webhook: a JSON POST of ``{"text": ...}``.
+"""Firing alerts to a webhook: a JSON POST, Slack-compatible ``{"text": ...}`` or, with
+``monitoring.webhook_format: json``, a plain document of the alerts (``message``).
 
 The URL comes from an environment variable (``monitoring.webhook_url_env``), never from
 a file, and is never printed or logged: it is the credential. A failure names the
@@ -9,12 +10,14 @@ request or a revoked hook changes nothing).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 from vexfs_cockpit.errors import CockpitError, UsageError
 from vexfs_cockpit.monitoring.alerts import Firing
@@ -33,7 +36,10 @@ def webhook_url(env_var: str, environ: Mapping[str, str] = os.environ) -> str:
     return url
 
 
-def message(firing: Sequence[Firing], run_id: str) -> dict[str, str]:
+def message(firing: Sequence[Firing], run_id: str, fmt: str = "slack") -> dict[str, object]:
+    if fmt == "json":  # for a receiver that reads fields rather than a chat line
+        return {"source": "vexfs-cockpit", "run_id": run_id, "alerts": [
+            {"rule": f.rule, "severity": f.severity, "summary": f.summary, "labels": dict(f.labels)} for f in firing]}
     if not firing:
         return {"text": f"vexfs-cockpit: run {run_id}: no alert fires"}
     lines = [f"vexfs-cockpit: {len(firing)} alert(s) firing for run {run_id}"]
@@ -63,3 +69,22 @@ def post(url: str, payload: Mapping[str, object], *, timeout_s: float = 5.0, ret
         if attempt <= retries:
             sleep(backoff_s * 2 ** (attempt - 1))
     raise WebhookError(f"webhook: POST failed after {attempt} attempt(s): {last}")
+
+
+async def record_dead_letter(db: Path, run_id: str, text: str) -> None:
+    """A delivery that failed for good, kept in the run's history as an infrastructure
+    problem (history show, the reports): never the URL, only what failed."""
+    from vexfs_cockpit.engine.bus import EventBus
+    from vexfs_cockpit.engine.events import InfraProblem
+    from vexfs_cockpit.store.recorder import HistoryStore, Recorder
+
+    store = await HistoryStore.aopen(db)
+    try:
+        bus = EventBus()
+        bus.bind_loop(asyncio.get_running_loop())
+        rec = Recorder(store, bus)
+        rec.start()
+        bus.publish(InfraProblem(message=text, run_id=run_id))
+        await rec.aclose()
+    finally:
+        await asyncio.to_thread(store.close)

@@ -342,6 +342,8 @@ class LiveMonitor:
 
     def _on_event(self, e: ev.Event) -> None:
         """On the loop thread, inline with publish: memory only."""
+        if type(e) is ev.KernelLogLine:  # nearly every event of a run; nothing here reads them
+            return
         self.metrics.feed(e)
         if not self.alerts.rules:
             return

@@ -1,7 +1,7 @@
 """A real guest on a libvirt host reached through ``qemu+ssh://`` (issue 18, Done when):
 a local sshd on a loopback port with its own host key stands in for the remote host;
 the guest's SSH goes through a tunnel over SSH to that host, never to a port of its own.
-~45 s here under TCG (one cold boot over qemu+ssh, one restore on qemu:///system)."""
+31-61 s here under TCG (one cold boot over qemu+ssh, one restore on qemu:///system)."""
 
 from __future__ import annotations
 

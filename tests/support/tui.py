@@ -8,6 +8,7 @@ History queries go to a real SQLite store when ``history`` is given one.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import io
 import time
@@ -65,6 +66,7 @@ class UiBackend(HistoryQueries):
     vm_error: str | None = None
     kbuild_result: ActionResult = field(default_factory=lambda: ActionResult(True, "built vexfs_selftest.ko"))
     calls: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+    watch_feed: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
     _bus: EventBus = field(default_factory=EventBus)
 
     def __post_init__(self) -> None:
@@ -126,6 +128,16 @@ class UiBackend(HistoryQueries):
     async def kunload(self, vm: str) -> ActionResult:
         self.calls.append(("kunload", (vm,)))
         return ActionResult(True, f"unloaded on {vm}")
+
+    async def watch(self, vm: str) -> AsyncIterator[str]:
+        """The lines a test puts in ``watch_feed`` (None: the watch ends by itself);
+        records ``watch_closed`` when the TUI stops it."""
+        self.calls.append(("watch", (vm,)))
+        try:
+            while (line := await self.watch_feed.get()) is not None:
+                yield line
+        finally:
+            self.calls.append(("watch_closed", (vm,)))
 
     def called(self, name: str) -> list[tuple[Any, ...]]:
         return [args for n, args in self.calls if n == name]

@@ -25,7 +25,7 @@ import os
 import secrets
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 SYNC_TIMEOUT_S = 10.0
 CRASH_GRACE_S = 5.0  # after SSH died mid-command: how long the console may take to finish the report
+WATCH_STOP_S = 30.0  # a stopped watch finishes the cycle step it is in (an rmmod, a test) first
 
 
 # ----------------------------------------------------------------------------- the module
@@ -389,3 +390,30 @@ async def preflight(cfg: CockpitConfig, name: str, uri: str | None) -> None:
         check_attachable(name, uri, await fm.info(name))
     finally:
         await fm.aclose()
+
+
+# ----------------------------------------------------------------------------- watch, for a front end
+async def watch_lines(argv: list[str]) -> AsyncIterator[str]:
+    """The lines a `vexfs-cockpit watch` process (``argv``) prints, as it prints them: its
+    "watching" line, one result line per save, or the one line it failed with. Closing
+    the iterator ends the watch as Ctrl-C does (SIGINT, then kill if it lingers)."""
+    import signal
+
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        async for raw in proc.stdout:
+            if line := raw.decode(errors="replace").rstrip():
+                yield line
+        await proc.wait()  # ended by itself: its last line said why
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(proc.wait(), WATCH_STOP_S)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()

@@ -19,7 +19,7 @@ a ``History`` object, so a backend can simply delegate to it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
 
@@ -180,6 +180,11 @@ class CockpitBackend(Protocol):
     async def kload(self, vm: str) -> ActionResult: ...
 
     async def kunload(self, vm: str) -> ActionResult: ...
+
+    def watch(self, vm: str) -> AsyncIterator[str]:
+        """`vexfs-cockpit watch VM`: its "watching" line, then one result line per save of
+        the module source (rebuild, reload, rerun). Closing the iterator stops the watch."""
+        ...
 
     # history (sync: called from thread workers)
     def history_catalog(self) -> HistoryCatalog: ...

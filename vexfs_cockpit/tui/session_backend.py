@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import asyncio
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from vexfs_cockpit.app.session import Session
@@ -146,6 +147,14 @@ class SessionBackend(HistoryQueries):
 
     async def kunload(self, vm: str) -> ActionResult:
         return await self._cli("kunload", vm)
+
+    def watch(self, vm: str) -> AsyncIterator[str]:
+        from vexfs_cockpit.app.kdev import watch_lines
+
+        argv = [*CLI, "watch", vm]
+        if getattr(self.session.args, "config", None):
+            argv += ["--config", str(self.session.args.config)]
+        return watch_lines(argv)
 
 
 def describe_environment(cfg: CockpitConfig) -> str:

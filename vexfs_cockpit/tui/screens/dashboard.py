@@ -20,6 +20,7 @@ from vexfs_cockpit.tui.widgets.run_summary import RunSummary
 from vexfs_cockpit.tui.widgets.session_header import SessionHeader
 from vexfs_cockpit.tui.widgets.standing_table import StandingTable
 from vexfs_cockpit.tui.widgets.vm_panel import VmPanel
+from vexfs_cockpit.tui.widgets.watch_line import WatchLine
 
 if TYPE_CHECKING:
     from vexfs_cockpit.analysis.standing import DomainStanding
@@ -37,6 +38,7 @@ class DashboardScreen(Screen[None]):
         Binding("i", "vm('ssh')", "SSH shell", show=False),
         Binding("l", "vm('kload')", "Load module", show=False),
         Binding("L", "vm('kunload')", "Unload module", show=False),
+        Binding("w", "watch", "Watch module source", show=False),
         Binding("d", "rerun_domain", "Re-run domain", show=False),
         Binding("p", "toggle_pause", "Pause/follow"),
         Binding("n", "next_event", "Next event"),
@@ -51,6 +53,7 @@ class DashboardScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield SessionHeader(id="session-header")
         yield RunSummary(id="summary")
+        yield WatchLine(id="watch")
         yield VmPanel(id="vms")
         yield DomainProgress(id="domains")
         yield StandingTable(id="standing")
@@ -115,6 +118,37 @@ class DashboardScreen(Screen[None]):
         vm = self._selected_vm()
         if vm is not None:
             self.cockpit.vm_action(action, vm)
+
+    def action_watch(self) -> None:
+        """w: watch the module source for the selected dev VM (each save rebuilds, reloads
+        and reruns, the result on the watch line); w again stops it."""
+        from vexfs_cockpit.tui.vm_actions import why_not
+
+        line = self.query_one(WatchLine)
+        if line.vm:
+            self.workers.cancel_group(self, "watch")
+            line.stop()
+            self.notify("stopped watching the module source")
+            return
+        vm = self._selected_vm()
+        if vm is None:
+            return
+        view = self.cockpit.state.vms.get(vm)
+        if view is not None and (reason := why_not("ssh", view)) is not None:  # watch attaches like ssh
+            self.notify(f"cannot watch: {reason}", severity="warning")
+            return
+        line.start(vm)
+        self.run_worker(self._watch(vm), group="watch", exclusive=True, exit_on_error=False)
+
+    async def _watch(self, vm: str) -> None:
+        line = self.query_one(WatchLine)
+        try:
+            async for text in self.cockpit.backend.watch(vm):
+                line.feed(text)
+        except Exception as err:  # noqa: BLE001 - one line, never a traceback
+            line.feed(str(err))
+        line.ended()  # not reached when w stopped it: the worker is cancelled
+        self.notify(f"watch ended: {line.last}", severity="warning")
 
     def action_vm_menu(self) -> None:
         from vexfs_cockpit.tui.screens.vm_menu import VmMenuScreen

@@ -60,7 +60,9 @@ def guest_kernel(cfg: CockpitConfig) -> dict[str, str]:
         release = resolve_kernel_version(setting)
     except CockpitError:
         return {"kernel_from": f"fleet.guest_kernel {setting} (not resolvable)"}
-    source = {"auto": "linux-image-amd64", "host": "the running kernel"}.get(
+    from vexfs_cockpit.config.distro import host_kernel_package
+
+    source = {"auto": host_kernel_package(), "host": "the running kernel"}.get(
         setting, f"the kernel tree {setting}" if setting.startswith("/") else "fleet.guest_kernel")
     return {"kernel": release, "kernel_from": source}
 

@@ -14,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from vexfs_cockpit.config.models import CockpitConfig, HostSettings
-from vexfs_cockpit.errors import ConfigError, HostUnavailable
+from vexfs_cockpit.errors import ConfigError, HostUnavailable, InfraError
 from vexfs_cockpit.fleet.hosts import HOST_RESERVE_MB, read_host, read_hosts
 from vexfs_cockpit.fleet.placement import HostRoom, PlacementError, VmShape, place
 
@@ -227,3 +227,87 @@ def test_run_with_hosts_that_cannot_fit_stops_before_any_vm(tmp_path: Path) -> N
         "vexfs-cockpit: plan does not fit: kernel_module (1 VM(s) of 1 CPU, 512 MB, 1 GB) does not fit: "
         "tiny (1 CPUs, 256 MB): 1 VMs at once need 512 MB > 256 MB")]
     assert "booting" not in proc.stdout
+
+
+class _FakeHost:
+    """A host provider whose leases fail as an unreachable libvirt does, or hand out a
+    lease on the local machine."""
+
+    def __init__(self, name: str, down: set[str], leased: list[tuple[str, str]]) -> None:
+        self.name, self.down, self.leased = name, down, leased
+
+    def lease(self, domain: str, index: int):
+        from contextlib import asynccontextmanager
+
+        from vexfs_cockpit.engine.provider import Lease
+        from vexfs_cockpit.transport.local import LocalTarget
+
+        @asynccontextmanager
+        async def cm():
+            if self.name in self.down:
+                raise HostUnavailable(f"cannot reach libvirt at test://{self.name}: connection closed")
+            self.leased.append((domain, self.name))
+            yield Lease(vm_name=f"vm-{domain}", target=LocalTarget(domain))
+
+        return cm()
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _multi(tmp_path: Path, down: set[str], **extra: object):
+    from vexfs_cockpit.engine.bus import EventBus
+    from vexfs_cockpit.fleet.multihost import MultiHostProvider
+
+    cfg = CockpitConfig.model_validate({
+        "hosts": [{"name": "a", "uri": node_xml(tmp_path / "a.xml", 4, 4096), "labels": ["perf-quiet"]},
+                  {"name": "b", "uri": node_xml(tmp_path / "b.xml", 4, 4096)},
+                  {"name": "c", "uri": node_xml(tmp_path / "c.xml", 1, 1024)}],
+        "placement": {"affinity": {"performance_metrics": ["perf-quiet"]}},
+        "execution": {"parallel_test_execution": True, "max_parallel_tests": 3}, **extra})
+    bus = EventBus()
+    leased: list[tuple[str, str]] = []
+    return MultiHostProvider(cfg, bus, tmp_path, child_factory=lambda h: _FakeHost(h.name, down, leased)), bus, leased
+
+
+def test_a_lost_host_moves_its_domain_to_a_host_left(tmp_path: Path) -> None:
+    async def go() -> None:
+        from vexfs_cockpit.engine.events import InfraProblem
+
+        prov, bus, leased = _multi(tmp_path, down={"b"})
+        bus.bind_loop(asyncio.get_running_loop())
+        sub = bus.subscribe(InfraProblem)
+        plan = prov.place(["kernel_module", "filesystem_operations", "performance_metrics"])
+        assert plan.where["performance_metrics"] == "a" and "b" in plan.where.values()
+        on_b = next(d for d, h in plan.where.items() if h == "b")
+        async with prov.lease(on_b, 0) as lease:
+            assert lease.extra["host"] != "b"
+        assert prov.lost.keys() == {"b"} and (on_b, lease.extra["host"]) in leased
+        (problem,) = sub.drain_nowait()
+        assert problem.message == (f"host b lost (cannot reach libvirt at test://b: connection closed): "
+                                   f"{on_b} moved to {lease.extra['host']}")
+        async with prov.lease("performance_metrics", 0) as lease:  # a's domains never moved
+            assert lease.extra["host"] == "a"
+
+    asyncio.run(go())
+
+
+def test_a_domain_with_nowhere_left_is_an_infrastructure_error(tmp_path: Path) -> None:
+    async def go() -> None:
+        prov, bus, _ = _multi(tmp_path, down={"a"})
+        bus.bind_loop(asyncio.get_running_loop())
+        prov.place(["performance_metrics", "kernel_module"])
+        with pytest.raises(InfraError) as err:  # only host a has the label
+            async with prov.lease("performance_metrics", 0):
+                pass
+        assert not isinstance(err.value, HostUnavailable)  # the other hosts still lease
+        assert str(err.value) == ("host a lost (cannot reach libvirt at test://a: connection closed); "
+                                  "performance_metrics: no host left to move it to (no other host labelled perf-quiet)")
+        prov2, bus2, _ = _multi(tmp_path, down={"a", "b", "c"})
+        bus2.bind_loop(asyncio.get_running_loop())
+        prov2.place(["kernel_module"])
+        with pytest.raises(HostUnavailable, match="every host is lost"):
+            async with prov2.lease("kernel_module", 0):
+                pass
+
+    asyncio.run(go())

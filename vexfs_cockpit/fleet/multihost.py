@@ -12,6 +12,10 @@ at the same paths as here, i.e. this machine or one sharing the cockpit's data
 directory; the cockpit does not copy images to other hosts. Guests on an SSH host
 boot cold (fleet.restore is off there: a golden snapshot is a file on the host that
 saved it).
+
+A host whose libvirt does not answer when a domain's VM is leased is lost for the
+session: that domain moves to a host left that can take it (an InfraProblem says so),
+or is an infrastructure error; the domains on other hosts are not touched.
 """
 
 from __future__ import annotations
@@ -25,11 +29,11 @@ from typing import Any
 
 from vexfs_cockpit.config.models import CockpitConfig, HostSettings
 from vexfs_cockpit.engine.bus import EventBus
-from vexfs_cockpit.engine.events import Event, RunStarted
-from vexfs_cockpit.engine.provider import Lease
-from vexfs_cockpit.errors import InfraError
+from vexfs_cockpit.engine.events import Event, InfraProblem, RunStarted
+from vexfs_cockpit.engine.provider import Lease, TargetProvider
+from vexfs_cockpit.errors import HostUnavailable, InfraError
 from vexfs_cockpit.fleet.hosts import read_host
-from vexfs_cockpit.fleet.placement import Plan, VmShape, place
+from vexfs_cockpit.fleet.placement import PlacementError, Plan, VmShape, move, place
 from vexfs_cockpit.fleet.provider import LibvirtProvider
 from vexfs_cockpit.transport.jump import JumpHost, jump_for
 
@@ -59,14 +63,17 @@ class MultiHostProvider:
     """A TargetProvider over ``cfg.hosts`` (implements engine.provider.TargetProvider
     and PlansGuestKernel)."""
 
-    def __init__(self, cfg: CockpitConfig, bus: EventBus, artifacts_dir: Path) -> None:
+    def __init__(self, cfg: CockpitConfig, bus: EventBus, artifacts_dir: Path,
+                 child_factory: Callable[[HostSettings], TargetProvider] | None = None) -> None:
         self.cfg = cfg
         self.bus = bus
         self.artifacts_dir = artifacts_dir
         self.plan: Plan | None = None
         self._where: dict[str, str] = {}  # domain -> host name
-        self._children: dict[str, LibvirtProvider] = {}
+        self._children: dict[str, Any] = {}  # host name -> its provider
         self._jumps: list[JumpHost] = []
+        self._make_child = child_factory or self._libvirt_child
+        self.lost: dict[str, str] = {}  # host name -> why it is lost (this session)
 
     def _host(self, name: str) -> HostSettings:
         return next(h for h in self.cfg.hosts if h.name == name)
@@ -92,21 +99,22 @@ class MultiHostProvider:
         fleet = {"libvirt_uri": h.uri, **({"restore": "off"} if remote else {})}
         return self.cfg.model_copy(update={"fleet": self.cfg.fleet.model_copy(update=fleet)})
 
-    def _child(self, host: str) -> LibvirtProvider:
+    def _child(self, host: str) -> Any:
         child = self._children.get(host)
         if child is None:
-            h = self._host(host)
-            spec = jump_for(h.uri, h.ssh_jump, where=f"hosts[{h.name}]")
-            jump = None
-            if spec is not None:
-                jump = JumpHost(spec, client_keys=h.ssh_key.expanduser() if h.ssh_key else None,
-                                known_hosts=h.ssh_known_hosts.expanduser() if h.ssh_known_hosts else None)
-                self._jumps.append(jump)
-            bus = HostBus(self.bus, lambda: {d for d, where in self._where.items() if where == host})
-            child = LibvirtProvider(self._host_cfg(h, spec is not None), bus, self.artifacts_dir,  # type: ignore[arg-type]
-                                    uri=h.uri, jump=jump)
-            self._children[host] = child
+            child = self._children[host] = self._make_child(self._host(host))
         return child
+
+    def _libvirt_child(self, h: HostSettings) -> LibvirtProvider:
+        spec = jump_for(h.uri, h.ssh_jump, where=f"hosts[{h.name}]")
+        jump = None
+        if spec is not None:
+            jump = JumpHost(spec, client_keys=h.ssh_key.expanduser() if h.ssh_key else None,
+                            known_hosts=h.ssh_known_hosts.expanduser() if h.ssh_known_hosts else None)
+            self._jumps.append(jump)
+        bus = HostBus(self.bus, lambda: {d for d, where in self._where.items() if where == h.name})
+        return LibvirtProvider(self._host_cfg(h, spec is not None), bus, self.artifacts_dir,  # type: ignore[arg-type]
+                               uri=h.uri, jump=jump)
 
     def host_of(self, domain: str) -> str:
         try:
@@ -115,12 +123,41 @@ class MultiHostProvider:
             raise InfraError(f"{domain}: not placed on any host (the session places the selected domains "
                              "before the run; see `vexfs-cockpit plan`)") from None
 
+    def _move_off(self, domain: str, host: str, err: HostUnavailable) -> str:
+        """``host`` did not answer: it is lost for this session; ``domain`` goes to a host
+        left that can take it (the others stay where they are), said on the bus."""
+        self.lost.setdefault(host, str(err))
+        if all(h.name in self.lost for h in self.cfg.hosts):
+            raise HostUnavailable(f"every host is lost: {'; '.join(f'{h}: {why}' for h, why in self.lost.items())}")
+        assert self.plan is not None
+        try:
+            to = move(self.plan, domain, set(self.lost), self.cfg.placement.affinity)
+        except PlacementError as perr:
+            raise InfraError(f"host {host} lost ({err}); {perr}") from None
+        self._where[domain] = to
+        self.bus.publish(InfraProblem(message=f"host {host} lost ({err}): {domain} moved to {to}"))
+        return to
+
     @asynccontextmanager
     async def lease(self, domain: str, index: int) -> AsyncIterator[Lease]:
         host = self.host_of(domain)
-        async with self._child(host).lease(domain, index) as lease:
+        while True:  # a host that does not answer: the domain moves to one that does
+            cm = self._child(host).lease(domain, index)
+            try:
+                lease = await cm.__aenter__()
+            except HostUnavailable as err:
+                host = self._move_off(domain, host, err)
+                continue
+            break
+        exc: tuple[Any, Any, Any] = (None, None, None)
+        try:
             lease.extra["host"] = host
             yield lease
+        except BaseException as e:
+            exc = (type(e), e, e.__traceback__)
+            raise
+        finally:
+            await cm.__aexit__(*exc)
 
     async def planned_guest_kernel(self) -> str:
         """Every host boots the same image: the first placed host's provider says which."""

@@ -149,4 +149,33 @@ def place(
     return Plan(tuple(loads), where, shape, vms_per_domain, parallel)
 
 
-__all__ = ["HostLoad", "HostRoom", "PlacementError", "Plan", "VmShape", "place"]
+def move(plan: Plan, domain: str, lost: Collection[str], affinity: Mapping[str, Collection[str]] | None = None) -> str:
+    """Put ``domain`` on another host than the ``lost`` ones, the others' domains staying
+    where they are (they may be running); the host it now goes to. PlacementError (one
+    line) when no host left can take it."""
+    affinity = affinity or {}
+    need = set(affinity.get(domain, ()))
+    for ld in plan.loads:
+        if domain in ld.domains:
+            ld.domains.remove(domain)
+    options, refusals = [], []
+    for i, ld in enumerate(plan.loads):
+        if ld.host.name in lost or not need <= ld.host.labels:
+            continue
+        peak = plan.vms_per_domain * min(len(ld.domains) + 1, max(plan.parallel, 1))
+        why = _why_not(ld.host, peak, plan.shape)
+        if why:
+            refusals.append(f"{ld.host.name}: {why}")
+        else:
+            options.append((_fullness(ld.host, peak, plan.shape), len(ld.domains), i, ld, peak))
+    if not options:
+        left = "; ".join(refusals) or "no other host" + (f" labelled {', '.join(sorted(need))}" if need else "")
+        raise PlacementError(f"{domain}: no host left to move it to ({left})")
+    *_, best, peak = min(options, key=lambda o: o[:3])
+    best.domains.append(domain)
+    best.peak_vms = max(best.peak_vms, peak)
+    plan.where[domain] = best.host.name
+    return best.host.name
+
+
+__all__ = ["HostLoad", "HostRoom", "PlacementError", "Plan", "VmShape", "move", "place"]

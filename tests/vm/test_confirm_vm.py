@@ -149,3 +149,28 @@ def test_known_failures_do_not_fail_the_batch_until_they_pass_or_expire(tmp_path
     assert any(ln.startswith("knob/probe: [NEW REGRESSION] FAILED now, PASSED in run ")
                and "known failure expired on 2026-01-01: counts again (probe knob on by design)" in ln
                for ln in lines), _log(expired)
+
+
+def test_expunge_audit_rerun_runs_the_listed_tests_and_proposes_the_passing_ones(tmp_path: Path) -> None:
+    db = tmp_path / "history.db"
+    known = tmp_path / "known"
+    known.mkdir()
+    (known / "test.yaml").write_text(
+        "known_failures:\n  - test: filesystem_operations/file_read_write\n    reason: EIO under the old module\n")
+    only = ["--domains", "filesystem_operations", "--tests", "filesystem_operations/file_read_write"]
+    first, _ = _cockpit(db, "run", "--batch", *PROFILE, *only, "--set", "module.module_params=eio_on_read=1",
+                        "--set", f"analysis.known_failures_dir={known}")
+    assert first.returncode == 0 and "[KNOWN FAILURE]" in first.stdout, _log(first)  # listed: the run passes
+
+    # The module is fixed (no eio_on_read): the rerun passes, and with audit_runs 1 the entry should go.
+    audit, pid = _cockpit(db, "expunge", "audit", "--rerun", "--env", "test", "--config", "configs/default.yaml",
+                          "--known-failures", str(known), "--set", "analysis.audit_runs=1")
+    lines, log = _progress(audit), _log(first, audit)
+    assert audit.returncode == 1, log  # an entry to remove
+    assert "rerunning 1 known failure(s) of env 'test' in fresh VMs" in lines, log
+    assert any(ln.startswith("filesystem_operations/file_read_write: [KNOWN, PASSES: REMOVE IT] PASSED now, FAILED in run ")
+               for ln in lines), log
+    assert any(re.match(r"1\s+filesystem_operations/file_read_write\s+drop\s+passed in the last 1 runs that ran it", ln)
+               for ln in lines), log
+    assert lines[-1] == "1 of 1 entry to remove", log
+    assert owned_vms(pid) == [], "the rerun's VM was left behind"

@@ -55,3 +55,20 @@ async def test_a_running_test_past_its_p95_says_by_how_much_live():
         await feed(app, pilot, [TestStarted(run_id="run-1", domain="kernel_module", test="stress", attempt=2, vm=VM_A,
                                             deadline_s=60.0, p95_s=20.0, ts=T0 - 15)])
         assert cells(doms, 0)[3] == "stress (try 2)"
+
+
+async def test_the_run_summary_says_the_changed_tests_are_being_confirmed():
+    from vexfs_cockpit.engine.events import ConfirmStarted, TestRerun
+    from vexfs_cockpit.engine.results import TestStatus
+
+    async with cockpit(UiBackend(), size=(160, 30)) as (app, pilot, _):
+        await feed(app, pilot, mid_run_events())
+        await feed(app, pilot, [
+            ConfirmStarted(run_id="run-1", tests=("kernel_module/module_load",), reruns=3, ts=T0),
+            TestRerun(run_id="run-1", domain="kernel_module", test="module_load", number=2, of=3,
+                      status=TestStatus.FAILED, ts=T0),
+        ])
+        summary = app.screen.query_one("#summary").render()
+        assert "confirming 1 changed test on fresh VMs: rerun kernel_module/module_load 2/3" in str(summary)
+        await feed(app, pilot, [RunFinished(run_id="run-1", status="failed", counts={}, ts=T0 + 1)])
+        assert "confirming" not in str(app.screen.query_one("#summary").render())

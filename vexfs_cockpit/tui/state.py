@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from vexfs_cockpit.engine.events import (
+    ConfirmStarted,
     DomainFinished,
     DomainStarted,
     Event,
@@ -24,6 +25,7 @@ from vexfs_cockpit.engine.events import (
     RunFinished,
     RunStarted,
     TestFinished,
+    TestRerun,
     TestStarted,
     TestVerdict,
     VmSample,
@@ -153,6 +155,8 @@ class RunView:
     counts: dict[str, int] = field(default_factory=dict)
     reason: str = ""
     parallel: int = 1  # domains side by side at most
+    confirming: tuple[str, ...] = ()  # "domain/test" rerun on fresh VMs at the run's end (engine/confirm.py)
+    rerun: str = ""  # the latest of those reruns: "domain/test 2/3"
 
     def elapsed(self, now: float) -> float | None:
         if self.started_at is None:
@@ -317,6 +321,12 @@ class LiveState:
             case TestVerdict():
                 self.verdicts[(ev.domain, ev.test)] = ev.verdict
                 return {Part.RESULTS}
+            case ConfirmStarted():
+                self._run(ev.run_id).confirming = tuple(ev.tests)
+                return {Part.RUN}
+            case TestRerun():
+                self._run(ev.run_id).rerun = f"{ev.domain}/{ev.test} {ev.number}/{ev.of}"
+                return {Part.RUN}
             case MetricRecorded():
                 self.metrics.setdefault(TestRef(ev.domain, ev.test), {})[ev.name] = ev.value
                 return {Part.RESULTS}

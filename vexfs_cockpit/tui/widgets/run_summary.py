@@ -71,6 +71,10 @@ def summary_text(state: LiveState, now: float) -> Text:
         running = state.running_tests()
         if running:
             out.append(f" · {running} running", style="cyan")
+    if run.active and run.confirming:  # the tests are done; what changed is rerun on fresh VMs
+        n = len(run.confirming)
+        out.append(f" · confirming {n} changed test{'s' if n != 1 else ''} on fresh VMs"
+                   + (f": rerun {run.rerun}" if run.rerun else ""), style="cyan")
     infos = [e for e in unexpected if e.report.severity < Severity.WARNING]
     if infos:  # e.g. the taint notices of an out-of-tree module: say what they are
         kinds = ", ".join(dict.fromkeys(e.report.kind.replace("_", " ") for e in infos))

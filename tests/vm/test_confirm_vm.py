@@ -7,7 +7,9 @@ its own, with the test env's profile (TCG guests, snapshot restore). The regress
 knob is the self-test module's own (eio_on_read=1: every read of a file fails); the
 flaky one is tests/support/knob_domain.py, a plugin installed through the
 ``vexfs_cockpit.domains`` entry point, whose guest-side counter fails odd attempts.
-Measured here (2 cores shared with other jobs, TCG, snapshot restore): 27-82 s per test.
+Known failures in a run's exit code, and `expunge audit --rerun`, on the same guests.
+Measured here (2 cores shared with other jobs, TCG, snapshot restore): 26-82 s per test,
+about 3 min for the file.
 """
 
 from __future__ import annotations

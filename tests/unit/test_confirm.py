@@ -373,3 +373,22 @@ async def test_analyze_names_a_change_by_the_runs_own_reruns(tmp_path):
     assert not a.clean
     text = analysis_text(a)
     assert "1 regression(s)" in text and "1 flaky" in text
+
+
+async def test_a_triage_that_fails_costs_the_run_its_verdicts_not_its_outcome(tmp_path):
+    from vexfs_cockpit.errors import StoreError
+
+    for exc in (StoreError("history DB h.db: database disk image is malformed"), KeyError("boom")):
+        async def broken(req, results, exc=exc):
+            raise exc
+
+        bus = EventBus()
+        sub = bus.subscribe()
+        summary = await Runner(bus, FreshLocalProvider(tmp_path / type(exc).__name__), {"knob": Knob},
+                               triage=broken).execute(
+            RunRequest(config=_config({"a": "on"}), domains=["knob"], run_id="r5", artifacts_dir=tmp_path / "art"))
+        bus.close()
+        events = [e async for e in sub]
+        problems = [e.message for e in events if isinstance(e, ev.InfraProblem)]
+        assert len(problems) == 1 and problems[0].startswith("no regression verdicts for this run: "), problems
+        assert not _verdicts(events) and summary.status == "failed" and not summary.infra_errors

@@ -468,6 +468,11 @@ class Runner:
         except CockpitError as err:  # e.g. the history DB unreadable: the run's results stand
             self.bus.publish(ev.InfraProblem(message=f"no regression verdicts for this run: {err}", run_id=req.run_id))
             return {}
+        except Exception as err:  # a bug in the triage must not cost the run its outcome
+            self.bus.publish(ev.InfraProblem(
+                message=f"no regression verdicts for this run: the triage raised {type(err).__name__}: {err}",
+                run_id=req.run_id))
+            return {}
         k = req.config.analysis.confirm_reruns
         verdicts: dict[tuple[str, str], Verdict] = {}
         to_rerun: dict[str, list[Suspect]] = {}

@@ -392,3 +392,18 @@ async def test_a_triage_that_fails_costs_the_run_its_verdicts_not_its_outcome(tm
         problems = [e.message for e in events if isinstance(e, ev.InfraProblem)]
         assert len(problems) == 1 and problems[0].startswith("no regression verdicts for this run: "), problems
         assert not _verdicts(events) and summary.status == "failed" and not summary.infra_errors
+
+
+def test_the_markdown_summary_leads_with_what_changed():
+    from vexfs_cockpit.reports.markdown import markdown_text
+    from vexfs_cockpit.store.report import ReportBuilder
+
+    rep = ReportBuilder().feed_all(_verdict_events())
+    assert rep is not None
+    lines = markdown_text(rep).splitlines()
+    at = lines.index("### What changed (confirmed by reruns on fresh VMs)")
+    assert lines[at + 2:at + 4] == [
+        "- **NEW REGRESSION** `filesystem_operations/read`: FAILED now, PASSED in baseline run-b — 3/3 reruns failed on fresh VM vm-1",
+        "- **FLAKY** `filesystem_operations/write`: FAILED now, PASSED in run run-a — 2/3 reruns failed",
+    ]
+    assert at < next(i for i, ln in enumerate(lines) if ln.startswith("### ❌ filesystem_operations"))

@@ -9,6 +9,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
+from vexfs_cockpit.engine.confirm import Verdict, badge
 from vexfs_cockpit.engine.results import TestStatus
 from vexfs_cockpit.reports.output import write_atomic
 from vexfs_cockpit.store.render import fmt_duration, fmt_time
@@ -19,6 +20,7 @@ MAX_ROWS = 100  # per domain: bad rows first, so a long tail of passes is what g
 MAX_BYTES = 1_000_000  # GitHub refuses a step summary over 1 MiB
 ICON = {"PASSED": "✅", "FAILED": "❌", "ERROR": "💥", "TIMEOUT": "⏱️", "SKIPPED": "⏭️", "NO RESULT": "❓"}
 _ORDER = {"ERROR": 0, "TIMEOUT": 1, "FAILED": 2, "NO RESULT": 3, "SKIPPED": 4, "PASSED": 5}
+_VERDICT_ORDER = {v.value: i for i, v in enumerate(Verdict)}  # most urgent first
 
 
 def cell(text: str, limit: int = MAX_CELL) -> str:
@@ -54,6 +56,13 @@ def markdown_text(report: RunReport) -> str:
     for p in report.infra_problems:
         out.append(f"- infrastructure: {cell(p.message, 500)}")
     if report.infra_problems:
+        out.append("")
+    if report.verdicts:  # "what did I break?" first: each changed test as its reruns judged it
+        out += ["### What changed (confirmed by reruns on fresh VMs)", ""]
+        for (domain, test), v in sorted(report.verdicts.items(), key=lambda kv: (_VERDICT_ORDER.get(kv[1].verdict, 99), kv[0])):
+            was = f"{v.before} in {v.reference}" if v.before else "not run before in this env"
+            out.append(f"- **{badge(v.verdict)}** `{cell(f'{domain}/{test}', 100)}`: {v.now} now, {cell(was, 100)}"
+                       + (f" — {cell(v.note, 300)}" if v.note else ""))
         out.append("")
     for d in sorted(report.domains, key=lambda d: not _domain_bad(d)):  # stable: bad first
         counts = ", ".join(f"{v} {k.lower()}" for k, v in sorted(d.tally().items()))

@@ -407,3 +407,26 @@ def test_the_markdown_summary_leads_with_what_changed():
         "- **FLAKY** `filesystem_operations/write`: FAILED now, PASSED in run run-a — 2/3 reruns failed",
     ]
     assert at < next(i for i, ln in enumerate(lines) if ln.startswith("### ❌ filesystem_operations"))
+
+
+async def test_reruns_stop_when_the_fresh_vm_is_lost_and_say_so(tmp_path):
+    class LosesItsVm(Knob):
+        name = "knob"
+
+        async def test_b(self) -> TestResult:
+            res = await self._knob("b")
+            if self.ctx.vm is None and "lease-2" in str(await self.target.run("pwd")):
+                # the fresh VM "did not come back" after this rerun, as Runner._recover says it
+                self.prerequisite_missing = "VM local-knob-1 did not come back after reset: gone"
+            return res
+
+    bus = EventBus()
+    sub = bus.subscribe()
+    runner = Runner(bus, FreshLocalProvider(tmp_path), {"knob": LosesItsVm}, triage=_triage({"b": "PASSED"}))
+    await runner.execute(RunRequest(config=_config({"b": "on"}), domains=["knob"], run_id="r6",
+                                    artifacts_dir=tmp_path / "art", only_tests={"knob": {"b"}}))
+    bus.close()
+    events = [e async for e in sub]
+    v = _verdicts(events)["b"]
+    assert v.verdict == Verdict.UNCONFIRMED and v.reruns == ("FAILED",), v  # not three failures on a dead VM
+    assert "did not come back after reset: gone: stopped after 1 of 3 reruns" in v.note

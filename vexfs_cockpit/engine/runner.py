@@ -553,7 +553,7 @@ class Runner:
                     continue
                 statuses: list[TestStatus] = []
                 for n in range(1, k + 1):
-                    if self._abort.is_set():
+                    if self._abort.is_set() or plugin.prerequisite_missing:  # e.g. the VM did not come back
                         break
                     r = await self._attempt(req, domain, plugin, spec, lease, *self._timeout(req, domain, spec))
                     statuses.append(r.status)
@@ -563,7 +563,8 @@ class Runner:
                         message=r.message, duration_s=r.duration_s, vm=lease.vm_name))
                 verdict, tally = decide(TestStatus(s.now), statuses)
                 if len(statuses) < k:
-                    verdict, tally = Verdict.UNCONFIRMED, f"run aborted after {len(statuses)} of {k} reruns"
+                    why = "run aborted" if self._abort.is_set() else plugin.prerequisite_missing
+                    verdict, tally = Verdict.UNCONFIRMED, f"{why}: stopped after {len(statuses)} of {k} reruns"
                 self._verdict(req, verdicts, s, verdict, tuple(statuses), _with(s.note, f"{tally} on fresh VM {lease.vm_name}"))
         except Exception as err:  # the fresh VM broke under the reruns: what is left is unconfirmed
             unconfirmed(f"the reruns on {lease.vm_name} stopped: {type(err).__name__}: {err}")

@@ -34,8 +34,9 @@ OS_RELEASE = {
                     'VERSION="24.04.2 LTS (Noble Numbat)"\nVERSION_CODENAME=noble\nID=ubuntu\nID_LIKE=debian\n'
                     'UBUNTU_CODENAME=noble\nLOGO=ubuntu-logo\n',
 }
-# What setup.sh installed on Debian 12 before the map existed: Debian 12 must not change.
-DEBIAN12_BEFORE = {
+# What setup.sh installed on Debian 12 before the map existed (Debian 12 must not lose any),
+# plus procps: its pgrep, absent from minimal images (found in a Debian 13 chroot).
+DEBIAN12_BEFORE = {"procps",
     "qemu-system-x86", "qemu-utils", "libvirt-daemon-system", "libvirt-clients", "libvirt-dev", "pkg-config",
     "linux-image-amd64", "busybox-static", "dropbear-bin", "e2fsprogs", "cpio", "kmod",
     "gcc", "make", "libc6-dev", "openssh-client", "python3-venv", "python3-dev", "tmux", "fio", "genisoimage",

@@ -22,6 +22,8 @@ from pathlib import Path
 COMMON_PACKAGES: tuple[str, ...] = (
     # VMs under libvirt; pip builds libvirt-python from source against libvirt-dev
     "qemu-system-x86", "qemu-utils", "libvirt-daemon-system", "libvirt-clients", "libvirt-dev", "pkg-config",
+    # setup.sh's pgrep (are the libvirt daemons up?): not in minimal images (containers, chroots)
+    "procps",
     # the self-test guest's initramfs (images/initramfs.py): a static busybox, dropbear, mkfs, kmod
     "busybox-static", "dropbear-bin", "e2fsprogs", "cpio", "kmod",
     # kbuild of the module under test, SSH client, the fio the domains run, cloud-init seed ISOs

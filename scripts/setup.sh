@@ -99,6 +99,8 @@ else
 fi
 
 # libvirt daemons (no systemd here; with systemd they are already running).
+# Without pgrep "not running" cannot be told from "no pgrep": a second daemon would start.
+command -v pgrep >/dev/null || { echo "setup: pgrep is missing: install procps, then run again" >&2; exit 1; }
 pgrep -x virtlogd >/dev/null || { log "starting virtlogd"; as_root virtlogd -d; }
 pgrep -x libvirtd >/dev/null || { log "starting libvirtd"; as_root libvirtd -d; }
 for _ in $(seq 50); do [ -S /run/libvirt/libvirt-sock ] && break; sleep 0.1; done

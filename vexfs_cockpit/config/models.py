@@ -126,7 +126,7 @@ class DomainSettings(ModuleSettings):
 class FleetSettings(Strict):
     libvirt_uri: str = "qemu:///system"
     template: Literal["direct-kernel", "disk"] = "direct-kernel"
-    # "auto": what linux-image-amd64 installed; "host": the running kernel; a version in
+    # "auto": what the kernel metapackage installed (linux-image-amd64, Ubuntu: -generic); "host": the running kernel; a version in
     # /boot (it names host paths /boot/vmlinuz-V, /lib/modules/V: one component, never
     # "..") ; or a path with a "/" (or ~): a built kernel tree (images/kernel_tree.py),
     # made absolute here (relative to the working directory).

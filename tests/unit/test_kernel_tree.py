@@ -178,3 +178,13 @@ async def test_kbuild_runs_make_in_the_tree_and_refuses_a_tree_of_another_kernel
     # the fake tree's Makefile has no targets: what matters is where make ran
     res = await kbuild(src, "6.12.0-fake", tmp_path / "out", LocalTarget("host"), tree=tree)
     assert res.command.startswith(f"make -C {tree} M=") and not res.ok
+
+
+def test_a_tree_with_everything_built_in_stages_no_modules(tmp_path: Path) -> None:
+    # the README's recipe (tinyconfig + the fragment, all =y) leaves modules.order empty
+    tree_dir = fake_tree(tmp_path)
+    (tree_dir / "modules.order").write_text("")
+    (tree_dir / "modules.builtin").write_text("kernel/drivers/net/ethernet/intel/e1000/e1000.ko\nkernel/fs/ext4/ext4.ko\n")
+    moddir = stage_modules(load_tree(str(tree_dir)), tmp_path / "stage")
+    assert (moddir / "modules.dep").read_text() == ""
+    assert module_load_order(moddir, ["e1000", "ext4", "virtio_rng"], skip_absent=True) == []

@@ -286,6 +286,17 @@ class FleetManager:
         atexit.register(self._atexit_cleanup)
         return await self.reap_stale() if reap else []
 
+    def is_alive(self) -> bool:
+        """False once the connection was opened and then lost (libvirtd, or the SSH to its
+        host, gone); True before it is opened (connect() will say what is wrong)."""
+        conn = self._conn
+        if conn is None:
+            return True
+        try:
+            return bool(conn.isAlive())
+        except libvirt.libvirtError:
+            return False
+
     async def __aenter__(self) -> FleetManager:
         await self.connect()
         return self

@@ -142,7 +142,11 @@ class MultiHostProvider:
     async def lease(self, domain: str, index: int) -> AsyncIterator[Lease]:
         host = self.host_of(domain)
         while True:  # a host that does not answer: the domain moves to one that does
-            cm = self._child(host).lease(domain, index)
+            child = self._child(host)
+            if not self._alive(child):
+                host = self._move_off(domain, host, HostUnavailable(f"lost the libvirt connection to {self._host(host).uri}"))
+                continue
+            cm = child.lease(domain, index)
             try:
                 lease = await cm.__aenter__()
             except HostUnavailable as err:
@@ -157,7 +161,20 @@ class MultiHostProvider:
             exc = (type(e), e, e.__traceback__)
             raise
         finally:
-            await cm.__aexit__(*exc)
+            try:
+                await cm.__aexit__(*exc)
+            except InfraError as err:
+                if self._alive(child):
+                    raise
+                # The host went away under the VM: it cannot be destroyed from here. Say
+                # so; the run goes on with the hosts left.
+                self.lost.setdefault(host, str(err))
+                self.bus.publish(InfraProblem(message=f"host {host} lost: VM {lease.vm_name} is left there ({err})"))
+
+    @staticmethod
+    def _alive(child: Any) -> bool:
+        fleet = getattr(child, "fleet", None)
+        return fleet is None or bool(fleet.is_alive())
 
     async def planned_guest_kernel(self) -> str:
         """Every host boots the same image: the first placed host's provider says which."""

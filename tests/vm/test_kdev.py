@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import io
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -469,6 +470,7 @@ def test_watch_rebuilds_reloads_and_reruns_on_each_save(dev_data: str, tmp_path:
         source.write_text(source.read_text() + "\n/* a save */\n")
         ok = wait_for("save 1:", 300)
         assert "PASS 2/2" in ok, ok  # module_build comes along as module_load_basic's dependency
+        assert re.search(r"build [\d.]+ · unload [\d.]+ · load [\d.]+ · tests [\d.]+\)", ok), ok  # where the save's time went
         source.write_text(source.read_text() + "\nint vexfs_watch_broken = ;\n")
         broken = wait_for("save 2:", 300)
         assert "build FAILED" in broken and "error" in broken, broken

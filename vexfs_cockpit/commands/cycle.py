@@ -36,20 +36,31 @@ class Cycle:
     async def run(self, cfg: Any, vm: str) -> str:
         started = time.monotonic()
         quiet = io.StringIO()
+        steps: list[tuple[str, float]] = []  # (step, its end): where a slow save went
+
+        def mark(step: str) -> None:
+            steps.append((step, time.monotonic()))
 
         def took() -> str:
-            return f"{time.monotonic() - started:.1f}s"
+            parts, last = [], started
+            for step, end in steps:
+                parts.append(f"{step} {end - last:.1f}")
+                last = end
+            return f"{time.monotonic() - started:.1f}s" + (f": {' · '.join(parts)}" if parts else "")
 
         self.outcome, self.run_id = "skip", ""
         if await kbuild_cmd(cfg, vm, uri=self.args.uri, out=quiet) != 0:
             return f"build FAILED ({took()}): {_first(quiet.getvalue(), ('error', 'Error')) or 'see kbuild'}"
+        mark("build")
         self.outcome = "error"
         if await kunload(cfg, vm, uri=self.args.uri, out=quiet, targets=self.targets) != 0:
             return f"unload FAILED ({took()}): {_last(quiet.getvalue())}"
+        mark("unload")
         load_failed = ""
         if await kload(cfg, vm, uri=self.args.uri, out=quiet, targets=self.targets) != 0:
             # Bad already; the tests still run, so their evidence is in the history.
             load_failed = f"load FAILED: {_last(quiet.getvalue())}; "
+        mark("load")
         tests = self._tests()
         ns = argparse.Namespace(
             config=self.args.config, env=self.args.env, set=list(self.args.set), db=self.args.db, uri=self.args.uri,
@@ -60,6 +71,7 @@ class Cycle:
         self.report.unlink(missing_ok=True)
         with contextlib.redirect_stdout(quiet):
             rc = await ktest(ns)
+        mark("tests")
         report = _read(self.report)
         self.run_id = str(report.get("run", {}).get("run_id", ""))
         results = [(t["domain"], t["name"], t["status"]) for d in report.get("domains", []) for t in d.get("tests", [])]

@@ -11,15 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import signal
 import subprocess
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO
 
 import pytest
 from junitparser import Error, Failure, JUnitXml, Skipped
@@ -27,6 +23,7 @@ from junitparser import Error, Failure, JUnitXml, Skipped
 from tests.support.e2e import (
     CI_PROFILE,
     ROOT,
+    LineReader,
     cockpit,
     cockpit_argv,
     cockpit_run,
@@ -134,43 +131,6 @@ def test_unknown_domain_is_one_line_exit_2(tmp_path: Path) -> None:
     lines = stderr_lines(proc)
     assert len(lines) == 1 and "'nope'" in lines[0] and "kernel_module" in lines[0], proc.stderr
     assert not db.exists() or not stored_runs(db)  # a usage error starts no run
-
-
-class LineReader:
-    """A child's stdout as lines, read on a thread, so each wait has a deadline."""
-
-    def __init__(self, stream: IO[str]):
-        self.lines: list[str] = []
-        self._q: queue.Queue[str | None] = queue.Queue()
-        self._t = threading.Thread(target=self._pump, args=(stream,), daemon=True)
-        self._t.start()
-
-    def _pump(self, stream: IO[str]) -> None:
-        for line in stream:
-            self._q.put(line.rstrip("\n"))
-        self._q.put(None)
-
-    def wait_for(self, predicate: Callable[[str], object], timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                line = self._q.get(timeout=left)
-            except queue.Empty:
-                break
-            if line is None:
-                raise AssertionError("the cockpit exited early:\n" + "\n".join(self.lines[-30:]))
-            self.lines.append(line)
-            if predicate(line):
-                return line
-        raise AssertionError(f"nothing matched within {timeout:g}s:\n" + "\n".join(self.lines[-30:]))
-
-    def rest(self) -> list[str]:
-        """Everything, once the child has exited."""
-        self._t.join(timeout=30)
-        while not self._q.empty():
-            if (line := self._q.get_nowait()) is not None:
-                self.lines.append(line)
-        return self.lines
 
 
 @pytest.mark.timeout(400)

@@ -18,7 +18,7 @@ import pytest
 from vexfs_cockpit.engine.bus import EventBus
 from vexfs_cockpit.engine.events import VmStateChanged
 from vexfs_cockpit.errors import InfraError
-from vexfs_cockpit.fleet.libvirt import FleetManager, Owner, domain_name_of, inject_owner, vm_name
+from vexfs_cockpit.fleet.libvirt import FleetManager, NameTaken, Owner, domain_name_of, inject_owner, vm_name
 
 
 def _dom(name: str, owner: Owner | None = None) -> str:
@@ -114,8 +114,9 @@ async def test_start_list_stop_never_touches_foreign_domains(node) -> None:
         assert [v.name for v in vms] == [name]  # other-vm and vexfsish-* are invisible
         assert vms[0].state == "running" and not vms[0].persistent
         assert vms[0].owner is not None and vms[0].owner.pid == os.getpid() and vms[0].owner.ssh_port == 40000
-        with pytest.raises(InfraError, match="already exists"):
+        with pytest.raises(NameTaken, match="already exists"):  # the caller picks another name
             await fm.start(_dom(name))
+        assert await fm.state(name) == "running"  # and the VM holding it is left alone
         with pytest.raises(InfraError, match="refusing to touch VM 'other-vm'"):
             await fm.start(_dom("other-vm"))
         with pytest.raises(InfraError, match="refusing"):

@@ -14,6 +14,7 @@ from vexfs_cockpit.config.models import CockpitConfig, FleetSettings
 from vexfs_cockpit.engine.bus import EventBus
 from vexfs_cockpit.engine.events import RunStarted, VmStateChanged
 from vexfs_cockpit.errors import InfraError
+from vexfs_cockpit.fleet.libvirt import NameTaken
 from vexfs_cockpit.fleet.provider import LibvirtProvider, cancel_on_sigterm
 
 
@@ -101,7 +102,8 @@ class _FakeVm:
         self.closed = True
 
 
-def _ahead_provider(tmp_path: Path, *, restore: str = "auto", cpus_cap: int = 2, fail: set[str] | None = None):  # type: ignore[no-untyped-def]
+def _ahead_provider(tmp_path: Path, *, restore: str = "auto", cpus_cap: int = 2, fail: set[str] | None = None,  # type: ignore[no-untyped-def]
+                    taken: set[str] | None = None):
     cfg = _cfg()
     cfg.fleet.restore = restore  # type: ignore[assignment]
     cfg.resources.cpus, cfg.resources.max_total_cpus = 1, cpus_cap
@@ -112,12 +114,14 @@ def _ahead_provider(tmp_path: Path, *, restore: str = "auto", cpus_cap: int = 2,
     async def golden() -> object:
         return object()
 
-    async def free_name(domain: str, index: int) -> str:
-        return f"vexfs-test-{domain}-{index}"
+    async def free_name(domain: str, index: int, skip: frozenset[str] = frozenset()) -> str:
+        return next(n for n in (f"vexfs-test-{domain}-{i}" for i in range(index, index + 9)) if n not in skip)
 
     async def boot_vm(name: str, **kw: object) -> _FakeVm:
         if fail and any(d in name for d in fail):
             raise InfraError(f"VM {name} did not come up")
+        if taken and name in taken:  # another cockpit created it between our check and our create
+            raise NameTaken(f"VM {name} already exists")
         vm = _FakeVm(name)
         made.append(vm)
         p._vms[name] = vm  # type: ignore[assignment]
@@ -190,4 +194,11 @@ async def test_run_finished_destroys_an_unused_spare(tmp_path: Path) -> None:
     bus.publish(RunFinished(run_id="r1", status="aborted", counts={}))
     await asyncio.gather(*p._background)
     assert made[-1].name == "vexfs-test-b-0" and made[-1].closed and p._spare is None
+    await p.aclose()
+
+
+async def test_a_name_another_cockpit_took_meanwhile_is_skipped(tmp_path: Path) -> None:
+    p, bus, made = _ahead_provider(tmp_path, taken={"vexfs-test-a-0"})
+    vm = await p._boot_fresh("a", 0)
+    assert vm.name == "vexfs-test-a-1" and [v.name for v in made] == ["vexfs-test-a-1"]
     await p.aclose()

@@ -149,3 +149,24 @@ def test_restore_off_from_yaml_or_the_command_line_is_off_not_false() -> None:
     # YAML 1.1 reads a bare `off` as false (`--set fleet.restore=off` too).
     assert FleetSettings(**yaml.safe_load("restore: off")).restore == "off"
     assert FleetSettings(**yaml.safe_load("restore: auto")).restore == "auto"
+
+
+def test_write_copy_of_a_deleted_snapshot_is_unusable(tmp_path: Path) -> None:
+    """Another cockpit may delete the snapshot between lookup and restore: the restore
+    must fall back (SnapshotUnusable), not fail the lease."""
+    with pytest.raises(SnapshotUnusable, match="is gone"):
+        snapmod.write_copy(tmp_path / "gone.save", lambda x: x, tmp_dir=tmp_path)
+
+
+def test_prune_keeps_the_new_snapshot_and_the_newest_others(tmp_path: Path) -> None:
+    root = tmp_path / "snapshots"
+    dirs = []
+    for n in range(5):
+        d = root / f"k{n}"
+        d.mkdir(parents=True)
+        (d / snapmod.MANIFEST).write_text(json.dumps({"inputs": {}, "saved_at": 1000 + n}))
+        dirs.append(d)
+    snapmod.prune_snapshots(root, keep=dirs[0], others=2)  # k0 just built (an older clock), k4 and k3 newest
+    assert sorted(p.name for p in root.iterdir()) == ["k0", "k3", "k4"]
+    snapmod.prune_snapshots(root, keep=None)
+    assert list(root.iterdir()) == []

@@ -94,8 +94,17 @@ async def test_reset_after_restore_restores_again(provider) -> None:  # type: ig
         assert sum(r.startswith("running: restored from snapshot") for r in reasons) == 2, reasons
 
 
-async def test_truncated_snapshot_falls_back_to_cold_boot_and_says_so(provider) -> None:  # type: ignore[no-untyped-def]
+def _private_snapshots(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Snapshots under ``tmp_path``: a test that breaks or deletes one must not break the
+    shared one other cockpits on this host are restoring (it costs a golden build)."""
+    from vexfs_cockpit.fleet import snapshot as snapmod
+
+    monkeypatch.setattr(snapmod, "snapshot_root", lambda _image_dir: tmp_path / "snapshots")
+
+
+async def test_truncated_snapshot_falls_back_to_cold_boot_and_says_so(provider, monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
     p, _bus, events = provider
+    _private_snapshots(monkeypatch, tmp_path)
     snap = await p.golden_snapshot()
     assert snap is not None, p._golden_why
     # Truncate the saved RAM behind the manifest's back (after the check at lookup).
@@ -110,8 +119,9 @@ async def test_truncated_snapshot_falls_back_to_cold_boot_and_says_so(provider) 
     assert snap.broken and not snap.dir.exists()  # the next provider rebuilds it
 
 
-async def test_missing_snapshot_is_rebuilt(provider) -> None:  # type: ignore[no-untyped-def]
+async def test_missing_snapshot_is_rebuilt(provider, monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
     p, _bus, events = provider
+    _private_snapshots(monkeypatch, tmp_path)
     from vexfs_cockpit.fleet import snapshot as snapmod
 
     prep = await p._prepare()

@@ -72,6 +72,15 @@ _EVENT = {
 }
 
 
+class NameTaken(InfraError):
+    """Another VM holds the name (another cockpit on this libvirt chose it at the same
+    moment): the caller picks another name; it must never touch that VM."""
+
+
+def _name_taken(err: libvirt.libvirtError) -> bool:
+    return err.get_error_code() == libvirt.VIR_ERR_DOM_EXIST or "already exists" in (err.get_error_message() or "")
+
+
 def vm_name(env: str, domain: str, index: int) -> str:
     """The namespaced VM name: ``vexfs-<env>-<domain>-<n>``."""
     name = f"{VM_PREFIX}{env}-{domain}-{index}"
@@ -476,7 +485,7 @@ class FleetManager:
                 await self._reap(name)
             else:
                 who = "no cockpit metadata" if owner is None else f"owned by pid {owner.pid} on {owner.host}"
-                raise InfraError(
+                raise NameTaken(
                     f"VM {name} already exists ({who}) — stop it with `vexfs-cockpit vm stop {name}`"
                 )
         full = inject_owner(xml, Owner.current(run_id=self.run_id, keep=keep, ssh_port=ssh_port))
@@ -505,6 +514,8 @@ class FleetManager:
         except libvirt.libvirtError as err:
             with self._started_lock:
                 self._started.pop(name, None)
+            if _name_taken(err):  # created by someone else since the lookup: not ours to undefine
+                raise NameTaken(f"VM {name} already exists — stop it with `vexfs-cockpit vm stop {name}`") from None
             if persistent:
                 await self._undefine_quiet(name)
             raise InfraError(f"cannot start VM {name} at {self.uri}: {libvirt_message(err)}") from None
@@ -532,7 +543,7 @@ class FleetManager:
         self._check_ours(name)
         existing = await asyncio.to_thread(self._lookup, name)
         if existing is not None:
-            raise InfraError(f"VM {name} already exists — stop it with `vexfs-cockpit vm stop {name}`")
+            raise NameTaken(f"VM {name} already exists — stop it with `vexfs-cockpit vm stop {name}`")
         owner = Owner.current(run_id=self.run_id, keep=keep, ssh_port=ssh_port)
         with self._started_lock:
             self._started[name] = _Started(cold_xml, keep, False, ssh_port, self.run_id)
@@ -553,6 +564,8 @@ class FleetManager:
                 self._started.pop(name, None)
             if isinstance(err, SnapshotUnusable):
                 raise
+            if isinstance(err, libvirt.libvirtError) and _name_taken(err):  # not the snapshot's fault
+                raise NameTaken(f"VM {name} already exists — stop it with `vexfs-cockpit vm stop {name}`") from None
             msg = libvirt_message(err) if isinstance(err, libvirt.libvirtError) else str(err)
             if isinstance(err, libvirt.libvirtError) and not any(s in msg for s in ("hostfwd", "host forwarding")):
                 raise SnapshotUnusable(f"cannot restore VM {name} from {save_file}: {msg}") from None
@@ -562,14 +575,19 @@ class FleetManager:
     async def _shielded(self, name: str, call: Callable[[], None]) -> None:
         """Run ``call``, the blocking libvirt call that brings VM ``name`` up (createXML,
         restore), in a thread. It cannot be interrupted: if we are cancelled meanwhile
-        (Ctrl-C mid-boot), let it finish, then destroy what it started, then re-raise.
-        Its own errors reach the caller."""
+        (Ctrl-C mid-boot), let it finish, then destroy what it started (nothing, if it
+        failed: the name may be another cockpit's VM), then re-raise. Its own errors
+        reach the caller."""
         fut = asyncio.ensure_future(asyncio.to_thread(call))
         try:
             await asyncio.shield(fut)
         except asyncio.CancelledError:
-            await asyncio.gather(fut, return_exceptions=True)
-            await self.stop(name, grace_s=0)
+            (res,) = await asyncio.gather(fut, return_exceptions=True)
+            if not isinstance(res, BaseException):
+                await self.stop(name, grace_s=0)
+            else:
+                with self._started_lock:
+                    self._started.pop(name, None)
             raise
 
     async def save(self, name: str, path: Path) -> None:

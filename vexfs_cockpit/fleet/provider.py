@@ -42,7 +42,7 @@ from vexfs_cockpit.engine.provider import Lease
 from vexfs_cockpit.engine.target import CommandResult, Target
 from vexfs_cockpit.errors import CockpitError, InfraError
 from vexfs_cockpit.fleet.console import ConsoleStream, klog_sink
-from vexfs_cockpit.fleet.libvirt import FleetManager, vm_name
+from vexfs_cockpit.fleet.libvirt import FleetManager, NameTaken, vm_name
 from vexfs_cockpit.fleet.sampler import HealthSampler
 from vexfs_cockpit.fleet.snapshot import Snapshot
 from vexfs_cockpit.fleet.vmctl import GuestVm
@@ -116,6 +116,7 @@ class LibvirtProvider:
         self._golden: Snapshot | None = None  # fleet.restore=auto: what leases restore
         self._golden_why = ""  # why there is none (said in the event of a cold boot)
         self._golden_done = False
+        self._golden_retried = False
         self._golden_lock: asyncio.Lock | None = None
         # Restore ahead (fleet.restore=auto): the run's domains not leased yet, in order, and
         # the one VM restored to ready for the next of them while the current domain runs.
@@ -286,6 +287,8 @@ class LibvirtProvider:
         async with self._golden_lock:
             if self._golden is not None and self._golden.broken:
                 self._golden, self._golden_why = None, f"the snapshot broke ({self._golden.broken})"
+                if not self._golden_retried:  # once: e.g. another cockpit deleted it mid-run
+                    self._golden_retried, self._golden_done = True, False
             if self._golden_done:
                 return self._golden
             self._golden_done = True
@@ -357,13 +360,13 @@ class LibvirtProvider:
         if vm is not None:
             await vm.detach()
 
-    async def _free_name(self, domain: str, index: int) -> str:
+    async def _free_name(self, domain: str, index: int, skip: frozenset[str] = frozenset()) -> str:
         """``vexfs-<env>-<domain>-<n>`` with the first n >= index that no VM uses: two
         cockpits (or a dev VM from `vm start`) on one host must not collide."""
         await self._prepare()  # connects the fleet
         for n in range(index, index + MAX_NAME_TRIES):
             name = vm_name(self.env, domain, n)
-            if name not in self._vms and await self.fleet.state(name) == "undefined":
+            if name not in self._vms and name not in skip and await self.fleet.state(name) == "undefined":
                 return name
         raise InfraError(
             f"no free VM name for {domain}: {vm_name(self.env, domain, index)} .. -{index + MAX_NAME_TRIES - 1} "
@@ -396,12 +399,23 @@ class LibvirtProvider:
         self._spare = (domain, loop.create_task(self._make_spare(domain), name=f"spare VM for {domain}"))
 
     async def _make_spare(self, domain: str) -> GuestVm | None:
-        from vexfs_cockpit.engine.klog_buffer import KernelLogBuffer
-
         if await self.golden_snapshot() is None:
             return None  # cold boots are not made ahead: they would take a core for ~10 s
-        name = await self._free_name(domain, 0)
-        return await self.boot_vm(name, klog=KernelLogBuffer(name), restore=True)
+        return await self._boot_fresh(domain, 0)
+
+    async def _boot_fresh(self, domain: str, index: int) -> GuestVm:
+        """A new VM for ``domain`` under the first free name from ``index``; another cockpit
+        on this libvirt may take a name between our check and our create: take the next."""
+        from vexfs_cockpit.engine.klog_buffer import KernelLogBuffer
+
+        taken: set[str] = set()
+        while True:
+            name = await self._free_name(domain, index, frozenset(taken))
+            try:
+                return await self.boot_vm(name, klog=KernelLogBuffer(name), restore=True)
+            except NameTaken:
+                log.info("%s was taken by another VM meanwhile: trying the next name", name)
+                taken.add(name)
 
     async def _take_spare(self, domain: str) -> GuestVm | None:
         """The VM restored ahead for ``domain``, ready and answering, or None (boot one now)."""
@@ -454,12 +468,9 @@ class LibvirtProvider:
     # -- TargetProvider -----------------------------------------------------------------------
     @asynccontextmanager
     async def lease(self, domain: str, index: int) -> AsyncIterator[Lease]:
-        from vexfs_cockpit.engine.klog_buffer import KernelLogBuffer
-
         vm = await self._take_spare(domain) if index == 0 else None
         if vm is None:  # nothing restored ahead (cold boots, a confirmation rerun, the first)
-            name = await self._free_name(domain, index)
-            vm = await self.boot_vm(name, klog=KernelLogBuffer(name), restore=True)
+            vm = await self._boot_fresh(domain, index)
         name, klog = vm.name, vm.klog
         self._refill()  # the next domain's VM restores while this one runs
         # Hang/frozen detection + sysrq evidence for the runner's guards; its heartbeat

@@ -60,6 +60,7 @@ SAVE_FILE = "memory.save"
 BOOT_LOG = "boot.log"  # the golden VM's console up to ready: replayed into each copy's log
 MANIFEST = "manifest.json"
 GOLDEN_PREFIX = "vexfs-golden-"
+KEEP_OTHERS = 2  # snapshots of other inputs kept per image (~100 MB each) when one is built
 MAGIC = b"LibvirtQemudSave"
 # libvirt's virQEMUSaveHeader: magic[16], version, data_len, was_running, compressed,
 # cookieOffset, unused[14] (uint32, host order: x86_64 little-endian).
@@ -213,15 +214,16 @@ def stale_reason(root: Path, inputs: dict[str, Any]) -> str:
     return "inputs changed: " + ", ".join(changed) if changed else "none saved yet"
 
 
-def prune_snapshots(root: Path, keep: Path | None) -> None:
-    """Delete every snapshot but ``keep`` (one per image: an old one is never used again)."""
+def prune_snapshots(root: Path, keep: Path | None, others: int = 0) -> None:
+    """Delete every snapshot but ``keep`` and the ``others`` newest besides it: another
+    cockpit on this host may be restoring one of another shape (memory, command line)."""
     try:
-        entries = list(root.iterdir())
+        entries = [p for p in root.iterdir() if p.is_dir() and p != keep and not p.name.startswith(".")]
     except OSError:
         return
-    for p in entries:
-        if p.is_dir() and p != keep:
-            shutil.rmtree(p, ignore_errors=True)
+    entries.sort(key=lambda p: float((_read_manifest(p) or {}).get("saved_at", 0)), reverse=True)
+    for p in entries[others:]:
+        shutil.rmtree(p, ignore_errors=True)
 
 
 @contextlib.asynccontextmanager
@@ -266,7 +268,11 @@ def saved_xml(path: Path) -> str:
 def write_copy(src: Path, edit: Callable[[str], str], tmp_dir: Path | None = None) -> Path:
     """A private (0600) copy of the save image ``src`` with its domain XML passed through
     ``edit``. On /dev/shm when it is there (the copy lives for one restore)."""
-    with open(src, "rb") as f:
+    try:
+        f = open(src, "rb")
+    except FileNotFoundError:
+        raise SnapshotUnusable(f"snapshot {src} is gone (deleted since it was looked up)") from None
+    with f:
         head = f.read(_HEADER.size)
         if len(head) < _HEADER.size:
             raise SnapshotUnusable(f"snapshot {src} is truncated")
@@ -363,7 +369,7 @@ async def build_golden(
         if final.exists():
             shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
-        prune_snapshots(root, keep=final)
+        prune_snapshots(root, keep=final, others=KEEP_OTHERS)
         log.info("golden snapshot %s: boot %.1fs, save %.1fs, %d MB", final, boot_s, save_s, snap.size >> 20)
         return snap
     except (CockpitError, OSError) as err:

@@ -27,7 +27,7 @@ from vexfs_cockpit.engine.events import VmReady, VmStateChanged
 from vexfs_cockpit.engine.target import CommandResult, Target
 from vexfs_cockpit.errors import CockpitError, InfraError
 from vexfs_cockpit.fleet.console import ConsoleClosed, ConsoleStream
-from vexfs_cockpit.fleet.libvirt import FleetManager
+from vexfs_cockpit.fleet.libvirt import FleetManager, NameTaken
 from vexfs_cockpit.fleet.snapshot import Snapshot, SnapshotUnusable, refresh_guest
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,7 @@ class GuestVm:
         if snap is None or snap.broken:
             return False
         self.phase = "booting"
+        self._created = False  # a reset destroyed the last instance; a failed restore creates nothing
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
@@ -122,6 +123,8 @@ class GuestVm:
                 else:
                     await self.target.reconnect()
                 await refresh_guest(self.target, self.name)
+        except NameTaken:
+            raise  # another cockpit's VM has the name: a cold boot would collide too
         except (TimeoutError, CockpitError, OSError) as err:
             why = str(err) or f"not ready within {RESTORE_READY_S:.0f}s"
             if isinstance(err, SnapshotUnusable):
@@ -130,7 +133,9 @@ class GuestVm:
             log.warning("%s: %s; booting cold", self.name, why)
             await self.console.detach()
             await self.target.close()
-            await self.fleet.stop(self.name, grace_s=0)
+            if self._created:  # only what our restore started: never a VM of the same name we did not
+                await self.fleet.stop(self.name, grace_s=0)
+                self._created = False
             self.bus.publish(VmStateChanged(vm=self.name, state="booting", reason=f"cold boot: snapshot restore failed ({why})"))
             return False
         self.boot_kind = "restored"

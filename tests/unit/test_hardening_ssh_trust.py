@@ -246,12 +246,24 @@ async def test_vexfs_cockpit_ssh_fallback_connects_without_user_config_or_agent(
 
 
 def test_every_asyncssh_connect_goes_through_connect_guest() -> None:
+    """A guest connection is isolated (connect_guest); the only other asyncssh.connect is
+    to a libvirt host guests are tunnelled through (connect_host), which forwards nothing."""
     calls = []
     for path in sorted((ROOT / "vexfs_cockpit").rglob("*.py")):
         for no, line in enumerate(path.read_text().splitlines(), 1):
             if re.search(r"\basyncssh\.connect\(", line) and not line.lstrip().startswith(("#", '"')):
                 calls.append(f"{path.relative_to(ROOT)}:{no}")
-    assert calls == [f"vexfs_cockpit/transport/ssh.py:{_line_of(ssh_mod.connect_guest)}"], calls
+    assert calls == [f"vexfs_cockpit/transport/ssh.py:{_line_of(ssh_mod.connect_guest)}",
+                     f"vexfs_cockpit/transport/ssh.py:{_line_of(ssh_mod.connect_host)}"], calls
+
+
+async def test_a_jump_host_connection_forwards_nothing(connects: list[dict[str, Any]]) -> None:
+    from vexfs_cockpit.transport.jump import JumpHost, JumpSpec
+
+    jump = JumpHost(JumpSpec("root", "127.0.0.1", 1), connect_timeout=1.0)
+    with pytest.raises(OSError):
+        await jump.connection()
+    assert len(connects) == 1 and connects[0]["agent_forwarding"] is False and connects[0]["x11_forwarding"] is False
 
 
 def _line_of(fn: Any) -> int:

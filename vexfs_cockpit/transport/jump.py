@@ -20,6 +20,7 @@ from typing import Any
 
 from vexfs_cockpit.errors import ConfigError
 from vexfs_cockpit.transport.asyncssh_import import asyncssh
+from vexfs_cockpit.transport.ssh import connect_host
 
 _SPEC = re.compile(r"(?:(?P<user>[A-Za-z0-9._-]+)@)?(?P<host>[A-Za-z0-9.-]+)(?::(?P<port>[0-9]{1,5}))?")
 _SSH_URI = re.compile(r"^[a-z0-9]+\+(ssh|libssh|libssh2)://(?P<spec>[^/?]+)")
@@ -76,7 +77,7 @@ class JumpHost:
             self._lock = asyncio.Lock()
         async with self._lock:
             if self._conn is None or self._conn.is_closed():
-                self._conn = await asyncssh.connect(self.spec.host, self.spec.port, **self._options)
+                self._conn = await connect_host(self.spec.host, self.spec.port, **self._options)
             return self._conn
 
     async def aclose(self) -> None:

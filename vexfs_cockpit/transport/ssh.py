@@ -65,9 +65,21 @@ ISOLATED_CONNECT_OPTIONS: dict[str, Any] = {
 }
 
 
+# A libvirt host that guests are tunnelled through is the user's own machine: their
+# config, keys and agent may log in to it (as libvirt's qemu+ssh does), but nothing is
+# forwarded to it, so a guest tunnelled through it can never reach the agent either.
+HOST_CONNECT_OPTIONS: dict[str, Any] = {"agent_forwarding": False, "x11_forwarding": False}
+
+
 async def connect_guest(host: str, port: int, **options: Any) -> asyncssh.SSHClientConnection:
-    """``asyncssh.connect`` with ``ISOLATED_CONNECT_OPTIONS`` (the only asyncssh.connect here)."""
+    """``asyncssh.connect`` with ``ISOLATED_CONNECT_OPTIONS`` (one of the two asyncssh.connect
+    calls here; ``connect_host`` is the other)."""
     return await asyncssh.connect(host, port, **{**options, **ISOLATED_CONNECT_OPTIONS})
+
+
+async def connect_host(host: str, port: int, **options: Any) -> asyncssh.SSHClientConnection:
+    """``asyncssh.connect`` to a libvirt host (``hosts[].ssh_jump``) with ``HOST_CONNECT_OPTIONS``."""
+    return await asyncssh.connect(host, port, **{**options, **HOST_CONNECT_OPTIONS})
 
 
 def known_host_pattern(host: str, port: int) -> str:

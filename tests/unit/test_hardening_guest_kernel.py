@@ -163,7 +163,7 @@ async def test_an_attached_dev_vm_refuses_a_lying_uname(monkeypatch: pytest.Monk
     monkeypatch.setattr(p.fleet, "info", info)
     monkeypatch.setattr(p, "_ssh_target", ssh_target)
     monkeypatch.setattr(attach_mod, "ConsoleStream", Console)
-    monkeypatch.setattr(attach_mod, "booted_kernel", nothing)  # a disk guest: its kernel is asked
+    monkeypatch.setattr(attach_mod, "booted_image", nothing)  # a disk guest: its kernel is asked
     with pytest.raises(InfraError) as ei:
         await p.attach()
     msg = str(ei.value)

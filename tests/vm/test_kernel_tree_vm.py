@@ -126,3 +126,21 @@ def test_the_vexfs_profile_on_the_tree_fails_module_build_with_the_612_errors(
     assert "write_begin" in errors or "incompatible pointer type" in errors, errors  # 6.12's folio-based aops
     assert any(c["cmd"].startswith(f"make -C {tree} M=") for c in build["evidence"]["commands"])
     assert {t["status"] for t in tests.values()} == {"SKIPPED"}, {k: t["status"] for k, t in tests.items()}
+
+
+@pytest.mark.timeout(900)
+def test_a_dev_vm_booted_from_the_tree_builds_and_tests_against_it_without_repeating_the_tree(
+    tree: Path, tmp_path: Path
+) -> None:
+    # the warm loop: only `vm start` names the tree; kbuild --vm and ktest read it off the VM's image
+    name = f"kt{os.getpid()}"
+    started = cockpit("vm", "start", "--env", "test", "--kernel", str(tree), name, timeout=600)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        built = cockpit("kbuild", "--env", "test", "--vm", name, timeout=300)
+        release = (tree / "include/config/kernel.release").read_text().strip()
+        assert built.returncode == 0 and f"for {release}" in built.stdout, built.stdout + built.stderr
+        ran = cockpit("ktest", "--env", "test", "--db", str(tmp_path / "h.db"), "--domains", "kernel_module", name, timeout=600)
+        assert ran.returncode == 0 and ran.stdout.rstrip().endswith("passed, 0 failed, 0 skipped"), ran.stdout[-3000:] + ran.stderr
+    finally:
+        cockpit("vm", "stop", "--env", "test", name, timeout=120)

@@ -98,12 +98,15 @@ def report_build(res: KbuildResult, mod: ModuleSpec, out: TextIO) -> bool:
     return False
 
 
-def kernel_tree_for(cfg: CockpitConfig, kernel: str) -> Path | None:
-    """The built kernel tree (fleet.guest_kernel) a guest running ``kernel`` booted, if any."""
+def kernel_tree_for(cfg: CockpitConfig, kernel: str, booted: object = "") -> Path | None:
+    """The built kernel tree a guest running ``kernel`` booted, if any: the one its image
+    was made from (``booted``, from the dev VM's image manifest), else fleet.guest_kernel's."""
     from vexfs_cockpit.builds.kbuild import tree_release
 
-    tree = cfg.fleet.kernel_tree
-    return tree if tree is not None and tree_release(tree) == kernel else None
+    for tree in (Path(booted) if isinstance(booted, str) and booted else None, cfg.fleet.kernel_tree):
+        if tree is not None and tree_release(tree) == kernel:
+            return tree
+    return None
 
 
 async def ensure_built(mod: ModuleSpec, kernel: str, out: TextIO, tree: Path | None = None) -> Path | None:
@@ -248,7 +251,7 @@ async def kload(cfg: CockpitConfig, name: str, *, params: str | None = None, uri
     provider, lease = await attached(cfg, name, uri, targets)
     try:
         target = lease.target
-        ko = await ensure_built(mod, lease.guest_kernel, out, kernel_tree_for(cfg, lease.guest_kernel))
+        ko = await ensure_built(mod, lease.guest_kernel, out, kernel_tree_for(cfg, lease.guest_kernel, lease.extra.get("kernel_tree")))
         if ko is None:
             return 1
         state = await module_state(target, mod)
@@ -303,10 +306,11 @@ async def kunload(cfg: CockpitConfig, name: str, *, uri: str | None = None, out:
 
 
 # ----------------------------------------------------------------------------- kbuild
-async def guest_kernel_of(cfg: CockpitConfig, name: str, uri: str | None) -> str:
-    """The kernel a running dev VM booted: from its domain XML when it boots an image's
-    kernel directly (no SSH), else ``uname -r`` over SSH."""
-    from vexfs_cockpit.fleet.attach import booted_kernel, check_attachable
+async def guest_kernel_of(cfg: CockpitConfig, name: str, uri: str | None) -> tuple[str, str]:
+    """The kernel a running dev VM booted and the kernel tree it came from ("" if none):
+    from its domain XML when it boots an image's kernel directly (no SSH), else
+    ``uname -r`` over SSH."""
+    from vexfs_cockpit.fleet.attach import booted_image, check_attachable
     from vexfs_cockpit.fleet.devvm import connect_fleet, dev_target
     from vexfs_cockpit.fleet.provider import guest_kernel_release
 
@@ -315,14 +319,14 @@ async def guest_kernel_of(cfg: CockpitConfig, name: str, uri: str | None) -> str
     try:
         info = await fm.info(name)
         check_attachable(name, uri, info)
-        kernel = await booted_kernel(fm, name)
+        image = await booted_image(fm, name)
     finally:
         await fm.aclose()
-    if kernel:
-        return kernel
+    if image is not None:
+        return image.kernel_version, image.kernel_tree
     target = dev_target(cfg, name, info, reconnect_deadline_s=20.0)
     try:
-        return await guest_kernel_release(target, name)  # checked: it becomes a host build path
+        return await guest_kernel_release(target, name), ""  # checked: it becomes a host build path
     finally:
         await target.close()
 
@@ -330,8 +334,9 @@ async def guest_kernel_of(cfg: CockpitConfig, name: str, uri: str | None) -> str
 async def kbuild_cmd(cfg: CockpitConfig, vm: str | None, *, uri: str | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout  # resolved per call: tests and callers swap sys.stdout
     mod = module_of(cfg)
+    booted = ""
     if vm:
-        kernel = await guest_kernel_of(cfg, vm, uri)
+        kernel, booted = await guest_kernel_of(cfg, vm, uri)
     elif cfg.fleet.template == "disk":
         raise UsageError(
             "kbuild: with fleet.template 'disk' the guest boots its base image's own kernel — "
@@ -341,7 +346,7 @@ async def kbuild_cmd(cfg: CockpitConfig, vm: str | None, *, uri: str | None = No
         from vexfs_cockpit.images.initramfs import resolve_kernel_version
 
         kernel = await asyncio.to_thread(resolve_kernel_version, cfg.fleet.guest_kernel)
-    res = await build(mod, kernel, tree=kernel_tree_for(cfg, kernel))
+    res = await build(mod, kernel, tree=kernel_tree_for(cfg, kernel, booted))
     return 0 if report_build(res, mod, out) else 1
 
 
@@ -379,17 +384,20 @@ def expand_tests(spec: str, registry: dict[str, type[DomainBase]]) -> tuple[list
     return items, added
 
 
-async def preflight(cfg: CockpitConfig, name: str, uri: str | None) -> None:
-    """Fail with one line before a run is recorded when the VM cannot be attached."""
-    from vexfs_cockpit.fleet.attach import check_attachable
+async def preflight(cfg: CockpitConfig, name: str, uri: str | None) -> str:
+    """Fail with one line before a run is recorded when the VM cannot be attached; the
+    kernel tree the VM booted ("" if none: an installed kernel, or a disk guest)."""
+    from vexfs_cockpit.fleet.attach import booted_image, check_attachable
     from vexfs_cockpit.fleet.devvm import connect_fleet
 
     uri = uri or cfg.fleet.libvirt_uri
     fm = await connect_fleet(uri, cfg.env)
     try:
         check_attachable(name, uri, await fm.info(name))
+        image = await booted_image(fm, name)
     finally:
         await fm.aclose()
+    return image.kernel_tree if image is not None else ""
 
 
 # ----------------------------------------------------------------------------- watch, for a front end

@@ -35,9 +35,12 @@ async def ktest(args: argparse.Namespace) -> int:
         args.tests = ",".join(items)
         if not args.domains:
             args.domains = ",".join(dict.fromkeys(i.split("/", 1)[0] for i in items))
-    await preflight(cfg, name, args.uri)
+    booted_tree = await preflight(cfg, name, args.uri)
     # The warm loop just ran kbuild: module_build may take that build of identical sources.
     args.set = [*(getattr(args, "set", None) or []), "domains.kernel_module.options.reuse_identical_build=true"]
+    if booted_tree and str(cfg.fleet.kernel_tree) != booted_tree:
+        # the VM booted a kernel tree (vm start --kernel TREE): module_build builds against it
+        args.set.append(f"fleet.guest_kernel={booted_tree}")
 
     def provider(c: CockpitConfig, bus: Any) -> AttachProvider:
         return AttachProvider(c, bus, name, uri=args.uri, targets=_targets(args))

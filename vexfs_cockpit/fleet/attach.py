@@ -42,6 +42,7 @@ from vexfs_cockpit.fleet.watchdog import guest_watchdog
 from vexfs_cockpit.engine.klog_buffer import KernelLogBuffer
 
 if TYPE_CHECKING:
+    from vexfs_cockpit.images.initramfs import GuestImage
     from vexfs_cockpit.transport.pool import TargetPool
 
 log = logging.getLogger(__name__)
@@ -54,9 +55,16 @@ async def booted_kernel(fleet: FleetManager, name: str) -> str | None:
     """The kernel version a direct-kernel VM booted, read from its domain XML's
     ``<kernel>`` and that image's manifest — no SSH round trip. None for other shapes
     (the disk template boots the distro image's own kernel: ask the guest)."""
+    img = await booted_image(fleet, name)
+    return img.kernel_version if img is not None else None
+
+
+async def booted_image(fleet: FleetManager, name: str) -> GuestImage | None:
+    """The guest image a direct-kernel VM booted (its kernel version, and the kernel
+    tree it came from, if any), from its domain XML; None for other shapes."""
     from vexfs_cockpit.images.initramfs import GuestImage
 
-    def read() -> str | None:
+    def read() -> GuestImage | None:
         dom = fleet.conn.lookupByName(name)
         kernel = ET.fromstring(dom.XMLDesc(0)).findtext("os/kernel")
         if not kernel:
@@ -65,7 +73,7 @@ async def booted_kernel(fleet: FleetManager, name: str) -> str | None:
             img = GuestImage.from_dir(Path(kernel).parent)
         except InfraError:
             return None
-        return img.kernel_version if img.kernel == Path(kernel) else None
+        return img if img.kernel == Path(kernel) else None
 
     try:
         return await asyncio.to_thread(read)
@@ -183,7 +191,8 @@ class AttachProvider:
             await vm.adopt()  # SSH answered: connected and authenticated
             # A direct-kernel VM's kernel is in its domain XML: one guest round trip
             # (~0.1 s under TCG) less on every warm-loop command.
-            kernel = await booted_kernel(self.fleet, self.name)
+            image = await booted_image(self.fleet, self.name)
+            kernel = image.kernel_version if image is not None else None
             res = None if kernel else await target.run(UNAME_R, timeout=30.0)
         except CockpitError as err:
             await vm.detach()
@@ -206,6 +215,8 @@ class AttachProvider:
             guest_kernel=kernel or "",
             extra={
                 "ssh_port": target.port, "console_log": str(log_path or ""), "attached": True,
+                # the kernel tree the VM booted (kdev builds the module against it)
+                "kernel_tree": image.kernel_tree if image is not None else "",
                 # the same hang/frozen detection + sysrq evidence as a booted VM's lease; the
                 # heartbeat has a connection of its own so it never queues behind the test.
                 "watchdog": guest_watchdog(

@@ -104,7 +104,7 @@ async def test_a_booted_vm_lease_refuses_a_lying_uname(monkeypatch: pytest.Monke
 
     p = provider_mod.LibvirtProvider(CockpitConfig(env="test", fleet=FleetSettings()), EventBus(), tmp_path)
 
-    async def free_name(domain: str, index: int) -> str:
+    async def free_name(domain: str, index: int, skip: frozenset[str] = frozenset()) -> str:
         return Vm.name
 
     async def boot_vm(name: str, **kw: Any) -> Vm:

@@ -93,7 +93,7 @@ async def test_a_booted_vm_lease_refuses_a_lying_uname(monkeypatch: pytest.Monke
 
     class Vm:
         name = "vexfs-test-kernel_module-0"
-        target, ssh_port, console, keep = liar, 40022, Console(), False
+        target, ssh_port, console, keep, klog, boot_kind = liar, 40022, Console(), False, None, "cold"
 
         async def aclose(self, grace_s: float = 0) -> None:
             closed.append(self.name)

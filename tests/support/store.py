@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import importlib.util
 import io
+import json
 import sys
 import textwrap
 from collections.abc import Iterable, Sequence
@@ -77,6 +78,7 @@ class RunSpec:
     kernel: list[tuple[str, str, KernelReport, bool]] = field(default_factory=list)  # domain, test, report, expected
     status: str | None = None  # RunFinished status; None: derive; "" : never finishes
     test_duration: float = 1.0
+    provenance: dict[str, str] = field(default_factory=dict)  # RunStarted's: kernel, module_commit, ...
 
 
 def run_events(spec: RunSpec) -> list[Event]:
@@ -84,7 +86,7 @@ def run_events(spec: RunSpec) -> list[Event]:
     ts = spec.start
     domains = list(dict.fromkeys(d for d, _ in spec.outcomes))
     evs: list[Event] = [RunStarted(run_id=spec.run_id, config_path="configs/default.yaml", profile="selftest",
-                                   env=spec.env, domains=tuple(domains), ts=ts)]
+                                   env=spec.env, domains=tuple(domains), ts=ts, provenance_json=json.dumps(spec.provenance))]
     totals: dict[str, int] = {}
     for i, domain in enumerate(domains):
         vm = f"vm-{i}"

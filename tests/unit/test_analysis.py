@@ -49,6 +49,23 @@ def test_clean_history_reports_nothing(tmp_path: Path) -> None:
     assert a.clean and "grouped by env" in a.grouping
 
 
+def test_flakiness_compares_runs_of_the_same_code_only(tmp_path: Path) -> None:
+    """A test that flips with every module commit is a change per commit, not flaky; the
+    same flips on one commit are. Code identity comes from each run's provenance."""
+    def coded(i: int, commit: str) -> RunSpec:
+        s = spec(i, outcomes={(KM, "unload"): P if i % 2 else F})
+        s.provenance = {"kernel": "6.1.0-57-amd64", "module_commit": commit, "module_dirty": "no"}
+        return s
+
+    per_commit = run_analyze(history(tmp_path, [coded(i, f"{i}" + "0" * 39) for i in range(6)]))
+    assert per_commit.flaky == [] and per_commit.grouping.startswith("env 'dev', same code: kernel 6.1.0-57-amd64 · module ")
+    assert per_commit.runs == 1  # no earlier run of that code
+    (tmp_path / "h.db").unlink()
+    one_commit = run_analyze(history(tmp_path, [coded(i, "a" * 40) for i in range(6)]))
+    assert [(f.domain, f.test, f.flips) for f in one_commit.flaky] == [(KM, "unload", 5)]
+    assert one_commit.grouping == "env 'dev', same code: kernel 6.1.0-57-amd64 · module aaaaaaaaaaaa" and one_commit.runs == 6
+
+
 def test_planted_regression_is_found_and_not_called_flaky(tmp_path: Path) -> None:
     a = run_analyze(history(tmp_path, [*(spec(i) for i in range(6)), spec(6, outcomes={(KM, "unload"): F})]))
     assert [(v.kind, v.domain, v.test, v.before, v.after) for v in a.verdicts] == [

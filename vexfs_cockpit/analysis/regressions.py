@@ -15,9 +15,10 @@ Definitions (what ``analyze`` prints):
   so); an entry whose test passed now is reported "fixed, remove it".
 - *flaky*: over the runs analysed (same env, oldest first, skips left out) the outcome
   flipped between pass and bad at least ``flaky_min_flips`` times; the flip rate is
-  flips / (outcomes - 1). One flip is a regression or a fix, not flakiness. The store
-  keeps no module source hash, so the runs compared are grouped by env (and by guest
-  kernel when the run's config named a release): the code may differ between them.
+  flips / (outcomes - 1). One flip is a regression or a fix, not flakiness. The runs
+  compared run the same code: the same env, guest kernel release and module commit (or
+  tree hash) as the run's provenance records them; a run without provenance (before
+  schema v5) is grouped by env, and by guest kernel when its config named a release.
 - *anomaly*: the newest run's duration or metric value x of a test, against the same
   test's values in the earlier runs (at least ``min_history`` of them): median m,
   MAD = median(|v - m|); x is an anomaly when |x - m| > k * max(MAD, 5% of |m|). The
@@ -125,15 +126,20 @@ def outlier_score(value: float, history: Sequence[float]) -> tuple[float, float,
 
 
 def _group(runs: list[AnalysisRun], current: AnalysisRun) -> tuple[list[AnalysisRun], str]:
-    """The runs whose code is comparable to ``current``'s: its env, and its guest
-    kernel when the config named a concrete one."""
+    """The runs whose code is comparable to ``current``'s: its env, and its code identity
+    (guest kernel release + module commit or tree hash, from the run's provenance) when
+    it recorded one, else its guest kernel when the config named a concrete one."""
     same = [r for r in runs if r.env == current.env]
+    if current.code:
+        same = [r for r in same if r.code == current.code]
+        dirty = " (uncommitted edits may differ between these runs)" if "+dirty" in current.code else ""
+        return same, f"env {current.env!r}, same code: {current.code}{dirty}"
     kernel = current.guest_kernel
     if kernel and kernel not in ("auto", "host"):
         same = [r for r in same if r.guest_kernel == kernel]
-        return same, (f"env {current.env!r}, guest kernel {kernel} (no module source hash is stored: "
+        return same, (f"env {current.env!r}, guest kernel {kernel} (the run recorded no module source: "
                       "the module's code may differ between these runs)")
-    return same, (f"env {current.env!r} (no module source hash or guest kernel release is stored: "
+    return same, (f"env {current.env!r} (the run recorded no code identity: "
                   "runs grouped by env, so the code may differ between them)")
 
 

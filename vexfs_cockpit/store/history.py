@@ -332,6 +332,10 @@ def _loads(text: str | None, default: Any) -> Any:
         return default
 
 
+def _has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
+    return any(r[1] == column for r in conn.execute(f"PRAGMA table_info({table})"))
+
+
 class _DeadRuns:
     """Which ``running`` rows belong to a process that is gone (one query's worth:
     this process's identity is read once)."""
@@ -365,14 +369,29 @@ def _like(text: str | None) -> str | None:
 
 class AnalysisRun(NamedTuple):
     """A finished run, for vexfs_cockpit.analysis. ``guest_kernel``: the kernel the
-    run's config asked for (``auto``/``host`` or a release); the store keeps no module
-    source hash, so this is all the code identity a run has."""
+    run's config asked for (``auto``/``host`` or a release). ``code``: what the run
+    tested, from its provenance (schema v5 on): the guest kernel release and the module
+    source's git commit (``+dirty`` with uncommitted edits) or tree hash; "" when the
+    run recorded neither."""
 
     run_id: str
     started_at: float
     env: str
     status: str
     guest_kernel: str
+    code: str = ""
+
+
+def code_identity(provenance: dict[str, Any]) -> str:
+    """``kernel 6.1.0-57-amd64 · module 1a2b3c4+dirty`` from a run's provenance; "" when
+    the kernel or the module's identity is unknown (the run is then comparable by env only)."""
+    if not isinstance(provenance, dict):
+        return ""
+    kernel, commit, tree = (str(provenance.get(k) or "") for k in ("kernel", "module_commit", "module_tree"))
+    if commit.startswith("("):  # "(source not found)"
+        commit = ""
+    module = f"{commit[:12]}{'+dirty' if provenance.get('module_dirty') == 'yes' else ''}" if commit else tree[:12]
+    return f"kernel {kernel} · module {module}" if kernel and module else ""
 
 
 class AnalysisResult(NamedTuple):
@@ -768,9 +787,11 @@ class History:
         with self._read() as conn:
             if conn is None:
                 return AnalysisRows([], [], [])
+            # a run's provenance (its code identity) is stored from schema v5 on
+            prov = "provenance" if _has_column(conn, "runs", "provenance") else "NULL"
             rows = conn.execute(
                 "SELECT id, started_at, env, status, "
-                "coalesce(json_extract(config_json, '$.fleet.guest_kernel'), '') AS kernel FROM runs "
+                f"coalesce(json_extract(config_json, '$.fleet.guest_kernel'), '') AS kernel, {prov} FROM runs "
                 f"WHERE status IN ({marks}) AND started_at >= ? AND (? IS NULL OR env = ?) "
                 "ORDER BY started_at DESC, id DESC LIMIT ?",
                 (*FINISHED_RUN_STATUSES, _since(since), env or None, env or None, limit),
@@ -779,11 +800,11 @@ class History:
             if extra:
                 rows += conn.execute(
                     "SELECT id, started_at, env, status, "
-                    "coalesce(json_extract(config_json, '$.fleet.guest_kernel'), '') AS kernel FROM runs "
+                    f"coalesce(json_extract(config_json, '$.fleet.guest_kernel'), '') AS kernel, {prov} FROM runs "
                     f"WHERE id IN ({','.join('?' for _ in extra)})",
                     extra,
                 ).fetchall()
-            runs = sorted((AnalysisRun(r[0], r[1], r[2], r[3], str(r[4])) for r in rows),
+            runs = sorted((AnalysisRun(r[0], r[1], r[2], r[3], str(r[4]), code_identity(_loads(r[5], {}))) for r in rows),
                           key=lambda r: (r.started_at, r.run_id))
             ids = [r.run_id for r in runs]
             results: dict[tuple[str, str, str], AnalysisResult] = {}

@@ -29,6 +29,8 @@ def test_progress_lines_kernel_reports_health_and_closing_line():
         ev.TestFinished(run_id="r", result=TestResult(status=TestStatus.FAILED, message="kernel reported WARNING in vexfs_selftest_warn_knob", name="a", domain="kernel_module", duration_s=1.5)),
         ev.DomainFinished(run_id="r", domain="kernel_module", status="failed", counts={"FAILED": 1}),
         ev.RunFinished(run_id="r", status="failed", counts={"PASSED": 0, "FAILED": 1, "SKIPPED": 0}),
+        # the run's VMs are destroyed in the background once it is over
+        ev.VmStateChanged(vm="vexfs-ci-kernel_module-0", state="stopped", reason="destroyed"),
     ])
     assert "KERNEL warning: WARNING in vexfs_selftest_warn_knob on vexfs-ci-kernel_module-0 during kernel_module/a" in lines
     assert "kernel_module/a: FAILED (1.50s) — kernel reported WARNING in vexfs_selftest_warn_knob" in lines

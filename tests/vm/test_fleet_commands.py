@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -135,7 +136,7 @@ def test_dev_loop_start_ssh_reset_stop(tmp_path: Path) -> None:
     try:
         r = cli("vm", "start", "--env", "test", name)
         assert r.returncode == 0, r.stderr
-        assert f"{name} ready" in r.stdout
+        assert re.search(rf"{name} (restored|booted) and ready in ", r.stdout), r.stdout
         assert "CryptographyDeprecationWarning" not in r.stderr  # asyncssh's DSA noise is silenced
         known = tmp_path / "xdg" / "vexfs-cockpit" / "vms" / f"{name}.known_hosts"
         assert known.read_text().startswith("[127.0.0.1]:")  # the key on this VM's port only

@@ -52,6 +52,9 @@ class ProgressPrinter:
         self._vm_of: dict[str, str] = {}
         self._health: dict[str, list[float]] = {}  # vm -> [samples, cpu sum, cpu peak, mem peak kB]
         self.verdicts: list[ev.TestVerdict] = []
+        # Set once the run's closing line is out: the VMs torn down after it (in the
+        # background) are not news, and the closing line stays the last line CI reads.
+        self.closed = False
 
     def _paint(self, text: str, code: str | None) -> str:
         return f"\x1b[{code}m{text}\x1b[0m" if self.colour and code else text
@@ -104,7 +107,7 @@ class ProgressPrinter:
                     if rep.severity >= Severity.ERROR and not e.expected:
                         self.crashes.append(f"{rep.title} ({where})")
                         self._titles.add(rep.title)
-            case ev.VmStateChanged():
+            case ev.VmStateChanged() if not self.closed:
                 self._emit(f"vm {e.vm}: {e.state}{' — ' + e.reason if e.reason else ''}")
                 if e.state in ("hung", "crashed"):
                     self.lost_guests.append((e.vm, e.state, e.reason))
@@ -145,6 +148,7 @@ class ProgressPrinter:
                 # The plain closing line CI log readers look for (known failures do not fail the run).
                 self.out.write(f"{passed} passed, {failed} failed{f' ({known} known)' if known else ''}, {skipped} skipped\n")
                 self.out.flush()
+                self.closed = True
             case _:
                 pass
 

@@ -159,6 +159,7 @@ async def test_start_dev_vm_records_a_pinned_known_hosts(built: GuestImage, monk
     class Vm:
         ssh_port = 40123
         boot_kind = "restored"
+        snapshot = None
 
     class FakeProvider:
         def __init__(self, *a: Any, **kw: Any) -> None:

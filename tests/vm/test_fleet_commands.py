@@ -137,6 +137,7 @@ def test_dev_loop_start_ssh_reset_stop(tmp_path: Path) -> None:
         r = cli("vm", "start", "--env", "test", name)
         assert r.returncode == 0, r.stderr
         assert re.search(rf"{name} (restored|booted) and ready in ", r.stdout), r.stdout
+        restored = f"{name} restored and ready" in r.stdout
         assert "CryptographyDeprecationWarning" not in r.stderr  # asyncssh's DSA noise is silenced
         known = tmp_path / "xdg" / "vexfs-cockpit" / "vms" / f"{name}.known_hosts"
         assert known.read_text().startswith("[127.0.0.1]:")  # the key on this VM's port only
@@ -147,6 +148,7 @@ def test_dev_loop_start_ssh_reset_stop(tmp_path: Path) -> None:
         assert r.returncode == 7, r.stderr
         r = cli("vm", "reset", "--env", "test", name)
         assert r.returncode == 0 and "reset and ready" in r.stdout, r.stderr
+        assert ("(restored from its golden snapshot)" in r.stdout) == restored, r.stdout  # a restored dev VM resets by restore
         r = cli("ssh", "--env", "test", name, "test -e /tmp/mark || echo fresh")
         assert r.returncode == 0 and r.stdout.strip() == "fresh", r.stderr
         # a dev VM survives another cockpit's stale-VM reaping (keep=1)

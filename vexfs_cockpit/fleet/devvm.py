@@ -39,6 +39,7 @@ class DevVmState:
     known_hosts: str
     console_log: str
     started_at: float
+    snapshot: str = ""  # key of the golden snapshot it was restored from ("" booted): `vm reset` restores it again
 
     def ssh_argv(self, command: list[str]) -> list[str]:
         # -F /dev/null: neither ~/.ssh/config nor /etc/ssh/ssh_config (a `ForwardAgent yes`
@@ -128,6 +129,7 @@ async def start_dev_vm(cfg: CockpitConfig, name: str, uri: str, say: Any = print
     from vexfs_cockpit.engine.bus import EventBus
     from vexfs_cockpit.config.paths import data_dir
     from vexfs_cockpit.fleet.provider import LibvirtProvider
+    from vexfs_cockpit.fleet.snapshot import snapshot_key
 
     bus = EventBus()
     bus.bind_loop(asyncio.get_running_loop())
@@ -145,6 +147,7 @@ async def start_dev_vm(cfg: CockpitConfig, name: str, uri: str, say: Any = print
             known_hosts=str(write_known_hosts(name, vm.ssh_port, img.host_pubkey)),  # type: ignore[attr-defined]
             console_log=str(console_log),
             started_at=time.time(),
+            snapshot=snapshot_key(vm.snapshot.inputs) if vm.boot_kind == "restored" and vm.snapshot else "",
         )
         write_state(st)
         await provider.release_vm(name)  # stays up after we exit
@@ -220,7 +223,8 @@ def dev_target(cfg: CockpitConfig, name: str, info: Any, *, reconnect_deadline_s
 
 # ----------------------------------------------------------------------------- vm reset
 async def reset_vm(cfg: CockpitConfig, name: str, uri: str, say: Any = print) -> None:
-    """Destroy + start ``name`` again and wait for its console marker and SSH."""
+    """Destroy + start ``name`` again (restore the golden snapshot it was restored from,
+    when the config still makes that one) and wait for its console marker and SSH."""
     from vexfs_cockpit.fleet.console import ConsoleStream
     from vexfs_cockpit.images.initramfs import READY_MARKER
     from vexfs_cockpit.fleet.vmctl import GuestVm
@@ -235,8 +239,10 @@ async def reset_vm(cfg: CockpitConfig, name: str, uri: str, say: Any = print) ->
         console = ConsoleStream(lambda: fm.conn, name, lambda lines, ts: None, log_path=log_path,
                                 log_max_bytes=cfg.store.console_log_max_mb * 1024 * 1024)
         target = dev_target(cfg, name, info, reconnect_deadline_s=min(60.0, cfg.fleet.template_boot_timeout_s))
-        vm = GuestVm(fm, fm.bus, name=name, xml="", ssh_port=target.port, target=target, console=console,
-                     ready_marker=READY_MARKER, boot_timeout_s=cfg.fleet.template_boot_timeout_s, keep=True)
+        snap, xml = (await _same_snapshot(cfg, uri, fm, name, st.snapshot)) if st and st.snapshot else (None, "")
+        vm = GuestVm(fm, fm.bus, name=name, xml=xml, ssh_port=target.port, target=target, console=console,
+                     ready_marker=READY_MARKER, boot_timeout_s=cfg.fleet.template_boot_timeout_s, keep=True,
+                     snapshot=snap)
         t0 = time.monotonic()
         try:
             await vm.reset("vm reset")
@@ -244,8 +250,30 @@ async def reset_vm(cfg: CockpitConfig, name: str, uri: str, say: Any = print) ->
         finally:
             await target.close()
             await console.aclose()
-        say(f"{name} reset and ready in {time.monotonic() - t0:.0f}s")
+        how = " (restored from its golden snapshot)" if vm.boot_kind == "restored" else ""
+        say(f"{name} reset and ready in {time.monotonic() - t0:.1f}s{how}")
     finally:
         await fm.aclose()
 
 
+
+
+async def _same_snapshot(cfg: CockpitConfig, uri: str, fm: Any, name: str, key: str) -> tuple[Any, str]:
+    """(the golden snapshot dev VM ``name`` was restored from, its XML to boot cold if the
+    restore fails), or (None, "") when the current config's snapshot is another one (the
+    VM's shape would change under the developer): then the reset boots the VM's own XML."""
+    from vexfs_cockpit.engine.bus import EventBus
+    from vexfs_cockpit.config.paths import data_dir
+    from vexfs_cockpit.fleet.provider import LibvirtProvider
+    from vexfs_cockpit.fleet.snapshot import snapshot_key
+
+    provider = LibvirtProvider(cfg, EventBus(), data_dir() / "runs", run_id="dev", uri=uri, sample_interval_s=3600)
+    try:
+        snap = await provider.golden_snapshot()
+    finally:
+        await provider.aclose()
+    dom = await fm.lookup(name)
+    if snap is None or snapshot_key(snap.inputs) != key or dom is None:
+        return None, ""
+    xml, _owner = await asyncio.to_thread(fm._inactive_xml, dom)
+    return snap, xml

@@ -55,6 +55,14 @@ class ProgressPrinter:
         # Set once the run's closing line is out: the VMs torn down after it (in the
         # background) are not news, and the closing line stays the last line CI reads.
         self.closed = False
+        # Runs over several hosts (hosts:): each host's last HostStatus, the one printed (a
+        # line only when its state or domains change, not at every refresh), its lowest free
+        # memory, and where each domain runs now (its results count for that host).
+        self._hosts: dict[str, ev.HostStatus] = {}
+        self._host_shown: dict[str, tuple[str, tuple[str, ...]]] = {}
+        self._host_low_free: dict[str, int] = {}
+        self._host_of: dict[str, str] = {}
+        self._host_counts: dict[str, dict[str, int]] = {}
 
     def _paint(self, text: str, code: str | None) -> str:
         return f"\x1b[{code}m{text}\x1b[0m" if self.colour and code else text
@@ -82,8 +90,13 @@ class ProgressPrinter:
                 h[3] = max(h[3], e.mem_kb)
             case ev.TestStarted() if e.attempt > 1:
                 self._emit(f"{e.domain}/{e.test}: retry, attempt {e.attempt}")
+            case ev.HostStatus() if not self.closed:
+                self._host_status(e)
             case ev.TestFinished():
                 r = e.result
+                if (host := self._host_of.get(r.domain)) is not None:
+                    counts = self._host_counts.setdefault(host, {})
+                    counts[r.status.value] = counts.get(r.status.value, 0) + 1
                 word = self._paint(r.status.value, _COLOURS.get(r.status))
                 msg = f" — {r.message}" if r.message and r.status is not TestStatus.PASSED else ""
                 if r.message in self._infra:
@@ -133,6 +146,8 @@ class ProgressPrinter:
             case ev.RunFinished():
                 counts = ", ".join(f"{v} {k.lower()}" for k, v in e.counts.items() if v) or "no tests"
                 self._emit(f"run {e.run_id} {e.status.upper()}: {counts}{' — ' + e.reason if e.reason else ''}")
+                for h in self._hosts.values():
+                    self._emit(f"  {self._host_summary(h)}")
                 for c in self.crashes:
                     self._emit(f"  kernel report: {c}")
                 for vm, state, reason in self.lost_guests:
@@ -151,6 +166,37 @@ class ProgressPrinter:
                 self.closed = True
             case _:
                 pass
+
+    def _host_status(self, e: ev.HostStatus) -> None:
+        self._hosts[e.host] = e
+        for d in e.domains:
+            if e.state == "up" or d not in self._host_of:
+                self._host_of[d] = e.host
+        if e.free_memory_mb is not None:
+            self._host_low_free[e.host] = min(self._host_low_free.get(e.host, e.free_memory_mb), e.free_memory_mb)
+        shown = (e.state, e.domains if e.state == "up" else ())  # a lost host's domains moving off: no news
+        if self._host_shown.get(e.host) == shown:
+            return
+        self._host_shown[e.host] = shown
+        if e.state == "lost":
+            self._emit(self._paint(f"host {e.host}: LOST — {e.reason}", "31;1"))
+        else:
+            self._emit(f"host {e.host}: {host_line(e)}")
+
+    def _host_summary(self, h: ev.HostStatus) -> str:
+        """``host big: up, kernel_module: 5 passed, 1 failed; free memory lowest 5900 MB``."""
+        counts = self._host_counts.get(h.host, {})
+        tests = ", ".join(f"{n} {k.lower()}" for k, n in counts.items() if n) or "no tests"
+        low = self._host_low_free.get(h.host)
+        state = "up" if h.state == "up" else f"LOST ({h.reason})"
+        doms = ", ".join(h.domains) or "no domains"
+        return f"host {h.host}: {state}, {doms}: {tests}{f'; free memory lowest {low} MB' if low is not None else ''}"
+
+
+def host_line(e: ev.HostStatus) -> str:
+    """``up, 4 CPUs, 8192 MB (6100 MB free): kernel_module, performance_metrics``."""
+    free = f" ({e.free_memory_mb} MB free)" if e.free_memory_mb is not None else ""
+    return f"{e.state}, {e.cpus} CPUs, {e.memory_mb} MB{free}: {', '.join(e.domains) or 'no domains'}"
 
 
 def verdict_line(v: ev.TestVerdict, tag: str) -> str:

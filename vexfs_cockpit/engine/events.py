@@ -181,6 +181,23 @@ class InfraProblem:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class HostStatus:
+    """A libvirt host of a run over several (``hosts:``): placed, re-read every few
+    seconds while the run is on, or lost. Single-host runs publish none."""
+
+    host: str  # its name in hosts:
+    uri: str
+    state: str  # up | lost
+    cpus: int
+    memory_mb: int
+    free_memory_mb: int | None  # None: its libvirt does not say
+    domains: tuple[str, ...]  # placed there (a lost host's domains move elsewhere)
+    reason: str = ""  # why it is lost
+    run_id: str = ""
+    ts: float = field(default_factory=_now)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ConfirmStarted:
     """The run's tests are done; these changed ones are rerun on a fresh VM to confirm."""
 
@@ -238,6 +255,7 @@ Event = (
     | VmReady
     | VmSample
     | InfraProblem
+    | HostStatus
     | AlertFired
     | ConfirmStarted
     | TestRerun

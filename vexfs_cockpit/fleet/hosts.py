@@ -8,6 +8,7 @@ a remote host over SSH takes a while to answer). Nothing is defined or started.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from pathlib import Path
 
 import libvirt
@@ -27,9 +28,19 @@ def _quiet(_ctx: object, _err: object) -> None:
     """libvirt prints every error on stderr by default; ours become one line each."""
 
 
-def read_host(h: HostSettings) -> HostRoom:
-    """``h``'s capacity (blocking). HostUnavailable if libvirt there does not answer;
-    ConfigError if the config grants more than the host has."""
+@dataclass(frozen=True, slots=True)
+class HostHealth:
+    """What a host's libvirt says of itself right now (getInfo, getFreeMemory)."""
+
+    cpus: int
+    memory_mb: int
+    free_memory_mb: int | None  # None: that driver does not say
+
+
+def read_health(h: HostSettings) -> HostHealth:
+    """``h``'s size and free memory over one read-only connection (blocking; a few ms
+    locally, an SSH handshake for a remote host). HostUnavailable if libvirt there does
+    not answer."""
     libvirt.registerErrorHandler(_quiet, None)
     try:
         conn = libvirt.openReadOnly(h.uri)
@@ -38,10 +49,22 @@ def read_host(h: HostSettings) -> HostRoom:
                               " — check the URI, that libvirtd runs there and that SSH to it works") from None
     try:
         _model, memory_mb, cpus, *_ = conn.getInfo()
+        try:
+            free: int | None = conn.getFreeMemory() // (1024 * 1024)
+        except libvirt.libvirtError:
+            free = None
     except libvirt.libvirtError as err:
         raise HostUnavailable(f"hosts[{h.name}]: libvirt at {h.uri} did not say its size: {libvirt_message(err)}") from None
     finally:
         conn.close()
+    return HostHealth(cpus=cpus, memory_mb=memory_mb, free_memory_mb=free)
+
+
+def read_host(h: HostSettings, health: HostHealth | None = None) -> HostRoom:
+    """``h``'s capacity (blocking; from ``health`` when it was just read). HostUnavailable
+    if libvirt there does not answer; ConfigError if the config grants more than the host has."""
+    health = health or read_health(h)
+    cpus, memory_mb = health.cpus, health.memory_mb
     room_mb = max(memory_mb - HOST_RESERVE_MB, 0)
     for key, granted, has, unit in (("cpus", h.cpus, cpus, " CPUs"), ("memory_mb", h.memory_mb, room_mb, " MB")):
         if granted is not None and granted > has:
@@ -75,4 +98,4 @@ async def read_hosts(cfg: CockpitConfig, vm_files: Path) -> list[HostRoom]:
     return list(await asyncio.gather(*(asyncio.to_thread(read_host, h) for h in cfg.hosts)))
 
 
-__all__ = ["LOCAL", "local_room", "read_host", "read_hosts"]
+__all__ = ["LOCAL", "HostHealth", "local_room", "read_health", "read_host", "read_hosts"]

@@ -16,6 +16,10 @@ saved it).
 A host whose libvirt does not answer when a domain's VM is leased is lost for the
 session: that domain moves to a host left that can take it (an InfraProblem says so),
 or is an infrastructure error; the domains on other hosts are not touched.
+
+While a run is on, each host's health (libvirt getInfo, getFreeMemory) goes on the bus
+as a HostStatus: at the start (what placement read), every ``health_interval_s`` (a
+fresh read-only connection per host, in a thread) and when a host is lost.
 """
 
 from __future__ import annotations
@@ -29,10 +33,10 @@ from typing import Any
 
 from vexfs_cockpit.config.models import CockpitConfig, HostSettings
 from vexfs_cockpit.engine.bus import EventBus
-from vexfs_cockpit.engine.events import Event, InfraProblem, RunStarted
+from vexfs_cockpit.engine.events import Event, HostStatus, InfraProblem, RunFinished, RunStarted
 from vexfs_cockpit.engine.provider import Lease, TargetProvider
 from vexfs_cockpit.errors import HostUnavailable, InfraError
-from vexfs_cockpit.fleet.hosts import read_host
+from vexfs_cockpit.fleet.hosts import HostHealth, read_health, read_host
 from vexfs_cockpit.fleet.placement import PlacementError, Plan, VmShape, move, place
 from vexfs_cockpit.fleet.provider import LibvirtProvider
 from vexfs_cockpit.transport.jump import JumpHost, jump_for
@@ -64,7 +68,8 @@ class MultiHostProvider:
     and PlansGuestKernel)."""
 
     def __init__(self, cfg: CockpitConfig, bus: EventBus, artifacts_dir: Path,
-                 child_factory: Callable[[HostSettings], TargetProvider] | None = None) -> None:
+                 child_factory: Callable[[HostSettings], TargetProvider] | None = None,
+                 health_interval_s: float = 10.0) -> None:
         self.cfg = cfg
         self.bus = bus
         self.artifacts_dir = artifacts_dir
@@ -74,6 +79,11 @@ class MultiHostProvider:
         self._jumps: list[JumpHost] = []
         self._make_child = child_factory or self._libvirt_child
         self.lost: dict[str, str] = {}  # host name -> why it is lost (this session)
+        self.health: dict[str, HostHealth] = {}  # host name -> its last read
+        self.health_interval_s = health_interval_s
+        self._run_id = ""
+        self._watch: asyncio.Task[None] | None = None  # re-reads the hosts while a run is on
+        bus.listen(self._on_event)
 
     def _host(self, name: str) -> HostSettings:
         return next(h for h in self.cfg.hosts if h.name == name)
@@ -81,7 +91,8 @@ class MultiHostProvider:
     def place(self, domains: list[str]) -> Plan:
         """Measure the hosts and place ``domains`` (blocking; before anything starts).
         PlacementError / HostUnavailable: one line each."""
-        rooms = [read_host(h) for h in self.cfg.hosts]
+        self.health = {h.name: read_health(h) for h in self.cfg.hosts}
+        rooms = [read_host(h, self.health[h.name]) for h in self.cfg.hosts]
         r, e = self.cfg.resources, self.cfg.execution
         self.plan = place(domains, rooms, VmShape(r.cpus, r.memory_mb, r.disk_gb), vms_per_domain=r.vms_per_domain,
                           parallel=e.max_parallel_tests if e.parallel_test_execution else 1,
@@ -94,6 +105,48 @@ class MultiHostProvider:
             return ""
         return "placement: " + "; ".join(
             f"{ld.host.name} ({ld.host.uri}): {', '.join(ld.domains)}" for ld in self.plan.loads if ld.domains)
+
+    # -- host health on the bus -----------------------------------------------------------
+    def _on_event(self, ev: Event) -> None:
+        if isinstance(ev, RunStarted) and self.plan is not None:
+            self._run_id = ev.run_id
+            # After RunStarted reaches the subscribers (listeners run before them).
+            asyncio.get_running_loop().call_soon(self._publish_all)
+            if self._watch is None or self._watch.done():
+                self._watch = asyncio.get_running_loop().create_task(self._watch_hosts(), name="host-health")
+        elif isinstance(ev, RunFinished) and self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+
+    def _status(self, host: str, reason: str = "") -> HostStatus:
+        h, health = self._host(host), self.health.get(host)
+        lost = reason or self.lost.get(host, "")
+        return HostStatus(host=host, uri=h.uri, state="lost" if lost else "up",
+                          cpus=health.cpus if health else 0, memory_mb=health.memory_mb if health else 0,
+                          free_memory_mb=health.free_memory_mb if health else None,
+                          domains=tuple(d for d, where in self._where.items() if where == host),
+                          reason=lost, run_id=self._run_id)
+
+    def _publish_all(self) -> None:
+        for h in self.cfg.hosts:
+            self.bus.publish(self._status(h.name))
+
+    async def _watch_hosts(self) -> None:
+        """Every ``health_interval_s``: each host not lost re-read side by side; one that
+        does not answer is shown lost with the reason (its leases decide what moves)."""
+        while True:
+            await asyncio.sleep(self.health_interval_s)  # the refresh interval, not a wait for a condition
+            names = [h.name for h in self.cfg.hosts if h.name not in self.lost]
+            reads = await asyncio.gather(*(asyncio.to_thread(read_health, self._host(n)) for n in names),
+                                         return_exceptions=True)
+            for name, got in zip(names, reads):
+                if isinstance(got, HostHealth):
+                    self.health[name] = got
+                    self.bus.publish(self._status(name))
+                elif isinstance(got, HostUnavailable):
+                    self.bus.publish(self._status(name, reason=str(got)))
+                elif isinstance(got, BaseException):
+                    raise got
 
     def _host_cfg(self, h: HostSettings, remote: bool) -> CockpitConfig:
         fleet = {"libvirt_uri": h.uri, **({"restore": "off"} if remote else {})}
@@ -126,7 +179,9 @@ class MultiHostProvider:
     def _move_off(self, domain: str, host: str, err: HostUnavailable) -> str:
         """``host`` did not answer: it is lost for this session; ``domain`` goes to a host
         left that can take it (the others stay where they are), said on the bus."""
-        self.lost.setdefault(host, str(err))
+        if host not in self.lost:
+            self.lost[host] = str(err)
+            self.bus.publish(self._status(host))
         if all(h.name in self.lost for h in self.cfg.hosts):
             raise HostUnavailable(f"every host is lost: {'; '.join(f'{h}: {why}' for h, why in self.lost.items())}")
         assert self.plan is not None
@@ -136,6 +191,8 @@ class MultiHostProvider:
             raise InfraError(f"host {host} lost ({err}); {perr}") from None
         self._where[domain] = to
         self.bus.publish(InfraProblem(message=f"host {host} lost ({err}): {domain} moved to {to}"))
+        for h in (host, to):  # one domain fewer, one more
+            self.bus.publish(self._status(h))
         return to
 
     @asynccontextmanager
@@ -170,6 +227,7 @@ class MultiHostProvider:
                 # so; the run goes on with the hosts left.
                 self.lost.setdefault(host, str(err))
                 self.bus.publish(InfraProblem(message=f"host {host} lost: VM {lease.vm_name} is left there ({err})"))
+                self.bus.publish(self._status(host))
 
     @staticmethod
     def _alive(child: Any) -> bool:
@@ -188,6 +246,9 @@ class MultiHostProvider:
             child.use_config(self._host_cfg(h, jump_for(h.uri, h.ssh_jump, where=f"hosts[{h.name}]") is not None))
 
     async def aclose(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         try:
             await asyncio.gather(*(c.aclose() for c in self._children.values()))
         finally:

@@ -263,5 +263,7 @@ def test_recorded_kinds_exclude_only_raw_log_lines() -> None:
 
     # VmReady and AlertFired feed the session's live metrics and alerts (monitoring/live.py);
     # an alert that fired is re-derived from the stored run by `alerts check`.
-    live_only = {KernelLogLine, events.VmReady, events.AlertFired}
+    # HostStatus is a host's live health (re-read every 10 s); a lost host is also an
+    # InfraProblem, which is stored.
+    live_only = {KernelLogLine, events.VmReady, events.AlertFired, events.HostStatus}
     assert set(RECORDED_KINDS) == set(events.Event.__args__) - live_only  # type: ignore[attr-defined]

@@ -18,6 +18,7 @@ from vexfs_cockpit.engine.events import (
     DomainFinished,
     DomainStarted,
     Event,
+    HostStatus,
     InfraProblem,
     KernelEventRaised,
     KernelLogLine,
@@ -211,6 +212,10 @@ class LiveState:
     kernel: str | None = None  # the guest kernel, from the first boot's "Linux version" line
     run_vms: set[str] = field(default_factory=set)
     _booted_for: dict[str, str] = field(default_factory=dict)  # VM -> domain, by its name
+    # A run over several libvirt hosts (hosts:): each host's last HostStatus, in the order
+    # they came, and which host each domain runs on now (a lost host's domain moves).
+    hosts: dict[str, HostStatus] = field(default_factory=dict)
+    host_of_domain: dict[str, str] = field(default_factory=dict)
 
     # -- inputs ------------------------------------------------------------------
     def apply_all(self, events: Iterable[Event]) -> set[Part]:
@@ -250,6 +255,8 @@ class LiveState:
                 self.expected_for = set()
                 self.run_vms = set()
                 self._booted_for = {}
+                self.hosts = {}
+                self.host_of_domain = {}
                 for gone in [n for n, v in self.vms.items() if v.state == "undefined"]:
                     del self.vms[gone]  # destroyed with an earlier run: nothing left to show
 
@@ -336,6 +343,12 @@ class LiveState:
             case InfraProblem():
                 self.infra.append(ev)
                 return {Part.INFRA, Part.RUN}
+            case HostStatus():
+                self.hosts[ev.host] = ev
+                for d in ev.domains:  # a lost host still lists a domain until it has moved
+                    if ev.state == "up" or d not in self.host_of_domain:
+                        self.host_of_domain[d] = ev.host
+                return {Part.VMS}
         return set()
 
     def seed_vms(self, vms: Iterable[VmInfo]) -> set[Part]:
@@ -410,6 +423,18 @@ class LiveState:
                     self.kernel = m.group(1)
                     return {Part.RUN}
         return set()
+
+    def host_of(self, vm: str) -> str | None:
+        """The host ``vm`` runs on, through its domain: the one it serves in this run, or
+        the one its name says in the run's environment (None for other VMs)."""
+        view, parts = self.vms.get(vm), parse_vm_name(vm)
+        if self.run is None:
+            return None
+        if view is not None and view.domain and vm in self.run_vms:
+            return self.host_of_domain.get(view.domain)
+        if parts is not None and parts[0] == self.run.env:
+            return self.host_of_domain.get(parts[1])
+        return None
 
     def in_this_run(self, vm: str) -> bool | None:
         """Whether ``vm`` serves the current run; None when there is no run yet."""

@@ -47,6 +47,13 @@ def test_domains_lease_vms_on_two_hosts_one_over_qemu_ssh(tmp_path: Path, ssh_ho
     assert f"placement: here (qemu:///system): filesystem_operations; loop ({uri}): kernel_module" in proc.stdout
     for test in ("kernel_module/module_build", "kernel_module/module_load_basic", "filesystem_operations/mount_unmount"):
         assert f"{test}: PASSED" in proc.stdout, proc.stdout
+    # Each host's health as its libvirt says it (getInfo, getFreeMemory), then a summary
+    # per host before the closing line, which stays the last line.
+    for name, domain in (("here", "filesystem_operations"), ("loop", "kernel_module")):
+        assert re.search(rf"\] host {name}: up, \d+ CPUs, \d+ MB \(\d+ MB free\): {domain}$", proc.stdout, re.M), proc.stdout
+        assert re.search(rf"\]   host {name}: up, {domain}: \d+ passed; free memory lowest \d+ MB$", proc.stdout, re.M), proc.stdout
+    lines = proc.stdout.strip().splitlines()
+    assert re.fullmatch(r"\d+ passed, 0 failed, 0 skipped", lines[-1]) and "host loop: up, kernel_module:" in lines[-2]
     log = ssh_host.log()
     # libvirt's own SSH connection and the cockpit's to the host, both by the test's key ...
     assert len(re.findall(r"Accepted publickey for root from 127\.0\.0\.1", log)) >= 2, log[-3000:]
@@ -122,5 +129,6 @@ def test_a_host_lost_mid_run_moves_the_next_domain_to_a_host_left(tmp_path: Path
     assert re.search(r"host loop lost \(lost the libvirt connection to qemu\+ssh://[^)]*\): filesystem_operations moved to here", out), out
     assert "filesystem_operations/mount_unmount: PASSED" in out
     assert "3 passed, 0 failed, 0 skipped" in out
+    assert re.search(r"\] host loop: LOST — \S", out) and re.search(r"\]   host loop: LOST \(", out), out
     assert re.search(r"host loop lost: VM vexfs-ci-kernel_module-0 is left there", out), out
     assert left == ["vexfs-ci-kernel_module-0"] or left == []  # what the lost host kept (cleaned up above)

@@ -8,11 +8,13 @@ from pathlib import Path
 
 from vexfs_cockpit.app.kdev import watch_lines
 
+# The lines are printed inside the try: a SIGINT that comes right after the second one
+# (the reader closes as soon as it has read it) must still be seen.
 CHILD = """
 import pathlib, sys, time
-print("watching /src for vm-a: ...", flush=True)
-print("12:00:00 save 1: PASS 1/1 (0.1s)", flush=True)
 try:
+    print("watching /src for vm-a: ...", flush=True)
+    print("12:00:00 save 1: PASS 1/1 (0.1s)", flush=True)
     time.sleep(120)
 except KeyboardInterrupt:
     pathlib.Path(sys.argv[1]).write_text("SIGINT")

@@ -137,6 +137,21 @@ class _GuestLost(Exception):
         self.pending: asyncio.Future[object] | None = None  # the cancelled test, still cleaning up
 
 
+class _HostGone(Exception):
+    """The lease's host went away under the domain (its provider says so through
+    ``Lease.extra["host_lost"]``): the domain's unfinished tests go to a VM leased anew."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.results: dict[str, TestResult] = {}  # what finished before, on that host
+
+
+def _host_lost(lease: Lease) -> str:
+    """Why the lease's host is lost ("" while it answers, or when the provider cannot tell)."""
+    probe = lease.extra.get("host_lost")
+    return str(probe()) if callable(probe) else ""
+
+
 def _count(results: list[TestResult]) -> dict[str, int]:
     c = Counter(r.status.value for r in results)
     return {s.value: c.get(s.value, 0) for s in TestStatus if s not in (TestStatus.PENDING, TestStatus.RUNNING)}
@@ -297,24 +312,39 @@ class Runner:
         why_not = await self._prepare_on_host(req, domain, cls, settings)
         if why_not:
             return self._domain_unrun(req, domain, specs, TestStatus.SKIPPED, why_not, status="skipped"), None
-        try:
-            lease_cm = self.provider.lease(domain, 0)
-            lease = await lease_cm.__aenter__()
-        except CockpitError as err:
-            if isinstance(err, HostUnavailable) and not self._host_down:
-                self._host_down = str(err)
-            return self._domain_unavailable(req, domain, specs, str(err)), str(err)
-        except Exception as err:  # libvirt/asyncssh surprises are still infrastructure
-            msg = f"{domain}: could not get a VM: {type(err).__name__}: {err}"
-            return self._domain_unavailable(req, domain, specs, msg), msg
-        exc_info: tuple = (None, None, None)
-        try:
-            return await self._run_domain_on(req, domain, cls, specs, settings, lease), None
-        except BaseException as err:
-            exc_info = (type(err), err, err.__traceback__)
-            raise
-        finally:
-            await lease_cm.__aexit__(*exc_info)
+        done: dict[str, TestResult] = {}  # finished on a host since lost (stored as they are)
+        gone = ""
+        while True:
+            left = [s for s in specs if s.name not in done]
+            try:
+                lease_cm = self.provider.lease(domain, 0)
+                lease = await lease_cm.__aenter__()
+            except CockpitError as err:
+                if isinstance(err, HostUnavailable) and not self._host_down:
+                    self._host_down = str(err)
+                msg = f"{gone}; {err}" if gone and domain not in str(err) else str(err)
+                return [*done.values(), *self._domain_unavailable(req, domain, left, msg)], msg
+            except Exception as err:  # libvirt/asyncssh surprises are still infrastructure
+                msg = f"{domain}: could not get a VM: {type(err).__name__}: {err}"
+                return [*done.values(), *self._domain_unavailable(req, domain, left, msg)], msg
+            exc_info: tuple = (None, None, None)
+            try:
+                return [*done.values(), *await self._run_domain_on(req, domain, cls, specs, settings, lease, done)], None
+            except _HostGone as err:
+                if gone:  # once per domain: a second lost host ends it as an infrastructure error
+                    msg = f"{domain}: {err} (after {gone})"
+                    done.update(err.results)
+                    return [*done.values(), *self._domain_unavailable(
+                        req, domain, [s for s in specs if s.name not in done], msg)], msg
+                gone = f"{domain}: {err}"
+                done.update(err.results)
+                self.bus.publish(ev.InfraProblem(message=f"{gone}: its {len(specs) - len(done)} unfinished "
+                                                 "test(s) go to a VM leased anew", vm=lease.vm_name, run_id=req.run_id))
+            except BaseException as err:
+                exc_info = (type(err), err, err.__traceback__)
+                raise
+            finally:
+                await lease_cm.__aexit__(*exc_info)
 
     async def _prepare_on_host(self, req: RunRequest, domain: str, cls: type[DomainBase], settings: dict) -> str:
         """Run the domain's ``prepare_host`` before any VM boots; why the domain cannot
@@ -367,12 +397,19 @@ class Runner:
         specs: list[TestSpec],
         settings: dict,
         lease: Lease,
+        done: Mapping[str, TestResult] | None = None,
     ) -> list[TestResult]:
+        """Run ``specs`` on ``lease``, but those in ``done`` (finished on a host since
+        lost): their stored results stand, and those the tests left depend on are
+        replayed unpublished, so what they leave on a VM (a pushed module) is here too."""
+        done = done or {}
         plugin = cls(self._context(req, domain, settings, lease))
         self.bus.publish(
             ev.DomainStarted(run_id=req.run_id, domain=domain, vm=lease.vm_name, planned_tests=tuple(s.name for s in specs))
         )
         results: dict[str, TestResult] = {}
+        replayed: dict[str, TestResult] = {}  # for the dependency checks of the tests left
+        needed = {d for s in specs if s.name not in done for d in s.options.depends_on}
         # (status, reason) applied to every remaining test once something blocks the domain.
         blocked: tuple[TestStatus, str] | None = None
         ok, why = await self._setup(plugin, domain)
@@ -383,14 +420,29 @@ class Runner:
                 blocked = (TestStatus.SKIPPED, "run aborted")
             if blocked is None and plugin.prerequisite_missing:  # e.g. the VM did not come back
                 blocked = (TestStatus.SKIPPED, plugin.prerequisite_missing)
+            if spec.name in done:
+                if spec.name in needed and done[spec.name].status is TestStatus.PASSED and blocked is None:
+                    try:
+                        replayed[spec.name] = await self._attempt(req, domain, plugin, spec, lease,
+                                                                  *self._timeout(req, domain, spec))
+                    except _HostGone as gone:
+                        gone.results = results
+                        raise
+                else:
+                    replayed[spec.name] = done[spec.name]
+                continue
             if blocked:
                 results[spec.name] = self._finish_unrun(req, domain, spec, *blocked)
                 continue
-            dep_problem = self._dependency_problem(spec, results)
+            dep_problem = self._dependency_problem(spec, {**replayed, **results})
             if dep_problem:
                 results[spec.name] = self._finish_unrun(req, domain, spec, TestStatus.SKIPPED, dep_problem)
                 continue
-            result = await self._run_test(req, domain, plugin, spec, lease)
+            try:
+                result = await self._run_test(req, domain, plugin, spec, lease)
+            except _HostGone as gone:  # no teardown: the VM's host is gone
+                gone.results = results
+                raise
             results[spec.name] = result
             if result.status.bad and spec.options.critical and settings.get("stop_on_critical_failure", True):
                 blocked = (
@@ -402,9 +454,10 @@ class Runner:
         except Exception as err:  # teardown trouble is recorded, it does not rewrite results
             self.bus.publish(ev.InfraProblem(message=f"{domain}: teardown_domain failed: {err}", vm=lease.vm_name, run_id=req.run_id))
         res = list(results.values())
-        counts = _count(res)
-        status = "failed" if any(r.status.bad for r in res) else "passed"
-        if res and all(r.status is TestStatus.SKIPPED for r in res):
+        whole = [*done.values(), *res]  # the domain's counts include what finished on a lost host
+        counts = _count(whole)
+        status = "failed" if any(r.status.bad for r in whole) else "passed"
+        if whole and all(r.status is TestStatus.SKIPPED for r in whole):
             status = "skipped"  # nothing ran: "passed" would claim what was never checked
         self.bus.publish(
             ev.DomainFinished(run_id=req.run_id, domain=domain, status=status, counts=counts, reason=blocked[1] if blocked else "")
@@ -660,6 +713,11 @@ class Runner:
             if not await probe(timeout=5.0):
                 lost = _GuestLost(TestStatus.TIMEOUT, "guest hung", capture=wd.capture if wd else None)
                 result.message = f"{result.message}; guest hung"
+        if lost is not None and (gone := _host_lost(lease)):
+            # The host went away, not the guest: nothing to capture or reset there.
+            if lost.pending is not None:
+                await _reap([lost.pending], CANCEL_GRACE_S)
+            raise _HostGone(gone)
         if lost is not None and lost.capture is not None:
             # Before the kernel window is cut: the sysrq dumps arrive on the console.
             result.evidence.notes.extend(await self._capture(lost))
@@ -668,6 +726,8 @@ class Runner:
             self._attach_kernel_window(req, domain, spec, lease, result, start_line, end_line)
         if lost is not None and lease.vm is not None:
             await self._recover(req, domain, plugin, lease, lost, spec.name)
+            if plugin.prerequisite_missing and (gone := _host_lost(lease)):  # the host went during the reset
+                raise _HostGone(gone)
             result.evidence.notes.append(f"VM {lease.vm_name} was reset: {lost}")
         if lost is not None and lost.pending is not None and not await _reap([lost.pending], REAP_TIMEOUT_S):
             result.evidence.notes.append(f"the cancelled test had not unwound {REAP_TIMEOUT_S:g}s after the reset")

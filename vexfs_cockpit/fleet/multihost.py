@@ -15,7 +15,10 @@ saved it).
 
 A host whose libvirt does not answer when a domain's VM is leased is lost for the
 session: that domain moves to a host left that can take it (an InfraProblem says so),
-or is an infrastructure error; the domains on other hosts are not touched.
+or is an infrastructure error; the domains on other hosts are not touched. A host lost
+while a domain runs there (its guest stops answering and the host's libvirt is gone):
+the runner leases that domain anew (``Lease.extra["host_lost"]`` tells it), which moves
+it the same way; its finished tests keep their stored results.
 
 While a run is on, each host's health (libvirt getInfo, getFreeMemory) goes on the bus
 as a HostStatus: at the start (what placement read), every ``health_interval_s`` (a
@@ -213,6 +216,11 @@ class MultiHostProvider:
         exc: tuple[Any, Any, Any] = (None, None, None)
         try:
             lease.extra["host"] = host
+            # The runner asks this when its guest stops answering: a host gone (not a guest
+            # crashed) sends the domain's unfinished tests to a VM leased anew, placed by
+            # lease() above on a host left.
+            lease.extra["host_lost"] = lambda: "" if self._alive(child) else (
+                f"host {host} lost (lost the libvirt connection to {self._host(host).uri})")
             yield lease
         except BaseException as e:
             exc = (type(e), e, e.__traceback__)

@@ -73,7 +73,7 @@ def test_runs_over_several_hosts_print_each_hosts_state_and_a_summary_before_the
         "host big: up, 4 CPUs, 8192 MB (5900 MB free): kernel_module, performance_metrics, vector_operations",
         ("  host big: up, kernel_module, performance_metrics, vector_operations: 2 passed, 1 failed; "
          "free memory lowest 5900 MB"),
-        "  host small: LOST (lost the libvirt connection to test:///small.xml), no domains: no tests",
+        "  host small: LOST (lost the libvirt connection to test:///small.xml), its domains moved: no tests",
     ]
     assert lines.index(hosts[-1]) == len(lines) - 2
     assert lines[-1] == "2 passed, 1 failed, 0 skipped"

@@ -189,7 +189,8 @@ class ProgressPrinter:
         tests = ", ".join(f"{n} {k.lower()}" for k, n in counts.items() if n) or "no tests"
         low = self._host_low_free.get(h.host)
         state = "up" if h.state == "up" else f"LOST ({h.reason})"
-        doms = ", ".join(h.domains) or "no domains"
+        # a lost host's domains have moved on: what ran there is still counted for it
+        doms = ", ".join(h.domains) or ("its domains moved" if h.state != "up" else "no domains")
         return f"host {h.host}: {state}, {doms}: {tests}{f'; free memory lowest {low} MB' if low is not None else ''}"
 
 

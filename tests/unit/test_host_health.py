@@ -11,6 +11,7 @@ from pathlib import Path
 
 import libvirt
 
+from tests.support.libvirt_hosts import node_xml
 from vexfs_cockpit.config.models import CockpitConfig
 from vexfs_cockpit.engine.bus import EventBus, Subscription
 from vexfs_cockpit.engine.events import HostStatus, RunFinished, RunStarted
@@ -20,18 +21,6 @@ from vexfs_cockpit.fleet.multihost import MultiHostProvider
 from vexfs_cockpit.transport.local import LocalTarget
 
 DOMAINS = ("kernel_module", "performance_metrics", "vector_operations")
-
-
-def node_xml(path: Path, cpus: int, memory_mb: int) -> str:
-    """A libvirt test-driver host of that size (drvtest: <node> with <cpu> and <memory> KiB)."""
-    path.write_text(
-        "<node>\n"
-        f"  <cpu><nodes>1</nodes><sockets>1</sockets><cores>{cpus}</cores><threads>1</threads>"
-        f"<active>{cpus}</active><mhz>2000</mhz><model>x86_64</model></cpu>\n"
-        f"  <memory>{memory_mb * 1024}</memory>\n"
-        "</node>\n"
-    )
-    return f"test://{path}"
 
 
 class _Host:

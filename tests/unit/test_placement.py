@@ -13,6 +13,7 @@ import libvirt
 import pytest
 from pydantic import ValidationError
 
+from tests.support.libvirt_hosts import node_xml
 from vexfs_cockpit.config.models import CockpitConfig, HostSettings
 from vexfs_cockpit.errors import ConfigError, HostUnavailable, InfraError
 from vexfs_cockpit.fleet.hosts import HOST_RESERVE_MB, read_host, read_hosts
@@ -22,18 +23,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SHAPE = VmShape(cpus=1, memory_mb=512, disk_gb=1.0)
 DOMAINS = ["kernel_module", "filesystem_operations", "vector_operations", "performance_metrics",
            "safety_validation", "integration_testing"]
-
-
-def node_xml(path: Path, cpus: int, memory_mb: int) -> str:
-    """A libvirt test-driver host of that size (drvtest: <node> with <cpu> and <memory> KiB)."""
-    path.write_text(
-        "<node>\n"
-        f"  <cpu><nodes>1</nodes><sockets>1</sockets><cores>{cpus}</cores><threads>1</threads>"
-        f"<active>{cpus}</active><mhz>2000</mhz><model>x86_64</model></cpu>\n"
-        f"  <memory>{memory_mb * 1024}</memory>\n"
-        "</node>\n"
-    )
-    return f"test://{path}"
 
 
 # -- the pure function ------------------------------------------------------------------

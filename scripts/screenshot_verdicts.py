@@ -23,9 +23,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from textual.pilot import Pilot
 from textual.widgets import DataTable
 
+from screenshots import ShotFailed, settle  # this folder: how the README's other pictures are taken
 from vexfs_cockpit.app.session import open_session
 from vexfs_cockpit.tui.app import CockpitApp
 from vexfs_cockpit.tui.screens.run_detail import RunDetailScreen
@@ -36,10 +36,6 @@ SIZE = (120, 30)
 RUN_TIMEOUT_S = 15 * 60
 TESTS = "filesystem_operations/file_read_write,knob/probe"
 BADGES = ("NEW REGRESSION", "FLAKY")
-
-
-class ShotFailed(Exception):
-    pass
 
 
 def batch_runs(db: Path, site: Path) -> None:
@@ -56,19 +52,6 @@ def batch_runs(db: Path, site: Path) -> None:
         rc = subprocess.run(argv, cwd=ROOT, env=env, timeout=RUN_TIMEOUT_S).returncode
         if rc != want:
             raise ShotFailed(f"`vexfs-cockpit {' '.join(argv[3:])}` exited {rc}, expected {want} (see its output above)")
-
-
-async def settle(pilot: Pilot[int], rounds: int = 40) -> None:
-    """Workers done and two consecutive frames alike."""
-    app = pilot.app
-    previous = None
-    for _ in range(rounds):
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        frame = app.export_screenshot()
-        if frame == previous:
-            return
-        previous = frame
 
 
 async def shot(db: Path) -> str:

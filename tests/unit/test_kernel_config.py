@@ -36,6 +36,9 @@ def test_kernel_config_check_exits_1_on_a_gap(tmp_path: Path, capsys: pytest.Cap
     out = capsys.readouterr().out
     assert "CONFIG_DETECT_HUNG_TASK not set: hung-task reports end a hanging test" in out
     assert cli.main(["kernel", "config", "--check", str(tmp_path / "nope")]) == 2
+    (tmp_path / "tree").mkdir()
+    assert cli.main(["kernel", "config", "--check", str(tmp_path / "tree")]) == 2
+    assert "a directory without a .config" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not INSTALLED, reason="no /boot/config-*")

@@ -31,6 +31,9 @@ def cmd_kernel_config(args: argparse.Namespace) -> int:
     path = Path(args.check)
     if path.is_dir():
         path = path / ".config"  # a kernel tree
+        if not path.is_file():
+            raise UsageError(f"--check {args.check}: a directory without a .config: give a configured kernel tree "
+                             "(`make defconfig` there, or `kernel config` merged in) or a config file")
     elif not path.exists() and "/" not in args.check:
         path = config_path(args.check)
     if not path.is_file():

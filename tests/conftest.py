@@ -33,3 +33,15 @@ def _isolated_history_db(tmp_path, monkeypatch):
 
 def pytest_report_header(config):
     return f"vexfs-cockpit tests; libvirt socket {'up' if os.path.exists('/run/libvirt/libvirt-sock') else 'DOWN'}"
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One real PostgreSQL for the session (Debian's server, socket + 127.0.0.1 only);
+    each test takes a fresh database of it (``pg_server.new_database()``)."""
+    import tempfile
+
+    from tests.support.postgres import running_postgres
+
+    with tempfile.TemporaryDirectory(prefix="vexfs-pg-") as base, running_postgres(Path(base)) as server:
+        yield server

@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import io
 import json
 import sys
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from vexfs_cockpit.commands.history import add_parser
 from vexfs_cockpit.engine.bus import EventBus
@@ -31,7 +33,20 @@ from vexfs_cockpit.engine.events import (
 )
 from vexfs_cockpit.engine.results import Attempt, CommandRecord, Evidence, TestResult, TestStatus
 from vexfs_cockpit.klog.model import KernelReport, Severity
+from vexfs_cockpit.store.location import PgUrl, StoreLocation
 from vexfs_cockpit.store.recorder import HistoryStore, Recorder
+
+# The two store backends; a test parametrized over them gets its history from
+# ``new_history`` (PostgreSQL: a fresh database of the session's real server).
+BACKENDS = ("sqlite", "postgresql")
+
+
+def new_history(request: Any, directory: Path, name: str = "history.db") -> StoreLocation:
+    """A new, empty history of the backend ``request.param`` names."""
+    if request.param == "postgresql":
+        return PgUrl(request.getfixturevalue("pg_server").new_database())
+    return directory / name
+
 
 T0 = 1_790_000_000.0  # a fixed epoch (2026-09) so orders and periods are deterministic
 DAY = 86400.0
@@ -121,7 +136,7 @@ def run_events(spec: RunSpec) -> list[Event]:
     return evs
 
 
-async def record(path: Path, events: Iterable[Event], store: HistoryStore | None = None) -> None:
+async def record(path: StoreLocation, events: Iterable[Event], store: HistoryStore | None = None) -> None:
     """Publish ``events`` on a real bus with a real Recorder writing to ``path``."""
     own = store is None
     store = store or await HistoryStore.aopen(path)
@@ -137,7 +152,24 @@ async def record(path: Path, events: Iterable[Event], store: HistoryStore | None
         store.close()
 
 
-def record_sync(path: Path, specs: Sequence[RunSpec]) -> None:
+@contextlib.contextmanager
+def recorded(path: StoreLocation, specs: Sequence[RunSpec]) -> Iterator[StoreLocation]:
+    """``specs`` recorded, with the writer kept open until the end of the block: a run
+    left unfinished reads as still running (on PostgreSQL a run is live while its
+    writer's connection holds its lock; on SQLite while its process lives)."""
+    store = HistoryStore.open(path)
+    try:
+        async def go() -> None:
+            for spec in specs:
+                await record(path, run_events(spec), store)
+
+        asyncio.run(go())
+        yield path
+    finally:
+        store.close()
+
+
+def record_sync(path: StoreLocation, specs: Sequence[RunSpec]) -> None:
     async def go() -> None:
         store = await HistoryStore.aopen(path)
         try:
@@ -183,10 +215,11 @@ KILLED_RUN_CHILD = textwrap.dedent(
     from tests.support.store import KM, T0, P, F, RunSpec, run_events
     from vexfs_cockpit.engine.bus import EventBus
     from vexfs_cockpit.engine.events import TestStarted
+    from vexfs_cockpit.store.location import parse_location
     from vexfs_cockpit.store.recorder import HistoryStore, Recorder
 
     async def main() -> None:
-        store = await HistoryStore.aopen(Path(sys.argv[1]))
+        store = await HistoryStore.aopen(parse_location(sys.argv[1], "argv[1]"))
         bus = EventBus()
         bus.bind_loop(asyncio.get_running_loop())
         rec = Recorder(store, bus)

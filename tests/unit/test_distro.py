@@ -35,12 +35,13 @@ OS_RELEASE = {
                     'UBUNTU_CODENAME=noble\nLOGO=ubuntu-logo\n',
 }
 # What setup.sh installed on Debian 12 before the map existed (Debian 12 must not lose any),
-# plus procps: its pgrep, absent from minimal images (found in a Debian 13 chroot).
+# plus procps: its pgrep, absent from minimal images (found in a Debian 13 chroot), and
+# postgresql: the team history (issue 19).
 DEBIAN12_BEFORE = {"procps",
     "qemu-system-x86", "qemu-utils", "libvirt-daemon-system", "libvirt-clients", "libvirt-dev", "pkg-config",
     "linux-image-amd64", "busybox-static", "dropbear-bin", "e2fsprogs", "cpio", "kmod",
     "gcc", "make", "libc6-dev", "openssh-client", "python3-venv", "python3-dev", "tmux", "fio", "genisoimage",
-    "mmdebstrap", "extlinux", "syslinux-common", "prometheus",
+    "mmdebstrap", "extlinux", "syslinux-common", "prometheus", "postgresql",
 }
 # Where the Ubuntu names differ from Debian's: the kernel metapackage, and 22.04's
 # python3 being 3.10 (pyproject needs >= 3.11).

@@ -181,10 +181,10 @@ def test_reader_of_missing_db_is_empty_and_creates_nothing(tmp_path: Path) -> No
 
 def test_db_path_precedence(tmp_path: Path) -> None:
     env = {dbmod.DB_ENV_VAR: str(tmp_path / "env.db")}
-    assert dbmod.resolve_db_path("cli.db", "cfg.db", env) == Path("cli.db")
-    assert dbmod.resolve_db_path(None, "cfg.db", env) == tmp_path / "env.db"
-    assert dbmod.resolve_db_path(None, "cfg.db", {}) == Path("cfg.db")
-    default = dbmod.resolve_db_path(None, None, {})
+    assert dbmod.resolve_location("cli.db", "cfg.db", env) == Path("cli.db")
+    assert dbmod.resolve_location(None, "cfg.db", env) == tmp_path / "env.db"
+    assert dbmod.resolve_location(None, "cfg.db", {}) == Path("cfg.db")
+    default = dbmod.resolve_location(None, None, {})
     assert default == dbmod.default_db_path() and default.name == "history.db"
     assert "vexfs-cockpit" in str(default)
-    assert dbmod.resolve_db_path("~/x.db", None, {}) == Path.home() / "x.db"
+    assert dbmod.resolve_location("~/x.db", None, {}) == Path.home() / "x.db"

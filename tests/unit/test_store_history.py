@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.store import DAY, FS, KM, T0, F, P, RunSpec, kreport, record_sync, run_events
+from tests.support.store import BACKENDS, DAY, FS, KM, T0, F, P, RunSpec, kreport, new_history, record_sync, recorded, run_events
 from vexfs_cockpit.engine.plugin import HistoryView
 from vexfs_cockpit.errors import UsageError
 from vexfs_cockpit.klog.model import Severity
 from vexfs_cockpit.store import history as hist_mod
 from vexfs_cockpit.store.history import History, parse_period, since_period
+from vexfs_cockpit.store.location import StoreLocation
 from vexfs_cockpit.store.report import ReportBuilder
 
 OOPS = kreport("oops", "BUG: unable to handle page fault in vexfs_read", Severity.CRITICAL)
@@ -31,11 +33,10 @@ SPECS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("hist") / "history.db"
-    record_sync(path, SPECS)
-    return path
+@pytest.fixture(scope="module", params=BACKENDS)
+def db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoreLocation]:
+    with recorded(new_history(request, tmp_path_factory.mktemp("hist")), SPECS) as path:  # r5 stays running
+        yield path
 
 
 def test_history_is_a_history_view(db: Path) -> None:
@@ -185,7 +186,9 @@ def _plan(db: Path, sql: str, params: dict) -> str:
         conn.close()
 
 
-def test_trend_queries_use_their_indexes(db: Path) -> None:
+def test_trend_queries_use_their_indexes(db: StoreLocation) -> None:
+    if not isinstance(db, Path):
+        pytest.skip("SQLite's query plans; PostgreSQL's are measured by bench/history_screen.py --postgres")
     inf = float("-inf")
     plan = _plan(db, hist_mod.DOMAIN_TREND_SQL, {"domain": KM, "since": inf, "env": None})
     assert "domain_runs_domain_started" in plan and "test_results" not in plan, plan  # v3: the kept counts

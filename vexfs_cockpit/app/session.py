@@ -238,7 +238,7 @@ async def open_session(args, provider_factory: ProviderFactory | None = None) ->
     from vexfs_cockpit.config.load import config_from_args
     from vexfs_cockpit.config.paths import project_root
     from vexfs_cockpit.fleet.provider import LibvirtProvider
-    from vexfs_cockpit.store.db import resolve_db_path
+    from vexfs_cockpit.store.db import resolve_location
     from vexfs_cockpit.store.history import History
     from vexfs_cockpit.store.recorder import HistoryStore, Recorder
     from vexfs_cockpit.transport.local import LocalTarget
@@ -247,7 +247,7 @@ async def open_session(args, provider_factory: ProviderFactory | None = None) ->
     cfg = config_from_args(args, known_domains=set(registry))
     bus = EventBus()
     bus.bind_loop(asyncio.get_running_loop())
-    db_path = resolve_db_path(getattr(args, "db", None), cfg.store.db_path)
+    db_path = resolve_location(getattr(args, "db", None), cfg.store.db_path)
     # Live metrics and alerts (monitoring.listen, monitoring.alerts): the address is bound
     # before anything starts, so a busy port is one line and nothing to undo.
     from vexfs_cockpit.monitoring.live import open_live_monitor

@@ -30,9 +30,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _db(args: argparse.Namespace) -> Path:
-    from vexfs_cockpit.store.db import check_file, resolve_db_path
+    from vexfs_cockpit.store.db import check_file, resolve_location
 
-    db = resolve_db_path(args.db, None, os.environ)
+    db = resolve_location(args.db, None, os.environ)
     if not check_file(db):
         raise UsageError(f"{db}: no history DB there; record runs with `vexfs-cockpit run --batch` or pass --db PATH")
     return db

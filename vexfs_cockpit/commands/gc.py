@@ -28,11 +28,11 @@ def cmd_gc(args: argparse.Namespace) -> int:
     from vexfs_cockpit.builds.kbuild import default_cache_dir
     from vexfs_cockpit.config.load import config_from_args
     from vexfs_cockpit.config.paths import data_dir
-    from vexfs_cockpit.store.db import resolve_db_path
+    from vexfs_cockpit.store.db import resolve_location
     from vexfs_cockpit.store.history import History
 
     cfg = config_from_args(args)
-    db = resolve_db_path(args.db, cfg.store.db_path)
+    db = resolve_location(args.db, cfg.store.db_path)
     running = [r.run_id for r in History(db).list_runs(status="running", limit=1000)] if db.exists() else []
     items = plan_gc(cfg, data=data_dir(), build_cache=default_cache_dir(), running=running)
     for item in items:

@@ -24,7 +24,7 @@ from typing import TextIO
 
 from vexfs_cockpit.engine.confirm import badge
 from vexfs_cockpit.errors import StoreUnwritable, UsageError
-from vexfs_cockpit.store.db import check_file, resolve_db_path
+from vexfs_cockpit.store.db import check_file, resolve_location
 from vexfs_cockpit.store.history import BAD, History, RunComparison, since_period
 from vexfs_cockpit.store.recorder import HistoryStore
 from vexfs_cockpit.store.render import evidence_text, fmt_duration, fmt_time, kernel_report_text, provenance_line
@@ -88,7 +88,7 @@ def _db_arg(p: argparse.ArgumentParser, default: object) -> None:
 
 def cmd_history(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    path = resolve_db_path(getattr(args, "db", None), getattr(args, "config_db_path", None), os.environ)
+    path = resolve_location(getattr(args, "db", None), getattr(args, "config_db_path", None), os.environ)
     if getattr(args, "history_cmd", None) == "import":  # creates the DB if there is none yet
         from vexfs_cockpit.store.merge import import_history
 

@@ -32,9 +32,9 @@ def history_db(args: argparse.Namespace) -> Path:
     """The DB a command names; it must exist (a typo'd --db would otherwise read as empty)."""
     from vexfs_cockpit.config.load import config_from_args
     from vexfs_cockpit.errors import UsageError
-    from vexfs_cockpit.store.db import resolve_db_path
+    from vexfs_cockpit.store.db import resolve_location
 
-    db = resolve_db_path(args.db, None if args.db else config_from_args(args).store.db_path)
+    db = resolve_location(args.db, None if args.db else config_from_args(args).store.db_path)
     if not db.is_file():
         raise UsageError(f"no history DB at {db}: give --db PATH or run some tests first")
     return db

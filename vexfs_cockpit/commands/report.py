@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TextIO
 
 from vexfs_cockpit.errors import UsageError
-from vexfs_cockpit.store.db import check_file, resolve_db_path
+from vexfs_cockpit.store.db import check_file, resolve_location
 from vexfs_cockpit.store.history import History
 from vexfs_cockpit.store.report import RunReport
 
@@ -56,7 +56,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def _history(args: argparse.Namespace) -> History:
-    path = resolve_db_path(getattr(args, "db", None), None, os.environ)
+    path = resolve_location(getattr(args, "db", None), None, os.environ)
     if not check_file(path):
         raise UsageError(f"no history DB at {path}: run something first, or give --db PATH")
     return History(path)

@@ -32,6 +32,8 @@ COMMON_PACKAGES: tuple[str, ...] = (
     "mmdebstrap", "extlinux", "syslinux-common",
     # `metrics serve` scraped by a real Prometheus in the tests; promtool checks `alerts rules`
     "prometheus",
+    # the team history (store.url: postgresql://...); the tests run their own server (initdb + pg_ctl)
+    "postgresql",
 )
 # The headers the module builds against: those of the guest kernel's exact version
 # (setup.sh reads it from the kernel package's dependencies), same pattern everywhere.

@@ -23,6 +23,8 @@ from pathlib import Path
 import platformdirs
 
 from vexfs_cockpit.errors import StoreError, StoreUnwritable
+from vexfs_cockpit.store.dialect import Conn
+from vexfs_cockpit.store.location import PgUrl, StoreLocation, parse_location
 from vexfs_cockpit.store.schema import (
     APPLICATION_ID,
     LATEST_VERSION,
@@ -44,16 +46,32 @@ def default_db_path() -> Path:
     return Path(platformdirs.user_data_dir("vexfs-cockpit", appauthor=False)) / "history.db"
 
 
-def resolve_db_path(
+def resolve_location(
     cli_db: str | os.PathLike[str] | None = None,
     config_db: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] = os.environ,
-) -> Path:
-    """--db beats VEXFS_COCKPIT_DB beats config ``store.db_path`` beats the data dir."""
-    for candidate in (cli_db, environ.get(DB_ENV_VAR) or None, config_db):
+) -> StoreLocation:
+    """--db beats VEXFS_COCKPIT_DB beats config ``store.url`` (or ``store.db_path``)
+    beats the data dir. Each may be an SQLite path or a ``postgresql://`` URL."""
+    for where, candidate in (("--db", cli_db), (DB_ENV_VAR, environ.get(DB_ENV_VAR) or None),
+                             ("store.url", config_db)):
         if candidate:
-            return Path(candidate).expanduser()
+            return parse_location(os.fspath(candidate), where)
     return default_db_path()
+
+
+def history_exists(loc: StoreLocation) -> bool:
+    """True if the history at ``loc`` exists and is ours; a foreign or corrupt one is a
+    StoreError. A PostgreSQL database without our schema counts as absent."""
+    if isinstance(loc, PgUrl):
+        from vexfs_cockpit.store import pg
+
+        conn = pg.connect(loc)
+        try:
+            return pg.verify(conn) > 0
+        finally:
+            conn.close()
+    return check_file(loc)
 
 
 def check_file(path: Path) -> bool:
@@ -280,13 +298,29 @@ def ensure_file(path: Path) -> None:
         raise write_failure(path, exc) from None
 
 
-def open_writer(path: Path, deep_check: bool = True) -> sqlite3.Connection:
+def open_writer(loc: StoreLocation, deep_check: bool = True) -> Conn:
     """Validate, create if needed, migrate, switch to WAL. Call from the writer thread.
 
     ``deep_check`` runs PRAGMA quick_check first (a run's open does; a quick CLI
     command may skip it). A sound DB this process cannot write raises StoreUnwritable
-    naming why, before anything is written.
+    naming why, before anything is written. A PostgreSQL history is created or
+    migrated the same way (pg.migrate).
     """
+    if isinstance(loc, PgUrl):
+        from vexfs_cockpit.store import pg
+
+        pconn = pg.connect(loc)
+        try:
+            pg.migrate(pconn)
+        except pg.psycopg.Error as exc:
+            pconn.close()
+            raise StoreError(f"history DB {loc}: cannot create or migrate its schema ({pg.first_line(exc)}): "
+                             "grant the user CREATE on that database or pass --db elsewhere") from None
+        except BaseException:
+            pconn.close()
+            raise
+        return pconn
+    path = loc
     existed = check_file(path)
     if existed:
         verify_schema(path, deep=deep_check)
@@ -318,11 +352,47 @@ def open_writer(path: Path, deep_check: bool = True) -> sqlite3.Connection:
         raise write_failure(path, exc) from None
 
 
-def open_reader(path: Path) -> sqlite3.Connection | None:
+def open_reader(loc: StoreLocation) -> Conn | None:
     """A validated read-only connection, or None if the DB does not exist yet."""
+    if isinstance(loc, PgUrl):
+        from vexfs_cockpit.store import pg
+
+        pconn = pg.connect(loc)
+        if pg.verify(pconn) == 0:
+            pconn.close()
+            return None
+        return pconn
+    path = loc
     if not check_file(path) or verify_schema(path) == 0:
         return None
     try:
         return connect_ro(path)
     except sqlite3.DatabaseError as exc:
         raise read_failure(path, exc) from None
+
+
+@contextmanager
+def reading(loc: StoreLocation) -> Iterator[Conn | None]:
+    """A reader's connection for one read (None: no history yet), closed after it; any
+    error of the database itself is one line naming it."""
+    if isinstance(loc, PgUrl):
+        from vexfs_cockpit.store import pg
+
+        pconn = pg.connect(loc)
+        try:
+            yield pconn if pg.verify(pconn) else None
+        except pg.psycopg.Error as exc:
+            raise StoreError(f"cannot read history DB {loc} ({pg.first_line(exc)}): check the server "
+                             "and your rights on that database") from None
+        finally:
+            pconn.close()
+        return
+    with leave_as_found(loc):
+        conn = open_reader(loc)
+        try:
+            yield conn
+        except sqlite3.DatabaseError as exc:
+            raise read_failure(loc, exc) from None
+        finally:
+            if conn is not None:
+                conn.close()

@@ -9,7 +9,8 @@ Definitions used below:
 - a *bad* result is FAILED, TIMEOUT or ERROR; SKIPPED counts as neither pass nor fail.
 - a domain's *pass rate* in a run is passed / (passed + bad); None if nothing ran.
 - a run still marked *running* whose process is certainly dead (store/liveness.py: pid,
-  start time, host and boot all checked, as the writer does when it opens) reads as
+  start time, host and boot all checked, as the writer does when it opens; on
+  PostgreSQL: no session holds the run's lock, pg.py) reads as
   *aborted*, with the reason and end time the writer would give it: a SIGKILLed run
   does not show "running" until the next writer opens the DB, and a read-only DB is
   never written to for it.
@@ -23,20 +24,20 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import statistics
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, NamedTuple
 
 from vexfs_cockpit.engine.results import TestResult, TestStatus
 from vexfs_cockpit.errors import UsageError
 from vexfs_cockpit.klog.model import KernelReport, Severity
 from vexfs_cockpit.store.codec import attempt_from_dict, evidence_from_dict, retried_pass
-from vexfs_cockpit.store.db import leave_as_found, open_reader, read_failure
+from vexfs_cockpit.store.db import reading
+from vexfs_cockpit.store.dialect import Conn, fetch_tuples, has_table, is_pg, json_text, schema_version, table_columns
+from vexfs_cockpit.store.location import StoreLocation
 from vexfs_cockpit.store.liveness import ProcessIdentity, domain_died_reason, owner_gone, run_died_reason
 from vexfs_cockpit.store.report import (
     DomainReport,
@@ -130,15 +131,15 @@ SELECT * FROM runs
 WHERE started_at >= :since
   AND started_at <= :before_ts AND (started_at < :before_ts OR id < :before_id)
   AND (:env IS NULL OR env = :env)
-  AND (:status IS NULL OR status = :status OR (:also_running AND status = 'running'))
+  AND (:status IS NULL OR status = :status OR (:also_running = 1 AND status = 'running'))
   AND (:domain IS NULL OR EXISTS (SELECT 1 FROM domain_runs d WHERE d.run_id = runs.id AND d.domain = :domain))
   AND (:text IS NULL
-       OR id LIKE :text ESCAPE '\\' OR profile LIKE :text ESCAPE '\\' OR env LIKE :text ESCAPE '\\'
-       OR reason LIKE :text ESCAPE '\\' OR config_path LIKE :text ESCAPE '\\'
+       OR lower(id) LIKE lower(:text) ESCAPE '\\' OR lower(profile) LIKE lower(:text) ESCAPE '\\' OR lower(env) LIKE lower(:text) ESCAPE '\\'
+       OR lower(reason) LIKE lower(:text) ESCAPE '\\' OR lower(config_path) LIKE lower(:text) ESCAPE '\\'
        OR EXISTS (SELECT 1 FROM test_results t WHERE t.run_id = runs.id
-                  AND (t.test LIKE :text ESCAPE '\\' OR t.message LIKE :text ESCAPE '\\'))
+                  AND (lower(t.test) LIKE lower(:text) ESCAPE '\\' OR lower(t.message) LIKE lower(:text) ESCAPE '\\'))
        OR EXISTS (SELECT 1 FROM kernel_events k WHERE k.run_id = runs.id
-                  AND k.title LIKE :text ESCAPE '\\'))
+                  AND lower(k.title) LIKE lower(:text) ESCAPE '\\'))
 ORDER BY started_at DESC, id DESC
 LIMIT :limit
 """
@@ -332,26 +333,34 @@ def _loads(text: str | None, default: Any) -> Any:
         return default
 
 
-def _has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
-    return any(r[1] == column for r in conn.execute(f"PRAGMA table_info({table})"))
+def _has_column(conn: Conn, table: str, column: str) -> bool:
+    return column in table_columns(conn, table)
 
 
 class _DeadRuns:
     """Which ``running`` rows belong to a process that is gone (one query's worth:
-    this process's identity is read once)."""
+    this process's identity, or PostgreSQL's held run locks, are read once)."""
 
-    def __init__(self) -> None:
+    def __init__(self, conn: Conn) -> None:
+        self._conn = conn
         self._here: ProcessIdentity | None = None
+        self._held: set[int] | None = None
 
-    def gone(self, run: sqlite3.Row) -> bool:
+    def gone(self, run: Any) -> bool:
         if run["status"] != "running":
             return False
+        if is_pg(self._conn):  # a run's writer holds its lock while alive, on any host (pg.py)
+            from vexfs_cockpit.store import pg
+
+            if self._held is None:
+                self._held = pg.held_run_keys(self._conn)
+            return pg.run_lock_key(run["id"]) not in self._held
         if self._here is None:
             self._here = ProcessIdentity.current()
         return owner_gone(run["pid"], run["proc_start"], run["hostname"], run["boot_id"], self._here)
 
 
-def _as_aborted(run: sqlite3.Row) -> tuple[str, float, str]:
+def _as_aborted(run: Any) -> tuple[str, float, str]:
     """(status, finished_at, reason) of a run whose process died: as the writer marks it."""
     started = run["started_at"]
     last = run["last_event_at"]
@@ -430,25 +439,16 @@ class History:
     ``exclude_run``: the run in progress, which baselines must not compare against.
     """
 
-    def __init__(self, path: Path, exclude_run: str = "") -> None:
-        self.path = Path(path)
+    def __init__(self, path: StoreLocation, exclude_run: str = "") -> None:
+        self.path = path
         self.exclude_run = exclude_run
 
     def for_run(self, run_id: str) -> History:
         """The HistoryView a domain of run ``run_id`` gets."""
         return History(self.path, exclude_run=run_id)
 
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection | None]:
-        with leave_as_found(self.path):
-            conn = open_reader(self.path)
-            try:
-                yield conn
-            except sqlite3.DatabaseError as exc:
-                raise read_failure(self.path, exc) from None
-            finally:
-                if conn is not None:
-                    conn.close()
+    def _read(self) -> AbstractContextManager[Conn | None]:
+        return reading(self.path)
 
     # -- runs ------------------------------------------------------------------------
     def list_runs(
@@ -465,10 +465,10 @@ class History:
         """Newest first. ``text`` matches run id, profile, env, reason, config path,
         test names/messages and kernel event titles (case-insensitive substring).
         ``before``: (started_at, run_id) of the last run already listed: the next page."""
-        dead = _DeadRuns()
         with self._read() as conn:
             if conn is None:
                 return []
+            dead = _DeadRuns(conn)
             params = {
                 "since": since if since is not None else float("-inf"),
                 "env": env or None,
@@ -511,7 +511,7 @@ class History:
         ]
 
     @staticmethod
-    def _counts(conn: sqlite3.Connection, run_ids: list[str]) -> dict[str, dict[str, int]]:
+    def _counts(conn: Conn, run_ids: list[str]) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
         if not run_ids:
             return out
@@ -551,7 +551,7 @@ class History:
             run = conn.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
             if run is None:
                 return None
-            died = _DeadRuns().gone(run)
+            died = _DeadRuns(conn).gone(run)
             status, finished_at, reason = _as_aborted(run) if died else (run["status"], run["finished_at"], run["reason"])
             report = RunReport(
                 run=RunInfo(
@@ -620,7 +620,7 @@ class History:
                 report.vm_states.append(VmStateRecord(s["vm"], s["state"], s["ts"], s["reason"]))
             for p in conn.execute("SELECT * FROM infra_problems WHERE run_id=? ORDER BY id", (run_id,)):
                 report.infra_problems.append(InfraRecord(p["message"], p["ts"], p["vm"]))
-            if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='test_verdicts'").fetchone():
+            if has_table(conn, "test_verdicts"):
                 for v in conn.execute("SELECT * FROM test_verdicts WHERE run_id=? ORDER BY id", (run_id,)):
                     report.verdicts[(v["domain"], v["test"])] = VerdictRecord(
                         v["verdict"], v["now"], v["before"], v["reference"], tuple(_loads(v["reruns"], [])), v["note"])
@@ -634,13 +634,10 @@ class History:
         with self._read() as conn:
             if conn is None:
                 return []
-            (version,) = conn.execute("PRAGMA user_version").fetchone()
-            cur = conn.cursor()
-            cur.row_factory = None  # plain tuples, in DomainTrendPoint's field order: 10k rows
-            rows = cur.execute(
-                DOMAIN_TREND_SQL if version >= COUNTS_VERSION else DOMAIN_TREND_FOLD_SQL,
-                {"domain": domain, "since": _since(since), "env": env},
-            ).fetchall()
+            version = schema_version(conn)
+            # plain tuples, in DomainTrendPoint's field order: 10k rows
+            rows = fetch_tuples(conn, DOMAIN_TREND_SQL if version >= COUNTS_VERSION else DOMAIN_TREND_FOLD_SQL,
+                                {"domain": domain, "since": _since(since), "env": env})
         return list(map(DomainTrendPoint._make, rows))
 
     def domain_pass_rate(self, domain: str, since: float | None = None) -> list[PassRatePoint]:
@@ -649,16 +646,15 @@ class History:
         with self._read() as conn:
             if conn is None:
                 return []
-            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            version = schema_version(conn)
             if version < COUNTS_VERSION:  # no per-domain-run counts yet: folded (see above)
                 rows = [(p.run_id, p.started_at, p.passed, p.bad)
                         for p in map(DomainTrendPoint._make, conn.execute(
                             DOMAIN_TREND_FOLD_SQL, {"domain": domain, "since": _since(since), "env": None}).fetchall())
                         if p.passed + p.bad]
             else:
-                cur = conn.cursor()
-                cur.row_factory = None  # plain tuples, in PassRatePoint's field order: 10k rows
-                rows = cur.execute(DOMAIN_PASS_RATE_SQL, {"domain": domain, "since": _since(since)}).fetchall()
+                # plain tuples, in PassRatePoint's field order: 10k rows
+                rows = fetch_tuples(conn, DOMAIN_PASS_RATE_SQL, {"domain": domain, "since": _since(since)})
         return list(map(PassRatePoint._make, rows))
 
     def test_duration_trend(
@@ -667,11 +663,9 @@ class History:
         with self._read() as conn:
             if conn is None:
                 return []
-            cur = conn.cursor()
-            cur.row_factory = None  # plain tuples, in DurationPoint's field order
-            rows = cur.execute(
-                TEST_DURATION_TREND_SQL, {"domain": domain, "test": test, "since": _since(since), "env": env}
-            ).fetchall()
+            # plain tuples, in DurationPoint's field order
+            rows = fetch_tuples(conn, TEST_DURATION_TREND_SQL,
+                                {"domain": domain, "test": test, "since": _since(since), "env": env})
         return list(map(DurationPoint._make, rows))
 
     def metric_trend(
@@ -791,7 +785,7 @@ class History:
             prov = "provenance" if _has_column(conn, "runs", "provenance") else "NULL"
             rows = conn.execute(
                 "SELECT id, started_at, env, status, "
-                f"coalesce(json_extract(config_json, '$.fleet.guest_kernel'), '') AS kernel, {prov} FROM runs "
+                f"coalesce({json_text(conn, 'config_json', 'fleet', 'guest_kernel')}, '') AS kernel, {prov} FROM runs "
                 f"WHERE status IN ({marks}) AND started_at >= ? AND (? IS NULL OR env = ?) "
                 "ORDER BY started_at DESC, id DESC LIMIT ?",
                 (*FINISHED_RUN_STATUSES, _since(since), env or None, env or None, limit),
@@ -800,7 +794,7 @@ class History:
             if extra:
                 rows += conn.execute(
                     "SELECT id, started_at, env, status, "
-                    f"coalesce(json_extract(config_json, '$.fleet.guest_kernel'), '') AS kernel, {prov} FROM runs "
+                    f"coalesce({json_text(conn, 'config_json', 'fleet', 'guest_kernel')}, '') AS kernel, {prov} FROM runs "
                     f"WHERE id IN ({','.join('?' for _ in extra)})",
                     extra,
                 ).fetchall()
@@ -810,8 +804,7 @@ class History:
             results: dict[tuple[str, str, str], AnalysisResult] = {}
             metrics: list[AnalysisMetric] = []
             verdicts: dict[tuple[str, str, str], VerdictRecord] = {}
-            has_verdicts = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='test_verdicts'").fetchone() is not None
+            has_verdicts = has_table(conn, "test_verdicts")
             for chunk in (ids[i:i + 500] for i in range(0, len(ids), 500)):
                 q = ",".join("?" for _ in chunk)
                 for t in conn.execute(
@@ -854,9 +847,7 @@ class History:
     def baselines(self) -> dict[str, tuple[str, float]]:
         """env -> (baseline run id, when it was set); empty before schema v4."""
         with self._read() as conn:
-            if conn is None or not conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='baselines'"
-            ).fetchone():
+            if conn is None or not has_table(conn, "baselines"):
                 return {}
             return {r[0]: (r[1], float(r[2])) for r in conn.execute("SELECT env, run_id, set_at FROM baselines")}
 
@@ -940,7 +931,7 @@ class History:
         return [(r[0], r[1]) for r in rows]
 
 
-def _metric_keys(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
+def _metric_keys(conn: Conn) -> list[tuple[str, str, str]]:
     """Distinct (domain, test, name) of metrics, ordered so.
 
     A skip scan over metrics_trend (name, domain, test, ts): a few index seeks per key
@@ -969,7 +960,7 @@ def _since(since: float | None) -> float:
     return since if since is not None else float("-inf")
 
 
-def _result_from_row(t: sqlite3.Row, table_metrics: dict[str, float]) -> TestResult:
+def _result_from_row(t: Any, table_metrics: dict[str, float]) -> TestResult:
     return TestResult(
         status=TestStatus(t["status"]),
         message=t["message"],
@@ -985,14 +976,14 @@ def _result_from_row(t: sqlite3.Row, table_metrics: dict[str, float]) -> TestRes
     )
 
 
-def _last_results(conn: sqlite3.Connection, run_id: str) -> dict[tuple[str, str], TestResult]:
+def _last_results(conn: Conn, run_id: str) -> dict[tuple[str, str], TestResult]:
     out: dict[tuple[str, str], TestResult] = {}
     for t in conn.execute("SELECT * FROM test_results WHERE run_id=? ORDER BY id", (run_id,)):
         out[(t["domain"], t["test"])] = _result_from_row(t, {})
     return out
 
 
-def _outcome_histories(conn: sqlite3.Connection, run_ids: list[str]) -> dict[tuple[str, str], list[bool]]:
+def _outcome_histories(conn: Conn, run_ids: list[str]) -> dict[tuple[str, str], list[bool]]:
     """(domain, test) -> passed? per run, oldest first; skipped results left out."""
     if not run_ids:
         return {}

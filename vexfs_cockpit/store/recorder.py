@@ -46,6 +46,7 @@ from vexfs_cockpit.errors import StoreError
 from vexfs_cockpit.store.db import write_failure
 from vexfs_cockpit.store.history import History
 from vexfs_cockpit.store.liveness import ProcessIdentity
+from vexfs_cockpit.store.location import StoreLocation
 from vexfs_cockpit.store.report import Attribution
 from vexfs_cockpit.store.writer import Item, Lost, StoreWriter
 
@@ -75,8 +76,8 @@ RECORDED_KINDS: tuple[type, ...] = (
 class HistoryStore:
     """Owns the history DB's one writer connection and the thread it lives on."""
 
-    def __init__(self, path: Path, me: ProcessIdentity | None = None, deep_check: bool = True) -> None:
-        self.path = Path(path)
+    def __init__(self, path: StoreLocation, me: ProcessIdentity | None = None, deep_check: bool = True) -> None:
+        self.path = path
         self._me = me
         self._deep_check = deep_check
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vexfs-store")
@@ -84,7 +85,7 @@ class HistoryStore:
         self.aborted_on_open: list[str] = []
 
     @classmethod
-    def open(cls, path: Path, me: ProcessIdentity | None = None, deep_check: bool = True) -> HistoryStore:
+    def open(cls, path: StoreLocation, me: ProcessIdentity | None = None, deep_check: bool = True) -> HistoryStore:
         """Blocking open (validate, create 0600, migrate, WAL, mark dead runs aborted).
 
         Raises StoreError (one line, names the file and the fix) and leaves a foreign
@@ -96,6 +97,8 @@ class HistoryStore:
             store.aborted_on_open = store.call(lambda w: w.mark_aborted_runs())
         except (sqlite3.Error, OSError) as exc:  # e.g. the disk filled up: one line, not a traceback
             store.close()
+            if not isinstance(store.path, Path):
+                raise
             raise write_failure(store.path, exc) from None
         except BaseException:
             store.close()
@@ -103,7 +106,7 @@ class HistoryStore:
         return store
 
     @classmethod
-    async def aopen(cls, path: Path, me: ProcessIdentity | None = None) -> HistoryStore:
+    async def aopen(cls, path: StoreLocation, me: ProcessIdentity | None = None) -> HistoryStore:
         return await asyncio.to_thread(cls.open, path, me)
 
     def _open(self) -> None:

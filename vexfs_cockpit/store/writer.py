@@ -1,7 +1,9 @@
 """Turns events into rows. Lives on the store's one writer thread (see recorder.py).
 
-Every write batch is one IMMEDIATE transaction (takes the write lock up front, so
-WAL never has to upgrade a read snapshot and fail with BUSY_SNAPSHOT).
+Every write batch is one transaction (dialect.write_tx). The SQL is one text for
+SQLite and PostgreSQL (dialect.py says what differs). On PostgreSQL several cockpits
+write at once: each holds an advisory lock per run it is writing (pg.py), which is
+how a killed one's runs are told apart from live ones on any host.
 """
 
 from __future__ import annotations
@@ -11,8 +13,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,11 +37,14 @@ from vexfs_cockpit.errors import StoreError, StoreUnwritable
 from vexfs_cockpit.klog.model import Severity
 from vexfs_cockpit.store.codec import attempt_to_dict, evidence_to_dict
 from vexfs_cockpit.store.db import open_writer, write_failure, write_problem
+from vexfs_cockpit.store.dialect import has_table, is_pg, table_columns, write_tx
 from vexfs_cockpit.store.liveness import ProcessIdentity, domain_died_reason, owner_gone, run_died_reason
+from vexfs_cockpit.store.location import StoreLocation
 from vexfs_cockpit.store.report import RUN_ENDED_EARLY, join_vm
-from vexfs_cockpit.store.sqlite_lite import Database
 
 log = logging.getLogger(__name__)
+
+_SIG = "crash_signatures"  # the upsert's stored row (PostgreSQL wants it named)
 
 # Unexpected kernel reports at or above this severity become crash signatures.
 SIGNATURE_MIN_SEVERITY = Severity.WARNING
@@ -72,33 +76,48 @@ class Lost:
 class StoreWriter:
     """Owns the writer connection. Not thread-safe by design: one thread only."""
 
-    def __init__(self, path: Path, me: ProcessIdentity | None = None, deep_check: bool = True) -> None:
+    def __init__(self, path: StoreLocation, me: ProcessIdentity | None = None, deep_check: bool = True) -> None:
         self.path = path
         self.me = me or ProcessIdentity.current()
-        self.conn: sqlite3.Connection = open_writer(path, deep_check)
-        st = os.stat(path)
-        self._file_id = (st.st_dev, st.st_ino)
-        self.db = Database(self.conn)
+        self.conn = open_writer(path, deep_check)
+        self.pg = is_pg(self.conn)
+        self._file_id: tuple[int, int] | None = None
+        if isinstance(path, Path):
+            st = os.stat(path)
+            self._file_id = (st.st_dev, st.st_ino)
         self._env: dict[str, str] = {}
+        self._live: set[str] = set()  # runs started and not finished here (PostgreSQL: locks held)
         # Columns a later migration added are written only where the DB has them (a DB a
         # test builds at an older schema, with this writer).
-        self._run_columns = {r[1] for r in self.conn.execute("PRAGMA table_info(runs)")}
-        self._verdicts = bool(self.conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='test_verdicts'").fetchone())  # v6
+        self._run_columns = set(table_columns(self.conn, "runs"))
+        self._verdicts = has_table(self.conn, "test_verdicts")  # v6
 
     def close(self) -> None:
         self.conn.close()
 
-    @contextmanager
-    def _tx(self) -> Iterator[None]:
-        self.conn.execute("BEGIN IMMEDIATE")
+    def _tx(self) -> Any:
+        return write_tx(self.conn)
+
+    def _insert(self, table: str, row: dict[str, Any]) -> int:
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        cur = self.conn.execute(f"INSERT INTO {table}({cols}) VALUES ({marks}) RETURNING id", tuple(row.values()))
+        return int(cur.fetchone()[0])
+
+    def _reconnect(self) -> bool:
+        """After a lost PostgreSQL connection: connect again and take back the locks of
+        the runs still being written. False if the server is still out of reach."""
+        if not self.pg or not self.conn.broken:
+            return False
         try:
-            yield
-        except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+            self.conn = open_writer(self.path, deep_check=False)
+        except StoreError:
+            return False
+        from vexfs_cockpit.store import pg
+
+        for run_id in self._live:
+            pg.hold_run(self.conn, run_id)
+        return True
 
     # -- events ---------------------------------------------------------------------
     def write_batch(self, items: Sequence[Item]) -> list[Lost]:
@@ -112,8 +131,14 @@ class StoreWriter:
         """
         try:
             self._check_same_file()
-            with self._tx():
-                self._write_items(items)
+            try:
+                with self._tx():
+                    self._write_items(items)
+            except StoreError:
+                if not self._reconnect():
+                    raise
+                with self._tx():  # once more, on the new connection
+                    self._write_items(items)
             return []
         except Exception as exc:
             if len(items) == 1 or _is_fatal(exc):
@@ -132,6 +157,8 @@ class StoreWriter:
     def _check_same_file(self) -> None:
         """SQLite goes on writing a DB whose file was deleted (or its directory removed)
         under it, into nothing: refuse instead, so the loss is counted and said."""
+        if not isinstance(self.path, Path):
+            return
         try:
             st = os.stat(self.path)
         except OSError as exc:
@@ -146,7 +173,7 @@ class StoreWriter:
     def _failure(self, exc: Exception, items: Sequence[Item]) -> str:
         if isinstance(exc, StoreError):
             return str(exc)
-        if isinstance(exc, sqlite3.DatabaseError | OSError) and _is_fatal(exc):
+        if isinstance(self.path, Path) and isinstance(exc, sqlite3.DatabaseError | OSError) and _is_fatal(exc):
             return str(write_failure(self.path, exc))
         what = type(items[0][0]).__name__ if len(items) == 1 else f"{len(items)} events"
         return f"history DB {self.path}: cannot store {what} ({type(exc).__name__}: {exc})"
@@ -160,7 +187,8 @@ class StoreWriter:
                 newest[run_id] = max(newest.get(run_id, ev.ts), ev.ts)
         for run_id, ts in newest.items():
             self.conn.execute(
-                "UPDATE runs SET last_event_at = max(coalesce(last_event_at, ?), ?) WHERE id=?",
+                "UPDATE runs SET last_event_at = CASE WHEN last_event_at >= ? THEN last_event_at ELSE ? END "
+                "WHERE id=?",
                 (ts, ts, run_id),
             )
 
@@ -178,6 +206,11 @@ class StoreWriter:
                     "UPDATE domain_runs SET status='aborted', reason=? WHERE run_id=? AND status='running'",
                     (RUN_ENDED_EARLY, ev.run_id),
                 )
+                if self.pg and ev.run_id in self._live:
+                    from vexfs_cockpit.store import pg
+
+                    pg.release_run(self.conn, ev.run_id)
+                self._live.discard(ev.run_id)
             case DomainStarted():
                 self._domain_started(ev)
             case DomainFinished():
@@ -206,7 +239,7 @@ class StoreWriter:
             case VmSample() if ev.run_id or run_ctx:
                 run_id = ev.run_id or run_ctx
                 self._ensure_run(run_id, ev.ts)
-                self.db["vm_samples"].insert(
+                self._insert("vm_samples", 
                     {
                         "run_id": run_id,
                         "vm": ev.vm,
@@ -223,14 +256,14 @@ class StoreWriter:
             case VmStateChanged():
                 if run_ctx:
                     self._ensure_run(run_ctx, ev.ts)
-                self.db["vm_states"].insert(
+                self._insert("vm_states", 
                     {"run_id": run_ctx, "vm": ev.vm, "state": ev.state, "reason": ev.reason, "ts": ev.ts}
                 )
             case InfraProblem():
                 run_id = ev.run_id or run_ctx
                 if run_id:
                     self._ensure_run(run_id, ev.ts)
-                self.db["infra_problems"].insert(
+                self._insert("infra_problems", 
                     {"run_id": run_id, "vm": ev.vm, "message": ev.message, "ts": ev.ts}
                 )
             case TestVerdict() if self._verdicts:
@@ -272,6 +305,11 @@ class StoreWriter:
             tuple(row.values()),
         )
         self._env[ev.run_id] = ev.env
+        if self.pg and ev.run_id not in self._live:
+            from vexfs_cockpit.store import pg
+
+            pg.hold_run(self.conn, ev.run_id)
+        self._live.add(ev.run_id)
 
     def _ensure_run(self, run_id: str, ts: float) -> None:
         """A run we did not see start (recorder attached late) still gets a row."""
@@ -279,8 +317,8 @@ class StoreWriter:
             return
         ident = self._identity()
         self.conn.execute(
-            "INSERT OR IGNORE INTO runs(id, started_at, status, pid, proc_start, hostname, boot_id) "
-            "VALUES (?, ?, 'running', ?, ?, ?, ?)",
+            "INSERT INTO runs(id, started_at, status, pid, proc_start, hostname, boot_id) "
+            "VALUES (?, ?, 'running', ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (run_id, ts, ident["pid"], ident["proc_start"], ident["hostname"], ident["boot_id"]),
         )
         env = self.conn.execute("SELECT env FROM runs WHERE id=?", (run_id,)).fetchone()[0]
@@ -289,7 +327,8 @@ class StoreWriter:
     def _ensure_domain(self, run_id: str, domain: str, ts: float) -> None:
         self._ensure_run(run_id, ts)
         self.conn.execute(
-            "INSERT OR IGNORE INTO domain_runs(run_id, domain, started_at, status) VALUES (?, ?, ?, 'running')",
+            "INSERT INTO domain_runs(run_id, domain, started_at, status) VALUES (?, ?, ?, 'running') "
+            "ON CONFLICT DO NOTHING",
             (run_id, domain, ts),
         )
 
@@ -306,7 +345,7 @@ class StoreWriter:
     def _test_finished(self, ev: TestFinished) -> None:
         r = ev.result
         self._ensure_domain(ev.run_id, r.domain, ev.ts)
-        self.db["test_results"].insert(
+        self._insert("test_results", 
             {
                 "run_id": ev.run_id,
                 "domain": r.domain,
@@ -343,8 +382,8 @@ class StoreWriter:
         r = ev.report
         if ev.run_id:
             self._ensure_run(ev.run_id, ev.ts)
-        table = self.db["kernel_events"]
-        table.insert(
+        event_id = self._insert(
+            "kernel_events",
             {
                 "run_id": ev.run_id,
                 "domain": ev.domain,
@@ -366,16 +405,18 @@ class StoreWriter:
         self.conn.execute(
             "INSERT INTO crash_signatures(signature, kind, title, severity, first_seen, last_seen, count, last_run_id) "
             "VALUES (?, ?, ?, ?, ?, ?, 1, ?) ON CONFLICT(signature) DO UPDATE SET "
-            "count=count+1, first_seen=min(first_seen, excluded.first_seen), "
-            "severity=max(severity, excluded.severity), "
-            "last_run_id=CASE WHEN excluded.last_seen >= last_seen THEN excluded.last_run_id ELSE last_run_id END, "
-            "last_seen=max(last_seen, excluded.last_seen)",
+            f"count={_SIG}.count+1, "
+            f"first_seen=CASE WHEN excluded.first_seen < {_SIG}.first_seen THEN excluded.first_seen ELSE {_SIG}.first_seen END, "
+            f"severity=CASE WHEN excluded.severity > {_SIG}.severity THEN excluded.severity ELSE {_SIG}.severity END, "
+            f"last_run_id=CASE WHEN excluded.last_seen >= {_SIG}.last_seen THEN excluded.last_run_id ELSE {_SIG}.last_run_id END, "
+            f"last_seen=CASE WHEN excluded.last_seen > {_SIG}.last_seen THEN excluded.last_seen ELSE {_SIG}.last_seen END",
             (r.signature, r.kind, r.title, int(r.severity), ev.ts, ev.ts, ev.run_id),
         )
-        self.db["crash_occurrences"].insert(
+        self._insert(
+            "crash_occurrences",
             {
                 "signature": r.signature,
-                "kernel_event_id": table.last_rowid,
+                "kernel_event_id": event_id,
                 "run_id": ev.run_id,
                 "domain": ev.domain,
                 "test": ev.test,
@@ -398,8 +439,14 @@ class StoreWriter:
             rows = self.conn.execute(
                 "SELECT id, pid, proc_start, hostname, boot_id FROM runs WHERE status='running'"
             ).fetchall()
+            held = self._held_runs()
             for run_id, pid, proc_start, hostname, boot_id in rows:
-                if not owner_gone(pid, proc_start, hostname, boot_id, self.me):
+                if held is not None:  # PostgreSQL: a run nobody holds has no writer left
+                    from vexfs_cockpit.store import pg
+
+                    if run_id in self._live or pg.run_lock_key(run_id) in held:
+                        continue
+                elif not owner_gone(pid, proc_start, hostname, boot_id, self.me):
                     continue
                 last = self._last_activity(run_id)
                 self.conn.execute(
@@ -416,11 +463,19 @@ class StoreWriter:
                 marked.append(run_id)
         return marked
 
+    def _held_runs(self) -> set[int] | None:
+        if not self.pg:
+            return None
+        from vexfs_cockpit.store import pg
+
+        return pg.held_run_keys(self.conn)
+
     def _last_activity(self, run_id: str) -> float:
         # The last thing we heard from the run, not "now": a run found days later
         # must not claim a days-long duration.
         row = self.conn.execute(
-            "SELECT max(started_at, coalesce(last_event_at, started_at)) FROM runs WHERE id=?", (run_id,)
+            "SELECT CASE WHEN last_event_at > started_at THEN last_event_at ELSE started_at END FROM runs WHERE id=?",
+            (run_id,),
         ).fetchone()
         return float(row[0]) if row and row[0] is not None else time.time()
 

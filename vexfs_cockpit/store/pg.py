@@ -1,0 +1,269 @@
+"""PostgreSQL under the store's one SQL: a psycopg 3 connection that reads like sqlite3's.
+
+The store writes each statement once, in the SQL that SQLite and PostgreSQL share,
+with sqlite3's parameter styles (``?`` and ``:name``). This module is the only place
+that knows the other server: it turns those into psycopg's ``%s``/``%(name)s``, gives
+rows that index by position and by column name (as ``sqlite3.Row`` does), loads
+``numeric`` (PostgreSQL's ``sum``/``avg`` of integers) as int or float, creates and
+migrates the schema (schema_pg.py), and keeps the liveness of runs in advisory locks.
+
+Checked against psycopg 3.3 (pyproject pins ``psycopg>=3.1,<4``). Imported only when
+the history is a ``postgresql://`` URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from typing import Any
+
+import psycopg
+from psycopg.adapt import Loader
+from psycopg.pq import TransactionStatus
+
+from vexfs_cockpit.errors import StoreError
+from vexfs_cockpit.store import schema_pg
+from vexfs_cockpit.store.dialect import write_tx
+from vexfs_cockpit.store.location import PgUrl
+from vexfs_cockpit.store.schema import APPLICATION_ID, LATEST_VERSION, MIGRATIONS, REQUIRED_TABLES
+
+CONNECT_TIMEOUT_S = 10
+_CREDENTIALS = "check the server is up and the credentials in PGPASSWORD, ~/.pgpass or the service file"
+
+
+# -- one SQL, two parameter styles -------------------------------------------------------
+_HINT = re.compile(r"\s+INDEXED\s+BY\s+\w+", re.IGNORECASE)
+
+
+@lru_cache(maxsize=512)
+def to_pyformat(sql: str) -> str:
+    """sqlite3's ``?`` and ``:name`` as psycopg's ``%s`` and ``%(name)s``; a literal ``%``
+    doubled; SQLite's planner hints (``INDEXED BY``) dropped: PostgreSQL plans alone. Quoted text ('...', "...") is left as it is, ``%`` in it doubled too
+    (psycopg reads the whole statement); ``::`` (a cast) is not a parameter."""
+    sql = _HINT.sub("", sql)
+    out: list[str] = []
+    i, n = 0, len(sql)
+    while i < n:
+        c = sql[i]
+        if c in "'\"":
+            j = sql.find(c, i + 1)
+            j = n - 1 if j < 0 else j
+            out.append(sql[i:j + 1].replace("%", "%%"))
+            i = j + 1
+            continue
+        if c == "?":
+            out.append("%s")
+        elif c == "%":
+            out.append("%%")
+        elif c == ":" and i + 1 < n and sql[i + 1] == ":":
+            out.append("::")
+            i += 2
+            continue
+        elif c == ":" and i + 1 < n and (sql[i + 1].isalpha() or sql[i + 1] == "_"):
+            j = i + 1
+            while j < n and (sql[j].isalnum() or sql[j] == "_"):
+                j += 1
+            out.append(f"%({sql[i + 1:j]})s")
+            i = j
+            continue
+        else:
+            out.append(c)
+        i += 1
+    return "".join(out)
+
+
+class PgRow(tuple):  # type: ignore[type-arg]
+    """A result row: ``row[0]`` and ``row["column"]``, as sqlite3.Row."""
+
+    __slots__ = ()
+    _index: dict[str, int] = {}
+
+    def __getitem__(self, key: Any) -> Any:  # type: ignore[override]
+        if isinstance(key, str):
+            return tuple.__getitem__(self, self._index[key])
+        return tuple.__getitem__(self, key)
+
+    def keys(self) -> list[str]:
+        return list(self._index)
+
+
+@lru_cache(maxsize=256)
+def _row_class(names: tuple[str, ...]) -> type[PgRow]:
+    return type("PgRow", (PgRow,), {"__slots__": (), "_index": {n: i for i, n in enumerate(names)}})
+
+
+def _row_factory(cursor: psycopg.Cursor[Any]) -> Any:
+    desc = cursor.description
+    if desc is None:
+        return tuple
+    return _row_class(tuple(d.name for d in desc))
+
+
+class _NumberLoader(Loader):
+    """numeric as int when whole (a sum of integer counts), else float: the store's
+    numbers are counts and seconds, never money."""
+
+    def load(self, data: Any) -> int | float:
+        text = bytes(data)
+        if text in (b"NaN", b"Infinity", b"-Infinity"):
+            return float(text)
+        value = float(text)
+        return int(text) if b"." not in text and b"e" not in text.lower() else value
+
+
+def first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return "; ".join(lines[:2]) or type(exc).__name__
+
+
+class PgConnection:
+    """The subset of sqlite3.Connection the store uses, on a psycopg connection in
+    autocommit mode (the store sends BEGIN/COMMIT itself, as it does on SQLite)."""
+
+    dialect = "postgresql"
+
+    def __init__(self, raw: psycopg.Connection[Any], location: PgUrl) -> None:
+        self.raw = raw
+        self.location = location
+
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> psycopg.Cursor[Any]:
+        cur = self.raw.cursor(row_factory=_row_factory)
+        try:
+            cur.execute(to_pyformat(sql), params)  # type: ignore[arg-type]
+        except psycopg.OperationalError as exc:
+            if self.raw.broken or self.raw.closed:
+                raise StoreError(f"history DB {self.location}: the connection was lost ({first_line(exc)}): "
+                                 f"{_CREDENTIALS}") from None
+            raise
+        return cur
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> psycopg.Cursor[Any]:
+        cur = self.raw.cursor()
+        cur.executemany(to_pyformat(sql), rows)  # type: ignore[arg-type]
+        return cur
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.raw.info.transaction_status != TransactionStatus.IDLE
+
+    @property
+    def broken(self) -> bool:
+        return self.raw.broken or self.raw.closed
+
+    def close(self) -> None:
+        self.raw.close()
+
+    # what dialect.py asks of either backend's connection
+    def has_table(self, name: str) -> bool:
+        return has_table(self, name)
+
+    def columns(self, table: str) -> list[str]:
+        return columns(self, table)
+
+    def schema_version(self) -> int:
+        return schema_version(self)
+
+
+def connect(location: PgUrl) -> PgConnection:
+    """A connection, or one line naming the URL and what to check (never a password:
+    the URL has none, and libpq's messages do not print the one it was given)."""
+    try:
+        # Client-side binding: the store's "(? IS NULL OR env = ?)" filters give the
+        # server a NULL whose type it cannot infer from a bare parameter.
+        raw = psycopg.connect(location.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
+                              application_name="vexfs-cockpit", cursor_factory=psycopg.ClientCursor)
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot connect to history DB {location} ({first_line(exc)}): {_CREDENTIALS}") from None
+    raw.adapters.register_loader("numeric", _NumberLoader)
+    return PgConnection(raw, location)
+
+
+# -- schema ----------------------------------------------------------------------------
+def has_table(conn: PgConnection, name: str) -> bool:
+    return conn.execute("SELECT to_regclass(?) IS NOT NULL", (name,)).fetchone()[0]
+
+
+def columns(conn: PgConnection, table: str) -> list[str]:
+    return [r[0] for r in conn.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+        "AND table_name = ? ORDER BY ordinal_position", (table,))]
+
+
+def schema_version(conn: PgConnection) -> int:
+    """The history's schema version; 0 for a database without one (a new one)."""
+    if not has_table(conn, "schema_version"):
+        return 0
+    return int(conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0])
+
+
+def verify(conn: PgConnection) -> int:
+    """The schema version of a database we may use, or one line why not."""
+    version = schema_version(conn)
+    if version > LATEST_VERSION:
+        raise StoreError(f"history DB {conn.location} has schema v{version}, newer than this vexfs-cockpit "
+                         f"(v{LATEST_VERSION}): upgrade vexfs-cockpit or point --db elsewhere")
+    ours = sum(has_table(conn, t) for t in REQUIRED_TABLES)
+    if (version == 0 and ours) or (version and ours < len(REQUIRED_TABLES)):
+        raise StoreError(f"history DB {conn.location}: its schema {_schema_name(conn)} holds tables that are not "
+                         "a vexfs-cockpit history: use another database or schema (options=-csearch_path=NAME)")
+    return version
+
+
+def _schema_name(conn: PgConnection) -> str:
+    return str(conn.execute("SELECT current_schema()").fetchone()[0])
+
+
+def migrate(conn: PgConnection) -> list[int]:
+    """Create (at the baseline, v6) or migrate the schema, under a lock that makes two
+    cockpits opening a new database at once apply it once. Returns versions applied."""
+    with write_tx(conn):
+        conn.execute("SELECT pg_advisory_xact_lock(?)", (APPLICATION_ID,))
+        version = verify(conn)
+        applied: list[int] = []
+        if version == 0:
+            for stmt in schema_pg.statements():
+                conn.raw.execute(stmt)  # type: ignore[arg-type]  # DDL: no parameters to convert
+            now = time.time()
+            for v in range(1, schema_pg.BASELINE_VERSION + 1):
+                conn.execute("INSERT INTO schema_version(version, name, applied_at) VALUES (?, ?, ?)",
+                             (v, MIGRATIONS[v - 1][0], now))
+            applied = list(range(1, schema_pg.BASELINE_VERSION + 1))
+            version = schema_pg.BASELINE_VERSION
+        # Migrations after the baseline are written for both backends (schema.MIGRATIONS).
+        for v in range(version, LATEST_VERSION):
+            name, fn = MIGRATIONS[v]
+            fn(conn)  # type: ignore[arg-type]
+            conn.execute("INSERT INTO schema_version(version, name, applied_at) VALUES (?, ?, ?)",
+                         (v + 1, name, time.time()))
+            applied.append(v + 1)
+    return applied
+
+
+# -- which runs have a live writer -------------------------------------------------------
+# A writer holds a session advisory lock per run it is writing; the lock goes with its
+# connection, so a killed cockpit's runs are free the moment PostgreSQL sees the socket
+# close, on whatever host it ran. Readers and writers elsewhere then show and mark them
+# aborted, the way the pid check does on one host.
+def run_lock_key(run_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(run_id.encode(), digest_size=8).digest(), "big") >> 1
+
+
+def hold_run(conn: PgConnection, run_id: str) -> None:
+    conn.execute("SELECT pg_try_advisory_lock(?)", (run_lock_key(run_id),))
+
+
+def release_run(conn: PgConnection, run_id: str) -> None:
+    conn.execute("SELECT pg_advisory_unlock(?)", (run_lock_key(run_id),))
+
+
+def held_run_keys(conn: PgConnection) -> set[int]:
+    """The run keys some session of this database holds now (bigint advisory locks are
+    listed as classid = high 32 bits, objid = low 32 bits, objsubid = 1)."""
+    rows = conn.execute(
+        "SELECT classid::bigint, objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND granted "
+        "AND objsubid = 1 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    ).fetchall()
+    return {(int(hi) << 32) | int(lo) for hi, lo in rows}

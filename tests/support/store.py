@@ -48,6 +48,17 @@ def new_history(request: Any, directory: Path, name: str = "history.db") -> Stor
     return directory / name
 
 
+def query(loc: StoreLocation, sql: str, *params: object) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` (one text for both backends) as plain tuples, read through the
+    store's own reader connection of either backend."""
+    from vexfs_cockpit.store.db import reading
+    from vexfs_cockpit.store.dialect import fetch_tuples
+
+    with reading(loc) as conn:
+        assert conn is not None, f"no history at {loc}"
+        return [tuple(r) for r in fetch_tuples(conn, sql, params)]
+
+
 T0 = 1_790_000_000.0  # a fixed epoch (2026-09) so orders and periods are deterministic
 DAY = 86400.0
 

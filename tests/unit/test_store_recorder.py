@@ -1,4 +1,5 @@
-"""The Recorder: events off a real bus into SQLite, on one writer thread; aborted runs."""
+"""The Recorder: events off a real bus into the history (SQLite and PostgreSQL), on one
+writer thread; aborted runs."""
 
 from __future__ import annotations
 
@@ -12,7 +13,26 @@ import sys
 import threading
 from pathlib import Path
 
-from tests.support.store import FS, KILLED_RUN_CHILD, KM, T0, F, P, RunSpec, kreport, record, result, run_events
+import pytest
+
+from tests.support.postgres import PgServer, pg_bindir
+from tests.support.store import (
+    BACKENDS,
+    FS,
+    KILLED_RUN_CHILD,
+    KM,
+    T0,
+    F,
+    P,
+    RunSpec,
+    kreport,
+    new_history,
+    query,
+    record,
+    recorded,
+    result,
+    run_events,
+)
 from vexfs_cockpit.engine.bus import EventBus
 from vexfs_cockpit.engine.events import (
     DomainStarted,
@@ -31,21 +51,34 @@ from vexfs_cockpit.engine.results import TestStatus
 from vexfs_cockpit.klog.model import Severity
 from vexfs_cockpit.store.history import History
 from vexfs_cockpit.store.liveness import ProcessIdentity, proc_start_ticks
+from vexfs_cockpit.store.location import PgUrl, StoreLocation
 from vexfs_cockpit.store.recorder import HistoryStore, Recorder
 
 REPO = Path(__file__).resolve().parents[2]
+rows = query
 
 
-def rows(path: Path, sql: str, *params: object) -> list[tuple]:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+@pytest.fixture(params=BACKENDS)
+def loc(request: pytest.FixtureRequest, tmp_path: Path) -> StoreLocation:
+    """A new history of each backend (SQLite: a file in tmp_path)."""
+    return new_history(request, tmp_path, "h.db")
+
+
+def dump(loc: StoreLocation) -> str:
+    """Everything the history holds, as text (SQLite's iterdump; PostgreSQL's pg_dump)."""
+    if isinstance(loc, PgUrl):
+        bindir = pg_bindir()
+        assert bindir is not None
+        return subprocess.run([str(bindir / "pg_dump"), "--data-only", loc.url], check=True,
+                              capture_output=True, text=True).stdout
+    conn = sqlite3.connect(loc)
     try:
-        return conn.execute(sql, params).fetchall()
+        return "\n".join(conn.iterdump())
     finally:
         conn.close()
 
 
-async def test_a_whole_run_lands_in_every_table(tmp_path: Path) -> None:
-    path = tmp_path / "h.db"
+async def test_a_whole_run_lands_in_every_table(loc: StoreLocation) -> None:
     spec = RunSpec(
         "r1", T0,
         outcomes={(KM, "build"): P, (KM, "load"): F, (FS, "mount"): P},
@@ -57,35 +90,34 @@ async def test_a_whole_run_lands_in_every_table(tmp_path: Path) -> None:
     events.insert(3, KernelLogLine(vm="vm-0", line_no=1, text="raw log line", ts=T0 + 2.5))
     events.insert(4, VmSample(vm="vm-0", state="running", cpu_pct=50.0, mem_kb=1000, ts=T0 + 2.6))
     events.insert(5, VmStateChanged(vm="vm-0", state="ready", ts=T0 + 2.7))
-    await record(path, events)
+    await record(loc, events)
 
-    assert rows(path, "SELECT id, status, env, profile, domains FROM runs") == [
+    assert rows(loc, "SELECT id, status, env, profile, domains FROM runs") == [
         ("r1", "failed", "dev", "selftest", json.dumps([KM, FS], separators=(",", ":")))]
-    assert rows(path, "SELECT domain, vm, status FROM domain_runs ORDER BY id") == [
+    assert rows(loc, "SELECT domain, vm, status FROM domain_runs ORDER BY id") == [
         (KM, "vm-0", "failed"), (FS, "vm-1", "passed")]
-    assert rows(path, "SELECT domain, test, status, attempt_count FROM test_results ORDER BY id") == [
+    assert rows(loc, "SELECT domain, test, status, attempt_count FROM test_results ORDER BY id") == [
         (KM, "build", "PASSED", 1), (KM, "load", "FAILED", 1), (FS, "mount", "PASSED", 1)]
-    ev = json.loads(rows(path, "SELECT evidence FROM test_results WHERE test='load'")[0][0])
+    ev = json.loads(rows(loc, "SELECT evidence FROM test_results WHERE test='load'")[0][0])
     assert ev["commands"] == [{"cmd": "run-load", "exit_code": 1, "duration_s": 0.25,
                                "output_tail": "output of load\nlast line", "timed_out": False, "target": "vm-a"}]
     assert ev["kernel_log"] and ev["notes"] == ["note load"]
-    assert rows(path, "SELECT domain, test, name, value, env FROM metrics") == [
+    assert rows(loc, "SELECT domain, test, name, value, env FROM metrics") == [
         (KM, "load", "load_time_ms", 12.5, "dev")]
     # the report came with only a VM: attribution filled in the running test
-    assert rows(path, "SELECT run_id, domain, test, vm, kind, severity FROM kernel_events") == [
+    assert rows(loc, "SELECT run_id, domain, test, vm, kind, severity FROM kernel_events") == [
         ("r1", KM, "load", "vm-0", "warning", int(Severity.WARNING))]
-    assert rows(path, "SELECT signature, count, last_run_id FROM crash_signatures") == [
+    assert rows(loc, "SELECT signature, count, last_run_id FROM crash_signatures") == [
         ("warning: WARNING in vexfs_write", 1, "r1")]
-    assert rows(path, "SELECT run_id, domain, test FROM crash_occurrences") == [("r1", KM, "load")]
-    assert rows(path, "SELECT run_id, vm, cpu_pct FROM vm_samples") == [("r1", "vm-0", 50.0)]
-    assert rows(path, "SELECT run_id, vm, state FROM vm_states") == [("r1", "vm-0", "ready")]
+    assert rows(loc, "SELECT run_id, domain, test FROM crash_occurrences") == [("r1", KM, "load")]
+    assert rows(loc, "SELECT run_id, vm, cpu_pct FROM vm_samples") == [("r1", "vm-0", 50.0)]
+    assert rows(loc, "SELECT run_id, vm, state FROM vm_states") == [("r1", "vm-0", "ready")]
     # raw kernel log lines are not history: the string only lives in nothing
-    dump = "\n".join(sqlite3.connect(path).iterdump())
-    assert "raw log line" not in dump
+    text = dump(loc)
+    assert "load_time_ms" in text and "raw log line" not in text
 
 
-async def test_kernel_events_between_tests_belong_to_the_domain_only(tmp_path: Path) -> None:
-    path = tmp_path / "h.db"
+async def test_kernel_events_between_tests_belong_to_the_domain_only(loc: StoreLocation) -> None:
     events = [
         RunStarted(run_id="r", config_path="c", profile="p", env="dev", domains=(KM,), ts=T0),
         DomainStarted(run_id="r", domain=KM, vm="vm-0", planned_tests=("a",), ts=T0 + 1),
@@ -96,39 +128,37 @@ async def test_kernel_events_between_tests_belong_to_the_domain_only(tmp_path: P
         RunFinished(run_id="r", status="passed", counts={"PASSED": 1}, ts=T0 + 6),
         KernelEventRaised(vm="vm-0", report=kreport(title="WARNING after run"), ts=T0 + 7),
     ]
-    await record(path, events)
-    assert rows(path, "SELECT run_id, domain, test, title FROM kernel_events ORDER BY id") == [
+    await record(loc, events)
+    assert rows(loc, "SELECT run_id, domain, test, title FROM kernel_events ORDER BY id") == [
         ("r", KM, "", "WARNING in teardown"),
         ("r", "", "", "WARNING elsewhere"),
         ("", KM, "", "WARNING after run"),
     ]
 
 
-async def test_crash_signatures_count_across_runs_and_skip_expected_and_info(tmp_path: Path) -> None:
-    path = tmp_path / "h.db"
+async def test_crash_signatures_count_across_runs_and_skip_expected_and_info(loc: StoreLocation) -> None:
     oops = kreport("oops", "BUG: unable to handle page fault in vexfs_read", Severity.CRITICAL)
     taint = kreport("taint", "module taints kernel", Severity.INFO)
     injected = kreport("warning", "WARNING in selftest_inject", Severity.WARNING)
-    store = await HistoryStore.aopen(path)
+    store = await HistoryStore.aopen(loc)
     try:
-        await record(path, run_events(RunSpec("r1", T0, outcomes={(KM, "a"): F},
+        await record(loc, run_events(RunSpec("r1", T0, outcomes={(KM, "a"): F},
                                               kernel=[(KM, "a", oops, False), (KM, "a", taint, False)])), store)
-        await record(path, run_events(RunSpec("r2", T0 + 100, outcomes={(KM, "a"): F, (KM, "inject"): P},
+        await record(loc, run_events(RunSpec("r2", T0 + 100, outcomes={(KM, "a"): F, (KM, "inject"): P},
                                               kernel=[(KM, "a", oops, False), (KM, "inject", injected, True)])),
                      store)
     finally:
         store.close()
-    sigs = History(path).crash_signatures()
+    sigs = History(loc).crash_signatures()
     assert [(s.signature, s.count, s.last_run_id, s.severity) for s in sigs] == [
         (oops.signature, 2, "r2", Severity.CRITICAL)]
     assert sigs[0].first_seen < sigs[0].last_seen
-    assert [o.run_id for o in History(path).crash_occurrences(oops.signature)] == ["r2", "r1"]
+    assert [o.run_id for o in History(loc).crash_occurrences(oops.signature)] == ["r2", "r1"]
     # every event is still a kernel_events row
-    assert rows(path, "SELECT count(*), sum(expected) FROM kernel_events") == [(4, 1)]
+    assert rows(loc, "SELECT count(*), sum(expected) FROM kernel_events") == [(4, 1)]
 
 
-async def test_metric_recorded_and_result_metrics_make_one_row_latest_wins(tmp_path: Path) -> None:
-    path = tmp_path / "h.db"
+async def test_metric_recorded_and_result_metrics_make_one_row_latest_wins(loc: StoreLocation) -> None:
     events = [
         RunStarted(run_id="r", config_path="c", profile="p", env="ci", domains=(KM,), ts=T0),
         MetricRecorded(run_id="r", domain=KM, test="load", name="load_time_ms", value=1.0, ts=T0 + 1),
@@ -136,18 +166,17 @@ async def test_metric_recorded_and_result_metrics_make_one_row_latest_wins(tmp_p
         MetricRecorded(run_id="r", domain=KM, test="load", name="rss_kb", value=300.0, ts=T0 + 3),
         MetricRecorded(run_id="r", domain=KM, test="", name="domain_total_s", value=9.0, ts=T0 + 4),
     ]
-    await record(path, events)
-    assert rows(path, "SELECT test, name, value, env FROM metrics ORDER BY name") == [
+    await record(loc, events)
+    assert rows(loc, "SELECT test, name, value, env FROM metrics ORDER BY name") == [
         ("", "domain_total_s", 9.0, "ci"), ("load", "load_time_ms", 2.0, "ci"), ("load", "rss_kb", 300.0, "ci")]
-    detail = History(path).run_detail("r")
+    detail = History(loc).run_detail("r")
     assert detail is not None
     assert detail.domains[0].tests[0].metrics == {"load_time_ms": 2.0, "rss_kb": 300.0}
     assert detail.domains[0].metrics == {"domain_total_s": 9.0}
 
 
-async def test_flush_commits_while_running_and_writes_happen_on_one_thread(tmp_path: Path) -> None:
-    path = tmp_path / "h.db"
-    store = await HistoryStore.aopen(path)
+async def test_flush_commits_while_running_and_writes_happen_on_one_thread(loc: StoreLocation) -> None:
+    store = await HistoryStore.aopen(loc)
     bus = EventBus()
     bus.bind_loop(asyncio.get_running_loop())
     rec = Recorder(store, bus)
@@ -157,7 +186,7 @@ async def test_flush_commits_while_running_and_writes_happen_on_one_thread(tmp_p
             bus.publish(ev)
         await rec.flush()
         # a separate reader sees committed rows while the writer is still open (WAL)
-        runs = History(path).list_runs()
+        runs = History(loc).list_runs()
         assert [(r.run_id, r.status, r.counts) for r in runs] == [("r1", "running", {"PASSED": 1})]
         idents = {await store.acall(lambda w: threading.get_ident()) for _ in range(3)}
         assert len(idents) == 1 and threading.get_ident() not in idents
@@ -167,8 +196,8 @@ async def test_flush_commits_while_running_and_writes_happen_on_one_thread(tmp_p
         store.close()
 
 
-async def test_a_broken_store_is_reported_once_and_the_stream_goes_on(tmp_path: Path) -> None:
-    store = await HistoryStore.aopen(tmp_path / "h.db")
+async def test_a_broken_store_is_reported_once_and_the_stream_goes_on(loc: StoreLocation) -> None:
+    store = await HistoryStore.aopen(loc)
     bus = EventBus()
     bus.bind_loop(asyncio.get_running_loop())
     seen = bus.subscribe(InfraProblem)
@@ -205,8 +234,10 @@ def test_liveness_rules() -> None:
     assert parent.is_gone(me) is False
 
 
-async def test_only_runs_of_dead_processes_are_marked_aborted(tmp_path: Path) -> None:
-    path = tmp_path / "h.db"
+async def test_only_runs_of_dead_processes_are_marked_aborted(loc: StoreLocation) -> None:
+    if isinstance(loc, PgUrl):
+        pytest.skip("PostgreSQL tells live runs by their writer's advisory lock, not the process identity: "
+                    "see test_on_postgresql_only_runs_nobody_holds_are_marked_aborted")
     me = ProcessIdentity.current()
     writers = {
         "dead": _dead_identity(),
@@ -214,25 +245,40 @@ async def test_only_runs_of_dead_processes_are_marked_aborted(tmp_path: Path) ->
         "elsewhere": ProcessIdentity(1, 1, "another-host", "b"),
         "rebooted": ProcessIdentity(me.pid, me.proc_start, me.hostname, "an-older-boot"),
     }
-    store = await HistoryStore.aopen(path, me=me)
+    store = await HistoryStore.aopen(loc, me=me)
     try:
         for run_id, ident in writers.items():
             await store.acall(lambda w, ident=ident: setattr(w, "me", ident))  # write as that process
             events = run_events(RunSpec(run_id, T0, outcomes={(KM, "a"): P, (KM, "b"): F}, status=""))
-            await record(path, events[:-1], store)
+            await record(loc, events[:-1], store)
     finally:
         store.close()
-    store = await HistoryStore.aopen(path, me=me)
+    store = await HistoryStore.aopen(loc, me=me)
     store.close()
     assert sorted(store.aborted_on_open) == ["dead", "rebooted"]
-    status = dict(rows(path, "SELECT id, status FROM runs"))
+    status = dict(rows(loc, "SELECT id, status FROM runs"))
     assert status == {"dead": "aborted", "alive": "running", "elsewhere": "running", "rebooted": "aborted"}
 
 
-def test_a_sigkilled_run_keeps_its_results_and_becomes_aborted(tmp_path: Path) -> None:
-    path = tmp_path / "h.db"
+def test_on_postgresql_only_runs_nobody_holds_are_marked_aborted(pg_server: PgServer) -> None:
+    """A run is live while some writer's connection holds its lock, whatever the pid in
+    its row says: another cockpit's open run stays running, a closed writer's is aborted."""
+    loc = PgUrl(pg_server.new_database())
+    unfinished = {(KM, "a"): P, (KM, "b"): F}
+    with recorded(loc, [RunSpec("alive", T0, outcomes=unfinished, status="")]):  # its writer stays open
+        with recorded(loc, [RunSpec("gone", T0 + 10, outcomes=unfinished, status="")]):
+            pass  # this writer closed: nobody holds "gone" any more
+        assert {r.run_id: r.status for r in History(loc).list_runs()} == {"alive": "running", "gone": "aborted"}
+        store = HistoryStore.open(loc)
+        store.close()
+        assert store.aborted_on_open == ["gone"]
+        assert dict(rows(loc, "SELECT id, status FROM runs")) == {"alive": "running", "gone": "aborted"}
+        assert rows(loc, "SELECT count(*) FROM test_results WHERE run_id = 'gone'") == [(2,)]
+
+
+def test_a_sigkilled_run_keeps_its_results_and_becomes_aborted(loc: StoreLocation) -> None:
     child = subprocess.Popen(
-        [sys.executable, "-c", KILLED_RUN_CHILD, str(path)],
+        [sys.executable, "-c", KILLED_RUN_CHILD, str(loc)],
         cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     try:
@@ -244,10 +290,14 @@ def test_a_sigkilled_run_keeps_its_results_and_becomes_aborted(tmp_path: Path) -
         if child.poll() is None:
             child.kill()
             child.wait()
-    store = HistoryStore.open(path)
+    # a reader shows the dead run aborted before any writer has marked it
+    (listed,) = History(loc).list_runs()
+    assert (listed.run_id, listed.status) == ("killed", "aborted")
+    store = HistoryStore.open(loc)
     store.close()
     assert store.aborted_on_open == ["killed"]
-    run = History(path).run_detail("killed")
+    assert rows(loc, "SELECT status FROM runs WHERE id = 'killed'") == [("aborted",)]
+    run = History(loc).run_detail("killed")
     assert run is not None
     assert run.run.status == "aborted" and "died" in run.run.reason
     assert run.run.finished_at == T0 + 60  # the last sign of life, not "now"

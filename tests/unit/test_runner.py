@@ -17,7 +17,9 @@ from vexfs_cockpit.config.models import CockpitConfig
 from vexfs_cockpit.engine import events as ev
 from vexfs_cockpit.engine.bus import EventBus
 from vexfs_cockpit.engine.discovery import discover_domains
+from vexfs_cockpit.engine.provider import Lease as LocalLease
 from vexfs_cockpit.engine.runner import Runner, RunRequest
+from vexfs_cockpit.errors import InfraError
 from vexfs_cockpit.transport.local import LocalTarget
 
 
@@ -177,6 +179,25 @@ async def test_infra_error_marks_run_errored(tmp_path):
     assert summary.status == "errored" and summary.exit_code == 3
     assert all(r.status is TestStatus.ERROR for r in summary.results)
     assert any(isinstance(e, ev.InfraProblem) and "qemu:///nowhere" in e.message for e in events)
+
+
+class TeardownFails(LocalProvider):
+    """The VM's release fails (e.g. libvirt lost the domain while it was torn down)."""
+
+    @asynccontextmanager
+    async def lease(self, domain: str, index: int):
+        yield LocalLease(vm_name=f"local-{domain}", target=LocalTarget(name="local", cwd=self.workdir))
+        raise InfraError(f"cannot destroy VM local-{domain}: domain not found")
+
+
+async def test_a_failed_vm_release_keeps_the_domains_results(tmp_path):
+    summary, events = await _run(tmp_path, {"critical": Critical}, ["critical"], provider=TeardownFails(tmp_path))
+    r = _by_name(summary)
+    assert r["first"].status is TestStatus.FAILED and r["second"].status is TestStatus.SKIPPED
+    problems = [e for e in events if isinstance(e, ev.InfraProblem)]
+    assert [p.vm for p in problems] == ["local-critical"]
+    assert "cannot destroy VM local-critical" in problems[0].message
+    assert isinstance(events[-1], ev.RunFinished) and summary.status == "errored"
 
 
 async def test_domains_run_in_parallel_up_to_the_cap(tmp_path):

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from vexfs_cockpit.config.models import CockpitConfig
 from vexfs_cockpit.engine import events as ev
@@ -328,8 +328,10 @@ class Runner:
                 msg = f"{domain}: could not get a VM: {type(err).__name__}: {err}"
                 return [*done.values(), *self._domain_unavailable(req, domain, left, msg)], msg
             exc_info: tuple = (None, None, None)
+            ran: list[TestResult] | None = None
+            released = ""
             try:
-                return [*done.values(), *await self._run_domain_on(req, domain, cls, specs, settings, lease, done)], None
+                ran = await self._run_domain_on(req, domain, cls, specs, settings, lease, done)
             except _HostGone as err:
                 if gone:  # once per domain: a second lost host ends it as an infrastructure error
                     msg = f"{domain}: {err} (after {gone})"
@@ -344,7 +346,22 @@ class Runner:
                 exc_info = (type(err), err, err.__traceback__)
                 raise
             finally:
-                await lease_cm.__aexit__(*exc_info)
+                released = await self._release(req, domain, lease_cm, lease.vm_name, exc_info)
+            if ran is not None:
+                return [*done.values(), *ran], released or None
+
+    async def _release(self, req: RunRequest, domain: str, lease_cm: Any, vm: str, exc_info: tuple) -> str:
+        """Give the domain's VM back. A release that fails (libvirt lost the domain, the
+        host went away) keeps the results the domain got on it: it is an
+        infrastructure problem of the run, said once, and never hides an error
+        already on its way up."""
+        try:
+            await lease_cm.__aexit__(*exc_info)
+        except Exception as err:
+            msg = f"{domain}: releasing VM {vm} failed: {err}"
+            self.bus.publish(ev.InfraProblem(message=msg, vm=vm, run_id=req.run_id))
+            return msg
+        return ""
 
     async def _prepare_on_host(self, req: RunRequest, domain: str, cls: type[DomainBase], settings: dict) -> str:
         """Run the domain's ``prepare_host`` before any VM boots; why the domain cannot

@@ -164,6 +164,29 @@ async def test_lifecycle_events_reach_the_bus(node) -> None:
         assert all(ev.vm.startswith("vexfs-") for ev in sub.drain_nowait())  # type: ignore[union-attr]
 
 
+async def test_a_later_vm_of_the_same_name_is_not_ours(node) -> None:
+    """Another cockpit may start a VM under a name we used and released: its events are
+    its own (told apart by the domain's UUID)."""
+    bus = EventBus()
+    sub = bus.subscribe(VmStateChanged)
+    async with FleetManager(node(), bus, "test") as fm:
+        name = await fm.start(_dom("vexfs-test-same-0"))
+        await _next_state(sub, name, "booting")
+        await fm.stop(name, grace_s=0)
+        await _next_state(sub, name, "stopped")
+        fm.conn.createXML(_dom(name), 0).destroy()  # the other cockpit's VM, same name
+        marker = await fm.start(_dom("vexfs-test-same-1"))  # events come in order: the other VM's first
+        seen = []
+        async for ev in sub:
+            seen.append((ev.vm, ev.state))
+            if ev.vm == marker and ev.state == "booting":
+                break
+        assert seen == [(marker, "booting")]
+        await fm.reset(marker)  # ours again after a reset (a new UUID): still reported
+        await _next_state(sub, marker, "stopped")
+        await _next_state(sub, marker, "booting")
+
+
 async def test_graceful_stop_waits_for_the_stopped_event(node) -> None:
     """The test driver honours shutdown at once: stop returns without the grace period."""
     bus = EventBus()

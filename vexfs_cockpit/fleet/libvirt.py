@@ -263,6 +263,9 @@ class FleetManager:
         self._cb_id: int | None = None
         self._started: dict[str, _Started] = {}
         self._ever_started: set[str] = set()  # outlives _started: the final "stopped" event comes later
+        # The UUIDs of the domains we brought up: after we stop a VM, a VM of the same name
+        # another cockpit starts is not ours, and its events are not our bus's.
+        self._uuids: set[str] = set()
         self._started_lock = threading.Lock()  # read by the atexit hook, off the loop
         self._waiters = _Waiters()
         self._closed = False
@@ -370,12 +373,15 @@ class FleetManager:
         state, details = _EVENT.get(event, ("unknown", ()))
         reason = details[detail] if 0 <= detail < len(details) else str(detail)
         try:
-            self._loop.call_soon_threadsafe(self._on_lifecycle, name, state, reason)
+            self._loop.call_soon_threadsafe(self._on_lifecycle, name, dom.UUIDString(), state, reason)
         except RuntimeError:  # loop closed: nobody is listening any more
             pass
 
-    def _on_lifecycle(self, name: str, state: str, reason: str) -> None:
-        if self.watch_all or name in self._ever_started:
+    def _on_lifecycle(self, name: str, uuid: str, state: str, reason: str) -> None:
+        # While we hold the name its events are ours (they may come before we know its
+        # UUID); after that, only those of a domain we brought up.
+        ours = name in self._ever_started and (name in self._started or uuid in self._uuids)
+        if self.watch_all or ours:
             self.bus.publish(VmStateChanged(vm=name, state=state, reason=reason))
         if state in ("stopped", "undefined", "crashed"):
             for fut in self._waiters.stopped.pop(name, []):
@@ -572,13 +578,20 @@ class FleetManager:
             raise InfraError(f"cannot restore VM {name} from {save_file}: {msg}") from None
         return name
 
+    def _bring_up(self, name: str, call: Callable[[], None]) -> None:
+        call()
+        try:
+            self._uuids.add(self.conn.lookupByName(name).UUIDString())
+        except libvirt.libvirtError:
+            pass  # already gone again: its events came while the name was ours
+
     async def _shielded(self, name: str, call: Callable[[], None]) -> None:
         """Run ``call``, the blocking libvirt call that brings VM ``name`` up (createXML,
         restore), in a thread. It cannot be interrupted: if we are cancelled meanwhile
         (Ctrl-C mid-boot), let it finish, then destroy what it started (nothing, if it
         failed: the name may be another cockpit's VM), then re-raise. Its own errors
         reach the caller."""
-        fut = asyncio.ensure_future(asyncio.to_thread(call))
+        fut = asyncio.ensure_future(asyncio.to_thread(self._bring_up, name, call))
         try:
             await asyncio.shield(fut)
         except asyncio.CancelledError:

@@ -1,5 +1,6 @@
-"""`history import` (issue 18 item 5): another history DB (any older schema) or a JSON
-run report merged into this store, idempotently, keeping every stored result."""
+"""`history import` (issue 18 item 5, issue 19 item 4): another history DB (any older
+schema, SQLite or PostgreSQL) or a JSON run report merged into this store (either
+backend), idempotently, keeping every stored result."""
 
 from __future__ import annotations
 
@@ -8,15 +9,28 @@ import shutil
 import sqlite3
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.support.store import FS, KM, T0, E, F, P, RunSpec, kreport, record_sync
+from tests.support.store import (
+    FS,
+    KM,
+    T0,
+    E,
+    F,
+    P,
+    RunSpec,
+    kreport,
+    record_sync,
+    recorded,
+)
 from vexfs_cockpit.errors import StoreError
 from vexfs_cockpit.reports.json_report import report_dict, write_json_report
 from vexfs_cockpit.store import db as dbmod
-from vexfs_cockpit.store import schema
+from vexfs_cockpit.store import dialect, schema
 from vexfs_cockpit.store.history import History
+from vexfs_cockpit.store.location import PgUrl, StoreLocation
 from vexfs_cockpit.store.merge import clash_id, import_history
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,17 +46,33 @@ def shard_runs(prefix: str, start: float) -> list[RunSpec]:
     ]
 
 
-def counts(path: Path) -> dict[str, int]:
-    conn = sqlite3.connect(path)
-    try:
-        out = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
-        out["signature_count"] = conn.execute("SELECT coalesce(sum(count), 0) FROM crash_signatures").fetchone()[0]
-        return out
-    finally:
-        conn.close()
+# (source, destination) backends: SQLite into PostgreSQL (a team's set-up), back, and each into itself.
+PAIRS = [("sqlite", "sqlite"), ("sqlite", "postgresql"), ("postgresql", "sqlite"), ("postgresql", "postgresql")]
 
 
-def same_report(a: Path, a_id: str, b: Path, b_id: str) -> None:
+def history_at(request: pytest.FixtureRequest, backend: str, path: Path) -> StoreLocation:
+    """A new, empty history: ``path`` (SQLite) or a fresh database of the session's PostgreSQL."""
+    if backend == "postgresql":
+        return PgUrl(request.getfixturevalue("pg_server").new_database())
+    return path
+
+
+def query(loc: StoreLocation, sql: str) -> list[Any]:
+    with dbmod.reading(loc) as conn:
+        assert conn is not None
+        return [tuple(r) for r in conn.execute(sql).fetchall()]
+
+
+def counts(loc: StoreLocation) -> dict[str, int]:
+    out = {t: query(loc, f"SELECT count(*) FROM {t}")[0][0] for t in TABLES}
+    out["signature_count"] = query(loc, "SELECT coalesce(sum(count), 0) FROM crash_signatures")[0][0]
+    # the kept counts (schema v3 triggers) match the results
+    out["kept_results"] = query(loc, "SELECT coalesce(sum(n_results), 0) FROM domain_runs")[0][0]
+    assert out["kept_results"] == out["test_results"]
+    return out
+
+
+def same_report(a: StoreLocation, a_id: str, b: StoreLocation, b_id: str) -> None:
     """The run reads back the same from both stores (every result, its evidence, metrics,
     kernel events), apart from its id."""
     ra, rb = History(a).run_detail(a_id), History(b).run_detail(b_id)
@@ -53,8 +83,10 @@ def same_report(a: Path, a_id: str, b: Path, b_id: str) -> None:
     assert da == db_
 
 
-def test_import_db_twice_adds_nothing_the_second_time(tmp_path: Path) -> None:
-    a, b = tmp_path / "a.db", tmp_path / "b.db"
+@pytest.mark.parametrize(("src", "dst"), PAIRS)
+def test_import_db_twice_adds_nothing_the_second_time(request: pytest.FixtureRequest, tmp_path: Path,
+                                                      src: str, dst: str) -> None:
+    a, b = history_at(request, src, tmp_path / "a.db"), history_at(request, dst, tmp_path / "b.db")
     record_sync(a, shard_runs("ci-a", T0))
     record_sync(b, shard_runs("ci-b", T0 + 1000))
     before_a, before_b = counts(a), counts(b)
@@ -69,17 +101,19 @@ def test_import_db_twice_adds_nothing_the_second_time(tmp_path: Path) -> None:
     for rid in ("ci-a-1", "ci-a-2"):
         same_report(a, rid, b, rid)
     # the kept counts (schema v3 triggers) match the results, and trends see both shards
-    conn = sqlite3.connect(b)
-    assert conn.execute("SELECT n_passed, n_bad, n_results FROM domain_runs WHERE run_id='ci-a-1'").fetchone() == (1, 1, 2)
-    (sig,) = conn.execute("SELECT count, last_run_id FROM crash_signatures").fetchall()
-    conn.close()
-    assert sig == (2, "ci-b-1")
+    assert query(b, "SELECT n_passed, n_bad, n_results FROM domain_runs WHERE run_id='ci-a-1'") == [(1, 1, 2)]
+    kernel = query(b, "SELECT k.run_id, o.run_id FROM crash_occurrences o JOIN kernel_events k "
+                      "ON k.id = o.kernel_event_id ORDER BY k.ts")
+    assert kernel == [("ci-a-1", "ci-a-1"), ("ci-b-1", "ci-b-1")]  # the occurrences follow their events' new ids
+    assert query(b, "SELECT count, first_seen < last_seen, last_run_id FROM crash_signatures") == [(2, True, "ci-b-1")]
     assert [p.run_id for p in History(b).domain_trend(KM)] == ["ci-a-1", "ci-b-1"]
 
 
-def test_same_id_different_run_is_kept_under_a_stable_id(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("src", "dst"), PAIRS)
+def test_same_id_different_run_is_kept_under_a_stable_id(request: pytest.FixtureRequest, tmp_path: Path,
+                                                         src: str, dst: str) -> None:
     """Two CI shards started in the same second can draw the same id."""
-    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    a, b = history_at(request, src, tmp_path / "a.db"), history_at(request, dst, tmp_path / "b.db")
     record_sync(a, shard_runs("same", T0))
     record_sync(b, shard_runs("same", T0 + 0.25))
     s = import_history(b, a)
@@ -90,10 +124,12 @@ def test_same_id_different_run_is_kept_under_a_stable_id(tmp_path: Path) -> None
     same_report(a, "same-1", b, new)
 
 
-def test_import_from_an_older_schema_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("dst", ["sqlite", "postgresql"])
+def test_import_from_an_older_schema_db(request: pytest.FixtureRequest, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch, dst: str) -> None:
     """A v1 history (before covering indexes, kept counts, baselines, provenance) merges
     into the current one; the old file stays v1 and byte-identical."""
-    old, cur = tmp_path / "old.db", tmp_path / "cur.db"
+    old, cur = tmp_path / "old.db", history_at(request, dst, tmp_path / "cur.db")
     with monkeypatch.context() as m:
         m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
         m.setattr(schema, "LATEST_VERSION", 1)
@@ -108,18 +144,18 @@ def test_import_from_an_older_schema_db(tmp_path: Path, monkeypatch: pytest.Monk
     s = import_history(cur, old)
     assert s.added == ["v1-1", "v1-2"]
     assert old.read_bytes() == raw
-    conn = sqlite3.connect(cur)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST_VERSION
-    assert conn.execute("SELECT n_passed, n_bad FROM domain_runs WHERE run_id='v1-2'").fetchone() == (1, 1)
-    assert conn.execute("SELECT provenance FROM runs WHERE id='v1-1'").fetchone() == ("{}",)
-    conn.close()
+    with dbmod.reading(cur) as conn:
+        assert dialect.schema_version(conn) == schema.LATEST_VERSION
+    assert query(cur, "SELECT n_passed, n_bad FROM domain_runs WHERE run_id='v1-2'") == [(1, 1)]
+    assert query(cur, "SELECT provenance FROM runs WHERE id='v1-1'") == [("{}",)]
     same_report(old, "v1-1", cur, "v1-1")
 
 
-def test_import_json_report_then_its_db_adds_it_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("dst", ["sqlite", "postgresql"])
+def test_import_json_report_then_its_db_adds_it_once(request: pytest.FixtureRequest, tmp_path: Path, dst: str) -> None:
     """A shard's `run --json` report: the run, its results with evidence and metrics and
     kernel events come in; its DB later finds the run already here."""
-    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    a, b = tmp_path / "a.db", history_at(request, dst, tmp_path / "b.db")
     record_sync(a, shard_runs("js", T0))
     rep = History(a).run_detail("js-1")
     assert rep is not None
@@ -132,21 +168,25 @@ def test_import_json_report_then_its_db_adds_it_once(tmp_path: Path) -> None:
     assert History(b).crash_signatures()[0].count == 1
 
 
-def test_running_runs_are_left_out(tmp_path: Path) -> None:
-    a, b = tmp_path / "a.db", tmp_path / "b.db"
-    record_sync(a, [dataclasses.replace(shard_runs("r", T0)[0], status="")])
-    s = import_history(b, a)
+@pytest.mark.parametrize(("src", "dst"), PAIRS)
+def test_running_runs_are_left_out(request: pytest.FixtureRequest, tmp_path: Path, src: str, dst: str) -> None:
+    a, b = history_at(request, src, tmp_path / "a.db"), history_at(request, dst, tmp_path / "b.db")
+    with recorded(a, [dataclasses.replace(shard_runs("r", T0)[0], status="")]):  # its writer still at work
+        s = import_history(b, a)
     assert (s.added, s.running) == ([], 1) and "still running" in s.line()
 
 
+@pytest.mark.parametrize("dst", ["sqlite", "postgresql"])
 @pytest.mark.parametrize("kind", ["garbage", "truncated_db", "foreign_db", "corrupt_db", "other_json", "bad_json_report"])
-def test_bad_source_is_one_line_and_nothing_is_lost(tmp_path: Path, kind: str) -> None:
-    a, b = tmp_path / "a.db", tmp_path / "b.db"
+def test_bad_source_is_one_line_and_nothing_is_lost(request: pytest.FixtureRequest, tmp_path: Path,
+                                                    kind: str, dst: str) -> None:
+    a, b = tmp_path / "a.db", history_at(request, dst, tmp_path / "b.db")
     record_sync(a, shard_runs("src", T0))
     record_sync(b, shard_runs("keep", T0 + 1000))
-    conn = sqlite3.connect(b)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
+    if isinstance(b, Path):
+        conn = sqlite3.connect(b)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.close()
     before = counts(b)
     bad = tmp_path / "bad"
     if kind == "garbage":
@@ -196,3 +236,4 @@ def test_cli_import_prints_one_line_each(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=60, check=False)
     assert bad.returncode == 3 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
     assert "neither a vexfs-cockpit history DB nor a JSON run report" in bad.stderr
+

@@ -1,10 +1,15 @@
 """``history import``: merge another history into this one (CI shards, another machine).
 
-The source is another history DB (any schema version we know: migrated on a private
-copy, the file itself is never written) or a JSON run report (``reports/json_report``
-format ``vexfs-cockpit-run/1``, turned into a one-run DB by the store's own writer).
-Either way the copy is then merged in one transaction: all of it or, on any error,
-nothing, and the stored runs are never touched.
+Either side may be SQLite or PostgreSQL (SQLite into PostgreSQL to set up a team's
+history, and back). The source is another history (an SQLite file of any schema
+version we know: migrated on a private copy, the file itself is never written; a
+PostgreSQL history: only read) or a JSON run report (``reports/json_report`` format
+``vexfs-cockpit-run/1``, turned into a one-run DB by the store's own writer). It is
+read through a reader's connection and written through the destination's writer, in
+one SQL for both backends, one transaction per run: a run comes in whole or not at
+all, and the stored runs are never touched. Row ids are the destination's own (kernel
+events' and their crash occurrences' references follow); result counts are kept by the
+destination's triggers and crash signatures grow as the writer grows them.
 
 A run is identified by its id *and* its start time, both of which every schema version
 and every JSON report carries: importing twice adds nothing. Two different runs with
@@ -20,7 +25,7 @@ import hashlib
 import json
 import sqlite3
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,14 +55,25 @@ from vexfs_cockpit.store.db import (
     check_file,
     connect_ro,
     open_writer,
+    reading,
     verify_schema,
 )
+from vexfs_cockpit.store.dialect import (
+    Conn,
+    fetch_tuples,
+    has_table,
+    table_columns,
+    write_tx,
+)
 from vexfs_cockpit.store.liveness import ProcessIdentity
+from vexfs_cockpit.store.location import PgUrl, StoreLocation
 from vexfs_cockpit.store.schema import migrate
 
 JSON_FORMAT = "vexfs-cockpit-run/1"
 # Tables whose rows belong to one run (by run_id) and carry no reference to another row.
-_RUN_TABLES = ("domain_runs", "test_results", "metrics", "vm_samples", "vm_states", "infra_problems")
+_RUN_TABLES = ("domain_runs", "test_results", "metrics", "vm_samples", "vm_states", "infra_problems",
+               "test_verdicts")
+_SIG = "crash_signatures"  # the upsert's stored row (PostgreSQL wants it named)
 # Kept by triggers on the destination (schema v3): recounted there, never copied.
 _TRIGGER_COUNTED = frozenset({"n_passed", "n_bad", "n_skipped", "n_results"})
 
@@ -82,23 +98,46 @@ class ImportSummary:
         return "; ".join(parts)
 
 
-def import_history(dest: Path, source: Path) -> ImportSummary:
-    """Merge ``source`` (a history DB or a JSON run report) into the DB at ``dest``.
-    StoreError (one line naming the file) for a source we cannot read; ``dest`` is
-    then unchanged."""
-    with _as_db(source) as copy:
-        conn = open_writer(dest, deep_check=False)
+def import_history(dest: StoreLocation, source: StoreLocation) -> ImportSummary:
+    """Merge ``source`` (a history DB: SQLite file or PostgreSQL URL, or a JSON run
+    report) into the history at ``dest`` (either backend). StoreError (one line naming
+    both) for a source we cannot read; the runs already stored are never touched."""
+    with _as_source(source) as src_loc, reading(src_loc) as src:
+        if src is None:
+            raise StoreError(f"history DB {source} holds no vexfs-cockpit history yet; nothing was imported")
+        dst = open_writer(dest, deep_check=False)  # its own errors are one line already
+        summary = ImportSummary(str(source))
         try:
-            return _merge(conn, copy, ImportSummary(str(source)))
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot import {source} into history DB {dest} ({exc}); nothing was imported") from None
+            return _merge(dst, src, summary)
+        except _db_errors(dest, source) as exc:
+            # Raised here, not in reading(): it would name the source for any error.
+            done = (f"the {len(summary.added)} run(s) before it were imported, import again for the rest"
+                    if summary.added else "nothing was imported")
+            raise StoreError(f"cannot import {source} into history DB {dest} ({_first_line(exc)}); {done}") from None
         finally:
-            conn.close()
+            dst.close()
+
+
+def _db_errors(*locs: StoreLocation) -> tuple[type[Exception], ...]:
+    if any(isinstance(loc, PgUrl) for loc in locs):
+        from vexfs_cockpit.store import pg
+
+        return (sqlite3.DatabaseError, pg.psycopg.Error)
+    return (sqlite3.DatabaseError,)
+
+
+def _first_line(exc: BaseException) -> str:
+    return next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
 
 
 # -- the source as a private, migrated DB ------------------------------------------------
 @contextmanager
-def _as_db(source: Path) -> Iterator[Path]:
+def _as_source(source: StoreLocation) -> Iterator[StoreLocation]:
+    """Where to read the source from: a PostgreSQL history as it is (read only), a file
+    as a private SQLite copy migrated to our schema."""
+    if isinstance(source, PgUrl):
+        yield source
+        return
     try:
         with open(source, "rb") as fh:
             head = fh.read(100)
@@ -212,90 +251,135 @@ def clash_id(run_id: str, started_at: float) -> str:
     return f"{run_id}~{hashlib.sha256(f'{run_id}|{started_at!r}'.encode()).hexdigest()[:6]}"
 
 
-def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
-    """Columns both DBs have (a later migration's column only where both do)."""
-    main = [r[1] for r in conn.execute(f"PRAGMA main.table_info({table})")]
-    src = {r[1] for r in conn.execute(f"PRAGMA src.table_info({table})")}
-    return [c for c in main if c in src]
+def _shared_columns(dst: Conn, src: Conn, table: str) -> list[str]:
+    """Columns both histories have (a later migration's column only where both do);
+    none for a table one of them lacks."""
+    if not (has_table(dst, table) and has_table(src, table)):
+        return []
+    theirs = set(table_columns(src, table))
+    return [c for c in table_columns(dst, table) if c in theirs]
 
 
-def _merge(conn: sqlite3.Connection, copy: Path, summary: ImportSummary) -> ImportSummary:
-    conn.execute("ATTACH DATABASE ? AS src", (str(copy),))
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            _merge_runs(conn, summary)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-    finally:
-        conn.execute("DETACH DATABASE src")
-    return summary
+@dataclass(frozen=True, slots=True)
+class _Columns:
+    runs: list[str]
+    children: dict[str, list[str]]  # _RUN_TABLES, without id and the trigger-kept counts
+    events: list[str]  # kernel_events, without id
+    occurrences: list[str]  # crash_occurrences, without id and kernel_event_id
+
+    @classmethod
+    def of(cls, dst: Conn, src: Conn) -> _Columns:
+        children = {t: [c for c in _shared_columns(dst, src, t) if c != "id" and c not in _TRIGGER_COUNTED]
+                    for t in _RUN_TABLES}
+        return cls(
+            runs=_shared_columns(dst, src, "runs"),
+            children={t: cols for t, cols in children.items() if cols},
+            events=[c for c in _shared_columns(dst, src, "kernel_events") if c != "id"],
+            occurrences=[c for c in _shared_columns(dst, src, "crash_occurrences")
+                         if c not in ("id", "kernel_event_id")],
+        )
 
 
-def _merge_runs(conn: sqlite3.Connection, summary: ImportSummary) -> None:
-    run_cols = _columns(conn, "runs")
-    child_cols = {t: [c for c in _columns(conn, t) if c != "id" and c not in _TRIGGER_COUNTED] for t in _RUN_TABLES}
-    event_cols = [c for c in _columns(conn, "kernel_events") if c != "id"]
-    occ_cols = [c for c in _columns(conn, "crash_occurrences") if c not in ("id", "kernel_event_id")]
-    runs = conn.execute("SELECT id, started_at, status FROM src.runs ORDER BY started_at, id").fetchall()
+def _insert_sql(table: str, cols: Sequence[str], tail: str = "") -> str:
+    return f"INSERT INTO {table}({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)}){tail}"
+
+
+def _merge(dst: Conn, src: Conn, summary: ImportSummary) -> ImportSummary:
+    """Each run in its own transaction of the destination's writer: short ones, so the
+    cockpits writing to a shared PostgreSQL meanwhile are held up only briefly."""
+    cols = _Columns.of(dst, src)
+    runs = fetch_tuples(src, "SELECT id, started_at, status FROM runs ORDER BY started_at, id")
     for src_id, started_at, status in runs:
         if status == "running":
             summary.running += 1
             continue
-        new_id = src_id
-        here = conn.execute("SELECT started_at FROM main.runs WHERE id=?", (src_id,)).fetchone()
-        if here is not None:
-            if here[0] == started_at:
+        with write_tx(dst):
+            new_id = _place_run(dst, src, cols.runs, src_id, started_at)
+            if new_id is None:
                 summary.present += 1
                 continue
-            new_id = clash_id(src_id, started_at)
-            if conn.execute("SELECT 1 FROM main.runs WHERE id=?", (new_id,)).fetchone():
-                summary.present += 1  # imported before, under its clash id
-                continue
+            results = _copy_children(dst, src, cols, src_id, new_id)
+        if new_id != src_id:
             summary.renamed[src_id] = new_id
-        sel = ", ".join("?" if c == "id" else c for c in run_cols)
-        conn.execute(f"INSERT INTO main.runs({', '.join(run_cols)}) SELECT {sel} FROM src.runs WHERE id=?",
-                     (new_id, src_id))
-        for table, cols in child_cols.items():  # domain_runs first: its trigger counts the results after it
-            sel = ", ".join("?" if c == "run_id" else c for c in cols)
-            conn.execute(f"INSERT INTO main.{table}({', '.join(cols)}) SELECT {sel} FROM src.{table} "
-                         "WHERE run_id=? ORDER BY id", (new_id, src_id))
-        summary.results += conn.execute("SELECT count(*) FROM src.test_results WHERE run_id=?", (src_id,)).fetchone()[0]
-        _merge_kernel_events(conn, src_id, new_id, event_cols, occ_cols)
         summary.added.append(new_id)
+        summary.results += results
+    return summary
 
 
-def _merge_kernel_events(conn: sqlite3.Connection, src_id: str, new_id: str,
-                         event_cols: list[str], occ_cols: list[str]) -> None:
+def _place_run(dst: Conn, src: Conn, run_cols: list[str], src_id: str, started_at: float) -> str | None:
+    """Insert the run's row under its id (or its clash id); None if it is here already."""
+    row = fetch_tuples(src, f"SELECT {', '.join(run_cols)} FROM runs WHERE id=?", (src_id,))[0]
+    for _ in range(3):
+        new_id = src_id
+        here = dst.execute("SELECT started_at FROM runs WHERE id=?", (src_id,)).fetchone()
+        if here is not None:
+            if here[0] == started_at:
+                return None
+            new_id = clash_id(src_id, started_at)
+            if dst.execute("SELECT 1 FROM runs WHERE id=?", (new_id,)).fetchone():
+                return None  # imported before, under its clash id
+        values = [new_id if c == "id" else v for c, v in zip(run_cols, row, strict=True)]
+        if dst.execute(_insert_sql("runs", run_cols, " ON CONFLICT DO NOTHING RETURNING id"), values).fetchone():
+            return new_id
+        # Another import stored that id between our look and our insert (PostgreSQL's
+        # insert waited for it to commit): look again.
+    raise StoreError(f"run {src_id} kept changing in the destination while it was imported")
+
+
+def _copy_children(dst: Conn, src: Conn, cols: _Columns, src_id: str, new_id: str) -> int:
+    """The run's rows of every other table; returns the number of test results."""
+    results = 0
+    for table, tcols in cols.children.items():  # domain_runs first: its trigger counts the results after it
+        rows = fetch_tuples(src, f"SELECT {', '.join(tcols)} FROM {table} WHERE run_id=? ORDER BY id", (src_id,))
+        if not rows:
+            continue
+        at = tcols.index("run_id")
+        dst.executemany(_insert_sql(table, tcols), [(*r[:at], new_id, *r[at + 1:]) for r in rows])
+        if table == "test_results":
+            results = len(rows)
+    _merge_kernel_events(dst, src, cols, src_id, new_id)
+    return results
+
+
+def _merge_kernel_events(dst: Conn, src: Conn, cols: _Columns, src_id: str, new_id: str) -> None:
     """Kernel events get new row ids here; their crash occurrences follow them, and the
     signatures' counts and first/last seen grow as the writer grows them."""
-    sel = ", ".join("?" if c == "run_id" else c for c in event_cols)
-    ids: dict[int, int] = {}
-    for (old,) in conn.execute("SELECT id FROM src.kernel_events WHERE run_id=? ORDER BY id", (src_id,)).fetchall():
-        cur = conn.execute(f"INSERT INTO main.kernel_events({', '.join(event_cols)}) "
-                           f"SELECT {sel} FROM src.kernel_events WHERE id=?", (new_id, old))
-        ids[old] = int(cur.lastrowid or 0)
-    if not ids:
+    if not cols.events:
         return
-    occ_sel = ", ".join("?" if c == "run_id" else c for c in occ_cols)
-    for (occ_id, event_id) in conn.execute(
-            "SELECT id, kernel_event_id FROM src.crash_occurrences WHERE run_id=? ORDER BY id", (src_id,)).fetchall():
-        conn.execute(f"INSERT INTO main.crash_occurrences({', '.join(occ_cols)}, kernel_event_id) "
-                     f"SELECT {occ_sel}, ? FROM src.crash_occurrences WHERE id=?",
-                     (new_id, ids.get(event_id, 0), occ_id))
-    conn.execute(
-        "INSERT INTO main.crash_signatures(signature, kind, title, severity, first_seen, last_seen, count, last_run_id) "
-        "SELECT s.signature, s.kind, s.title, s.severity, min(o.ts), max(o.ts), count(*), ? "
-        "FROM src.crash_occurrences o JOIN src.crash_signatures s ON s.signature = o.signature "
-        "WHERE o.run_id=? GROUP BY s.signature "
-        "ON CONFLICT(signature) DO UPDATE SET count=count+excluded.count, "
-        "first_seen=min(first_seen, excluded.first_seen), severity=max(severity, excluded.severity), "
-        "last_run_id=CASE WHEN excluded.last_seen >= last_seen THEN excluded.last_run_id ELSE last_run_id END, "
-        "last_seen=max(last_seen, excluded.last_seen)",
-        (new_id, src_id),
+    ev_cols = ["id", *cols.events]
+    ids: dict[int, int] = {}
+    at = cols.events.index("run_id")
+    insert = _insert_sql("kernel_events", cols.events, " RETURNING id")
+    for old, *values in fetch_tuples(src, f"SELECT {', '.join(ev_cols)} FROM kernel_events WHERE run_id=? ORDER BY id",
+                                     (src_id,)):
+        values[at] = new_id
+        ids[int(old)] = int(dst.execute(insert, values).fetchone()[0])
+    if not ids or not cols.occurrences:
+        return
+    occ = fetch_tuples(src, f"SELECT kernel_event_id, {', '.join(cols.occurrences)} FROM crash_occurrences "
+                            "WHERE run_id=? ORDER BY id", (src_id,))
+    at = cols.occurrences.index("run_id")
+    dst.executemany(_insert_sql("crash_occurrences", [*cols.occurrences, "kernel_event_id"]),
+                    [(*r[1:at + 1], new_id, *r[at + 2:], ids.get(int(r[0]), 0)) for r in occ])
+    signatures = fetch_tuples(
+        src,
+        "SELECT s.signature, s.kind, s.title, s.severity, o.first_seen, o.last_seen, o.n "
+        "FROM (SELECT signature, min(ts) AS first_seen, max(ts) AS last_seen, count(*) AS n "
+        "      FROM crash_occurrences WHERE run_id=? GROUP BY signature) o "
+        "JOIN crash_signatures s ON s.signature = o.signature ORDER BY s.signature",
+        (src_id,),
     )
+    for sig, kind, title, severity, first, last, n in signatures:
+        dst.execute(
+            "INSERT INTO crash_signatures(signature, kind, title, severity, first_seen, last_seen, count, last_run_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(signature) DO UPDATE SET "
+            f"count={_SIG}.count+excluded.count, "
+            f"first_seen=CASE WHEN excluded.first_seen < {_SIG}.first_seen THEN excluded.first_seen ELSE {_SIG}.first_seen END, "
+            f"severity=CASE WHEN excluded.severity > {_SIG}.severity THEN excluded.severity ELSE {_SIG}.severity END, "
+            f"last_run_id=CASE WHEN excluded.last_seen >= {_SIG}.last_seen THEN excluded.last_run_id ELSE {_SIG}.last_run_id END, "
+            f"last_seen=CASE WHEN excluded.last_seen > {_SIG}.last_seen THEN excluded.last_seen ELSE {_SIG}.last_seen END",
+            (sig, kind, title, int(severity), first, last, int(n), new_id),
+        )
 
 
 __all__ = ["JSON_FORMAT", "ImportSummary", "clash_id", "import_history", "report_events"]

@@ -9,6 +9,7 @@ host target must see this machine's filesystem (``LocalTarget``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fnmatch
 import hashlib
@@ -25,11 +26,14 @@ from pathlib import Path
 
 import platformdirs
 
+from vexfs_cockpit.builds import fastpath
 from vexfs_cockpit.engine.target import Target
 from vexfs_cockpit.errors import InfraError
 
-# Build outputs never copied from the source dir (a manual build there must not leak in).
-_ARTIFACTS = ("*.o", "*.ko", "*.mod", "*.mod.c", "*.cmd", ".*.cmd", "modules.order", "Module.symvers", ".tmp_versions")
+# Build outputs never copied from the source dir (a manual build there must not leak in);
+# the fast path's stamp is one (it says what the build dir was last built from).
+_ARTIFACTS = ("*.o", "*.ko", "*.mod", "*.mod.c", "*.cmd", ".*.cmd", "modules.order", "Module.symvers", ".tmp_versions",
+              f"{fastpath.STAMP}*")
 
 # gcc/clang: "path/file.c:38:16: error: msg" (column optional; "fatal error" too).
 _CC_ERROR = re.compile(r"^(?P<loc>[^\s:][^:]*:\d+(?::\d+)?): (?:fatal )?error: (?P<msg>.+)$")
@@ -117,6 +121,17 @@ class KbuildResult:
     errors: tuple[str, ...] = field(default=())  # first error lines, paths relative to the build dir
     timed_out: bool = False
     cached: bool = False  # identical sources, kernel and make args were built before: that .ko
+    fast: bool = False  # replayed kbuild's recorded commands instead of running make
+    fallback: str = ""  # an incremental build that ran make: why the fast path could not
+
+    @property
+    def how(self) -> str:
+        """A word or two for where the build's time went: cache, fast, make (and why)."""
+        if self.cached:
+            return "cache"
+        if self.fast:
+            return "fast"
+        return f"make: {self.fallback}" if self.fallback else "make"
 
     @property
     def ok(self) -> bool:
@@ -131,6 +146,9 @@ class KbuildResult:
         """One line for a test result or the user."""
         if self.ok and self.cached:
             return f"{', '.join(k.name for k in self.kos)} for {self.kernel}: identical sources built before (cache)"
+        if self.ok and self.fast:
+            return (f"built {', '.join(k.name for k in self.kos)} for {self.kernel} in {self.duration_s:.1f}s "
+                    "(fast: kbuild's recorded commands, make skipped)")
         if self.ok:
             return f"built {', '.join(k.name for k in self.kos)} for {self.kernel} in {self.duration_s:.1f}s"
         if self.timed_out:
@@ -164,6 +182,16 @@ def parse_errors(output: str, build_dir: Path | None = None, limit: int = 5) -> 
         if len(found) >= limit:
             break
     return tuple(found or make_lines[:1])
+
+
+def _forget_outputs_since(build_dir: Path, started: float) -> None:
+    """Remove objects and modules a killed build wrote (``started``: time.monotonic())."""
+    since = time.time() - (time.monotonic() - started) - 1.0  # wall clock, a second of slack
+    for pattern in ("*.o", "*.ko"):
+        for path in build_dir.rglob(pattern):
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime >= since:
+                    path.unlink()
 
 
 def default_cache_dir() -> Path:
@@ -245,7 +273,10 @@ async def kbuild(
     ``incremental`` keeps the last build's objects, as ``make`` in one's own tree
     does (the warm loop's ``kbuild``: ~0.4 s less per edit); the copy keeps each
     file's mtime, so make rebuilds exactly what changed, and files gone from
-    ``src`` are removed from the build dir first. ``tree``: the built kernel tree the
+    ``src`` are removed from the build dir first. An incremental build whose changes
+    kbuild's records cover replays those records instead of running make
+    (``builds.fastpath``: the same .ko without make's ~0.8 s of start-up); anything
+    else runs make, and the result says why. ``tree``: the built kernel tree the
     guest booted (``fleet.guest_kernel``): make runs there instead of in the headers.
     """
     if not kernel:
@@ -293,7 +324,31 @@ async def kbuild(
 
     cmd = shlex.join(["make", "-C", str(kdir), f"M={build_dir}", f"-j{max(1, jobs)}", "modules", *make_args])
     started = time.monotonic()
-    res = await host.run(cmd, timeout=timeout)
+    fallback, before = "", ""
+    if incremental:
+        # The host target runs commands with this process's environment (LocalTarget).
+        manifest = fastpath.source_manifest(build_dir, _is_artifact)
+        fast = await fastpath.fast_rebuild(build_dir, kdir, host, make_args=make_args, env=os.environ, jobs=jobs,
+                                           timeout=timeout, manifest=manifest)
+        if fast.ok:
+            result = KbuildResult(
+                kernel=kernel, command=f"replay of kbuild's records in {build_dir} (instead of {cmd})",
+                build_dir=build_dir, exit_code=0, output=fast.output, duration_s=time.monotonic() - started,
+                kos=tuple(sorted(build_dir.glob("*.ko"))), fast=True,
+            )
+            if entry is not None and result.ok:
+                _to_cache(entry, result)
+            return result
+        fallback = fast.fallback
+        # what it replayed before it stopped is done again by make, which says it all
+        before = f"fast path not taken ({fallback}): running make\n"
+    try:
+        res = await host.run(cmd, timeout=timeout)
+    except asyncio.CancelledError:
+        # make is killed with its group (SIGKILL): it cannot delete the target it was
+        # writing, and a half-written object newer than its source would look built.
+        _forget_outputs_since(build_dir, started)
+        raise
     duration = time.monotonic() - started
     kos = tuple(sorted(build_dir.glob("*.ko"))) if res.exit_code == 0 else ()
     result = KbuildResult(
@@ -301,12 +356,15 @@ async def kbuild(
         command=cmd,
         build_dir=build_dir,
         exit_code=res.exit_code,
-        output=res.output,
+        output=before + res.output,
         duration_s=duration,
         kos=kos,
         errors=() if res.exit_code == 0 else parse_errors(res.output, build_dir),
         timed_out=res.timed_out,
+        fallback=fallback,
     )
+    if incremental and result.ok:
+        fastpath.record_build(build_dir, kdir, make_args, os.environ, manifest)
     if entry is not None and result.ok:
         _to_cache(entry, result)
     return result

@@ -17,6 +17,7 @@ from vexfs_cockpit.engine.bus import EventBus, Subscription
 from vexfs_cockpit.engine.events import HostStatus, RunFinished, RunStarted
 from vexfs_cockpit.engine.provider import Lease
 from vexfs_cockpit.errors import HostUnavailable
+from vexfs_cockpit.fleet.hosts import HOST_RESERVE_MB
 from vexfs_cockpit.fleet.multihost import MultiHostProvider
 from vexfs_cockpit.transport.local import LocalTarget
 
@@ -44,7 +45,8 @@ class _Host:
 
 def _provider(tmp_path: Path, down: set[str], interval: float) -> tuple[MultiHostProvider, EventBus]:
     cfg = CockpitConfig.model_validate({
-        "hosts": [{"name": "quiet", "uri": node_xml(tmp_path / "quiet.xml", 4, 8192), "labels": ["perf-quiet"]},
+        "hosts": [{"name": "quiet", "uri": node_xml(tmp_path / "quiet.xml", 4, 8192), "labels": ["perf-quiet"],
+                   "cpus": 2, "memory_mb": 4096},  # granted: less than the host has
                   {"name": "big", "uri": node_xml(tmp_path / "big.xml", 8, 16384)}],
         "placement": {"affinity": {"performance_metrics": ["perf-quiet"]}},
         "execution": {"parallel_test_execution": True, "max_parallel_tests": 3}})
@@ -76,7 +78,7 @@ def test_hosts_are_published_at_the_start_refreshed_and_shown_lost(tmp_path: Pat
         assert isinstance(await _next(sub), RunStarted)  # the hosts follow the run's start
         first = [await _next(sub), await _next(sub)]
         assert [(s.host, s.state, s.cpus, s.memory_mb, s.run_id) for s in first] == [
-            ("quiet", "up", 4, 8192, "r"), ("big", "up", 8, 16384, "r")]
+            ("quiet", "up", 2, 4096, "r"), ("big", "up", 8, 16384 - HOST_RESERVE_MB, "r")]  # the cockpit's room
         for s in first:
             assert s.domains == tuple(d for d, h in plan.where.items() if h == s.host)
             assert s.free_memory_mb == _free_mb(s.uri)

@@ -188,9 +188,9 @@ class HostStatus:
     host: str  # its name in hosts:
     uri: str
     state: str  # up | lost
-    cpus: int
-    memory_mb: int
-    free_memory_mb: int | None  # None: its libvirt does not say
+    cpus: int  # the room the cockpit may use there: the config's grant, else libvirt's
+    memory_mb: int  # (memory less what is kept for the host: fleet/hosts.py)
+    free_memory_mb: int | None  # the host's own free memory; None: its libvirt does not say
     domains: tuple[str, ...]  # placed there (a lost host's domains move elsewhere)
     reason: str = ""  # why it is lost
     run_id: str = ""

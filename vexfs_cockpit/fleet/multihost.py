@@ -40,7 +40,7 @@ from vexfs_cockpit.engine.events import Event, HostStatus, InfraProblem, RunFini
 from vexfs_cockpit.engine.provider import Lease, TargetProvider
 from vexfs_cockpit.errors import HostUnavailable, InfraError
 from vexfs_cockpit.fleet.hosts import HostHealth, read_health, read_host
-from vexfs_cockpit.fleet.placement import PlacementError, Plan, VmShape, move, place
+from vexfs_cockpit.fleet.placement import HostRoom, PlacementError, Plan, VmShape, move, place
 from vexfs_cockpit.fleet.provider import LibvirtProvider
 from vexfs_cockpit.transport.jump import JumpHost, jump_for
 
@@ -83,6 +83,7 @@ class MultiHostProvider:
         self._make_child = child_factory or self._libvirt_child
         self.lost: dict[str, str] = {}  # host name -> why it is lost (this session)
         self.health: dict[str, HostHealth] = {}  # host name -> its last read
+        self._rooms: dict[str, HostRoom] = {}  # host name -> what the cockpit may use there
         self.health_interval_s = health_interval_s
         self._run_id = ""
         self._watch: asyncio.Task[None] | None = None  # re-reads the hosts while a run is on
@@ -96,6 +97,7 @@ class MultiHostProvider:
         PlacementError / HostUnavailable: one line each."""
         self.health = {h.name: read_health(h) for h in self.cfg.hosts}
         rooms = [read_host(h, self.health[h.name]) for h in self.cfg.hosts]
+        self._rooms = {room.name: room for room in rooms}
         r, e = self.cfg.resources, self.cfg.execution
         self.plan = place(domains, rooms, VmShape(r.cpus, r.memory_mb, r.disk_gb), vms_per_domain=r.vms_per_domain,
                           parallel=e.max_parallel_tests if e.parallel_test_execution else 1,
@@ -122,10 +124,12 @@ class MultiHostProvider:
             self._watch = None
 
     def _status(self, host: str, reason: str = "") -> HostStatus:
-        h, health = self._host(host), self.health.get(host)
+        h, health, room = self._host(host), self.health.get(host), self._rooms.get(host)
         lost = reason or self.lost.get(host, "")
+        # The room the cockpit may use there (the config's grant, else libvirt's less
+        # what is kept for the host), beside the host's own free memory.
         return HostStatus(host=host, uri=h.uri, state="lost" if lost else "up",
-                          cpus=health.cpus if health else 0, memory_mb=health.memory_mb if health else 0,
+                          cpus=room.cpus if room else 0, memory_mb=room.memory_mb if room else 0,
                           free_memory_mb=health.free_memory_mb if health else None,
                           domains=tuple(d for d, where in self._where.items() if where == host),
                           reason=lost, run_id=self._run_id)

@@ -10,10 +10,11 @@ import asyncio
 import contextlib
 import importlib.util
 import io
+import itertools
 import json
 import sys
 import textwrap
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -46,6 +47,15 @@ def new_history(request: Any, directory: Path, name: str = "history.db") -> Stor
     if request.param == "postgresql":
         return PgUrl(request.getfixturevalue("pg_server").new_database())
     return directory / name
+
+
+def history_maker(request: Any, directory: Path) -> Callable[[], StoreLocation]:
+    """``new_history`` as a factory, for a test that needs several fresh histories."""
+    if request.param == "postgresql":
+        server = request.getfixturevalue("pg_server")
+        return lambda: PgUrl(server.new_database())
+    names = (directory / f"history{i}.db" for i in itertools.count())
+    return lambda: next(names)
 
 
 def query(loc: StoreLocation, sql: str, *params: object) -> list[tuple[Any, ...]]:

@@ -7,15 +7,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.support.store import DAY, FS, KM, T0, E, F, P, RunSpec, record_sync
+from tests.support.store import BACKENDS, DAY, FS, KM, T0, E, F, P, RunSpec, history_maker, record_sync
 from vexfs_cockpit import cli
 from vexfs_cockpit.analysis.known import load_known_failures
 from vexfs_cockpit.analysis.regressions import Settings, analyze, audit, outlier_score
 from vexfs_cockpit.store.history import History
+from vexfs_cockpit.store.location import StoreLocation
 
 TESTS = [(KM, "load"), (KM, "unload"), (FS, "mkdir"), (FS, "write")]
 
@@ -30,8 +32,17 @@ def spec(i: int, env: str = "dev", **status: object) -> RunSpec:
                    test_duration=float(status.get("duration", 1.0)))  # type: ignore[arg-type]
 
 
-def history(tmp_path: Path, specs: list[RunSpec]) -> History:
-    db = tmp_path / "h.db"
+Fresh = Callable[[], StoreLocation]
+
+
+@pytest.fixture(params=BACKENDS)
+def fresh(request: pytest.FixtureRequest, tmp_path: Path) -> Fresh:
+    """New, empty histories of each backend."""
+    return history_maker(request, tmp_path)
+
+
+def history(fresh: Fresh, specs: list[RunSpec]) -> History:
+    db = fresh()
     record_sync(db, specs)
     return History(db)
 
@@ -42,14 +53,14 @@ def run_analyze(hist: History, env: str = "dev", **kw: object):
     return analyze(rows, env=env, baseline=base, today=dt.date(2026, 12, 6), **kw)  # type: ignore[arg-type]
 
 
-def test_clean_history_reports_nothing(tmp_path: Path) -> None:
-    a = run_analyze(history(tmp_path, [spec(i) for i in range(8)]))
+def test_clean_history_reports_nothing(fresh: Fresh) -> None:
+    a = run_analyze(history(fresh, [spec(i) for i in range(8)]))
     assert a.run_id == "r07" and a.reference == "r06" and a.reference_kind == "previous run"
     assert a.verdicts == [] and a.flaky == [] and a.anomalies == []
     assert a.clean and "grouped by env" in a.grouping
 
 
-def test_flakiness_compares_runs_of_the_same_code_only(tmp_path: Path) -> None:
+def test_flakiness_compares_runs_of_the_same_code_only(fresh: Fresh) -> None:
     """A test that flips with every module commit is a change per commit, not flaky; the
     same flips on one commit are. Code identity comes from each run's provenance."""
     def coded(i: int, commit: str) -> RunSpec:
@@ -57,54 +68,53 @@ def test_flakiness_compares_runs_of_the_same_code_only(tmp_path: Path) -> None:
         s.provenance = {"kernel": "6.1.0-57-amd64", "module_commit": commit, "module_dirty": "no"}
         return s
 
-    per_commit = run_analyze(history(tmp_path, [coded(i, f"{i}" + "0" * 39) for i in range(6)]))
+    per_commit = run_analyze(history(fresh, [coded(i, f"{i}" + "0" * 39) for i in range(6)]))
     assert per_commit.flaky == [] and per_commit.grouping.startswith("env 'dev', same code: kernel 6.1.0-57-amd64 · module ")
     assert per_commit.runs == 1  # no earlier run of that code
-    (tmp_path / "h.db").unlink()
-    one_commit = run_analyze(history(tmp_path, [coded(i, "a" * 40) for i in range(6)]))
+    one_commit = run_analyze(history(fresh, [coded(i, "a" * 40) for i in range(6)]))
     assert [(f.domain, f.test, f.flips) for f in one_commit.flaky] == [(KM, "unload", 5)]
     assert one_commit.grouping == "env 'dev', same code: kernel 6.1.0-57-amd64 · module aaaaaaaaaaaa" and one_commit.runs == 6
 
 
-def test_planted_regression_is_found_and_not_called_flaky(tmp_path: Path) -> None:
-    a = run_analyze(history(tmp_path, [*(spec(i) for i in range(6)), spec(6, outcomes={(KM, "unload"): F})]))
+def test_planted_regression_is_found_and_not_called_flaky(fresh: Fresh) -> None:
+    a = run_analyze(history(fresh, [*(spec(i) for i in range(6)), spec(6, outcomes={(KM, "unload"): F})]))
     assert [(v.kind, v.domain, v.test, v.before, v.after) for v in a.verdicts] == [
         ("regression", KM, "unload", "PASSED", "FAILED")]
     assert a.flaky == [] and not a.clean
 
 
-def test_fixed_and_still_failing(tmp_path: Path) -> None:
+def test_fixed_and_still_failing(fresh: Fresh) -> None:
     specs = [spec(0, outcomes={(KM, "load"): F, (FS, "mkdir"): E}), spec(1, outcomes={(FS, "mkdir"): F})]
-    kinds = {(v.test, v.kind) for v in run_analyze(history(tmp_path, specs)).verdicts}
+    kinds = {(v.test, v.kind) for v in run_analyze(history(fresh, specs)).verdicts}
     assert kinds == {("load", "fixed"), ("mkdir", "still-failing")}
 
 
-def test_planted_flaky_test_is_found_with_its_flip_rate(tmp_path: Path) -> None:
+def test_planted_flaky_test_is_found_with_its_flip_rate(fresh: Fresh) -> None:
     flaky = [P, F, P, P, F, P, F, P]
-    a = run_analyze(history(tmp_path, [spec(i, outcomes={(FS, "mkdir"): s}) for i, s in enumerate(flaky)]))
+    a = run_analyze(history(fresh, [spec(i, outcomes={(FS, "mkdir"): s}) for i, s in enumerate(flaky)]))
     assert [(f.test, f.flips, f.outcomes) for f in a.flaky] == [("mkdir", 6, 8)]
     assert a.flaky[0].flip_rate == pytest.approx(6 / 7, abs=1e-3)
     assert a.of("regression") == []  # it passed now
     # failing now as well: a regression against the previous run, marked flaky
-    b = run_analyze(history(tmp_path / "b", [spec(i, outcomes={(FS, "mkdir"): s})
+    b = run_analyze(history(fresh, [spec(i, outcomes={(FS, "mkdir"): s})
                                              for i, s in enumerate([*flaky, F])]))
     assert [(v.kind, v.test, v.note) for v in b.verdicts] == [("regression", "mkdir", "flaky (88% flip rate)")]
 
 
-def test_planted_duration_anomaly_is_found(tmp_path: Path) -> None:
-    a = run_analyze(history(tmp_path, [*(spec(i) for i in range(6)), spec(6, duration=10.0)]))
+def test_planted_duration_anomaly_is_found(fresh: Fresh) -> None:
+    a = run_analyze(history(fresh, [*(spec(i) for i in range(6)), spec(6, duration=10.0)]))
     durations = {(x.domain, x.test) for x in a.anomalies if x.what == "duration_s"}
     assert durations == set(TESTS)  # every test of that run took 10x its history
     x = a.anomalies[0]
     assert x.value == 10.0 and x.median == 1.0 and x.score > 4 and x.history == 6
 
 
-def test_metric_anomaly_and_minimum_history(tmp_path: Path) -> None:
+def test_metric_anomaly_and_minimum_history(fresh: Fresh) -> None:
     slow = {(FS, "write"): {"write_mb_s": 20.0}}
-    a = run_analyze(history(tmp_path, [*(spec(i) for i in range(6)), spec(6, metrics=slow)]))
+    a = run_analyze(history(fresh, [*(spec(i) for i in range(6)), spec(6, metrics=slow)]))
     assert [(x.test, x.what, x.value) for x in a.anomalies] == [("write", "write_mb_s", 20.0)]
     # with 4 earlier runs (< min_history 5) nothing is judged
-    b = run_analyze(history(tmp_path / "b", [*(spec(i) for i in range(4)), spec(4, metrics=slow)]))
+    b = run_analyze(history(fresh, [*(spec(i) for i in range(4)), spec(4, metrics=slow)]))
     assert b.anomalies == []
 
 
@@ -134,10 +144,10 @@ known_failures:
 """
 
 
-def test_known_failures_known_expired_and_fixed(tmp_path: Path) -> None:
+def test_known_failures_known_expired_and_fixed(tmp_path: Path, fresh: Fresh) -> None:
     known = load_known_failures(write_known(tmp_path, KNOWN) / "dev.yaml")
     bad = {(KM, "unload"): F, (FS, "mkdir"): F}
-    hist = history(tmp_path, [*(spec(i) for i in range(6)), spec(6, outcomes=bad)])
+    hist = history(fresh, [*(spec(i) for i in range(6)), spec(6, outcomes=bad)])
     a = run_analyze(hist, known=known)
     kinds = {v.test: (v.kind, v.note) for v in a.verdicts}
     assert kinds["unload"][0] == "known"  # unexpired: not a regression
@@ -147,9 +157,9 @@ def test_known_failures_known_expired_and_fixed(tmp_path: Path) -> None:
     assert a.of("regression") == [] and not a.clean
 
 
-def test_expunge_audit_drops_expired_and_passing(tmp_path: Path) -> None:
+def test_expunge_audit_drops_expired_and_passing(tmp_path: Path, fresh: Fresh) -> None:
     known = load_known_failures(write_known(tmp_path, KNOWN) / "dev.yaml")
-    hist = history(tmp_path, [spec(i, outcomes={(KM, "unload"): F}) for i in range(4)])
+    hist = history(fresh, [spec(i, outcomes={(KM, "unload"): F}) for i in range(4)])
     lines = {x.entry.test: (x.verdict, x.why) for x in audit(
         hist.analysis_rows(env="dev"), known, env="dev", settings=Settings(audit_runs=3), today=dt.date(2026, 12, 6))}
     assert lines == {"unload": ("keep", "still FAILED in the latest run that ran it"),
@@ -165,11 +175,11 @@ def test_known_failure_kernel_range() -> None:
     assert VersionRange.parse("6.1+") is None
 
 
-def test_baseline_is_the_reference(tmp_path: Path) -> None:
+def test_baseline_is_the_reference(fresh: Fresh) -> None:
     # r00 passes everything; r01..r06 have 'load' failing; r07 still fails:
     # against the previous run it is still failing, against the r00 baseline a regression.
     specs = [spec(0), *(spec(i, outcomes={(KM, "load"): F}) for i in range(1, 8))]
-    hist = history(tmp_path, specs)
+    hist = history(fresh, specs)
     assert [v.kind for v in run_analyze(hist).verdicts] == ["still-failing"]
     assert cli.main(["baseline", "set", "r00", "--db", str(hist.path)]) == 0
     assert hist.baselines()["dev"][0] == "r00"
@@ -180,8 +190,8 @@ def test_baseline_is_the_reference(tmp_path: Path) -> None:
     assert hist.baselines() == {}
 
 
-def test_cli_analyze_text_json_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    hist = history(tmp_path, [*(spec(i) for i in range(6)), spec(6, outcomes={(KM, "unload"): F}, duration=10.0)])
+def test_cli_analyze_text_json_and_check(tmp_path: Path, fresh: Fresh, capsys: pytest.CaptureFixture[str]) -> None:
+    hist = history(fresh, [*(spec(i) for i in range(6)), spec(6, outcomes={(KM, "unload"): F}, duration=10.0)])
     args = ["analyze", "--db", str(hist.path), "--known-failures", str(tmp_path / "none")]
     assert cli.main(args) == 0
     text = capsys.readouterr().out
@@ -196,8 +206,8 @@ def test_cli_analyze_text_json_and_check(tmp_path: Path, capsys: pytest.CaptureF
     assert {v["domain"] for v in json.loads(capsys.readouterr().out)["verdicts"]} <= {FS}
 
 
-def test_cli_clean_history_exit_0_with_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    hist = history(tmp_path, [spec(i) for i in range(7)])
+def test_cli_clean_history_exit_0_with_check(tmp_path: Path, fresh: Fresh, capsys: pytest.CaptureFixture[str]) -> None:
+    hist = history(fresh, [spec(i) for i in range(7)])
     assert cli.main(["analyze", "--db", str(hist.path), "--check", "--known-failures", str(tmp_path)]) == 0
     assert "nothing new" in capsys.readouterr().out
 
@@ -214,9 +224,9 @@ def test_cli_clean_history_exit_0_with_check(tmp_path: Path, capsys: pytest.Capt
         (["expunge", "audit", "--env", "nope"], "--env nope: no runs of that env"),
     ],
 )
-def test_bad_input_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+def test_bad_input_is_one_line_exit_2(fresh: Fresh, capsys: pytest.CaptureFixture[str],
                                       argv: list[str], needle: str) -> None:
-    hist = history(tmp_path, [spec(0), spec(1, env="ci")])
+    hist = history(fresh, [spec(0), spec(1, env="ci")])
     assert cli.main([*argv, "--db", str(hist.path)]) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1 and "Traceback" not in err
@@ -234,9 +244,9 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixt
         ("- test: a/b\n", "one top-level key `known_failures:`"),
     ],
 )
-def test_malformed_known_failures_file_names_file_and_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+def test_malformed_known_failures_file_names_file_and_fix(tmp_path: Path, fresh: Fresh, capsys: pytest.CaptureFixture[str],
                                                           text: str, needle: str) -> None:
-    hist = history(tmp_path, [spec(0)])
+    hist = history(fresh, [spec(0)])
     d = write_known(tmp_path, text)
     for argv in (["analyze"], ["expunge", "audit"]):
         assert cli.main([*argv, "--db", str(hist.path), "--known-failures", str(d)]) == 2
@@ -250,10 +260,10 @@ def test_missing_db_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         assert "no history DB there" in capsys.readouterr().err
 
 
-def test_old_runs_outside_period_are_not_history(tmp_path: Path) -> None:
+def test_old_runs_outside_period_are_not_history(fresh: Fresh) -> None:
     old = [RunSpec(f"o{i}", T0 - 30 * DAY + i * 60, outcomes={k: P for k in TESTS}, test_duration=10.0)
            for i in range(6)]
-    hist = history(tmp_path, [*old, *(spec(i) for i in range(6))])
+    hist = history(fresh, [*old, *(spec(i) for i in range(6))])
     rows = hist.analysis_rows(env="dev", since=T0 - DAY)
     assert [r.run_id for r in rows.runs] == [f"r{i:02d}" for i in range(6)]
     # an old baseline is read as the reference, but its 10 s durations are not history
@@ -263,8 +273,8 @@ def test_old_runs_outside_period_are_not_history(tmp_path: Path) -> None:
 
 
 def test_known_failures_dir_on_the_command_line_is_relative_to_the_cwd(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    hist = history(tmp_path, [spec(i) for i in range(3)])
+        tmp_path: Path, fresh: Fresh, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    hist = history(fresh, [spec(i) for i in range(3)])
     write_known(tmp_path, KNOWN)
     monkeypatch.chdir(tmp_path)
     assert cli.main(["expunge", "audit", "--db", str(hist.path), "--known-failures", "known"]) == 1

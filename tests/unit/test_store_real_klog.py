@@ -11,14 +11,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.store import KM, T0, F, P, RunSpec, record_sync, run_events
+from tests.support.store import BACKENDS, KM, T0, F, P, RunSpec, new_history, record_sync, run_events
 from vexfs_cockpit.reports.json_report import report_dict
 from vexfs_cockpit.klog.classify import classify_text
 from vexfs_cockpit.klog.model import KernelReport
 from vexfs_cockpit.store.history import History
+from vexfs_cockpit.store.location import StoreLocation
 from vexfs_cockpit.store.report import ReportBuilder
 
 KLOG = Path(__file__).parent.parent / "data" / "klog"
+
+
+@pytest.fixture(params=BACKENDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> StoreLocation:
+    return new_history(request, tmp_path, "h.db")
 
 
 def captured(name: str) -> list[KernelReport]:
@@ -35,8 +41,7 @@ def spec(run_id: str, start: float, knobs: dict[str, str]) -> RunSpec:
     return RunSpec(run_id, start, outcomes=outcomes, kernel=kernel)
 
 
-def test_real_reports_become_signatures_counted_across_runs(tmp_path: Path) -> None:
-    db = tmp_path / "h.db"
+def test_real_reports_become_signatures_counted_across_runs(db: StoreLocation) -> None:
     knobs = {"oops": "oops", "warn": "warn", "hang": "hung_task", "boot": "clean_boot", "cycle": "module_cycle"}
     record_sync(db, [spec("r1", T0, knobs), spec("r2", T0 + 600, {"oops": "oops", "bug": "bug"})])
     sigs = {s.signature: s for s in History(db).crash_signatures()}
@@ -58,8 +63,7 @@ def test_real_reports_become_signatures_counted_across_runs(tmp_path: Path) -> N
     assert doc["summary"]["ok"] is False
 
 
-def test_a_real_panic_and_soft_lockups_are_summarised(tmp_path: Path) -> None:
-    db = tmp_path / "h.db"
+def test_a_real_panic_and_soft_lockups_are_summarised(db: StoreLocation) -> None:
     record_sync(db, [spec("r", T0, {"panic": "sysrq_panic", "lockup": "soft_lockup"})])
     rep = History(db).run_detail("r")
     assert rep is not None

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
 from tests.support.engine import FreshLocalProvider
+from tests.support.store import BACKENDS, new_history
 from vexfs_cockpit import DomainBase, TestResult, TestStatus, test_options
 from vexfs_cockpit.analysis.known import KnownFailure
 from vexfs_cockpit.analysis.triage import triage
@@ -19,6 +21,7 @@ from vexfs_cockpit.engine import events as ev
 from vexfs_cockpit.engine.bus import EventBus
 from vexfs_cockpit.engine.confirm import Verdict, decide
 from vexfs_cockpit.engine.runner import CONFIRM_VM_INDEX, Runner, RunRequest
+from vexfs_cockpit.store.location import PgUrl, StoreLocation
 
 F, P, S = TestStatus.FAILED, TestStatus.PASSED, TestStatus.SKIPPED
 
@@ -207,6 +210,12 @@ def test_triage_rules(before, now, expected):
 
 
 # -- the verdicts in the history, `history show` and the batch lines --------------------
+@pytest.fixture(params=BACKENDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> StoreLocation:
+    """A new history of each backend."""
+    return new_history(request, tmp_path, "h.db")
+
+
 def _verdict_events(run_id: str = "run-v") -> list[ev.Event]:
     from tests.support.store import FS, KM, T0, RunSpec, run_events
 
@@ -221,11 +230,10 @@ def _verdict_events(run_id: str = "run-v") -> list[ev.Event]:
     return events[:-1] + verdicts + events[-1:]  # before RunFinished, as the runner publishes them
 
 
-async def test_verdicts_are_stored_and_history_show_prints_the_badges(tmp_path):
+async def test_verdicts_are_stored_and_history_show_prints_the_badges(db):
     from tests.support.store import FS, record, run_cli
     from vexfs_cockpit.store.history import History
 
-    db = tmp_path / "h.db"
     await record(db, _verdict_events())
     rep = History(db).run_detail("run-v")
     assert rep is not None
@@ -240,12 +248,13 @@ async def test_verdicts_are_stored_and_history_show_prints_the_badges(tmp_path):
     assert "[FLAKY] PASSED in run run-a — 2/3 reruns failed" in out
 
 
-async def test_a_db_without_the_verdicts_table_stores_the_run_and_skips_the_verdicts(tmp_path, monkeypatch):
+async def test_a_db_without_the_verdicts_table_stores_the_run_and_skips_the_verdicts(db, monkeypatch):
     from tests.support.store import record
     from vexfs_cockpit.store import schema
     from vexfs_cockpit.store.history import History
 
-    db = tmp_path / "v5.db"
+    if isinstance(db, PgUrl):
+        pytest.skip("a PostgreSQL history starts at v6, which has the verdicts table")
     with monkeypatch.context() as m:  # a DB at schema v5, written by this writer
         m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:5])
         m.setattr(schema, "LATEST_VERSION", 5)
@@ -280,13 +289,14 @@ def test_batch_prints_the_reruns_a_badge_per_test_and_the_known_failures():
 
 
 # -- the session's triage over a real history DB ----------------------------------------
-async def test_history_triage_uses_the_baseline_else_the_tests_newest_result(tmp_path):
+async def test_history_triage_uses_the_baseline_else_the_tests_newest_result(db):
     from tests.support.store import DAY, FS, KM, T0, RunSpec, record, run_events
     from vexfs_cockpit.app.triage import HistoryTriage
+    from vexfs_cockpit.store.dialect import write_tx
     from vexfs_cockpit.store.history import History
     from vexfs_cockpit.store.recorder import HistoryStore
+    from vexfs_cockpit.store.writer import StoreWriter
 
-    db = tmp_path / "h.db"
     store = await HistoryStore.aopen(db)
     try:
         for spec in (
@@ -296,8 +306,11 @@ async def test_history_triage_uses_the_baseline_else_the_tests_newest_result(tmp
             RunSpec("other-env", T0 + 3 * DAY, env="dev", outcomes={(KM, "load"): P}),
         ):
             await record(db, run_events(spec), store)
-        store.call(lambda w: (w.conn.execute("INSERT INTO baselines(env, run_id, set_at) VALUES ('ci', 'base', 0)"),
-                              w.conn.commit()))
+        def set_baseline(w: StoreWriter) -> None:
+            with write_tx(w.conn):
+                w.conn.execute("INSERT INTO baselines(env, run_id, set_at) VALUES ('ci', 'base', 0)")
+
+        store.call(set_baseline)
     finally:
         store.close()
     cfg = CockpitConfig()
@@ -357,13 +370,12 @@ def test_the_json_report_carries_the_verdicts():
         ("read", "regression", ["FAILED"] * 3), ("write", "flaky", ["FAILED", "PASSED", "FAILED"])]
 
 
-async def test_analyze_names_a_change_by_the_runs_own_reruns(tmp_path):
+async def test_analyze_names_a_change_by_the_runs_own_reruns(db):
     from tests.support.store import DAY, FS, KM, T0, RunSpec, record, run_events
     from vexfs_cockpit.analysis.regressions import analyze
     from vexfs_cockpit.analysis.render import analysis_text
     from vexfs_cockpit.store.history import History
 
-    db = tmp_path / "h.db"
     await record(db, run_events(RunSpec("run-a", T0 - DAY, env="ci", outcomes={(KM, "build"): P, (FS, "read"): P, (FS, "write"): P})))
     await record(db, _verdict_events())
     a = analyze(History(db).analysis_rows(env="ci"), env="ci")

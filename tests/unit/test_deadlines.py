@@ -4,9 +4,12 @@ and applied by the runner where neither the test nor --timeout sets a timeout.""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.support.engine import LocalProvider
+from tests.support.store import BACKENDS, new_history
 from vexfs_cockpit import DomainBase, TestResult, TestStatus, test_options
 from vexfs_cockpit.analysis.deadlines import deadlines
 from vexfs_cockpit.config.models import CockpitConfig, ExecutionSettings
@@ -14,6 +17,7 @@ from vexfs_cockpit.engine import events as ev
 from vexfs_cockpit.engine.bus import EventBus
 from vexfs_cockpit.engine.runner import Deadline, Runner, RunRequest
 from vexfs_cockpit.store.history import AnalysisResult, AnalysisRows, AnalysisRun
+from vexfs_cockpit.store.location import StoreLocation
 
 
 def _rows(durations: dict[str, list[tuple[str, float, int]]], env: str = "ci") -> AnalysisRows:
@@ -92,12 +96,17 @@ async def test_timeout_on_the_command_line_wins_over_history(tmp_path):
     assert res["hangs"].message == "timed out after 0.4s"
 
 
-async def test_the_session_reads_the_deadlines_from_the_history_db(tmp_path):
+@pytest.fixture(params=BACKENDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> StoreLocation:
+    """A new history of each backend."""
+    return new_history(request, tmp_path, "h.db")
+
+
+async def test_the_session_reads_the_deadlines_from_the_history_db(db):
     from tests.support.store import KM, T0, RunSpec, record_sync
     from vexfs_cockpit.app.triage import history_deadlines
     from vexfs_cockpit.store.history import History
 
-    db = tmp_path / "h.db"
     specs = [RunSpec(f"run{i}", T0 + i * 100, env="ci", outcomes={(KM, "load"): TestStatus.PASSED},
                      test_duration=2.0 + i / 10) for i in range(6)]
     await __import__("asyncio").to_thread(record_sync, db, specs)

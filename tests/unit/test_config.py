@@ -123,7 +123,7 @@ def test_key_in_the_wrong_section(proj: Path) -> None:
 
 def test_unknown_key_without_a_close_match_lists_the_valid_ones(proj: Path) -> None:
     assert error_of("store:\n  colour: red\n", proj) == (
-        "p.yaml: store.colour: unknown key 'colour' (valid keys: db_path, keep_runs_days,"
+        "p.yaml: store.colour: unknown key 'colour' (valid keys: url, db_path, keep_runs_days,"
         " keep_build_cache_days, console_log_max_mb)"
     )
 
@@ -303,11 +303,25 @@ def test_env_vars_override_the_files(proj: Path) -> None:
     }
     cfg = load_config(p, "dev", environ=environ)
     assert cfg.fleet.libvirt_uri == "test:///default"
-    assert cfg.store.db_path == proj / "rel" / "h.db"
+    assert cfg.store.url == str(proj / "rel" / "h.db")
+    assert cfg.store.db_path is None  # the env var's store.url replaced the file's older spelling
     assert cfg.fleet.ssh_key_path == Path("~/k").expanduser()
     assert cfg.fleet.storage_pool == "pool1"
     assert cfg.fleet.base_image_path is None
-    assert config_origin(cfg, "store.db_path") == "$VEXFS_COCKPIT_DB"
+    assert config_origin(cfg, "store.url") == "$VEXFS_COCKPIT_DB"
+
+
+def test_store_url_takes_a_postgresql_url_as_it_is_and_not_beside_db_path(proj: Path) -> None:
+    p = write(proj / "p.yaml", "store:\n  url: postgresql://ci@db.example/vexfs\n")
+    cfg = load_config(p, "dev", environ={})
+    assert cfg.store.location == "postgresql://ci@db.example/vexfs"  # not made a path
+    cfg = load_config(p, "dev", environ={"VEXFS_COCKPIT_DB": "postgresql:///team?service=t"})
+    assert cfg.store.url == "postgresql:///team?service=t"
+    write(proj / "p.yaml", "store:\n  url: postgresql://u:secret@db/vexfs\n  db_path: /x.db\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(p, "dev", environ={})
+    assert str(exc.value) == ("p.yaml: store.url and store.db_path are both set (db_path is the older spelling "
+                              "of url): keep store.url only")
 
 
 def test_a_bad_cli_value_is_blamed_on_the_command_line(proj: Path) -> None:
@@ -327,6 +341,7 @@ def test_cli_overrides_beat_everything(proj: Path) -> None:
     assert cfg.execution.parallel_test_execution is True
     assert cfg.domain("kernel_module").options == {"sizes": [1, 2]}
     assert cfg.store.db_path == proj / "h.db"
+    assert cfg.store.url is None and cfg.store.location == str(proj / "h.db")  # the CLI's older spelling wins
     assert config_origin(cfg, "execution.retry_count") == "command line"
 
 

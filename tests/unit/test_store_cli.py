@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ import pytest
 from junitparser import JUnitXml
 
 from tests.support.store import (
+    BACKENDS,
     DAY,
     FS,
     KM,
@@ -21,23 +23,27 @@ from tests.support.store import (
     P,
     RunSpec,
     kreport,
+    new_history,
     record,
     record_sync,
     run_cli,  # noqa: F401
     run_events,
 )
+from vexfs_cockpit.cli import main
 from vexfs_cockpit.errors import StoreError, UsageError
 from vexfs_cockpit.klog.model import Severity
 from vexfs_cockpit.store.db import DB_ENV_VAR
 from vexfs_cockpit.store.liveness import ProcessIdentity
+from vexfs_cockpit.store.location import StoreLocation
 from vexfs_cockpit.store.recorder import HistoryStore
 
 OOPS = kreport("oops", "BUG: unable to handle page fault in vexfs_read", Severity.CRITICAL)
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    path = tmp_path / "history.db"
+@pytest.fixture(params=BACKENDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> StoreLocation:
+    """The same history on SQLite and on a real PostgreSQL: --db takes a path or a URL."""
+    path = new_history(request, tmp_path)
     now = time.time()  # --period is relative to now
     record_sync(path, [
         RunSpec("run-a", now - 10 * DAY, outcomes={(KM, "load"): P, (FS, "mount"): P}),
@@ -168,3 +174,47 @@ def test_history_log_shows_a_runs_console_and_a_tests_window(db: Path, tmp_path:
         run_cli("history", "log", "run-c", "--test", "kernel_module/nope", "--db", str(db))
     with pytest.raises(UsageError, match="no console logs for run run-b"):
         run_cli("history", "log", "run-b", "--db", str(db))
+
+
+def test_the_history_env_var_takes_either_backend(db: StoreLocation, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(DB_ENV_VAR, str(db))
+    code, out = run_cli("history")
+    assert code == 0 and [ln.split()[0] for ln in out.splitlines()[1:]] == ["run-c", "run-b", "run-a"]
+
+
+def test_a_password_in_the_url_is_refused_in_one_line_that_never_shows_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 19 item 5: credentials come from PGPASSWORD, ~/.pgpass or a service file,
+    never from --db, store.url or VEXFS_COCKPIT_DB, and are never printed."""
+    monkeypatch.delenv(DB_ENV_VAR)  # it would replace the config's store.url
+    url = "postgresql://u:secret@127.0.0.1:5/team"
+    cfg = tmp_path / "team.yaml"
+    cfg.write_text(f"store:\n  url: {url}\n")
+    for argv in (["history", "--db", url], ["report", "latest", "--db", url], ["analyze", "--db", url],
+                 ["baseline", "show", "--db", url], ["metrics", "export", str(tmp_path / "m.prom"), "--db", url],
+                 ["history", "--db", "postgresql://u@127.0.0.1/team?password=secret"],
+                 ["metrics", "export", str(tmp_path / "m.prom"), "--config", str(cfg)],
+                 ["alerts", "check", "latest", "--config", str(cfg)],
+                 ["gc", "--dry-run", "--config", str(cfg)],
+                 ["config", "check", str(cfg)]):
+        assert main(argv) == 2, argv
+        out, err = capsys.readouterr()
+        assert "secret" not in out + err and err.count("\n") == 1, (argv, err)
+        assert "PGPASSWORD" in err and ("--db" in err or "store.url" in err), err
+    monkeypatch.setenv(DB_ENV_VAR, url)
+    assert main(["history"]) == 2
+    err = capsys.readouterr().err
+    assert "secret" not in err and err.startswith(f"vexfs-cockpit: {DB_ENV_VAR}: ") and err.count("\n") == 1
+
+
+def test_an_unreachable_server_is_one_line_exit_3(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as s:  # a port nothing listens on: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        for argv in (["history"], ["history", "show", "latest"], ["report", "latest"], ["baseline", "show"],
+                     ["metrics", "export", "/dev/null"]):
+            assert main([*argv, "--db", f"postgresql://cockpit@127.0.0.1:{port}/team"]) == 3, argv
+            out, err = capsys.readouterr()
+            assert err.count("\n") == 1 and "Traceback" not in err, err
+            assert err.startswith(f"vexfs-cockpit: cannot connect to history DB postgresql://cockpit@127.0.0.1:{port}/team (")

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from vexfs_cockpit.app.vms import VmControl
     from vexfs_cockpit.store.history import History
     from vexfs_cockpit.store.recorder import Recorder
+    from vexfs_cockpit.store.location import StoreLocation
 
 # Builds the session's VM provider from the loaded config and the session's bus
 # (default: LibvirtProvider, fresh VMs; `ktest` attaches to a running dev VM instead).
@@ -66,7 +67,7 @@ class Session:
     bus: EventBus
     registry: dict[str, type[DomainBase]]
     provider: TargetProvider
-    db_path: Path | None = None
+    db_path: StoreLocation | None = None  # the history: an SQLite file or a PostgreSQL URL
     project_root: Path = field(default_factory=Path.cwd)
     args: Any = None  # the command line the config came from (an environment switch re-reads it)
     vms: VmControl | None = None  # VM actions, when the provider is libvirt's
@@ -238,7 +239,7 @@ async def open_session(args, provider_factory: ProviderFactory | None = None) ->
     from vexfs_cockpit.config.load import config_from_args
     from vexfs_cockpit.config.paths import project_root
     from vexfs_cockpit.fleet.provider import LibvirtProvider
-    from vexfs_cockpit.store.db import resolve_location
+    from vexfs_cockpit.store.db import config_location, resolve_location
     from vexfs_cockpit.store.history import History
     from vexfs_cockpit.store.recorder import HistoryStore, Recorder
     from vexfs_cockpit.transport.local import LocalTarget
@@ -247,7 +248,9 @@ async def open_session(args, provider_factory: ProviderFactory | None = None) ->
     cfg = config_from_args(args, known_domains=set(registry))
     bus = EventBus()
     bus.bind_loop(asyncio.get_running_loop())
-    db_path = resolve_location(getattr(args, "db", None), cfg.store.db_path)
+    # The run stores its config: a password in store.url is refused even when --db or
+    # VEXFS_COCKPIT_DB points elsewhere.
+    db_path = resolve_location(getattr(args, "db", None), config_location(cfg.store.location))
     # Live metrics and alerts (monitoring.listen, monitoring.alerts): the address is bound
     # before anything starts, so a busy port is one line and nothing to undo.
     from vexfs_cockpit.monitoring.live import open_live_monitor

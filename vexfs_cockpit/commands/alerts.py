@@ -23,7 +23,7 @@ def add_parser(subparsers: Any) -> None:
         s.add_argument("--config", metavar="FILE", help="profile YAML or name (default: configs/default.yaml)")
         s.add_argument("--env", metavar="ENV", help="environment overlay: dev, test or ci")
         s.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], help="override a config key")
-    check.add_argument("--db", metavar="PATH", help="history DB (default: $VEXFS_COCKPIT_DB, store.db_path or the data dir)")
+    check.add_argument("--db", metavar="PATH|URL", help="history DB: an SQLite file or postgresql://[user@]host/db (default: $VEXFS_COCKPIT_DB, store.url or the data dir)")
     rules.set_defaults(handler=cmd_rules)
     check.set_defaults(handler=cmd_check)
     test.set_defaults(handler=cmd_test)
@@ -50,10 +50,10 @@ def cmd_rules(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from vexfs_cockpit.config.load import config_from_args
     from vexfs_cockpit.monitoring.alerts import check_run, resolve_run
-    from vexfs_cockpit.store.db import resolve_location
+    from vexfs_cockpit.store.db import config_location, resolve_location
 
     cfg = config_from_args(args)
-    db = resolve_location(args.db, cfg.store.db_path)
+    db = resolve_location(args.db, config_location(cfg.store.location))
     report = resolve_run(db, args.run)
     firing = check_run(db, report, cfg.monitoring.alerts)
     for f in firing:

@@ -14,9 +14,12 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from vexfs_cockpit.errors import UsageError
+
+if TYPE_CHECKING:
+    from vexfs_cockpit.store.location import StoreLocation
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -35,7 +38,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", help="the environment whose runs to look at (default: the newest run's)")
-    p.add_argument("--db", type=Path, help="history DB (default: $VEXFS_COCKPIT_DB or the data dir)")
+    p.add_argument("--db", metavar="PATH|URL", help="history DB: an SQLite file or postgresql://[user@]host/db (default: $VEXFS_COCKPIT_DB, store.url or the data dir)")
     p.add_argument("--config", metavar="FILE", help="profile YAML or name (default: configs/default.yaml)")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
                    help="override a config key, e.g. analysis.mad_k=5")
@@ -45,7 +48,7 @@ def common_args(p: argparse.ArgumentParser) -> None:
 
 @dataclass
 class Context:
-    db: Path
+    db: StoreLocation
     hist: Any  # store.history.History
     settings: Any  # analysis.regressions.Settings
     known_dir: Path
@@ -55,13 +58,13 @@ def context(args: argparse.Namespace) -> Context:
     from vexfs_cockpit.analysis.regressions import Settings
     from vexfs_cockpit.config.load import load_config, parse_override
     from vexfs_cockpit.config.paths import known_failures_dir
-    from vexfs_cockpit.store.db import check_file, resolve_location
+    from vexfs_cockpit.store.db import config_location, history_exists, resolve_location
     from vexfs_cockpit.store.history import History
 
     overrides = dict(parse_override(s) for s in (args.set or []))
     cfg = load_config(args.config, None, overrides)  # --env here names history runs, not an overlay
-    db = resolve_location(args.db, cfg.store.db_path, os.environ)
-    if not check_file(db):
+    db = resolve_location(args.db, config_location(cfg.store.location), os.environ)
+    if not history_exists(db):
         raise UsageError(f"{db}: no history DB there; record runs with `vexfs-cockpit run --batch` or pass --db PATH")
     a = cfg.analysis
     if args.known_failures is not None:  # a command-line path is the shell's: relative to the cwd

@@ -8,10 +8,12 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from vexfs_cockpit.errors import UsageError
+
+if TYPE_CHECKING:
+    from vexfs_cockpit.store.location import StoreLocation
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -24,16 +26,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         if name == "set":
             s.add_argument("run", help="run id, a unique prefix, or latest (the newest finished run of --env)")
         s.add_argument("--env", help="the env (set: must be RUN's; clear: default all)")
-        s.add_argument("--db", type=Path, help="history DB (default: $VEXFS_COCKPIT_DB or the data dir)")
+        s.add_argument("--db", metavar="PATH|URL", help="history DB: an SQLite file or postgresql://[user@]host/db (default: $VEXFS_COCKPIT_DB or the data dir)")
     p.set_defaults(handler=cmd_baseline)
     return p
 
 
-def _db(args: argparse.Namespace) -> Path:
-    from vexfs_cockpit.store.db import check_file, resolve_location
+def _db(args: argparse.Namespace) -> StoreLocation:
+    from vexfs_cockpit.store.db import history_exists, resolve_location
 
     db = resolve_location(args.db, None, os.environ)
-    if not check_file(db):
+    if not history_exists(db):
         raise UsageError(f"{db}: no history DB there; record runs with `vexfs-cockpit run --batch` or pass --db PATH")
     return db
 
@@ -71,17 +73,19 @@ def cmd_baseline(args: argparse.Namespace, out: TextIO | None = None) -> int:
     env = hist.run_env(run) or ""
     if args.env is not None and env != args.env:
         raise UsageError(f"baseline set {args.run}: run {run} is of env {env!r}, not {args.env!r}; drop --env or pick a run of it")
-    _write(db, "INSERT OR REPLACE INTO baselines(env, run_id, set_at) VALUES (?, ?, ?)", (env, run, time.time()))
+    _write(db, "INSERT INTO baselines(env, run_id, set_at) VALUES (?, ?, ?) "
+           "ON CONFLICT (env) DO UPDATE SET run_id = excluded.run_id, set_at = excluded.set_at", (env, run, time.time()))
     print(f"baseline of env {env!r}: {run}", file=out)
     return 0
 
 
-def _write(db: Path, sql: str, params: tuple[Any, ...]) -> int:
+def _write(db: StoreLocation, sql: str, params: tuple[Any, ...]) -> int:
     from vexfs_cockpit.store.db import open_writer
+    from vexfs_cockpit.store.dialect import write_tx
 
     conn = open_writer(db, deep_check=False)  # migrates to v4 (the baselines table) if needed
     try:
-        with conn:
-            return conn.execute(sql, params).rowcount
+        with write_tx(conn):
+            return int(conn.execute(sql, params).rowcount)
     finally:
         conn.close()

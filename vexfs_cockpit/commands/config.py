@@ -56,6 +56,11 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         if file is not None and flag is not None and file != flag:
             raise UsageError(f"config check: FILE {file} and --config {flag} disagree: give one")
         cfg = load_config(file or flag, getattr(args, "env", None), overrides, known_domains=known)
+        if cfg.store.url:  # printed below: a password in it is refused, and not echoed
+            from vexfs_cockpit.config.load import config_origin
+            from vexfs_cockpit.store.location import parse_location
+
+            parse_location(cfg.store.url, f"{config_origin(cfg, 'store.url')}: store.url")
         selected = enabled_domains(cfg, [*DOMAIN_NAMES, *sorted(known - set(DOMAIN_NAMES))])
         check_resource_caps(cfg, selected)
         check_module_sources(cfg, selected)

@@ -14,7 +14,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--config", metavar="FILE", help="profile YAML or name (default: configs/default.yaml)")
     p.add_argument("--env", metavar="ENV", help="environment overlay: dev, test or ci (default: dev)")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], help="override a config key, e.g. store.keep_runs_days=7")
-    p.add_argument("--db", metavar="PATH", help="history DB (default: $VEXFS_COCKPIT_DB or the data dir)")
+    p.add_argument("--db", metavar="PATH|URL", help="history DB: an SQLite file or postgresql://[user@]host/db (default: $VEXFS_COCKPIT_DB, store.url or the data dir)")
     p.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     p.set_defaults(handler=cmd_gc)
 
@@ -28,12 +28,14 @@ def cmd_gc(args: argparse.Namespace) -> int:
     from vexfs_cockpit.builds.kbuild import default_cache_dir
     from vexfs_cockpit.config.load import config_from_args
     from vexfs_cockpit.config.paths import data_dir
-    from vexfs_cockpit.store.db import resolve_location
+    from vexfs_cockpit.store.db import config_location, history_exists, resolve_location
     from vexfs_cockpit.store.history import History
 
     cfg = config_from_args(args)
-    db = resolve_location(args.db, cfg.store.db_path)
-    running = [r.run_id for r in History(db).list_runs(status="running", limit=1000)] if db.exists() else []
+    db = resolve_location(args.db, config_location(cfg.store.location))
+    # Runs still running (here, or on another cockpit of a shared PostgreSQL history)
+    # keep their artifacts.
+    running = [r.run_id for r in History(db).list_runs(status="running", limit=1000)] if history_exists(db) else []
     items = plan_gc(cfg, data=data_dir(), build_cache=default_cache_dir(), running=running)
     for item in items:
         print(f"{'would remove' if args.dry_run else 'removed'} {item.path} ({_mb(item.bytes)}: {item.why})")

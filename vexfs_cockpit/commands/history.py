@@ -9,8 +9,9 @@
     history log RUN [--test DOMAIN/TEST]      the run's kernel log, or one test's window (in a pager)
     history import FILE                       merge another history DB or a JSON run report (idempotent)
 
-RUN is a run id, a unique prefix of one, `latest` or `prev`. All take --db PATH (else
-$VEXFS_COCKPIT_DB, else the platform data dir).
+RUN is a run id, a unique prefix of one, `latest` or `prev`. All take --db PATH or
+--db postgresql://... (else $VEXFS_COCKPIT_DB, else the config's store.url, else the
+platform data dir).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from typing import TextIO
 
 from vexfs_cockpit.engine.confirm import badge
 from vexfs_cockpit.errors import StoreUnwritable, UsageError
-from vexfs_cockpit.store.db import check_file, resolve_location
+from vexfs_cockpit.store.db import DB_ENV_VAR, config_location, history_exists, resolve_location
 from vexfs_cockpit.store.history import BAD, History, RunComparison, since_period
+from vexfs_cockpit.store.location import StoreLocation
 from vexfs_cockpit.store.recorder import HistoryStore
 from vexfs_cockpit.store.render import evidence_text, fmt_duration, fmt_time, kernel_report_text, provenance_line
 from vexfs_cockpit.store.report import RunReport
@@ -76,34 +78,59 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
     im = sub.add_parser("import", help="merge another history DB or a JSON run report into this one (idempotent)")
     _db_arg(im, argparse.SUPPRESS)
-    im.add_argument("file", type=Path, help="another history DB (any older schema) or a `run --json` report")
+    im.add_argument("file", help="another history (an SQLite DB of any older schema or a postgresql:// URL) "
+                    "or a `run --json` report")
     return p
 
 
 def _db_arg(p: argparse.ArgumentParser, default: object) -> None:
     # SUPPRESS everywhere: a subparser's default must not overwrite a --db given
     # before the subcommand name.
-    p.add_argument("--db", type=Path, default=default, help="history DB (default: $VEXFS_COCKPIT_DB or the data dir)")
+    # A string, not a Path: Path would make postgresql://host/db postgresql:/host/db.
+    p.add_argument("--db", default=default, metavar="PATH|URL",
+                   help="history DB: an SQLite file or postgresql://[user@]host/db "
+                        "(default: $VEXFS_COCKPIT_DB, store.url or the data dir)")
+
+
+def history_location(args: argparse.Namespace) -> StoreLocation:
+    """--db, else $VEXFS_COCKPIT_DB, else the default config's store.url (history's
+    --env filters runs: it is not a config overlay), else the data dir."""
+    cli = getattr(args, "db", None)
+    if cli or os.environ.get(DB_ENV_VAR):
+        return resolve_location(cli, None, os.environ)
+    from vexfs_cockpit.config.load import load_config, resolve_profile_path
+    from vexfs_cockpit.errors import ConfigError
+
+    try:
+        profile: Path | None = resolve_profile_path(None)
+    except ConfigError:  # not in a checkout: no default config to read
+        profile = None
+    if profile is None or not profile.exists():
+        return resolve_location(None, None, os.environ)
+    return resolve_location(None, config_location(load_config(profile).store.location), os.environ)
 
 
 def cmd_history(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    path = resolve_location(getattr(args, "db", None), getattr(args, "config_db_path", None), os.environ)
+    path = history_location(args)
     if getattr(args, "history_cmd", None) == "import":  # creates the DB if there is none yet
+        from vexfs_cockpit.store.location import parse_location
         from vexfs_cockpit.store.merge import import_history
 
-        print(import_history(path, args.file).line(), file=out)
+        print(import_history(path, parse_location(args.file, "history import FILE")).line(), file=out)
         return 0
-    if not check_file(path):
+    if not history_exists(path):
         print(f"no runs yet (history DB {path} does not exist)", file=out)
         return 0
     # Opening for write marks runs of dead processes aborted in the file. A DB this
     # process cannot write (read-only, disk full...) is still read: the readers show
-    # those runs aborted all the same (store/history.py).
-    try:
-        HistoryStore.open(path, deep_check=False).close()
-    except StoreUnwritable:
-        pass
+    # those runs aborted all the same (store/history.py). On PostgreSQL they do so from
+    # the runs' advisory locks, and a team member may hold only SELECT: read only.
+    if isinstance(path, Path):
+        try:
+            HistoryStore.open(path, deep_check=False).close()
+        except StoreUnwritable:
+            pass
     hist = History(path)
     match getattr(args, "history_cmd", None) or "runs":
         case "crashes":

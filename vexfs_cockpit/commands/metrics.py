@@ -7,7 +7,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vexfs_cockpit.store.location import StoreLocation
 
 
 def add_parser(subparsers: Any) -> None:
@@ -20,22 +23,22 @@ def add_parser(subparsers: Any) -> None:
     export = sub.add_parser("export", help="write the metrics to PATH for node_exporter's textfile collector")
     export.add_argument("path", metavar="PATH", help="the .prom file to write (atomically replaced)")
     for s in (serve, export):
-        s.add_argument("--db", metavar="PATH", help="history DB (default: $VEXFS_COCKPIT_DB, store.db_path or the data dir)")
-        s.add_argument("--config", metavar="FILE", help="profile YAML or name (for store.db_path)")
+        s.add_argument("--db", metavar="PATH|URL", help="history DB: an SQLite file or postgresql://[user@]host/db (default: $VEXFS_COCKPIT_DB, store.url or the data dir)")
+        s.add_argument("--config", metavar="FILE", help="profile YAML or name (for store.url)")
         s.add_argument("--env", metavar="ENV", help="environment overlay: dev, test or ci")
         s.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], help="override a config key")
     serve.set_defaults(handler=cmd_serve)
     export.set_defaults(handler=cmd_export)
 
 
-def history_db(args: argparse.Namespace) -> Path:
+def history_db(args: argparse.Namespace) -> StoreLocation:
     """The DB a command names; it must exist (a typo'd --db would otherwise read as empty)."""
     from vexfs_cockpit.config.load import config_from_args
     from vexfs_cockpit.errors import UsageError
-    from vexfs_cockpit.store.db import resolve_location
+    from vexfs_cockpit.store.db import config_location, history_exists, resolve_location
 
-    db = resolve_location(args.db, None if args.db else config_from_args(args).store.db_path)
-    if not db.is_file():
+    db = resolve_location(args.db, None if args.db else config_location(config_from_args(args).store.location))
+    if not history_exists(db):
         raise UsageError(f"no history DB at {db}: give --db PATH or run some tests first")
     return db
 

@@ -12,8 +12,8 @@ compare puts the latest run of each environment side by side, per domain and tes
 (status, duration, metrics), and marks with `*` the rows that differ.
 
 Bad input (no such run or env, an unknown format, an output path that cannot be
-written) is one line on stderr and exit 2. Both take --db PATH (else
-$VEXFS_COCKPIT_DB, else the platform data dir).
+written) is one line on stderr and exit 2. Both take --db PATH or --db
+postgresql://... (else $VEXFS_COCKPIT_DB, else the platform data dir).
 """
 
 from __future__ import annotations
@@ -21,11 +21,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import TextIO
 
 from vexfs_cockpit.errors import UsageError
-from vexfs_cockpit.store.db import check_file, resolve_location
+from vexfs_cockpit.store.db import history_exists, resolve_location
 from vexfs_cockpit.store.history import History
 from vexfs_cockpit.store.report import RunReport
 
@@ -42,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--format", "-f", default="html", metavar="FORMAT", help=f"{'|'.join(FORMATS)} (default html)")
     p.add_argument("--output", "-o", default="-", metavar="PATH", help="file to write, or - for stdout (default)")
     p.add_argument("--git-commit", metavar="SHA", help="kcidb: the module source's commit (40 hex digits)")
-    p.add_argument("--db", type=Path, help="history DB (default: $VEXFS_COCKPIT_DB or the data dir)")
+    p.add_argument("--db", metavar="PATH|URL", help="history DB: an SQLite file or postgresql://[user@]host/db (default: $VEXFS_COCKPIT_DB or the data dir)")
     p.set_defaults(handler=cmd_report)
 
     c = sub.add_parser("compare", help="the latest run of each environment, side by side",
@@ -51,13 +50,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     c.add_argument("--json", action="store_true", help="print the comparison as JSON")
     c.add_argument("--tolerance", type=float, default=0.2,
                    help="relative change in a duration or metric that counts as a difference (default 0.2)")
-    c.add_argument("--db", type=Path, help="history DB (default: $VEXFS_COCKPIT_DB or the data dir)")
+    c.add_argument("--db", metavar="PATH|URL", help="history DB: an SQLite file or postgresql://[user@]host/db (default: $VEXFS_COCKPIT_DB or the data dir)")
     c.set_defaults(handler=cmd_compare)
 
 
 def _history(args: argparse.Namespace) -> History:
     path = resolve_location(getattr(args, "db", None), None, os.environ)
-    if not check_file(path):
+    if not history_exists(path):
         raise UsageError(f"no history DB at {path}: run something first, or give --db PATH")
     return History(path)
 

@@ -27,7 +27,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="profile YAML or name (default: configs/default.yaml)")
     p.add_argument("--env", metavar="ENV", help="environment overlay: dev, test or ci (default: dev)")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], help="override a config key, e.g. execution.retry_count=2")
-    p.add_argument("--db", metavar="PATH", help="history DB (default: $VEXFS_COCKPIT_DB or the data dir)")
+    p.add_argument("--db", metavar="PATH|URL", help="history DB: an SQLite file or postgresql://[user@]host/db "
+                   "(default: $VEXFS_COCKPIT_DB, store.url or the data dir)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -34,11 +34,11 @@ ENV_VARS: dict[str, str] = {
     "VEXFS_BASE_IMAGE_PATH": "fleet.base_image_path",
     "VEXFS_STORAGE_POOL": "fleet.storage_pool",
     "VEXFS_LIBVIRT_URI": "fleet.libvirt_uri",
-    "VEXFS_COCKPIT_DB": "store.db_path",
+    "VEXFS_COCKPIT_DB": "store.url",
 }
 # Path keys given on the command line or in the environment are relative to the
 # working directory (what a shell user means), not to the project root.
-_CWD_RELATIVE = frozenset({"ssh_key_path", "base_image_path", "image_dir", "db_path", "build_path"})
+_CWD_RELATIVE = frozenset({"ssh_key_path", "base_image_path", "image_dir", "db_path", "build_path", "url"})
 # Set by the loader, never by a file.
 _RESERVED = {"env": "set it with --env", "source_path": "it is the file's own path"}
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -104,13 +104,35 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def _is_url(value: str) -> bool:
+    """store.url may be a postgresql:// URL: not a path to make absolute."""
+    return "://" in value
+
+
+def _one_store_location(data: dict[str, Any], origins: dict[str, str], layer_labels: list[str]) -> None:
+    """store.url and its older spelling store.db_path: a later layer (an env var, the
+    command line) setting one replaces the other; both in one layer is an error."""
+    store = data.get("store")
+    if not isinstance(store, dict) or store.get("url") is None or store.get("db_path") is None:
+        return
+    url_from, path_from = origins.get("store.url", ""), origins.get("store.db_path", "")
+    rank = {label: i for i, label in enumerate(layer_labels)}
+    if url_from == path_from or rank.get(url_from) == rank.get(path_from):
+        # Neither value is shown: store.url may hold a password (refused when opened).
+        raise ConfigError(f"{url_from}: store.url and store.db_path are both set (db_path is the older "
+                          "spelling of url): keep store.url only")
+    older = "db_path" if rank.get(path_from, -1) < rank.get(url_from, -1) else "url"
+    del store[older]
+    origins.pop(f"store.{older}", None)
+
+
 def _env_layers(environ: Mapping[str, str]) -> list[Layer]:
     layers = []
     for var, dotted in ENV_VARS.items():
         value = environ.get(var, "")
         if not value:
             continue  # unset and empty both mean "not overridden"
-        if dotted.rsplit(".", 1)[-1] in _CWD_RELATIVE:
+        if dotted.rsplit(".", 1)[-1] in _CWD_RELATIVE and not _is_url(value):
             value = os.path.abspath(os.path.expanduser(value))
         layers.append(Layer(f"${var}", nest_dotted({dotted: value}, f"${var}")))
     return layers
@@ -119,7 +141,8 @@ def _env_layers(environ: Mapping[str, str]) -> list[Layer]:
 def _cli_layer(overrides: Mapping[str, Any]) -> Layer:
     fixed: dict[str, Any] = {}
     for dotted, value in overrides.items():
-        if str(dotted).rsplit(".", 1)[-1] in _CWD_RELATIVE and isinstance(value, str | os.PathLike):
+        if (str(dotted).rsplit(".", 1)[-1] in _CWD_RELATIVE and isinstance(value, str | os.PathLike)
+                and not _is_url(os.fspath(value))):
             value = os.path.abspath(os.path.expanduser(os.fspath(value)))
         fixed[dotted] = value
     return Layer(CLI_LABEL, nest_dotted(fixed, CLI_LABEL))
@@ -236,6 +259,7 @@ def load_config(
     if overrides:
         layers.append(_cli_layer(overrides))
     data, origins = merge_layers(layers)
+    _one_store_location(data, origins, [layer.label for layer in layers])
 
     known = set(DOMAIN_NAMES) | {str(d) for d in (known_domains or ())}
     _check_structure(data, origins, known)

@@ -204,11 +204,19 @@ class ExecutionSettings(Strict):
 
 
 class StoreSettings(Strict):
-    db_path: Path | None = None  # VEXFS_COCKPIT_DB; default: platform data dir
+    # The history: an SQLite file or a postgresql:// URL without a password (checked,
+    # never echoed, by store/location.py when a command opens it). VEXFS_COCKPIT_DB sets it.
+    url: str | None = None
+    db_path: Path | None = None  # the older spelling of url (an SQLite file); not both
     # Retention, applied by `vexfs-cockpit gc` (the history DB itself is kept).
     keep_runs_days: float = Field(30.0, ge=0)  # run artifact dirs (console logs, work dirs)
     keep_build_cache_days: float = Field(14.0, ge=0)  # kbuild cache entries and build dirs
     console_log_max_mb: int = Field(64, ge=1)  # per VM console log before it rotates (2 old kept)
+
+    @property
+    def location(self) -> str | None:
+        """store.url or store.db_path as text (store.db.resolve_location parses it)."""
+        return self.url or (str(self.db_path) if self.db_path is not None else None)
 
 
 class AlertRule(Strict):

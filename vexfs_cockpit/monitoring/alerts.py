@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -34,7 +33,9 @@ from vexfs_cockpit.engine.confirm import Verdict
 from vexfs_cockpit.errors import ConfigError, UsageError
 from vexfs_cockpit.monitoring import exporter as x
 from vexfs_cockpit.monitoring.queries import metric_baseline, run_metrics
+from vexfs_cockpit.store.db import history_exists
 from vexfs_cockpit.store.history import History
+from vexfs_cockpit.store.location import StoreLocation
 from vexfs_cockpit.store.report import CRASH_KINDS, RunReport
 
 GROUP = "vexfs-cockpit"
@@ -124,8 +125,8 @@ def rules_yaml(rules: Sequence[AlertRule]) -> str:
 
 
 # -- checking a stored run -------------------------------------------------------------
-def resolve_run(db: Path, ref: str) -> RunReport:
-    if not db.exists():
+def resolve_run(db: StoreLocation, ref: str) -> RunReport:
+    if not history_exists(db):
         raise UsageError(f"no history DB at {db}: run some tests first, or give --db")
     hist = History(db)
     run_id = hist.resolve_run_id(ref)
@@ -135,7 +136,7 @@ def resolve_run(db: Path, ref: str) -> RunReport:
     return report
 
 
-def check_run(db: Path, report: RunReport, rules: Sequence[AlertRule]) -> list[Firing]:
+def check_run(db: StoreLocation, report: RunReport, rules: Sequence[AlertRule]) -> list[Firing]:
     validate(rules)
     out: list[Firing] = []
     env = report.run.env

@@ -32,6 +32,7 @@ from vexfs_cockpit.engine.confirm import Verdict
 from vexfs_cockpit.errors import ReportError, UsageError
 from vexfs_cockpit.monitoring.queries import read_snapshot, store_size_bytes
 from vexfs_cockpit.store.history import History
+from vexfs_cockpit.store.location import StoreLocation
 from vexfs_cockpit.store.report import CRASH_KINDS
 
 PREFIX = "vexfs_cockpit"
@@ -77,8 +78,8 @@ def _base(name: str) -> str:
 class HistoryCollector(Collector):
     """Reads ``db`` at every collect(); holds nothing between scrapes."""
 
-    def __init__(self, db: Path) -> None:
-        self.db = Path(db)
+    def __init__(self, db: StoreLocation) -> None:
+        self.db = db
 
     def collect(self) -> Iterator[Metric]:
         snap = read_snapshot(self.db, DURATION_BUCKETS)
@@ -161,21 +162,21 @@ class HistoryCollector(Collector):
         yield runs
         running = len(History(self.db).list_runs(status="running", limit=1000))
         yield GaugeMetricFamily(RUNS_IN_PROGRESS, "Runs whose process is still running", value=running)
-        yield GaugeMetricFamily(STORE_SIZE, "History DB size on disk, with its WAL", value=store_size_bytes(self.db))
+        yield GaugeMetricFamily(STORE_SIZE, "History DB size: the SQLite file with its WAL, or the PostgreSQL database", value=store_size_bytes(self.db))
 
 
-def build_registry(db: Path) -> CollectorRegistry:
+def build_registry(db: StoreLocation) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(HistoryCollector(db))
     return registry
 
 
-def exposition(db: Path) -> bytes:
+def exposition(db: StoreLocation) -> bytes:
     """The text exposition format, as a scrape gets it."""
     return generate_latest(build_registry(db))
 
 
-def write_textfile(db: Path, path: Path) -> int:
+def write_textfile(db: StoreLocation, path: Path) -> int:
     """Write the metrics for node_exporter's textfile collector, atomically (a temp file
     in the same directory, fsynced, renamed over ``path``): a scrape never reads half a
     file. Returns the bytes written."""
@@ -229,7 +230,7 @@ class _QuietHandler(WSGIRequestHandler):
         pass  # a 1 s scrape interval would flood the terminal
 
 
-def make_metrics_server(db: Path, host: str, port: int) -> WSGIServer:
+def make_metrics_server(db: StoreLocation, host: str, port: int) -> WSGIServer:
     """A threaded WSGI server answering /metrics from a registry of its own. Call
     ``serve_forever()``; ``server_address[1]`` is the port (also when 0 was asked)."""
     app = make_wsgi_app(build_registry(db))
@@ -240,7 +241,7 @@ def make_metrics_server(db: Path, host: str, port: int) -> WSGIServer:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
-def serve_in_thread(db: Path, host: str = "127.0.0.1", port: int = 0) -> tuple[WSGIServer, threading.Thread]:
+def serve_in_thread(db: StoreLocation, host: str = "127.0.0.1", port: int = 0) -> tuple[WSGIServer, threading.Thread]:
     server = make_metrics_server(db, host, port)
     thread = threading.Thread(target=server.serve_forever, name="metrics-server", daemon=True)
     thread.start()

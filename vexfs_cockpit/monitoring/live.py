@@ -24,7 +24,6 @@ import os
 from collections import Counter as Tally
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
@@ -37,6 +36,7 @@ from vexfs_cockpit.errors import ConfigError
 from vexfs_cockpit.monitoring.alerts import REGRESSION, Firing, validate
 from vexfs_cockpit.monitoring.exporter import PREFIX, HistoryCollector, _QuietHandler, _ThreadingServer, _V6ThreadingServer
 from vexfs_cockpit.monitoring.queries import MAX_VMS, latest_metric_values
+from vexfs_cockpit.store.location import StoreLocation
 from vexfs_cockpit.store.report import CRASH_KINDS
 
 log = logging.getLogger(__name__)
@@ -286,7 +286,7 @@ class LiveMonitor:
     anything else starts, ``start`` hooks the bus, ``aclose`` waits for the webhook
     deliveries still going (each bounded by webhook_timeout_s and webhook_retries)."""
 
-    def __init__(self, cfg: CockpitConfig, bus: EventBus, db: Path | None, *,
+    def __init__(self, cfg: CockpitConfig, bus: EventBus, db: StoreLocation | None, *,
                  environ: Mapping[str, str] = os.environ, post: Poster | None = None) -> None:
         from vexfs_cockpit.monitoring.webhook import post as default_post
         from vexfs_cockpit.monitoring.webhook import webhook_url
@@ -412,7 +412,7 @@ class LiveMonitor:
             self.server = None
 
 
-def open_live_monitor(cfg: CockpitConfig, bus: EventBus, db: Path | None) -> LiveMonitor | None:
+def open_live_monitor(cfg: CockpitConfig, bus: EventBus, db: StoreLocation | None) -> LiveMonitor | None:
     """The session's monitor, bound (a busy port is a ConfigError naming the key), not
     started; None when nothing is configured (no listen address, no alert rules)."""
     mon = LiveMonitor(cfg, bus, db)

@@ -1,6 +1,8 @@
 """The history reads the exporter and the alert check need, in one read-only
 connection per scrape (as ``store.history.History`` reads: a DB that does not exist
-reads as empty, a corrupt one raises ``StoreError``).
+reads as empty, a corrupt one raises ``StoreError``). One SQL text for SQLite and
+PostgreSQL (store/dialect.py): FILTER and coalesce(sum) rather than SQLite's
+boolean sums and total(), a window function rather than a bare column beside max().
 
 Every query is bounded for a large history: whole-table folds only group by
 columns with few values (domain, status, kind), the per-series reads keep the
@@ -9,15 +11,13 @@ newest rows only, and VM samples are read from the newest rows backwards.
 
 from __future__ import annotations
 
-import os
-import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from vexfs_cockpit.store.db import leave_as_found, open_reader, read_failure
+from vexfs_cockpit.store.db import reading, store_size
+from vexfs_cockpit.store.dialect import Conn, fetch_tuples, has_table
 from vexfs_cockpit.store.history import History
+from vexfs_cockpit.store.location import StoreLocation
 
 BAD_STATUSES = ("FAILED", "TIMEOUT", "ERROR")
 # How many VM sample rows (newest first) the latest-per-VM read looks at, and how many
@@ -79,40 +79,23 @@ class Snapshot:
     runs: dict[str, int] = field(default_factory=dict)  # stored status -> runs
 
 
-@contextmanager
-def reading(db: Path) -> Iterator[sqlite3.Connection | None]:
-    with leave_as_found(db):
-        conn = open_reader(db)
-        try:
-            yield conn
-        except sqlite3.DatabaseError as exc:
-            raise read_failure(db, exc) from None
-        finally:
-            if conn is not None:
-                conn.close()
+def store_size_bytes(db: StoreLocation) -> int:
+    """What the history takes: the SQLite file with its WAL and shared-memory files, or
+    the PostgreSQL database (pg_database_size)."""
+    return store_size(db)
 
 
-def store_size_bytes(db: Path) -> int:
-    """The DB and its WAL and shared-memory files: what the history takes on disk."""
-    total = 0
-    for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
-        try:
-            total += os.stat(p).st_size
-        except OSError:
-            pass
-    return total
-
-
-def read_snapshot(db: Path, buckets: Sequence[float]) -> Snapshot:
+def read_snapshot(db: StoreLocation, buckets: Sequence[float]) -> Snapshot:
     snap = Snapshot()
     metric_keys = History(db).metric_names()
     with reading(db) as conn:
         if conn is None:
             return snap
-        conn.row_factory = None
-        bucket_cols = ", ".join(f"sum(duration_s <= {float(b)!r})" for b in buckets)
-        for row in conn.execute(
-            f"SELECT domain, status, count(*), total(duration_s), {bucket_cols} FROM test_results GROUP BY domain, status"
+        bucket_cols = ", ".join(f"count(*) FILTER (WHERE duration_s <= {float(b)!r})" for b in buckets)
+        for row in fetch_tuples(
+            conn,
+            f"SELECT domain, status, count(*), coalesce(sum(duration_s), 0), {bucket_cols} FROM test_results "
+            "GROUP BY domain, status",
         ):
             snap.tests[(row[0], row[1])] = (int(row[2]), float(row[3]), [int(x or 0) for x in row[4:]])
         snap.domain_last = _domain_last(conn)
@@ -125,7 +108,7 @@ def read_snapshot(db: Path, buckets: Sequence[float]) -> Snapshot:
     return snap
 
 
-def _domain_last(conn: sqlite3.Connection) -> list[DomainLastRun]:
+def _domain_last(conn: Conn) -> list[DomainLastRun]:
     """Per (env, domain): its newest finished domain run and that run's result counts."""
     rows = conn.execute(
         """
@@ -133,12 +116,12 @@ def _domain_last(conn: sqlite3.Connection) -> list[DomainLastRun]:
           SELECT r.env, d.domain, d.run_id, d.started_at,
                  row_number() OVER (PARTITION BY r.env, d.domain ORDER BY d.started_at DESC, d.run_id DESC) AS rn
           FROM domain_runs d JOIN runs r ON r.id = d.run_id
-          WHERE d.status != 'running')
+          WHERE d.status != 'running') AS newest
         WHERE rn = 1 ORDER BY env, domain
         """
     ).fetchall()
     # test_verdicts came with schema v6; an older DB has no verdicts.
-    has_verdicts = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='test_verdicts'").fetchone()
+    has_verdicts = has_table(conn, "test_verdicts")
     out = []
     for env, domain, run_id, started in rows:
         counts = dict(conn.execute(
@@ -151,7 +134,7 @@ def _domain_last(conn: sqlite3.Connection) -> list[DomainLastRun]:
     return out
 
 
-def _metric_series(conn: sqlite3.Connection, keys: list[tuple[str, str, str]]) -> list[MetricSeries]:
+def _metric_series(conn: Conn, keys: list[tuple[str, str, str]]) -> list[MetricSeries]:
     """Per (env, domain, test, name): the newest value and the one before it. ``keys``
     are History.metric_names() (a skip scan of the metrics_trend index); each key and
     env is then two rows sought from the newest end of that index, not a fold of every
@@ -172,7 +155,7 @@ def _metric_series(conn: sqlite3.Connection, keys: list[tuple[str, str, str]]) -
     return sorted(out[:MAX_METRIC_SERIES], key=lambda m: (m.env, m.domain, m.test, m.name))
 
 
-def _vm_latest(conn: sqlite3.Connection) -> list[VmLatest]:
+def _vm_latest(conn: Conn) -> list[VmLatest]:
     seen: dict[str, VmLatest] = {}
     for vm, run_id, ts, state, cpu, mem in conn.execute(
         "SELECT vm, run_id, ts, state, cpu_pct, mem_kb FROM vm_samples ORDER BY id DESC LIMIT ?", (VM_SAMPLE_WINDOW,)
@@ -182,7 +165,7 @@ def _vm_latest(conn: sqlite3.Connection) -> list[VmLatest]:
     return sorted(seen.values(), key=lambda v: v.vm)
 
 
-def metric_baseline(db: Path, env: str, domain: str, test: str, name: str, before_ts: float) -> float | None:
+def metric_baseline(db: StoreLocation, env: str, domain: str, test: str, name: str, before_ts: float) -> float | None:
     """The newest value of that metric stored before ``before_ts`` (the run it is compared with)."""
     with reading(db) as conn:
         if conn is None:
@@ -195,7 +178,7 @@ def metric_baseline(db: Path, env: str, domain: str, test: str, name: str, befor
     return None if row is None else float(row[0])
 
 
-def run_metrics(db: Path, run_id: str) -> list[tuple[str, str, str, str, float, float]]:
+def run_metrics(db: StoreLocation, run_id: str) -> list[tuple[str, str, str, str, float, float]]:
     """(env, domain, test, name, value, ts) of every metric stored for the run."""
     with reading(db) as conn:
         if conn is None:
@@ -205,7 +188,7 @@ def run_metrics(db: Path, run_id: str) -> list[tuple[str, str, str, str, float, 
         )]
 
 
-def latest_metric_values(db: Path, env: str, names: Sequence[str], before_ts: float) -> dict[tuple[str, str, str], float]:
+def latest_metric_values(db: StoreLocation, env: str, names: Sequence[str], before_ts: float) -> dict[tuple[str, str, str], float]:
     """(domain, test, name) -> the newest value of each of ``names`` stored in ``env``
     before ``before_ts`` (a run's start): what the live metric_regression alert compares
     a run's new values with, read once when the run starts."""
@@ -214,9 +197,12 @@ def latest_metric_values(db: Path, env: str, names: Sequence[str], before_ts: fl
         if conn is None:
             return out
         for name in names:
-            # SQLite takes the bare columns from the row holding max(ts).
-            for domain, test, value, _ in conn.execute(
-                "SELECT domain, test, value, max(ts) FROM metrics WHERE name = ? AND env = ? AND ts < ? GROUP BY domain, test",
+            # The newest row per (domain, test): a window, not SQLite's bare columns
+            # beside max(ts), which PostgreSQL refuses.
+            for domain, test, value in conn.execute(
+                "SELECT domain, test, value FROM ("
+                " SELECT domain, test, value, row_number() OVER (PARTITION BY domain, test ORDER BY ts DESC, id DESC) AS rn"
+                " FROM metrics WHERE name = ? AND env = ? AND ts < ?) AS newest WHERE rn = 1",
                 (name, env, before_ts),
             ):
                 out[(domain, test, name)] = float(value)

@@ -17,10 +17,10 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 
 from vexfs_cockpit.errors import CockpitError, UsageError
 from vexfs_cockpit.monitoring.alerts import Firing
+from vexfs_cockpit.store.location import StoreLocation
 
 
 class WebhookError(CockpitError):
@@ -71,7 +71,7 @@ def post(url: str, payload: Mapping[str, object], *, timeout_s: float = 5.0, ret
     raise WebhookError(f"webhook: POST failed after {attempt} attempt(s): {last}")
 
 
-async def record_dead_letter(db: Path, run_id: str, text: str) -> None:
+async def record_dead_letter(db: StoreLocation, run_id: str, text: str) -> None:
     """A delivery that failed for good, kept in the run's history as an infrastructure
     problem (history show, the reports): never the URL, only what failed."""
     from vexfs_cockpit.engine.bus import EventBus

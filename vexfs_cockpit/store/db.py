@@ -60,6 +60,14 @@ def resolve_location(
     return default_db_path()
 
 
+def config_location(text: str | None) -> str | None:
+    """A config's store.url, checked even where --db or VEXFS_COCKPIT_DB overrides it:
+    a password there is refused (a run stores its config in the history)."""
+    if text:
+        parse_location(text, "store.url")
+    return text
+
+
 def history_exists(loc: StoreLocation) -> bool:
     """True if the history at ``loc`` exists and is ours; a foreign or corrupt one is a
     StoreError. A PostgreSQL database without our schema counts as absent."""
@@ -396,3 +404,25 @@ def reading(loc: StoreLocation) -> Iterator[Conn | None]:
         finally:
             if conn is not None:
                 conn.close()
+
+
+def store_size(loc: StoreLocation) -> int:
+    """What the history takes: an SQLite file with its -wal and -shm (0 if absent), or
+    the PostgreSQL database's size on its server (one line if it cannot be read)."""
+    if isinstance(loc, PgUrl):
+        from vexfs_cockpit.store import pg
+
+        conn = pg.connect(loc)
+        try:
+            return pg.database_size(conn)
+        except pg.psycopg.Error as exc:
+            raise StoreError(f"cannot read the size of history DB {loc} ({pg.first_line(exc)})") from None
+        finally:
+            conn.close()
+    total = 0
+    for p in (loc, loc.with_name(loc.name + "-wal"), loc.with_name(loc.name + "-shm")):
+        try:
+            total += os.stat(p).st_size
+        except OSError:
+            pass
+    return total

@@ -267,3 +267,8 @@ def held_run_keys(conn: PgConnection) -> set[int]:
         "AND objsubid = 1 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
     ).fetchall()
     return {(int(hi) << 32) | int(lo) for hi, lo in rows}
+
+
+def database_size(conn: PgConnection) -> int:
+    """Bytes the history's database takes on the server (tables, indexes, TOAST)."""
+    return int(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])

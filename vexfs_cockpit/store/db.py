@@ -19,6 +19,7 @@ import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import platformdirs
 
@@ -32,6 +33,9 @@ from vexfs_cockpit.store.schema import (
     SQLITE_MAGIC,
     migrate,
 )
+
+if TYPE_CHECKING:
+    from vexfs_cockpit.store.pg import Readers
 
 DB_ENV_VAR = "VEXFS_COCKPIT_DB"
 BUSY_TIMEOUT_MS = 10_000
@@ -380,9 +384,14 @@ def open_reader(loc: StoreLocation) -> Conn | None:
 
 
 @contextmanager
-def reading(loc: StoreLocation) -> Iterator[Conn | None]:
+def reading(loc: StoreLocation, readers: Readers | None = None) -> Iterator[Conn | None]:
     """A reader's connection for one read (None: no history yet), closed after it; any
-    error of the database itself is one line naming it."""
+    error of the database itself is one line naming it. ``readers``: a pool of open
+    connections to ``loc`` (PostgreSQL) to borrow one from instead."""
+    if readers is not None:
+        with readers.reading() as borrowed:
+            yield borrowed
+        return
     if isinstance(loc, PgUrl):
         from vexfs_cockpit.store import pg
 

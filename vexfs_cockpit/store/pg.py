@@ -16,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any
+from typing import Any, Self
 
 import psycopg
 from psycopg.adapt import Loader
@@ -179,6 +180,59 @@ def connect(location: PgUrl) -> PgConnection:
         raise StoreError(f"cannot connect to history DB {location} ({first_line(exc)}): {_CREDENTIALS}") from None
     raw.adapters.register_loader("numeric", _NumberLoader)
     return PgConnection(raw, location)
+
+
+class Readers:
+    """A pool of reader connections to one PostgreSQL history, for a long-lived reader
+    (the TUI's History): a read borrows an open connection instead of making one, which
+    costs a socket, authentication and the schema check every call (~10 ms on a local
+    socket, a network round trip or more to a team's server). Whoever makes it owns it
+    and closes it; nothing here is process-wide.
+
+    A borrowed connection is checked with one round trip (``check``): one the server
+    dropped (restart, idle timeout) is replaced, not handed to the read. The schema is
+    verified once it exists, as the first read that finds it; before that each read
+    looks again (None: no history yet, as ``db.reading``)."""
+
+    def __init__(self, location: PgUrl, max_size: int = 4, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+        from psycopg_pool import ConnectionPool
+
+        self.location = location
+        self.timeout_s = timeout_s
+        self._version = 0
+        self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            location.url, min_size=1, max_size=max_size, open=False, name="vexfs-cockpit-readers",
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S, "application_name": "vexfs-cockpit",
+                    "cursor_factory": psycopg.ClientCursor},
+            configure=lambda raw: raw.adapters.register_loader("numeric", _NumberLoader),
+            check=ConnectionPool.check_connection, timeout=timeout_s)
+        self._pool.open(wait=False)  # the first connection is made in the background
+
+    @contextmanager
+    def reading(self) -> Iterator[PgConnection | None]:
+        from psycopg_pool import PoolTimeout
+
+        try:
+            with self._pool.connection() as raw:
+                conn = PgConnection(raw, self.location)
+                if not self._version:
+                    self._version = verify(conn)
+                yield conn if self._version else None
+        except PoolTimeout:
+            raise StoreError(f"cannot connect to history DB {self.location} (no connection in "
+                             f"{self.timeout_s:g} s): {_CREDENTIALS}") from None
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot read history DB {self.location} ({first_line(exc)}): check the server "
+                             "and your rights on that database") from None
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 # -- schema ----------------------------------------------------------------------------

@@ -1,0 +1,57 @@
+"""store/pg.py Readers: a pool of open reader connections for a long-lived reader
+(issue 19 item 6), on the tests' real PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.support.postgres import PgServer
+from vexfs_cockpit.errors import StoreError
+from vexfs_cockpit.store import pg
+from vexfs_cockpit.store.db import open_writer, reading
+from vexfs_cockpit.store.location import PgUrl
+
+
+def _backend_pid(readers: pg.Readers) -> int:
+    with reading(readers.location, readers) as conn:
+        assert conn is not None
+        return int(conn.execute("SELECT pg_backend_pid()").fetchone()[0])
+
+
+def test_readers_lend_one_open_connection_and_see_the_history_once_it_exists(pg_server: PgServer) -> None:
+    loc = PgUrl(pg_server.new_database())
+    with pg.Readers(loc, max_size=1) as readers:
+        with reading(loc, readers) as conn:
+            assert conn is None  # an empty database: no history yet, as db.reading says
+        open_writer(loc).close()  # a writer creates the schema meanwhile
+        with reading(loc, readers) as conn:
+            assert conn is not None
+            assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 0
+        # Consecutive reads borrow the same server session: no connect per read.
+        assert len({_backend_pid(readers) for _ in range(5)}) == 1
+
+
+def test_a_connection_the_server_dropped_is_replaced_not_lent(pg_server: PgServer) -> None:
+    loc = PgUrl(pg_server.new_database())
+    open_writer(loc).close()
+    with pg.Readers(loc, max_size=1) as readers:
+        before = _backend_pid(readers)
+        with psycopg.connect(pg_server.url(), autocommit=True) as admin:
+            assert admin.execute("SELECT pg_terminate_backend(%s)", (before,)).fetchone()[0]
+            # Wait until the server has ended it (pg_terminate_backend only signals).
+            while admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (before,)).fetchone()[0]:
+                time.sleep(0.01)
+        assert _backend_pid(readers) != before
+
+
+def test_no_server_is_one_line_naming_the_url(tmp_path: Path) -> None:
+    loc = PgUrl(f"postgresql://nobody@/history?host={tmp_path}&port=1")
+    with pg.Readers(loc, timeout_s=1) as readers, pytest.raises(StoreError) as err:
+        with reading(loc, readers):
+            pass
+    msg = str(err.value)
+    assert "\n" not in msg and str(loc) in msg and "no connection in 1 s" in msg

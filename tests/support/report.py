@@ -23,6 +23,7 @@ from pathlib import Path
 
 from tests.support.store import DAY, FS, KM, T0, E, F, P, RunSpec, S, T, kreport, record_sync
 from vexfs_cockpit.klog.model import Severity
+from vexfs_cockpit.store.location import StoreLocation
 
 RESULT = re.compile(r"^(ok|not ok) ([0-9]+)(?: - | )?([^#]*?)\s*(?:# (.*))?$")
 PLAN = re.compile(r"^1\.\.([0-9]+)$")
@@ -149,7 +150,7 @@ SPEC = RunSpec(
 )
 
 
-def history(path: Path) -> Path:
+def history(path: StoreLocation) -> StoreLocation:
     """Four earlier passing ci runs (load_time_ms 8..11), then SPEC, then two dev runs,
     the newest of which has a planted difference against ci: rw's throughput halves."""
     earlier = [

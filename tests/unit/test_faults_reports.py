@@ -23,10 +23,11 @@ from tests.support.faults import (
     tmpfs,
 )
 from tests.support.store import run_cli
-from tests.support.store import KM, T0, F, P, RunSpec, record_sync, run_events
+from tests.support.store import BACKENDS, KM, T0, F, P, RunSpec, new_history, record_sync, run_events
 from vexfs_cockpit.errors import ReportError
 from vexfs_cockpit.reports.json_report import write_json_report
 from vexfs_cockpit.reports.junit import write_junit
+from vexfs_cockpit.store.location import StoreLocation
 from vexfs_cockpit.store.report import ReportBuilder, RunReport
 
 
@@ -98,8 +99,14 @@ def test_a_report_that_cannot_be_written_after_the_run_keeps_the_runs_exit_code(
     assert json.loads(js.read_text())["summary"]["ok"] is True  # the other report is written all the same
 
 
-def test_history_report_to_a_directory_is_one_line(tmp_path: Path) -> None:
-    db = tmp_path / "h.db"
+@pytest.fixture(params=BACKENDS)
+def history_db(request: pytest.FixtureRequest, tmp_path: Path) -> StoreLocation:
+    """A new history of each backend."""
+    return new_history(request, tmp_path, "h.db")
+
+
+def test_history_report_to_a_directory_is_one_line(history_db: StoreLocation, tmp_path: Path) -> None:
+    db = history_db
     record_sync(db, [RunSpec("r1", T0, outcomes={(KM, "a"): P})])
     with pytest.raises(ReportError) as err:
         run_cli("history", "report", "r1", "--db", str(db), "--junit", str(tmp_path))

@@ -6,14 +6,32 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
 from junitparser import Error, Failure, JUnitXml, Skipped
 
-from tests.support.store import FS, KM, T0, E, F, P, RunSpec, S, T, kreport, record, record_sync, run_events
+from tests.support.store import (
+    BACKENDS,
+    FS,
+    KM,
+    T0,
+    E,
+    F,
+    P,
+    RunSpec,
+    S,
+    T,
+    kreport,
+    new_history,
+    record,
+    record_sync,
+    run_events,
+)
 from vexfs_cockpit.reports.json_report import FORMAT, report_dict, write_json_report
 from vexfs_cockpit.reports.junit import junit_xml, write_junit, xml_safe
 from vexfs_cockpit.engine.events import DomainStarted, InfraProblem, RunFinished, RunStarted, VmStateChanged
 from vexfs_cockpit.klog.model import Severity
 from vexfs_cockpit.store.history import History
+from vexfs_cockpit.store.location import StoreLocation
 from vexfs_cockpit.store.report import ReportBuilder, RunReport
 
 OOPS = kreport("oops", "BUG: unable to handle page fault in vexfs_read", Severity.CRITICAL)
@@ -135,8 +153,13 @@ def test_json_report_summary_and_evidence(tmp_path: Path) -> None:
     assert clean["summary"]["ok"] is True and clean["summary"]["crashes"] == []
 
 
-def test_events_and_store_give_the_same_documents(tmp_path: Path) -> None:
-    db = tmp_path / "h.db"
+@pytest.fixture(params=BACKENDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> StoreLocation:
+    """A new history of each backend."""
+    return new_history(request, tmp_path, "h.db")
+
+
+def test_events_and_store_give_the_same_documents(db: StoreLocation) -> None:
     record_sync(db, [SPEC])
     stored = History(db).run_detail("run-1")
     live = build(run_events(SPEC))
@@ -145,13 +168,12 @@ def test_events_and_store_give_the_same_documents(tmp_path: Path) -> None:
     assert report_dict(stored) == report_dict(live)
 
 
-def test_a_huge_kernel_log_window_is_capped_the_same_way_live_and_stored(tmp_path: Path) -> None:
+def test_a_huge_kernel_log_window_is_capped_the_same_way_live_and_stored(db: StoreLocation) -> None:
     from vexfs_cockpit.store.codec import MAX_KERNEL_LOG_LINES
 
     events = run_events(RunSpec("big", T0, outcomes={(KM, "load"): F}))
     fin = next(e for e in events if type(e).__name__ == "TestFinished")
     fin.result.evidence.kernel_log[:] = [f"line {i}" for i in range(MAX_KERNEL_LOG_LINES + 500)]
-    db = tmp_path / "h.db"
     asyncio.run(record(db, events))
     stored = History(db).run_detail("big")
     assert stored is not None

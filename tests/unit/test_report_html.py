@@ -11,7 +11,7 @@ import html5lib
 import pytest
 
 from tests.support.report import SPEC, history
-from tests.support.store import FS, KM
+from tests.support.store import BACKENDS, FS, KM, new_history
 from vexfs_cockpit.reports.html import collect_trends, html_text, write_html
 from vexfs_cockpit.reports.svg import polyline_chart
 from vexfs_cockpit.store.history import History
@@ -35,9 +35,9 @@ def by_id(doc: Element, ident: str) -> Element:
     return found[0]
 
 
-@pytest.fixture
-def stored(tmp_path: Path) -> History:
-    return History(history(tmp_path / "h.db"))
+@pytest.fixture(params=BACKENDS)
+def stored(request: pytest.FixtureRequest, tmp_path: Path) -> History:
+    return History(history(new_history(request, tmp_path, "h.db")))
 
 
 def test_names_each_test_and_failure_with_its_evidence(stored: History, tmp_path: Path) -> None:

@@ -150,7 +150,8 @@ def _writer_backends(admin: psycopg.Connection[Any], dbname: str) -> list[int]:
 def test_a_writer_whose_connection_is_dropped_reconnects_and_loses_nothing(pg_server: Any) -> None:
     """The server ends the writer's session (pg_terminate_backend: a restart, a
     failover, an idle-session timeout); the next batch finds the connection broken,
-    reconnects, takes its run's lock back and writes the batch again."""
+    reconnects, takes its run's lock back (and the run back from another cockpit that
+    took it for dead meanwhile) and writes the batch again."""
     url = PgUrl(pg_server.new_database())
     dbname = urlsplit(url.url).path.lstrip("/")
 
@@ -170,6 +171,11 @@ def test_a_writer_whose_connection_is_dropped_reconnects_and_loses_nothing(pg_se
             # returns once the session is gone on the server (its lock with it)
             assert admin.execute("SELECT pg_terminate_backend(%s, 30000)", (pid,)).fetchone() == (True,)
             assert _writer_backends(admin, dbname) == []
+            # Meanwhile another cockpit opens the history: with no lock held, it cannot tell
+            # a cut-off writer from a dead one and marks the run aborted.
+            other = HistoryStore.open(url)
+            other.close()
+            assert other.aborted_on_open == ["dropped"]
             for i in range(5):
                 bus.publish(TestFinished(run_id="dropped", result=result(KM, f"after{i}", P, T0 + 10 + i),
                                          ts=T0 + 10 + i + 0.5))
@@ -177,12 +183,14 @@ def test_a_writer_whose_connection_is_dropped_reconnects_and_loses_nothing(pg_se
             assert (rec.lost, rec.error) == (0, None)
             (new_pid,) = _writer_backends(admin, dbname)
             assert new_pid != pid
-        # the run is still live: its writer holds its lock again, so neither a reader
-        # nor another writer's open takes it for a dead cockpit's run
+        # the run is live again: its writer holds its lock and undid the other's mark, so
+        # neither a reader nor another writer's open takes it for a dead cockpit's run
         with reading(url) as conn:
             assert conn is not None and pg.run_lock_key("dropped") in pg.held_run_keys(conn)
         (run,) = History(url).list_runs()
-        assert run.status == "running"
+        assert (run.status, run.finished_at, run.reason) == ("running", None, "")
+        detail = History(url).run_detail("dropped")
+        assert detail is not None and [(d.status, d.reason) for d in detail.domains] == [("running", "")]
         other = HistoryStore.open(url)
         try:
             assert other.aborted_on_open == []

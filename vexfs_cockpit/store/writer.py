@@ -110,14 +110,32 @@ class StoreWriter:
         if not self.pg or not self.conn.broken:
             return False
         try:
-            self.conn = open_writer(self.path, deep_check=False)
+            conn = open_writer(self.path, deep_check=False)
         except StoreError:
             return False
+        self.conn.close()
+        self.conn = conn
         from vexfs_cockpit.store import pg
 
-        for run_id in self._live:
-            pg.hold_run(self.conn, run_id)
+        with self._tx():
+            for run_id in self._live:
+                pg.hold_run(self.conn, run_id)  # first: from now on nobody takes it for dead
+                self._revive(run_id)
         return True
+
+    def _revive(self, run_id: str) -> None:
+        """While we were cut off our runs' locks were free: another cockpit opening the
+        history took this run for a dead one's (mark_aborted_runs). It is live: undo that."""
+        row = self.conn.execute("SELECT status, reason FROM runs WHERE id=?", (run_id,)).fetchone()
+        if row is None or (row[0], row[1]) != ("aborted", run_died_reason(self.me.pid, self.me.hostname)):
+            return
+        self.conn.execute("UPDATE runs SET status='running', finished_at=NULL, reason='' WHERE id=?", (run_id,))
+        for dom_id, current, reason in self.conn.execute(
+            "SELECT id, current_test, reason FROM domain_runs WHERE run_id=? AND status='aborted'", (run_id,)
+        ).fetchall():
+            if reason == domain_died_reason(current):
+                self.conn.execute(
+                    "UPDATE domain_runs SET status='running', finished_at=NULL, reason='' WHERE id=?", (dom_id,))
 
     # -- events ---------------------------------------------------------------------
     def write_batch(self, items: Sequence[Item]) -> list[Lost]:

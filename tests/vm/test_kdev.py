@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import io
 import os
 import re
@@ -432,7 +433,9 @@ async def test_kbuild_is_incremental_and_forgets_deleted_files(tmp_path: Path, k
 @pytest.mark.timeout(600)
 def test_watch_rebuilds_reloads_and_reruns_on_each_save(dev_data: str, tmp_path: Path) -> None:
     """`watch`: a save is one result line (build, reload, the named tests on the dev VM);
-    a save that breaks the build says so in that line; it stops after --max-cycles."""
+    the first builds with make, the next replays kbuild's records (the fast path) and
+    that very .ko is what the guest loaded and passed with; a save that breaks the build
+    says so in that line (make's errors); it stops after --max-cycles."""
     import queue
     import subprocess
     import sys
@@ -443,7 +446,7 @@ def test_watch_rebuilds_reloads_and_reruns_on_each_save(dev_data: str, tmp_path:
     proc = subprocess.Popen(
         [sys.executable, "-m", "vexfs_cockpit", "watch", "--env", "test", "--set", f"module.build_path={src}",
          "--db", str(tmp_path / "h.db"), "--tests", "kernel_module/module_load_basic", "--debounce-ms", "100",
-         "--max-cycles", "2", dev_data],
+         "--max-cycles", "3", dev_data],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
@@ -470,10 +473,24 @@ def test_watch_rebuilds_reloads_and_reruns_on_each_save(dev_data: str, tmp_path:
         source.write_text(source.read_text() + "\n/* a save */\n")
         ok = wait_for("save 1:", 300)
         assert "PASS 2/2" in ok, ok  # module_build comes along as module_load_basic's dependency
-        assert re.search(r"build [\d.]+ · unload [\d.]+ · load [\d.]+ · tests [\d.]+\)", ok), ok  # where the save's time went
+        # where the save's time went; the build and the unload run side by side
+        took = r"build [\d.]+ (?P<how>[^,]+), unload [\d.]+ alongside · load [\d.]+ · tests [\d.]+\)"
+        m = re.search(took, ok)
+        assert m and m["how"] == "make: first build here", ok
+        source.write_text(source.read_text() + '\nstatic const char vexfs_watch_tag[] __used = "vexfs-watch-fast-2";\n')
+        fast = wait_for("save 2:", 300)
+        m = re.search(took, fast)
+        assert "PASS 2/2" in fast and m and m["how"] == "fast", fast
+        cfg = load_config(None, "test", {"module.build_path": str(src)})
+        ko = kdev.module_of(cfg).built_ko(_guest_kernel())
+        digest = hashlib.sha256(ko.read_bytes()).hexdigest()
+        assert b"vexfs-watch-fast-2" in ko.read_bytes()
+        rc, got = asyncio.run(_guest_sh(cfg, dev_data, "sha256sum /tmp/vexfs-cockpit/vexfs_selftest.ko"))
+        assert rc == 0 and got.split()[0] == digest, got  # the guest loaded the replayed build
         source.write_text(source.read_text() + "\nint vexfs_watch_broken = ;\n")
-        broken = wait_for("save 2:", 300)
+        broken = wait_for("save 3:", 300)
         assert "build FAILED" in broken and "error" in broken, broken
+        assert "make: CC [M] vexfs_selftest.o exited 1" in broken, broken  # replay failed: make's errors
         assert proc.wait(timeout=60) == 0
     finally:
         if proc.poll() is None:

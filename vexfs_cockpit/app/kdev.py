@@ -333,6 +333,12 @@ async def guest_kernel_of(cfg: CockpitConfig, name: str, uri: str | None) -> tup
 
 async def kbuild_cmd(cfg: CockpitConfig, vm: str | None, *, uri: str | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout  # resolved per call: tests and callers swap sys.stdout
+    res = await build_for(cfg, vm, uri=uri)
+    return 0 if report_build(res, module_of(cfg), out) else 1
+
+
+async def build_for(cfg: CockpitConfig, vm: str | None, *, uri: str | None = None) -> KbuildResult:
+    """The warm loop's build for the running dev VM ``vm``'s kernel (else the image's)."""
     mod = module_of(cfg)
     booted = ""
     if vm:
@@ -346,8 +352,7 @@ async def kbuild_cmd(cfg: CockpitConfig, vm: str | None, *, uri: str | None = No
         from vexfs_cockpit.images.initramfs import resolve_kernel_version
 
         kernel = await asyncio.to_thread(resolve_kernel_version, cfg.fleet.guest_kernel)
-    res = await build(mod, kernel, tree=kernel_tree_for(cfg, kernel, booted))
-    return 0 if report_build(res, mod, out) else 1
+    return await build(mod, kernel, tree=kernel_tree_for(cfg, kernel, booted))
 
 
 # ----------------------------------------------------------------------------- ktest

@@ -1,10 +1,12 @@
 """One warm-loop cycle on a running dev VM: build for its kernel, unload and reload the
 module, run tests there; one line for it. `watch` runs one per save, `bisect` one per
-commit."""
+commit. The unload does not depend on the build, so it runs in the guest while the
+host compiles."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import io
 import json
@@ -13,7 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from vexfs_cockpit.app.kdev import kbuild_cmd, kload, kunload
+from vexfs_cockpit.app.kdev import build_for, kload, kunload, module_of, report_build
 from vexfs_cockpit.commands.kdev import ktest
 
 
@@ -37,25 +39,45 @@ class Cycle:
         started = time.monotonic()
         quiet = io.StringIO()
         steps: list[tuple[str, float]] = []  # (step, its end): where a slow save went
+        side_by_side = ""  # the build and the unload, each with its own time
 
         def mark(step: str) -> None:
             steps.append((step, time.monotonic()))
 
         def took() -> str:
-            parts, last = [], started
+            parts, last = [side_by_side] if side_by_side else [], started_rest
             for step, end in steps:
                 parts.append(f"{step} {end - last:.1f}")
                 last = end
             return f"{time.monotonic() - started:.1f}s" + (f": {' · '.join(parts)}" if parts else "")
 
         self.outcome, self.run_id = "skip", ""
-        if await kbuild_cmd(cfg, vm, uri=self.args.uri, out=quiet) != 0:
-            return f"build FAILED ({took()}): {_first(quiet.getvalue(), ('error', 'Error')) or 'see kbuild'}"
-        mark("build")
+        started_rest = started
+        build_out, unload_out = io.StringIO(), io.StringIO()
+
+        async def timed(coro: Any) -> tuple[Any, float]:
+            t0 = time.monotonic()
+            return await coro, time.monotonic() - t0
+
+        # Both run to their end (no half-killed rmmod, no make left behind); a newer save
+        # cancels both.
+        built, unloaded = await asyncio.gather(
+            timed(build_for(cfg, vm, uri=self.args.uri)),
+            timed(kunload(cfg, vm, uri=self.args.uri, out=unload_out, targets=self.targets)),
+            return_exceptions=True,
+        )
+        for outcome in (built, unloaded):  # the build's failure first, as when they ran in turn
+            if isinstance(outcome, BaseException):
+                raise outcome
+        res, build_s = built
+        unload_rc, unload_s = unloaded
+        side_by_side = f"build {build_s:.1f} {res.how}, unload {unload_s:.1f} alongside"
+        started_rest = time.monotonic()
+        if not report_build(res, module_of(cfg), build_out):
+            return f"build FAILED ({took()}): {_first(build_out.getvalue(), ('error', 'Error')) or 'see kbuild'}"
         self.outcome = "error"
-        if await kunload(cfg, vm, uri=self.args.uri, out=quiet, targets=self.targets) != 0:
-            return f"unload FAILED ({took()}): {_last(quiet.getvalue())}"
-        mark("unload")
+        if unload_rc != 0:
+            return f"unload FAILED ({took()}): {_last(unload_out.getvalue())}"
         load_failed = ""
         if await kload(cfg, vm, uri=self.args.uri, out=quiet, targets=self.targets) != 0:
             # Bad already; the tests still run, so their evidence is in the history.

@@ -84,7 +84,7 @@ async def watch(args: argparse.Namespace) -> int:
             # yield_on_timeout: the first (empty) answer means the watcher is in place, so
             # "watching" is said only once a save would be seen.
             async for changes in awatch(mod.src, watch_filter=_source_change, debounce=args.debounce_ms,
-                                        step=50, stop_event=stop, rust_timeout=200, yield_on_timeout=True):
+                                        step=20, stop_event=stop, rust_timeout=200, yield_on_timeout=True):
                 if not watching:
                     print(f"watching {mod.src} for {vm}: a save rebuilds, reloads and reruns {what}; Ctrl-C stops",
                           flush=True)

@@ -73,8 +73,14 @@ def test_list_runs_filters(db: Path, filters: dict, expected: list[str]) -> None
     assert [r.run_id for r in History(db).list_runs(**filters)] == expected
 
 
-def test_list_runs_pages_never_repeat_or_skip_a_run(tmp_path: Path) -> None:
-    path = tmp_path / "ties.db"
+@pytest.fixture(params=BACKENDS)
+def empty(request: pytest.FixtureRequest, tmp_path: Path) -> StoreLocation:
+    """A new, empty history of each backend (for a test that records its own runs)."""
+    return new_history(request, tmp_path)
+
+
+def test_list_runs_pages_never_repeat_or_skip_a_run(empty: StoreLocation) -> None:
+    path = empty
     # Runs sharing a start time, with ids that do not sort as they were recorded.
     record_sync(path, [RunSpec(rid, T0 + (i // 3) * DAY, outcomes={(KM, "load"): P})
                        for i, rid in enumerate(["b", "c", "a", "e", "d", "f", "g"])])
@@ -210,10 +216,10 @@ def test_trend_queries_use_their_indexes(db: StoreLocation) -> None:
             db, sql, {"domain": KM, "test": "load", "name": "x", "since": inf, "env": None}), sql
 
 
-def test_compare_shows_what_one_run_lacks_and_what_moved(tmp_path: Path) -> None:
+def test_compare_shows_what_one_run_lacks_and_what_moved(empty: StoreLocation) -> None:
     """A 2-domain run against a 1-domain run is not '0 changes' (issue 20 item 8): the
     tests only one run has, and durations and metrics that moved, are listed."""
-    path = tmp_path / "h.db"
+    path = empty
     record_sync(path, [
         RunSpec("two", T0, outcomes={(KM, "load"): P, (FS, "mount"): P}, metrics={(KM, "load"): {"load_ms": 10.0, "steady": 5.0}}),
         RunSpec("one", T0 + DAY, outcomes={(KM, "load"): P, (KM, "stress"): P}, metrics={(KM, "load"): {"load_ms": 30.0, "steady": 5.2}},

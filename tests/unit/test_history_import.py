@@ -237,3 +237,23 @@ def test_cli_import_prints_one_line_each(tmp_path: Path) -> None:
     assert bad.returncode == 3 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
     assert "neither a vexfs-cockpit history DB nor a JSON run report" in bad.stderr
 
+
+def test_cli_moves_a_history_into_postgresql_and_back(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """The team set-up: a developer's SQLite history into the shared PostgreSQL with
+    `--db postgresql://...`, and a PostgreSQL history out into a file again."""
+    a, back = tmp_path / "a.db", tmp_path / "back.db"
+    team = history_at(request, "postgresql", tmp_path)
+    record_sync(a, shard_runs("dev", T0))
+    exe = str(ROOT / ".venv/bin/vexfs-cockpit")
+
+    def cli(*argv: str) -> str:
+        done = subprocess.run([exe, "history", *argv], capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0 and not done.stderr, done.stderr
+        return done.stdout
+
+    assert cli("import", str(a), "--db", str(team)) == f"imported 2 run(s) with 4 test result(s) from {a}\n"
+    assert cli("--db", str(team), "import", str(a)).endswith("; 2 already here\n")
+    assert cli("import", str(team), "--db", str(back)) == f"imported 2 run(s) with 4 test result(s) from {team}\n"
+    assert counts(back) == counts(a) == counts(team)
+    for rid in ("dev-1", "dev-2"):
+        same_report(a, rid, back, rid)

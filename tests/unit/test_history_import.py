@@ -8,6 +8,7 @@ import dataclasses
 import shutil
 import sqlite3
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -257,3 +258,33 @@ def test_cli_moves_a_history_into_postgresql_and_back(request: pytest.FixtureReq
     assert counts(back) == counts(a) == counts(team)
     for rid in ("dev-1", "dev-2"):
         same_report(a, rid, back, rid)
+
+
+def test_two_imports_at_once_into_postgresql_store_each_run_once(request: pytest.FixtureRequest,
+                                                                 tmp_path: Path) -> None:
+    """Two CI jobs importing the same shard into the team's database at the same moment:
+    the one that loses the race for a run finds it there (its insert waits for the
+    other's commit), so every run, result and crash occurrence is stored once."""
+    a = tmp_path / "a.db"
+    team = history_at(request, "postgresql", tmp_path)
+    record_sync(a, [spec for k in range(8) for spec in shard_runs(f"job{k}", T0 + 1000 * k)])
+    record_sync(team, [])  # the schema made once, before the race
+    barrier = threading.Barrier(2)
+    summaries: list[Any] = []
+
+    def job() -> None:
+        barrier.wait()
+        try:
+            summaries.append(import_history(team, a))
+        except StoreError as exc:  # shown by the assert below, not lost in the thread
+            summaries.append(exc)
+
+    threads = [threading.Thread(target=job) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert len(summaries) == 2 and not any(isinstance(s, StoreError) for s in summaries), summaries
+    assert sorted(r for s in summaries for r in s.added) == sorted(r for (r,) in query(a, "SELECT id FROM runs"))
+    assert sum(s.present for s in summaries) == 16 and not any(s.renamed for s in summaries)
+    assert counts(team) == counts(a)

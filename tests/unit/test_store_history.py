@@ -115,6 +115,22 @@ def test_resolve_run_id(db: Path) -> None:
     assert h.resolve_run_id("zz") is None
     with pytest.raises(UsageError, match="ambiguous"):
         h.resolve_run_id("r")
+    assert h.resolve_run_id("R3") == "r3"  # a prefix is case-blind on both backends
+    assert h.resolve_run_id("%") is None and h.resolve_run_id("_3") is None  # LIKE wildcards are literal
+
+
+def test_the_pickers_catalog_pass_rates_and_shard_durations(db: StoreLocation) -> None:
+    """What the TUI's pickers and pass-rate chart and CI sharding read."""
+    h = History(db)
+    cat = h.recent_catalog()
+    assert cat.envs == ["ci", "dev"] and cat.metrics == [(KM, "load", "load_time_ms")]
+    assert {d: sorted(t) for d, t in cat.tests.items()} == {KM: ["build", "load"], FS: ["mount"]}
+    assert h.recent_catalog(env_runs=1, test_runs=1).envs == ["dev"]  # r5 only
+    assert [(p.run_id, p.passed, p.bad) for p in h.domain_pass_rate(KM, since=T0 - 3 * DAY)] == [
+        ("r3", 2, 0), ("r4", 1, 1), ("r5", 1, 1)]
+    assert h.test_durations([(KM, "load"), (FS, "mount"), (KM, "nope")], window=3) == {
+        (KM, "load"): 1.0, (FS, "mount"): 1.0}  # median of r5, r4, r3 (3 s)
+    assert h.envs() == ["ci", "dev"] and h.run_env("r4") == "ci" and h.run_env("zz") is None
 
 
 def test_domain_trend(db: Path) -> None:

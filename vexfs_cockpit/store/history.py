@@ -537,7 +537,8 @@ class History:
             if conn.execute("SELECT 1 FROM runs WHERE id=?", (ref,)).fetchone():
                 return ref
             hits = conn.execute(
-                "SELECT id FROM runs WHERE id LIKE ? ESCAPE '\\' LIMIT 2", (_escape_like(ref) + "%",)
+                # case-blind on both backends, as SQLite's LIKE always was
+                "SELECT id FROM runs WHERE lower(id) LIKE lower(?) ESCAPE '\\' LIMIT 2", (_escape_like(ref) + "%",)
             ).fetchall()
         if len(hits) > 1:
             raise UsageError(f"run id prefix {ref!r} is ambiguous: give more characters")
@@ -702,7 +703,8 @@ class History:
             envs = sorted(
                 r[0]
                 for r in conn.execute(
-                    "SELECT DISTINCT env FROM (SELECT env FROM runs ORDER BY started_at DESC LIMIT ?) WHERE env != ''",
+                    "SELECT DISTINCT env FROM (SELECT env FROM runs ORDER BY started_at DESC LIMIT ?) AS recent "
+                    "WHERE env != ''",  # PostgreSQL (< 16) wants the subquery named
                     (env_runs,),
                 )
             )

@@ -288,3 +288,19 @@ def test_two_imports_at_once_into_postgresql_store_each_run_once(request: pytest
     assert sorted(r for s in summaries for r in s.added) == sorted(r for (r,) in query(a, "SELECT id FROM runs"))
     assert sum(s.present for s in summaries) == 16 and not any(s.renamed for s in summaries)
     assert counts(team) == counts(a)
+
+
+def test_an_unusable_postgresql_side_is_one_line(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    a = tmp_path / "a.db"
+    record_sync(a, shard_runs("keep", T0))
+    before = counts(a)
+    empty = history_at(request, "postgresql", tmp_path)  # a database without a history
+    with pytest.raises(StoreError, match="holds no vexfs-cockpit history yet; nothing was imported") as err:
+        import_history(a, empty)
+    assert str(empty) in str(err.value)
+    nobody = PgUrl("postgresql://cockpit@127.0.0.1:1/team")  # no server there
+    for dest, source in ((nobody, a), (a, nobody)):
+        with pytest.raises(StoreError) as err:
+            import_history(dest, source)
+        assert "\n" not in str(err.value) and str(nobody) in str(err.value), err.value
+    assert counts(a) == before

@@ -69,14 +69,17 @@ def _as_owner(argv: list[str], owner: str | None) -> list[str]:
 
 
 @contextlib.contextmanager
-def running_postgres(base: Path) -> Iterator[PgServer]:
-    """Start a throw-away cluster under ``base``; stopped (fast) and removed on exit."""
+def running_postgres(base: Path, keep: bool = False) -> Iterator[PgServer]:
+    """Start a throw-away cluster under ``base``; stopped (fast) and removed on exit.
+
+    ``keep``: the cluster under ``base`` outlives the call (the benchmarks' cached
+    history): started again if it is there, stopped cleanly and left on exit."""
     bindir = pg_bindir()
     if bindir is None:
         raise RuntimeError("PostgreSQL is not installed: run scripts/setup.sh (it installs postgresql)")
     owner = "postgres" if os.geteuid() == 0 else None
     root = base / "pg"
-    (root / "sock").mkdir(parents=True)
+    (root / "sock").mkdir(parents=True, exist_ok=keep)
     if owner:
         pw = pwd.getpwnam(owner)
         for p in (base, root, root / "sock"):
@@ -84,8 +87,12 @@ def running_postgres(base: Path) -> Iterator[PgServer]:
     data = root / "data"
     port = _free_port()
     run = lambda argv: subprocess.run(_as_owner(argv, owner), check=True, capture_output=True, text=True)  # noqa: E731
-    run([str(bindir / "initdb"), "-D", str(data), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8",
-         "--locale=C", "--no-sync"])
+    if not (keep and (data / "PG_VERSION").exists()):
+        run([str(bindir / "initdb"), "-D", str(data), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8",
+             "--locale=C", "--no-sync"])
+    elif (data / "postmaster.pid").exists():  # a kept cluster whose last user was killed: still up
+        subprocess.run(_as_owner([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], owner),
+                       capture_output=True)
     opts = (f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={root / 'sock'} "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=60 "
             "-c shared_buffers=64MB")
@@ -97,6 +104,8 @@ def running_postgres(base: Path) -> Iterator[PgServer]:
     try:
         yield PgServer(root, port)
     finally:
-        subprocess.run(_as_owner([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], owner),
-                       capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+        # A kept cluster is stopped cleanly: fsync is off, its files must be whole on disk.
+        subprocess.run(_as_owner([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast" if keep else "immediate",
+                                  "stop"], owner), capture_output=True)
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)

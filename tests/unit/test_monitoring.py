@@ -4,23 +4,29 @@ real HTTP on 127.0.0.1, the real CLI. No Prometheus binary needed here
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from pathlib import Path
 
 import prometheus_client
+import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.monitoring import FS, KM, R1, R2, T0, DAY, cli, make_history
+from tests.support.monitoring import FS, KM, R1, R2, R3, T0, DAY, VM_SAMPLES, cli, make_history
+from tests.support.store import BACKENDS, new_history, record, run_events
 from vexfs_cockpit.config.models import AlertRule, MonitoringSettings
 from vexfs_cockpit.errors import ConfigError, ReportError, UsageError
 from vexfs_cockpit.monitoring import exporter as x
 from vexfs_cockpit.monitoring.alerts import check_run, resolve_run, rules_document, validate
 from vexfs_cockpit.monitoring.webhook import WebhookError, message, post, webhook_url
 from vexfs_cockpit.config.load import load_config
+from vexfs_cockpit.store.location import PgUrl, StoreLocation
+from vexfs_cockpit.store.recorder import HistoryStore
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -35,9 +41,24 @@ def v(got: dict, name: str, **labels: str) -> float:
     return got[(name, frozenset(labels.items()))]
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return make_history(tmp_path / "history.db")
+@pytest.fixture(params=BACKENDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreLocation]:
+    """make_history's runs and VM samples in an SQLite file or a real PostgreSQL, the
+    writer kept open: r3 reads as running (on PostgreSQL while its writer holds the
+    run's lock, from this and any other process)."""
+    loc = new_history(request, tmp_path)
+    store = HistoryStore.open(loc)
+
+    async def go() -> None:
+        for spec in (R1, R2, R3):
+            await record(loc, run_events(spec), store)
+        await record(loc, VM_SAMPLES, store)
+
+    try:
+        asyncio.run(go())
+        yield loc
+    finally:
+        store.close()
 
 
 # -- the exposition ------------------------------------------------------------------
@@ -88,8 +109,14 @@ def test_exposition_parses_with_the_history_figures(db: Path) -> None:
     assert v(got, x.RUNS_TOTAL, status="failed") == 1
     assert v(got, x.RUNS_TOTAL, status="running") == 1
     assert v(got, x.RUNS_IN_PROGRESS) == 1
-    size = sum(p.stat().st_size for p in db.parent.glob("history.db*"))
-    assert v(got, x.STORE_SIZE) == size > 0
+    if isinstance(db, PgUrl):  # the database on the server, as PostgreSQL counts it
+        with psycopg.connect(db.url) as conn:
+            size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+        # autovacuum may add a page map or two between the scrape and this read
+        assert size - 2**20 < v(got, x.STORE_SIZE) <= size and size > 2**20
+    else:
+        size = sum(p.stat().st_size for p in db.parent.glob("history.db*"))
+        assert v(got, x.STORE_SIZE) == size > 0
     # every series is one the module declares (the dashboard and rules test rely on it)
     assert {k[0] for k in got} <= x.ALL_SERIES
     assert all(name.startswith("vexfs_cockpit_") for name in x.SERIES_NAMES)
@@ -381,3 +408,14 @@ def test_cli_bad_input_is_one_line(argv: list[str], code: int, words: str, db: P
     assert r.returncode == code, (r.stdout, r.stderr)
     assert words in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_latest_metric_values_are_the_newest_before_a_time(db: StoreLocation) -> None:
+    """What the live metric_regression alert compares with (one SQL on both backends:
+    the newest row per test by a window, not SQLite's bare column beside max(ts))."""
+    from vexfs_cockpit.monitoring.queries import latest_metric_values
+
+    name = "load_p50_ms"
+    assert latest_metric_values(db, "dev", [name], T0 + 3 * DAY) == {(KM, "load", name): 25.0}
+    assert latest_metric_values(db, "dev", [name], T0 + DAY) == {(KM, "load", name): 10.0}
+    assert latest_metric_values(db, "ci", [name], T0 + 3 * DAY) == {}

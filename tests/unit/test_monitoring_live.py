@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.engine import LocalProvider
-from tests.support.store import kreport
+from tests.support.store import BACKENDS, kreport
 from vexfs_cockpit import DomainBase, TestResult, TestStatus, test_options
 from vexfs_cockpit.commands.progress import ProgressPrinter
 from vexfs_cockpit.config.load import load_config
@@ -394,15 +394,19 @@ def test_new_regression_fires_live_on_the_verdict_only() -> None:
     assert fired[0].firing.summary == "kernel_module/unload: new regression (FAILED now)"
 
 
-def test_new_regression_in_the_store_the_exporter_and_the_rules(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_new_regression_in_the_store_the_exporter_and_the_rules(backend: str, tmp_path: Path,
+                                                               request: pytest.FixtureRequest) -> None:
     import asyncio as aio
 
     from tests.support.monitoring import make_history
     from tests.support.store import record
     from vexfs_cockpit.monitoring import exporter as x
     from vexfs_cockpit.monitoring.alerts import check_run, expr, resolve_run
+    from vexfs_cockpit.store.location import PgUrl
 
-    db = make_history(tmp_path / "h.db")
+    db = make_history(PgUrl(request.getfixturevalue("pg_server").new_database()) if backend == "postgresql"
+                      else tmp_path / "h.db")
     got = {(s.name, tuple(sorted(s.labels.items()))): s.value
            for fam in text_string_to_metric_families(x.exposition(db).decode()) for s in fam.samples}
     key = (x.DOMAIN_LAST_RUN_VERDICTS, (("domain", "kernel_module"), ("env", "dev"), ("verdict", "regression")))

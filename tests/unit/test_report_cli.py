@@ -11,16 +11,18 @@ from junitparser import JUnitXml
 from kcidb_io.schema import V5_2
 
 from tests.support.report import history, parse_ktap
-from tests.support.store import FS, KM, T0, DAY, F, P, RunSpec, record_sync
+from tests.support.store import BACKENDS, FS, KM, T0, DAY, F, P, RunSpec, new_history, record_sync
 from vexfs_cockpit import cli
+from vexfs_cockpit.store.location import StoreLocation
 
 
-@pytest.fixture
-def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+@pytest.fixture(params=BACKENDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StoreLocation:
+    """The same history in an SQLite file and in a real PostgreSQL (--db takes either)."""
     monkeypatch.delenv("VEXFS_COCKPIT_DB", raising=False)
     monkeypatch.delenv("GITHUB_SHA", raising=False)
     monkeypatch.delenv("CI_COMMIT_SHA", raising=False)
-    return history(tmp_path / "h.db")
+    return history(new_history(request, tmp_path, "h.db"))
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -113,37 +113,6 @@ T = TypeVar("T")
 STEP_TIMEOUT_S = 60.0  # a step that never paints is reported as a failure, not waited on forever
 
 
-class PgHistory(History):
-    """History on PostgreSQL with one fix the store still needs (reported for
-    store/history.py): recent_catalog's env query reads a subquery without an alias,
-    which PostgreSQL 15 refuses ("subquery in FROM must have an alias"); the same
-    statements otherwise, so the TUI's trend pickers can load. Drop this class once
-    History.recent_catalog names its subquery."""
-
-    def recent_catalog(self, env_runs: int = 1000, test_runs: int = 8) -> hist.RecentCatalog:
-        with self._read() as conn:
-            if conn is None:
-                return hist.RecentCatalog([], {}, [])
-            envs = sorted(r[0] for r in conn.execute(
-                "SELECT DISTINCT env FROM (SELECT env FROM runs ORDER BY started_at DESC LIMIT ?) AS recent "
-                "WHERE env != ''", (env_runs,)))
-            ids = [r[0] for r in conn.execute("SELECT id FROM runs ORDER BY started_at DESC LIMIT ?", (test_runs,))]
-            tests: dict[str, set[str]] = {}
-            if ids:
-                marks = ",".join("?" for _ in ids)
-                for domain, planned in conn.execute(
-                        f"SELECT domain, planned_tests FROM domain_runs WHERE run_id IN ({marks})", ids):
-                    tests.setdefault(domain, set()).update(json.loads(planned))
-                for domain, test in conn.execute(
-                        f"SELECT DISTINCT domain, test FROM test_results WHERE run_id IN ({marks})", ids):
-                    tests.setdefault(domain, set()).add(test)
-            return hist.RecentCatalog(envs, tests, hist._metric_keys(conn))
-
-
-def history_at(db: StoreLocation) -> History:
-    return PgHistory(db) if isinstance(db, PgUrl) else History(db)
-
-
 class BenchBackend(HistoryQueries):
     """The real history half (store read API on the generated DB); no fleet, no runs.
 
@@ -152,7 +121,7 @@ class BenchBackend(HistoryQueries):
     """
 
     def __init__(self, db: StoreLocation) -> None:
-        super().__init__(history_at(db))
+        super().__init__(History(db))
         self._bus = EventBus()
         self._inflight = 0
         self._lock = threading.Lock()
@@ -293,7 +262,7 @@ def bare_sql(db: StoreLocation, n: int, domain: str, test: str) -> dict[str, Sam
         conn.close()
 
 
-class PooledHistory(PgHistory):
+class PooledHistory(History):
     """History reading through a pool of open connections (store/pg.py Readers) instead
     of a fresh connection per call: what the PostgreSQL rows "pooled" measure."""
 
@@ -725,7 +694,7 @@ def print_plans(plans: list[PlanCheck]) -> None:
 async def measure(label: str, db: StoreLocation, args: argparse.Namespace, domain: str, test: str,
                   metric: MetricKey | None) -> Measured:
     bare = bare_sql(db, args.repeat, domain, test)
-    api = store_api(history_at(db), args.repeat, domain, test, metric)
+    api = store_api(History(db), args.repeat, domain, test, metric)
     pooled: dict[str, Sample] = {}
     cost: dict[str, Sample] = {}
     if isinstance(db, PgUrl):
@@ -779,7 +748,7 @@ async def run_bench(args: argparse.Namespace, width: int, height: int, stack: co
     test = catalog.tests[domain][0]  # the first test of the duration picker
     metric = next((k for k in catalog.metrics if k.domain and k.test), None)  # one test's metric
     for label, db in backends[1:]:
-        other = HistoryQueries(history_at(db)).history_catalog()
+        other = HistoryQueries(History(db)).history_catalog()
         if other != catalog:
             raise SystemExit(f"bench: {label}'s catalog differs from SQLite's: not the same rows")
 
@@ -798,7 +767,7 @@ async def run_bench(args: argparse.Namespace, width: int, height: int, stack: co
         gc_watch = GcWatch()
         m.ui, m.seen = await tui(m.db, args.repeat + 1, (width, height))
         m.deferred_gc = list(gc_watch.ms)
-        m.ui["h"].rows = len(history_at(m.db).list_runs(limit=PAGE))
+        m.ui["h"].rows = len(History(m.db).list_runs(limit=PAGE))
         m.ui["g"].rows, m.ui["duration"].rows = m.seen["pass points"], m.seen["duration points"]
     plans = explain_pg(backends[1][1], domain, test, metric) if args.postgres else []  # type: ignore[arg-type]
     floor: dict[str, Sample] = {}

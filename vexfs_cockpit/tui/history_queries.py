@@ -1,7 +1,8 @@
 """The history half of ``CockpitBackend`` over the store's read API.
 
-Blocking (SQLite): the TUI calls these from thread workers. A backend delegates its
-history methods here: ``HistoryQueries(History(db_path))``.
+Blocking (an SQLite file or a PostgreSQL server: History takes either location): the
+TUI calls these from thread workers. A backend delegates its history methods here:
+``HistoryQueries(History(location))``.
 """
 
 from __future__ import annotations

@@ -33,7 +33,8 @@ class _Guest:
         ok = self.build_ok
         return SimpleNamespace(how="fast" if ok else "make: CC [M] m.o exited 1", ok=ok)
 
-    async def kunload(self, cfg: Any, vm: str, *, uri: str | None = None, out: Any = None, targets: Any = None) -> int:
+    async def kunload_state(self, cfg: Any, vm: str, *, uri: str | None = None, out: Any = None,
+                            targets: Any = None) -> tuple[int, Any]:
         self.events.append("unload start")
         await asyncio.sleep(0)
         self.events.append("unload end")
@@ -43,10 +44,12 @@ class _Guest:
         self.build_gate.set()
         if self.unload:
             print("rmmod vexfs_selftest failed: in use", file=out)
-        return int(self.unload)
+            return 1, None
+        return 0, "unloaded, nothing pushed"
 
-    async def kload(self, cfg: Any, vm: str, *, uri: str | None = None, out: Any = None, targets: Any = None) -> int:
-        self.events.append("load")
+    async def kload(self, cfg: Any, vm: str, *, uri: str | None = None, out: Any = None, targets: Any = None,
+                    state: Any = None) -> int:
+        self.events.append(f"load ({state})")  # the unload's state: no second look at the guest
         return 0
 
     async def ktest(self, ns: argparse.Namespace) -> int:
@@ -65,7 +68,7 @@ def _report_build(res: Any, mod: Any, out: io.StringIO) -> bool:
 @pytest.fixture
 def guest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> _Guest:
     g = _Guest(tmp_path / "report.json")
-    for name in ("build_for", "kunload", "kload", "ktest"):
+    for name in ("build_for", "kunload_state", "kload", "ktest"):
         monkeypatch.setattr(cycle_mod, name, getattr(g, name))
     monkeypatch.setattr(cycle_mod, "report_build", _report_build)
     monkeypatch.setattr(cycle_mod, "module_of", lambda cfg: None)
@@ -82,7 +85,7 @@ async def test_the_unload_runs_while_the_build_does_and_the_line_says_so(guest: 
     c = _cycle(guest)
     line = await c.run(None, "vexfs-test-w1-0")
     assert guest.events[:4] == ["build start", "unload start", "unload end", "build end"], guest.events
-    assert guest.events[4:] == ["load", "tests"]
+    assert guest.events[4:] == ["load (unloaded, nothing pushed)", "tests"]
     assert line.startswith("PASS 1/1 (") and "build 0.0 fast, unload 0.0 alongside · load 0.0 · tests 0.0)" in line, line
     assert c.outcome == "good" and c.run_id == "r1"
 
@@ -93,7 +96,7 @@ async def test_a_failed_build_is_the_line_even_with_the_unload_done(guest: _Gues
     line = await c.run(None, "vm")
     assert line.startswith("build FAILED (") and "build 0.0 make: CC [M] m.o exited 1, unload 0.0 alongside" in line
     assert line.endswith("m.c:3:1: error: expected ';'") and c.outcome == "skip"
-    assert "load" not in guest.events and "tests" not in guest.events
+    assert not any(e.startswith("load") for e in guest.events) and "tests" not in guest.events
 
 
 async def test_a_refused_unload_is_the_line_after_a_good_build(guest: _Guest) -> None:
@@ -101,7 +104,7 @@ async def test_a_refused_unload_is_the_line_after_a_good_build(guest: _Guest) ->
     c = _cycle(guest)
     line = await c.run(None, "vm")
     assert line.startswith("unload FAILED (") and line.endswith("rmmod vexfs_selftest failed: in use")
-    assert c.outcome == "error" and "load" not in guest.events
+    assert c.outcome == "error" and not any(e.startswith("load") for e in guest.events)
 
 
 async def test_a_vm_lost_during_the_build_is_raised_once_the_build_is_done(guest: _Guest) -> None:
@@ -115,16 +118,16 @@ async def test_a_newer_save_cancels_both(guest: _Guest) -> None:
     guest.unload = 0
     gate_never = asyncio.Event()
 
-    async def stuck_unload(*a: Any, **k: Any) -> int:
+    async def stuck_unload(*a: Any, **k: Any) -> tuple[int, Any]:
         guest.events.append("unload start")
         await gate_never.wait()
-        return 0
+        return 0, None
 
-    cycle_mod.kunload = stuck_unload  # type: ignore[assignment]  # restored by monkeypatch
+    cycle_mod.kunload_state = stuck_unload  # type: ignore[assignment]  # restored by monkeypatch
     task = asyncio.create_task(_cycle(guest).run(None, "vm"))
     while "unload start" not in guest.events:
         await asyncio.sleep(0)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert "build end" not in guest.events and "load" not in guest.events
+    assert "build end" not in guest.events and not any(e.startswith("load") for e in guest.events)

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from vexfs_cockpit.app.kdev import build_for, kload, kunload, module_of, report_build
+from vexfs_cockpit.app.kdev import build_for, kload, kunload_state, module_of, report_build
 from vexfs_cockpit.commands.kdev import ktest
 
 
@@ -63,14 +63,14 @@ class Cycle:
         # cancels both.
         built, unloaded = await asyncio.gather(
             timed(build_for(cfg, vm, uri=self.args.uri)),
-            timed(kunload(cfg, vm, uri=self.args.uri, out=unload_out, targets=self.targets)),
+            timed(kunload_state(cfg, vm, uri=self.args.uri, out=unload_out, targets=self.targets)),
             return_exceptions=True,
         )
         for outcome in (built, unloaded):  # the build's failure first, as when they ran in turn
             if isinstance(outcome, BaseException):
                 raise outcome
         res, build_s = built
-        unload_rc, unload_s = unloaded
+        (unload_rc, state), unload_s = unloaded
         side_by_side = f"build {build_s:.1f} {res.how}, unload {unload_s:.1f} alongside"
         started_rest = time.monotonic()
         if not report_build(res, module_of(cfg), build_out):
@@ -79,7 +79,7 @@ class Cycle:
         if unload_rc != 0:
             return f"unload FAILED ({took()}): {_last(unload_out.getvalue())}"
         load_failed = ""
-        if await kload(cfg, vm, uri=self.args.uri, out=quiet, targets=self.targets) != 0:
+        if await kload(cfg, vm, uri=self.args.uri, out=quiet, targets=self.targets, state=state) != 0:
             # Bad already; the tests still run, so their evidence is in the history.
             load_failed = f"load FAILED: {_last(quiet.getvalue())}; "
         mark("load")

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import signal
 import sqlite3
 import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ import pytest
 
 from tests.support.store import (
     FS,
+    KILLED_RUN_CHILD,
     KM,
     T0,
     E,
@@ -33,6 +36,7 @@ from vexfs_cockpit.store import dialect, schema
 from vexfs_cockpit.store.history import History
 from vexfs_cockpit.store.location import PgUrl, StoreLocation
 from vexfs_cockpit.store.merge import clash_id, import_history
+from vexfs_cockpit.store.recorder import HistoryStore
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLES = ("runs", "domain_runs", "test_results", "metrics", "kernel_events", "crash_occurrences", "vm_states",
@@ -304,3 +308,31 @@ def test_an_unusable_postgresql_side_is_one_line(request: pytest.FixtureRequest,
             import_history(dest, source)
         assert "\n" not in str(err.value) and str(nobody) in str(err.value), err.value
     assert counts(a) == before
+
+
+@pytest.mark.parametrize(("src", "dst"), PAIRS)
+def test_a_run_whose_cockpit_was_killed_comes_in_aborted_as_readers_show_it(
+        request: pytest.FixtureRequest, tmp_path: Path, src: str, dst: str) -> None:
+    """A run left `running` by a SIGKILLed cockpit never finishes: it is imported as the
+    source's readers show it (aborted, with the writer's reason and end time), and once a
+    writer has marked it so in the source, importing again finds it here."""
+    a, b = history_at(request, src, tmp_path / "a.db"), history_at(request, dst, tmp_path / "b.db")
+    child = subprocess.Popen([sys.executable, "-c", KILLED_RUN_CHILD, str(a)], cwd=ROOT,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        child.kill()
+        assert child.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert query(a, "SELECT status FROM runs") == [("running",)]  # nobody marked it yet
+    s = import_history(b, a)
+    assert (s.added, s.running, s.results) == (["killed"], 0, 2)
+    same_report(a, "killed", b, "killed")  # what a reader of the source shows
+    assert query(b, "SELECT status FROM runs") == [("aborted",)]
+    assert query(b, "SELECT status, current_test FROM domain_runs") == [("aborted", "unload")]
+    HistoryStore.open(a).close()  # a writer marks it in the source
+    assert import_history(b, a).present == 1
+    same_report(a, "killed", b, "killed")

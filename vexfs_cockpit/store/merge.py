@@ -16,7 +16,8 @@ and every JSON report carries: importing twice adds nothing. Two different runs 
 the same id (ids are second + 16 random bits; CI shards start in the same second) are
 both kept: the incoming one under ``ID~XXXXXX`` (a hash of its identity, so a repeated
 import finds it again). Runs still ``running`` in the source are left out (their
-results are not final); import again once they have finished.
+results are not final); import again once they have finished. A run whose cockpit
+died (it will never finish) comes in aborted, as the source's readers show it.
 """
 
 from __future__ import annotations
@@ -65,7 +66,11 @@ from vexfs_cockpit.store.dialect import (
     table_columns,
     write_tx,
 )
-from vexfs_cockpit.store.liveness import ProcessIdentity
+from vexfs_cockpit.store.history import (  # the readers' view of a dead run
+    _as_aborted,
+    _DeadRuns,
+)
+from vexfs_cockpit.store.liveness import ProcessIdentity, domain_died_reason
 from vexfs_cockpit.store.location import PgUrl, StoreLocation
 from vexfs_cockpit.store.schema import migrate
 
@@ -84,7 +89,7 @@ class ImportSummary:
     added: list[str] = field(default_factory=list)  # run ids as stored here
     renamed: dict[str, str] = field(default_factory=dict)  # source id -> id here (an id clash)
     present: int = 0  # already here: skipped
-    running: int = 0  # unfinished in the source: skipped
+    running: int = 0  # unfinished in the source (its cockpit alive): skipped
     results: int = 0  # test results added
 
     def line(self) -> str:
@@ -288,17 +293,22 @@ def _merge(dst: Conn, src: Conn, summary: ImportSummary) -> ImportSummary:
     """Each run in its own transaction of the destination's writer: short ones, so the
     cockpits writing to a shared PostgreSQL meanwhile are held up only briefly."""
     cols = _Columns.of(dst, src)
-    runs = fetch_tuples(src, "SELECT id, started_at, status FROM runs ORDER BY started_at, id")
-    for src_id, started_at, status in runs:
-        if status == "running":
+    dead = _DeadRuns(src)
+    runs = src.execute("SELECT * FROM runs ORDER BY started_at, id").fetchall()
+    for run in runs:
+        src_id, started_at = run["id"], run["started_at"]
+        # A run its cockpit left `running` when it died never finishes: it comes in as
+        # the source's readers show it, and as a writer would mark it there.
+        ended = _as_aborted(run) if dead.gone(run) else None
+        if run["status"] == "running" and ended is None:
             summary.running += 1
             continue
         with write_tx(dst):
-            new_id = _place_run(dst, src, cols.runs, src_id, started_at)
+            new_id = _place_run(dst, src, cols.runs, src_id, started_at, ended)
             if new_id is None:
                 summary.present += 1
                 continue
-            results = _copy_children(dst, src, cols, src_id, new_id)
+            results = _copy_children(dst, src, cols, src_id, new_id, ended)
         if new_id != src_id:
             summary.renamed[src_id] = new_id
         summary.added.append(new_id)
@@ -306,9 +316,14 @@ def _merge(dst: Conn, src: Conn, summary: ImportSummary) -> ImportSummary:
     return summary
 
 
-def _place_run(dst: Conn, src: Conn, run_cols: list[str], src_id: str, started_at: float) -> str | None:
-    """Insert the run's row under its id (or its clash id); None if it is here already."""
-    row = fetch_tuples(src, f"SELECT {', '.join(run_cols)} FROM runs WHERE id=?", (src_id,))[0]
+def _place_run(dst: Conn, src: Conn, run_cols: list[str], src_id: str, started_at: float,
+               ended: tuple[str, float, str] | None) -> str | None:
+    """Insert the run's row under its id (or its clash id); None if it is here already.
+    ``ended``: (status, finished_at, reason) of a run whose cockpit died."""
+    row = list(fetch_tuples(src, f"SELECT {', '.join(run_cols)} FROM runs WHERE id=?", (src_id,))[0])
+    if ended is not None:
+        for col, value in zip(("status", "finished_at", "reason"), ended, strict=True):
+            row[run_cols.index(col)] = value
     for _ in range(3):
         new_id = src_id
         here = dst.execute("SELECT started_at FROM runs WHERE id=?", (src_id,)).fetchone()
@@ -326,19 +341,32 @@ def _place_run(dst: Conn, src: Conn, run_cols: list[str], src_id: str, started_a
     raise StoreError(f"run {src_id} kept changing in the destination while it was imported")
 
 
-def _copy_children(dst: Conn, src: Conn, cols: _Columns, src_id: str, new_id: str) -> int:
+def _copy_children(dst: Conn, src: Conn, cols: _Columns, src_id: str, new_id: str,
+                   ended: tuple[str, float, str] | None) -> int:
     """The run's rows of every other table; returns the number of test results."""
     results = 0
     for table, tcols in cols.children.items():  # domain_runs first: its trigger counts the results after it
         rows = fetch_tuples(src, f"SELECT {', '.join(tcols)} FROM {table} WHERE run_id=? ORDER BY id", (src_id,))
         if not rows:
             continue
+        if table == "domain_runs" and ended is not None:
+            rows = [_domain_cut(tcols, r, ended[1]) for r in rows]
         at = tcols.index("run_id")
         dst.executemany(_insert_sql(table, tcols), [(*r[:at], new_id, *r[at + 1:]) for r in rows])
         if table == "test_results":
             results = len(rows)
     _merge_kernel_events(dst, src, cols, src_id, new_id)
     return results
+
+
+def _domain_cut(cols: list[str], row: tuple[Any, ...], finished_at: float) -> tuple[Any, ...]:
+    """A domain run still running when its cockpit died: aborted, as the writer marks it."""
+    out = list(row)
+    if out[cols.index("status")] == "running":
+        out[cols.index("status")] = "aborted"
+        out[cols.index("finished_at")] = finished_at
+        out[cols.index("reason")] = domain_died_reason(out[cols.index("current_test")])
+    return tuple(out)
 
 
 def _merge_kernel_events(dst: Conn, src: Conn, cols: _Columns, src_id: str, new_id: str) -> None:

@@ -218,3 +218,38 @@ def test_an_unreachable_server_is_one_line_exit_3(capsys: pytest.CaptureFixture[
             out, err = capsys.readouterr()
             assert err.count("\n") == 1 and "Traceback" not in err, err
             assert err.startswith(f"vexfs-cockpit: cannot connect to history DB postgresql://cockpit@127.0.0.1:{port}/team (")
+
+
+def test_run_batch_records_into_postgresql_and_history_reads_it(pg_server, tmp_path: Path) -> None:
+    """Issue 19: `run --batch --db postgresql://...` (the real CLI in a child, a host
+    domain instead of VMs) stores the run, `history` reads it, the URL is printed as is."""
+    from tests.support.faults import cockpit_batch
+    from vexfs_cockpit.store.history import History
+    from vexfs_cockpit.store.location import PgUrl
+
+    url = pg_server.new_database()
+    proc = cockpit_batch(PgUrl(url), tmp_path, tests="2")
+    assert proc.returncode == 0, proc.stderr
+    assert "faults/t02: PASSED" in proc.stdout and "Traceback" not in proc.stderr
+    (run,) = History(PgUrl(url)).list_runs()
+    assert (run.status, run.env, run.counts) == ("passed", "ci", {"PASSED": 2})
+    code, out = run_cli("history", "--db", url)
+    assert code == 0 and out.splitlines()[1].split()[0] == run.run_id
+    code, out = run_cli("history", "show", "latest", "--db", url, "--evidence", "none")
+    assert code == 0 and out.startswith(f"run {run.run_id}  passed")
+
+
+def test_baseline_analyze_and_gc_take_either_backend(db: StoreLocation, capsys: pytest.CaptureFixture[str],
+                                                     tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))  # gc: nothing of this machine's
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert main(["baseline", "set", "run-a", "--db", str(db)]) == 0
+    assert main(["baseline", "set", "run-b", "--db", str(db)]) == 0  # replaces dev's (ON CONFLICT on both)
+    assert main(["baseline", "show", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1].startswith("dev: run-b (set ")
+    assert main(["analyze", "--db", str(db), "--env", "dev"]) in (0, 1)
+    out, err = capsys.readouterr()
+    assert "run-b" in out and err == ""
+    assert main(["gc", "--dry-run", "--db", str(db)]) == 0
+    assert capsys.readouterr().out.startswith("gc: 0 item(s)")

@@ -120,8 +120,10 @@ class BenchBackend(HistoryQueries):
     quiet: a cancelled thread worker's query still runs to its end.
     """
 
-    def __init__(self, db: StoreLocation) -> None:
-        super().__init__(History(db))
+    def __init__(self, db: StoreLocation, pooled: bool = False) -> None:
+        # pooled: History reads through pg.Readers (closed with the backend)
+        self._readers = pg.Readers(db) if pooled and isinstance(db, PgUrl) else None
+        super().__init__(PooledHistory(db, self._readers) if self._readers is not None else History(db))
         self._bus = EventBus()
         self._inflight = 0
         self._lock = threading.Lock()
@@ -138,7 +140,8 @@ class BenchBackend(HistoryQueries):
         self._bus.bind_loop(self._loop)
 
     async def close(self) -> None:
-        return None
+        if self._readers is not None:
+            self._readers.close()
 
     async def vm_list(self) -> list[VmInfo]:
         return []
@@ -481,8 +484,9 @@ def chart_ready(app: CockpitApp, kind_title: str) -> Callable[[], bool]:
     return ready
 
 
-async def tui(db: StoreLocation, rounds: int, size: tuple[int, int]) -> tuple[dict[str, Sample], dict[str, Any]]:
-    app = CockpitApp(BenchBackend(db))
+async def tui(db: StoreLocation, rounds: int, size: tuple[int, int],
+              pooled: bool = False) -> tuple[dict[str, Sample], dict[str, Any]]:
+    app = CockpitApp(BenchBackend(db, pooled))
     out = {k: Sample(k) for k in ("h", "g", "duration", "h+g")}
     seen: dict[str, Any] = {}
     async with app.run_test(size=size) as pilot:
@@ -519,7 +523,7 @@ async def tui(db: StoreLocation, rounds: int, size: tuple[int, int]) -> tuple[di
     return out, seen
 
 
-async def cold_open(db: StoreLocation, size: tuple[int, int], when: str) -> dict[str, Any]:
+async def cold_open(db: StoreLocation, size: tuple[int, int], when: str, pooled: bool = False) -> dict[str, Any]:
     """A fresh app's first h + g (run in a fresh process, so imports count: cold_opens).
 
     ``when``: "idle": the keys come once the app is idle after starting (its first idle,
@@ -527,7 +531,7 @@ async def cold_open(db: StoreLocation, size: tuple[int, int], when: str) -> dict
     the dashboard is up, before that build is done.
     """
     gc_watch = GcWatch()
-    app = CockpitApp(BenchBackend(db))
+    app = CockpitApp(BenchBackend(db, pooled))
     out: dict[str, Any] = {}
     async with app.run_test(size=size) as pilot:
         t_up = time.perf_counter()  # run_test: the dashboard is mounted and drawn
@@ -547,12 +551,14 @@ async def cold_open(db: StoreLocation, size: tuple[int, int], when: str) -> dict
     return out
 
 
-def cold_opens(db: StoreLocation, n: int, size: str, when: str) -> tuple[Sample, list[float], list[float]]:
+def cold_opens(db: StoreLocation, n: int, size: str, when: str,
+               pooled: bool = False) -> tuple[Sample, list[float], list[float]]:
     """``n`` fresh processes, each a first h + g (cold_open): wall ms, the screens'
     build-ahead time after the dashboard was up, and the deferred GC pauses."""
     s, ready, gcs = Sample(f"first h + g ({when})"), [], []
     for _ in range(n):
-        proc = subprocess.run([sys.executable, __file__, "--cold-child", when, "--db", str(db), "--size", size],
+        proc = subprocess.run([sys.executable, __file__, "--cold-child", when, "--db", str(db), "--size", size,
+                               *(["--pooled"] if pooled else [])],
                               capture_output=True, text=True, timeout=300)
         if proc.returncode != 0:
             raise SystemExit(f"bench: cold child failed:\n{proc.stderr}")
@@ -575,8 +581,8 @@ class Measured:
     db: StoreLocation
     bare: dict[str, Sample]
     api: dict[str, Sample]
-    pooled: dict[str, Sample]  # PostgreSQL: the store API through a pool of open connections
-    conn_cost: dict[str, Sample]  # PostgreSQL: a fresh connection's own cost
+    pooled: bool  # History reads through pg.Readers (a pool of open connections)
+    conn_cost: dict[str, Sample]  # PostgreSQL, fresh connections: what one costs before its query
     cold: dict[str, tuple[Sample, list[float], list[float]]] = field(default_factory=dict)
     ui: dict[str, Sample] = field(default_factory=dict)
     seen: dict[str, Any] = field(default_factory=dict)
@@ -593,15 +599,12 @@ def print_layers(m: Measured, args: argparse.Namespace, width: int, height: int)
     print(f"bare SQL ({'psycopg' if isinstance(m.db, PgUrl) else 'sqlite3'}, one warm connection)")
     for key in ("runs", "pass", "duration"):
         line("  " + bare[key].name, bare[key], None)
-    for title, api_part in (("store API (fresh read connection per call)", api),
-                            ("store API, pooled (pg.Readers: open connections lent per call)", m.pooled)):
-        if not api_part:
-            continue
-        print(title)
-        for key, base in (("runs", "runs"), ("catalog", None), ("pass", "pass"), ("trend", None),
-                          ("duration", "duration"), ("metric", None)):
-            if key in api_part:
-                line("  " + api_part[key].name, api_part[key], bare[base] if base else None)
+    print("store API (History: an open connection lent per call by pg.Readers)" if m.pooled
+          else "store API (History: a fresh read connection per call)")
+    for key, base in (("runs", "runs"), ("catalog", None), ("pass", "pass"), ("trend", None),
+                      ("duration", "duration"), ("metric", None)):
+        if key in api:
+            line("  " + api[key].name, api[key], bare[base] if base else None)
     if m.conn_cost:
         print("what each fresh-connection call pays before its query")
         for s in m.conn_cost.values():
@@ -650,35 +653,36 @@ def bare_both(m: Measured) -> Sample:
     return Sample("bare", [a + b for a, b in zip(m.bare["runs"].ms, m.bare["pass"].ms)])
 
 
-def print_side_by_side(a: Measured, b: Measured) -> None:
-    """The same steps on both backends: medians, the ratio, and the 300 ms target."""
+def print_side_by_side(ms: list[Measured]) -> None:
+    """The same steps on every backend: medians, each against the first (SQLite), and the
+    300 ms target."""
+    base = ms[0]
     print()
-    print(f"== side by side: {a.label} vs {b.label}, same rows, same run (median ms) ==")
-    print(f"{'step':<56}{a.label:>10}{b.label:>12}{'ratio':>8}   vs {TARGET_MS:.0f} ms target")
-    rows: list[tuple[str, Sample | None, Sample | None, bool]] = []
+    print(f"== side by side: {' vs '.join(m.label for m in ms)}; same rows, same run (median ms) ==")
+    print(f"{'step':<52}" + "".join(f"{m.label:>12}" for m in ms)
+          + "".join(f"{m.label + ' / ' + base.label:>24}" for m in ms[1:]) + f"   < {TARGET_MS:.0f} ms")
+    rows: list[tuple[str, list[Sample | None]]] = []
     for key in ("runs", "pass", "duration"):
-        rows.append((f"bare SQL: {a.bare[key].name}", a.bare[key], b.bare[key], False))
+        rows.append((f"bare SQL: {base.bare[key].name}", [m.bare.get(key) for m in ms]))
     for key in ("runs", "catalog", "pass", "trend", "duration", "metric"):
-        if key in a.api:
-            rows.append((f"store: {a.api[key].name}", a.api[key], b.api.get(key), False))
-            if key in b.pooled:
-                rows.append(("  pooled (pg.Readers)", None, b.pooled[key], False))
-    if a.ui and b.ui:
+        if key in base.api:
+            rows.append((f"store: {base.api[key].name}", [m.api.get(key) for m in ms]))
+    if all(m.ui for m in ms):
         for key, label in (("h", "TUI h: history screen"), ("g", "TUI g: trend chart"),
                            ("duration", "TUI duration chart"), ("h+g", "TUI h + g (warm app)")):
-            rows.append((label, a.ui[key], b.ui[key], True))
+            rows.append((label, [m.ui[key] for m in ms]))
     for key, label in (("idle", "TUI first h + g, fresh app (after idle)"),
                        ("early", "TUI first h + g, fresh app (h at once)")):
-        if key in a.cold and key in b.cold:
-            rows.append((label, a.cold[key][0], b.cold[key][0], True))
-    for label, sa, sb, targeted in rows:
-        ma = f"{sa.median:.1f}" if sa is not None else ""
-        mb = f"{sb.median:.1f}" if sb is not None else ""
-        ratio = f"{sb.median / sa.median:.2f}x" if sa is not None and sb is not None and sa.median > 0 else ""
-        verdict = ""
-        if targeted:
-            verdict = "   " + " / ".join("PASS" if s.median < TARGET_MS else "FAIL" for s in (sa, sb) if s is not None)
-        print(f"{label:<56}{ma:>10}{mb:>12}{ratio:>8}{verdict}")
+        if all(key in m.cold for m in ms):
+            rows.append((label, [m.cold[key][0] for m in ms]))
+    for label, samples in rows:
+        cells = "".join(f"{s.median:>12.1f}" if s is not None else f"{'':>12}" for s in samples)
+        first = samples[0]
+        ratios = "".join(f"{s.median / first.median:>23.2f}x" if s is not None and first is not None and first.median > 0
+                         else f"{'':>24}" for s in samples[1:])
+        verdict = ("   " + " / ".join("PASS" if s.median < TARGET_MS else "FAIL" for s in samples if s is not None)
+                   if label.startswith("TUI") else "")
+        print(f"{label:<52}{cells}{ratios}{verdict}")
 
 
 def print_plans(plans: list[PlanCheck]) -> None:
@@ -691,23 +695,25 @@ def print_plans(plans: list[PlanCheck]) -> None:
         print(f"  {p.name:<42}{verdict:<15}{p.ms:>7.1f} ms  indexes: {', '.join(p.used) or 'none'}{seq}{extra}")
 
 
-async def measure(label: str, db: StoreLocation, args: argparse.Namespace, domain: str, test: str,
+async def measure(label: str, db: StoreLocation, pooled: bool, args: argparse.Namespace, domain: str, test: str,
                   metric: MetricKey | None) -> Measured:
     bare = bare_sql(db, args.repeat, domain, test)
-    api = store_api(History(db), args.repeat, domain, test, metric)
-    pooled: dict[str, Sample] = {}
     cost: dict[str, Sample] = {}
-    if isinstance(db, PgUrl):
+    if isinstance(db, PgUrl) and pooled:
         with pg.Readers(db) as readers:
-            pooled = store_api(PooledHistory(db, readers), args.repeat, domain, test, metric)
-        cost = connection_cost(db, args.repeat)
+            api = store_api(PooledHistory(db, readers), args.repeat, domain, test, metric)
+    else:
+        api = store_api(History(db), args.repeat, domain, test, metric)
+        if isinstance(db, PgUrl):
+            cost = connection_cost(db, args.repeat)
     return Measured(label, db, bare, api, pooled, cost)
 
 
 async def main(args: argparse.Namespace) -> int:
     width, height = (int(v) for v in args.size.lower().split("x"))
     if args.cold_child:
-        print(json.dumps(await cold_open(parse_location(args.db, "--db"), (width, height), args.cold_child)))
+        print(json.dumps(await cold_open(parse_location(args.db, "--db"), (width, height), args.cold_child,
+                                         args.pooled)))
         return 0
     with contextlib.ExitStack() as stack:
         return await run_bench(args, width, height, stack)
@@ -720,7 +726,7 @@ async def run_bench(args: argparse.Namespace, width: int, height: int, stack: co
     how = "cached" if stats.cached else f"generated in {stats.seconds:.1f}s"
     print(f"DB {stats.path} ({stats.size_bytes / 1e9:.2f} GB, {how}, schema v{hist_schema_version(stats.path)})")
     print("   " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
-    backends: list[tuple[str, StoreLocation]] = [("SQLite", stats.path)]
+    backends: list[tuple[str, StoreLocation, bool]] = [("SQLite", stats.path, False)]
     if args.postgres:
         # A real server started as the tests start theirs, its cluster kept under the
         # cache dir: loaded once from the SQLite file, started again in ~1 s afterwards.
@@ -737,7 +743,8 @@ async def run_bench(args: argparse.Namespace, width: int, height: int, stack: co
         how = "cached" if pstats.cached else f"loaded by COPY in {pstats.seconds:.1f}s"
         print(f"PostgreSQL {pg_bindir().parent.name} on a Unix socket, cluster {base} (started in {started:.1f}s): "
               f"the same rows, {pstats.size_bytes / 1e9:.2f} GB, {how}")
-        backends.append(("PostgreSQL", PgUrl(pstats.url)))
+        # As History reads today (a connection per call), and through pg.Readers.
+        backends += [("PostgreSQL", PgUrl(pstats.url), False), ("PG pooled", PgUrl(pstats.url), True)]
     print(f"host: {os.cpu_count()} CPUs, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} at start"
           " (other work on the box shows up in wall-clock times)")
 
@@ -747,25 +754,25 @@ async def run_bench(args: argparse.Namespace, width: int, height: int, stack: co
     domain = catalog.domains[0]  # what the trends screen charts first
     test = catalog.tests[domain][0]  # the first test of the duration picker
     metric = next((k for k in catalog.metrics if k.domain and k.test), None)  # one test's metric
-    for label, db in backends[1:]:
+    for label, db, _ in backends[1:]:
         other = HistoryQueries(History(db)).history_catalog()
         if other != catalog:
             raise SystemExit(f"bench: {label}'s catalog differs from SQLite's: not the same rows")
 
-    measured = [await measure(label, db, args, domain, test, metric) for label, db in backends]
+    measured = [await measure(label, db, pooled, args, domain, test, metric) for label, db, pooled in backends]
     if args.cold:
         runs: dict[tuple[int, str], list[tuple[Sample, list[float], list[float]]]] = {}
         for _ in range(args.cold):  # alternating, so load on the host hits every backend and way alike
             for i, m in enumerate(measured):
                 for when in ("idle", "early"):
-                    runs.setdefault((i, when), []).append(cold_opens(m.db, 1, args.size, when))
+                    runs.setdefault((i, when), []).append(cold_opens(m.db, 1, args.size, when, m.pooled))
         for (i, when), parts in runs.items():
             measured[i].cold[when] = (
                 Sample(parts[0][0].name, [x for p in parts for x in p[0].ms], [x for p in parts for x in p[0].cpu]),
                 [x for p in parts for x in p[1]], [x for p in parts for x in p[2]])
     for m in measured:
         gc_watch = GcWatch()
-        m.ui, m.seen = await tui(m.db, args.repeat + 1, (width, height))
+        m.ui, m.seen = await tui(m.db, args.repeat + 1, (width, height), m.pooled)
         m.deferred_gc = list(gc_watch.ms)
         m.ui["h"].rows = len(History(m.db).list_runs(limit=PAGE))
         m.ui["g"].rows, m.ui["duration"].rows = m.seen["pass points"], m.seen["duration points"]
@@ -782,7 +789,7 @@ async def run_bench(args: argparse.Namespace, width: int, height: int, stack: co
         for key, label in (("h", "h"), ("g", "g"), ("duration", "duration chart"), ("h+g", "h + g")):
             line(f"  {label}", floor[key], None)
     if len(measured) > 1:
-        print_side_by_side(measured[0], measured[1])
+        print_side_by_side(measured)
     if plans:
         print_plans(plans)
     print(f"peak RSS: {peak_rss_mb():.0f} MB; load average at the end "
@@ -829,6 +836,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="fresh processes timing a first h + g, per way of pressing (0: skip)")
     p.add_argument("--cold-child", choices=("idle", "early"), help=argparse.SUPPRESS)
     p.add_argument("--db", help=argparse.SUPPRESS)
+    p.add_argument("--pooled", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--postgres", action="store_true",
                    help="also on PostgreSQL, side by side: a real server (tests/support/postgres.py) holding the "
                         "same rows, its cluster kept under --cache-dir; plus EXPLAIN of the trend and run-list SQL")

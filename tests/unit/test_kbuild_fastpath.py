@@ -161,7 +161,7 @@ def test_records_of_unreplayed_steps_or_layouts_fall_back(tmp_path: Path) -> Non
     bd2 = tmp_path / "b2"
     _write_records(kdir, bd2, extra=f"\n{bd2}/m.o: $(wildcard ./tools/objtool/objtool)\n")
     rec = fastpath.parse_record(bd2 / ".m.o.cmd", kdir)
-    assert rec.optional[-1] == kdir / "tools/objtool/objtool" and rec.source == bd2 / "m.c"
+    assert Path(rec.optional[-1]) == kdir / "tools/objtool/objtool" and rec.source == bd2 / "m.c"
     # 6.13+ runs external modules from their own directory: relative targets
     bd3 = tmp_path / "b3"
     _write_records(kdir, bd3, target_prefix="")

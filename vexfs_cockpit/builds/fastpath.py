@@ -69,8 +69,8 @@ class Record:
     target: Path
     make_cmd: str  # as recorded (make's escaping): what fixdep is given back
     source: Path | None = None
-    deps: tuple[Path, ...] = ()
-    optional: tuple[Path, ...] = ()  # $(wildcard ...): a prerequisite only while it exists
+    deps: tuple[str, ...] = ()  # paths (str: a thousand of them are stat'ed per save)
+    optional: tuple[str, ...] = ()  # $(wildcard ...): a prerequisite only while it exists
     extra: str = ""  # after the deps: the objtool prerequisite line
     cmd_file: Path | None = None
 
@@ -122,8 +122,9 @@ def parse_record(path: Path, kdir: Path) -> Record:
     src = _SOURCE_LINE.search(text)
     if src is None:
         return Record(target, m["cmd"], cmd_file=path)
-    deps: list[Path] = []
-    optional: list[Path] = []
+    deps: list[str] = []
+    optional: list[str] = []
+    base = str(kdir)
     marker = f"$(deps_{target}):\n"
     head, sep, extra = text.partition(marker)
     if not sep:
@@ -140,9 +141,9 @@ def parse_record(path: Path, kdir: Path) -> Record:
             in_deps = False
             continue
         if w := _WILDCARD.match(line):
-            optional.append(kdir / w["path"])
+            optional.append(os.path.join(base, w["path"]))
         elif line:
-            deps.append(kdir / line)
+            deps.append(os.path.join(base, line))
     for raw in extra.splitlines():
         line = raw.strip()
         if not line:
@@ -152,7 +153,7 @@ def parse_record(path: Path, kdir: Path) -> Record:
         if not colon or Path(t) != target or w is None:
             # e.g. genksyms' symbol CRCs (MODVERSIONS with exports): not a replayable record
             raise Fallback(f"{path.name} carries records of a step that is not replayed ({line[:60]})")
-        optional.append(kdir / w["path"])
+        optional.append(os.path.join(base, w["path"]))
     return Record(target, m["cmd"], kdir / src["source"], tuple(deps), tuple(optional), extra, path)
 
 
@@ -222,11 +223,8 @@ def kernel_digest(kdir: Path, tools: Iterable[str] = ()) -> dict[str, list[int]]
 
 def _tools(records: Iterable[Record]) -> list[str]:
     """The programs the recorded commands start with (gcc-12, ld, sed ...)."""
-    words = []
-    for rec in records:
-        with contextlib.suppress(ValueError, IndexError):
-            words.append(shlex.split(rec.shell)[0])
-    return words
+    # kbuild's commands start with a plain word (a make variable's value, unquoted)
+    return [rec.shell.split(None, 1)[0] for rec in records if rec.shell.strip()]
 
 
 def make_stamp(build_dir: Path, kdir: Path, make_args: Sequence[str], env: Mapping[str, str],
@@ -257,9 +255,9 @@ def record_build(build_dir: Path, kdir: Path, make_args: Sequence[str], env: Map
 
 
 # ----------------------------------------------------------------------------- the decision
-def _mtime(path: Path) -> int | None:
+def _mtime(path: Path | str) -> int | None:
     try:
-        return path.stat().st_mtime_ns
+        return os.stat(path).st_mtime_ns
     except OSError:
         return None
 
@@ -360,14 +358,14 @@ def plan(build_dir: Path, kdir: Path, make_args: Sequence[str], env: Mapping[str
     changed = sorted(rel for rel, key in manifest.items() if old[rel] != key)
 
     records, modules, modpost = discover(build_dir, kdir)
-    known: set[Path] = set()
+    known: set[str] = set()
     for rec in records.values():
         if rec.source is not None:
-            known.add(rec.source)
+            known.add(str(rec.source))
             known.update(rec.deps)
             known.update(rec.optional)
     for rel in changed:
-        if build_dir / rel not in known:
+        if os.path.join(build_dir, rel) not in known:
             raise Fallback(f"{rel} changed and is no recorded source or dependency")
     if stamp.get("kernel") != kernel_digest(kdir, _tools([*records.values(), modpost])):
         raise Fallback("the kernel build files or the compiler changed")

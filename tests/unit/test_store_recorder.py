@@ -52,6 +52,8 @@ from vexfs_cockpit.klog.model import Severity
 from vexfs_cockpit.store.history import History
 from vexfs_cockpit.store.liveness import ProcessIdentity, proc_start_ticks
 from vexfs_cockpit.store.location import PgUrl, StoreLocation
+from vexfs_cockpit.store import pg
+from vexfs_cockpit.store.pg import run_lock_key
 from vexfs_cockpit.store.recorder import HistoryStore, Recorder
 
 REPO = Path(__file__).resolve().parents[2]
@@ -262,18 +264,41 @@ async def test_only_runs_of_dead_processes_are_marked_aborted(loc: StoreLocation
 
 def test_on_postgresql_only_runs_nobody_holds_are_marked_aborted(pg_server: PgServer) -> None:
     """A run is live while some writer's connection holds its lock, whatever the pid in
-    its row says: another cockpit's open run stays running, a closed writer's is aborted."""
+    its row says: another cockpit's open run stays running, a closed writer's is aborted
+    (by readers at once: a closing writer frees its locks before it goes)."""
     loc = PgUrl(pg_server.new_database())
     unfinished = {(KM, "a"): P, (KM, "b"): F}
+    gone = [f"gone{i}" for i in range(8)]
     with recorded(loc, [RunSpec("alive", T0, outcomes=unfinished, status="")]):  # its writer stays open
-        with recorded(loc, [RunSpec("gone", T0 + 10, outcomes=unfinished, status="")]):
-            pass  # this writer closed: nobody holds "gone" any more
-        assert {r.run_id: r.status for r in History(loc).list_runs()} == {"alive": "running", "gone": "aborted"}
+        watcher = pg.connect(loc)
+        try:
+            for i, run_id in enumerate(gone):
+                with recorded(loc, [RunSpec(run_id, T0 + 10 + i, outcomes=unfinished, status="")]):
+                    pass  # this writer closed: nobody holds its run any more...
+                # ...from the moment close() returned (the server ends the session later)
+                assert pg.run_lock_key(run_id) not in pg.held_run_keys(watcher)
+                assert pg.run_lock_key("alive") in pg.held_run_keys(watcher)
+        finally:
+            watcher.close()
+        assert {r.run_id: r.status for r in History(loc).list_runs()} == {
+            "alive": "running", **{g: "aborted" for g in gone}}
         store = HistoryStore.open(loc)
         store.close()
-        assert store.aborted_on_open == ["gone"]
-        assert dict(rows(loc, "SELECT id, status FROM runs")) == {"alive": "running", "gone": "aborted"}
-        assert rows(loc, "SELECT count(*) FROM test_results WHERE run_id = 'gone'") == [(2,)]
+        assert store.aborted_on_open == [gone[-1]]  # each writer's open marked the one before
+        assert dict(rows(loc, "SELECT id, status FROM runs")) == {"alive": "running", **{g: "aborted" for g in gone}}
+        assert rows(loc, "SELECT count(*) FROM test_results WHERE run_id LIKE 'gone%'") == [(2 * len(gone),)]
+
+
+def wait_until_unlocked(loc: PgUrl, run_id: str) -> None:
+    """Until PostgreSQL has ended a killed client's backend, and with it the run's lock:
+    it does so when it sees the socket close, a moment after the process is gone.
+    Waits by asking for that lock (blocking), then gives it back."""
+    import psycopg
+
+    with psycopg.connect(loc.url, autocommit=True) as conn:
+        conn.execute("SET lock_timeout = '30s'")
+        conn.execute("SELECT pg_advisory_lock(%s)", (run_lock_key(run_id),))
+        conn.execute("SELECT pg_advisory_unlock(%s)", (run_lock_key(run_id),))
 
 
 def test_a_sigkilled_run_keeps_its_results_and_becomes_aborted(loc: StoreLocation) -> None:
@@ -290,6 +315,8 @@ def test_a_sigkilled_run_keeps_its_results_and_becomes_aborted(loc: StoreLocatio
         if child.poll() is None:
             child.kill()
             child.wait()
+    if isinstance(loc, PgUrl):
+        wait_until_unlocked(loc, "killed")
     # a reader shows the dead run aborted before any writer has marked it
     (listed,) = History(loc).list_runs()
     assert (listed.run_id, listed.status) == ("killed", "aborted")

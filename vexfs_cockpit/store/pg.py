@@ -313,6 +313,11 @@ def release_run(conn: PgConnection, run_id: str) -> None:
     conn.execute("SELECT pg_advisory_unlock(?)", (run_lock_key(run_id),))
 
 
+def release_all(conn: PgConnection) -> None:
+    """Every run lock this session holds (a writer closing)."""
+    conn.execute("SELECT pg_advisory_unlock_all()")
+
+
 def held_run_keys(conn: PgConnection) -> set[int]:
     """The run keys some session of this database holds now (bigint advisory locks are
     listed as classid = high 32 bits, objid = low 32 bits, objsubid = 1)."""

@@ -93,6 +93,13 @@ class StoreWriter:
         self._verdicts = has_table(self.conn, "test_verdicts")  # v6
 
     def close(self) -> None:
+        if self.pg and self._live and not self.conn.broken:
+            # Free the runs' locks before going: the server ends a closed session's
+            # backend (and its locks) a moment after close() returns, and a reader in
+            # that moment would still see the unfinished runs as live.
+            from vexfs_cockpit.store import pg
+
+            pg.release_all(self.conn)
         self.conn.close()
 
     def _tx(self) -> Any:

@@ -253,3 +253,18 @@ def test_baseline_analyze_and_gc_take_either_backend(db: StoreLocation, capsys: 
     assert "run-b" in out and err == ""
     assert main(["gc", "--dry-run", "--db", str(db)]) == 0
     assert capsys.readouterr().out.startswith("gc: 0 item(s)")
+
+
+def test_history_and_report_read_the_configs_store_url(db: StoreLocation, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --db or VEXFS_COCKPIT_DB, the project's configs/default.yaml names the history."""
+    project = tmp_path / "project"
+    (project / "configs" / "env").mkdir(parents=True)
+    (project / "configs" / "default.yaml").write_text(f"store:\n  url: '{db}'\n")
+    (project / "configs" / "env" / "dev.yaml").write_text("")
+    monkeypatch.chdir(project)  # the working directory's configs/ come first
+    monkeypatch.delenv(DB_ENV_VAR)
+    code, out = run_cli("history")
+    assert code == 0 and [ln.split()[0] for ln in out.splitlines()[1:]] == ["run-c", "run-b", "run-a"]
+    assert main(["report", "latest", "-f", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["run"]["run_id"] == "run-c"

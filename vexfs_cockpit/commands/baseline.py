@@ -5,7 +5,6 @@ Kept in the history DB (table ``baselines``, schema v4), one per env."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from typing import TYPE_CHECKING, Any, TextIO
@@ -26,15 +25,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         if name == "set":
             s.add_argument("run", help="run id, a unique prefix, or latest (the newest finished run of --env)")
         s.add_argument("--env", help="the env (set: must be RUN's; clear: default all)")
-        s.add_argument("--db", metavar="PATH|URL", help="history DB: an SQLite file or postgresql://[user@]host/db (default: $VEXFS_COCKPIT_DB or the data dir)")
+        s.add_argument("--db", metavar="PATH|URL", help="history DB: an SQLite file or postgresql://[user@]host/db (default: $VEXFS_COCKPIT_DB, store.url or the data dir)")
     p.set_defaults(handler=cmd_baseline)
     return p
 
 
 def _db(args: argparse.Namespace) -> StoreLocation:
-    from vexfs_cockpit.store.db import history_exists, resolve_location
+    from vexfs_cockpit.commands.history import history_location
+    from vexfs_cockpit.store.db import history_exists
 
-    db = resolve_location(args.db, None, os.environ)
+    db = history_location(args)
     if not history_exists(db):
         raise UsageError(f"{db}: no history DB there; record runs with `vexfs-cockpit run --batch` or pass --db PATH")
     return db

@@ -13,7 +13,8 @@ compare puts the latest run of each environment side by side, per domain and tes
 
 Bad input (no such run or env, an unknown format, an output path that cannot be
 written) is one line on stderr and exit 2. Both take --db PATH or --db
-postgresql://... (else $VEXFS_COCKPIT_DB, else the platform data dir).
+postgresql://... (else $VEXFS_COCKPIT_DB, else the config's store.url, else the platform
+data dir).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import sys
 from typing import TextIO
 
 from vexfs_cockpit.errors import UsageError
-from vexfs_cockpit.store.db import history_exists, resolve_location
+from vexfs_cockpit.store.db import history_exists
 from vexfs_cockpit.store.history import History
 from vexfs_cockpit.store.report import RunReport
 
@@ -41,7 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--format", "-f", default="html", metavar="FORMAT", help=f"{'|'.join(FORMATS)} (default html)")
     p.add_argument("--output", "-o", default="-", metavar="PATH", help="file to write, or - for stdout (default)")
     p.add_argument("--git-commit", metavar="SHA", help="kcidb: the module source's commit (40 hex digits)")
-    p.add_argument("--db", metavar="PATH|URL", help="history DB: an SQLite file or postgresql://[user@]host/db (default: $VEXFS_COCKPIT_DB or the data dir)")
+    p.add_argument("--db", metavar="PATH|URL", help="history DB: an SQLite file or postgresql://[user@]host/db (default: $VEXFS_COCKPIT_DB, store.url or the data dir)")
     p.set_defaults(handler=cmd_report)
 
     c = sub.add_parser("compare", help="the latest run of each environment, side by side",
@@ -50,12 +51,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     c.add_argument("--json", action="store_true", help="print the comparison as JSON")
     c.add_argument("--tolerance", type=float, default=0.2,
                    help="relative change in a duration or metric that counts as a difference (default 0.2)")
-    c.add_argument("--db", metavar="PATH|URL", help="history DB: an SQLite file or postgresql://[user@]host/db (default: $VEXFS_COCKPIT_DB or the data dir)")
+    c.add_argument("--db", metavar="PATH|URL", help="history DB: an SQLite file or postgresql://[user@]host/db (default: $VEXFS_COCKPIT_DB, store.url or the data dir)")
     c.set_defaults(handler=cmd_compare)
 
 
 def _history(args: argparse.Namespace) -> History:
-    path = resolve_location(getattr(args, "db", None), None, os.environ)
+    from vexfs_cockpit.commands.history import history_location
+
+    path = history_location(args)
     if not history_exists(path):
         raise UsageError(f"no history DB at {path}: run something first, or give --db PATH")
     return History(path)

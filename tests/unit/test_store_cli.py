@@ -220,6 +220,18 @@ def test_an_unreachable_server_is_one_line_exit_3(capsys: pytest.CaptureFixture[
             assert err.startswith(f"vexfs-cockpit: cannot connect to history DB postgresql://cockpit@127.0.0.1:{port}/team (")
 
 
+def test_run_batch_against_an_unreachable_server_is_one_line_exit_3(tmp_path: Path) -> None:
+    from tests.support.faults import cockpit_batch
+    from vexfs_cockpit.store.location import PgUrl
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"postgresql://cockpit@127.0.0.1:{s.getsockname()[1]}/team"
+        proc = cockpit_batch(PgUrl(url), tmp_path, tests="1")
+    assert proc.returncode == 3 and proc.stdout == ""
+    assert proc.stderr.startswith(f"vexfs-cockpit: cannot connect to history DB {url} (") and proc.stderr.count("\n") == 1
+
+
 def test_run_batch_records_into_postgresql_and_history_reads_it(pg_server, tmp_path: Path) -> None:
     """Issue 19: `run --batch --db postgresql://...` (the real CLI in a child, a host
     domain instead of VMs) stores the run, `history` reads it, the URL is printed as is."""

@@ -34,7 +34,7 @@ from vexfs_cockpit.errors import StoreError, UsageError
 from vexfs_cockpit.klog.model import Severity
 from vexfs_cockpit.store.db import DB_ENV_VAR
 from vexfs_cockpit.store.liveness import ProcessIdentity
-from vexfs_cockpit.store.location import StoreLocation
+from vexfs_cockpit.store.location import PgUrl, StoreLocation
 from vexfs_cockpit.store.recorder import HistoryStore
 
 OOPS = kreport("oops", "BUG: unable to handle page fault in vexfs_read", Severity.CRITICAL)
@@ -222,7 +222,6 @@ def test_an_unreachable_server_is_one_line_exit_3(capsys: pytest.CaptureFixture[
 
 def test_run_batch_against_an_unreachable_server_is_one_line_exit_3(tmp_path: Path) -> None:
     from tests.support.faults import cockpit_batch
-    from vexfs_cockpit.store.location import PgUrl
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -237,7 +236,6 @@ def test_run_batch_records_into_postgresql_and_history_reads_it(pg_server, tmp_p
     domain instead of VMs) stores the run, `history` reads it, the URL is printed as is."""
     from tests.support.faults import cockpit_batch
     from vexfs_cockpit.store.history import History
-    from vexfs_cockpit.store.location import PgUrl
 
     url = pg_server.new_database()
     proc = cockpit_batch(PgUrl(url), tmp_path, tests="2")
@@ -264,7 +262,11 @@ def test_baseline_analyze_and_gc_take_either_backend(db: StoreLocation, capsys: 
     out, err = capsys.readouterr()
     assert "run-b" in out and err == ""
     assert main(["gc", "--dry-run", "--db", str(db)]) == 0
-    assert capsys.readouterr().out.startswith("gc: 0 item(s)")
+    out = capsys.readouterr().out
+    assert out.startswith("gc: 0 item(s)") and f"; history DB {db} kept (" in out
+    size_mb = float(out.rsplit("kept (", 1)[1].split(" MB)")[0])
+    # PostgreSQL's pg_database_size (an empty database is ~7 MB), or the small SQLite file
+    assert size_mb > 5 if isinstance(db, PgUrl) else 0 < size_mb < 1, out
 
 
 def test_history_and_report_read_the_configs_store_url(db: StoreLocation, tmp_path: Path,

@@ -28,19 +28,23 @@ def cmd_gc(args: argparse.Namespace) -> int:
     from vexfs_cockpit.builds.kbuild import default_cache_dir
     from vexfs_cockpit.config.load import config_from_args
     from vexfs_cockpit.config.paths import data_dir
-    from vexfs_cockpit.store.db import config_location, history_exists, resolve_location
+    from vexfs_cockpit.store.db import config_location, history_exists, resolve_location, store_size
     from vexfs_cockpit.store.history import History
 
     cfg = config_from_args(args)
     db = resolve_location(args.db, config_location(cfg.store.location))
     # Runs still running (here, or on another cockpit of a shared PostgreSQL history)
     # keep their artifacts.
-    running = [r.run_id for r in History(db).list_runs(status="running", limit=1000)] if history_exists(db) else []
+    exists = history_exists(db)
+    running = [r.run_id for r in History(db).list_runs(status="running", limit=1000)] if exists else []
     items = plan_gc(cfg, data=data_dir(), build_cache=default_cache_dir(), running=running)
     for item in items:
         print(f"{'would remove' if args.dry_run else 'removed'} {item.path} ({_mb(item.bytes)}: {item.why})")
     total = sum(i.bytes for i in items) if args.dry_run else apply_gc(items)
     verb = "would free" if args.dry_run else "freed"
+    # The history is the record: kept whole. Its size is the file's (with its WAL) or,
+    # on PostgreSQL, the database's on the server.
+    kept = f"; history DB {db} kept ({_mb(store_size(db))})" if exists else ""
     print(f"gc: {len(items)} item(s), {verb} {_mb(total)}; runs kept {cfg.store.keep_runs_days} days,"
-          f" build caches {cfg.store.keep_build_cache_days} days")
+          f" build caches {cfg.store.keep_build_cache_days} days{kept}")
     return 0

@@ -215,6 +215,26 @@ async def test_a_broken_store_is_reported_once_and_the_stream_goes_on(loc: Store
     assert "history DB" in problems[0].message and rec.error == problems[0].message
 
 
+async def test_guest_text_with_a_nul_is_stored_not_lost(loc: StoreLocation) -> None:
+    """Guest output may hold a NUL byte; PostgreSQL's text cannot (it stores U+FFFD in its
+    place), SQLite's can. Either way the result, the kernel report and the problem are kept."""
+    events = run_events(RunSpec("r", T0, outcomes={(KM, "a"): F},
+                                kernel=[(KM, "a", kreport(title="WARNING in x\x00y"), False)]))
+    fin = next(e for e in events if isinstance(e, TestFinished))
+    fin.result.message = "bad\x00message"
+    fin.result.evidence.commands[0].output_tail = "out\x00put"
+    events.insert(-1, InfraProblem(run_id="r", vm="vm-0", message="serial\x00noise", ts=T0 + 50))
+    await record(loc, events)  # asserts the recorder lost nothing
+    rep = History(loc).run_detail("r")
+    assert rep is not None
+    nul = "\ufffd" if isinstance(loc, PgUrl) else "\x00"
+    (test,) = rep.tests()
+    assert test.message == f"bad{nul}message"
+    assert test.evidence.commands[0].output_tail == "out\x00put"  # JSON keeps it escaped on both
+    assert [k.report.title for k in rep.kernel_events] == [f"WARNING in x{nul}y"]
+    assert [p.message for p in rep.infra_problems] == [f"serial{nul}noise"]
+
+
 # -- aborted runs ----------------------------------------------------------------------
 def _dead_identity() -> ProcessIdentity:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])

@@ -24,6 +24,7 @@ from typing import Any, Self
 import psycopg
 from psycopg.adapt import Loader
 from psycopg.pq import TransactionStatus
+from psycopg.types.string import StrDumperUnknown
 
 from vexfs_cockpit.errors import StoreError
 from vexfs_cockpit.store import schema_pg
@@ -115,6 +116,15 @@ class _NumberLoader(Loader):
         return int(text) if b"." not in text and b"e" not in text.lower() else value
 
 
+class _NulFreeStrDumper(StrDumperUnknown):
+    """str as PostgreSQL text, a NUL as U+FFFD: PostgreSQL's text cannot hold NUL, SQLite's
+    can, and guest output (a test's message, a kernel report's text) may carry one. Its
+    result is stored, not lost to a DataError."""
+
+    def dump(self, obj: str) -> Any:
+        return super().dump(obj.replace("\x00", "\ufffd") if "\x00" in obj else obj)
+
+
 def first_line(exc: BaseException) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     return "; ".join(lines[:2]) or type(exc).__name__
@@ -179,6 +189,7 @@ def connect(location: PgUrl) -> PgConnection:
     except psycopg.Error as exc:
         raise StoreError(f"cannot connect to history DB {location} ({first_line(exc)}): {_CREDENTIALS}") from None
     raw.adapters.register_loader("numeric", _NumberLoader)
+    raw.adapters.register_dumper(str, _NulFreeStrDumper)
     return PgConnection(raw, location)
 
 

@@ -340,6 +340,9 @@ def test_a_sigkilled_run_keeps_its_results_and_becomes_aborted(loc: StoreLocatio
     # a reader shows the dead run aborted before any writer has marked it
     (listed,) = History(loc).list_runs()
     assert (listed.run_id, listed.status) == ("killed", "aborted")
+    assert [r.run_id for r in History(loc).list_runs(status="aborted")] == ["killed"]
+    assert History(loc).list_runs(status="running") == []
+    assert History(loc).run_detail("killed").run.status == "aborted"  # type: ignore[union-attr]
     store = HistoryStore.open(loc)
     store.close()
     assert store.aborted_on_open == ["killed"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.store import T0, RunSpec, record_sync
+from tests.support.store import BACKENDS, T0, RunSpec, new_history, record_sync
 from vexfs_cockpit.engine.discovery import discover_domains
 from vexfs_cockpit.engine.plugin import TestOptions, TestSpec
 from vexfs_cockpit.engine.results import TestStatus
@@ -24,6 +24,7 @@ from vexfs_cockpit.engine.shard import (
 )
 from vexfs_cockpit.errors import UsageError
 from vexfs_cockpit.store.history import History
+from vexfs_cockpit.store.location import StoreLocation
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,7 +43,7 @@ def _selection(seed: int = 1) -> dict[str, list[TestSpec]]:
     return out
 
 
-def _generated_history(path: Path, selection: dict[str, list[TestSpec]], seed: int = 2) -> dict[tuple[str, str], float]:
+def _generated_history(path: StoreLocation, selection: dict[str, list[TestSpec]], seed: int = 2) -> dict[tuple[str, str], float]:
     """Five real recorded runs; each test's duration drawn once (0.2-40 s, long-tailed)
     and jittered per run. Returns what History should report (the median)."""
     rnd = random.Random(seed)
@@ -58,10 +59,16 @@ def _generated_history(path: Path, selection: dict[str, list[TestSpec]], seed: i
     return {k: round(v, 3) for k, v in base.items()}
 
 
-def test_history_durations_feed_a_balanced_exact_partition(tmp_path: Path) -> None:
+@pytest.fixture(params=BACKENDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> StoreLocation:
+    """A new history of each backend."""
+    return new_history(request, tmp_path, "h.db")
+
+
+def test_history_durations_feed_a_balanced_exact_partition(db: StoreLocation) -> None:
     selection = _selection()
-    expected = _generated_history(tmp_path / "h.db", selection)
-    durations = History(tmp_path / "h.db").test_durations([(d, s.name) for d, ss in selection.items() for s in ss])
+    expected = _generated_history(db, selection)
+    durations = History(db).test_durations([(d, s.name) for d, ss in selection.items() for s in ss])
     assert durations.keys() == expected.keys()
     assert all(abs(durations[k] - expected[k]) < 1e-6 for k in expected)  # the median run's scale is 1.0
     everything = {(d, s.name) for d, specs in selection.items() for s in specs}

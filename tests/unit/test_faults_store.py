@@ -30,12 +30,26 @@ from tests.support.faults import (
     tmpfs,
 )
 from tests.support.store import run_cli
-from tests.support.store import FS, KILLED_RUN_CHILD, KM, T0, P, RunSpec, record_sync, run_events
+from tests.support.store import (
+    BACKENDS,
+    FS,
+    KILLED_RUN_CHILD,
+    KM,
+    T0,
+    P,
+    RunSpec,
+    new_history,
+    query,
+    record_sync,
+    run_events,
+)
 from vexfs_cockpit.engine.bus import EventBus
 from vexfs_cockpit.engine.events import InfraProblem, TestFinished
 from vexfs_cockpit.engine.results import TestStatus
 from vexfs_cockpit.errors import StoreError, StoreUnwritable
 from vexfs_cockpit.store.history import History
+from vexfs_cockpit.store.location import PgUrl, StoreLocation
+from vexfs_cockpit.store.pg import run_lock_key
 from vexfs_cockpit.store.recorder import HistoryStore, Recorder
 
 
@@ -288,7 +302,13 @@ def test_two_writers_on_one_db_both_complete_unmixed(tmp_path: Path) -> None:
 # -- a run whose process was SIGKILLed -----------------------------------------------------------------
 
 
-def _sigkilled_run(path: Path) -> None:
+@pytest.fixture(params=BACKENDS)
+def history_loc(request: pytest.FixtureRequest, tmp_path: Path) -> StoreLocation:
+    """A new history of each backend, for the faults that are not the file's."""
+    return new_history(request, tmp_path)
+
+
+def _sigkilled_run(path: StoreLocation) -> None:
     child = subprocess.Popen([sys.executable, "-c", KILLED_RUN_CHILD, str(path)], cwd=REPO,
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
@@ -301,12 +321,20 @@ def _sigkilled_run(path: Path) -> None:
             child.wait()
 
 
-def _stored_status(path: Path) -> str:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return conn.execute("SELECT status FROM runs WHERE id='killed'").fetchone()[0]
-    finally:
-        conn.close()
+def _stored_status(path: StoreLocation) -> str:
+    ((status,),) = query(path, "SELECT status FROM runs WHERE id='killed'")
+    return str(status)
+
+
+def _wait_until_unlocked(loc: PgUrl, run_id: str) -> None:
+    """Until PostgreSQL has ended a killed client's backend and with it the run's lock
+    (a moment after the process is gone): asks for that lock, blocking, and gives it back."""
+    import psycopg
+
+    with psycopg.connect(loc.url, autocommit=True) as conn:
+        conn.execute("SET lock_timeout = '30s'")
+        conn.execute("SELECT pg_advisory_lock(%s)", (run_lock_key(run_id),))
+        conn.execute("SELECT pg_advisory_unlock(%s)", (run_lock_key(run_id),))
 
 
 def _assert_shown_aborted(h: History) -> None:
@@ -322,14 +350,20 @@ def _assert_shown_aborted(h: History) -> None:
     assert [(t.name, t.status) for t in dom.tests] == [("build", TestStatus.PASSED), ("load", TestStatus.FAILED)]
 
 
-def test_a_reader_shows_a_sigkilled_run_aborted_before_any_writer_opens(tmp_path: Path) -> None:
-    path = tmp_path / "history.db"
+def test_a_reader_shows_a_sigkilled_run_aborted_before_any_writer_opens(history_loc: StoreLocation) -> None:
+    path = history_loc
     _sigkilled_run(path)
+    if isinstance(path, PgUrl):  # the server frees the dead client's lock when it sees the socket close
+        _wait_until_unlocked(path, "killed")
     _assert_shown_aborted(History(path))
     assert _stored_status(path) == "running"  # shown so, not written: a reader never writes
-    # `history` marks it in the file too, where it can write
+    # `history` marks it in the file too, where it can write; on PostgreSQL it only reads
+    # (a team member may hold only SELECT) and the next writer marks it
     code, out = run_cli("history", "--db", str(path))
     assert code == 0 and out.splitlines()[1].split()[5] == "aborted", out
+    if isinstance(path, PgUrl):
+        assert _stored_status(path) == "running"
+        HistoryStore.open(path).close()
     assert _stored_status(path) == "aborted"
     _assert_shown_aborted(History(path))  # the same either way
 
@@ -347,9 +381,21 @@ def test_history_of_a_read_only_db_shows_a_sigkilled_run_aborted(tmp_path: Path)
         assert _stored_status(path) == "running"
 
 
-def test_a_bad_event_loses_only_itself(tmp_path: Path) -> None:
+# A trigger refusing test 'b': one statement failing inside a write batch (on PostgreSQL
+# that aborts the whole transaction; on SQLite only the statement).
+_NO_B = {
+    "sqlite": ["CREATE TRIGGER no_b BEFORE INSERT ON test_results WHEN NEW.test='b' BEGIN SELECT RAISE(ABORT, 'no b'); END"],
+    "postgresql": [
+        ("CREATE FUNCTION no_b() RETURNS trigger LANGUAGE plpgsql AS "
+         "'BEGIN IF NEW.test = ''b'' THEN RAISE EXCEPTION ''no b''; END IF; RETURN NEW; END'"),
+        "CREATE TRIGGER no_b BEFORE INSERT ON test_results FOR EACH ROW EXECUTE FUNCTION no_b()",
+    ],
+}
+
+
+def test_a_bad_event_loses_only_itself(history_loc: StoreLocation) -> None:
     """Not a fault of the file: a per-event failure is counted and said once, the rest stored."""
-    path = tmp_path / "history.db"
+    path = history_loc
     record_sync(path, [])
 
     async def go() -> Recorder:
@@ -359,8 +405,8 @@ def test_a_bad_event_loses_only_itself(tmp_path: Path) -> None:
         rec = Recorder(store, bus)
         rec.start()
         events = run_events(RunSpec("r", T0, outcomes={(KM, "a"): P, (KM, "b"): P}))
-        await store.acall(lambda w: w.conn.execute(
-            "CREATE TRIGGER no_b BEFORE INSERT ON test_results WHEN NEW.test='b' BEGIN SELECT RAISE(ABORT, 'no b'); END"))
+        for sql in _NO_B["postgresql" if isinstance(path, PgUrl) else "sqlite"]:
+            await store.acall(lambda w, sql=sql: w.conn.execute(sql))
         for ev in events:
             bus.publish(ev)
         await rec.aclose()
@@ -369,4 +415,5 @@ def test_a_bad_event_loses_only_itself(tmp_path: Path) -> None:
 
     rec = asyncio.run(go())
     assert (rec.lost, rec.lost_results) == (1, 1) and "no b" in (rec.error or "")
-    assert [t for (t,) in sqlite3.connect(path).execute("SELECT test FROM test_results")] == ["a"]
+    assert query(path, "SELECT test FROM test_results") == [("a",)]
+    assert query(path, "SELECT status FROM runs") == [("passed",)]  # the events after it were stored

@@ -1,6 +1,8 @@
 """A watch/bisect cycle (commands/cycle.py) runs the guest's unload while the host
 builds, and still reports as when they ran in turn: the build's failure first, a lost
-VM as an error once the build is done (no make left running), the time of each."""
+VM as an error once the build is done (no make left running), the time of each. The
+new module is loaded after the tests (whose domain unloads and loads it itself), so
+it stays in the dev VM; a load that fails still makes the cycle bad."""
 
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ class _Guest:
     def __init__(self, report: Path, *, build_ok: bool = True, unload: Any = 0) -> None:
         self.events: list[str] = []
         self.report, self.build_ok, self.unload = report, build_ok, unload
+        self.load: Any = 0
+        self.status = "PASSED"
         self.build_gate = asyncio.Event()
 
     async def build_for(self, cfg: Any, vm: str, *, uri: str | None = None) -> Any:
@@ -33,8 +37,7 @@ class _Guest:
         ok = self.build_ok
         return SimpleNamespace(how="fast" if ok else "make: CC [M] m.o exited 1", ok=ok)
 
-    async def kunload_state(self, cfg: Any, vm: str, *, uri: str | None = None, out: Any = None,
-                            targets: Any = None) -> tuple[int, Any]:
+    async def kunload(self, cfg: Any, vm: str, *, uri: str | None = None, out: Any = None, targets: Any = None) -> int:
         self.events.append("unload start")
         await asyncio.sleep(0)
         self.events.append("unload end")
@@ -44,18 +47,20 @@ class _Guest:
         self.build_gate.set()
         if self.unload:
             print("rmmod vexfs_selftest failed: in use", file=out)
-            return 1, None
-        return 0, "unloaded, nothing pushed"
+        return int(self.unload)
 
-    async def kload(self, cfg: Any, vm: str, *, uri: str | None = None, out: Any = None, targets: Any = None,
-                    state: Any = None) -> int:
-        self.events.append(f"load ({state})")  # the unload's state: no second look at the guest
-        return 0
+    async def kload(self, cfg: Any, vm: str, *, uri: str | None = None, out: Any = None, targets: Any = None) -> int:
+        self.events.append("load")
+        if isinstance(self.load, BaseException):
+            raise self.load
+        if self.load:
+            print("insmod vexfs_selftest failed: Invalid argument", file=out)
+        return int(self.load)
 
     async def ktest(self, ns: argparse.Namespace) -> int:
         self.events.append("tests")
         Path(ns.json).write_text(json.dumps({"run": {"run_id": "r1"}, "domains": [
-            {"tests": [{"domain": "kernel_module", "name": "module_load_basic", "status": "PASSED"}]}]}))
+            {"tests": [{"domain": "kernel_module", "name": "module_load_basic", "status": self.status}]}]}))
         return 0
 
 
@@ -68,7 +73,7 @@ def _report_build(res: Any, mod: Any, out: io.StringIO) -> bool:
 @pytest.fixture
 def guest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> _Guest:
     g = _Guest(tmp_path / "report.json")
-    for name in ("build_for", "kunload_state", "kload", "ktest"):
+    for name in ("build_for", "kunload", "kload", "ktest"):
         monkeypatch.setattr(cycle_mod, name, getattr(g, name))
     monkeypatch.setattr(cycle_mod, "report_build", _report_build)
     monkeypatch.setattr(cycle_mod, "module_of", lambda cfg: None)
@@ -85,9 +90,29 @@ async def test_the_unload_runs_while_the_build_does_and_the_line_says_so(guest: 
     c = _cycle(guest)
     line = await c.run(None, "vexfs-test-w1-0")
     assert guest.events[:4] == ["build start", "unload start", "unload end", "build end"], guest.events
-    assert guest.events[4:] == ["load (unloaded, nothing pushed)", "tests"]
-    assert line.startswith("PASS 1/1 (") and "build 0.0 fast, unload 0.0 alongside · load 0.0 · tests 0.0)" in line, line
+    assert guest.events[4:] == ["tests", "load"]
+    assert line.startswith("PASS 1/1 (") and "build 0.0 fast, unload 0.0 alongside · tests 0.0 · load 0.0)" in line, line
     assert c.outcome == "good" and c.run_id == "r1"
+
+
+async def test_a_failed_load_after_passing_tests_makes_the_cycle_bad(guest: _Guest) -> None:
+    guest.load = 1
+    c = _cycle(guest)
+    line = await c.run(None, "vm")
+    assert line.startswith("load FAILED: insmod vexfs_selftest failed: Invalid argument; PASS 1/1 ("), line
+    assert c.outcome == "bad"
+
+
+async def test_a_vm_lost_at_the_load_keeps_the_tests_verdict(guest: _Guest) -> None:
+    guest.load, guest.status = InfraError("vexfs-test-w1-0 is not running"), "FAILED"
+    c = _cycle(guest)
+    line = await c.run(None, "vm")
+    assert line.startswith("load ERROR: vexfs-test-w1-0 is not running; FAIL 0/1 (") and line.endswith(
+        ": kernel_module/module_load_basic"), line
+    assert c.outcome == "bad" and c.failing == ["kernel_module/module_load_basic"]
+    guest.status = "PASSED"
+    await c.run(None, "vm")
+    assert c.outcome == "error"  # passed, but the VM is gone: not a verdict on the code
 
 
 async def test_a_failed_build_is_the_line_even_with_the_unload_done(guest: _Guest) -> None:
@@ -118,12 +143,12 @@ async def test_a_newer_save_cancels_both(guest: _Guest) -> None:
     guest.unload = 0
     gate_never = asyncio.Event()
 
-    async def stuck_unload(*a: Any, **k: Any) -> tuple[int, Any]:
+    async def stuck_unload(*a: Any, **k: Any) -> int:
         guest.events.append("unload start")
         await gate_never.wait()
-        return 0, None
+        return 0
 
-    cycle_mod.kunload_state = stuck_unload  # type: ignore[assignment]  # restored by monkeypatch
+    cycle_mod.kunload = stuck_unload  # type: ignore[assignment]  # restored by monkeypatch
     task = asyncio.create_task(_cycle(guest).run(None, "vm"))
     while "unload start" not in guest.events:
         await asyncio.sleep(0)

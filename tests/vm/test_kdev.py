@@ -474,7 +474,7 @@ def test_watch_rebuilds_reloads_and_reruns_on_each_save(dev_data: str, tmp_path:
         ok = wait_for("save 1:", 300)
         assert "PASS 2/2" in ok, ok  # module_build comes along as module_load_basic's dependency
         # where the save's time went; the build and the unload run side by side
-        took = r"build [\d.]+ (?P<how>[^,]+), unload [\d.]+ alongside · load [\d.]+ · tests [\d.]+\)"
+        took = r"build [\d.]+ (?P<how>[^,]+), unload [\d.]+ alongside · tests [\d.]+ · load [\d.]+\)"
         m = re.search(took, ok)
         assert m and m["how"] == "make: first build here", ok
         source.write_text(source.read_text() + '\nstatic const char vexfs_watch_tag[] __used = "vexfs-watch-fast-2";\n')
@@ -486,7 +486,9 @@ def test_watch_rebuilds_reloads_and_reruns_on_each_save(dev_data: str, tmp_path:
         digest = hashlib.sha256(ko.read_bytes()).hexdigest()
         assert b"vexfs-watch-fast-2" in ko.read_bytes()
         rc, got = asyncio.run(_guest_sh(cfg, dev_data, "sha256sum /tmp/vexfs-cockpit/vexfs_selftest.ko"))
-        assert rc == 0 and got.split()[0] == digest, got  # the guest loaded the replayed build
+        assert rc == 0 and got.split()[0] == digest, got  # the guest loaded the replayed build...
+        rc, got = asyncio.run(_guest_sh(cfg, dev_data, "grep -c '^vexfs_selftest ' /proc/modules"))
+        assert got.strip() == "1", got  # ...and it stays loaded after the save's tests
         source.write_text(source.read_text() + "\nint vexfs_watch_broken = ;\n")
         broken = wait_for("save 3:", 300)
         assert "build FAILED" in broken and "error" in broken, broken

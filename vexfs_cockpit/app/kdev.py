@@ -241,10 +241,7 @@ def _why(res: CommandResult) -> str:
 
 # ----------------------------------------------------------------------------- kload / kunload
 async def kload(cfg: CockpitConfig, name: str, *, params: str | None = None, uri: str | None = None,
-                out: TextIO | None = None, targets: TargetPool | None = None,
-                state: GuestModuleState | None = None) -> int:
-    """``state``: the guest's module state as the caller just left it (the warm loop's
-    unload), instead of asking the guest again."""
+                out: TextIO | None = None, targets: TargetPool | None = None) -> int:
     out = out or sys.stdout  # resolved per call: tests and callers swap sys.stdout
     mod = module_of(cfg)
     try:
@@ -257,7 +254,7 @@ async def kload(cfg: CockpitConfig, name: str, *, params: str | None = None, uri
         ko = await ensure_built(mod, lease.guest_kernel, out, kernel_tree_for(cfg, lease.guest_kernel, lease.extra.get("kernel_tree")))
         if ko is None:
             return 1
-        state = state or await module_state(target, mod)
+        state = await module_state(target, mod)
         if state.loaded:
             print(f"{mod.name} is already loaded in {name} — `vexfs-cockpit kunload {name}` first", file=out)
             return 1
@@ -285,35 +282,25 @@ def _report(res: Any, window: Any, what: str, vm: str, out: TextIO, done: Callab
 
 async def kunload(cfg: CockpitConfig, name: str, *, uri: str | None = None, out: TextIO | None = None,
                   targets: TargetPool | None = None) -> int:
-    return (await kunload_state(cfg, name, uri=uri, out=out, targets=targets))[0]
-
-
-async def kunload_state(cfg: CockpitConfig, name: str, *, uri: str | None = None, out: TextIO | None = None,
-                        targets: TargetPool | None = None) -> tuple[int, GuestModuleState | None]:
-    """kunload's exit code and, when it left the module unloaded, the guest's module
-    state then (for a kload that follows)."""
     out = out or sys.stdout  # resolved per call: tests and callers swap sys.stdout
     mod = module_of(cfg)
     provider, lease = await attached(cfg, name, uri, targets)
     try:
         target = lease.target
         state = await module_state(target, mod)
-        gone = GuestModuleState(False, [], state.pushed_sha256)
         if not state.loaded:
             print(f"{mod.name} is not loaded in {name}: nothing to unload", file=out)
-            return 0, gone
+            return 0
         for dev, mp in reversed(state.mounts):  # innermost first
             r = await target.run(["umount", mp], timeout=60)
             if not r.ok:
                 print(f"umount {mp} ({mod.fs_type}) failed: {_why(r)} — stop what uses it "
                       f"(`vexfs-cockpit ssh {name} fuser -m {mp}`)", file=out)
-                return 1, None
+                return 1
             print(f"unmounted {mp} ({mod.fs_type} on {dev}) first", file=out)
         res, window = await run_marked(lease, f"kunload {mod.name}", ["rmmod", mod.name], timeout=60)
-        rc = _report(res, window, f"rmmod {mod.name}", name, out,
-                     lambda r: f"unloaded {mod.name} from {name} in {_ms(r.duration_s)}")
-        # rmmod done (a kernel report in its window is still a failure to say, not a load)
-        return rc, gone if not isinstance(res, Exception) and res.ok else None
+        return _report(res, window, f"rmmod {mod.name}", name, out,
+                       lambda r: f"unloaded {mod.name} from {name} in {_ms(r.duration_s)}")
     finally:
         await provider.aclose()
 

@@ -37,7 +37,8 @@ as they close, so its rounds measure reopening them: the first round is reported
 the rest give best and median. Each TUI step is shown with its ratio to the bare SQL it
 needs, and the whole "open history, chart a trend" path (h + g) against the 300 ms target.
 
---postgres (issue 19 item 6): the same, side by side in one run, on PostgreSQL holding the
+--postgres (issue 19 item 6; the default when PostgreSQL's server is installed, which
+scripts/setup.sh does; --no-postgres: SQLite only): the same, side by side in one run, on PostgreSQL holding the
 same rows: a real server started as the tests start theirs (tests/support/postgres.py,
 its cluster kept under the cache dir and loaded once by bench/_dbgen.py), each layer on
 both backends and a table of the two with their ratio and the 300 ms target. On
@@ -46,7 +47,7 @@ next to History's fresh connection per call, with what a fresh connection costs,
 EXPLAIN ANALYZE checks that the trend and run-list SQL read the indexes schema_pg.py
 makes (the exit status is 1 if one does not).
 
-Usage: python bench/history_screen.py [--runs 10000] [--repeat 7] [--size 120x40] [--cold 5] [--postgres]
+Usage: python bench/history_screen.py [--runs 10000] [--repeat 7] [--size 120x40] [--cold 5] [--no-postgres]
 """
 
 from __future__ import annotations
@@ -837,10 +838,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cold-child", choices=("idle", "early"), help=argparse.SUPPRESS)
     p.add_argument("--db", help=argparse.SUPPRESS)
     p.add_argument("--pooled", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--postgres", action="store_true",
+    p.add_argument("--postgres", action=argparse.BooleanOptionalAction, default=None,
                    help="also on PostgreSQL, side by side: a real server (tests/support/postgres.py) holding the "
-                        "same rows, its cluster kept under --cache-dir; plus EXPLAIN of the trend and run-list SQL")
-    return p.parse_args(argv)
+                        "same rows, its cluster kept under --cache-dir; plus EXPLAIN of the trend and run-list SQL "
+                        "(default: when PostgreSQL's server is installed)")
+    args = p.parse_args(argv)
+    if args.postgres is None:
+        from tests.support.postgres import pg_bindir
+
+        args.postgres = pg_bindir() is not None
+    return args
 
 
 if __name__ == "__main__":

@@ -177,6 +177,8 @@ def test_records_of_unreplayed_steps_or_layouts_fall_back(tmp_path: Path) -> Non
 def test_make_escaping_is_undone_as_make_does() -> None:
     rec = fastpath.Record(Path("/b/x.o"), "printf '%s\\n' a | awk '!x[$$0]++' $(pound)c")
     assert rec.shell == "printf '%s\\n' a | awk '!x[$0]++' #c"
+    # a literal "$(pound)" in the command was recorded as "$$(pound)": a $ and the text
+    assert fastpath.Record(Path("/b/x.o"), "echo '$$(pound)'").shell == "echo '$(pound)'"
 
 
 def test_exports_are_read_from_the_object_and_anything_else_cannot_tell(tmp_path: Path) -> None:

@@ -54,6 +54,7 @@ _UNRECORDED_CONFIG = ("CONFIG_TRIM_UNUSED_KSYMS", "CONFIG_LTO_CLANG", "CONFIG_FT
 _CMD_LINE = re.compile(r"^(?:saved)?cmd_(?P<target>\S+) := (?P<cmd>.*)$", re.MULTILINE)
 _SOURCE_LINE = re.compile(r"^source_(?P<target>\S+) := (?P<source>\S+)$", re.MULTILINE)
 _WILDCARD = re.compile(r"^\$\(wildcard (?P<path>[^)\s]+)\)$")
+_MAKE_ESCAPE = re.compile(r"\$\$|\$\(pound\)")
 _DEPFILE = re.compile(r"-Wp,-MM?D,(?P<path>\S+)")
 
 
@@ -76,8 +77,9 @@ class Record:
 
     @property
     def shell(self) -> str:
-        """The command as make hands it to ``sh -c``."""
-        return self.make_cmd.replace("$(pound)", "#").replace("$$", "$")
+        """The command as make hands it to ``sh -c``: kbuild's make-cmd wrote ``$`` as
+        ``$$`` and ``#`` as ``$(pound)``, undone left to right as make reads them."""
+        return _MAKE_ESCAPE.sub(lambda m: "$" if m[0] == "$$" else "#", self.make_cmd)
 
 
 @dataclass(frozen=True, slots=True)

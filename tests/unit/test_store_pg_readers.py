@@ -50,8 +50,16 @@ def test_a_connection_the_server_dropped_is_replaced_not_lent(pg_server: PgServe
 
 def test_no_server_is_one_line_naming_the_url(tmp_path: Path) -> None:
     loc = PgUrl(f"postgresql://nobody@/history?host={tmp_path}&port=1")
-    with pg.Readers(loc, timeout_s=1) as readers, pytest.raises(StoreError) as err:
-        with reading(loc, readers):
-            pass
+    with pg.Readers(loc, timeout_s=1) as readers, pytest.raises(StoreError) as err, reading(loc, readers):
+        pass
     msg = str(err.value)
-    assert "\n" not in msg and str(loc) in msg and "no connection in 1 s" in msg
+    assert "\n" not in msg and str(loc) in msg and "cannot connect" in msg and "No such file" in msg  # libpq's reason
+
+
+def test_every_connection_busy_is_one_line_saying_so(pg_server: PgServer) -> None:
+    loc = PgUrl(pg_server.new_database())
+    open_writer(loc).close()
+    with pg.Readers(loc, max_size=1, timeout_s=0.5) as readers, reading(loc, readers) as held:
+        assert held is not None
+        with pytest.raises(StoreError, match=r"all 1 reader connections stayed busy for 0.5 s"), reading(loc, readers):
+            pass

@@ -230,8 +230,11 @@ class Readers:
                     self._version = verify(conn)
                 yield conn if self._version else None
         except PoolTimeout:
-            raise StoreError(f"cannot connect to history DB {self.location} (no connection in "
-                             f"{self.timeout_s:g} s): {_CREDENTIALS}") from None
+            # Why the pool has none: one direct attempt gives libpq's own reason (down,
+            # refused login, ...) as the line a reader without a pool gets.
+            connect(self.location).close()
+            raise StoreError(f"history DB {self.location}: all {self._pool.max_size} reader connections stayed busy "
+                             f"for {self.timeout_s:g} s") from None
         except psycopg.Error as exc:
             raise StoreError(f"cannot read history DB {self.location} ({first_line(exc)}): check the server "
                              "and your rights on that database") from None

@@ -1,10 +1,12 @@
 """`vexfs-cockpit watch NAME [--tests D/T,...]`: the warm loop on every save.
 
 Watches the module source (``module.build_path``). Each save rebuilds incrementally for
-the dev VM's kernel, unloads and reloads the module in the running dev VM NAME, and
-reruns the tests named with ``--tests``, else the ones that failed on the last save
-(else the kernel_module domain), printing one result line per save. A save during a
-cycle cancels it and starts again. Results land in the history like `ktest`'s.
+the dev VM's kernel (kbuild's records replayed when they cover the save, else make)
+while the old module is unloaded in the running dev VM NAME, reruns the tests named
+with ``--tests``, else the ones that failed on the last save (else the kernel_module
+domain), and loads the new module, printing one result line per save (see
+``commands.cycle``). A save during a cycle cancels it and starts again. Results land
+in the history like `ktest`'s.
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ section) on a dev VM from ``vm start`` that stays up — no boot in between:
 
 - ``kbuild [--vm NAME]``: build on the host against the guest kernel (the running
   VM's with ``--vm``, else the image's); prints one result line, the first compiler
-  errors and the .ko path. Builds live in ``<data dir>/kbuild/`` (never the repo).
+  errors and the .ko path. Builds live in ``<data dir>/kbuild/`` (never the repo) and
+  are incremental: an edit kbuild's records cover is rebuilt by replaying them
+  (``builds.fastpath``, ~0.8 s less than make), anything else by make.
 - ``kload NAME``: push the last built .ko (rebuilt first when there is none for the
   VM's kernel or the source is newer) and insmod it; prints the kernel log lines the
   load produced (from the serial console, bracketed by /dev/kmsg sync markers).

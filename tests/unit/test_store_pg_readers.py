@@ -63,3 +63,25 @@ def test_every_connection_busy_is_one_line_saying_so(pg_server: PgServer) -> Non
         assert held is not None
         with pytest.raises(StoreError, match=r"all 1 reader connections stayed busy for 0.5 s"), reading(loc, readers):
             pass
+
+
+async def test_a_session_on_postgresql_reads_through_its_own_pool(pg_server: PgServer, tmp_path: Path) -> None:
+    """The session's History (its domains' baselines, the TUI's screens) borrows from one
+    pool the session owns and closes, instead of connecting per call."""
+    import argparse
+
+    from tests.support.engine import LocalProvider
+    from vexfs_cockpit.app.session import open_session
+
+    url = pg_server.new_database()
+    args = argparse.Namespace(config=None, env=None, set=[], db=url)
+    session = await open_session(args, provider_factory=lambda cfg, bus: LocalProvider(tmp_path))
+    history = session.history
+    assert history is not None and history.readers is not None
+    assert history.for_run("r1").readers is history.readers
+    assert history.list_runs() == []
+    pids = {_backend_pid(history.readers) for _ in range(8)}
+    assert len(pids) <= 4  # the pool's connections, again and again: not one per read
+    await session.aclose()
+    with pytest.raises(StoreError):  # closed with the session
+        history.list_runs()

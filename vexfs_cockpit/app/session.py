@@ -241,6 +241,7 @@ async def open_session(args, provider_factory: ProviderFactory | None = None) ->
     from vexfs_cockpit.fleet.provider import LibvirtProvider
     from vexfs_cockpit.store.db import config_location, resolve_location
     from vexfs_cockpit.store.history import History
+    from vexfs_cockpit.store.location import PgUrl
     from vexfs_cockpit.store.recorder import HistoryStore, Recorder
     from vexfs_cockpit.transport.local import LocalTarget
 
@@ -274,7 +275,13 @@ async def open_session(args, provider_factory: ProviderFactory | None = None) ->
 
         session.vms = VmControl(provider, lambda: session.config)
     session.runner = Runner(bus, provider, registry, host=LocalTarget("host"))
-    session.history = History(db_path)
+    readers = None
+    if isinstance(db_path, PgUrl):  # a team server: the session's reads borrow open connections
+        from vexfs_cockpit.store.pg import Readers
+
+        readers = Readers(db_path)
+        session._closers.append(lambda: asyncio.to_thread(readers.close))
+    session.history = History(db_path, readers=readers)
     session.recorder = recorder
 
     async def close_store() -> None:

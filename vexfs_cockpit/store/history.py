@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from vexfs_cockpit.engine.results import TestResult, TestStatus
 from vexfs_cockpit.errors import UsageError
@@ -38,6 +38,9 @@ from vexfs_cockpit.store.codec import attempt_from_dict, evidence_from_dict, ret
 from vexfs_cockpit.store.db import reading
 from vexfs_cockpit.store.dialect import Conn, fetch_tuples, has_table, is_pg, json_text, schema_version, table_columns
 from vexfs_cockpit.store.location import StoreLocation
+
+if TYPE_CHECKING:
+    from vexfs_cockpit.store.pg import Readers  # psycopg is imported only for PostgreSQL
 from vexfs_cockpit.store.liveness import ProcessIdentity, domain_died_reason, owner_gone, run_died_reason
 from vexfs_cockpit.store.report import (
     DomainReport,
@@ -337,7 +340,7 @@ def _has_column(conn: Conn, table: str, column: str) -> bool:
     return column in table_columns(conn, table)
 
 
-class _DeadRuns:
+class DeadRuns:
     """Which ``running`` rows belong to a process that is gone (one query's worth:
     this process's identity, or PostgreSQL's held run locks, are read once)."""
 
@@ -360,7 +363,7 @@ class _DeadRuns:
         return owner_gone(run["pid"], run["proc_start"], run["hostname"], run["boot_id"], self._here)
 
 
-def _as_aborted(run: Any) -> tuple[str, float, str]:
+def as_aborted(run: Any) -> tuple[str, float, str]:
     """(status, finished_at, reason) of a run whose process died: as the writer marks it."""
     started = run["started_at"]
     last = run["last_event_at"]
@@ -439,16 +442,19 @@ class History:
     ``exclude_run``: the run in progress, which baselines must not compare against.
     """
 
-    def __init__(self, path: StoreLocation, exclude_run: str = "") -> None:
+    def __init__(self, path: StoreLocation, exclude_run: str = "", readers: Readers | None = None) -> None:
         self.path = path
         self.exclude_run = exclude_run
+        # PostgreSQL: a pool of open reader connections its owner (a session) keeps,
+        # instead of a new connection per call; None: one per call (SQLite always).
+        self.readers = readers
 
     def for_run(self, run_id: str) -> History:
         """The HistoryView a domain of run ``run_id`` gets."""
-        return History(self.path, exclude_run=run_id)
+        return History(self.path, exclude_run=run_id, readers=self.readers)
 
     def _read(self) -> AbstractContextManager[Conn | None]:
-        return reading(self.path)
+        return reading(self.path, self.readers)
 
     # -- runs ------------------------------------------------------------------------
     def list_runs(
@@ -468,7 +474,7 @@ class History:
         with self._read() as conn:
             if conn is None:
                 return []
-            dead = _DeadRuns(conn)
+            dead = DeadRuns(conn)
             params = {
                 "since": since if since is not None else float("-inf"),
                 "env": env or None,
@@ -489,7 +495,7 @@ class History:
             rows = conn.execute(LIST_RUNS_SQL, params).fetchall()
             shown = []
             for r in rows:
-                st, finished_at, reason = _as_aborted(r) if dead.gone(r) else (r["status"], r["finished_at"], r["reason"])
+                st, finished_at, reason = as_aborted(r) if dead.gone(r) else (r["status"], r["finished_at"], r["reason"])
                 if status and st != status:
                     continue
                 shown.append((r, st, finished_at, reason))
@@ -552,8 +558,8 @@ class History:
             run = conn.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
             if run is None:
                 return None
-            died = _DeadRuns(conn).gone(run)
-            status, finished_at, reason = _as_aborted(run) if died else (run["status"], run["finished_at"], run["reason"])
+            died = DeadRuns(conn).gone(run)
+            status, finished_at, reason = as_aborted(run) if died else (run["status"], run["finished_at"], run["reason"])
             report = RunReport(
                 run=RunInfo(
                     run_id=run["id"],

@@ -66,10 +66,7 @@ from vexfs_cockpit.store.dialect import (
     table_columns,
     write_tx,
 )
-from vexfs_cockpit.store.history import (  # the readers' view of a dead run
-    _as_aborted,
-    _DeadRuns,
-)
+from vexfs_cockpit.store.history import DeadRuns, as_aborted  # the readers' view of a dead run
 from vexfs_cockpit.store.liveness import ProcessIdentity, domain_died_reason
 from vexfs_cockpit.store.location import PgUrl, StoreLocation
 from vexfs_cockpit.store.schema import migrate
@@ -293,13 +290,13 @@ def _merge(dst: Conn, src: Conn, summary: ImportSummary) -> ImportSummary:
     """Each run in its own transaction of the destination's writer: short ones, so the
     cockpits writing to a shared PostgreSQL meanwhile are held up only briefly."""
     cols = _Columns.of(dst, src)
-    dead = _DeadRuns(src)
+    dead = DeadRuns(src)
     runs = src.execute("SELECT * FROM runs ORDER BY started_at, id").fetchall()
     for run in runs:
         src_id, started_at = run["id"], run["started_at"]
         # A run its cockpit left `running` when it died never finishes: it comes in as
         # the source's readers show it, and as a writer would mark it there.
-        ended = _as_aborted(run) if dead.gone(run) else None
+        ended = as_aborted(run) if dead.gone(run) else None
         if run["status"] == "running" and ended is None:
             summary.running += 1
             continue

@@ -14,6 +14,7 @@ the history is a ``postgresql://`` URL.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -33,6 +34,10 @@ from vexfs_cockpit.store.location import PgUrl
 from vexfs_cockpit.store.schema import APPLICATION_ID, LATEST_VERSION, MIGRATIONS, REQUIRED_TABLES
 
 CONNECT_TIMEOUT_S = 10
+# psycopg-pool logs each failed background connect as a multi-line warning; with no
+# handler configured Python prints those on stderr, through the TUI's screen. A
+# library's NullHandler: whoever configures logging still gets them, nobody else.
+logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
 _CREDENTIALS = "check the server is up and the credentials in PGPASSWORD, ~/.pgpass or the service file"
 
 
@@ -188,9 +193,14 @@ def connect(location: PgUrl) -> PgConnection:
                               application_name="vexfs-cockpit", cursor_factory=psycopg.ClientCursor)
     except psycopg.Error as exc:
         raise StoreError(f"cannot connect to history DB {location} ({first_line(exc)}): {_CREDENTIALS}") from None
+    _configure(raw)
+    return PgConnection(raw, location)
+
+
+def _configure(raw: psycopg.Connection[Any]) -> None:
+    """What every connection of ours loads and dumps differently from psycopg's defaults."""
     raw.adapters.register_loader("numeric", _NumberLoader)
     raw.adapters.register_dumper(str, _NulFreeStrDumper)
-    return PgConnection(raw, location)
 
 
 class Readers:
@@ -215,7 +225,7 @@ class Readers:
             location.url, min_size=1, max_size=max_size, open=False, name="vexfs-cockpit-readers",
             kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S, "application_name": "vexfs-cockpit",
                     "cursor_factory": psycopg.ClientCursor},
-            configure=lambda raw: raw.adapters.register_loader("numeric", _NumberLoader),
+            configure=_configure,
             check=ConnectionPool.check_connection, timeout=timeout_s)
         self._pool.open(wait=False)  # the first connection is made in the background
 

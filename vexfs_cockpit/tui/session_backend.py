@@ -30,7 +30,8 @@ CLI = [sys.executable, "-m", "vexfs_cockpit"]
 
 class SessionBackend(HistoryQueries):
     def __init__(self, session: Session):
-        super().__init__(History(session.db_path) if session.db_path else History(Path("/nonexistent")))
+        # The session's own History: on PostgreSQL it holds the session's reader pool.
+        super().__init__(session.history or History(session.db_path or Path("/nonexistent")))
         self.session = session
         self._env_summaries: dict[str, str] | None = None  # read once: the env files do not change under us
 

@@ -41,7 +41,7 @@ def test_a_kernel_release_is_never_a_path() -> None:
     # a value with a "/" is a kernel tree (tests/unit/test_kernel_tree.py): never /boot/vmlinuz-../..
     with pytest.raises(ConfigError, match="fleet.guest_kernel: .*an installed release"):
         load_config(None, "ci", {"fleet.guest_kernel": "..vmlinuz"})
-    with pytest.raises(InfraError, match="fleet.guest_kernel /etc: not a kernel source tree"):
+    with pytest.raises(ConfigError, match="fleet.guest_kernel /etc: not a kernel source tree"):
         resolve_kernel_version(load_config(None, "ci", {"fleet.guest_kernel": "/etc/"}).fleet.guest_kernel)
 
 

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vexfs_cockpit.errors import InfraError
+from vexfs_cockpit.errors import ConfigError, InfraError
 
 BZIMAGE = "arch/x86/boot/bzImage"
 RELEASE = "include/config/kernel.release"
@@ -86,15 +86,16 @@ def _sha256(path: Path) -> str:
 
 
 def load_tree(value: str, key: str = "fleet.guest_kernel") -> KernelTree:
-    """The built kernel tree ``value`` names, or one InfraError line naming ``key``,
-    what is wrong and the make command that fixes it."""
+    """The built kernel tree ``value`` names, or one line naming ``key``, what is wrong
+    and the fix: a value that is no kernel tree is a ConfigError (exit 2, like any bad
+    setting), a tree not built or built stale an InfraError with the make command."""
     path = Path(value).expanduser()
     path = Path(os.path.abspath(path))
     make = f"make -C {path}"
     if not path.is_dir():
-        raise InfraError(f"{key} {value}: no such directory: give a built kernel tree, or auto, host or an installed version")
+        raise ConfigError(f"{key} {value}: no such directory: give a built kernel tree, or auto, host or an installed version")
     if not (path / "Makefile").is_file() or not (path / "Kconfig").is_file():
-        raise InfraError(f"{key} {value}: not a kernel source tree (no Makefile and Kconfig): point it at the top of a Linux tree")
+        raise ConfigError(f"{key} {value}: not a kernel source tree (no Makefile and Kconfig): point it at the top of a Linux tree")
     if not (path / ".config").is_file():
         raise InfraError(
             f"{key} {value}: not configured (no .config): `{make} tinyconfig`, merge `vexfs-cockpit kernel config` "

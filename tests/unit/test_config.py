@@ -254,6 +254,22 @@ def test_unknown_domain(proj: Path) -> None:
     )
 
 
+def test_commands_that_run_no_domain_read_a_plugin_domains_section_without_the_plugin(
+        proj: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """analyze, gc, alerts, metrics and history read the config for its store and
+    analysis settings: a section of a plugin domain they never load is not their error."""
+    from vexfs_cockpit import cli
+
+    p = write(proj / "p.yaml", "domains:\n  my_plugin:\n    options: {x: 1}\n")
+    cfg = load_config(p, "dev", environ=NO_ENV, runs_domains=False)
+    assert cfg.domain("my_plugin").options == {"x": 1}
+    db = str(tmp_path / "none.db")
+    for argv in (["alerts", "rules", "--config", str(p)], ["gc", "--dry-run", "--config", str(p), "--db", db],
+                 ["analyze", "--config", str(p), "--db", db]):
+        cli.main(argv)
+        assert "unknown domain" not in capsys.readouterr().err, argv
+
+
 def test_plugin_domains_are_accepted_and_bare_sections_mean_defaults(proj: Path) -> None:
     p = write(proj / "p.yaml", "domains:\n  my_plugin:\n    options: {x: 1}\n  kernel_module:\n")
     cfg = load_config(p, "dev", environ=NO_ENV, known_domains=["my_plugin"])

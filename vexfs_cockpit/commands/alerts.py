@@ -34,7 +34,7 @@ def cmd_rules(args: argparse.Namespace) -> int:
     from vexfs_cockpit.errors import ReportError
     from vexfs_cockpit.monitoring.alerts import rules_yaml
 
-    text = rules_yaml(config_from_args(args).monitoring.alerts)
+    text = rules_yaml(config_from_args(args, runs_domains=False).monitoring.alerts)
     if not args.output:
         print(text, end="")
         return 0
@@ -52,7 +52,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from vexfs_cockpit.monitoring.alerts import check_run, resolve_run
     from vexfs_cockpit.store.db import config_location, resolve_location
 
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, runs_domains=False)
     db = resolve_location(args.db, config_location(cfg.store.location))
     report = resolve_run(db, args.run)
     firing = check_run(db, report, cfg.monitoring.alerts)
@@ -81,7 +81,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     from vexfs_cockpit.monitoring.alerts import Firing
     from vexfs_cockpit.monitoring.webhook import message, post, webhook_url
 
-    m = config_from_args(args).monitoring
+    m = config_from_args(args, runs_domains=False).monitoring
     url = webhook_url(m.webhook_url_env)
     sample = [Firing("SampleAlert", "info", "a test message from `vexfs-cockpit alerts test`; nothing is wrong")]
     n = post(url, message(sample, "sample", m.webhook_format), timeout_s=m.webhook_timeout_s, retries=m.webhook_retries)

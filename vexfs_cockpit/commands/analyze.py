@@ -62,7 +62,7 @@ def context(args: argparse.Namespace) -> Context:
     from vexfs_cockpit.store.history import History
 
     overrides = dict(parse_override(s) for s in (args.set or []))
-    cfg = load_config(args.config, None, overrides)  # --env here names history runs, not an overlay
+    cfg = load_config(args.config, None, overrides, runs_domains=False)  # --env: history runs, not an overlay
     db = resolve_location(args.db, config_location(cfg.store.location), os.environ)
     if not history_exists(db):
         raise UsageError(f"{db}: no history DB there; record runs with `vexfs-cockpit run --batch` or pass --db PATH")

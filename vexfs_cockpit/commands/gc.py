@@ -31,7 +31,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
     from vexfs_cockpit.store.db import config_location, history_exists, resolve_location, store_size
     from vexfs_cockpit.store.history import History
 
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, runs_domains=False)
     db = resolve_location(args.db, config_location(cfg.store.location))
     # Runs still running (here, or on another cockpit of a shared PostgreSQL history)
     # keep their artifacts.

@@ -107,7 +107,7 @@ def history_location(args: argparse.Namespace) -> StoreLocation:
         profile = None
     if profile is None or not profile.exists():
         return resolve_location(None, None, os.environ)
-    return resolve_location(None, config_location(load_config(profile).store.location), os.environ)
+    return resolve_location(None, config_location(load_config(profile, runs_domains=False).store.location), os.environ)
 
 
 def cmd_history(args: argparse.Namespace, out: TextIO | None = None) -> int:

@@ -37,7 +37,7 @@ def history_db(args: argparse.Namespace) -> StoreLocation:
     from vexfs_cockpit.errors import UsageError
     from vexfs_cockpit.store.db import config_location, history_exists, resolve_location
 
-    db = resolve_location(args.db, None if args.db else config_location(config_from_args(args).store.location))
+    db = resolve_location(args.db, None if args.db else config_location(config_from_args(args, runs_domains=False).store.location))
     if not history_exists(db):
         raise UsageError(f"no history DB at {db}: give --db PATH or run some tests first")
     return db

@@ -148,8 +148,9 @@ def _cli_layer(overrides: Mapping[str, Any]) -> Layer:
     return Layer(CLI_LABEL, nest_dotted(fixed, CLI_LABEL))
 
 
-def _check_structure(data: dict[str, Any], origins: Mapping[str, str], known: set[str]) -> None:
-    """What pydantic cannot say well: reserved keys and unknown domain names."""
+def _check_structure(data: dict[str, Any], origins: Mapping[str, str], known: set[str] | None) -> None:
+    """What pydantic cannot say well: reserved keys and unknown domain names (``known``
+    None: any name)."""
     for key, why in _RESERVED.items():
         if key in data:
             raise ConfigError(f"{origins.get(key)}: {key}: not a config key ({why})")
@@ -160,7 +161,7 @@ def _check_structure(data: dict[str, Any], origins: Mapping[str, str], known: se
     if not isinstance(domains, dict):
         return  # pydantic says "expected a mapping"
     for name, section in domains.items():
-        if str(name) not in known:
+        if known is not None and str(name) not in known:
             hint = _did_you_mean(str(name), known) or f"known: {', '.join(sorted(known))}"
             raise ConfigError(
                 f"{origin_of(origins, ('domains', str(name)))}: domains.{name}: unknown domain '{name}' ({hint})"
@@ -211,7 +212,8 @@ def _interpolate(
         ) from None
 
 
-def config_from_args(args: Any, *, env: str | None = None, known_domains: Iterable[str] | None = None) -> CockpitConfig:
+def config_from_args(args: Any, *, env: str | None = None, known_domains: Iterable[str] | None = None,
+                     runs_domains: bool = True) -> CockpitConfig:
     """The config a command line names: ``--config``, the env overlay (``env``, else
     ``--env``), then every ``--set KEY=VALUE`` and ``--kernel``. One rule for run, the TUI (also when its
     start-run dialog switches environment), vm/ssh and the kdev commands."""
@@ -219,7 +221,7 @@ def config_from_args(args: Any, *, env: str | None = None, known_domains: Iterab
     if getattr(args, "kernel", None):  # --kernel V is --set fleet.guest_kernel=V
         overrides["fleet.guest_kernel"] = args.kernel
     return load_config(getattr(args, "config", None), env if env is not None else getattr(args, "env", None),
-                       overrides, known_domains=known_domains)
+                       overrides, known_domains=known_domains, runs_domains=runs_domains)
 
 
 def load_config(
@@ -229,11 +231,14 @@ def load_config(
     environ: Mapping[str, str] = os.environ,
     *,
     known_domains: Iterable[str] | None = None,
+    runs_domains: bool = True,
 ) -> CockpitConfig:
     """The effective config. ``path``: a profile file (default configs/default.yaml, or a
     bare profile name like ``vexfs``); ``env``: an overlay in configs/env (default dev);
     ``overrides``: dotted keys from the command line; ``known_domains``: domain names
-    beyond the six built-in ones (user plugins)."""
+    beyond the six built-in ones (user plugins). ``runs_domains=False``: a command that
+    runs no domain (analyze, gc, alerts, ...) does not judge the names under ``domains``,
+    so a plugin domain's section needs no plugin discovery there."""
     profile = resolve_profile_path(path)
     profile_label = display_path(profile)
     if not profile.exists():
@@ -262,7 +267,7 @@ def load_config(
     _one_store_location(data, origins, [layer.label for layer in layers])
 
     known = set(DOMAIN_NAMES) | {str(d) for d in (known_domains or ())}
-    _check_structure(data, origins, known)
+    _check_structure(data, origins, known if runs_domains else None)
     checkouts = _capture_checkouts(data, origins, environ)
     data = _interpolate(data, origins, environ, checkouts)
 

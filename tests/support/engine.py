@@ -25,6 +25,9 @@ class LocalProvider:
         self.leased.append(domain)
         yield Lease(vm_name=f"local-{domain}", target=LocalTarget(name="local", cwd=self.workdir))
 
+    def use_config(self, cfg: object) -> None:
+        pass  # the host is the same in every env
+
     async def aclose(self) -> None:
         pass
 

@@ -422,3 +422,29 @@ def test_new_regression_in_the_store_the_exporter_and_the_rules(backend: str, tm
     firing = check_run(db, resolve_run(db, "r2"), [NEW_REG])
     assert [(f.rule, f.summary) for f in firing] == [("NewReg", "kernel_module/unload: new regression (FAILED now)")]
     assert expr(NEW_REG) == 'vexfs_cockpit_domain_last_run_verdicts{verdict="regression"} > 0'
+
+
+async def test_an_env_switch_brings_that_envs_alert_rules(tmp_path: Path) -> None:
+    """The TUI's env switch (Session.switch_env): the next run is judged by the new env's
+    rules, not the ones the session opened with."""
+    import argparse
+
+    from vexfs_cockpit.app.session import open_session
+
+    (tmp_path / "env").mkdir()
+    (tmp_path / "p.yaml").write_text("")
+    (tmp_path / "env" / "dev.yaml").write_text(
+        "monitoring:\n  alerts:\n    - {name: FailRate, kind: failure_rate, threshold: 0.3, severity: warning}\n")
+    (tmp_path / "env" / "ci.yaml").write_text(
+        "monitoring:\n  alerts:\n    - {name: Crash, kind: kernel_crash, severity: critical}\n")
+    args = argparse.Namespace(config=str(tmp_path / "p.yaml"), env="dev", set=[], db=str(tmp_path / "h.db"))
+    session = await open_session(args, provider_factory=lambda cfg, bus: LocalProvider(tmp_path))
+    try:
+        assert session.live is not None and [r.name for r in session.live.alerts.rules] == ["FailRate"]
+        session.switch_env("ci")
+        assert [r.name for r in session.live.alerts.rules] == ["Crash"]
+        crash = ev.KernelEventRaised(run_id="r1", domain="d", test="t", vm="vm-0", report=kreport(
+            "oops", "BUG: unable to handle page fault", Severity.CRITICAL), expected=False)
+        assert _fired(session.live.alerts, _started({"d": 2}), crash) == [("Crash", "d")]
+    finally:
+        await session.aclose()

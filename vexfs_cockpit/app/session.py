@@ -28,6 +28,7 @@ from vexfs_cockpit.errors import CockpitError, ConfigError
 
 if TYPE_CHECKING:
     from vexfs_cockpit.app.vms import VmControl
+    from vexfs_cockpit.monitoring.live import LiveMonitor
     from vexfs_cockpit.store.history import History
     from vexfs_cockpit.store.recorder import Recorder
     from vexfs_cockpit.store.location import StoreLocation
@@ -74,6 +75,7 @@ class Session:
     runner: Runner | None = None
     history: History | None = None  # read-only; domains compare with earlier runs through it
     recorder: Recorder | None = None  # writes the event stream to the history DB
+    live: LiveMonitor | None = None  # live metrics and alerts (monitoring.listen / monitoring.alerts)
     _closers: list = field(default_factory=list)
     _run: asyncio.Task | None = None  # the run a front end started in the background
 
@@ -178,6 +180,8 @@ class Session:
         from vexfs_cockpit.config.load import config_from_args
 
         cfg = config_from_args(self.args, env=env, known_domains=set(self.registry))
+        if self.live is not None:
+            self.live.use_config(cfg)
         self.config = cfg
         self.provider.use_config(cfg)
 
@@ -290,6 +294,7 @@ async def open_session(args, provider_factory: ProviderFactory | None = None) ->
 
     session._closers += [close_store, provider.aclose]  # closed in reverse: VMs first
     if live is not None:  # after the VMs (their last events count), before the store (dead letters)
+        session.live = live
         live.start()
         session._closers.insert(session._closers.index(close_store) + 1, live.aclose)
     return session

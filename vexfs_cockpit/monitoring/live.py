@@ -289,16 +289,15 @@ class LiveMonitor:
     def __init__(self, cfg: CockpitConfig, bus: EventBus, db: StoreLocation | None, *,
                  environ: Mapping[str, str] = os.environ, post: Poster | None = None) -> None:
         from vexfs_cockpit.monitoring.webhook import post as default_post
-        from vexfs_cockpit.monitoring.webhook import webhook_url
 
         self.settings = m = cfg.monitoring
         self.bus = bus
         self.db = db
         self.registry = CollectorRegistry(auto_describe=True)
         self.metrics = LiveMetrics(self.registry)
+        self._environ = environ
         self.alerts = LiveAlerts(m.alerts)
-        # The URL is the credential: read once, never shown. Unset: alerts are only shown.
-        self._url = webhook_url(m.webhook_url_env, environ) if environ.get(m.webhook_url_env, "").strip() else ""
+        self._url = self._webhook_url(m)
         self._post = post or default_post
         self._queue: asyncio.Queue[LiveFiring | None] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
@@ -327,6 +326,21 @@ class LiveMonitor:
                               "monitoring.listen: '' for no live metrics") from None
         shown = f"[{host}]" if ":" in host else host
         self.address = f"http://{shown}:{self.server.server_address[1]}/metrics"
+
+    def _webhook_url(self, m: Any) -> str:
+        """The URL is the credential: read from the environment, never shown. Unset:
+        alerts are only shown."""
+        from vexfs_cockpit.monitoring.webhook import webhook_url
+
+        return webhook_url(m.webhook_url_env, self._environ) if self._environ.get(m.webhook_url_env, "").strip() else ""
+
+    def use_config(self, cfg: CockpitConfig) -> None:
+        """Another environment's config (the TUI's env switch, between runs): its alert
+        rules and webhook from the next run on. The metrics endpoint keeps the address
+        it was bound to: its scrapers know that one."""
+        m = cfg.monitoring
+        self.alerts = LiveAlerts(m.alerts)  # validated before anything changes
+        self.settings, self._url = m, self._webhook_url(m)
 
     @property
     def active(self) -> bool:

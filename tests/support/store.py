@@ -31,6 +31,7 @@ from vexfs_cockpit.engine.events import (
     RunStarted,
     TestFinished,
     TestStarted,
+    VmReady,
 )
 from vexfs_cockpit.engine.results import Attempt, CommandRecord, Evidence, TestResult, TestStatus
 from vexfs_cockpit.klog.model import KernelReport, Severity
@@ -115,6 +116,7 @@ class RunSpec:
     status: str | None = None  # RunFinished status; None: derive; "" : never finishes
     test_duration: float = 1.0
     provenance: dict[str, str] = field(default_factory=dict)  # RunStarted's: kernel, module_commit, ...
+    ready: dict[str, tuple[str, float]] = field(default_factory=dict)  # domain -> its VM's (mode, seconds) to come up
 
 
 def run_events(spec: RunSpec) -> list[Event]:
@@ -128,6 +130,9 @@ def run_events(spec: RunSpec) -> list[Event]:
         vm = f"vm-{i}"
         tests = [t for d, t in spec.outcomes if d == domain]
         ts += 1
+        if domain in spec.ready:  # the VM came up just before the domain started on it
+            mode, seconds = spec.ready[domain]
+            evs.append(VmReady(vm=vm, mode=mode, seconds=seconds, ts=ts - 0.5))
         evs.append(DomainStarted(run_id=spec.run_id, domain=domain, vm=vm, planned_tests=tuple(tests), ts=ts))
         dcounts: dict[str, int] = {}
         for test in tests:

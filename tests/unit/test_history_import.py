@@ -40,13 +40,13 @@ from vexfs_cockpit.store.recorder import HistoryStore
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLES = ("runs", "domain_runs", "test_results", "metrics", "kernel_events", "crash_occurrences", "vm_states",
-          "infra_problems")
+          "infra_problems", "vm_ready")
 
 
 def shard_runs(prefix: str, start: float) -> list[RunSpec]:
     return [
         RunSpec(f"{prefix}-1", start, outcomes={(KM, "build"): P, (KM, "load"): F}, metrics={(KM, "build"): {"build_s": 1.5}},
-                kernel=[(KM, "load", kreport(), False)]),
+                kernel=[(KM, "load", kreport(), False)], ready={KM: ("restore", 1.25)}),
         RunSpec(f"{prefix}-2", start + 100, outcomes={(FS, "mount"): P, (FS, "write"): E}),
     ]
 

@@ -47,7 +47,8 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> StoreLocation:
     now = time.time()  # --period is relative to now
     record_sync(path, [
         RunSpec("run-a", now - 10 * DAY, outcomes={(KM, "load"): P, (FS, "mount"): P}),
-        RunSpec("run-b", now - 2 * DAY, outcomes={(KM, "load"): F, (FS, "mount"): P}, kernel=[(KM, "load", OOPS, False)]),
+        RunSpec("run-b", now - 2 * DAY, outcomes={(KM, "load"): F, (FS, "mount"): P}, kernel=[(KM, "load", OOPS, False)],
+                ready={KM: ("restore", 1.15), FS: ("boot", 9.8)}),
         RunSpec("run-c", now - 1 * DAY, env="ci", outcomes={(KM, "load"): P, (FS, "mount"): F}),
     ])
     return path
@@ -104,6 +105,7 @@ def test_crashes_newest_first(db: Path) -> None:
 def test_show_compare_and_report(db: Path, tmp_path: Path) -> None:
     code, out = run_cli("history", "show", "run-b", "--db", str(db))
     assert code == 0 and out.startswith("run run-b  failed")
+    assert f"\n{KM}  failed  vm=vm-0 (restore 1.1s)  " in out and f"\n{FS}  passed  vm=vm-1 (boot 9.8s)  " in out
     assert "FAILED   load" in out and "$ run-load  [exit 1" in out and "[oops]" in out
     # a --db before the subcommand name counts too
     code, out = run_cli("history", "--db", str(db), "compare", "run-a", "run-b")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import sqlite3
@@ -10,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.store import F, KM, P, RunSpec, T0, record_sync
+from tests.support.store import BACKENDS, F, KM, P, RunSpec, T0, new_history, record, record_sync
+from vexfs_cockpit.store.dialect import fetch_tuples
 from vexfs_cockpit.errors import StoreError
 from vexfs_cockpit.store import db as dbmod
 from vexfs_cockpit.store import schema
 from vexfs_cockpit.store.history import History
+from vexfs_cockpit.store.location import StoreLocation
 from vexfs_cockpit.store.recorder import HistoryStore
 
 
@@ -188,3 +191,34 @@ def test_db_path_precedence(tmp_path: Path) -> None:
     assert default == dbmod.default_db_path() and default.name == "history.db"
     assert "vexfs-cockpit" in str(default)
     assert dbmod.resolve_location("~/x.db", None, {}) == Path.home() / "x.db"
+
+
+@pytest.fixture(params=BACKENDS)
+def loc(request: pytest.FixtureRequest, tmp_path: Path) -> StoreLocation:
+    return new_history(request, tmp_path)
+
+
+def test_a_v6_history_of_either_backend_migrates_to_v7(loc: StoreLocation, monkeypatch: pytest.MonkeyPatch) -> None:
+    """v7 (vm_ready) is the first migration after PostgreSQL's baseline: one function
+    for both backends. A v6 history is read as it is, then migrated by a writer."""
+    from vexfs_cockpit.engine.events import RunStarted, VmReady
+    from vexfs_cockpit.store import dialect, pg
+    from vexfs_cockpit.store.db import reading
+
+    with monkeypatch.context() as m:  # a cockpit of v6
+        for mod in (schema, dbmod, pg):
+            m.setattr(mod, "LATEST_VERSION", 6)
+        m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:6])
+        record_sync(loc, [RunSpec("r6", T0, outcomes={(KM, "load"): P})])
+    with reading(loc) as conn:
+        assert dialect.schema_version(conn) == 6 and not dialect.has_table(conn, "vm_ready")
+    detail = History(loc).run_detail("r6")
+    assert detail is not None and detail.vm_ready == []  # a v6 history reads as "not measured"
+
+    asyncio.run(record(loc, [RunStarted(run_id="r7", config_path="c", profile="p", env="dev", domains=(KM,), ts=T0 + 9),
+                             VmReady(vm="vm-0", mode="boot", seconds=9.5, reset=True, ts=T0 + 10)]))
+    with reading(loc) as conn:
+        assert dialect.schema_version(conn) == schema.LATEST_VERSION == 7
+        assert [r[0] for r in fetch_tuples(conn, "SELECT name FROM schema_version ORDER BY version")][-1] == "vm ready times"
+    detail = History(loc).run_detail("r7")
+    assert detail is not None and [(r.mode, r.seconds, r.reset) for r in detail.vm_ready] == [("boot", 9.5, True)]

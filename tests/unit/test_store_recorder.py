@@ -44,6 +44,7 @@ from vexfs_cockpit.engine.events import (
     RunStarted,
     TestFinished,
     TestStarted,
+    VmReady,
     VmSample,
     VmStateChanged,
 )
@@ -92,6 +93,8 @@ async def test_a_whole_run_lands_in_every_table(loc: StoreLocation) -> None:
     events.insert(3, KernelLogLine(vm="vm-0", line_no=1, text="raw log line", ts=T0 + 2.5))
     events.insert(4, VmSample(vm="vm-0", state="running", cpu_pct=50.0, mem_kb=1000, ts=T0 + 2.6))
     events.insert(5, VmStateChanged(vm="vm-0", state="ready", ts=T0 + 2.7))
+    events.insert(6, VmReady(vm="vm-0", mode="restore", seconds=1.15, ts=T0 + 2.7))
+    events.insert(0, VmReady(vm="dev-0", mode="boot", seconds=9.8, ts=T0 - 5))  # before any run: not history
     await record(loc, events)
 
     assert rows(loc, "SELECT id, status, env, profile, domains FROM runs") == [
@@ -114,6 +117,10 @@ async def test_a_whole_run_lands_in_every_table(loc: StoreLocation) -> None:
     assert rows(loc, "SELECT run_id, domain, test FROM crash_occurrences") == [("r1", KM, "load")]
     assert rows(loc, "SELECT run_id, vm, cpu_pct FROM vm_samples") == [("r1", "vm-0", 50.0)]
     assert rows(loc, "SELECT run_id, vm, state FROM vm_states") == [("r1", "vm-0", "ready")]
+    assert rows(loc, "SELECT run_id, vm, mode, seconds, reset FROM vm_ready") == [("r1", "vm-0", "restore", 1.15, 0)]
+    detail = History(loc).run_detail("r1")
+    assert detail is not None and [(r.vm, r.mode, r.seconds, r.reset) for r in detail.vm_ready] == [
+        ("vm-0", "restore", 1.15, False)]
     # raw kernel log lines are not history: the string only lives in nothing
     text = dump(loc)
     assert "load_time_ms" in text and "raw log line" not in text
@@ -361,9 +368,9 @@ def test_recorded_kinds_exclude_only_raw_log_lines() -> None:
     from vexfs_cockpit.engine import events
     from vexfs_cockpit.store.recorder import RECORDED_KINDS
 
-    # VmReady and AlertFired feed the session's live metrics and alerts (monitoring/live.py);
-    # an alert that fired is re-derived from the stored run by `alerts check`.
-    # HostStatus is a host's live health (re-read every 10 s); a lost host is also an
-    # InfraProblem, which is stored.
-    live_only = {KernelLogLine, events.VmReady, events.AlertFired, events.HostStatus}
+    # AlertFired feeds the session's live alerts (monitoring/live.py); an alert that fired
+    # is re-derived from the stored run by `alerts check`. HostStatus is a host's live
+    # health (re-read every 10 s); a lost host is also an InfraProblem, which is stored.
+    # VmReady is stored from schema v7 on (vm_ready: boot and restore times).
+    live_only = {KernelLogLine, events.AlertFired, events.HostStatus}
     assert set(RECORDED_KINDS) == set(events.Event.__args__) - live_only  # type: ignore[attr-defined]

@@ -36,9 +36,13 @@ def test_a_real_guest_run_records_into_postgresql(pg_server, tmp_path: Path) -> 
     (counts,) = query(PgUrl(url), "SELECT n_passed, n_results FROM domain_runs WHERE run_id = ?", run.run_id)
     assert tuple(counts) == (len(cases), len(cases))  # kept by the PostgreSQL triggers
     assert query(PgUrl(url), "SELECT count(*) FROM vm_samples WHERE run_id = ?", run.run_id)[0][0] > 0
+    ready = query(PgUrl(url), "SELECT vm, mode, seconds FROM vm_ready WHERE run_id = ?", run.run_id)
+    assert ready and all(m in ("boot", "restore") and 0 < sec < 120 for _, m, sec in ready), ready  # schema v7
 
     shown = cockpit("history", "show", "latest", "--db", url, "--evidence", "none")
     assert shown.returncode == 0 and shown.stdout.startswith(f"run {run.run_id}  passed"), shown.stderr
+    vm, mode, seconds = ready[0]
+    assert f"vm={vm} ({mode} {seconds:.1f}s" in shown.stdout
     local = tmp_path / "laptop.db"
     moved = cockpit("history", "import", "--db", str(local), url)
     assert moved.returncode == 0, moved.stderr

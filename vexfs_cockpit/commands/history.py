@@ -29,7 +29,14 @@ from vexfs_cockpit.store.db import DB_ENV_VAR, config_location, history_exists, 
 from vexfs_cockpit.store.history import BAD, History, RunComparison, since_period
 from vexfs_cockpit.store.location import StoreLocation
 from vexfs_cockpit.store.recorder import HistoryStore
-from vexfs_cockpit.store.render import evidence_text, fmt_duration, fmt_time, kernel_report_text, provenance_line
+from vexfs_cockpit.store.render import (
+    evidence_text,
+    fmt_duration,
+    fmt_time,
+    kernel_report_text,
+    provenance_line,
+    vms_text,
+)
 from vexfs_cockpit.store.report import RunReport
 
 
@@ -258,7 +265,8 @@ def _show(hist: History, args: argparse.Namespace, out: TextIO) -> int:
         print(f"  from: {provenance_line(run.provenance)}", file=out)
     for d in rep.domains:
         tally = " ".join(f"{k.lower()}={v}" for k, v in sorted(d.tally().items()))
-        print(f"\n{d.name}  {d.status}  vm={d.vm or '-'}  {fmt_duration(d.duration_s)}  {tally}", file=out)
+        print(f"\n{d.name}  {d.status}  vm={vms_text(d.vm, rep.vm_ready)}  {fmt_duration(d.duration_s)}  {tally}",
+              file=out)
         if d.reason:
             print(f"  reason: {d.reason}", file=out)
         for t in d.tests:

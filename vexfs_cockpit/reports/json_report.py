@@ -4,7 +4,7 @@ Shape (``format`` names the version; add keys, never repurpose them)::
 
     {"format": "vexfs-cockpit-run/1",
      "run": {...}, "domains": [{..., "tests": [{..., "evidence": {...}}]}],
-     "kernel_events": [...], "vm_states": [...], "infra_problems": [...],
+     "kernel_events": [...], "vm_states": [...], "vm_ready": [...], "infra_problems": [...],
      "verdicts": [{"domain", "test", "verdict", "now", "before", "reference", "reruns", "note"}],
      "summary": {"tally": {...}, "ok": bool, "crashes": [...], "hangs": [...], "vm_failures": [...]}}
 
@@ -86,6 +86,9 @@ def report_dict(report: RunReport) -> dict[str, Any]:
             {"vm": s.vm, "state": s.state, "reason": s.reason, "ts": s.ts, "in_run": s.vm in run_vms}
             for s in report.vm_states
         ],
+        # how long each VM of the run took to come up (schema v7): boot or snapshot restore
+        "vm_ready": [{"vm": r.vm, "mode": r.mode, "seconds": r.seconds, "reset": r.reset, "ts": r.ts}
+                     for r in report.vm_ready],
         "infra_problems": [{"message": p.message, "vm": p.vm, "ts": p.ts} for p in report.infra_problems],
         # what each changed test's confirmation reruns showed (engine/confirm.py): regression, flaky, ...
         "verdicts": [

@@ -49,6 +49,7 @@ from vexfs_cockpit.store.report import (
     RunInfo,
     RunReport,
     VerdictRecord,
+    VmReadyRecord,
     VmStateRecord,
 )
 from vexfs_cockpit.store.schema import COUNTS_VERSION
@@ -625,6 +626,9 @@ class History:
                 )
             for s in conn.execute("SELECT * FROM vm_states WHERE run_id=? ORDER BY id", (run_id,)):
                 report.vm_states.append(VmStateRecord(s["vm"], s["state"], s["ts"], s["reason"]))
+            if has_table(conn, "vm_ready"):  # v7
+                for r in conn.execute("SELECT * FROM vm_ready WHERE run_id=? ORDER BY id", (run_id,)):
+                    report.vm_ready.append(VmReadyRecord(r["vm"], r["mode"], r["seconds"], r["ts"], bool(r["reset"])))
             for p in conn.execute("SELECT * FROM infra_problems WHERE run_id=? ORDER BY id", (run_id,)):
                 report.infra_problems.append(InfraRecord(p["message"], p["ts"], p["vm"]))
             if has_table(conn, "test_verdicts"):

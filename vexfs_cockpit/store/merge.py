@@ -42,6 +42,7 @@ from vexfs_cockpit.engine.events import (
     RunFinished,
     RunStarted,
     TestFinished,
+    VmReady,
     VmStateChanged,
 )
 from vexfs_cockpit.engine.results import TestResult, TestStatus
@@ -74,7 +75,7 @@ from vexfs_cockpit.store.schema import migrate
 JSON_FORMAT = "vexfs-cockpit-run/1"
 # Tables whose rows belong to one run (by run_id) and carry no reference to another row.
 _RUN_TABLES = ("domain_runs", "test_results", "metrics", "vm_samples", "vm_states", "infra_problems",
-               "test_verdicts")
+               "test_verdicts", "vm_ready")
 _SIG = "crash_signatures"  # the upsert's stored row (PostgreSQL wants it named)
 # Kept by triggers on the destination (schema v3): recounted there, never copied.
 _TRIGGER_COUNTED = frozenset({"n_passed", "n_bad", "n_skipped", "n_results"})
@@ -238,6 +239,9 @@ def report_events(doc: Mapping[str, Any]) -> list[Event]:
         if s.get("in_run", True):  # other VMs' changes belong to their own runs
             evs.append(VmStateChanged(vm=str(s["vm"]), state=str(s["state"]), reason=str(s.get("reason", "")),
                                       ts=float(s["ts"])))
+    for r in doc.get("vm_ready", ()):  # reports from v7 on
+        evs.append(VmReady(vm=str(r["vm"]), mode=str(r["mode"]), seconds=float(r["seconds"]),
+                           reset=bool(r.get("reset", False)), ts=float(r["ts"])))
     for p in doc.get("infra_problems", ()):
         evs.append(InfraProblem(message=str(p["message"]), vm=str(p.get("vm", "")), run_id=rid, ts=float(p["ts"])))
     if run.get("finished_at") is not None:

@@ -39,6 +39,7 @@ from vexfs_cockpit.engine.events import (
     TestRerun,
     TestStarted,
     TestVerdict,
+    VmReady,
     VmSample,
     VmStateChanged,
 )
@@ -65,6 +66,7 @@ RECORDED_KINDS: tuple[type, ...] = (
     MetricRecorded,
     KernelEventRaised,
     VmStateChanged,
+    VmReady,
     VmSample,
     InfraProblem,
     ConfirmStarted,  # the reruns' progress: keeps the run's last_event_at moving

@@ -7,7 +7,7 @@ import time
 from vexfs_cockpit.engine.results import TestResult
 from vexfs_cockpit.klog.model import KernelReport
 from vexfs_cockpit.store.codec import cap_kernel_log
-from vexfs_cockpit.store.report import KernelEventRecord
+from vexfs_cockpit.store.report import KernelEventRecord, VmReadyRecord
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -20,6 +20,16 @@ def fmt_duration(seconds: float | None) -> str:
         return f"{m}m{s:02d}s"
     h, m = divmod(m, 60)
     return f"{h}h{m:02d}m"
+
+
+def vms_text(vms: str, ready: list[VmReadyRecord]) -> str:
+    """A domain's VMs ("a, b") with how each came up, as the run measured it:
+    ``vexfs-ci-km-0 (restore 1.1s, reset: boot 9.5s)``; '-' for none."""
+    out = []
+    for vm in filter(None, vms.split(", ")):
+        times = [f"{'reset: ' if r.reset else ''}{r.mode} {r.seconds:.1f}s" for r in ready if r.vm == vm]
+        out.append(f"{vm} ({', '.join(times)})" if times else vm)
+    return ", ".join(out) or "-"
 
 
 def fmt_time(ts: float | None) -> str:

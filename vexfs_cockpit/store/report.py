@@ -28,6 +28,7 @@ from vexfs_cockpit.engine.events import (
     TestFinished,
     TestStarted,
     TestVerdict,
+    VmReady,
     VmSample,
     VmStateChanged,
 )
@@ -108,6 +109,18 @@ class VmStateRecord:
     reason: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class VmReadyRecord:
+    """A VM of the run came up: ``mode`` boot (cold) or restore (golden snapshot), in
+    ``seconds`` until SSH answered; ``reset``: after a reset, not its first start."""
+
+    vm: str
+    mode: str
+    seconds: float
+    ts: float
+    reset: bool = False
+
+
 @dataclass(slots=True)
 class InfraRecord:
     message: str
@@ -133,6 +146,7 @@ class RunReport:
     domains: list[DomainReport] = field(default_factory=list)
     kernel_events: list[KernelEventRecord] = field(default_factory=list)
     vm_states: list[VmStateRecord] = field(default_factory=list)
+    vm_ready: list[VmReadyRecord] = field(default_factory=list)  # schema v7 on
     infra_problems: list[InfraRecord] = field(default_factory=list)
     verdicts: dict[tuple[str, str], VerdictRecord] = field(default_factory=dict)  # (domain, test) ->
 
@@ -284,6 +298,9 @@ class ReportBuilder:
             case VmStateChanged():
                 if in_run == run_id:
                     rep.vm_states.append(VmStateRecord(ev.vm, ev.state, ev.ts, ev.reason))
+            case VmReady():
+                if in_run == run_id:
+                    rep.vm_ready.append(VmReadyRecord(ev.vm, ev.mode, ev.seconds, ev.ts, ev.reset))
             case VmSample() | KernelLogLine():
                 pass
             case _ if getattr(ev, "run_id", None) != run_id:

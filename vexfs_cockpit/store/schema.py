@@ -14,6 +14,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable
+from typing import Any
 
 APPLICATION_ID = 0x56584643  # "VXFC"
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -328,7 +329,34 @@ def _v6_test_verdicts(conn: sqlite3.Connection) -> None:
         conn.execute(stmt)
 
 
-Migration = Callable[[sqlite3.Connection], None]
+# v7: how long each VM of a run took to come up (VmReady: a cold boot or a snapshot
+# restore, until SSH answered), so boot-time changes show in the history, not only on
+# the live metrics endpoint. The first migration after PostgreSQL's baseline (v6):
+# written once for both backends, types through dialect.column_types. Not in
+# REQUIRED_TABLES: readers treat a missing table as "not measured".
+_V7 = """
+CREATE TABLE vm_ready (
+    {id},
+    run_id TEXT NOT NULL DEFAULT '',
+    vm TEXT NOT NULL,
+    mode TEXT NOT NULL,                   -- boot | restore
+    seconds {real} NOT NULL,
+    reset INTEGER NOT NULL DEFAULT 0,     -- 1: came back after a reset
+    ts {real} NOT NULL
+);
+CREATE INDEX vm_ready_run ON vm_ready(run_id, ts)
+"""
+
+
+def _v7_vm_ready(conn: Any) -> None:
+    from vexfs_cockpit.store.dialect import column_types
+
+    for stmt in _statements(_V7.format(**column_types(conn))):
+        conn.execute(stmt)
+
+
+# A migration takes either backend's connection from v7 on (PostgreSQL starts at v6).
+Migration = Callable[[Any], None]
 
 # Append only. Never edit a shipped migration: write a new one.
 MIGRATIONS: tuple[tuple[str, Migration], ...] = (
@@ -338,6 +366,7 @@ MIGRATIONS: tuple[tuple[str, Migration], ...] = (
     ("baselines", _v4_baselines),
     ("run provenance", _v5_provenance),
     ("test verdicts", _v6_test_verdicts),
+    ("vm ready times", _v7_vm_ready),
 )
 
 LATEST_VERSION = len(MIGRATIONS)

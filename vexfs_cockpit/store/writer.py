@@ -30,6 +30,7 @@ from vexfs_cockpit.engine.events import (
     TestFinished,
     TestStarted,
     TestVerdict,
+    VmReady,
     VmSample,
     VmStateChanged,
 )
@@ -91,6 +92,7 @@ class StoreWriter:
         # test builds at an older schema, with this writer).
         self._run_columns = set(table_columns(self.conn, "runs"))
         self._verdicts = has_table(self.conn, "test_verdicts")  # v6
+        self._vm_ready = has_table(self.conn, "vm_ready")  # v7
 
     def close(self) -> None:
         try:
@@ -288,6 +290,10 @@ class StoreWriter:
                 self._insert("vm_states", 
                     {"run_id": run_ctx, "vm": ev.vm, "state": ev.state, "reason": ev.reason, "ts": ev.ts}
                 )
+            case VmReady() if run_ctx and self._vm_ready:  # outside a run (a dev VM): not history
+                self._ensure_run(run_ctx, ev.ts)
+                self._insert("vm_ready", {"run_id": run_ctx, "vm": ev.vm, "mode": ev.mode, "seconds": ev.seconds,
+                                          "reset": int(ev.reset), "ts": ev.ts})
             case InfraProblem():
                 run_id = ev.run_id or run_ctx
                 if run_id:

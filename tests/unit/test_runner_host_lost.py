@@ -8,6 +8,7 @@ TargetUnavailable, as an SSH link through a vanished host does."""
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -60,10 +61,19 @@ class Hosts:
     """Leases on the first host not dead, a fresh directory (VM) each; says through
     ``extra["host_lost"]`` when the lease's host is gone (unless ``tells`` is off)."""
 
-    def __init__(self, workdir: Path, names: list[str], tells: bool = True):
-        self.workdir, self.names, self.tells = workdir, names, tells
+    def __init__(self, workdir: Path, names: list[str], tells: bool = True, signals: bool = False):
+        self.workdir, self.names, self.tells, self.signals = workdir, names, tells, signals
         self.dead: set[str] = set()
         self.leases: list[str] = []
+        self.gone = {h: asyncio.Event() for h in names}  # set when the host dies (its libvirt link closes)
+
+    def kill(self, host: str) -> None:
+        self.dead.add(host)
+        self.gone[host].set()
+
+    async def _wait_gone(self, host: str) -> str:
+        await self.gone[host].wait()
+        return f"lost the libvirt connection to {host}"
 
     @asynccontextmanager
     async def lease(self, domain: str, index: int):
@@ -76,10 +86,48 @@ class Hosts:
         extra: dict[str, object] = {"host": host}
         if self.tells:
             extra["host_lost"] = lambda: f"host {host} lost (connection closed)" if host in self.dead else ""
+        if self.signals:
+            extra["host_gone"] = lambda: self._wait_gone(host)
         yield Lease(vm_name=f"vm-{domain}-{host}", target=HostTarget(self, host, d), extra=extra)
 
     async def aclose(self) -> None:
         pass
+
+
+class Hung(DomainBase):
+    """``wait`` never returns on host a: an SSH link through a vanished host that hangs
+    instead of breaking (no error, no heartbeat here to notice)."""
+
+    name = "hung"
+
+    @test_options(priority=0)
+    async def test_build(self) -> TestResult:
+        return TestResult(status=TestStatus.PASSED, message="built")
+
+    @test_options(priority=10)
+    async def test_wait(self) -> TestResult:
+        if self.target.name == "vm-on-a":
+            await asyncio.Event().wait()
+        return TestResult(status=TestStatus.PASSED, message=f"on {self.target.name}")
+
+
+async def test_a_test_hung_on_a_host_that_is_gone_moves_the_moment_the_provider_says_so(tmp_path: Path) -> None:
+    """The provider's ``host_gone`` (the host's libvirt connection closed) stops the test
+    on the lost host at once; it runs again on a VM leased anew."""
+    hosts = Hosts(tmp_path, ["a", "b"], signals=True)
+    bus = EventBus()
+    sub = bus.subscribe()
+    bus.listen(lambda e: hosts.kill("a") if isinstance(e, ev.TestStarted) and e.test == "wait" and "-a" in e.vm
+               else None)
+    summary = await Runner(bus, hosts, {"hung": Hung}).execute(
+        RunRequest(config=CockpitConfig(), domains=["hung"], run_id="r1", artifacts_dir=tmp_path / "art"))
+    bus.close()
+    events = [e async for e in sub]
+    assert hosts.leases == ["a", "b"]
+    assert _finished(events) == [("build", TestStatus.PASSED, "built"), ("wait", TestStatus.PASSED, "on vm-on-b")]
+    assert summary.status == "passed"
+    assert [e.message for e in events if isinstance(e, ev.InfraProblem)] == [
+        "hung: host a lost (connection closed): its 1 unfinished test(s) go to a VM leased anew"]
 
 
 async def _run(tmp_path: Path, hosts: Hosts):

@@ -22,6 +22,9 @@ class Lease:
     klog: KernelLog | None = None
     vm: VmControl | None = None
     guest_kernel: str = ""  # uname -r of the guest; kbuild builds against its headers
+    # What a provider adds: "boot" (restored | cold), and over several hosts "host" (its
+    # name), "host_lost" (() -> why the host is gone, "" while it answers) and
+    # "host_gone" (async () -> why, once the host is gone: the runner races it with the test).
     extra: dict[str, object] = field(default_factory=dict)
 
 

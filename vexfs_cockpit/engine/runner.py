@@ -804,6 +804,8 @@ class Runner:
         # A test that provokes a crash or hang on purpose resets the VM itself; the
         # heartbeat would only race its recovery.
         provokes = expected & (FATAL_KINDS | HANG_KINDS | CRASH_KINDS)
+        if callable(lease.extra.get("host_gone")):  # a provider that knows when the VM's host is gone
+            guards.append(self._watch_host(lease))
         if lease.vm is not None and not provokes:
             hang_after = float(plugin.settings.get("hang_detection_timeout", 30.0))
             wd = _watchdog(lease)
@@ -820,6 +822,13 @@ class Runner:
         if report.kind in HANG_KINDS:
             return _GuestLost(TestStatus.TIMEOUT, report.title, report)
         return _GuestLost(TestStatus.FAILED, report.title, report)  # crashed kernel code: the code under test failed
+
+    @staticmethod
+    async def _watch_host(lease: Lease) -> None:
+        """The lease's host went away (``Lease.extra["host_gone"]``, awaited): the test on
+        its VM cannot finish; _attempt turns this into _HostGone (the domain moves)."""
+        reason = await lease.extra["host_gone"]()
+        raise _GuestLost(TestStatus.ERROR, f"lost the guest: {reason}")
 
     @classmethod
     async def _watch_kernel(cls, lease: Lease, kinds: frozenset[str], since: int) -> None:

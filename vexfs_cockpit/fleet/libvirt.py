@@ -269,6 +269,11 @@ class FleetManager:
         self._started_lock = threading.Lock()  # read by the atexit hook, off the loop
         self._waiters = _Waiters()
         self._closed = False
+        # Why the connection was lost, once it is: set on the loop by libvirt's close
+        # callback, so whoever depends on this host (a test on one of its VMs) learns it
+        # at once, not from a timeout (``wait_lost``).
+        self.lost_reason = ""
+        self._lost = asyncio.Event()
 
     # -- connection ------------------------------------------------------------------
     @property
@@ -333,7 +338,9 @@ class FleetManager:
             try:
                 await self.stop(name, grace_s=0)
             except InfraError as err:
-                log.warning("%s", err)
+                # A lost connection was said when it went (InfraProblem, and the hosts'
+                # "VM ... is left there"): not again on stderr after the run's summary.
+                log.log(logging.INFO if self.lost_reason else logging.WARNING, "%s", err)
 
     def _close_conn(self, conn: libvirt.virConnect) -> None:
         try:
@@ -394,9 +401,19 @@ class FleetManager:
         why = {0: "error", 1: "end of file", 2: "keepalive timeout", 3: "client closed"}.get(reason, str(reason))
         msg = f"lost the libvirt connection to {self.uri} ({why}) — is libvirtd still running? `libvirtd -d`"
         try:
+            self._loop.call_soon_threadsafe(self._on_lost, f"lost the libvirt connection to {self.uri} ({why})")
             self._loop.call_soon_threadsafe(self.bus.publish, InfraProblem(message=msg, run_id=self.run_id))
         except RuntimeError:
             pass
+
+    def _on_lost(self, reason: str) -> None:
+        self.lost_reason = reason
+        self._lost.set()
+
+    async def wait_lost(self) -> str:
+        """Wait until the libvirt connection is lost; why."""
+        await self._lost.wait()
+        return self.lost_reason
 
     # -- queries ---------------------------------------------------------------------
     def started_names(self) -> list[str]:

@@ -225,6 +225,11 @@ class MultiHostProvider:
             # lease() above on a host left.
             lease.extra["host_lost"] = lambda: "" if self._alive(child) else (
                 f"host {host} lost (lost the libvirt connection to {self._host(host).uri})")
+            # ... and does not wait for it to stop answering: the moment the host's libvirt
+            # connection goes, the test on its VM is stopped and the domain moves on.
+            wait_lost = getattr(getattr(child, "fleet", None), "wait_lost", None)
+            if wait_lost is not None:
+                lease.extra["host_gone"] = wait_lost
             yield lease
         except BaseException as e:
             exc = (type(e), e, e.__traceback__)

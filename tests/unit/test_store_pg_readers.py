@@ -85,3 +85,15 @@ async def test_a_session_on_postgresql_reads_through_its_own_pool(pg_server: PgS
     await session.aclose()
     with pytest.raises(StoreError):  # closed with the session
         history.list_runs()
+
+
+def test_a_connection_over_tcp_has_keepalives_on_both_sides(pg_server: PgServer) -> None:
+    """A writer's machine that vanishes must not hold its runs' locks for the kernel's
+    default two hours: the server probes the connection after 30 s idle."""
+    conn = pg.connect(PgUrl(pg_server.tcp_url()))
+    try:
+        shown = [conn.execute(f"SHOW tcp_keepalives_{k}").fetchone()[0] for k in ("idle", "interval", "count")]
+        assert shown == [str(v) for v in pg.KEEPALIVE_S]
+        assert conn.raw.info.get_parameters().get("keepalives") == "1"
+    finally:
+        conn.close()

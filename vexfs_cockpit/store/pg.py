@@ -190,11 +190,32 @@ def connect(location: PgUrl) -> PgConnection:
         # Client-side binding: the store's "(? IS NULL OR env = ?)" filters give the
         # server a NULL whose type it cannot infer from a bare parameter.
         raw = psycopg.connect(location.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
-                              application_name="vexfs-cockpit", cursor_factory=psycopg.ClientCursor)
+                              application_name="vexfs-cockpit", cursor_factory=psycopg.ClientCursor,
+                              **_client_keepalives(location.url))
+        # The server's side of the same: a writer whose machine vanished (powered off, cut
+        # off) holds its runs' locks until the server notices the dead connection, which
+        # by the kernel's defaults takes two hours; these make it about a minute, so the
+        # runs read and get marked aborted (no effect on a Unix socket).
+        raw.execute(KEEPALIVE_SQL)
     except psycopg.Error as exc:
         raise StoreError(f"cannot connect to history DB {location} ({first_line(exc)}): {_CREDENTIALS}") from None
     _configure(raw)
     return PgConnection(raw, location)
+
+
+KEEPALIVE_S = (30, 10, 3)  # idle before the first probe, between probes, probes lost: ~60 s
+KEEPALIVE_SQL = ("SET tcp_keepalives_idle = {}; SET tcp_keepalives_interval = {}; "
+                 "SET tcp_keepalives_count = {}").format(*KEEPALIVE_S)
+
+
+def _client_keepalives(url: str) -> dict[str, int]:
+    """libpq's keepalives for this side (a writer blocked on a server that vanished
+    errors out and reconnects), unless the URL or service file sets its own."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    given = conninfo_to_dict(url)
+    wanted = dict(zip(("keepalives_idle", "keepalives_interval", "keepalives_count"), KEEPALIVE_S, strict=True))
+    return {k: v for k, v in {"keepalives": 1, **wanted}.items() if k not in given}
 
 
 def _configure(raw: psycopg.Connection[Any]) -> None:

@@ -7,7 +7,7 @@
     history compare OLD NEW                   new failures / fixed / still failing / flaky
     history report RUN [--junit F] [--json F] re-write a run's reports from the store
     history log RUN [--test DOMAIN/TEST]      the run's kernel log, or one test's window (in a pager)
-    history import FILE                       merge another history DB or a JSON run report (idempotent)
+    history import SOURCE                     merge another history (SQLite file, postgresql:// URL) or a JSON run report (idempotent)
 
 RUN is a run id, a unique prefix of one, `latest` or `prev`. All take --db PATH or
 --db postgresql://... (else $VEXFS_COCKPIT_DB, else the config's store.url, else the
@@ -85,7 +85,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
     im = sub.add_parser("import", help="merge another history DB or a JSON run report into this one (idempotent)")
     _db_arg(im, argparse.SUPPRESS)
-    im.add_argument("file", help="another history (an SQLite DB of any older schema or a postgresql:// URL) "
+    im.add_argument("file", metavar="SOURCE", help="another history (an SQLite DB of any older schema or a postgresql:// URL) "
                     "or a `run --json` report")
     return p
 
@@ -124,7 +124,7 @@ def cmd_history(args: argparse.Namespace, out: TextIO | None = None) -> int:
         from vexfs_cockpit.store.location import parse_location
         from vexfs_cockpit.store.merge import import_history
 
-        print(import_history(path, parse_location(args.file, "history import FILE")).line(), file=out)
+        print(import_history(path, parse_location(args.file, "history import SOURCE")).line(), file=out)
         return 0
     if not history_exists(path):
         print(f"no runs yet (history DB {path} does not exist)", file=out)

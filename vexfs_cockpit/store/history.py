@@ -34,14 +34,33 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from vexfs_cockpit.engine.results import TestResult, TestStatus
 from vexfs_cockpit.errors import UsageError
 from vexfs_cockpit.klog.model import KernelReport, Severity
-from vexfs_cockpit.store.codec import attempt_from_dict, evidence_from_dict, retried_pass
+from vexfs_cockpit.store.codec import (
+    attempt_from_dict,
+    evidence_from_dict,
+    retried_pass,
+)
 from vexfs_cockpit.store.db import reading
-from vexfs_cockpit.store.dialect import Conn, fetch_tuples, has_table, is_pg, json_text, schema_version, table_columns
+from vexfs_cockpit.store.dialect import (
+    Conn,
+    fetch_tuples,
+    has_table,
+    is_pg,
+    json_text,
+    schema_version,
+    table_columns,
+)
 from vexfs_cockpit.store.location import StoreLocation
 
 if TYPE_CHECKING:
-    from vexfs_cockpit.store.pg import Readers  # psycopg is imported only for PostgreSQL
-from vexfs_cockpit.store.liveness import ProcessIdentity, domain_died_reason, owner_gone, run_died_reason
+    from vexfs_cockpit.store.pg import (
+        Readers,  # psycopg is imported only for PostgreSQL
+    )
+from vexfs_cockpit.store.liveness import (
+    ProcessIdentity,
+    domain_died_reason,
+    owner_gone,
+    run_died_reason,
+)
 from vexfs_cockpit.store.report import (
     DomainReport,
     InfraRecord,

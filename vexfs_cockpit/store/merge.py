@@ -67,7 +67,10 @@ from vexfs_cockpit.store.dialect import (
     table_columns,
     write_tx,
 )
-from vexfs_cockpit.store.history import DeadRuns, as_aborted  # the readers' view of a dead run
+from vexfs_cockpit.store.history import (  # the readers' view of a dead run
+    DeadRuns,
+    as_aborted,
+)
 from vexfs_cockpit.store.liveness import ProcessIdentity, domain_died_reason
 from vexfs_cockpit.store.location import PgUrl, StoreLocation
 from vexfs_cockpit.store.schema import migrate

@@ -31,7 +31,12 @@ from vexfs_cockpit.errors import StoreError
 from vexfs_cockpit.store import schema_pg
 from vexfs_cockpit.store.dialect import write_tx
 from vexfs_cockpit.store.location import PgUrl
-from vexfs_cockpit.store.schema import APPLICATION_ID, LATEST_VERSION, MIGRATIONS, REQUIRED_TABLES
+from vexfs_cockpit.store.schema import (
+    APPLICATION_ID,
+    LATEST_VERSION,
+    MIGRATIONS,
+    REQUIRED_TABLES,
+)
 
 CONNECT_TIMEOUT_S = 10
 # psycopg-pool logs each failed background connect as a multi-line warning; with no

@@ -39,7 +39,12 @@ from vexfs_cockpit.klog.model import Severity
 from vexfs_cockpit.store.codec import attempt_to_dict, evidence_to_dict
 from vexfs_cockpit.store.db import open_writer, write_failure, write_problem
 from vexfs_cockpit.store.dialect import has_table, is_pg, table_columns, write_tx
-from vexfs_cockpit.store.liveness import ProcessIdentity, domain_died_reason, owner_gone, run_died_reason
+from vexfs_cockpit.store.liveness import (
+    ProcessIdentity,
+    domain_died_reason,
+    owner_gone,
+    run_died_reason,
+)
 from vexfs_cockpit.store.location import StoreLocation
 from vexfs_cockpit.store.report import RUN_ENDED_EARLY, join_vm
 

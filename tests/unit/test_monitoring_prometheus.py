@@ -6,6 +6,7 @@ server runs with a temp TSDB and is stopped in a finally (no systemd)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import socket
@@ -14,13 +15,15 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.monitoring import as_promql, dashboard_exprs
-from tests.support.monitoring import FS, KM, ROOT, T0, DAY, cli, make_history
-from tests.support.store import RunSpec, P, record_sync, kreport
+from tests.support.monitoring import DAY, FS, KM, R1, R2, R3, ROOT, T0, VM_SAMPLES, cli
+from tests.support.store import BACKENDS, P, RunSpec, kreport, new_history, record, record_sync, recorded
+from vexfs_cockpit.store.location import StoreLocation
 from vexfs_cockpit.klog.model import Severity
 
 PROMETHEUS = shutil.which("prometheus")
@@ -169,9 +172,18 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(5)
 
 
+@pytest.fixture(params=BACKENDS)
+def history(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreLocation]:
+    """R1-R3 and the VM samples, with the writer kept open: r3 reads as in progress on
+    either backend (on PostgreSQL a run is live while its writer holds its lock)."""
+    with recorded(new_history(request, tmp_path), [R1, R2, R3]) as loc:
+        asyncio.run(record(loc, VM_SAMPLES))
+        yield loc
+
+
 @needs_prometheus
-def test_real_prometheus_scrapes_the_cockpit(tmp_path: Path, rules_file: Path) -> None:
-    db = make_history(tmp_path / "history.db")
+def test_real_prometheus_scrapes_the_cockpit(tmp_path: Path, rules_file: Path, history: StoreLocation) -> None:
+    db = history
     exporter = subprocess.Popen(
         [sys.executable, "-m", "vexfs_cockpit", "metrics", "serve", "--listen", "127.0.0.1:0", "--db", str(db)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -33,25 +33,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from _kdev import BenchFailed, cli, copy_fixture, edit_source, timed
+
 TARGET_RATIO = 0.2
-FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "selftest_fs"
-EDIT_MARK = "/* bench/inner_loop.py edit */"
-
-
-def edit_source(src: Path, tag: str) -> None:
-    """A real edit that changes the module's bytes (a new string in .rodata)."""
-    c = src / "vexfs_selftest.c"
-    text = c.read_text().split(EDIT_MARK)[0]
-    c.write_text(f"{text}{EDIT_MARK}\nstatic const char vexfs_bench_edit[] __used = \"{tag}\";\n")
 
 
 @dataclass
@@ -68,22 +59,8 @@ class Loop:
     steps: dict[str, list[float]] = field(default_factory=dict)
 
 
-class StepFailed(Exception):
-    pass
-
-
-def cli(*argv: str) -> list[str]:
-    return [sys.executable, "-m", "vexfs_cockpit", *argv]
-
-
 def run_step(step: Step, env: dict[str, str], timeout: float) -> float:
-    t0 = time.monotonic()
-    proc = subprocess.run(step.argv, capture_output=True, text=True, env={**env, **step.env}, timeout=timeout)
-    took = time.monotonic() - t0
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-12:])
-        raise StepFailed(f"{step.label} exited {proc.returncode} after {took:.1f}s:\n{tail}")
-    return took
+    return timed(step.argv, {**env, **step.env}, timeout, step.label)
 
 
 def run_loop(loop: Loop, steps: list[Step], env: dict[str, str], timeout: float) -> float:
@@ -113,7 +90,7 @@ def main() -> int:
     domain = args.test.split("/", 1)[0]
     tmp = tempfile.TemporaryDirectory(prefix="vexfs-bench-loop-")
     src = Path(tmp.name) / "selftest_fs"
-    shutil.copytree(FIXTURE, src, ignore=shutil.ignore_patterns("*.o", "*.ko", "*.mod*", ".*", "__pycache__", "*.py"))
+    copy_fixture(src)
     vm_common = ["--env", args.env] + (["--config", args.config] if args.config else [])
     common = [*vm_common, "--set", f"module.build_path={src}"]  # the edited copy
     name = f"vexfs-{args.env}-bench{os.getpid()}-0"
@@ -144,7 +121,7 @@ def main() -> int:
             for loop, steps in ((warm, warm_steps), (noagent, noagent_steps), (one, one_steps), (cold, cold_steps)):
                 edit_source(src, f"{i}-{loop.name}")  # what the developer changed before rebuilding
                 run_loop(loop, steps, env, args.timeout)
-    except StepFailed as err:
+    except BenchFailed as err:
         print(f"bench aborted: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -29,7 +29,6 @@ import argparse
 import os
 import queue
 import re
-import shutil
 import signal
 import statistics
 import subprocess
@@ -39,35 +38,10 @@ import threading
 import time
 from pathlib import Path
 
+from _kdev import BenchFailed, cli, copy_fixture, edit_source, timed
+
 TARGET_RATIO = 0.2
-FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "selftest_fs"
-EDIT_MARK = "/* bench/watch.py edit */"
 SAVE_LINE = re.compile(r"^\d\d:\d\d:\d\d save (\d+): (.*)$")
-
-
-class BenchFailed(Exception):
-    pass
-
-
-def cli(*argv: str) -> list[str]:
-    return [sys.executable, "-m", "vexfs_cockpit", *argv]
-
-
-def edit_source(src: Path, tag: str) -> None:
-    """A real edit that changes the module's bytes (a new string in .rodata), written in one go."""
-    c = src / "vexfs_selftest.c"
-    text = c.read_text().split(EDIT_MARK)[0]
-    c.write_text(f"{text}{EDIT_MARK}\nstatic const char vexfs_bench_edit[] __used = \"{tag}\";\n")
-
-
-def run(argv: list[str], env: dict[str, str], timeout: float) -> float:
-    t0 = time.monotonic()
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
-    took = time.monotonic() - t0
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-12:])
-        raise BenchFailed(f"`{' '.join(argv[3:5])}` exited {proc.returncode} after {took:.1f}s:\n{tail}")
-    return took
 
 
 class Watch:
@@ -126,7 +100,7 @@ def main() -> int:
     tmp = tempfile.TemporaryDirectory(prefix="vexfs-bench-watch-")
     src, cold_src = Path(tmp.name) / "watched" / "selftest_fs", Path(tmp.name) / "cold" / "selftest_fs"
     for dst in (src, cold_src):
-        shutil.copytree(FIXTURE, dst, ignore=shutil.ignore_patterns("*.o", "*.ko", "*.mod*", ".*", "__pycache__", "*.py"))
+        copy_fixture(dst)
     vm_common = ["--env", args.env] + (["--config", args.config] if args.config else [])
     name = f"vexfs-{args.env}-benchw{os.getpid()}-0"
     # `watch` and `run` never go through the kdev agent: said so that nothing starts one.
@@ -139,7 +113,7 @@ def main() -> int:
     watch: Watch | None = None
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     try:
-        boot = run(cli("vm", "start", *vm_common, name), env, args.timeout)
+        boot = timed(cli("vm", "start", *vm_common, name), env, args.timeout)
         print(f"dev VM {name} up in {boot:.1f}s (once, not counted)")
         watch = Watch(cli("watch", *vm_common, "--set", f"module.build_path={src}", name, "--tests", args.test), env)
         watch.next_line(lambda ln: ln.startswith("watching "), 120)
@@ -150,7 +124,7 @@ def main() -> int:
         # The first `run` may save the golden snapshot its VMs restore from (minutes, once
         # per image): what every later cold loop skips, so it is not one of them.
         edit_source(cold_src, "warm-up")
-        print(f"cold loop warm-up {run(cold_argv, env, args.timeout):.1f}s (golden snapshot, once, not counted)")
+        print(f"cold loop warm-up {timed(cold_argv, env, args.timeout):.1f}s (golden snapshot, once, not counted)")
         for i in range(args.iterations):
             print(f"iteration {i + 1}/{args.iterations}")
             edit_source(src, f"{i}-watch")
@@ -163,7 +137,7 @@ def main() -> int:
             warm.append(took)
             print(f"  save -> result {took:6.1f}s  ({result})  load {os.getloadavg()[0]:.1f}", flush=True)
             edit_source(cold_src, f"{i}-cold")
-            took = run(cold_argv, env, args.timeout)
+            took = timed(cold_argv, env, args.timeout)
             cold.append(took)
             print(f"  cold loop      {took:6.1f}s  (boot + build + {args.test} + power-off)  "
                   f"load {os.getloadavg()[0]:.1f}", flush=True)

@@ -206,3 +206,39 @@ def test_a_writer_whose_connection_is_dropped_reconnects_and_loses_nothing(pg_se
         *[(f"before{i}",) for i in range(5)], *[(f"after{i}",) for i in range(5)]]
     assert _rows(url, "SELECT n_results, n_passed FROM domain_runs") == [(10, 10)]
     assert _rows(url, "SELECT status FROM runs") == [("passed",)]
+
+
+def test_a_batch_whose_commit_landed_before_the_link_broke_is_not_stored_twice(pg_server: Any) -> None:
+    """The server committed the batch, then the connection broke before its answer came
+    back: the writer cannot tell that from a batch lost with the link. It reconnects,
+    finds the batch's id stored with it (schema v8) and does not write it again."""
+    from vexfs_cockpit.errors import StoreError
+    from vexfs_cockpit.store.writer import StoreWriter
+
+    url = PgUrl(pg_server.new_database())
+    writer = StoreWriter(url)
+    try:
+        assert writer.write_batch([(RunStarted(run_id="r", config_path="c", profile="p", env="ci", domains=(KM,),
+                                               ts=T0), "")]) == []
+        broken = writer.conn
+        sent = broken.execute
+
+        def commit_then_lose_the_answer(sql: str, params: Any = ()) -> Any:
+            cur = sent(sql, params)
+            if sql == "COMMIT":
+                broken.raw.close()
+                raise StoreError(f"history DB {url}: the connection was lost (server closed the connection)")
+            return cur
+
+        broken.execute = commit_then_lose_the_answer  # type: ignore[method-assign]
+        batch = [(TestFinished(run_id="r", result=result(KM, f"t{i}", P, T0 + i), ts=T0 + i + 0.5), "")
+                 for i in range(3)]
+        assert writer.write_batch(batch) == []
+        assert writer.conn is not broken  # it did reconnect
+        with reading(url) as conn:
+            assert conn is not None
+            assert conn.execute("SELECT test, count(*) FROM test_results GROUP BY test ORDER BY test").fetchall() == [
+                ("t0", 1), ("t1", 1), ("t2", 1)]
+            assert conn.execute("SELECT n_results FROM domain_runs").fetchall() == [(3,)]  # the kept count too
+    finally:
+        writer.close()

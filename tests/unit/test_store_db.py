@@ -198,9 +198,10 @@ def loc(request: pytest.FixtureRequest, tmp_path: Path) -> StoreLocation:
     return new_history(request, tmp_path)
 
 
-def test_a_v6_history_of_either_backend_migrates_to_v7(loc: StoreLocation, monkeypatch: pytest.MonkeyPatch) -> None:
-    """v7 (vm_ready) is the first migration after PostgreSQL's baseline: one function
-    for both backends. A v6 history is read as it is, then migrated by a writer."""
+def test_a_v6_history_of_either_backend_migrates_to_the_latest(loc: StoreLocation,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """v7 (vm_ready) is the first migration after PostgreSQL's baseline: each after it is
+    one function for both backends. A v6 history is read as it is, then migrated by a writer."""
     from vexfs_cockpit.engine.events import RunStarted, VmReady
     from vexfs_cockpit.store import dialect, pg
     from vexfs_cockpit.store.db import reading
@@ -218,7 +219,9 @@ def test_a_v6_history_of_either_backend_migrates_to_v7(loc: StoreLocation, monke
     asyncio.run(record(loc, [RunStarted(run_id="r7", config_path="c", profile="p", env="dev", domains=(KM,), ts=T0 + 9),
                              VmReady(vm="vm-0", mode="boot", seconds=9.5, reset=True, ts=T0 + 10)]))
     with reading(loc) as conn:
-        assert dialect.schema_version(conn) == schema.LATEST_VERSION == 7
-        assert [r[0] for r in fetch_tuples(conn, "SELECT name FROM schema_version ORDER BY version")][-1] == "vm ready times"
+        assert dialect.schema_version(conn) == schema.LATEST_VERSION == 8
+        assert [r[0] for r in fetch_tuples(conn, "SELECT name FROM schema_version ORDER BY version")][-2:] == [
+            "vm ready times", "write batches"]
+        assert dialect.has_table(conn, "write_batches")
     detail = History(loc).run_detail("r7")
     assert detail is not None and [(r.mode, r.seconds, r.reset) for r in detail.vm_ready] == [("boot", 9.5, True)]

@@ -355,6 +355,26 @@ def _v7_vm_ready(conn: Any) -> None:
         conn.execute(stmt)
 
 
+# v8: the write batches a PostgreSQL writer committed, by id, so that the batch it
+# sends again after a lost connection is not stored twice when the first COMMIT had
+# landed before the link broke (writer.py). Kept a day. SQLite's writer never loses its
+# connection and does not use it.
+_V8 = """
+CREATE TABLE write_batches (
+    id TEXT PRIMARY KEY,
+    ts {real} NOT NULL
+);
+CREATE INDEX write_batches_ts ON write_batches(ts)
+"""
+
+
+def _v8_write_batches(conn: Any) -> None:
+    from vexfs_cockpit.store.dialect import column_types
+
+    for stmt in _statements(_V8.format(**column_types(conn))):
+        conn.execute(stmt)
+
+
 # A migration takes either backend's connection from v7 on (PostgreSQL starts at v6).
 Migration = Callable[[Any], None]
 
@@ -367,6 +387,7 @@ MIGRATIONS: tuple[tuple[str, Migration], ...] = (
     ("run provenance", _v5_provenance),
     ("test verdicts", _v6_test_verdicts),
     ("vm ready times", _v7_vm_ready),
+    ("write batches", _v8_write_batches),
 )
 
 LATEST_VERSION = len(MIGRATIONS)

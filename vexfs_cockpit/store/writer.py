@@ -13,6 +13,7 @@ import logging
 import os
 import sqlite3
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,7 @@ from vexfs_cockpit.store.report import RUN_ENDED_EARLY, join_vm
 log = logging.getLogger(__name__)
 
 _SIG = "crash_signatures"  # the upsert's stored row (PostgreSQL wants it named)
+BATCH_IDS_KEPT_S = 86400.0
 
 # Unexpected kernel reports at or above this severity become crash signatures.
 SIGNATURE_MIN_SEVERITY = Severity.WARNING
@@ -98,6 +100,11 @@ class StoreWriter:
         self._run_columns = set(table_columns(self.conn, "runs"))
         self._verdicts = has_table(self.conn, "test_verdicts")  # v6
         self._vm_ready = has_table(self.conn, "vm_ready")  # v7
+        # v8, PostgreSQL: each batch's id goes in with it (a resend after a lost link must
+        # not store it twice); a day's worth is kept.
+        self._batches = self.pg and has_table(self.conn, "write_batches")
+        if self._batches:
+            self.conn.execute("DELETE FROM write_batches WHERE ts < ?", (time.time() - BATCH_IDS_KEPT_S,))
 
     def close(self) -> None:
         try:
@@ -167,14 +174,16 @@ class StoreWriter:
         """
         try:
             self._check_same_file()
+            batch = uuid.uuid4().hex if self._batches else ""
             try:
                 with self._tx():
-                    self._write_items(items)
+                    self._write_items(items, batch)
             except StoreError:
                 if not self._reconnect():
                     raise
-                with self._tx():  # once more, on the new connection
-                    self._write_items(items)
+                if not self._committed(batch):  # a COMMIT that landed before the link broke
+                    with self._tx():  # once more, on the new connection
+                        self._write_items(items, batch)
             return []
         except Exception as exc:
             if len(items) == 1 or _is_fatal(exc):
@@ -214,7 +223,12 @@ class StoreWriter:
         what = type(items[0][0]).__name__ if len(items) == 1 else f"{len(items)} events"
         return f"history DB {self.path}: cannot store {what} ({type(exc).__name__}: {exc})"
 
-    def _write_items(self, items: Sequence[Item]) -> None:
+    def _committed(self, batch: str) -> bool:
+        return bool(batch) and self.conn.execute("SELECT 1 FROM write_batches WHERE id=?", (batch,)).fetchone() is not None
+
+    def _write_items(self, items: Sequence[Item], batch: str = "") -> None:
+        if batch:  # in the batch's own transaction: committed with it, or not at all
+            self.conn.execute("INSERT INTO write_batches(id, ts) VALUES (?, ?)", (batch, time.time()))
         newest: dict[str, float] = {}
         for ev, run_ctx in items:
             self._write(ev, run_ctx)

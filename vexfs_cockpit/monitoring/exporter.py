@@ -30,7 +30,8 @@ from prometheus_client.registry import Collector
 from vexfs_cockpit.config.models import split_listen
 from vexfs_cockpit.engine.confirm import Verdict
 from vexfs_cockpit.errors import ReportError, UsageError
-from vexfs_cockpit.monitoring.queries import read_snapshot, store_size_bytes
+from vexfs_cockpit.monitoring.queries import read_snapshot
+from vexfs_cockpit.store.db import store_size
 from vexfs_cockpit.store.history import History
 from vexfs_cockpit.store.location import StoreLocation
 from vexfs_cockpit.store.report import CRASH_KINDS
@@ -162,7 +163,7 @@ class HistoryCollector(Collector):
         yield runs
         running = len(History(self.db).list_runs(status="running", limit=1000))
         yield GaugeMetricFamily(RUNS_IN_PROGRESS, "Runs whose process is still running", value=running)
-        yield GaugeMetricFamily(STORE_SIZE, "History DB size: the SQLite file with its WAL, or the PostgreSQL database", value=store_size_bytes(self.db))
+        yield GaugeMetricFamily(STORE_SIZE, "History DB size: the SQLite file with its WAL, or the PostgreSQL database", value=store_size(self.db))
 
 
 def build_registry(db: StoreLocation) -> CollectorRegistry:

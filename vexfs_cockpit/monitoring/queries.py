@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from vexfs_cockpit.store.db import reading, store_size
+from vexfs_cockpit.store.db import reading
 from vexfs_cockpit.store.dialect import Conn, fetch_tuples, has_table
 from vexfs_cockpit.store.history import History
 from vexfs_cockpit.store.location import StoreLocation
@@ -77,12 +77,6 @@ class Snapshot:
     vms: list[VmLatest] = field(default_factory=list)
     kernel: dict[tuple[str, bool], int] = field(default_factory=dict)  # (kind, expected) -> reports
     runs: dict[str, int] = field(default_factory=dict)  # stored status -> runs
-
-
-def store_size_bytes(db: StoreLocation) -> int:
-    """What the history takes: the SQLite file with its WAL and shared-memory files, or
-    the PostgreSQL database (pg_database_size)."""
-    return store_size(db)
 
 
 def read_snapshot(db: StoreLocation, buckets: Sequence[float]) -> Snapshot:

@@ -76,13 +76,10 @@ def history_exists(loc: StoreLocation) -> bool:
     """True if the history at ``loc`` exists and is ours; a foreign or corrupt one is a
     StoreError. A PostgreSQL database without our schema counts as absent."""
     if isinstance(loc, PgUrl):
-        from vexfs_cockpit.store import pg
-
-        conn = pg.connect(loc)
-        try:
-            return pg.verify(conn) > 0
-        finally:
+        conn = open_reader(loc)
+        if conn is not None:
             conn.close()
+        return conn is not None
     return check_file(loc)
 
 
@@ -370,7 +367,15 @@ def open_reader(loc: StoreLocation) -> Conn | None:
         from vexfs_cockpit.store import pg
 
         pconn = pg.connect(loc)
-        if pg.verify(pconn) == 0:
+        try:
+            version = pg.verify(pconn)
+        except pg.psycopg.Error as exc:
+            pconn.close()
+            raise pg.read_error(loc, exc) from None
+        except BaseException:
+            pconn.close()
+            raise
+        if version == 0:
             pconn.close()
             return None
         return pconn
@@ -395,14 +400,14 @@ def reading(loc: StoreLocation, readers: Readers | None = None) -> Iterator[Conn
     if isinstance(loc, PgUrl):
         from vexfs_cockpit.store import pg
 
-        pconn = pg.connect(loc)
+        pconn = open_reader(loc)
         try:
-            yield pconn if pg.verify(pconn) else None
+            yield pconn
         except pg.psycopg.Error as exc:
-            raise StoreError(f"cannot read history DB {loc} ({pg.first_line(exc)}): check the server "
-                             "and your rights on that database") from None
+            raise pg.read_error(loc, exc) from None
         finally:
-            pconn.close()
+            if pconn is not None:
+                pconn.close()
         return
     with leave_as_found(loc):
         conn = open_reader(loc)

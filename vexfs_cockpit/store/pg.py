@@ -192,11 +192,7 @@ def connect(location: PgUrl) -> PgConnection:
     """A connection, or one line naming the URL and what to check (never a password:
     the URL has none, and libpq's messages do not print the one it was given)."""
     try:
-        # Client-side binding: the store's "(? IS NULL OR env = ?)" filters give the
-        # server a NULL whose type it cannot infer from a bare parameter.
-        raw = psycopg.connect(location.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
-                              application_name="vexfs-cockpit", cursor_factory=psycopg.ClientCursor,
-                              **_client_keepalives(location.url))
+        raw = psycopg.connect(location.url, **_CONNECT_KWARGS, **_client_keepalives(location.url))
         # The server's side of the same: a writer whose machine vanished (powered off, cut
         # off) holds its runs' locks until the server notices the dead connection, which
         # by the kernel's defaults takes two hours; these make it about a minute, so the
@@ -221,6 +217,19 @@ def _client_keepalives(url: str) -> dict[str, int]:
     given = conninfo_to_dict(url)
     wanted = dict(zip(("keepalives_idle", "keepalives_interval", "keepalives_count"), KEEPALIVE_S, strict=True))
     return {k: v for k, v in {"keepalives": 1, **wanted}.items() if k not in given}
+
+
+# Every connection of ours, a writer's or a pooled reader's. Client-side binding: the
+# store's "(? IS NULL OR env = ?)" filters give the server a NULL whose type it cannot
+# infer from a bare parameter.
+_CONNECT_KWARGS: dict[str, Any] = {"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S,
+                                   "application_name": "vexfs-cockpit", "cursor_factory": psycopg.ClientCursor}
+
+
+def read_error(location: PgUrl, exc: psycopg.Error) -> StoreError:
+    """The one line for a read the server refused or broke off."""
+    return StoreError(f"cannot read history DB {location} ({first_line(exc)}): check the server "
+                      "and your rights on that database")
 
 
 def _configure(raw: psycopg.Connection[Any]) -> None:
@@ -249,8 +258,7 @@ class Readers:
         self._version = 0
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             location.url, min_size=1, max_size=max_size, open=False, name="vexfs-cockpit-readers",
-            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S, "application_name": "vexfs-cockpit",
-                    "cursor_factory": psycopg.ClientCursor},
+            kwargs=dict(_CONNECT_KWARGS),
             configure=_configure,
             check=ConnectionPool.check_connection, timeout=timeout_s)
         self._pool.open(wait=False)  # the first connection is made in the background
@@ -272,8 +280,7 @@ class Readers:
             raise StoreError(f"history DB {self.location}: all {self._pool.max_size} reader connections stayed busy "
                              f"for {self.timeout_s:g} s") from None
         except psycopg.Error as exc:
-            raise StoreError(f"cannot read history DB {self.location} ({first_line(exc)}): check the server "
-                             "and your rights on that database") from None
+            raise read_error(self.location, exc) from None
 
     def close(self) -> None:
         self._pool.close()

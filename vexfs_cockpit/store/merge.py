@@ -74,12 +74,12 @@ from vexfs_cockpit.store.history import (  # the readers' view of a dead run
 from vexfs_cockpit.store.liveness import ProcessIdentity, domain_died_reason
 from vexfs_cockpit.store.location import PgUrl, StoreLocation
 from vexfs_cockpit.store.schema import migrate
+from vexfs_cockpit.store.writer import SIGNATURE_UPSERT
 
 JSON_FORMAT = "vexfs-cockpit-run/1"
 # Tables whose rows belong to one run (by run_id) and carry no reference to another row.
 _RUN_TABLES = ("domain_runs", "test_results", "metrics", "vm_samples", "vm_states", "infra_problems",
                "test_verdicts", "vm_ready")
-_SIG = "crash_signatures"  # the upsert's stored row (PostgreSQL wants it named)
 # Kept by triggers on the destination (schema v3): recounted there, never copied.
 _TRIGGER_COUNTED = frozenset({"n_passed", "n_bad", "n_skipped", "n_results"})
 
@@ -402,16 +402,7 @@ def _merge_kernel_events(dst: Conn, src: Conn, cols: _Columns, src_id: str, new_
         (src_id,),
     )
     for sig, kind, title, severity, first, last, n in signatures:
-        dst.execute(
-            "INSERT INTO crash_signatures(signature, kind, title, severity, first_seen, last_seen, count, last_run_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(signature) DO UPDATE SET "
-            f"count={_SIG}.count+excluded.count, "
-            f"first_seen=CASE WHEN excluded.first_seen < {_SIG}.first_seen THEN excluded.first_seen ELSE {_SIG}.first_seen END, "
-            f"severity=CASE WHEN excluded.severity > {_SIG}.severity THEN excluded.severity ELSE {_SIG}.severity END, "
-            f"last_run_id=CASE WHEN excluded.last_seen >= {_SIG}.last_seen THEN excluded.last_run_id ELSE {_SIG}.last_run_id END, "
-            f"last_seen=CASE WHEN excluded.last_seen > {_SIG}.last_seen THEN excluded.last_seen ELSE {_SIG}.last_seen END",
-            (sig, kind, title, int(severity), first, last, int(n), new_id),
-        )
+        dst.execute(SIGNATURE_UPSERT, (sig, kind, title, int(severity), first, last, int(n), new_id))
 
 
 __all__ = ["JSON_FORMAT", "ImportSummary", "clash_id", "import_history", "report_events"]

@@ -52,6 +52,17 @@ from vexfs_cockpit.store.report import RUN_ENDED_EARLY, join_vm
 log = logging.getLogger(__name__)
 
 _SIG = "crash_signatures"  # the upsert's stored row (PostgreSQL wants it named)
+# Adds ``count`` sightings of a signature between first_seen and last_seen (of run
+# last_run_id) to its row: the writer adds one report, history import a run's worth.
+SIGNATURE_UPSERT = (
+    "INSERT INTO crash_signatures(signature, kind, title, severity, first_seen, last_seen, count, last_run_id) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(signature) DO UPDATE SET "
+    f"count={_SIG}.count+excluded.count, "
+    f"first_seen=CASE WHEN excluded.first_seen < {_SIG}.first_seen THEN excluded.first_seen ELSE {_SIG}.first_seen END, "
+    f"severity=CASE WHEN excluded.severity > {_SIG}.severity THEN excluded.severity ELSE {_SIG}.severity END, "
+    f"last_run_id=CASE WHEN excluded.last_seen >= {_SIG}.last_seen THEN excluded.last_run_id ELSE {_SIG}.last_run_id END, "
+    f"last_seen=CASE WHEN excluded.last_seen > {_SIG}.last_seen THEN excluded.last_seen ELSE {_SIG}.last_seen END"
+)
 BATCH_IDS_KEPT_S = 86400.0
 
 # Unexpected kernel reports at or above this severity become crash signatures.
@@ -456,16 +467,7 @@ class StoreWriter:
         )
         if ev.expected or r.severity < SIGNATURE_MIN_SEVERITY:
             return
-        self.conn.execute(
-            "INSERT INTO crash_signatures(signature, kind, title, severity, first_seen, last_seen, count, last_run_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, 1, ?) ON CONFLICT(signature) DO UPDATE SET "
-            f"count={_SIG}.count+1, "
-            f"first_seen=CASE WHEN excluded.first_seen < {_SIG}.first_seen THEN excluded.first_seen ELSE {_SIG}.first_seen END, "
-            f"severity=CASE WHEN excluded.severity > {_SIG}.severity THEN excluded.severity ELSE {_SIG}.severity END, "
-            f"last_run_id=CASE WHEN excluded.last_seen >= {_SIG}.last_seen THEN excluded.last_run_id ELSE {_SIG}.last_run_id END, "
-            f"last_seen=CASE WHEN excluded.last_seen > {_SIG}.last_seen THEN excluded.last_seen ELSE {_SIG}.last_seen END",
-            (r.signature, r.kind, r.title, int(r.severity), ev.ts, ev.ts, ev.run_id),
-        )
+        self.conn.execute(SIGNATURE_UPSERT, (r.signature, r.kind, r.title, int(r.severity), ev.ts, ev.ts, 1, ev.run_id))
         self._insert(
             "crash_occurrences",
             {

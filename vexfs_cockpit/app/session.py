@@ -243,7 +243,7 @@ async def open_session(args, provider_factory: ProviderFactory | None = None) ->
     from vexfs_cockpit.config.load import config_from_args
     from vexfs_cockpit.config.paths import project_root
     from vexfs_cockpit.fleet.provider import LibvirtProvider
-    from vexfs_cockpit.store.db import config_location, resolve_location
+    from vexfs_cockpit.store.db import resolve_location
     from vexfs_cockpit.store.history import History
     from vexfs_cockpit.store.location import PgUrl
     from vexfs_cockpit.store.recorder import HistoryStore, Recorder
@@ -255,7 +255,7 @@ async def open_session(args, provider_factory: ProviderFactory | None = None) ->
     bus.bind_loop(asyncio.get_running_loop())
     # The run stores its config: a password in store.url is refused even when --db or
     # VEXFS_COCKPIT_DB points elsewhere.
-    db_path = resolve_location(getattr(args, "db", None), config_location(cfg.store.location))
+    db_path = resolve_location(getattr(args, "db", None), cfg.store.location)
     # Live metrics and alerts (monitoring.listen, monitoring.alerts): the address is bound
     # before anything starts, so a busy port is one line and nothing to undo.
     from vexfs_cockpit.monitoring.live import open_live_monitor

@@ -50,10 +50,10 @@ def cmd_rules(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from vexfs_cockpit.config.load import config_from_args
     from vexfs_cockpit.monitoring.alerts import check_run, resolve_run
-    from vexfs_cockpit.store.db import config_location, resolve_location
+    from vexfs_cockpit.store.db import resolve_location
 
     cfg = config_from_args(args, runs_domains=False)
-    db = resolve_location(args.db, config_location(cfg.store.location))
+    db = resolve_location(args.db, cfg.store.location)
     report = resolve_run(db, args.run)
     firing = check_run(db, report, cfg.monitoring.alerts)
     for f in firing:

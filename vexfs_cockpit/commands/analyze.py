@@ -58,12 +58,12 @@ def context(args: argparse.Namespace) -> Context:
     from vexfs_cockpit.analysis.regressions import Settings
     from vexfs_cockpit.config.load import load_config, parse_override
     from vexfs_cockpit.config.paths import known_failures_dir
-    from vexfs_cockpit.store.db import config_location, history_exists, resolve_location
+    from vexfs_cockpit.store.db import history_exists, resolve_location
     from vexfs_cockpit.store.history import History
 
     overrides = dict(parse_override(s) for s in (args.set or []))
     cfg = load_config(args.config, None, overrides, runs_domains=False)  # --env: history runs, not an overlay
-    db = resolve_location(args.db, config_location(cfg.store.location), os.environ)
+    db = resolve_location(args.db, cfg.store.location, os.environ)
     if not history_exists(db):
         raise UsageError(f"{db}: no history DB there; record runs with `vexfs-cockpit run --batch` or pass --db PATH")
     a = cfg.analysis

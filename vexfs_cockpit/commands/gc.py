@@ -28,11 +28,11 @@ def cmd_gc(args: argparse.Namespace) -> int:
     from vexfs_cockpit.builds.kbuild import default_cache_dir
     from vexfs_cockpit.config.load import config_from_args
     from vexfs_cockpit.config.paths import data_dir
-    from vexfs_cockpit.store.db import config_location, history_exists, resolve_location, store_size
+    from vexfs_cockpit.store.db import history_exists, resolve_location, store_size
     from vexfs_cockpit.store.history import History
 
     cfg = config_from_args(args, runs_domains=False)
-    db = resolve_location(args.db, config_location(cfg.store.location))
+    db = resolve_location(args.db, cfg.store.location)
     # Runs still running (here, or on another cockpit of a shared PostgreSQL history)
     # keep their artifacts.
     exists = history_exists(db)

@@ -25,7 +25,7 @@ from typing import TextIO
 
 from vexfs_cockpit.engine.confirm import badge
 from vexfs_cockpit.errors import StoreUnwritable, UsageError
-from vexfs_cockpit.store.db import DB_ENV_VAR, config_location, history_exists, resolve_location
+from vexfs_cockpit.store.db import DB_ENV_VAR, history_exists, resolve_location
 from vexfs_cockpit.store.history import BAD, History, RunComparison, since_period
 from vexfs_cockpit.store.location import StoreLocation
 from vexfs_cockpit.store.recorder import HistoryStore
@@ -114,7 +114,7 @@ def history_location(args: argparse.Namespace) -> StoreLocation:
         profile = None
     if profile is None or not profile.exists():
         return resolve_location(None, None, os.environ)
-    return resolve_location(None, config_location(load_config(profile, runs_domains=False).store.location), os.environ)
+    return resolve_location(None, load_config(profile, runs_domains=False).store.location, os.environ)
 
 
 def cmd_history(args: argparse.Namespace, out: TextIO | None = None) -> int:

@@ -35,9 +35,9 @@ def history_db(args: argparse.Namespace) -> StoreLocation:
     """The DB a command names; it must exist (a typo'd --db would otherwise read as empty)."""
     from vexfs_cockpit.config.load import config_from_args
     from vexfs_cockpit.errors import UsageError
-    from vexfs_cockpit.store.db import config_location, history_exists, resolve_location
+    from vexfs_cockpit.store.db import history_exists, resolve_location
 
-    db = resolve_location(args.db, None if args.db else config_location(config_from_args(args, runs_domains=False).store.location))
+    db = resolve_location(args.db, None if args.db else config_from_args(args, runs_domains=False).store.location)
     if not history_exists(db):
         raise UsageError(f"no history DB at {db}: give --db PATH or run some tests first")
     return db

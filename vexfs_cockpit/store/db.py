@@ -56,20 +56,16 @@ def resolve_location(
     environ: Mapping[str, str] = os.environ,
 ) -> StoreLocation:
     """--db beats VEXFS_COCKPIT_DB beats config ``store.url`` (or ``store.db_path``)
-    beats the data dir. Each may be an SQLite path or a ``postgresql://`` URL."""
+    beats the data dir. Each may be an SQLite path or a ``postgresql://`` URL. The
+    config's is checked even where it is overridden: a password there is refused (a
+    run stores its config in the history)."""
+    if config_db:
+        parse_location(os.fspath(config_db), "store.url")
     for where, candidate in (("--db", cli_db), (DB_ENV_VAR, environ.get(DB_ENV_VAR) or None),
                              ("store.url", config_db)):
         if candidate:
             return parse_location(os.fspath(candidate), where)
     return default_db_path()
-
-
-def config_location(text: str | None) -> str | None:
-    """A config's store.url, checked even where --db or VEXFS_COCKPIT_DB overrides it:
-    a password there is refused (a run stores its config in the history)."""
-    if text:
-        parse_location(text, "store.url")
-    return text
 
 
 def history_exists(loc: StoreLocation) -> bool:
